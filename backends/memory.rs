@@ -1,0 +1,114 @@
+//! `MemoryStorage`: records in a map in process memory.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+
+use async_trait::async_trait;
+
+use crate::{Error, KeyId, KeyStorage, Result, WrappedDek};
+
+const NAME: &str = "memory";
+
+/// Records kept in process memory: fast, and gone when the process ends.
+///
+/// For tests, embedding, and servers whose keys need not outlive them. Records
+/// are kept in their encoded form, so what comes out went through the same
+/// checks as a record read from disk.
+///
+/// Feature `storage-memory`.
+///
+/// # Example
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use keyserver::{KeyId, KeyStorage};
+/// use keyserver::backends::MemoryStorage;
+///
+/// let store = MemoryStorage::new();
+/// assert!(!store.contains(&KeyId::from_bytes([0; 32])).await?);
+/// assert_eq!(store.count(), 0);
+/// # Ok::<(), keyserver::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Default)]
+pub struct MemoryStorage {
+    records: RwLock<BTreeMap<KeyId, Vec<u8>>>,
+    count: AtomicU64,
+}
+
+impl MemoryStorage {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn poisoned() -> Error {
+    Error::Storage {
+        backend: NAME,
+        message: "a writer panicked while holding the lock".into(),
+        source: None,
+    }
+}
+
+#[async_trait]
+impl KeyStorage for MemoryStorage {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn put(&self, record: &WrappedDek) -> Result<()> {
+        let encoded = record.encode();
+        let mut map = self.records.write().map_err(|_| poisoned())?;
+        match map.entry(*record.key_id()) {
+            std::collections::btree_map::Entry::Occupied(_) => Err(Error::AlreadyExists {
+                key_id: *record.key_id(),
+            }),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(encoded);
+                self.count.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    }
+
+    async fn get(&self, key_id: &KeyId) -> Result<WrappedDek> {
+        let map = self.records.read().map_err(|_| poisoned())?;
+        match map.get(key_id) {
+            Some(bytes) => WrappedDek::decode(bytes, key_id),
+            None => Err(Error::NotFound { key_id: *key_id }),
+        }
+    }
+
+    async fn contains(&self, key_id: &KeyId) -> Result<bool> {
+        Ok(self
+            .records
+            .read()
+            .map_err(|_| poisoned())?
+            .contains_key(key_id))
+    }
+
+    fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    async fn delete(&self, key_id: &KeyId) -> Result<bool> {
+        let mut map = self.records.write().map_err(|_| poisoned())?;
+        let removed = map.remove(key_id).is_some();
+        if removed {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(removed)
+    }
+
+    async fn list(&self) -> Result<Vec<KeyId>> {
+        Ok(self
+            .records
+            .read()
+            .map_err(|_| poisoned())?
+            .keys()
+            .copied()
+            .collect())
+    }
+}

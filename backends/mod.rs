@@ -1,0 +1,14 @@
+//! Backends: cipher suites ([`CipherSuite`](crate::CipherSuite)) and storages
+//! ([`KeyStorage`](crate::KeyStorage)), each behind its own Cargo feature.
+//!
+//! Backends use only the crate's public API, as an outside crate would.
+
+#[cfg(feature = "storage-memory")]
+mod memory;
+#[cfg(feature = "cipher-rustcrypto")]
+mod rustcrypto;
+
+#[cfg(feature = "storage-memory")]
+pub use memory::MemoryStorage;
+#[cfg(feature = "cipher-rustcrypto")]
+pub use rustcrypto::RustCrypto;

@@ -1,0 +1,199 @@
+//! The `RustCrypto` cipher suite: rsa, aes-gcm, hkdf and sha2.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aes::Aes192;
+use aes_gcm::{Aes128Gcm, Aes256Gcm, AesGcm};
+use der::asn1::UintRef;
+use der::Decode;
+use getrandom::SysRng;
+use hkdf::Hkdf;
+use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use rsa::sha2::Sha256;
+use rsa::{BoxedUint, PrivateKey, PublicKey};
+use spki::SubjectPublicKeyInfoRef;
+use zeroize::Zeroizing;
+
+use crate::{CipherSuite, Error, Result, GCM_NONCE_LEN, MAX_RSA_BITS};
+
+type Aes192Gcm = AesGcm<Aes192, aes_gcm::aead::consts::U12>;
+
+const NAME: &str = "rustcrypto";
+
+/// The cipher suite built on the pure-Rust RustCrypto crates: `rsa` 0.10
+/// (constant-time big integers, blinded private operations), `aes-gcm`,
+/// `hkdf`, `sha2`, with randomness from the OS CSPRNG (`getrandom`).
+///
+/// Feature `cipher-rustcrypto`.
+///
+/// # Example
+///
+/// ```
+/// use keyserver::{CipherSuite, Kek};
+/// use keyserver::backends::RustCrypto;
+///
+/// let suite = RustCrypto::new();
+/// let kek = Kek::from_pkcs8_der(&suite.generate_rsa(2048)?)?;
+/// let wrapped = suite.rsa_oaep_wrap(kek.public_key_der(), &[42; 16])?;
+/// let dek = suite.rsa_oaep_unwrap(kek.pkcs8_der(), &wrapped)?;
+/// assert_eq!(&dek[..], &[42; 16]);
+/// # Ok::<(), keyserver::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RustCrypto {
+    _private: (),
+}
+
+impl RustCrypto {
+    /// The suite. It holds no state.
+    pub const fn new() -> Self {
+        RustCrypto { _private: () }
+    }
+}
+
+fn crypto(operation: &'static str) -> Error {
+    Error::Crypto {
+        suite: NAME,
+        operation,
+    }
+}
+
+fn invalid(reason: &'static str) -> Error {
+    Error::InvalidKey { reason }
+}
+
+/// A big-endian unsigned integer of exactly its own byte width.
+fn uint(u: UintRef<'_>) -> Result<BoxedUint> {
+    let bytes = u.as_bytes();
+    let bits = u32::try_from(bytes.len() * 8).map_err(|_| invalid("integer too large"))?;
+    BoxedUint::from_be_slice(bytes, bits.max(64)).map_err(|_| invalid("malformed integer"))
+}
+
+/// Parses an RSA SubjectPublicKeyInfo up to `MAX_RSA_BITS` (rsa's own parser
+/// stops at 8192 bits, below the 15360 bits strength 256 needs).
+fn public_key(spki_der: &[u8]) -> Result<PublicKey> {
+    let spki = SubjectPublicKeyInfoRef::from_der(spki_der)
+        .map_err(|_| invalid("not a DER SubjectPublicKeyInfo"))?;
+    if spki.algorithm.oid != pkcs1::ALGORITHM_OID {
+        return Err(invalid("not an RSA public key"));
+    }
+    let bytes = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or(invalid("malformed RSA public key"))?;
+    let key =
+        pkcs1::RsaPublicKeyRef::from_der(bytes).map_err(|_| invalid("malformed RSA public key"))?;
+    PublicKey::new_with_size_limits(
+        uint(key.modulus)?,
+        uint(key.public_exponent)?,
+        crate::MIN_RSA_BITS..=MAX_RSA_BITS,
+    )
+    .map_err(|_| invalid("unacceptable RSA public key"))
+}
+
+fn gcm_seal<A: Aead + KeyInit>(
+    key: &[u8],
+    nonce: &[u8; GCM_NONCE_LEN],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>> {
+    let cipher = A::new_from_slice(key).map_err(|_| invalid("wrong AES key length"))?;
+    let nonce = aes_gcm::aead::Nonce::<A>::try_from(&nonce[..]).map_err(|_| crypto("nonce"))?;
+    cipher
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
+        .map_err(|_| Error::TooLarge {
+            size: plaintext.len() as u64,
+            limit: crate::envelope::MAX_PLAINTEXT,
+        })
+}
+
+fn gcm_open<A: Aead + KeyInit>(
+    key: &[u8],
+    nonce: &[u8; GCM_NONCE_LEN],
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>> {
+    let cipher = A::new_from_slice(key).map_err(|_| invalid("wrong AES key length"))?;
+    let nonce = aes_gcm::aead::Nonce::<A>::try_from(&nonce[..]).map_err(|_| crypto("nonce"))?;
+    cipher
+        .decrypt(&nonce, Payload { msg: sealed, aad })
+        .map(Zeroizing::new)
+        .map_err(|_| Error::DecryptionFailed)
+}
+
+impl CipherSuite for RustCrypto {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn generate_rsa(&self, bits: usize) -> Result<Zeroizing<Vec<u8>>> {
+        if !(crate::MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
+            return Err(Error::Policy {
+                reason: format!("RSA key size {bits} outside 2048..=16384 bits"),
+            });
+        }
+        let key = PrivateKey::new(&mut SysRng, bits).map_err(|_| crypto("RSA key generation"))?;
+        let doc = key.to_pkcs8_der().map_err(|_| crypto("PKCS#8 encoding"))?;
+        Ok(Zeroizing::new(doc.as_bytes().to_vec()))
+    }
+
+    fn rsa_oaep_wrap(&self, spki_der: &[u8], dek: &[u8]) -> Result<Vec<u8>> {
+        public_key(spki_der)?
+            .oaep_encrypt_with_rng::<Sha256, _>(&mut SysRng, dek)
+            .map_err(|_| crypto("RSA-OAEP encryption"))
+    }
+
+    fn rsa_oaep_unwrap(&self, pkcs8_der: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let key = PrivateKey::from_pkcs8_der(pkcs8_der)
+            .map_err(|_| invalid("not a valid RSA private key"))?;
+        // Blinded with the OS RNG; every failure is the same opaque error.
+        key.oaep_decrypt_with_rng::<Sha256, _>(&mut SysRng, wrapped)
+            .map(Zeroizing::new)
+            .map_err(|_| Error::DecryptionFailed)
+    }
+
+    fn hkdf_sha256(&self, ikm: &[u8], salt: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
+        Hkdf::<Sha256>::new(Some(salt), ikm)
+            .expand(info, okm)
+            .map_err(|_| crypto("HKDF output too long"))
+    }
+
+    fn aes_gcm_seal(
+        &self,
+        key: &[u8],
+        nonce: &[u8; GCM_NONCE_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>> {
+        match key.len() {
+            16 => gcm_seal::<Aes128Gcm>(key, nonce, aad, plaintext),
+            24 => gcm_seal::<Aes192Gcm>(key, nonce, aad, plaintext),
+            32 => gcm_seal::<Aes256Gcm>(key, nonce, aad, plaintext),
+            _ => Err(invalid("wrong AES key length")),
+        }
+    }
+
+    fn aes_gcm_open(
+        &self,
+        key: &[u8],
+        nonce: &[u8; GCM_NONCE_LEN],
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        match key.len() {
+            16 => gcm_open::<Aes128Gcm>(key, nonce, aad, sealed),
+            24 => gcm_open::<Aes192Gcm>(key, nonce, aad, sealed),
+            32 => gcm_open::<Aes256Gcm>(key, nonce, aad, sealed),
+            _ => Err(invalid("wrong AES key length")),
+        }
+    }
+
+    fn fill_random(&self, buf: &mut [u8]) -> Result<()> {
+        getrandom::fill(buf).map_err(|_| crypto("random number generator"))
+    }
+}

@@ -1,0 +1,214 @@
+//! The data ciphertext format ("envelope"), version 1.
+//!
+//! Owned by the core: every [`CipherSuite`] produces the same bytes for the
+//! same inputs, so data sealed with one suite opens with any other.
+//!
+//! ```text
+//! offset  size  field
+//!      0     3  magic "KSE"
+//!      3     1  format version = 1
+//!      4     1  algorithm: 1 = HKDF-SHA256 + AES-128-GCM,
+//!                          2 = HKDF-SHA256 + AES-192-GCM,
+//!                          3 = HKDF-SHA256 + AES-256-GCM
+//!      5    32  key id of the KEK whose DEK sealed it
+//!     37    32  salt (random)
+//!     69    12  nonce (random)
+//!     81     n  AES-GCM ciphertext (n = plaintext length)
+//!   81+n    16  AES-GCM tag
+//! ```
+//!
+//! The per-message key is `HKDF-SHA256(ikm = DEK, salt = salt,
+//! info = "keyserver envelope v1" || algorithm)`, as long as the DEK. The AES-GCM
+//! associated data is the 81-byte header followed by the caller's context, so
+//! the header and the context are both authenticated. Because each message
+//! has its own key, the SP 800-38D bound of 2^32 random nonces per key never
+//! applies to the DEK, however long it lives.
+
+use zeroize::Zeroizing;
+
+use crate::record::{dek_alg_id, strength_of_alg_id};
+use crate::suite::{CipherSuite, GCM_NONCE_LEN, GCM_TAG_LEN};
+use crate::{Dek, Error, KeyId, Plaintext, Result, Strength};
+
+const MAGIC: &[u8; 3] = b"KSE";
+/// The envelope format version this crate writes.
+pub const VERSION: u8 = 1;
+/// Length of the random HKDF salt.
+pub const SALT_LEN: usize = 32;
+/// Length of the header (authenticated, in clear).
+pub const HEADER_LEN: usize = 3 + 1 + 1 + KeyId::LEN + SALT_LEN + GCM_NONCE_LEN;
+/// Bytes an envelope adds to the plaintext.
+pub const OVERHEAD: usize = HEADER_LEN + GCM_TAG_LEN;
+/// Largest plaintext AES-GCM allows under one key (SP 800-38D: 2^39 - 256 bits).
+pub const MAX_PLAINTEXT: u64 = (1 << 36) - 32;
+const HKDF_INFO: &[u8] = b"keyserver envelope v1";
+
+/// The clear header of an envelope.
+///
+/// ```
+/// # #[cfg(feature = "cipher-rustcrypto")] {
+/// use keyserver::{envelope, Dek, KeyId};
+/// use keyserver::backends::RustCrypto;
+///
+/// let dek = Dek::from_bytes(&[1; 16])?;
+/// let id = KeyId::from_bytes([2; 32]);
+/// let sealed = envelope::seal(&RustCrypto::new(), &id, &dek, b"", b"data")?;
+/// assert_eq!(envelope::Header::parse(&sealed)?.key_id, id);
+/// # }
+/// # Ok::<(), keyserver::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The strength (and so the AES key size) of the sealing DEK.
+    pub strength: Strength,
+    /// The key id of the KEK whose DEK sealed the data.
+    pub key_id: KeyId,
+    /// The random HKDF salt.
+    pub salt: [u8; SALT_LEN],
+    /// The random AES-GCM nonce.
+    pub nonce: [u8; GCM_NONCE_LEN],
+}
+
+impl Header {
+    /// Parses the header of an envelope and checks that a tag follows it.
+    ///
+    /// # Errors
+    /// [`Error::MalformedCiphertext`] for a wrong magic, an unknown version or
+    /// algorithm, or a truncated envelope.
+    pub fn parse(envelope: &[u8]) -> Result<Self> {
+        let malformed = |reason| Error::MalformedCiphertext { reason };
+        if envelope.len() < 4 || &envelope[..3] != MAGIC {
+            return Err(malformed("not a keyserver ciphertext"));
+        }
+        if envelope[3] != VERSION {
+            return Err(malformed("unsupported format version"));
+        }
+        if envelope.len() < OVERHEAD {
+            return Err(malformed("truncated"));
+        }
+        let strength = strength_of_alg_id(envelope[4]).ok_or(malformed("unknown algorithm"))?;
+        let mut key_id = [0u8; KeyId::LEN];
+        key_id.copy_from_slice(&envelope[5..5 + KeyId::LEN]);
+        let mut salt = [0u8; SALT_LEN];
+        salt.copy_from_slice(&envelope[37..37 + SALT_LEN]);
+        let mut nonce = [0u8; GCM_NONCE_LEN];
+        nonce.copy_from_slice(&envelope[69..HEADER_LEN]);
+        Ok(Header {
+            strength,
+            key_id: KeyId::from_bytes(key_id),
+            salt,
+            nonce,
+        })
+    }
+
+    fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[..3].copy_from_slice(MAGIC);
+        h[3] = VERSION;
+        h[4] = dek_alg_id(self.strength);
+        h[5..37].copy_from_slice(self.key_id.as_bytes());
+        h[37..69].copy_from_slice(&self.salt);
+        h[69..].copy_from_slice(&self.nonce);
+        h
+    }
+}
+
+/// Seals `plaintext` under `dek` with a fresh random salt and nonce from the
+/// suite's CSPRNG, binding `context` as associated data.
+///
+/// # Errors
+/// [`Error::TooLarge`] above [`MAX_PLAINTEXT`]; [`Error::Crypto`] if the
+/// random number generator fails.
+pub fn seal<C: CipherSuite + ?Sized>(
+    suite: &C,
+    key_id: &KeyId,
+    dek: &Dek,
+    context: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>> {
+    let mut random = [0u8; SALT_LEN + GCM_NONCE_LEN];
+    suite.fill_random(&mut random)?;
+    let mut salt = [0u8; SALT_LEN];
+    salt.copy_from_slice(&random[..SALT_LEN]);
+    let mut nonce = [0u8; GCM_NONCE_LEN];
+    nonce.copy_from_slice(&random[SALT_LEN..]);
+    seal_with_salt_and_nonce(suite, key_id, dek, context, plaintext, salt, nonce)
+}
+
+/// Seals with a caller-chosen salt and nonce: deterministic, for known-answer
+/// tests only. Never reuse a salt and nonce pair with the same DEK; use
+/// [`seal`].
+///
+/// # Errors
+/// As for [`seal`].
+pub fn seal_with_salt_and_nonce<C: CipherSuite + ?Sized>(
+    suite: &C,
+    key_id: &KeyId,
+    dek: &Dek,
+    context: &[u8],
+    plaintext: &[u8],
+    salt: [u8; SALT_LEN],
+    nonce: [u8; GCM_NONCE_LEN],
+) -> Result<Vec<u8>> {
+    if plaintext.len() as u64 > MAX_PLAINTEXT {
+        return Err(Error::TooLarge {
+            size: plaintext.len() as u64,
+            limit: MAX_PLAINTEXT,
+        });
+    }
+    let header = Header {
+        strength: dek.strength(),
+        key_id: *key_id,
+        salt,
+        nonce,
+    }
+    .encode();
+    let key = message_key(suite, dek, &salt, header[4])?;
+    let aad = [&header[..], context].concat();
+    let sealed = suite.aes_gcm_seal(&key, &nonce, &aad, plaintext)?;
+    let mut out = Vec::with_capacity(HEADER_LEN + sealed.len());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+/// Opens an envelope sealed under `dek` with the same `context`.
+///
+/// It does not check which KEK the envelope names: callers that hold a KEK
+/// compare [`Header::key_id`] first (the server does).
+///
+/// # Errors
+/// [`Error::MalformedCiphertext`] for a structure this version cannot read;
+/// [`Error::DecryptionFailed`] if the DEK is not the sealing one, the context
+/// differs, or any byte was changed.
+pub fn open<C: CipherSuite + ?Sized>(
+    suite: &C,
+    dek: &Dek,
+    context: &[u8],
+    envelope: &[u8],
+) -> Result<Plaintext> {
+    let header = Header::parse(envelope)?;
+    if header.strength != dek.strength() {
+        // Sealed under a DEK of another size: certainly not this DEK.
+        return Err(Error::DecryptionFailed);
+    }
+    let key = message_key(suite, dek, &header.salt, envelope[4])?;
+    let aad = [&envelope[..HEADER_LEN], context].concat();
+    let mut opened = suite.aes_gcm_open(&key, &header.nonce, &aad, &envelope[HEADER_LEN..])?;
+    Ok(Plaintext::from(std::mem::take(&mut *opened)))
+}
+
+/// The per-message AES key: HKDF-SHA256(DEK, salt, info || algorithm id).
+fn message_key<C: CipherSuite + ?Sized>(
+    suite: &C,
+    dek: &Dek,
+    salt: &[u8; SALT_LEN],
+    alg: u8,
+) -> Result<Zeroizing<Vec<u8>>> {
+    let mut info = [0u8; HKDF_INFO.len() + 1];
+    info[..HKDF_INFO.len()].copy_from_slice(HKDF_INFO);
+    info[HKDF_INFO.len()] = alg;
+    let mut key = Zeroizing::new(vec![0u8; dek.as_bytes().len()]);
+    suite.hkdf_sha256(dek.as_bytes(), salt, &info, &mut key)?;
+    Ok(key)
+}

@@ -1,0 +1,75 @@
+//! # keyserver
+//!
+//! Envelope encryption with split knowledge (NIST SP 800-57): the key that
+//! encrypts the data never sits next to the data, nor in plain form anywhere.
+//!
+//! 1. [`KeyServer::generate`] creates a key-encryption key (KEK, an RSA key
+//!    pair) and a data-encryption key (DEK, an AES key), wraps the DEK with the
+//!    KEK's public half (RSA-OAEP-SHA256), stores only the wrapped DEK, and
+//!    returns the private KEK to the caller.
+//! 2. The caller keeps the KEK. With it, [`KeyServer::get`] returns the DEK,
+//!    and [`KeyServer::encrypt`] / [`KeyServer::decrypt`] seal and open data
+//!    in the [`envelope`] format (HKDF-SHA256 per-message keys, AES-GCM).
+//! 3. The wrapping key is always at least as strong as the key it protects
+//!    ([`Strength`]).
+//!
+//! The server is composed at compile time: `KeyServer<C, S>` takes a
+//! [`CipherSuite`] `C` and a [`KeyStorage`] `S`, chosen among the backends
+//! enabled by Cargo features. Code written against the [`Encryption`] trait
+//! runs unchanged on a local server or a remote one.
+//!
+//! ```
+//! # #[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))]
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! use keyserver::KeyServer;
+//! use keyserver::backends::{MemoryStorage, RustCrypto};
+//!
+//! let keys = KeyServer::new(RustCrypto::new(), MemoryStorage::new());
+//! let kek = keys.generate().await?;           // give this to the application
+//! let sealed = keys.encrypt(&kek, b"Stephan Richter").await?;
+//! assert_eq!(&keys.decrypt(&kek, &sealed).await?[..], b"Stephan Richter");
+//! # Ok::<(), keyserver::Error>(())
+//! # }).unwrap();
+//! ```
+//!
+//! # Feature flags
+//!
+//! Features are additive and named by axis. Enabling two backends of one axis
+//! is fine: the type parameter chooses, never the set of enabled features.
+//!
+//! | feature | what it adds | default |
+//! | --- | --- | --- |
+//! | `cipher-rustcrypto` | [`backends::RustCrypto`] (rsa, aes-gcm, hkdf, sha2) | yes |
+//! | `storage-memory` | [`backends::MemoryStorage`] | yes |
+//! | `full` | all of the above | no |
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod encryption;
+pub mod envelope;
+pub mod error;
+mod key;
+mod record;
+mod server;
+mod storage;
+mod suite;
+mod transport;
+
+#[path = "../backends/mod.rs"]
+pub mod backends;
+#[path = "../transports/mod.rs"]
+pub mod transports;
+
+pub use encryption::Encryption;
+pub use error::{Error, Result};
+pub use key::{Dek, Kek, KeyId, Plaintext, Strength, MAX_RSA_BITS, MIN_RSA_BITS};
+pub use record::WrappedDek;
+pub use server::KeyServer;
+pub use storage::KeyStorage;
+pub use suite::{CipherSuite, GCM_NONCE_LEN, GCM_TAG_LEN};
+pub use transport::{Status, Transport};
+
+/// This crate's version, as reported by `status`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

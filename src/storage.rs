@@ -1,0 +1,66 @@
+//! The [`KeyStorage`] trait: where wrapped DEKs live.
+
+use async_trait::async_trait;
+
+use crate::{KeyId, Result, WrappedDek};
+
+/// A store of wrapped-DEK records keyed by [`KeyId`].
+///
+/// Records are create-only: [`KeyStorage::put`] never overwrites. A `put` that
+/// returned `Ok` must survive whatever the backend promises to survive (the
+/// file backend: a crash). Stored records contain nothing secret without the
+/// KEK.
+///
+/// Implementations: `MemoryStorage` (feature `storage-memory`).
+///
+/// # Errors
+///
+/// [`Error::NotFound`](crate::Error::NotFound) for a missing key,
+/// [`Error::AlreadyExists`](crate::Error::AlreadyExists) for a duplicate put,
+/// [`Error::CorruptRecord`](crate::Error::CorruptRecord) for a damaged record,
+/// [`Error::Storage`](crate::Error::Storage) for anything else.
+///
+/// # Example
+///
+/// ```
+/// # #[cfg(feature = "storage-memory")]
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use keyserver::{KeyId, KeyStorage, Strength, WrappedDek};
+/// use keyserver::backends::MemoryStorage;
+///
+/// let store = MemoryStorage::new();
+/// let id = KeyId::from_bytes([1; 32]);
+/// let rec = WrappedDek::new(id, 3072, Strength::S128, 0, vec![0; 384])?;
+/// store.put(&rec).await?;
+/// assert!(store.put(&rec).await.is_err()); // create-only
+/// assert_eq!(store.get(&id).await?, rec);
+/// assert_eq!(store.count(), 1);
+/// # Ok::<(), keyserver::Error>(())
+/// # }).unwrap();
+/// ```
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait KeyStorage: Send + Sync + 'static {
+    /// A short stable name, such as `"memory"`.
+    fn name(&self) -> &'static str;
+
+    /// Stores a new record under its key id. Fails with
+    /// [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the id is present.
+    async fn put(&self, record: &WrappedDek) -> Result<()>;
+
+    /// The record stored under `key_id`.
+    async fn get(&self, key_id: &KeyId) -> Result<WrappedDek>;
+
+    /// Whether a record is stored under `key_id`.
+    async fn contains(&self, key_id: &KeyId) -> Result<bool>;
+
+    /// How many records are stored. Backends keep this in memory: O(1).
+    fn count(&self) -> u64;
+
+    /// Removes the record under `key_id`; `Ok(false)` if there was none.
+    /// The data encrypted under that key is lost for good.
+    async fn delete(&self, key_id: &KeyId) -> Result<bool>;
+
+    /// All stored key ids, in ascending order.
+    async fn list(&self) -> Result<Vec<KeyId>>;
+}

@@ -1,0 +1,98 @@
+//! The [`CipherSuite`] trait: the cryptographic primitives a backend supplies.
+
+use zeroize::Zeroizing;
+
+use crate::Result;
+
+/// Length of an AES-GCM nonce in bytes.
+pub const GCM_NONCE_LEN: usize = 12;
+/// Length of an AES-GCM tag in bytes.
+pub const GCM_TAG_LEN: usize = 16;
+
+/// The cryptographic primitives keyserver needs, and nothing more.
+///
+/// A suite supplies primitives only; the core owns every format (KEK parsing
+/// and [`KeyId`](crate::KeyId), the stored record, the ciphertext envelope). So
+/// two suites cannot drift apart: given the same inputs they must produce the
+/// same bytes, which the conformance tests check.
+///
+/// The trait is synchronous (crypto is CPU-bound; the server moves the slow
+/// RSA operations off the async runtime) and dyn-compatible.
+///
+/// Why there is no `public_key_der` primitive: the public half of a KEK is
+/// derived from the PKCS#8 structure by the core ([`Kek::public_key_der`]),
+/// so the KeyId is defined in exactly one place and no suite can make a
+/// different one.
+///
+/// Implementations: `RustCrypto` (feature `cipher-rustcrypto`).
+///
+/// [`Kek::public_key_der`]: crate::Kek::public_key_der
+///
+/// # Errors
+///
+/// Every method returns [`Error::InvalidKey`](crate::Error::InvalidKey) for a
+/// key it cannot use, [`Error::DecryptionFailed`](crate::Error::DecryptionFailed)
+/// when an unwrap or open fails authentication, and
+/// [`Error::Crypto`](crate::Error::Crypto) when the primitive itself fails.
+/// Errors never contain key material.
+///
+/// # Example
+///
+/// ```
+/// # #[cfg(feature = "cipher-rustcrypto")] {
+/// use keyserver::CipherSuite;
+/// use keyserver::backends::RustCrypto;
+///
+/// let suite = RustCrypto::new();
+/// let key = [0u8; 16];
+/// let sealed = suite.aes_gcm_seal(&key, &[0; 12], b"aad", b"hello")?;
+/// assert_eq!(sealed.len(), 5 + 16);
+/// let opened = suite.aes_gcm_open(&key, &[0; 12], b"aad", &sealed)?;
+/// assert_eq!(&opened[..], b"hello");
+/// # }
+/// # Ok::<(), keyserver::Error>(())
+/// ```
+#[cfg_attr(test, mockall::automock)]
+pub trait CipherSuite: Send + Sync + 'static {
+    /// A short stable name, such as `"rustcrypto"`.
+    fn name(&self) -> &'static str;
+
+    /// Generates an RSA key pair with a modulus of `bits` bits and public
+    /// exponent 65537, returned as unencrypted PKCS#8 DER.
+    fn generate_rsa(&self, bits: usize) -> Result<Zeroizing<Vec<u8>>>;
+
+    /// Encrypts `dek` with RSA-OAEP (SHA-256, MGF1-SHA-256, empty label) under
+    /// the public key `spki_der` (DER SubjectPublicKeyInfo).
+    fn rsa_oaep_wrap(&self, spki_der: &[u8], dek: &[u8]) -> Result<Vec<u8>>;
+
+    /// Decrypts an RSA-OAEP (SHA-256, MGF1-SHA-256, empty label) ciphertext
+    /// with the private key `pkcs8_der`.
+    fn rsa_oaep_unwrap(&self, pkcs8_der: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>>;
+
+    /// HKDF-SHA256 (RFC 5869): extract with `salt` from `ikm`, expand with
+    /// `info` into `okm` (at most 255 * 32 bytes).
+    fn hkdf_sha256(&self, ikm: &[u8], salt: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()>;
+
+    /// AES-GCM encryption with a 16, 24 or 32-byte `key`: returns the
+    /// ciphertext followed by the 16-byte tag.
+    fn aes_gcm_seal(
+        &self,
+        key: &[u8],
+        nonce: &[u8; GCM_NONCE_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>>;
+
+    /// AES-GCM decryption of ciphertext-then-tag; any tampering is
+    /// [`Error::DecryptionFailed`](crate::Error::DecryptionFailed).
+    fn aes_gcm_open(
+        &self,
+        key: &[u8],
+        nonce: &[u8; GCM_NONCE_LEN],
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>>;
+
+    /// Fills `buf` from the operating system's CSPRNG.
+    fn fill_random(&self, buf: &mut [u8]) -> Result<()>;
+}
