@@ -5,9 +5,13 @@
 
 #[cfg(feature = "storage-memory")]
 mod memory;
+#[cfg(feature = "cipher-openssl")]
+mod openssl;
 #[cfg(feature = "cipher-rustcrypto")]
 mod rustcrypto;
 
+#[cfg(feature = "cipher-openssl")]
+pub use self::openssl::OpenSsl;
 #[cfg(feature = "storage-memory")]
 pub use memory::MemoryStorage;
 #[cfg(feature = "cipher-rustcrypto")]

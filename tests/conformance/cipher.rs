@@ -1,0 +1,297 @@
+//! Cipher-suite conformance: every `CipherSuite` must pass every check here.
+//! Add a suite with one `cipher_conformance!` line at the bottom.
+
+#![allow(dead_code, unused_imports, unused_macros)]
+
+use keyserver::envelope::{self, Header, HEADER_LEN, OVERHEAD};
+use keyserver::{CipherSuite, Dek, Error, Kek, KeyId, Strength};
+
+use crate::common::{fixture_kek, hex_field, pattern, vectors};
+
+/// Seals each vector of tests/vectors/envelope_v1.json to exactly its bytes
+/// and opens it back.
+pub fn envelope_vectors<C: CipherSuite>(suite: &C) {
+    let cases = vectors("envelope_v1.json");
+    assert!(cases.len() >= 7);
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let dek = Dek::from_bytes(&hex_field(case, "dek")).unwrap();
+        let key_id = KeyId::from_bytes(hex_field(case, "key_id").try_into().unwrap());
+        let salt: [u8; 32] = hex_field(case, "salt").try_into().unwrap();
+        let nonce: [u8; 12] = hex_field(case, "nonce").try_into().unwrap();
+        let context = hex_field(case, "context");
+        let plaintext = hex_field(case, "plaintext");
+        let expected = hex_field(case, "envelope");
+        let sealed = envelope::seal_with_salt_and_nonce(
+            suite, &key_id, &dek, &context, &plaintext, salt, nonce,
+        )
+        .unwrap();
+        assert_eq!(hex::encode(&sealed), hex::encode(&expected), "{name}");
+        let opened = envelope::open(suite, &dek, &context, &expected).unwrap();
+        assert_eq!(&opened[..], &plaintext[..], "{name}");
+        assert_eq!(Header::parse(&expected).unwrap().key_id, key_id, "{name}");
+    }
+}
+
+/// RFC 5869 test case 1 (HKDF-SHA256).
+pub fn hkdf_rfc5869<C: CipherSuite>(suite: &C) {
+    let ikm = [0x0b; 22];
+    let salt = hex::decode("000102030405060708090a0b0c").unwrap();
+    let info = hex::decode("f0f1f2f3f4f5f6f7f8f9").unwrap();
+    let mut okm = [0u8; 42];
+    suite.hkdf_sha256(&ikm, &salt, &info, &mut okm).unwrap();
+    assert_eq!(
+        hex::encode(okm),
+        "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+    );
+    let mut too_long = vec![0u8; 255 * 32 + 1];
+    assert!(suite
+        .hkdf_sha256(&ikm, &salt, &info, &mut too_long)
+        .is_err());
+}
+
+/// The GCM specification's test cases 1 and 2 (AES-128, zero key and nonce).
+pub fn aes_gcm_known_answers<C: CipherSuite>(suite: &C) {
+    let key = [0u8; 16];
+    let nonce = [0u8; 12];
+    let tag_only = suite.aes_gcm_seal(&key, &nonce, b"", b"").unwrap();
+    assert_eq!(hex::encode(&tag_only), "58e2fccefa7e3061367f1d57a4e7455a");
+    let sealed = suite.aes_gcm_seal(&key, &nonce, b"", &[0u8; 16]).unwrap();
+    assert_eq!(
+        hex::encode(&sealed),
+        "0388dace60b6a392f328c2b971b2fe78ab6e47d42cec13bdf53a67b21257bddf"
+    );
+    assert_eq!(
+        &suite.aes_gcm_open(&key, &nonce, b"", &sealed).unwrap()[..],
+        &[0u8; 16]
+    );
+    // Keys of every size work; any other size is an invalid key.
+    for len in [16, 24, 32] {
+        let k = vec![3u8; len];
+        let s = suite.aes_gcm_seal(&k, &nonce, b"a", b"data").unwrap();
+        assert_eq!(
+            &suite.aes_gcm_open(&k, &nonce, b"a", &s).unwrap()[..],
+            b"data"
+        );
+        assert!(matches!(
+            suite.aes_gcm_open(&k, &nonce, b"b", &s),
+            Err(Error::DecryptionFailed)
+        ));
+    }
+    for len in [0, 15, 17, 33] {
+        assert!(matches!(
+            suite.aes_gcm_seal(&vec![0; len], &nonce, b"", b"x"),
+            Err(Error::InvalidKey { .. })
+        ));
+    }
+    // Shorter than a tag: an authentication failure, not a panic.
+    assert!(matches!(
+        suite.aes_gcm_open(&key, &nonce, b"", &[0u8; 15]),
+        Err(Error::DecryptionFailed)
+    ));
+}
+
+/// Random bytes come from a CSPRNG: two draws differ and are not all zero.
+pub fn random_bytes<C: CipherSuite>(suite: &C) {
+    let mut a = [0u8; 32];
+    let mut b = [0u8; 32];
+    suite.fill_random(&mut a).unwrap();
+    suite.fill_random(&mut b).unwrap();
+    assert_ne!(a, b);
+    assert_ne!(a, [0u8; 32]);
+}
+
+/// Round trips for empty, 1-byte, 1 MiB and 16 MiB plaintexts, with and
+/// without associated data, at every strength.
+pub fn envelope_round_trips<C: CipherSuite>(suite: &C) {
+    let id = KeyId::from_bytes([9; 32]);
+    for strength in Strength::ALL {
+        let dek = Dek::from_bytes(&pattern(strength.aes_key_len())).unwrap();
+        for size in [0usize, 1, 1 << 20, 16 << 20] {
+            if strength != Strength::S128 && size > 1 << 20 {
+                continue; // 16 MiB once is enough
+            }
+            let plaintext = pattern(size);
+            for context in [&b""[..], b"tenant=acme"] {
+                let sealed = envelope::seal(suite, &id, &dek, context, &plaintext).unwrap();
+                assert_eq!(sealed.len(), size + OVERHEAD);
+                let opened = envelope::open(suite, &dek, context, &sealed).unwrap();
+                assert!(opened[..] == plaintext[..], "{strength} {size}");
+            }
+        }
+    }
+}
+
+/// Wrong DEK, wrong context, truncation, an unknown version and every
+/// single-byte change are all rejected with typed errors.
+pub fn envelope_rejections<C: CipherSuite>(suite: &C) {
+    let id = KeyId::from_bytes([5; 32]);
+    let dek = Dek::from_bytes(&[1; 16]).unwrap();
+    let other = Dek::from_bytes(&[2; 16]).unwrap();
+    let sealed = envelope::seal(suite, &id, &dek, b"ctx", b"Stephan Richter").unwrap();
+
+    assert!(matches!(
+        envelope::open(suite, &other, b"ctx", &sealed),
+        Err(Error::DecryptionFailed)
+    ));
+    let bigger = Dek::from_bytes(&[1; 32]).unwrap();
+    assert!(matches!(
+        envelope::open(suite, &bigger, b"ctx", &sealed),
+        Err(Error::DecryptionFailed)
+    ));
+    assert!(matches!(
+        envelope::open(suite, &dek, b"ctx2", &sealed),
+        Err(Error::DecryptionFailed)
+    ));
+    assert!(matches!(
+        envelope::open(suite, &dek, b"", &sealed),
+        Err(Error::DecryptionFailed)
+    ));
+    for len in 0..sealed.len() {
+        let err = envelope::open(suite, &dek, b"ctx", &sealed[..len]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::MalformedCiphertext { .. } | Error::DecryptionFailed
+            ),
+            "truncated to {len}: {err:?}"
+        );
+    }
+    let mut appended = sealed.clone();
+    appended.push(0);
+    assert!(envelope::open(suite, &dek, b"ctx", &appended).is_err());
+
+    let mut future = sealed.clone();
+    future[3] = 2;
+    assert!(matches!(
+        envelope::open(suite, &dek, b"ctx", &future),
+        Err(Error::MalformedCiphertext {
+            reason: "unsupported format version"
+        })
+    ));
+
+    for i in 0..sealed.len() {
+        for flip in [0x01u8, 0x80, 0xff] {
+            let mut bad = sealed.clone();
+            bad[i] ^= flip;
+            let err = envelope::open(suite, &dek, b"ctx", &bad).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::MalformedCiphertext { .. } | Error::DecryptionFailed
+                ),
+                "byte {i} ^ {flip:#x}: {err:?}"
+            );
+        }
+    }
+    // The header carries the key id in clear (so a client knows which DEK to
+    // fetch) and it is authenticated.
+    assert_eq!(Header::parse(&sealed).unwrap().key_id, id);
+    assert!(HEADER_LEN < sealed.len());
+}
+
+/// RSA-OAEP-SHA256 wrap/unwrap round trips with fresh and fixture keys, and
+/// rejects the wrong key, a changed ciphertext and malformed keys.
+pub fn rsa_wrap_unwrap<C: CipherSuite>(suite: &C) {
+    let fresh = Kek::from_pkcs8_der(&suite.generate_rsa(3072).unwrap()).unwrap();
+    assert_eq!(fresh.bits(), 3072);
+    let other = fixture_kek(3072);
+    for dek_len in [16, 24, 32] {
+        let dek = pattern(dek_len);
+        let wrapped = suite.rsa_oaep_wrap(fresh.public_key_der(), &dek).unwrap();
+        assert_eq!(wrapped.len(), 384);
+        // OAEP is randomised.
+        assert_ne!(
+            wrapped,
+            suite.rsa_oaep_wrap(fresh.public_key_der(), &dek).unwrap()
+        );
+        assert_eq!(
+            &suite.rsa_oaep_unwrap(fresh.pkcs8_der(), &wrapped).unwrap()[..],
+            &dek[..]
+        );
+        assert!(matches!(
+            suite.rsa_oaep_unwrap(other.pkcs8_der(), &wrapped),
+            Err(Error::DecryptionFailed)
+        ));
+        let mut bad = wrapped.clone();
+        bad[100] ^= 1;
+        assert!(matches!(
+            suite.rsa_oaep_unwrap(fresh.pkcs8_der(), &bad),
+            Err(Error::DecryptionFailed)
+        ));
+        assert!(suite
+            .rsa_oaep_unwrap(fresh.pkcs8_der(), &wrapped[..383])
+            .is_err());
+    }
+    assert!(matches!(
+        suite.rsa_oaep_wrap(b"not a key", &[0; 16]),
+        Err(Error::InvalidKey { .. })
+    ));
+    assert!(matches!(
+        suite.rsa_oaep_unwrap(b"not a key", &[0; 384]),
+        Err(Error::InvalidKey { .. })
+    ));
+    assert!(suite.generate_rsa(1024).is_err(), "RSA below 2048 bits");
+}
+
+/// The large fixture KEKs (7680 and 15360 bits) work through PEM, SPKI and
+/// OAEP: beyond the 8192-bit limit of some parsers.
+pub fn rsa_large_fixtures<C: CipherSuite>(suite: &C) {
+    for (bits, strength) in [(7680, Strength::S192), (15360, Strength::S256)] {
+        let kek = fixture_kek(bits);
+        assert_eq!(kek.bits(), bits);
+        assert_eq!(kek.security_bits(), strength.bits());
+        let dek = pattern(strength.aes_key_len());
+        let wrapped = suite.rsa_oaep_wrap(kek.public_key_der(), &dek).unwrap();
+        assert_eq!(wrapped.len(), bits / 8);
+        assert_eq!(
+            &suite.rsa_oaep_unwrap(kek.pkcs8_der(), &wrapped).unwrap()[..],
+            &dek[..]
+        );
+    }
+}
+
+/// One module per suite, one `#[test]` per check, so a failure names both.
+macro_rules! cipher_conformance {
+    ($name:ident, $suite:expr) => {
+        mod $name {
+            #[test]
+            fn envelope_vectors() {
+                super::envelope_vectors(&$suite);
+            }
+            #[test]
+            fn hkdf_rfc5869() {
+                super::hkdf_rfc5869(&$suite);
+            }
+            #[test]
+            fn aes_gcm_known_answers() {
+                super::aes_gcm_known_answers(&$suite);
+            }
+            #[test]
+            fn random_bytes() {
+                super::random_bytes(&$suite);
+            }
+            #[test]
+            fn envelope_round_trips() {
+                super::envelope_round_trips(&$suite);
+            }
+            #[test]
+            fn envelope_rejections() {
+                super::envelope_rejections(&$suite);
+            }
+            #[test]
+            fn rsa_wrap_unwrap() {
+                super::rsa_wrap_unwrap(&$suite);
+            }
+            #[test]
+            fn rsa_large_fixtures() {
+                super::rsa_large_fixtures(&$suite);
+            }
+        }
+    };
+}
+
+#[cfg(feature = "cipher-rustcrypto")]
+cipher_conformance!(rustcrypto, keyserver::backends::RustCrypto::new());
+#[cfg(feature = "cipher-openssl")]
+cipher_conformance!(openssl, keyserver::backends::OpenSsl::new());

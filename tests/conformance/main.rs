@@ -1,0 +1,25 @@
+//! One test binary (one link on a small machine) holding:
+//! - `cipher`: the cipher-suite conformance checks, one macro line per suite;
+//! - `storage`: the storage conformance checks, one macro line per backend;
+//! - `seed`: the seed's narrative, step by step;
+//! - `formats`: known-answer vectors of the record format;
+//! - `properties`: property tests of the envelope and the parsers;
+//! - `policy`: SP 800-57 strengths end to end, with fixture KEKs;
+//! - `secrets`: no key material in `Debug`, `Display` or errors.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+mod cipher;
+mod formats;
+mod storage;
+
+#[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))]
+mod policy;
+#[cfg(feature = "cipher-rustcrypto")]
+mod properties;
+#[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))]
+mod secrets;
+#[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))]
+mod seed;
