@@ -64,3 +64,30 @@ pub trait KeyStorage: Send + Sync + 'static {
     /// All stored key ids, in ascending order.
     async fn list(&self) -> Result<Vec<KeyId>>;
 }
+
+/// A shared storage is a storage: several servers (for example one per cipher
+/// suite during a migration) can use one store through an `Arc`.
+#[async_trait]
+impl<T: KeyStorage + ?Sized> KeyStorage for std::sync::Arc<T> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    async fn put(&self, record: &WrappedDek) -> Result<()> {
+        (**self).put(record).await
+    }
+    async fn get(&self, key_id: &KeyId) -> Result<WrappedDek> {
+        (**self).get(key_id).await
+    }
+    async fn contains(&self, key_id: &KeyId) -> Result<bool> {
+        (**self).contains(key_id).await
+    }
+    fn count(&self) -> u64 {
+        (**self).count()
+    }
+    async fn delete(&self, key_id: &KeyId) -> Result<bool> {
+        (**self).delete(key_id).await
+    }
+    async fn list(&self) -> Result<Vec<KeyId>> {
+        (**self).list().await
+    }
+}

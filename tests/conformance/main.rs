@@ -5,7 +5,9 @@
 //! - `formats`: known-answer vectors of the record format;
 //! - `properties`: property tests of the envelope and the parsers;
 //! - `policy`: SP 800-57 strengths end to end, with fixture KEKs;
-//! - `secrets`: no key material in `Debug`, `Display` or errors.
+//! - `secrets`: no key material in `Debug`, `Display` or errors;
+//! - `interop`: RustCrypto and OpenSSL read each other's keys, records and
+//!   ciphertexts, and the `openssl` command line agrees with both.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,6 +17,12 @@ mod cipher;
 mod formats;
 mod storage;
 
+#[cfg(all(
+    feature = "cipher-rustcrypto",
+    feature = "cipher-openssl",
+    feature = "storage-memory"
+))]
+mod interop;
 #[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))]
 mod policy;
 #[cfg(feature = "cipher-rustcrypto")]
