@@ -3,6 +3,8 @@
 //!
 //! Backends use only the crate's public API, as an outside crate would.
 
+#[cfg(feature = "storage-file")]
+mod file;
 #[cfg(feature = "storage-memory")]
 mod memory;
 #[cfg(feature = "cipher-openssl")]
@@ -12,6 +14,8 @@ mod rustcrypto;
 
 #[cfg(feature = "cipher-openssl")]
 pub use self::openssl::OpenSsl;
+#[cfg(feature = "storage-file")]
+pub use file::{Durability, FileStorage};
 #[cfg(feature = "storage-memory")]
 pub use memory::MemoryStorage;
 #[cfg(feature = "cipher-rustcrypto")]

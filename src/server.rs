@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::blocking;
 use crate::envelope;
 use crate::{
     CipherSuite, Dek, Encryption, Error, Kek, KeyId, KeyStorage, Plaintext, Result, Status,
@@ -285,22 +286,6 @@ fn check_pairing(kek_bits: usize, dek: Strength) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Runs CPU-heavy work on Tokio's blocking pool when inside a Tokio runtime,
-/// inline otherwise.
-async fn blocking<T, F>(f: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => handle
-            .spawn_blocking(f)
-            .await
-            .map_err(|_| Error::Internal("a cryptographic task did not complete")),
-        Err(_) => Ok(f()),
-    }
 }
 
 impl<C, S> fmt::Display for KeyServer<C, S>

@@ -1,6 +1,9 @@
 //! One test binary (one link on a small machine) holding:
 //! - `cipher`: the cipher-suite conformance checks, one macro line per suite;
 //! - `storage`: the storage conformance checks, one macro line per backend;
+//! - `file`: what only the file backend promises (durability, locking,
+//!   permissions, corruption detection), and `crash`: kill -9 at random
+//!   moments loses no acknowledged record;
 //! - `seed`: the seed's narrative, step by step;
 //! - `formats`: known-answer vectors of the record format;
 //! - `properties`: property tests of the envelope and the parsers;
@@ -14,6 +17,10 @@
 mod common;
 
 mod cipher;
+#[cfg(feature = "storage-file")]
+mod crash;
+#[cfg(feature = "storage-file")]
+mod file;
 mod formats;
 mod storage;
 

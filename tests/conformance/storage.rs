@@ -112,24 +112,40 @@ pub async fn concurrent_puts_lose_nothing<S: KeyStorage>(store: S) {
     assert_eq!(store.count(), 1001);
 }
 
+/// `$make` evaluates (in async context) to `(store, guard)`: the guard keeps
+/// whatever the store needs (a temporary directory) alive for the test.
 macro_rules! storage_conformance {
     ($name:ident, $make:expr) => {
         mod $name {
+            #[allow(unused_imports)]
+            use super::*;
             #[tokio::test]
             async fn put_is_create_only() {
-                super::put_is_create_only($make).await;
+                let (store, _guard) = $make;
+                super::put_is_create_only(store).await;
             }
             #[tokio::test]
             async fn crud() {
-                super::crud($make).await;
+                let (store, _guard) = $make;
+                super::crud(store).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn concurrent_puts_lose_nothing() {
-                super::concurrent_puts_lose_nothing($make).await;
+                let (store, _guard) = $make;
+                super::concurrent_puts_lose_nothing(store).await;
             }
         }
     };
 }
 
 #[cfg(feature = "storage-memory")]
-storage_conformance!(memory, keyserver::backends::MemoryStorage::new());
+storage_conformance!(memory, (keyserver::backends::MemoryStorage::new(), ()));
+
+#[cfg(feature = "storage-file")]
+storage_conformance!(file, {
+    let dir = tempfile::tempdir().unwrap();
+    let store = keyserver::backends::FileStorage::open(dir.path().join("store"))
+        .await
+        .unwrap();
+    (store, dir)
+});

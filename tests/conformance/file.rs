@@ -1,0 +1,233 @@
+//! What only `FileStorage` promises: records survive re-open, damage is
+//! reported as corruption, one process at a time, tight permissions, clean
+//! recovery of leftovers.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use keyserver::backends::FileStorage;
+use keyserver::{Error, KeyStorage};
+
+use crate::storage::record;
+
+fn record_path(dir: &Path, n: u32) -> PathBuf {
+    let id = record(n).key_id().to_string();
+    dir.join(&id[..2]).join(format!("{id}.rec"))
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// All files under `dir`, recursively.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn records_survive_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    {
+        let store = FileStorage::open(&dir).await.unwrap();
+        for n in 0..50 {
+            store.put(&record(n)).await.unwrap();
+        }
+        assert!(store.delete(record(7).key_id()).await.unwrap());
+    }
+    let store = FileStorage::open(&dir).await.unwrap();
+    assert_eq!(store.count(), 49);
+    assert_eq!(store.list().await.unwrap().len(), 49);
+    for n in (0..50).filter(|&n| n != 7) {
+        assert_eq!(store.get(record(n).key_id()).await.unwrap(), record(n));
+    }
+    assert!(!store.contains(record(7).key_id()).await.unwrap());
+}
+
+#[tokio::test]
+async fn damaged_records_are_reported_as_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = FileStorage::open(&dir).await.unwrap();
+    for n in 0..4 {
+        store.put(&record(n)).await.unwrap();
+    }
+    // A flipped bit, a truncation, an empty file, an oversized file.
+    let flip = record_path(&dir, 0);
+    let mut bytes = std::fs::read(&flip).unwrap();
+    bytes[200] ^= 0x10;
+    std::fs::write(&flip, &bytes).unwrap();
+    let cut = record_path(&dir, 1);
+    let bytes = std::fs::read(&cut).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::write(record_path(&dir, 2), b"").unwrap();
+    std::fs::write(record_path(&dir, 3), vec![0u8; 1 << 20]).unwrap();
+    for n in 0..4 {
+        let id = *record(n).key_id();
+        let err = store.get(&id).await.unwrap_err();
+        assert!(
+            matches!(err, Error::CorruptRecord { key_id, .. } if key_id == id),
+            "record {n}: {err:?}"
+        );
+        assert!(err.to_string().contains(&id.to_string()));
+        assert_eq!(err.code(), 5);
+    }
+    // A misfiled record (a valid record under another name) is corrupt too.
+    store.put(&record(6)).await.unwrap();
+    std::fs::copy(record_path(&dir, 6), record_path(&dir, 0)).unwrap();
+    assert!(matches!(
+        store.get(record(0).key_id()).await,
+        Err(Error::CorruptRecord {
+            reason: "record belongs to another key id",
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn a_second_opener_is_refused_while_the_first_lives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let first = FileStorage::open(&dir).await.unwrap();
+    let err = FileStorage::open(&dir).await.unwrap_err();
+    assert!(matches!(err, Error::Storage { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains(&dir.display().to_string()), "{text}");
+    assert!(text.contains("in use by another process"), "{text}");
+    drop(first);
+    FileStorage::open(&dir).await.unwrap();
+}
+
+#[tokio::test]
+async fn files_are_0600_and_directories_0700() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = FileStorage::open(&dir).await.unwrap();
+    store.put(&record(1)).await.unwrap();
+    assert_eq!(mode(&dir), 0o700);
+    let rec = record_path(&dir, 1);
+    assert_eq!(mode(rec.parent().unwrap()), 0o700);
+    for file in walk(&dir) {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+}
+
+#[tokio::test]
+async fn leftover_temporary_files_are_removed_at_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    {
+        let store = FileStorage::open(&dir).await.unwrap();
+        store.put(&record(1)).await.unwrap();
+    }
+    let shard = record_path(&dir, 1).parent().unwrap().to_path_buf();
+    std::fs::write(shard.join(".tmp-half-written"), b"KSWR\x01").unwrap();
+    let store = FileStorage::open(&dir).await.unwrap();
+    assert_eq!(store.count(), 1);
+    assert!(walk(&dir).iter().all(|p| !p
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with(".tmp-")));
+}
+
+#[tokio::test]
+async fn a_foreign_directory_is_not_taken_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("precious.txt"), b"not yours").unwrap();
+    let err = FileStorage::open(tmp.path()).await.unwrap_err();
+    assert!(err.to_string().contains("not a keyserver store"), "{err}");
+    assert_eq!(
+        std::fs::read(tmp.path().join("precious.txt")).unwrap(),
+        b"not yours"
+    );
+}
+
+#[tokio::test]
+async fn a_read_only_directory_gives_a_typed_error_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = FileStorage::open(&dir).await.unwrap();
+    store.put(&record(1)).await.unwrap();
+    let shard = record_path(&dir, 1).parent().unwrap().to_path_buf();
+    let before = walk(&dir);
+    for d in [&dir, &shard] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o500)).unwrap();
+    }
+    // Root ignores permission bits. Then re-run this test in a child process
+    // without the capability that overrides them (CAP_DAC_OVERRIDE), if the
+    // machine has `setpriv`; otherwise say that the check was skipped.
+    let probe = dir.join("probe");
+    if std::fs::write(&probe, b"x").is_ok() {
+        std::fs::remove_file(&probe).unwrap();
+        for d in [&dir, &shard] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        if std::env::var_os("KEYSERVER_NO_DAC_CHILD").is_some() {
+            panic!("the child still overrides permissions");
+        }
+        let status = std::process::Command::new("setpriv")
+            .args(["--bounding-set", "-dac_override,-dac_read_search", "--"])
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "file::a_read_only_directory_gives_a_typed_error_and_writes_nothing",
+                "--test-threads=1",
+            ])
+            .env("KEYSERVER_NO_DAC_CHILD", "1")
+            .status();
+        match status {
+            Ok(status) => assert!(
+                status.success(),
+                "the check failed without CAP_DAC_OVERRIDE"
+            ),
+            Err(e) => eprintln!(
+                "skipped the read-only directory check: running as root, and `setpriv` \
+                 (to drop CAP_DAC_OVERRIDE) is not available: {e}"
+            ),
+        }
+        return;
+    }
+    // The shard of record 1 (key ids 00...) and a new shard (01...): both refused.
+    for rec in [record(2), record(0x0100_0000)] {
+        let err = store.put(&rec).await.unwrap_err();
+        assert!(matches!(err, Error::Storage { .. }), "{err:?}");
+        assert_eq!(err.code(), 5);
+    }
+    assert_eq!(store.count(), 1);
+    for d in [&dir, &shard] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    assert_eq!(walk(&dir), before, "nothing was written");
+}
+
+#[cfg(feature = "cipher-rustcrypto")]
+#[tokio::test]
+async fn a_key_server_on_files_keeps_its_keys_across_restarts() {
+    use keyserver::backends::RustCrypto;
+    use keyserver::KeyServer;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let (kek, sealed) = {
+        let keys = KeyServer::new(RustCrypto::new(), FileStorage::open(&dir).await.unwrap());
+        let kek = keys.generate().await.unwrap();
+        let sealed = keys.encrypt(&kek, b"Stephan Richter").await.unwrap();
+        (kek, sealed)
+    };
+    let keys = KeyServer::new(RustCrypto::new(), FileStorage::open(&dir).await.unwrap());
+    assert_eq!(keys.to_string(), "<KeyServer (1)>");
+    assert!(keys.contains(&kek.id()).await.unwrap());
+    assert_eq!(
+        &keys.decrypt(&kek, &sealed).await.unwrap()[..],
+        b"Stephan Richter"
+    );
+}
