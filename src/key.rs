@@ -396,6 +396,33 @@ fn rsa_spki_der(public: &RsaPublicKey<der::asn1::UintRef<'_>>) -> der::Result<Ve
     spki.to_der()
 }
 
+/// Refuses a KEK weaker than the DEK it protects or than the server's floor
+/// (SP 800-57 Part 1 comparable strengths).
+pub(crate) fn check_kek(kek: &Kek, dek: Strength, floor: Strength) -> Result<()> {
+    check_pairing(kek.bits(), dek)?;
+    if kek.security_bits() < floor.bits() {
+        return Err(Error::policy(format!(
+            "a {}-bit RSA key-encryption key gives {} bits of security, below this server's minimum of {floor}",
+            kek.bits(),
+            kek.security_bits()
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses an RSA KEK of `kek_bits` wrapping a DEK of `dek` strength when the
+/// KEK is the weaker of the two.
+pub(crate) fn check_pairing(kek_bits: usize, dek: Strength) -> Result<()> {
+    let kek_strength = Strength::of_rsa_bits(kek_bits);
+    if kek_strength < dek.bits() {
+        return Err(Error::policy(format!(
+            "a {kek_bits}-bit RSA key ({kek_strength}-bit strength) may not wrap an AES-{} key ({dek}-bit strength)",
+            dek.aes_key_len() * 8
+        )));
+    }
+    Ok(())
+}
+
 /// A data-encryption key: a random AES key of 16, 24 or 32 bytes, wiped from
 /// memory on drop and redacted in `Debug`.
 ///

@@ -47,6 +47,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod client;
 mod encryption;
 pub mod envelope;
 pub mod error;
@@ -62,6 +63,7 @@ pub mod backends;
 #[path = "../transports/mod.rs"]
 pub mod transports;
 
+pub use client::{KeyClient, UnwrapMode, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TIMEOUT};
 pub use encryption::Encryption;
 pub use error::{Error, Result};
 pub use key::{Dek, Kek, KeyId, Plaintext, Strength, MAX_RSA_BITS, MIN_RSA_BITS};

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 
 use crate::blocking;
 use crate::envelope;
+use crate::key::{check_kek, check_pairing};
 use crate::{
     CipherSuite, Dek, Encryption, Error, Kek, KeyId, KeyStorage, Plaintext, Result, Status,
     Strength, WrappedDek,
@@ -259,33 +260,6 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
             strength: self.strength.bits(),
         }
     }
-}
-
-/// Refuses a KEK weaker than the DEK it protects or than the server's floor
-/// (SP 800-57 Part 1 comparable strengths).
-fn check_kek(kek: &Kek, dek: Strength, floor: Strength) -> Result<()> {
-    check_pairing(kek.bits(), dek)?;
-    if kek.security_bits() < floor.bits() {
-        return Err(Error::policy(format!(
-            "a {}-bit RSA key-encryption key gives {} bits of security, below this server's minimum of {floor}",
-            kek.bits(),
-            kek.security_bits()
-        )));
-    }
-    Ok(())
-}
-
-/// Refuses an RSA KEK of `kek_bits` wrapping a DEK of `dek` strength when the
-/// KEK is the weaker of the two.
-fn check_pairing(kek_bits: usize, dek: Strength) -> Result<()> {
-    let kek_strength = Strength::of_rsa_bits(kek_bits);
-    if kek_strength < dek.bits() {
-        return Err(Error::policy(format!(
-            "a {kek_bits}-bit RSA key ({kek_strength}-bit strength) may not wrap an AES-{} key ({dek}-bit strength)",
-            dek.aes_key_len() * 8
-        )));
-    }
-    Ok(())
 }
 
 impl<C, S> fmt::Display for KeyServer<C, S>

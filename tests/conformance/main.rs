@@ -5,6 +5,8 @@
 //!   permissions, corruption detection), and `crash`: kill -9 at random
 //!   moments loses no acknowledged record;
 //! - `seed`: the seed's narrative, step by step;
+//! - `transport`: the client narrative and cache rules over every transport,
+//!   one macro line each (in-process, XML-RPC and JSON-RPC on loopback);
 //! - `formats`: known-answer vectors of the record format;
 //! - `properties`: property tests of the envelope and the parsers;
 //! - `policy`: SP 800-57 strengths end to end, with fixture KEKs;
@@ -38,3 +40,5 @@ mod properties;
 mod secrets;
 #[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))]
 mod seed;
+#[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))]
+mod transport;

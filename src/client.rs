@@ -1,0 +1,358 @@
+//! [`KeyClient`]: the application side, with a local DEK cache.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+
+use crate::envelope;
+use crate::key::check_kek;
+use crate::{
+    blocking, CipherSuite, Dek, Encryption, Error, Kek, KeyId, Plaintext, Result, Strength,
+    Transport,
+};
+
+/// Default time a fetched DEK is served from the cache: one hour.
+pub const DEFAULT_CACHE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default number of DEKs the cache holds before evicting the least recently
+/// used one.
+pub const DEFAULT_CACHE_CAPACITY: usize = 1024;
+
+/// Where a DEK is unwrapped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UnwrapMode {
+    /// The client sends the KEK (over TLS) and the server returns the DEK:
+    /// the seed's way, and the default.
+    #[default]
+    Server,
+    /// The client fetches the wrapped record by key id and unwraps it
+    /// locally: the private KEK never leaves the application host.
+    Client,
+}
+
+struct Entry {
+    dek: Dek,
+    fetched: Instant,
+    fetched_at: SystemTime,
+    last_used: u64,
+}
+
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<KeyId, Entry>,
+    clock: u64,
+}
+
+/// A client of a remote key server, over any [`Transport`].
+///
+/// It fetches DEKs from the server, caches them locally (by key id, in memory
+/// that is wiped when an entry is evicted), and encrypts and decrypts locally
+/// with its own [`CipherSuite`], so the key server is never a bottleneck.
+/// `generate()` is forwarded: the new key is on the server at once.
+///
+/// The cache serves an entry for `timeout` after it was fetched (3600 s by
+/// default; zero means fetch every time), holds at most `capacity` entries
+/// (least recently used evicted first), and concurrent callers missing the
+/// same key make one request between them.
+///
+/// # Example
+///
+/// ```
+/// # #[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))]
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use keyserver::{Encryption, KeyServer};
+/// use keyserver::backends::{MemoryStorage, RustCrypto};
+/// use keyserver::transports::InProcess;
+///
+/// let server = Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new()));
+/// let client = InProcess::client(Arc::clone(&server));
+/// assert_eq!(client.to_string(), "<KeyClient 'inprocess://keyserver'>");
+///
+/// let kek = client.generate().await?;
+/// assert!(server.contains(&kek.id()).await?);
+/// let sealed = client.encrypt(&kek, b"Stephan Richter").await?;
+/// assert!(client.is_cached(&kek.id()));
+/// assert_eq!(&server.decrypt(&kek, &sealed).await?[..], b"Stephan Richter");
+/// # Ok::<(), keyserver::Error>(())
+/// # }).unwrap();
+/// ```
+pub struct KeyClient<T> {
+    transport: T,
+    suite: Arc<dyn CipherSuite>,
+    timeout: Duration,
+    capacity: usize,
+    mode: UnwrapMode,
+    min_strength: Strength,
+    cache: Mutex<Cache>,
+    inflight: Mutex<HashMap<KeyId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl<T: Transport> KeyClient<T> {
+    /// A client that talks through `transport` and encrypts locally with
+    /// `suite`; cache timeout 3600 s, capacity 1024, server-side unwrap.
+    pub fn new(transport: T, suite: impl CipherSuite) -> Self {
+        KeyClient {
+            transport,
+            suite: Arc::new(suite),
+            timeout: DEFAULT_CACHE_TIMEOUT,
+            capacity: DEFAULT_CACHE_CAPACITY,
+            mode: UnwrapMode::default(),
+            min_strength: Strength::default(),
+            cache: Mutex::new(Cache::default()),
+            inflight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sets how long a fetched DEK is served from the cache; zero fetches on
+    /// every use.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets how many DEKs the cache holds (at least one).
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// Chooses server-side or client-side unwrap.
+    pub fn with_unwrap_mode(mut self, mode: UnwrapMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The weakest KEK accepted for client-side unwrap (default 128 bits).
+    pub fn with_min_strength(mut self, strength: Strength) -> Self {
+        self.min_strength = strength;
+        self
+    }
+
+    /// The cache timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The cache capacity.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The unwrap mode.
+    pub fn unwrap_mode(&self) -> UnwrapMode {
+        self.mode
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// Whether a DEK for `key_id` is cached and still fresh (the seed's
+    /// `key in cache`).
+    pub fn is_cached(&self, key_id: &KeyId) -> bool {
+        self.with_cache(|c| c.entries.get(key_id).is_some_and(|e| self.fresh(e)))
+    }
+
+    /// When the cached DEK for `key_id` was fetched from the server, if there
+    /// is an entry (fresh or expired).
+    pub fn fetched_at(&self, key_id: &KeyId) -> Option<SystemTime> {
+        self.with_cache(|c| c.entries.get(key_id).map(|e| e.fetched_at))
+    }
+
+    /// Number of cache entries (fresh or expired).
+    pub fn cached_len(&self) -> usize {
+        self.with_cache(|c| c.entries.len())
+    }
+
+    /// Drops every cached DEK (their memory is wiped).
+    pub fn clear_cache(&self) {
+        self.with_cache(|c| c.entries.clear());
+    }
+
+    fn with_cache<R>(&self, f: impl FnOnce(&mut Cache) -> R) -> R {
+        // A panic while holding the lock cannot leave the map inconsistent
+        // (every update is a single insert or remove), so keep using it.
+        let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    fn fresh(&self, entry: &Entry) -> bool {
+        entry.fetched.elapsed() < self.timeout
+    }
+
+    fn cached(&self, key_id: &KeyId) -> Option<Dek> {
+        self.with_cache(|c| {
+            c.clock += 1;
+            let clock = c.clock;
+            let entry = c.entries.get_mut(key_id)?;
+            if entry.fetched.elapsed() >= self.timeout {
+                return None;
+            }
+            entry.last_used = clock;
+            Some(entry.dek.clone())
+        })
+    }
+
+    fn insert(&self, key_id: KeyId, dek: Dek) {
+        let capacity = self.capacity;
+        self.with_cache(|c| {
+            c.clock += 1;
+            if !c.entries.contains_key(&key_id) && c.entries.len() >= capacity {
+                // Evict the least recently used entry; dropping it wipes the key.
+                if let Some(oldest) = c
+                    .entries
+                    .iter()
+                    .min_by_key(|(_, e)| e.last_used)
+                    .map(|(id, _)| *id)
+                {
+                    c.entries.remove(&oldest);
+                }
+            }
+            c.entries.insert(
+                key_id,
+                Entry {
+                    dek,
+                    fetched: Instant::now(),
+                    fetched_at: SystemTime::now(),
+                    last_used: c.clock,
+                },
+            );
+        });
+    }
+
+    /// The DEK of `kek`: from the cache when fresh, otherwise fetched (one
+    /// request however many callers miss the same key at once).
+    ///
+    /// # Errors
+    /// The transport's errors; for client-side unwrap also
+    /// [`Error::Policy`], [`Error::UnwrapFailed`] and
+    /// [`Error::CorruptRecord`].
+    pub async fn dek(&self, kek: &Kek) -> Result<Dek> {
+        let id = kek.id();
+        if let Some(dek) = self.cached(&id) {
+            return Ok(dek);
+        }
+        let gate = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(inflight.entry(id).or_default())
+        };
+        let result = {
+            let _turn = gate.lock().await;
+            // Someone ahead of us may have fetched it meanwhile.
+            match self.cached(&id) {
+                Some(dek) => Ok(dek),
+                None => {
+                    let fetched = self.fetch(kek).await;
+                    if let Ok(dek) = &fetched {
+                        self.insert(id, dek.clone());
+                    }
+                    fetched
+                }
+            }
+        };
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        // The map's Arc plus ours: nobody else is waiting, so forget the gate.
+        if Arc::strong_count(&gate) <= 2 {
+            inflight.remove(&id);
+        }
+        result
+    }
+
+    async fn fetch(&self, kek: &Kek) -> Result<Dek> {
+        match self.mode {
+            UnwrapMode::Server => self.transport.get_key(kek).await,
+            UnwrapMode::Client => {
+                let id = kek.id();
+                let record = self.transport.get_wrapped(&id).await?;
+                if *record.key_id() != id {
+                    return Err(Error::CorruptRecord {
+                        key_id: id,
+                        reason: "the server returned the record of another key",
+                    });
+                }
+                check_kek(kek, record.strength(), self.min_strength)?;
+                let suite = Arc::clone(&self.suite);
+                let kek = kek.clone();
+                let strength = record.strength();
+                let bytes =
+                    blocking(move || suite.rsa_oaep_unwrap(kek.pkcs8_der(), record.wrapped()))
+                        .await?
+                        .map_err(|e| match e {
+                            Error::DecryptionFailed => Error::UnwrapFailed { key_id: id },
+                            other => other,
+                        })?;
+                let dek = Dek::from_zeroizing(bytes)?;
+                if dek.strength() != strength {
+                    return Err(Error::CorruptRecord {
+                        key_id: id,
+                        reason: "unwrapped key has the wrong length",
+                    });
+                }
+                Ok(dek)
+            }
+        }
+    }
+}
+
+impl<T: Transport> fmt::Display for KeyClient<T> {
+    /// `<KeyClient 'URL'>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<KeyClient '{}'>", self.transport.endpoint())
+    }
+}
+
+impl<T: Transport> fmt::Debug for KeyClient<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyClient")
+            .field("endpoint", &self.transport.endpoint())
+            .field("suite", &self.suite.name())
+            .field("timeout", &self.timeout)
+            .field("capacity", &self.capacity)
+            .field("mode", &self.mode)
+            .field("cached", &self.cached_len())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl<T: Transport> Encryption for KeyClient<T> {
+    async fn generate(&self) -> Result<Kek> {
+        self.transport.generate(None).await
+    }
+
+    async fn get(&self, kek: &Kek) -> Result<Dek> {
+        self.dek(kek).await
+    }
+
+    async fn encrypt_with_context(
+        &self,
+        kek: &Kek,
+        plaintext: &[u8],
+        context: &[u8],
+    ) -> Result<Vec<u8>> {
+        let dek = self.dek(kek).await?;
+        envelope::seal(&*self.suite, &kek.id(), &dek, context, plaintext)
+    }
+
+    async fn decrypt_with_context(
+        &self,
+        kek: &Kek,
+        ciphertext: &[u8],
+        context: &[u8],
+    ) -> Result<Plaintext> {
+        let header = envelope::Header::parse(ciphertext)?;
+        if header.key_id != kek.id() {
+            return Err(Error::KeyMismatch {
+                expected: header.key_id,
+                given: kek.id(),
+            });
+        }
+        let dek = self.dek(kek).await?;
+        envelope::open(&*self.suite, &dek, context, ciphertext)
+    }
+}

@@ -1,0 +1,123 @@
+//! rustls configurations from PEM files, always with the `ring` provider
+//! passed explicitly (never a process-wide default provider).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::RootCertStore;
+
+use crate::{Error, Result};
+
+use super::TlsFiles;
+
+/// TLS settings of a client.
+///
+/// ```
+/// let tls = keyserver::transports::ClientTls::default();
+/// assert!(tls.ca_cert.is_none()); // the system's trusted roots
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// CA certificate(s) (PEM) the server's certificate must chain to; `None`
+    /// uses the operating system's trusted roots.
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS.
+    pub client_cert: Option<PathBuf>,
+    /// Private key (PEM) of the client certificate.
+    pub client_key: Option<PathBuf>,
+}
+
+fn tls_error(message: String) -> Error {
+    Error::Transport {
+        message,
+        source: None,
+    }
+}
+
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let shown = path.display();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| tls_error(format!("cannot read certificates from {shown}: {e}")))?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| tls_error(format!("bad certificate in {shown}: {e}")))?;
+    if certs.is_empty() {
+        return Err(tls_error(format!("no certificate in {shown}")));
+    }
+    Ok(certs)
+}
+
+fn key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    // The error names the file, never its contents.
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|_| tls_error(format!("cannot read a private key from {}", path.display())))
+}
+
+fn roots(path: &Path) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs(path)? {
+        roots
+            .add(cert)
+            .map_err(|e| tls_error(format!("bad CA certificate in {}: {e}", path.display())))?;
+    }
+    Ok(roots)
+}
+
+/// The server's TLS configuration (HTTP/1.1 and HTTP/2 by ALPN).
+pub(crate) fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>> {
+    let provider = provider();
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_error(format!("TLS set-up: {e}")))?;
+    let builder = match &files.client_ca {
+        Some(ca) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots(ca)?),
+                provider,
+            )
+            .build()
+            .map_err(|e| tls_error(format!("client CA {}: {e}", ca.display())))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(certs(&files.cert)?, key(&files.key)?)
+        .map_err(|e| tls_error(format!("server certificate and key: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A client's TLS configuration.
+pub(crate) fn client_config(tls: &ClientTls) -> Result<rustls::ClientConfig> {
+    let roots = match &tls.ca_cert {
+        Some(ca) => roots(ca)?,
+        None => {
+            let mut roots = RootCertStore::empty();
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                // Skip the odd certificate the system store holds that webpki rejects.
+                let _ = roots.add(cert);
+            }
+            roots
+        }
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_error(format!("TLS set-up: {e}")))?
+        .with_root_certificates(roots);
+    match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key_path)) => builder
+            .with_client_auth_cert(certs(cert)?, key(key_path)?)
+            .map_err(|e| tls_error(format!("client certificate and key: {e}"))),
+        (None, None) => Ok(builder.with_no_client_auth()),
+        _ => Err(tls_error(
+            "a client certificate needs both a certificate and a key file".into(),
+        )),
+    }
+}
