@@ -7,6 +7,7 @@
 //! - `seed`: the seed's narrative, step by step;
 //! - `transport`: the client narrative and cache rules over every transport,
 //!   one macro line each (in-process, XML-RPC and JSON-RPC on loopback);
+//! - `wire`: raw bad input against running servers, TLS and mutual TLS;
 //! - `formats`: known-answer vectors of the record format;
 //! - `properties`: property tests of the envelope and the parsers;
 //! - `policy`: SP 800-57 strengths end to end, with fixture KEKs;
@@ -42,3 +43,10 @@ mod secrets;
 mod seed;
 #[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))]
 mod transport;
+#[cfg(all(
+    feature = "cipher-rustcrypto",
+    feature = "storage-memory",
+    feature = "transport-xmlrpc",
+    feature = "transport-jsonrpc"
+))]
+mod wire;

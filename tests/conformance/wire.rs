@@ -1,0 +1,454 @@
+//! The wire protocol against running servers on loopback: raw bad input of
+//! every kind gets a typed error and the server keeps serving; TLS and mutual
+//! TLS; plain HTTP off loopback refused; a server that is down is a typed
+//! client error; the access log never holds a key.
+
+use std::sync::Arc;
+
+use keyserver::transports::{
+    ClientOptions, ClientTls, HttpServer, JsonRpc, ServerConfig, TlsFiles, XmlRpc,
+};
+use keyserver::{Error, Transport};
+use serde_json::{json, Value};
+
+use crate::transport::{loopback, new_server};
+
+fn xml_call(method: &str, params: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\"?><methodCall><methodName>{method}</methodName><params>{params}</params></methodCall>"
+    )
+}
+
+fn string_param(s: &str) -> String {
+    format!("<param><value><string>{s}</string></value></param>")
+}
+
+/// POSTs `body` to `/RPC2` and returns (fault code or 0 for success, body).
+async fn xml_post(url: &str, body: Vec<u8>) -> (i32, String) {
+    let response = reqwest::Client::new()
+        .post(format!("{url}/RPC2"))
+        .header("content-type", "text/xml")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "faults travel with HTTP 200");
+    let text = response.text().await.unwrap();
+    match dxr::FaultResponse::from_xml(&text) {
+        Ok(fault) => (fault.fault.code(), text),
+        Err(_) => {
+            dxr::MethodResponse::from_xml(&text).expect("a response or a fault");
+            (0, text)
+        }
+    }
+}
+
+/// POSTs `body` to `/jsonrpc`: (HTTP status, parsed JSON if any).
+async fn json_post(url: &str, body: Vec<u8>) -> (u16, Option<Value>) {
+    let response = reqwest::Client::new()
+        .post(format!("{url}/jsonrpc"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).ok())
+}
+
+fn json_error_code(v: &Value) -> Option<i64> {
+    v.get("error")?.get("code")?.as_i64()
+}
+
+const NOT_A_KEY: &str =
+    "-----BEGIN PRIVATE KEY-----\nU2VjcmV0IGJ1dCBub3QgYSBrZXk=\n-----END PRIVATE KEY-----\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xmlrpc_bad_input_gets_typed_faults_and_the_server_keeps_serving() {
+    let server = new_server();
+    let http = loopback(Arc::clone(&server)).await;
+    let url = http.url();
+    let kek = server.generate().await.unwrap();
+    let stranger = crate::common::fixture_kek(3072);
+
+    let valid = xml_call("get_key", &string_param(&kek.to_pem()));
+    let cases: Vec<(&str, Vec<u8>, i32)> = vec![
+        ("oversize body", vec![b'x'; 2 << 20], 6),
+        (
+            "malformed XML",
+            b"<methodCall><methodName>status".to_vec(),
+            -32700,
+        ),
+        (
+            "random bytes",
+            (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect(),
+            -32700,
+        ),
+        (
+            "truncated request",
+            valid.as_bytes()[..valid.len() / 2].to_vec(),
+            -32700,
+        ),
+        ("empty body", Vec::new(), -32700),
+        (
+            "int for a key",
+            xml_call("get_key", "<param><value><int>7</int></value></param>").into_bytes(),
+            -32602,
+        ),
+        (
+            "two params",
+            xml_call("contains", &(string_param("a") + &string_param("b"))).into_bytes(),
+            -32602,
+        ),
+        (
+            "string strength",
+            xml_call("generate", &string_param("128")).into_bytes(),
+            -32602,
+        ),
+        (
+            "bad strength",
+            xml_call("generate", "<param><value><int>100</int></value></param>").into_bytes(),
+            4,
+        ),
+        (
+            "PEM that is not a key",
+            xml_call("get_key", &string_param(NOT_A_KEY)).into_bytes(),
+            2,
+        ),
+        (
+            "bad key id",
+            xml_call("contains", &string_param("xyz")).into_bytes(),
+            2,
+        ),
+        (
+            "KEK of another key",
+            xml_call("get_key", &string_param(&stranger.to_pem())).into_bytes(),
+            1,
+        ),
+        (
+            "unknown method",
+            xml_call("drop_all_keys", "").into_bytes(),
+            -32601,
+        ),
+    ];
+    for (name, body, expected) in cases {
+        let (code, text) = xml_post(&url, body).await;
+        assert_eq!(code, expected, "{name}: {text}");
+        // Never echo a key back.
+        assert!(!text.contains("U2VjcmV0"), "{name}: {text}");
+        assert!(!text.contains("PRIVATE KEY"), "{name}: {text}");
+    }
+    // Still serving, and the valid request works.
+    let (code, text) = xml_post(&url, valid.into_bytes()).await;
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(XmlRpc::new(&url).unwrap().status().await.unwrap().keys, 1);
+    http.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jsonrpc_bad_input_gets_typed_errors_and_the_server_keeps_serving() {
+    let server = new_server();
+    let http = loopback(Arc::clone(&server)).await;
+    let url = http.url();
+    let kek = server.generate().await.unwrap();
+    let stranger = crate::common::fixture_kek(3072);
+    let call = |method: &str, params: Value| {
+        serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+            .unwrap()
+    };
+
+    // Oversize: HTTP 413 (jsonrpsee's answer), and the server goes on.
+    let (status, _) = json_post(&url, vec![b' '; 2 << 20]).await;
+    assert_eq!(status, 413);
+
+    let valid = call("get_key", json!([kek.to_pem().as_str()]));
+    let cases: Vec<(&str, Vec<u8>, i64)> = vec![
+        (
+            "malformed JSON",
+            b"{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": ".to_vec(),
+            -32700,
+        ),
+        (
+            "random bytes",
+            (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect(),
+            -32700,
+        ),
+        (
+            "truncated request",
+            valid[..valid.len() / 2].to_vec(),
+            -32700,
+        ),
+        ("number for a key", call("get_key", json!([7])), -32602),
+        ("two params", call("contains", json!(["a", "b"])), -32602),
+        ("wrong name", call("get_key", json!({"key": "x"})), -32602),
+        ("string strength", call("generate", json!(["128"])), -32602),
+        ("bad strength", call("generate", json!([100])), 4),
+        (
+            "PEM that is not a key",
+            call("get_key", json!([NOT_A_KEY])),
+            2,
+        ),
+        ("bad key id", call("contains", json!(["xyz"])), 2),
+        (
+            "KEK of another key",
+            call("get_key", json!([stranger.to_pem().as_str()])),
+            1,
+        ),
+        ("unknown method", call("drop_all_keys", json!([])), -32601),
+    ];
+    for (name, body, expected) in cases {
+        let (status, answer) = json_post(&url, body).await;
+        let answer = answer.unwrap_or_else(|| panic!("{name}: HTTP {status}, no JSON"));
+        assert_eq!(json_error_code(&answer), Some(expected), "{name}: {answer}");
+        let text = answer.to_string();
+        assert!(
+            !text.contains("U2VjcmV0") && !text.contains("PRIVATE KEY"),
+            "{name}: {text}"
+        );
+    }
+    // Named parameters work as well as positional ones, and batches too.
+    let (_, answer) = json_post(
+        &url,
+        call("contains", json!({"key_id": kek.id().to_string()})),
+    )
+    .await;
+    assert_eq!(answer.unwrap()["result"], json!(true));
+    let batch = serde_json::to_vec(&json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "status"},
+        {"jsonrpc": "2.0", "id": 2, "method": "contains", "params": [kek.id().to_string()]},
+    ]))
+    .unwrap();
+    let (_, answer) = json_post(&url, batch).await;
+    assert_eq!(answer.unwrap().as_array().map(Vec::len), Some(2));
+    // Still serving.
+    let (status, answer) = json_post(&url, valid).await;
+    assert_eq!(status, 200);
+    assert!(answer.unwrap()["result"].is_string());
+    assert_eq!(JsonRpc::new(&url).unwrap().status().await.unwrap().keys, 1);
+    http.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_server_that_is_down_is_a_typed_client_error() {
+    // Bind and drop a listener to get a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let options = ClientOptions {
+        timeout: std::time::Duration::from_secs(5),
+        ..Default::default()
+    };
+    let transports: Vec<Box<dyn Transport>> = vec![
+        Box::new(XmlRpc::with_options(&url, options.clone()).unwrap()),
+        Box::new(JsonRpc::with_options(&url, options).unwrap()),
+    ];
+    for t in transports {
+        let err = t.status().await.unwrap_err();
+        assert!(matches!(err, Error::Transport { .. }), "{err:?}");
+        assert_eq!(err.code(), 11);
+    }
+    assert!(XmlRpc::new("ftp://example").is_err());
+    assert!(JsonRpc::new("not a url").is_err());
+}
+
+#[tokio::test]
+async fn plain_http_off_loopback_is_refused() {
+    let config = ServerConfig {
+        listen: "0.0.0.0:0".parse().unwrap(),
+        ..Default::default()
+    };
+    let err = HttpServer::start(new_server(), config).await.err().unwrap();
+    assert!(matches!(err, Error::Policy { .. }), "{err:?}");
+    assert!(err.to_string().contains("TLS"), "{err}");
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made
+/// with the `openssl` command line in `dir`. `None` if openssl is missing.
+fn make_pki(dir: &std::path::Path) -> Option<()> {
+    let run = |args: &[&str]| -> Option<()> {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .ok()?;
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(())
+    };
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .ok()?;
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").ok()?;
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=keyserver test CA",
+    ])?;
+    for (name, ext) in [("server", "server.ext"), ("client", "client.ext")] {
+        run(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ])?;
+        let args = vec![
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &format!("{name}.pem"),
+            "-extfile",
+            ext,
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        run(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+    }
+    Some(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    if make_pki(dir.path()).is_none() {
+        eprintln!("skipped the TLS test: no openssl command to make certificates");
+        return;
+    }
+    let p = |name: &str| dir.path().join(name);
+    let trusting = ClientOptions {
+        tls: ClientTls {
+            ca_cert: Some(p("ca.pem")),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+
+    // TLS: a client that trusts the CA talks over both protocols; one that
+    // does not is refused with a transport error.
+    let server = new_server();
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls: Some(TlsFiles {
+            cert: p("server.pem"),
+            key: p("server.key"),
+            client_ca: None,
+        }),
+        ..Default::default()
+    };
+    let http = HttpServer::start(Arc::clone(&server), config)
+        .await
+        .unwrap();
+    let url = http.url();
+    assert!(url.starts_with("https://"));
+    let xml = XmlRpc::with_options(&url, trusting.clone()).unwrap();
+    let json = JsonRpc::with_options(&url, trusting.clone()).unwrap();
+    let kek = xml.generate(None).await.unwrap();
+    assert_eq!(
+        json.get_key(&kek).await.unwrap(),
+        server.get(&kek).await.unwrap()
+    );
+    for t in [
+        Box::new(XmlRpc::new(&url).unwrap()) as Box<dyn Transport>,
+        Box::new(JsonRpc::new(&url).unwrap()),
+    ] {
+        let err = t.status().await.unwrap_err();
+        assert_eq!(err.code(), 11, "untrusted certificate: {err:?}");
+    }
+    // Plain HTTP to the TLS port fails too.
+    assert!(XmlRpc::new(&url.replace("https", "http"))
+        .unwrap()
+        .status()
+        .await
+        .is_err());
+    http.shutdown().await;
+
+    // Mutual TLS: without a client certificate the handshake is refused.
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls: Some(TlsFiles {
+            cert: p("server.pem"),
+            key: p("server.key"),
+            client_ca: Some(p("ca.pem")),
+        }),
+        ..Default::default()
+    };
+    let http = HttpServer::start(Arc::clone(&server), config)
+        .await
+        .unwrap();
+    let url = http.url();
+    for t in [
+        Box::new(XmlRpc::with_options(&url, trusting.clone()).unwrap()) as Box<dyn Transport>,
+        Box::new(JsonRpc::with_options(&url, trusting.clone()).unwrap()),
+    ] {
+        let err = t.status().await.unwrap_err();
+        assert_eq!(err.code(), 11, "no client certificate: {err:?}");
+    }
+    let with_cert = ClientOptions {
+        tls: ClientTls {
+            ca_cert: Some(p("ca.pem")),
+            client_cert: Some(p("client.pem")),
+            client_key: Some(p("client.key")),
+        },
+        ..Default::default()
+    };
+    for t in [
+        Box::new(XmlRpc::with_options(&url, with_cert.clone()).unwrap()) as Box<dyn Transport>,
+        Box::new(JsonRpc::with_options(&url, with_cert.clone()).unwrap()),
+    ] {
+        assert_eq!(t.status().await.unwrap().keys, 1);
+    }
+    // A server certificate without its key file is a clear start-up error.
+    let bad = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls: Some(TlsFiles {
+            cert: p("server.pem"),
+            key: p("missing.key"),
+            client_ca: None,
+        }),
+        ..Default::default()
+    };
+    let err = HttpServer::start(Arc::clone(&server), bad)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("missing.key"), "{err}");
+    http.shutdown().await;
+}
