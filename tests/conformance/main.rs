@@ -8,6 +8,7 @@
 //! - `transport`: the client narrative and cache rules over every transport,
 //!   one macro line each (in-process, XML-RPC and JSON-RPC on loopback);
 //! - `wire`: raw bad input against running servers, TLS and mutual TLS;
+//! - `docs`: the Python and curl examples of docs/PROTOCOL.md, run as written;
 //! - `formats`: known-answer vectors of the record format;
 //! - `properties`: property tests of the envelope and the parsers;
 //! - `policy`: SP 800-57 strengths end to end, with fixture KEKs;
@@ -50,3 +51,10 @@ mod transport;
     feature = "transport-jsonrpc"
 ))]
 mod wire;
+#[cfg(all(
+    feature = "cipher-rustcrypto",
+    feature = "storage-memory",
+    feature = "transport-xmlrpc",
+    feature = "transport-jsonrpc"
+))]
+mod docs;
