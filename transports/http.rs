@@ -322,6 +322,9 @@ pub(crate) fn log_request<T>(
 pub(crate) const INVALID_PARAMS: i32 = -32602;
 /// Wire code for an unknown method (JSON-RPC 2.0 "method not found").
 pub(crate) const METHOD_NOT_FOUND: i32 = -32601;
+/// Wire code for a request that is not a valid call object (JSON-RPC 2.0
+/// "invalid request").
+pub(crate) const INVALID_REQUEST: i32 = -32600;
 /// Wire code for a request that does not parse (JSON-RPC 2.0 "parse error").
 pub(crate) const PARSE_ERROR: i32 = -32700;
 

@@ -5,25 +5,25 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use axum::extract::Request;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use jsonrpsee::core::client::ClientT;
+use jsonrpsee::core::middleware::RpcServiceBuilder;
 use jsonrpsee::core::ClientError;
 use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
 use jsonrpsee::rpc_params;
-use jsonrpsee::server::{RpcModule, Server, ServerConfig as RpcServerConfig};
-use jsonrpsee::types::{ErrorObjectOwned, Params};
+use jsonrpsee::types::ErrorObjectOwned;
 use serde_json::{json, Value};
-use tower::Service;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::http::{
     error_from_wire, log_request, parse_strength, Call, Dispatch, Reply, INVALID_PARAMS,
+    INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR,
 };
 use super::ClientOptions;
 use crate::error::codes;
@@ -32,40 +32,144 @@ use crate::{Dek, Error, Kek, KeyId, Result, Status, Strength, Transport, Wrapped
 /// The path JSON-RPC is served at.
 pub const JSONRPC_PATH: &str = "/jsonrpc";
 
+/// Largest number of calls in one batch.
+const MAX_BATCH: usize = 64;
+
+/// The JSON-RPC 2.0 endpoint. The envelope (batches, notifications, ids,
+/// standard error codes) is handled here rather than by jsonrpsee's server,
+/// because jsonrpsee's server logs whole request bodies (KEKs included) at
+/// TRACE level; the error objects are jsonrpsee's types.
 pub(crate) fn router(dispatch: Arc<Dispatch>, max_body: usize) -> Result<Router> {
-    let mut module = RpcModule::new(dispatch);
-    for method in ["generate", "get_key", "get_wrapped", "contains", "status"] {
-        module
-            .register_async_method(method, move |params, dispatch, _| async move {
-                handle(method, params, &dispatch).await
-            })
-            .map_err(|_| Error::Internal("cannot register a JSON-RPC method"))?;
-    }
-    let limit = u32::try_from(max_body).unwrap_or(u32::MAX);
-    let config = RpcServerConfig::builder()
-        .max_request_body_size(limit)
-        .max_response_body_size(u32::MAX / 2)
-        .http_only()
-        .build();
-    let (stop, server_handle) = jsonrpsee::server::stop_channel();
-    let service = Server::builder()
-        .set_config(config)
-        .to_service_builder()
-        .build(module, stop);
-    let keep = Arc::new(server_handle);
     Ok(Router::new().route(
         JSONRPC_PATH,
-        post(move |request: Request| {
-            let mut service = service.clone();
-            let _keep = Arc::clone(&keep);
-            async move {
-                match service.call(request).await {
-                    Ok(response) => response.map(axum::body::Body::new).into_response(),
-                    Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response(),
-                }
-            }
+        post(move |headers: HeaderMap, body: Body| {
+            let dispatch = Arc::clone(&dispatch);
+            async move { handle_http(&dispatch, max_body, &headers, body).await }
         }),
     ))
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response {
+    let mut response = (status, value.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn error_response(id: Value, error: ErrorObjectOwned) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": error})
+}
+
+async fn handle_http(
+    dispatch: &Dispatch,
+    max_body: usize,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let too_large = || {
+        log_request::<()>(
+            "jsonrpc",
+            "-",
+            None,
+            &Err(Error::TooLarge {
+                size: 0,
+                limit: max_body as u64,
+            }),
+            Instant::now(),
+        );
+        json_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &error_response(
+                Value::Null,
+                rpc_error(
+                    codes::TOO_LARGE,
+                    format!("request too large: the limit is {max_body} bytes"),
+                ),
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_body as u64) {
+        return too_large();
+    }
+    let Ok(bytes) = axum::body::to_bytes(body, max_body).await else {
+        return too_large();
+    };
+    let body = Zeroizing::new(bytes.to_vec());
+    if let Ok(mut owned) = bytes.try_into_mut() {
+        owned.as_mut().zeroize();
+    }
+    let Ok(mut request) = serde_json::from_slice::<Value>(&body) else {
+        return json_response(
+            StatusCode::OK,
+            &error_response(
+                Value::Null,
+                rpc_error(PARSE_ERROR, "parse error: the body is not JSON"),
+            ),
+        );
+    };
+    let answer = match &mut request {
+        Value::Array(calls) if calls.is_empty() || calls.len() > MAX_BATCH => Some(error_response(
+            Value::Null,
+            rpc_error(
+                INVALID_REQUEST,
+                format!("a batch holds 1 to {MAX_BATCH} calls"),
+            ),
+        )),
+        Value::Array(calls) => {
+            let mut answers = Vec::new();
+            for call in calls.iter_mut() {
+                answers.extend(handle_one(dispatch, call).await);
+            }
+            (!answers.is_empty()).then_some(Value::Array(answers))
+        }
+        single => handle_one(dispatch, single).await,
+    };
+    wipe_json(&mut request);
+    match answer {
+        Some(answer) => json_response(StatusCode::OK, &answer),
+        // Only notifications: nothing to answer.
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+/// One request object; `None` for a notification (no `id`).
+async fn handle_one(dispatch: &Dispatch, call: &mut Value) -> Option<Value> {
+    let Value::Object(fields) = call else {
+        return Some(error_response(
+            Value::Null,
+            rpc_error(INVALID_REQUEST, "invalid request"),
+        ));
+    };
+    let id = fields.get("id").cloned();
+    let valid_id = matches!(
+        id,
+        None | Some(Value::Null | Value::Number(_) | Value::String(_))
+    );
+    let version_ok = fields.get("jsonrpc") == Some(&Value::String("2.0".into()));
+    let method = fields
+        .get("method")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let params = fields.get_mut("params");
+    let params_ok = matches!(params, None | Some(Value::Array(_) | Value::Object(_)));
+    let (Some(method), true, true, true) = (method, valid_id, version_ok, params_ok) else {
+        return Some(error_response(
+            if valid_id { id.unwrap_or(Value::Null) } else { Value::Null },
+            rpc_error(INVALID_REQUEST, "invalid request: expected {\"jsonrpc\": \"2.0\", \"method\": string, \"params\": array or object, \"id\": number or string}"),
+        ));
+    };
+    let result = handle(&method, params, dispatch).await;
+    let id = id?;
+    Some(match result {
+        Ok(value) => json!({"jsonrpc": "2.0", "id": id, "result": value}),
+        Err(error) => error_response(id, error),
+    })
 }
 
 fn rpc_error(code: i32, message: impl Into<String>) -> ErrorObjectOwned {
@@ -73,12 +177,18 @@ fn rpc_error(code: i32, message: impl Into<String>) -> ErrorObjectOwned {
 }
 
 async fn handle(
-    method: &'static str,
-    params: Params<'static>,
+    method: &str,
+    params: Option<&mut Value>,
     dispatch: &Dispatch,
 ) -> std::result::Result<Value, ErrorObjectOwned> {
     let start = Instant::now();
-    let call = match parse_call(method, &params) {
+    if !matches!(
+        method,
+        "generate" | "get_key" | "get_wrapped" | "contains" | "status"
+    ) {
+        return Err(rpc_error(METHOD_NOT_FOUND, "unknown method"));
+    }
+    let call = match parse_call(method, params) {
         Ok(call) => call,
         Err(e) => {
             log_request::<()>(
@@ -102,7 +212,10 @@ async fn handle(
 
 /// Positional (`[x]`) or named (`{"name": x}`) parameters, parsed without
 /// ever quoting them back (they may hold a KEK).
-fn parse_call(method: &str, params: &Params<'_>) -> std::result::Result<Call, ErrorObjectOwned> {
+fn parse_call(
+    method: &str,
+    params: Option<&mut Value>,
+) -> std::result::Result<Call, ErrorObjectOwned> {
     let bad = |expected: &str| {
         rpc_error(
             INVALID_PARAMS,
@@ -110,18 +223,16 @@ fn parse_call(method: &str, params: &Params<'_>) -> std::result::Result<Call, Er
         )
     };
     let wire = |e: Error| rpc_error(e.code(), e.to_string());
-    let mut value: Value = match params.as_str() {
-        None => Value::Null,
-        Some(text) => serde_json::from_str(text).map_err(|_| bad("a JSON array or object"))?,
-    };
-    let result = (|| {
+    let mut none = Value::Null;
+    let value = params.unwrap_or(&mut none);
+    (|| {
         let (name, expected) = match method {
             "generate" => ("strength", "[] or [strength: int]"),
             "get_key" => ("kek", "[kek: string]"),
             "get_wrapped" | "contains" => ("key_id", "[key_id: string]"),
             _ => ("", "[]"),
         };
-        let arg: Option<&mut Value> = match &mut value {
+        let arg: Option<&mut Value> = match value {
             Value::Null => None,
             Value::Array(items) if items.is_empty() => None,
             Value::Array(items) if items.len() == 1 => items.first_mut(),
@@ -150,9 +261,7 @@ fn parse_call(method: &str, params: &Params<'_>) -> std::result::Result<Call, Er
             ("status", None) => Ok(Call::Status),
             _ => Err(bad(expected)),
         }
-    })();
-    wipe_json(&mut value);
-    result
+    })()
 }
 
 fn wipe_json(value: &mut Value) {
@@ -201,7 +310,7 @@ fn reply_value(reply: Reply) -> Value {
 #[derive(Clone, Debug)]
 pub struct JsonRpc {
     base: String,
-    client: HttpClient,
+    client: HttpClient<jsonrpsee::http_client::RpcService<jsonrpsee::http_client::HttpBackend>>,
 }
 
 impl JsonRpc {
@@ -220,7 +329,10 @@ impl JsonRpc {
     /// As for [`JsonRpc::new`].
     pub fn with_options(url: &str, options: ClientOptions) -> Result<Self> {
         let base = super::base_url(url)?;
-        let mut builder = HttpClientBuilder::default().request_timeout(options.timeout);
+        // No RPC logger: jsonrpsee's logs the whole request (the KEK) at TRACE.
+        let mut builder = HttpClientBuilder::default()
+            .request_timeout(options.timeout)
+            .set_rpc_middleware(RpcServiceBuilder::new());
         if base.starts_with("https://") {
             builder = builder.with_custom_cert_store(super::tls::client_config(&options.tls)?);
         }

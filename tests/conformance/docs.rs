@@ -42,8 +42,8 @@ async fn protocol_examples_work_as_written() {
         eprintln!("skipped the PROTOCOL.md examples: missing {missing:?}");
         return;
     }
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md"))
-        .unwrap();
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
     let server = new_server();
     let http = loopback(Arc::clone(&server)).await;
     let url = http.url();
@@ -78,7 +78,10 @@ async fn protocol_examples_work_as_written() {
         "record bytes: 468",
         "fault 2",
     ] {
-        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
     }
 
     let shell = blocks(&doc, "sh");

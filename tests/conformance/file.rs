@@ -184,6 +184,7 @@ async fn a_read_only_directory_gives_a_typed_error_and_writes_nothing() {
                 "--test-threads=1",
             ])
             .env("KEYSERVER_NO_DAC_CHILD", "1")
+            .stdout(std::process::Stdio::null())
             .status();
         match status {
             Ok(status) => assert!(

@@ -30,6 +30,13 @@ mod storage;
 
 #[cfg(all(
     feature = "cipher-rustcrypto",
+    feature = "storage-memory",
+    feature = "transport-xmlrpc",
+    feature = "transport-jsonrpc"
+))]
+mod docs;
+#[cfg(all(
+    feature = "cipher-rustcrypto",
     feature = "cipher-openssl",
     feature = "storage-memory"
 ))]
@@ -51,10 +58,3 @@ mod transport;
     feature = "transport-jsonrpc"
 ))]
 mod wire;
-#[cfg(all(
-    feature = "cipher-rustcrypto",
-    feature = "storage-memory",
-    feature = "transport-xmlrpc",
-    feature = "transport-jsonrpc"
-))]
-mod docs;

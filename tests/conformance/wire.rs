@@ -23,9 +23,25 @@ fn string_param(s: &str) -> String {
     format!("<param><value><string>{s}</string></value></param>")
 }
 
+/// A raw HTTP client, with its TLS provider given explicitly (never a
+/// process-wide default).
+fn raw_http() -> reqwest::Client {
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .unwrap()
+}
+
 /// POSTs `body` to `/RPC2` and returns (fault code or 0 for success, body).
 async fn xml_post(url: &str, body: Vec<u8>) -> (i32, String) {
-    let response = reqwest::Client::new()
+    let response = raw_http()
         .post(format!("{url}/RPC2"))
         .header("content-type", "text/xml")
         .body(body)
@@ -45,7 +61,7 @@ async fn xml_post(url: &str, body: Vec<u8>) -> (i32, String) {
 
 /// POSTs `body` to `/jsonrpc`: (HTTP status, parsed JSON if any).
 async fn json_post(url: &str, body: Vec<u8>) -> (u16, Option<Value>) {
-    let response = reqwest::Client::new()
+    let response = raw_http()
         .post(format!("{url}/jsonrpc"))
         .header("content-type", "application/json")
         .body(body)
@@ -158,9 +174,10 @@ async fn jsonrpc_bad_input_gets_typed_errors_and_the_server_keeps_serving() {
             .unwrap()
     };
 
-    // Oversize: HTTP 413 (jsonrpsee's answer), and the server goes on.
-    let (status, _) = json_post(&url, vec![b' '; 2 << 20]).await;
+    // Oversize: HTTP 413 with error 6, and the server goes on.
+    let (status, answer) = json_post(&url, vec![b' '; 2 << 20]).await;
     assert_eq!(status, 413);
+    assert_eq!(json_error_code(&answer.unwrap()), Some(6));
 
     let valid = call("get_key", json!([kek.to_pem().as_str()]));
     let cases: Vec<(&str, Vec<u8>, i64)> = vec![
@@ -451,4 +468,92 @@ async fn tls_and_mutual_tls() {
         .unwrap();
     assert!(err.to_string().contains("missing.key"), "{err}");
     http.shutdown().await;
+}
+
+/// A writer that keeps everything logged in the process.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() -> Captured {
+    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    CAPTURED
+        .get_or_init(|| {
+            let captured = Captured::default();
+            let writer = captured.clone();
+            use tracing_subscriber::layer::SubscriberExt;
+            // Everything at TRACE, except the one target that cannot be kept
+            // quiet otherwise: jsonrpsee's client logs every response body
+            // (a DEK) at TRACE on "jsonrpsee-http" (see SECURITY.md).
+            let filter = tracing_subscriber::filter::Targets::new()
+                .with_default(tracing::Level::TRACE)
+                .with_target("jsonrpsee-http", tracing::Level::INFO);
+            let subscriber = tracing_subscriber::registry()
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_ansi(false)
+                        .with_writer(move || writer.clone()),
+                )
+                .with(filter);
+            tracing::subscriber::set_global_default(subscriber).unwrap();
+            captured
+        })
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_access_log_line_per_request_and_never_a_key() {
+    let captured = capture_logs();
+    let server = new_server();
+    let http = loopback(Arc::clone(&server)).await;
+    let url = http.url();
+    let xml = XmlRpc::new(&url).unwrap();
+    let json = JsonRpc::new(&url).unwrap();
+    let kek = xml.generate(None).await.unwrap();
+    let dek = json.get_key(&kek).await.unwrap();
+    assert!(xml.contains(&kek.id()).await.unwrap());
+    json.status().await.unwrap();
+    let (code, _) = xml_post(
+        &url,
+        xml_call("get_key", &string_param(NOT_A_KEY)).into_bytes(),
+    )
+    .await;
+    assert_eq!(code, 2);
+    http.shutdown().await;
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let id = kek.id().to_string();
+    for expected in [
+        format!("xmlrpc generate {id} ok"),
+        format!("jsonrpc get_key {id} ok"),
+        format!("xmlrpc contains {id} ok"),
+        "jsonrpc status - ok".to_string(),
+        "xmlrpc get_key - error 2".to_string(),
+    ] {
+        assert!(
+            logs.contains(&expected),
+            "no {expected:?} in the log:\n{logs}"
+        );
+    }
+    // Nothing secret, even at TRACE level for every crate.
+    let pem = kek.to_pem();
+    for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!logs.contains(line), "a KEK line reached the log");
+    }
+    assert!(
+        !logs.contains("U2VjcmV0"),
+        "a submitted PEM reached the log"
+    );
+    assert!(!logs.contains(&hex::encode(dek.as_bytes())));
+    use base64::Engine;
+    assert!(!logs.contains(&base64::engine::general_purpose::STANDARD.encode(dek.as_bytes())));
 }
