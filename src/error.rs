@@ -86,6 +86,16 @@ pub enum Error {
         source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
 
+    /// Reading or writing data (a file, a stream) failed.
+    #[error("I/O error while {what}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A request or input larger than allowed.
     #[error("too large: {size} bytes exceeds the limit of {limit} bytes")]
     TooLarge {
@@ -166,7 +176,7 @@ pub mod codes {
     pub const UNWRAP_FAILED: i32 = 3;
     /// Security policy violation.
     pub const POLICY: i32 = 4;
-    /// Storage failure (including corrupt records and duplicate ids).
+    /// Storage or I/O failure (including corrupt records and duplicate ids).
     pub const STORAGE: i32 = 5;
     /// Request or input too large.
     pub const TOO_LARGE: i32 = 6;
@@ -195,9 +205,10 @@ impl Error {
             Error::InvalidKey { .. } => codes::INVALID_KEY,
             Error::UnwrapFailed { .. } => codes::UNWRAP_FAILED,
             Error::Policy { .. } => codes::POLICY,
-            Error::AlreadyExists { .. } | Error::CorruptRecord { .. } | Error::Storage { .. } => {
-                codes::STORAGE
-            }
+            Error::AlreadyExists { .. }
+            | Error::CorruptRecord { .. }
+            | Error::Storage { .. }
+            | Error::Io { .. } => codes::STORAGE,
             Error::TooLarge { .. } => codes::TOO_LARGE,
             Error::MalformedCiphertext { .. } => codes::MALFORMED_CIPHERTEXT,
             Error::KeyMismatch { .. } => codes::KEY_MISMATCH,

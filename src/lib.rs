@@ -55,6 +55,7 @@ mod key;
 mod record;
 mod server;
 mod storage;
+pub mod stream;
 mod suite;
 mod transport;
 

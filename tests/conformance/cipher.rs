@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports, unused_macros)]
 
 use keyserver::envelope::{self, Header, HEADER_LEN, OVERHEAD};
+use keyserver::stream;
 use keyserver::{CipherSuite, Dek, Error, Kek, KeyId, Strength};
 
 use crate::common::{fixture_kek, hex_field, pattern, vectors};
@@ -251,6 +252,150 @@ pub fn rsa_large_fixtures<C: CipherSuite>(suite: &C) {
     }
 }
 
+fn stream_header(strength: Strength, chunk: u32) -> stream::StreamHeader {
+    stream::StreamHeader {
+        strength,
+        key_id: KeyId::from_bytes([4; 32]),
+        salt: [5; 32],
+        prefix: [6; 7],
+        chunk,
+    }
+}
+
+/// The stream format: known-answer vectors (tests/vectors/stream_v1.json)
+/// and round trips at every chunk boundary.
+pub fn stream_vectors_and_round_trips<C: CipherSuite>(suite: &C) {
+    for case in &vectors("stream_v1.json") {
+        let name = case["name"].as_str().unwrap();
+        let dek = Dek::from_bytes(&hex_field(case, "dek")).unwrap();
+        let header = stream::StreamHeader {
+            strength: dek.strength(),
+            key_id: KeyId::from_bytes(hex_field(case, "key_id").try_into().unwrap()),
+            salt: hex_field(case, "salt").try_into().unwrap(),
+            prefix: hex_field(case, "prefix").try_into().unwrap(),
+            chunk: case["chunk"].as_u64().unwrap() as u32,
+        };
+        let plaintext = hex_field(case, "plaintext");
+        let expected = hex_field(case, "stream");
+        let mut sealed = Vec::new();
+        stream::encrypt_with_header(suite, &dek, &header, &plaintext[..], &mut sealed).unwrap();
+        assert!(sealed == expected, "{name}");
+        let mut opened = Vec::new();
+        stream::decrypt(suite, &dek, &expected[..], &mut opened).unwrap();
+        assert!(opened == plaintext, "{name}");
+    }
+    let dek = Dek::from_bytes(&[8; 16]).unwrap();
+    for len in [0usize, 1, 15, 16, 17, 31, 32, 33, 100] {
+        let data = pattern(len);
+        let mut sealed = Vec::new();
+        let n = stream::encrypt_with_header(
+            suite,
+            &dek,
+            &stream_header(Strength::S128, 16),
+            &data[..],
+            &mut sealed,
+        )
+        .unwrap();
+        assert_eq!(n, len as u64);
+        let chunks = len.div_ceil(16).max(1);
+        assert_eq!(
+            sealed.len(),
+            stream::HEADER_LEN + len + 16 * chunks,
+            "len {len}"
+        );
+        let mut opened = Vec::new();
+        assert_eq!(
+            stream::decrypt(suite, &dek, &sealed[..], &mut opened).unwrap(),
+            len as u64
+        );
+        assert_eq!(opened, data);
+    }
+    // The default chunk size with random salt and prefix, 1 MiB + 1.
+    let data = pattern((1 << 20) + 1);
+    let mut sealed = Vec::new();
+    stream::encrypt(
+        suite,
+        &KeyId::from_bytes([1; 32]),
+        &dek,
+        &data[..],
+        &mut sealed,
+    )
+    .unwrap();
+    let mut opened = Vec::new();
+    stream::decrypt(suite, &dek, &sealed[..], &mut opened).unwrap();
+    assert!(opened == data);
+}
+
+/// Reordered, dropped, truncated, appended or altered chunks, a wrong DEK and
+/// a damaged header are all rejected.
+pub fn stream_rejections<C: CipherSuite>(suite: &C) {
+    let dek = Dek::from_bytes(&[8; 16]).unwrap();
+    let data = pattern(40); // chunks of 16, 16, 8
+    let mut sealed = Vec::new();
+    stream::encrypt_with_header(
+        suite,
+        &dek,
+        &stream_header(Strength::S128, 16),
+        &data[..],
+        &mut sealed,
+    )
+    .unwrap();
+    let h = stream::HEADER_LEN;
+    let c = 32; // sealed full chunk
+    let open = |bytes: &[u8]| {
+        let mut out = Vec::new();
+        stream::decrypt(suite, &dek, bytes, &mut out)
+    };
+    assert!(open(&sealed).is_ok());
+    // Swap the first two chunks.
+    let mut swapped = sealed[..h].to_vec();
+    swapped.extend_from_slice(&sealed[h + c..h + 2 * c]);
+    swapped.extend_from_slice(&sealed[h..h + c]);
+    swapped.extend_from_slice(&sealed[h + 2 * c..]);
+    assert!(matches!(open(&swapped), Err(Error::DecryptionFailed)));
+    // Drop the final chunk, or the middle one.
+    assert!(matches!(
+        open(&sealed[..h + 2 * c]),
+        Err(Error::DecryptionFailed)
+    ));
+    let mut dropped = sealed[..h + c].to_vec();
+    dropped.extend_from_slice(&sealed[h + 2 * c..]);
+    assert!(open(&dropped).is_err());
+    // Every truncation and an appended byte.
+    for len in 0..sealed.len() {
+        assert!(open(&sealed[..len]).is_err(), "truncated to {len}");
+    }
+    let mut appended = sealed.clone();
+    appended.push(0);
+    assert!(open(&appended).is_err());
+    // Every single-byte change.
+    for i in 0..sealed.len() {
+        let mut bad = sealed.clone();
+        bad[i] ^= 0x20;
+        let err = open(&bad).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::DecryptionFailed | Error::MalformedCiphertext { .. }
+            ),
+            "byte {i}: {err:?}"
+        );
+    }
+    // The wrong DEK.
+    let other = Dek::from_bytes(&[9; 16]).unwrap();
+    assert!(matches!(
+        stream::decrypt(suite, &other, &sealed[..], &mut Vec::new()),
+        Err(Error::DecryptionFailed)
+    ));
+    // An absurd chunk size in the header is refused before any allocation.
+    let mut huge = sealed.clone();
+    huge[76..80].copy_from_slice(&u32::MAX.to_be_bytes());
+    assert!(matches!(
+        open(&huge),
+        Err(Error::MalformedCiphertext { .. })
+    ));
+}
+
 /// One module per suite, one `#[test]` per check, so a failure names both.
 macro_rules! cipher_conformance {
     ($name:ident, $suite:expr) => {
@@ -278,6 +423,14 @@ macro_rules! cipher_conformance {
             #[test]
             fn envelope_rejections() {
                 super::envelope_rejections(&$suite);
+            }
+            #[test]
+            fn stream_vectors_and_round_trips() {
+                super::stream_vectors_and_round_trips(&$suite);
+            }
+            #[test]
+            fn stream_rejections() {
+                super::stream_rejections(&$suite);
             }
             #[test]
             fn rsa_wrap_unwrap() {

@@ -92,6 +92,10 @@ async fn errors_never_carry_secrets() {
         },
         Error::storage("memory", "m", std::io::Error::other("io")),
         Error::TooLarge { size: 2, limit: 1 },
+        Error::Io {
+            what: "reading",
+            source: std::io::Error::other("eof"),
+        },
         Error::MalformedCiphertext { reason: "m" },
         Error::KeyMismatch {
             expected: id,

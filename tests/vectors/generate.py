@@ -3,7 +3,7 @@
 keyserver itself: HKDF-SHA256 and AES-GCM come from pyca/cryptography, the
 byte layouts are re-typed here from docs/FORMAT.md. Run it from this folder:
 
-    python3 generate.py    # rewrites envelope_v1.json and record_v1.json
+    python3 generate.py    # rewrites envelope_v1.json, stream_v1.json, record_v1.json
 
 The Rust tests (tests/core/vectors.rs) check that keyserver produces and
 accepts exactly these bytes with every cipher suite.
@@ -83,9 +83,48 @@ def record_cases():
     return cases
 
 
+def stream(dek, key_id, salt, prefix, chunk, plaintext):
+    alg = ALG[len(dek)]
+    header = b"KSS" + bytes([1, alg]) + key_id + salt + prefix + struct.pack(">I", chunk)
+    key = HKDF(hashes.SHA256(), len(dek), salt, b"keyserver stream v1" + bytes([alg])).derive(dek)
+    chunks = [plaintext[i:i + chunk] for i in range(0, len(plaintext), chunk)] or [b""]
+    out = header
+    for i, part in enumerate(chunks):
+        last = 1 if i == len(chunks) - 1 else 0
+        nonce = prefix + struct.pack(">I", i) + bytes([last])
+        out += AESGCM(key).encrypt(nonce, part, header)
+    return out
+
+
+def stream_cases():
+    cases = []
+    for n, (dek_len, chunk, length) in enumerate([
+        (16, 16, 0), (16, 16, 16), (16, 16, 40), (24, 32, 100), (32, 65536, 70000),
+    ]):
+        dek = pattern(dek_len, 30 + n)
+        key_id = hashlib.sha256(b"stream %d" % n).digest()
+        salt = pattern(32, 130 + n)
+        prefix = pattern(7, 230 + n)
+        plaintext = pattern(length, 5 + n)
+        cases.append({
+            "name": "stream %d: AES-%d, chunk %d, %d bytes" % (n, dek_len * 8, chunk, length),
+            "dek": dek.hex(),
+            "key_id": key_id.hex(),
+            "salt": salt.hex(),
+            "prefix": prefix.hex(),
+            "chunk": chunk,
+            "plaintext": plaintext.hex(),
+            "stream": stream(dek, key_id, salt, prefix, chunk, plaintext).hex(),
+        })
+    return cases
+
+
 if __name__ == "__main__":
     with open("envelope_v1.json", "w") as f:
         json.dump(envelope_cases(), f, indent=1)
+        f.write("\n")
+    with open("stream_v1.json", "w") as f:
+        json.dump(stream_cases(), f, indent=1)
         f.write("\n")
     with open("record_v1.json", "w") as f:
         json.dump(record_cases(), f, indent=1)
