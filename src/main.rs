@@ -1,44 +1,719 @@
-//! The `keyserver` command.
+//! The `keyserver` command: run a key server, or use one.
 //!
-//! This version has no network transport yet, so it cannot serve; it reports
-//! what it was built with. `serve` and the client commands arrive with the
-//! transports.
+//! ```sh
+//! keyserver serve                       # 127.0.0.1:8731, RustCrypto, ./keyserver-data
+//! keyserver generate --out kek.pem      # KeyId on stderr
+//! keyserver encrypt --kek kek.pem --in data --out data.kss
+//! keyserver decrypt --kek kek.pem --in data.kss --out data
+//! keyserver status
+//! ```
+//!
+//! Exit codes: 0 success, 1 other failure, 2 usage, 3 cannot reach or talk to
+//! the server, 4 key not found, 5 authentication or decryption failure.
 
+use std::fs::{File, OpenOptions};
+use std::io::{IsTerminal, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use keyserver::backends;
+use keyserver::transports::{
+    ClientOptions, ClientTls, HttpServer, JsonRpc, ServerConfig, TlsFiles, XmlRpc,
+};
+use keyserver::{
+    stream, CipherSuite, Encryption, Error, Kek, KeyClient, KeyServer, KeyStorage, Strength,
+    Transport, UnwrapMode,
+};
+use serde::Deserialize;
+
+#[derive(Parser)]
+#[command(
+    name = "keyserver",
+    version,
+    about = "Envelope-encryption key server and client"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "KEYSERVER_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, ValueEnum, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a key server.
+    Serve(ServeArgs),
+    /// Ask the server for a new KEK; writes it (PEM) and prints its key id on stderr.
+    Generate {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Write the KEK to this file (created 0600, never overwritten); stdout if absent.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Strength of the new key (128, 192, 256); the server's if absent.
+        #[arg(long)]
+        strength: Option<u32>,
+    },
+    /// Print the DEK of a KEK, as hex.
+    Get {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The KEK file (PEM).
+        #[arg(long)]
+        kek: PathBuf,
+    },
+    /// Encrypt a file or stdin (streaming, bounded memory).
+    Encrypt(CryptArgs),
+    /// Decrypt a file or stdin (streaming, bounded memory).
+    Decrypt(CryptArgs),
+    /// Print the server's status.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Args, Default)]
+struct ServeArgs {
+    /// TOML configuration file (same keys as the long options, with '_' for '-').
+    #[arg(long, env = "KEYSERVER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Storage: "memory" or "file:DIR" [default: file:./keyserver-data].
+    #[arg(long, env = "KEYSERVER_STORAGE")]
+    storage: Option<String>,
+    /// Cipher suite [default: rustcrypto].
+    #[arg(long, env = "KEYSERVER_SUITE", value_enum)]
+    suite: Option<SuiteName>,
+    /// Security strength of new keys: 128, 192 or 256 [default: 128].
+    #[arg(long, env = "KEYSERVER_STRENGTH")]
+    strength: Option<u32>,
+    /// Address to listen on [default: 127.0.0.1:8731].
+    #[arg(long, env = "KEYSERVER_LISTEN")]
+    listen: Option<String>,
+    /// TLS certificate chain (PEM).
+    #[arg(long, env = "KEYSERVER_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "KEYSERVER_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) that client certificates must chain to: enables mutual TLS.
+    #[arg(long, env = "KEYSERVER_CLIENT_CA")]
+    client_ca: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback address.
+    #[arg(long, env = "KEYSERVER_INSECURE")]
+    insecure: bool,
+    /// Largest request body in bytes [default: 1048576].
+    #[arg(long, env = "KEYSERVER_MAX_BODY")]
+    max_body: Option<usize>,
+}
+
+/// The configuration file: every field optional; flags and environment win.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    storage: Option<String>,
+    suite: Option<SuiteName>,
+    strength: Option<u32>,
+    listen: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    insecure: Option<bool>,
+    max_body: Option<usize>,
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, ValueEnum, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum SuiteName {
+    Rustcrypto,
+    Openssl,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum Protocol {
+    Xmlrpc,
+    Jsonrpc,
+}
+
+#[derive(Args)]
+struct ClientArgs {
+    /// The key server's URL.
+    #[arg(long, env = "KEYSERVER_URL", default_value = "http://127.0.0.1:8731")]
+    server: String,
+    /// Wire protocol.
+    #[arg(
+        long,
+        env = "KEYSERVER_TRANSPORT",
+        value_enum,
+        default_value = "xmlrpc"
+    )]
+    transport: Protocol,
+    /// CA certificate (PEM) for an https server; the system's roots if absent.
+    #[arg(long, env = "KEYSERVER_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, env = "KEYSERVER_CLIENT_CERT")]
+    client_cert: Option<PathBuf>,
+    /// Client certificate key (PEM) for mutual TLS.
+    #[arg(long, env = "KEYSERVER_CLIENT_KEY")]
+    client_key: Option<PathBuf>,
+    /// Seconds to wait for the server.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// Unwrap the DEK here (the KEK never leaves this machine) instead of on the server.
+    #[arg(long)]
+    client_unwrap: bool,
+}
+
+#[derive(Args)]
+struct CryptArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The KEK file (PEM).
+    #[arg(long)]
+    kek: PathBuf,
+    /// Input file; stdin if absent.
+    #[arg(long = "in")]
+    input: Option<PathBuf>,
+    /// Output file (written whole or not at all); stdout if absent.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// A failure with its exit code and one line for stderr.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        let code = match &e {
+            Error::Transport { .. } => 3,
+            Error::NotFound { .. } => 4,
+            Error::DecryptionFailed
+            | Error::UnwrapFailed { .. }
+            | Error::KeyMismatch { .. }
+            | Error::MalformedCiphertext { .. } => 5,
+            Error::Remote { code, .. } if *code == 1 => 4,
+            Error::Remote { code, .. } if *code == 3 => 5,
+            _ => 1,
+        };
+        let mut message = e.to_string();
+        if let Some(source) = std::error::Error::source(&e) {
+            message = format!("{message}: {source}");
+        }
+        Failure { code, message }
+    }
+}
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure {
+        code: 2,
+        message: message.into(),
+    }
+}
+
+fn io_failure(what: String, e: std::io::Error) -> Failure {
+    Failure {
+        code: 1,
+        message: format!("{what}: {e}"),
+    }
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        None | Some("version") | Some("--version") | Some("-V") => {
-            println!("keyserver {}", keyserver::VERSION);
-            println!("cipher suites: {}", suites().join(", "));
-            println!("storage backends: {}", storages().join(", "));
-            ExitCode::SUCCESS
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
         }
-        Some("help") | Some("--help") | Some("-h") => {
-            println!("usage: keyserver [version]");
-            println!("This build has no transport: `serve` and the client commands are not available yet.");
-            ExitCode::SUCCESS
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "keyserver: cannot start the async runtime: {e}"
+            );
+            return ExitCode::from(1);
         }
-        Some(other) => {
-            eprintln!("keyserver: unknown command '{other}' (this build knows: version, help)");
-            ExitCode::from(2)
+    };
+    let result = runtime.block_on(run(cli));
+    if std::env::var_os("KEYSERVER_REPORT_PEAK_RSS").is_some() {
+        report_peak_rss();
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            let _ = writeln!(std::io::stderr(), "keyserver: {}", failure.message);
+            ExitCode::from(failure.code)
         }
     }
 }
 
-fn suites() -> Vec<&'static str> {
-    let mut v = Vec::new();
-    if cfg!(feature = "cipher-rustcrypto") {
-        v.push("rustcrypto");
+/// Prints the process's peak resident memory (Linux), for memory tests.
+fn report_peak_rss() {
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:")) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "keyserver: peak RSS {}",
+                line.trim_start_matches("VmHWM:").trim()
+            );
+        }
     }
-    v
 }
 
-fn storages() -> Vec<&'static str> {
-    let mut v = Vec::new();
-    if cfg!(feature = "storage-memory") {
-        v.push("memory");
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // jsonrpsee logs whole HTTP bodies (keys) at DEBUG/TRACE: cap it whatever
+    // RUST_LOG says.
+    let no_bodies = tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.target().starts_with("jsonrpsee") && *meta.level() > tracing::Level::INFO)
+    });
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Json => fmt.json().boxed(),
+        LogFormat::Text => fmt.boxed(),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter).with_filter(no_bodies))
+        .try_init();
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Serve(args) => serve(args, cli.log_format).await,
+        command => {
+            init_logging(cli.log_format.unwrap_or(LogFormat::Text));
+            client_command(command).await
+        }
     }
-    v
+}
+
+// ---------------------------------------------------------------- serve
+
+fn read_config(path: &Path) -> Result<FileConfig, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| io_failure(format!("cannot read {}", path.display()), e))?;
+    toml::from_str(&text).map_err(|e| usage(format!("{}: {}", path.display(), e.message())))
+}
+
+async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Result<(), Failure> {
+    let file = match &args.config {
+        Some(path) => read_config(path)?,
+        None => FileConfig::default(),
+    };
+    init_logging(log_format.or(file.log_format).unwrap_or(LogFormat::Text));
+    let storage = args
+        .storage
+        .or(file.storage)
+        .unwrap_or_else(|| "file:./keyserver-data".into());
+    let suite = args.suite.or(file.suite).unwrap_or(SuiteName::Rustcrypto);
+    let strength = match args.strength.or(file.strength) {
+        Some(bits) => Strength::from_bits(bits).map_err(|e| usage(e.to_string()))?,
+        None => Strength::default(),
+    };
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| keyserver::transports::DEFAULT_LISTEN.into());
+    let listen = listen
+        .parse()
+        .map_err(|_| usage(format!("--listen: not an address: {listen}")))?;
+    let tls = match (
+        args.tls_cert.or(file.tls_cert),
+        args.tls_key.or(file.tls_key),
+    ) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert,
+            key,
+            client_ca: args.client_ca.or(file.client_ca),
+        }),
+        (None, None) => {
+            if args.client_ca.is_some() || file.client_ca.is_some() {
+                return Err(usage("--client-ca needs --tls-cert and --tls-key"));
+            }
+            None
+        }
+        _ => return Err(usage("--tls-cert and --tls-key go together")),
+    };
+    let config = ServerConfig {
+        listen,
+        tls,
+        insecure: args.insecure || file.insecure.unwrap_or(false),
+        max_body: args
+            .max_body
+            .or(file.max_body)
+            .unwrap_or(keyserver::transports::DEFAULT_MAX_BODY),
+        ..ServerConfig::default()
+    };
+    let storage_label = storage.clone();
+    match storage.as_str() {
+        "memory" => {
+            serve_with_suite(
+                suite,
+                backends::MemoryStorage::new(),
+                strength,
+                config,
+                &storage_label,
+            )
+            .await
+        }
+        other => match other.strip_prefix("file:") {
+            Some(dir) if !dir.is_empty() => {
+                let store = backends::FileStorage::open(dir).await?;
+                serve_with_suite(suite, store, strength, config, &storage_label).await
+            }
+            _ => Err(usage(format!(
+                "--storage: expected \"memory\" or \"file:DIR\", not {other:?}"
+            ))),
+        },
+    }
+}
+
+/// Chooses the cipher suite at run time, among those compiled in.
+async fn serve_with_suite<S: KeyStorage>(
+    suite: SuiteName,
+    storage: S,
+    strength: Strength,
+    config: ServerConfig,
+    storage_label: &str,
+) -> Result<(), Failure> {
+    match suite {
+        SuiteName::Rustcrypto => {
+            run_server(
+                backends::RustCrypto::new(),
+                storage,
+                strength,
+                config,
+                storage_label,
+            )
+            .await
+        }
+        #[cfg(feature = "cipher-openssl")]
+        SuiteName::Openssl => {
+            run_server(
+                backends::OpenSsl::new(),
+                storage,
+                strength,
+                config,
+                storage_label,
+            )
+            .await
+        }
+        #[cfg(not(feature = "cipher-openssl"))]
+        SuiteName::Openssl => Err(usage(
+            "--suite openssl: this keyserver was built without the cipher-openssl feature",
+        )),
+    }
+}
+
+/// The one generic server function every combination goes through.
+async fn run_server<C: CipherSuite, S: KeyStorage>(
+    suite: C,
+    storage: S,
+    strength: Strength,
+    config: ServerConfig,
+    storage_label: &str,
+) -> Result<(), Failure> {
+    let keys = Arc::new(KeyServer::new(suite, storage).with_strength(strength));
+    let suite_name = keys.suite().name();
+    let keys_count = keys.len();
+    let server = HttpServer::start(keys, config).await?;
+    // Best effort: a closed stdout must not stop the server.
+    let _ = print_stdout(&format!(
+        "keyserver listening on {} (XML-RPC at /RPC2, JSON-RPC at /jsonrpc); suite {suite_name}, \
+         storage {storage_label} ({keys_count} keys), strength {strength}\n",
+        server.url()
+    ));
+    server.run_until(shutdown_signal()).await;
+    let _ = print_stdout("keyserver stopped\n");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+// ---------------------------------------------------------------- clients
+
+fn client(args: &ClientArgs) -> Result<KeyClient<Box<dyn Transport>>, Failure> {
+    let options = ClientOptions {
+        timeout: Duration::from_secs(args.timeout.max(1)),
+        tls: ClientTls {
+            ca_cert: args.ca_cert.clone(),
+            client_cert: args.client_cert.clone(),
+            client_key: args.client_key.clone(),
+        },
+    };
+    let transport: Box<dyn Transport> = match args.transport {
+        Protocol::Xmlrpc => Box::new(XmlRpc::with_options(&args.server, options)?),
+        Protocol::Jsonrpc => Box::new(JsonRpc::with_options(&args.server, options)?),
+    };
+    let mode = if args.client_unwrap {
+        UnwrapMode::Client
+    } else {
+        UnwrapMode::Server
+    };
+    Ok(KeyClient::new(transport, backends::RustCrypto::new()).with_unwrap_mode(mode))
+}
+
+fn read_kek(path: &Path) -> Result<Kek, Failure> {
+    let mut text = zeroize::Zeroizing::new(String::new());
+    File::open(path)
+        .and_then(|f| f.take(1 << 16).read_to_string(&mut text))
+        .map_err(|e| io_failure(format!("cannot read the KEK file {}", path.display()), e))?;
+    Kek::from_pem(&text).map_err(|e| Failure {
+        code: 1,
+        message: format!("{}: {e}", path.display()),
+    })
+}
+
+async fn client_command(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Serve(_) => Err(usage("serve is not a client command")),
+        Command::Generate {
+            client: args,
+            out,
+            strength,
+        } => {
+            let strength = strength
+                .map(|bits| Strength::from_bits(bits).map_err(|e| usage(e.to_string())))
+                .transpose()?;
+            let client = client(&args)?;
+            let kek = client.transport().generate(strength).await?;
+            let pem = kek.to_pem();
+            match out {
+                Some(path) => write_new_private_file(&path, pem.as_bytes())?,
+                None => print_stdout(&pem)?,
+            }
+            let _ = writeln!(std::io::stderr(), "key id: {}", kek.id());
+            Ok(())
+        }
+        Command::Get { client: args, kek } => {
+            let kek = read_kek(&kek)?;
+            let dek = client(&args)?.get(&kek).await?;
+            let mut line = zeroize::Zeroizing::new(hex::encode(dek.as_bytes()));
+            line.push('\n');
+            print_stdout(&line)
+        }
+        Command::Status { client: args } => {
+            let status = client(&args)?.transport().status().await?;
+            print_stdout(&format!(
+                "keys: {}\nversion: {}\nsuite: {}\nstorage: {}\nstrength: {}\n",
+                status.keys, status.version, status.suite, status.storage, status.strength
+            ))
+        }
+        Command::Encrypt(args) => crypt(args, true).await,
+        Command::Decrypt(args) => crypt(args, false).await,
+    }
+}
+
+/// Writes to stdout; a closed stdout (`| head`) is an error, not a panic.
+fn print_stdout(text: &str) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| io_failure("writing to stdout".into(), e))
+}
+
+/// Creates `path` 0600, refusing to overwrite (a lost KEK is lost data),
+/// and syncs it before returning.
+fn write_new_private_file(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io_failure(format!("cannot create {}", path.display()), e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io_failure(format!("cannot write {}", path.display()), e))
+}
+
+/// Where output goes: a temporary file renamed into place on success (and
+/// removed on failure), or stdout.
+enum Sink {
+    File {
+        tmp: PathBuf,
+        dest: PathBuf,
+        file: File,
+    },
+    Stdout(std::io::Stdout),
+}
+
+impl Sink {
+    fn open(out: Option<&Path>) -> Result<Self, Failure> {
+        let Some(dest) = out else {
+            return Ok(Sink::Stdout(std::io::stdout()));
+        };
+        let name = dest
+            .file_name()
+            .ok_or_else(|| usage(format!("--out {}: not a file name", dest.display())))?;
+        let tmp = dest.with_file_name(format!(
+            ".{}.keyserver-{}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| io_failure(format!("cannot create {}", tmp.display()), e))?;
+        Ok(Sink::File {
+            tmp,
+            dest: dest.to_path_buf(),
+            file,
+        })
+    }
+
+    fn writer(&mut self) -> Box<dyn Write + '_> {
+        match self {
+            Sink::File { file, .. } => Box::new(std::io::BufWriter::with_capacity(1 << 16, file)),
+            Sink::Stdout(out) => Box::new(std::io::BufWriter::with_capacity(1 << 16, out)),
+        }
+    }
+
+    fn commit(self) -> Result<(), Failure> {
+        if let Sink::File { tmp, dest, file } = self {
+            file.sync_all()
+                .map_err(|e| io_failure(format!("cannot write {}", tmp.display()), e))?;
+            std::fs::rename(&tmp, &dest)
+                .map_err(|e| io_failure(format!("cannot create {}", dest.display()), e))?;
+        }
+        Ok(())
+    }
+
+    fn abort(self) {
+        if let Sink::File { tmp, .. } = self {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// Counts bytes read and shows progress on stderr when it is a terminal.
+struct Progress<R> {
+    inner: R,
+    done: u64,
+    total: Option<u64>,
+    last: Instant,
+    show: bool,
+}
+
+impl<R: Read> Read for Progress<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        if self.show && (n == 0 || self.last.elapsed() > Duration::from_millis(200)) {
+            self.last = Instant::now();
+            let mib = self.done as f64 / 1048576.0;
+            let line = match self.total {
+                Some(total) if total > 0 => format!(
+                    "\r{mib:.1} / {:.1} MiB ({:.0}%)",
+                    total as f64 / 1048576.0,
+                    self.done as f64 * 100.0 / total as f64
+                ),
+                _ => format!("\r{mib:.1} MiB"),
+            };
+            let _ = std::io::stderr().write_all(line.as_bytes());
+            if n == 0 {
+                let _ = writeln!(std::io::stderr());
+            }
+        }
+        Ok(n)
+    }
+}
+
+async fn crypt(args: CryptArgs, encrypting: bool) -> Result<(), Failure> {
+    let kek = read_kek(&args.kek)?;
+    let (input, total): (Box<dyn Read + Send>, Option<u64>) = match &args.input {
+        Some(path) => {
+            let file = File::open(path)
+                .map_err(|e| io_failure(format!("cannot open {}", path.display()), e))?;
+            let len = file.metadata().ok().map(|m| m.len());
+            (
+                Box::new(std::io::BufReader::with_capacity(1 << 16, file)),
+                len,
+            )
+        }
+        None => (Box::new(std::io::stdin()), None),
+    };
+    let mut input = Progress {
+        inner: input,
+        done: 0,
+        total,
+        last: Instant::now(),
+        show: std::io::stderr().is_terminal(),
+    };
+    // Decrypting: read the header first, to know the key before asking for it.
+    let header = if encrypting {
+        None
+    } else {
+        let header = stream::StreamHeader::read_from(&mut input)?;
+        if header.key_id != kek.id() {
+            return Err(Error::KeyMismatch {
+                expected: header.key_id,
+                given: kek.id(),
+            }
+            .into());
+        }
+        Some(header)
+    };
+    let client = client(&args.client)?;
+    let dek = client.get(&kek).await?;
+    let mut sink = Sink::open(args.out.as_deref())?;
+    let key_id = kek.id();
+    let result = tokio::task::block_in_place(|| {
+        let suite = backends::RustCrypto::new();
+        let writer = sink.writer();
+        match &header {
+            None => stream::encrypt(&suite, &key_id, &dek, &mut input, writer),
+            Some(header) => stream::decrypt_after_header(&suite, &dek, header, &mut input, writer),
+        }
+    });
+    match result {
+        Ok(_) => sink.commit(),
+        Err(e) => {
+            sink.abort();
+            Err(e.into())
+        }
+    }
 }

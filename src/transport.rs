@@ -63,3 +63,27 @@ pub trait Transport: Send + Sync {
     /// The server's status.
     async fn status(&self) -> Result<Status>;
 }
+
+/// A boxed transport is a transport: pick the protocol at run time and still
+/// build a `KeyClient<Box<dyn Transport>>`.
+#[async_trait]
+impl<T: Transport + ?Sized> Transport for Box<T> {
+    fn endpoint(&self) -> String {
+        (**self).endpoint()
+    }
+    async fn generate(&self, strength: Option<Strength>) -> Result<Kek> {
+        (**self).generate(strength).await
+    }
+    async fn get_key(&self, kek: &Kek) -> Result<Dek> {
+        (**self).get_key(kek).await
+    }
+    async fn get_wrapped(&self, key_id: &KeyId) -> Result<WrappedDek> {
+        (**self).get_wrapped(key_id).await
+    }
+    async fn contains(&self, key_id: &KeyId) -> Result<bool> {
+        (**self).contains(key_id).await
+    }
+    async fn status(&self) -> Result<Status> {
+        (**self).status().await
+    }
+}
