@@ -297,6 +297,7 @@ fn reply_value(reply: Reply) -> Value {
 /// # Example
 ///
 /// ```no_run
+/// # #[cfg(feature = "cipher-rustcrypto")]
 /// # async fn demo() -> keyserver::Result<()> {
 /// use keyserver::{Encryption, KeyClient};
 /// use keyserver::backends::RustCrypto;
