@@ -518,10 +518,24 @@ async fn client_command(command: Command) -> Result<(), Failure> {
                 .map(|bits| Strength::from_bits(bits).map_err(|e| usage(e.to_string())))
                 .transpose()?;
             let client = client(&args)?;
-            let kek = client.transport().generate(strength).await?;
+            // Create the file before asking for a key: a KEK that cannot be
+            // saved would leave the server with a key nobody can use.
+            let file = out.as_deref().map(create_private_file).transpose()?;
+            let kek = match client.transport().generate(strength).await {
+                Ok(kek) => kek,
+                Err(e) => {
+                    if let Some((path, _)) = &file {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    return Err(e.into());
+                }
+            };
             let pem = kek.to_pem();
-            match out {
-                Some(path) => write_new_private_file(&path, pem.as_bytes())?,
+            match file {
+                Some((path, mut file)) => file
+                    .write_all(pem.as_bytes())
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| io_failure(format!("cannot write {}", path.display()), e))?,
                 None => print_stdout(&pem)?,
             }
             let _ = writeln!(std::io::stderr(), "key id: {}", kek.id());
@@ -554,18 +568,15 @@ fn print_stdout(text: &str) -> Result<(), Failure> {
         .map_err(|e| io_failure("writing to stdout".into(), e))
 }
 
-/// Creates `path` 0600, refusing to overwrite (a lost KEK is lost data),
-/// and syncs it before returning.
-fn write_new_private_file(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
-    let mut file = OpenOptions::new()
+/// Creates `path` 0600, refusing to overwrite (a lost KEK is lost data).
+fn create_private_file(path: &Path) -> Result<(PathBuf, File), Failure> {
+    OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| io_failure(format!("cannot create {}", path.display()), e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| io_failure(format!("cannot write {}", path.display()), e))
+        .map(|file| (path.to_path_buf(), file))
+        .map_err(|e| io_failure(format!("cannot create {}", path.display()), e))
 }
 
 /// Where output goes: a temporary file renamed into place on success (and

@@ -9,6 +9,7 @@
 //!   one macro line each (in-process, XML-RPC and JSON-RPC on loopback);
 //! - `wire`: raw bad input against running servers, TLS and mutual TLS;
 //! - `docs`: the Python and curl examples of docs/PROTOCOL.md, run as written;
+//! - `cli`: the `keyserver` command end to end against a server process;
 //! - `formats`: known-answer vectors of the record format;
 //! - `properties`: property tests of the envelope and the parsers;
 //! - `policy`: SP 800-57 strengths end to end, with fixture KEKs;
@@ -21,6 +22,8 @@
 mod common;
 
 mod cipher;
+#[cfg(feature = "cli")]
+mod cli;
 #[cfg(feature = "storage-file")]
 mod crash;
 #[cfg(feature = "storage-file")]

@@ -1,0 +1,398 @@
+//! The `keyserver` command end to end, against a real server process.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+use keyserver::Kek;
+
+const BIN: &str = env!("CARGO_BIN_EXE_keyserver");
+
+/// A `keyserver serve` process on an ephemeral loopback port.
+struct ServerProcess {
+    child: Child,
+    url: String,
+}
+
+impl ServerProcess {
+    fn start(dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--storage"])
+            .arg(format!("file:{}", dir.join("data").display()))
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        let url = first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in {first:?}"))
+            .to_string();
+        // Keep draining stdout so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        ServerProcess { child, url }
+    }
+
+    /// SIGTERM, and the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(args: &[&str], dir: &Path, envs: &[(&str, &str)]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// Writes `mib` MiB of a non-repeating pattern.
+fn write_big_file(path: &Path, mib: usize) {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut block: Vec<u8> = (0..1usize << 20)
+        .map(|j| (j.wrapping_mul(31) ^ (j >> 9)) as u8)
+        .collect();
+    for i in 0..mib {
+        // Every MiB differs, so a swapped or repeated block would show.
+        block[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        file.write_all(&block).unwrap();
+    }
+    file.flush().unwrap();
+}
+
+fn same_contents(a: &Path, b: &Path) -> bool {
+    let (mut fa, mut fb) = (
+        std::fs::File::open(a).unwrap(),
+        std::fs::File::open(b).unwrap(),
+    );
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let na = fa.read(&mut ba).unwrap();
+        let mut nb = 0;
+        while nb < na {
+            let n = fb.read(&mut bb[nb..na]).unwrap();
+            if n == 0 {
+                return false;
+            }
+            nb += n;
+        }
+        if na == 0 {
+            return fb.read(&mut bb).unwrap() == 0;
+        }
+        if ba[..na] != bb[..na] {
+            return false;
+        }
+    }
+}
+
+fn peak_rss_kib(stderr: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("peak RSS"))
+        .unwrap_or_else(|| panic!("no peak RSS in {stderr}"));
+    line.split_whitespace()
+        .rev()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn cli_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let server = ServerProcess::start(dir, &[]);
+    let url = server.url.clone();
+    let env = [("KEYSERVER_URL", url.as_str())];
+
+    // status, generate (0600, never overwritten), get.
+    let out = run(&["status"], dir, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("keys: 0"));
+    let out = run(&["generate", "--out", "kek.pem"], dir, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let kek = Kek::from_pem(&std::fs::read_to_string(dir.join("kek.pem")).unwrap()).unwrap();
+    assert!(stderr(&out).contains(&format!("key id: {}", kek.id())));
+    let mode = std::fs::metadata(dir.join("kek.pem"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let out = run(&["generate", "--out", "kek.pem"], dir, &env);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a KEK file is never overwritten"
+    );
+    assert_eq!(
+        kek,
+        Kek::from_pem(&std::fs::read_to_string(dir.join("kek.pem")).unwrap()).unwrap()
+    );
+
+    let out = run(&["get", "--kek", "kek.pem"], dir, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dek_hex = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(dek_hex.trim().len(), 32);
+    // The same DEK over JSON-RPC and with client-side unwrap.
+    for extra in [&["--transport", "jsonrpc"][..], &["--client-unwrap"][..]] {
+        let mut args = vec!["get", "--kek", "kek.pem"];
+        args.extend_from_slice(extra);
+        let out = run(&args, dir, &env);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), dek_hex);
+    }
+
+    // A file larger than 64 MiB round-trips in bounded memory.
+    let plain = dir.join("plain.bin");
+    write_big_file(&plain, 70);
+    let rss = [
+        ("KEYSERVER_URL", url.as_str()),
+        ("KEYSERVER_REPORT_PEAK_RSS", "1"),
+    ];
+    let out = run(
+        &[
+            "encrypt",
+            "--kek",
+            "kek.pem",
+            "--in",
+            "plain.bin",
+            "--out",
+            "sealed.kss",
+        ],
+        dir,
+        &rss,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let enc_rss = peak_rss_kib(&stderr(&out));
+    let out = run(
+        &[
+            "decrypt",
+            "--kek",
+            "kek.pem",
+            "--in",
+            "sealed.kss",
+            "--out",
+            "opened.bin",
+        ],
+        dir,
+        &rss,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dec_rss = peak_rss_kib(&stderr(&out));
+    assert!(same_contents(&plain, &dir.join("opened.bin")));
+    println!("cli: 70 MiB file, peak RSS encrypt {enc_rss} KiB, decrypt {dec_rss} KiB");
+    assert!(
+        enc_rss < 64 * 1024 && dec_rss < 64 * 1024,
+        "memory is bounded"
+    );
+    std::fs::remove_file(dir.join("opened.bin")).unwrap();
+
+    // stdin to stdout works too.
+    let mut child = Command::new(BIN)
+        .args(["encrypt", "--kek", "kek.pem"])
+        .current_dir(dir)
+        .env("KEYSERVER_URL", &url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Stephan Richter")
+        .unwrap();
+    let sealed = child.wait_with_output().unwrap();
+    assert!(sealed.status.success());
+    std::fs::write(dir.join("small.kss"), &sealed.stdout).unwrap();
+    let out = run(
+        &["decrypt", "--kek", "kek.pem", "--in", "small.kss"],
+        dir,
+        &env,
+    );
+    assert_eq!(out.stdout, b"Stephan Richter");
+
+    // Tampered, truncated, wrong KEK: exit 5, a clear line, no output file.
+    let sealed = std::fs::read(dir.join("sealed.kss")).unwrap();
+    let mut tampered = sealed.clone();
+    tampered[10 << 20] ^= 1;
+    std::fs::write(dir.join("tampered.kss"), &tampered).unwrap();
+    let out = run(
+        &[
+            "decrypt",
+            "--kek",
+            "kek.pem",
+            "--in",
+            "tampered.kss",
+            "--out",
+            "t.bin",
+        ],
+        dir,
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("decryption failed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("panicked"));
+    assert!(
+        !dir.join("t.bin").exists(),
+        "no partial plaintext left behind"
+    );
+    std::fs::write(dir.join("truncated.kss"), &sealed[..sealed.len() - 100]).unwrap();
+    let out = run(
+        &[
+            "decrypt",
+            "--kek",
+            "kek.pem",
+            "--in",
+            "truncated.kss",
+            "--out",
+            "t.bin",
+        ],
+        dir,
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(!dir.join("t.bin").exists());
+    let out = run(&["generate", "--out", "other.pem"], dir, &env);
+    assert!(out.status.success());
+    let out = run(
+        &[
+            "decrypt",
+            "--kek",
+            "other.pem",
+            "--in",
+            "sealed.kss",
+            "--out",
+            "t.bin",
+        ],
+        dir,
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("sealed under key"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.join("t.bin").exists());
+
+    // A KEK the server does not know: 4. A file that is not a KEK: 1.
+    let stranger = crate::common::fixture_kek(3072);
+    std::fs::write(dir.join("stranger.pem"), stranger.to_pem().as_bytes()).unwrap();
+    let out = run(&["get", "--kek", "stranger.pem"], dir, &env);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    std::fs::write(dir.join("junk.pem"), "junk").unwrap();
+    let out = run(&["get", "--kek", "junk.pem"], dir, &env);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+
+    // Usage errors: 2. An unreachable server: 3. A second server on the same
+    // directory is refused.
+    assert_eq!(run(&["frobnicate"], dir, &env).status.code(), Some(2));
+    assert_eq!(
+        run(&["serve", "--strength", "100"], dir, &env)
+            .status
+            .code(),
+        Some(2)
+    );
+    let out = run(&["status", "--server", "http://127.0.0.1:1"], dir, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).lines().count(),
+        1,
+        "one clear line: {}",
+        stderr(&out)
+    );
+    let out = run(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--storage",
+            &format!("file:{}", dir.join("data").display()),
+        ],
+        dir,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("in use by another process"),
+        "{}",
+        stderr(&out)
+    );
+
+    // SIGTERM stops the server cleanly; its keys are on disk for the next one.
+    assert!(server.stop().success());
+    let server = ServerProcess::start(dir, &["--suite", "rustcrypto"]);
+    let out = run(&["status", "--server", &server.url], dir, &[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("keys: 2"));
+    assert!(server.stop().success());
+}
+
+#[test]
+fn serve_reads_a_config_file_and_flags_win() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("keyserver.toml"),
+        "storage = \"memory\"\nstrength = 192\nmax_body = 4096\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--config",
+            "keyserver.toml",
+            "--listen",
+            "127.0.0.1:0",
+            "--strength",
+            "128",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.contains("storage memory"), "{first}");
+    assert!(
+        first.contains("strength 128"),
+        "the flag wins over the file: {first}"
+    );
+
+    std::fs::write(dir.join("bad.toml"), "colour = \"blue\"\n").unwrap();
+    let out = run(&["serve", "--config", "bad.toml"], dir, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("colour"), "{}", stderr(&out));
+}
