@@ -1,0 +1,16 @@
+//! OpenSsl cipher suite, FileStorage, JSON-RPC transport: the seed's narrative.
+//!
+//! `cargo run --example openssl_file_jsonrpc --features cipher-openssl,storage-file,transport-jsonrpc`
+
+mod common;
+
+use keyserver::backends::{FileStorage, OpenSsl};
+use keyserver::transports::JsonRpc;
+
+fn main() -> keyserver::Result<()> {
+    common::runtime().block_on(async {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let storage = FileStorage::open(dir.path().join("keys")).await?;
+        common::narrative(OpenSsl::new(), storage, JsonRpc::new).await
+    })
+}

@@ -1,0 +1,16 @@
+//! RustCrypto cipher suite, FileStorage, XML-RPC transport: the seed's narrative.
+//!
+//! `cargo run --example rustcrypto_file_xmlrpc --features cipher-rustcrypto,storage-file,transport-xmlrpc`
+
+mod common;
+
+use keyserver::backends::{FileStorage, RustCrypto};
+use keyserver::transports::XmlRpc;
+
+fn main() -> keyserver::Result<()> {
+    common::runtime().block_on(async {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let storage = FileStorage::open(dir.path().join("keys")).await?;
+        common::narrative(RustCrypto::new(), storage, XmlRpc::new).await
+    })
+}
