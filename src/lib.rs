@@ -15,8 +15,9 @@
 //!
 //! The server is composed at compile time: `KeyServer<C, S>` takes a
 //! [`CipherSuite`] `C` and a [`KeyStorage`] `S`, chosen among the backends
-//! enabled by Cargo features. Code written against the [`Encryption`] trait
-//! runs unchanged on a local server or a remote one.
+//! enabled by Cargo features; `KeyClient<T>` takes a [`Transport`] `T` to a
+//! remote server and encrypts locally. Code written against the
+//! [`Encryption`] trait runs unchanged on a local server or a remote one.
 //!
 //! ```
 //! # #[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))]
@@ -39,9 +40,19 @@
 //!
 //! | feature | what it adds | default |
 //! | --- | --- | --- |
-//! | `cipher-rustcrypto` | [`backends::RustCrypto`] (rsa, aes-gcm, hkdf, sha2) | yes |
-//! | `storage-memory` | [`backends::MemoryStorage`] | yes |
+//! | `cipher-rustcrypto` | `backends::RustCrypto` (rsa, aes-gcm, hkdf, sha2) | yes |
+//! | `cipher-openssl` | `backends::OpenSsl` (the system's OpenSSL 3) | no |
+//! | `storage-memory` | `backends::MemoryStorage` | yes |
+//! | `storage-file` | `backends::FileStorage` (durable, crash-safe, locked) | yes |
+//! | `transport-xmlrpc` | `transports::XmlRpc`, XML-RPC in `transports::HttpServer` | yes |
+//! | `transport-jsonrpc` | `transports::JsonRpc`, JSON-RPC in `transports::HttpServer` | yes |
+//! | `cli` | the `keyserver` binary | yes |
 //! | `full` | all of the above | no |
+//!
+//! Always available: [`KeyServer`], [`KeyClient`] with its DEK cache, and
+//! [`transports::InProcess`]. The wire protocol is documented in
+//! `docs/PROTOCOL.md`, the byte formats ([`envelope`], [`stream`], the stored
+//! [`WrappedDek`]) in `docs/FORMAT.md`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -3,9 +3,9 @@
 //!
 //! - [`InProcess`]: calls a [`KeyServer`](crate::KeyServer) directly (always
 //!   available).
-//! - [`XmlRpc`] (feature `transport-xmlrpc`): XML-RPC at `URL/RPC2`.
-//! - [`JsonRpc`] (feature `transport-jsonrpc`): JSON-RPC 2.0 at `URL/jsonrpc`.
-//! - [`HttpServer`] (either feature): one HTTP(S) listener serving both
+//! - `XmlRpc` (feature `transport-xmlrpc`): XML-RPC at `URL/RPC2`.
+//! - `JsonRpc` (feature `transport-jsonrpc`): JSON-RPC 2.0 at `URL/jsonrpc`.
+//! - `HttpServer` (either feature): one HTTP(S) listener serving both
 //!   protocols (each when its feature is on). The protocol is written down in
 //!   `docs/PROTOCOL.md`.
 
