@@ -8,11 +8,8 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 
 use crate::envelope;
-use crate::key::check_kek;
-use crate::{
-    blocking, CipherSuite, Dek, Encryption, Error, Kek, KeyId, Plaintext, Result, Strength,
-    Transport,
-};
+use crate::record::unwrap_record;
+use crate::{CipherSuite, Dek, Encryption, Kek, KeyId, Plaintext, Result, Strength, Transport};
 
 /// Default time a fetched DEK is served from the cache: one hour.
 pub const DEFAULT_CACHE_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -267,33 +264,8 @@ impl<T: Transport> KeyClient<T> {
         match self.mode {
             UnwrapMode::Server => self.transport.get_key(kek).await,
             UnwrapMode::Client => {
-                let id = kek.id();
-                let record = self.transport.get_wrapped(&id).await?;
-                if *record.key_id() != id {
-                    return Err(Error::CorruptRecord {
-                        key_id: id,
-                        reason: "the server returned the record of another key",
-                    });
-                }
-                check_kek(kek, record.strength(), self.min_strength)?;
-                let suite = Arc::clone(&self.suite);
-                let kek = kek.clone();
-                let strength = record.strength();
-                let bytes =
-                    blocking(move || suite.rsa_oaep_unwrap(kek.pkcs8_der(), record.wrapped()))
-                        .await?
-                        .map_err(|e| match e {
-                            Error::DecryptionFailed => Error::UnwrapFailed { key_id: id },
-                            other => other,
-                        })?;
-                let dek = Dek::from_zeroizing(bytes)?;
-                if dek.strength() != strength {
-                    return Err(Error::CorruptRecord {
-                        key_id: id,
-                        reason: "unwrapped key has the wrong length",
-                    });
-                }
-                Ok(dek)
+                let record = self.transport.get_wrapped(&kek.id()).await?;
+                unwrap_record(Arc::clone(&self.suite), kek, record, self.min_strength).await
             }
         }
     }
@@ -345,13 +317,7 @@ impl<T: Transport> Encryption for KeyClient<T> {
         ciphertext: &[u8],
         context: &[u8],
     ) -> Result<Plaintext> {
-        let header = envelope::Header::parse(ciphertext)?;
-        if header.key_id != kek.id() {
-            return Err(Error::KeyMismatch {
-                expected: header.key_id,
-                given: kek.id(),
-            });
-        }
+        envelope::Header::parse_for(ciphertext, kek)?;
         let dek = self.dek(kek).await?;
         envelope::open(&*self.suite, &dek, context, ciphertext)
     }

@@ -101,6 +101,22 @@ impl Header {
         })
     }
 
+    /// Parses the header and checks that the envelope was sealed under
+    /// `kek`, before any key is fetched.
+    ///
+    /// # Errors
+    /// As for [`Header::parse`], and [`Error::KeyMismatch`].
+    pub fn parse_for(envelope: &[u8], kek: &crate::Kek) -> Result<Self> {
+        let header = Self::parse(envelope)?;
+        if header.key_id != kek.id() {
+            return Err(Error::KeyMismatch {
+                expected: header.key_id,
+                given: kek.id(),
+            });
+        }
+        Ok(header)
+    }
+
     fn encode(&self) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];
         h[..3].copy_from_slice(MAGIC);
@@ -163,7 +179,7 @@ pub fn seal_with_salt_and_nonce<C: CipherSuite + ?Sized>(
         nonce,
     }
     .encode();
-    let key = message_key(suite, dek, &salt, header[4])?;
+    let key = derive_key(suite, dek, &salt, HKDF_INFO, header[4])?;
     let aad = [&header[..], context].concat();
     let sealed = suite.aes_gcm_seal(&key, &nonce, &aad, plaintext)?;
     let mut out = Vec::with_capacity(HEADER_LEN + sealed.len());
@@ -192,22 +208,23 @@ pub fn open<C: CipherSuite + ?Sized>(
         // Sealed under a DEK of another size: certainly not this DEK.
         return Err(Error::DecryptionFailed);
     }
-    let key = message_key(suite, dek, &header.salt, envelope[4])?;
+    let key = derive_key(suite, dek, &header.salt, HKDF_INFO, envelope[4])?;
     let aad = [&envelope[..HEADER_LEN], context].concat();
     let mut opened = suite.aes_gcm_open(&key, &header.nonce, &aad, &envelope[HEADER_LEN..])?;
     Ok(Plaintext::from(std::mem::take(&mut *opened)))
 }
 
-/// The per-message AES key: HKDF-SHA256(DEK, salt, info || algorithm id).
-fn message_key<C: CipherSuite + ?Sized>(
+/// A key derived from the DEK, as long as the DEK:
+/// HKDF-SHA256(ikm = DEK, salt, info = label || algorithm id). Used per message
+/// here and per stream by [`crate::stream`].
+pub(crate) fn derive_key<C: CipherSuite + ?Sized>(
     suite: &C,
     dek: &Dek,
-    salt: &[u8; SALT_LEN],
+    salt: &[u8],
+    label: &[u8],
     alg: u8,
 ) -> Result<Zeroizing<Vec<u8>>> {
-    let mut info = [0u8; HKDF_INFO.len() + 1];
-    info[..HKDF_INFO.len()].copy_from_slice(HKDF_INFO);
-    info[HKDF_INFO.len()] = alg;
+    let info = [label, &[alg]].concat();
     let mut key = Zeroizing::new(vec![0u8; dek.as_bytes().len()]);
     suite.hkdf_sha256(dek.as_bytes(), salt, &info, &mut key)?;
     Ok(key)

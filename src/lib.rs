@@ -63,6 +63,7 @@ mod encryption;
 pub mod envelope;
 pub mod error;
 mod key;
+mod pool;
 mod record;
 mod server;
 mod storage;

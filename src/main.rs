@@ -83,6 +83,43 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Load generator: drive a running server with concurrent clients and
+    /// print throughput and latency percentiles.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "get-key")]
+    op: BenchOp,
+    /// Concurrent clients (each with its own connection).
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Plaintext bytes per operation for encrypt and decrypt.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum BenchOp {
+    /// `generate` on the server.
+    Generate,
+    /// `get_key`: server-side unwrap of one KEK.
+    GetKey,
+    /// `get_wrapped` of one key id.
+    GetWrapped,
+    /// `status`.
+    Status,
+    /// Local encryption with a cached DEK.
+    Encrypt,
+    /// Local decryption with a cached DEK.
+    Decrypt,
 }
 
 #[derive(Args, Default)]
@@ -117,6 +154,12 @@ struct ServeArgs {
     /// Largest request body in bytes [default: 1048576].
     #[arg(long, env = "KEYSERVER_MAX_BODY")]
     max_body: Option<usize>,
+    /// RSA key pairs kept ready for generate(); 0 generates inline [default: 8].
+    #[arg(long, env = "KEYSERVER_KEK_POOL")]
+    kek_pool: Option<usize>,
+    /// Background threads refilling the pool [default: 1].
+    #[arg(long, env = "KEYSERVER_KEK_WORKERS")]
+    kek_workers: Option<usize>,
 }
 
 /// The configuration file: every field optional; flags and environment win.
@@ -132,6 +175,8 @@ struct FileConfig {
     client_ca: Option<PathBuf>,
     insecure: Option<bool>,
     max_body: Option<usize>,
+    kek_pool: Option<usize>,
+    kek_workers: Option<usize>,
     log_format: Option<LogFormat>,
 }
 
@@ -370,22 +415,20 @@ async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Result<(), Fai
             .unwrap_or(keyserver::transports::DEFAULT_MAX_BODY),
         ..ServerConfig::default()
     };
+    let pool = Pool {
+        size: args.kek_pool.or(file.kek_pool).unwrap_or(8),
+        workers: args.kek_workers.or(file.kek_workers).unwrap_or(1),
+    };
     let storage_label = storage.clone();
     match storage.as_str() {
         "memory" => {
-            serve_with_suite(
-                suite,
-                backends::MemoryStorage::new(),
-                strength,
-                config,
-                &storage_label,
-            )
-            .await
+            let store = backends::MemoryStorage::new();
+            serve_with_suite(suite, store, strength, pool, config, &storage_label).await
         }
         other => match other.strip_prefix("file:") {
             Some(dir) if !dir.is_empty() => {
                 let store = backends::FileStorage::open(dir).await?;
-                serve_with_suite(suite, store, strength, config, &storage_label).await
+                serve_with_suite(suite, store, strength, pool, config, &storage_label).await
             }
             _ => Err(usage(format!(
                 "--storage: expected \"memory\" or \"file:DIR\", not {other:?}"
@@ -394,35 +437,31 @@ async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Result<(), Fai
     }
 }
 
+/// The KEK pool settings of `serve`.
+#[derive(Clone, Copy)]
+struct Pool {
+    size: usize,
+    workers: usize,
+}
+
 /// Chooses the cipher suite at run time, among those compiled in.
 async fn serve_with_suite<S: KeyStorage>(
     suite: SuiteName,
     storage: S,
     strength: Strength,
+    pool: Pool,
     config: ServerConfig,
     storage_label: &str,
 ) -> Result<(), Failure> {
     match suite {
         SuiteName::Rustcrypto => {
-            run_server(
-                backends::RustCrypto::new(),
-                storage,
-                strength,
-                config,
-                storage_label,
-            )
-            .await
+            let suite = backends::RustCrypto::new();
+            run_server(suite, storage, strength, pool, config, storage_label).await
         }
         #[cfg(feature = "cipher-openssl")]
         SuiteName::Openssl => {
-            run_server(
-                backends::OpenSsl::new(),
-                storage,
-                strength,
-                config,
-                storage_label,
-            )
-            .await
+            let suite = backends::OpenSsl::new();
+            run_server(suite, storage, strength, pool, config, storage_label).await
         }
         #[cfg(not(feature = "cipher-openssl"))]
         SuiteName::Openssl => Err(usage(
@@ -436,10 +475,15 @@ async fn run_server<C: CipherSuite, S: KeyStorage>(
     suite: C,
     storage: S,
     strength: Strength,
+    pool: Pool,
     config: ServerConfig,
     storage_label: &str,
 ) -> Result<(), Failure> {
-    let keys = Arc::new(KeyServer::new(suite, storage).with_strength(strength));
+    let keys = Arc::new(
+        KeyServer::new(suite, storage)
+            .with_strength(strength)
+            .with_kek_pool(pool.size, pool.workers),
+    );
     let suite_name = keys.suite().name();
     let keys_count = keys.len();
     let server = HttpServer::start(keys, config).await?;
@@ -555,6 +599,7 @@ async fn client_command(command: Command) -> Result<(), Failure> {
                 status.keys, status.version, status.suite, status.storage, status.strength
             ))
         }
+        Command::Bench(args) => bench(args).await,
         Command::Encrypt(args) => crypt(args, true).await,
         Command::Decrypt(args) => crypt(args, false).await,
     }
@@ -727,4 +772,86 @@ async fn crypt(args: CryptArgs, encrypting: bool) -> Result<(), Failure> {
             Err(e.into())
         }
     }
+}
+
+// ---------------------------------------------------------------- bench
+
+async fn bench(args: BenchArgs) -> Result<(), Failure> {
+    let clients = args.clients.max(1);
+    let duration = Duration::from_secs_f64(args.duration.max(0.1));
+    let setup = client(&args.client)?;
+    let kek = setup.transport().generate(None).await?;
+    let plaintext = vec![0x5au8; args.size];
+    let sealed = setup.encrypt(&kek, &plaintext).await?;
+    let (kek, plaintext, sealed) = (Arc::new(kek), Arc::new(plaintext), Arc::new(sealed));
+    let start = Instant::now() + Duration::from_millis(100);
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let client = Arc::new(client(&args.client)?);
+        // Warm the DEK cache of local operations before the clock starts.
+        if matches!(args.op, BenchOp::Encrypt | BenchOp::Decrypt) {
+            client.get(&kek).await?;
+        }
+        let (kek, plaintext, sealed, op) = (
+            Arc::clone(&kek),
+            Arc::clone(&plaintext),
+            Arc::clone(&sealed),
+            args.op,
+        );
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(start.into()).await;
+            let mut latencies = Vec::new();
+            let mut errors = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let ok = match op {
+                    BenchOp::Generate => client.transport().generate(None).await.is_ok(),
+                    BenchOp::GetKey => client.transport().get_key(&kek).await.is_ok(),
+                    BenchOp::GetWrapped => client.transport().get_wrapped(&kek.id()).await.is_ok(),
+                    BenchOp::Status => client.transport().status().await.is_ok(),
+                    BenchOp::Encrypt => client.encrypt(&kek, &plaintext).await.is_ok(),
+                    BenchOp::Decrypt => client.decrypt(&kek, &sealed).await.is_ok(),
+                };
+                if ok {
+                    latencies.push(t.elapsed());
+                } else {
+                    errors += 1;
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (l, e) = task.await.map_err(|_| Failure {
+            code: 1,
+            message: "a benchmark client failed".into(),
+        })?;
+        latencies.extend(l);
+        errors += e;
+    }
+    latencies.sort();
+    let secs = duration.as_secs_f64();
+    let ops = latencies.len() as f64 / secs;
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    let mut line = format!(
+        "bench {:?} over {:?}, {clients} clients, {secs:.1} s: {} ok, {errors} errors, \
+         {ops:.1} ops/s, p50 {:.3} ms, p99 {:.3} ms",
+        args.op,
+        args.client.transport,
+        latencies.len(),
+        pct(0.5),
+        pct(0.99)
+    );
+    if matches!(args.op, BenchOp::Encrypt | BenchOp::Decrypt) {
+        line.push_str(&format!(", {:.1} MB/s", ops * args.size as f64 / 1e6));
+    }
+    line.push('\n');
+    print_stdout(&line)
 }

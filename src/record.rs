@@ -23,7 +23,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use crate::{Error, KeyId, Result, Strength};
+use std::sync::Arc;
+
+use crate::key::check_kek;
+use crate::{blocking, CipherSuite, Dek, Error, Kek, KeyId, Result, Strength};
 
 const MAGIC: &[u8; 4] = b"KSWR";
 const VERSION: u8 = 1;
@@ -224,4 +227,35 @@ fn fixed<const N: usize>(s: &[u8]) -> [u8; N] {
     let mut out = [0u8; N];
     out.copy_from_slice(s);
     out
+}
+
+/// Unwraps the DEK of `record` with `kek`, on the blocking pool, after the
+/// policy checks: the one unwrap path of the server (server-side unwrap) and
+/// of the client (client-side unwrap).
+pub(crate) async fn unwrap_record<C: CipherSuite + ?Sized>(
+    suite: Arc<C>,
+    kek: &Kek,
+    record: WrappedDek,
+    floor: Strength,
+) -> Result<Dek> {
+    let key_id = kek.id();
+    let corrupt = |reason| Error::CorruptRecord { key_id, reason };
+    if *record.key_id() != key_id {
+        return Err(corrupt("the record belongs to another key"));
+    }
+    check_kek(kek, record.strength(), floor)?;
+    let strength = record.strength();
+    let kek = kek.clone();
+    let bytes = blocking(move || suite.rsa_oaep_unwrap(kek.pkcs8_der(), record.wrapped()))
+        .await?
+        .map_err(|e| match e {
+            Error::DecryptionFailed => Error::UnwrapFailed { key_id },
+            other => other,
+        })?;
+    let dek =
+        Dek::from_zeroizing(bytes).map_err(|_| corrupt("unwrapped key has the wrong length"))?;
+    if dek.strength() != strength {
+        return Err(corrupt("unwrapped key has the wrong length"));
+    }
+    Ok(dek)
 }

@@ -53,6 +53,7 @@ use std::io::{ErrorKind, Read, Write};
 
 use zeroize::Zeroizing;
 
+use crate::envelope::derive_key;
 use crate::record::{dek_alg_id, strength_of_alg_id};
 use crate::suite::{CipherSuite, GCM_NONCE_LEN, GCM_TAG_LEN};
 use crate::{Dek, Error, KeyId, Result, Strength};
@@ -165,20 +166,6 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
     Ok(filled)
 }
 
-fn stream_key<C: CipherSuite + ?Sized>(
-    suite: &C,
-    dek: &Dek,
-    salt: &[u8; SALT_LEN],
-    alg: u8,
-) -> Result<Zeroizing<Vec<u8>>> {
-    let mut info = [0u8; HKDF_INFO.len() + 1];
-    info[..HKDF_INFO.len()].copy_from_slice(HKDF_INFO);
-    info[HKDF_INFO.len()] = alg;
-    let mut key = Zeroizing::new(vec![0u8; dek.as_bytes().len()]);
-    suite.hkdf_sha256(dek.as_bytes(), salt, &info, &mut key)?;
-    Ok(key)
-}
-
 fn nonce(prefix: &[u8; PREFIX_LEN], index: u32, last: bool) -> [u8; GCM_NONCE_LEN] {
     let mut n = [0u8; GCM_NONCE_LEN];
     n[..PREFIX_LEN].copy_from_slice(prefix);
@@ -236,7 +223,7 @@ pub fn encrypt_with_header<C: CipherSuite + ?Sized>(
         });
     }
     let head = header.encode();
-    let key = stream_key(suite, dek, &header.salt, head[4])?;
+    let key = derive_key(suite, dek, &header.salt, HKDF_INFO, head[4])?;
     output
         .write_all(&head)
         .map_err(|e| io_error("writing output", e))?;
@@ -315,7 +302,7 @@ pub fn decrypt_after_header<C: CipherSuite + ?Sized>(
         return Err(Error::DecryptionFailed);
     }
     let head = header.encode();
-    let key = stream_key(suite, dek, &header.salt, head[4])?;
+    let key = derive_key(suite, dek, &header.salt, HKDF_INFO, head[4])?;
     let size = header.chunk as usize + GCM_TAG_LEN;
     let mut current = vec![0u8; size];
     let mut next = vec![0u8; size];

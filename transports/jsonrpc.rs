@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::http::{
-    error_from_wire, log_request, parse_strength, Call, Dispatch, Reply, INVALID_PARAMS,
+    error_from_wire, log_request, parse_strength, read_body, Call, Dispatch, Reply, INVALID_PARAMS,
     INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR,
 };
 use super::ClientOptions;
@@ -68,42 +68,30 @@ async fn handle_http(
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
-    let too_large = || {
-        log_request::<()>(
-            "jsonrpc",
-            "-",
-            None,
-            &Err(Error::TooLarge {
-                size: 0,
-                limit: max_body as u64,
-            }),
-            Instant::now(),
-        );
-        json_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &error_response(
-                Value::Null,
-                rpc_error(
-                    codes::TOO_LARGE,
-                    format!("request too large: the limit is {max_body} bytes"),
-                ),
-            ),
-        )
+    let body = match read_body(headers, body, max_body).await {
+        Ok(body) => body,
+        Err(e) => {
+            log_request::<()>(
+                "jsonrpc",
+                "-",
+                None,
+                &Err(Error::TooLarge {
+                    size: 0,
+                    limit: max_body as u64,
+                }),
+                Instant::now(),
+            );
+            let status = if e.code() == codes::TOO_LARGE {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return json_response(
+                status,
+                &error_response(Value::Null, rpc_error(e.code(), e.to_string())),
+            );
+        }
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max_body as u64) {
-        return too_large();
-    }
-    let Ok(bytes) = axum::body::to_bytes(body, max_body).await else {
-        return too_large();
-    };
-    let body = Zeroizing::new(bytes.to_vec());
-    if let Ok(mut owned) = bytes.try_into_mut() {
-        owned.as_mut().zeroize();
-    }
     let Ok(mut request) = serde_json::from_slice::<Value>(&body) else {
         return json_response(
             StatusCode::OK,

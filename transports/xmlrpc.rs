@@ -14,7 +14,7 @@ use dxr::{Fault, FaultResponse, MethodCall, MethodResponse, Value};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::http::{
-    error_from_wire, log_request, parse_strength, Call, Dispatch, Reply, INVALID_PARAMS,
+    error_from_wire, log_request, parse_strength, read_body, Call, Dispatch, Reply, INVALID_PARAMS,
     METHOD_NOT_FOUND, PARSE_ERROR,
 };
 use super::ClientOptions;
@@ -54,33 +54,22 @@ fn fault(code: i32, message: impl Into<String>) -> Response {
 
 async fn handle(dispatch: &Dispatch, max_body: usize, headers: &HeaderMap, body: Body) -> Response {
     let start = Instant::now();
-    let too_large = || {
-        let err = Error::TooLarge {
-            size: declared_length(headers).unwrap_or(0),
-            limit: max_body as u64,
-        };
-        log_request::<()>(
-            "xmlrpc",
-            "-",
-            None,
-            &Err(Error::TooLarge {
-                size: 0,
-                limit: max_body as u64,
-            }),
-            start,
-        );
-        fault(codes::TOO_LARGE, err.to_string())
+    let body = match read_body(headers, body, max_body).await {
+        Ok(body) => body,
+        Err(e) => {
+            log_request::<()>(
+                "xmlrpc",
+                "-",
+                None,
+                &Err(Error::TooLarge {
+                    size: 0,
+                    limit: max_body as u64,
+                }),
+                start,
+            );
+            return fault(e.code(), e.to_string());
+        }
     };
-    if declared_length(headers).is_some_and(|n| n > max_body as u64) {
-        return too_large();
-    }
-    let bytes: Bytes = match axum::body::to_bytes(body, max_body).await {
-        Ok(bytes) => bytes,
-        Err(_) => return too_large(),
-    };
-    // Copy into memory we wipe: the body may hold a KEK.
-    let body = Zeroizing::new(bytes.to_vec());
-    wipe(bytes);
     let Ok(text) = std::str::from_utf8(&body) else {
         return fault(PARSE_ERROR, "the request is not UTF-8");
     };
@@ -127,15 +116,6 @@ async fn handle(dispatch: &Dispatch, max_body: usize, headers: &HeaderMap, body:
         }
         Err(e) => fault(e.code(), e.to_string()),
     }
-}
-
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
 
 fn wipe(bytes: Bytes) {

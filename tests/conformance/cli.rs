@@ -347,11 +347,28 @@ fn cli_end_to_end() {
         stderr(&out)
     );
 
+    // The load generator runs against the live server.
+    for op in ["get-wrapped", "encrypt"] {
+        let out = run(
+            &["bench", "--op", op, "--clients", "2", "--duration", "0.3"],
+            dir,
+            &env,
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(text.contains(" 0 errors") && text.contains("p99"), "{text}");
+    }
+
     // SIGTERM stops the server cleanly; its keys are on disk for the next one.
     assert!(server.stop().success());
     let server = ServerProcess::start(dir, &["--suite", "rustcrypto"]);
     let out = run(&["status", "--server", &server.url], dir, &[]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("keys: 2"));
+    // kek.pem, other.pem and the load generator's key.
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("keys: 4"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(server.stop().success());
 }
 

@@ -112,6 +112,31 @@ async fn status_describes_the_server() {
     assert_eq!(status.version, keyserver::VERSION);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_kek_pool_serves_generate() {
+    let keys = KeyServer::new(RustCrypto::new(), MemoryStorage::new()).with_kek_pool(2, 1);
+    assert_eq!(keys.kek_pool_capacity(), 2);
+    // Bounded wait for the background worker (no timing assertion).
+    for _ in 0..600 {
+        if keys.kek_pool_ready() >= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(keys.kek_pool_ready() >= 1, "the pool warmed up");
+    let kek = keys.generate().await.unwrap();
+    assert_eq!(keys.kek_pool_served(), 1);
+    assert_eq!(kek.bits(), 3072);
+    let sealed = keys.encrypt(&kek, b"pooled").await.unwrap();
+    assert_eq!(&keys.decrypt(&kek, &sealed).await.unwrap()[..], b"pooled");
+    // Another strength bypasses the pool.
+    let without = KeyServer::new(RustCrypto::new(), MemoryStorage::new());
+    assert_eq!(without.kek_pool_capacity(), 0);
+    without.generate().await.unwrap();
+    assert_eq!(without.kek_pool_served(), 0);
+    drop(keys); // stops the worker and wipes the pooled keys, without waiting
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
