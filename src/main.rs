@@ -104,6 +104,10 @@ struct BenchArgs {
     /// Plaintext bytes per operation for encrypt and decrypt.
     #[arg(long, default_value_t = 1024)]
     size: usize,
+    /// Stop each client after this many operations (for example to measure
+    /// `generate` while a KEK pool lasts).
+    #[arg(long)]
+    requests: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -799,11 +803,14 @@ async fn bench(args: BenchArgs) -> Result<(), Failure> {
             Arc::clone(&sealed),
             args.op,
         );
+        let requests = args.requests.unwrap_or(u64::MAX);
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(start.into()).await;
             let mut latencies = Vec::new();
             let mut errors = 0u64;
-            while Instant::now() < deadline {
+            let mut done = 0u64;
+            while Instant::now() < deadline && done < requests {
+                done += 1;
                 let t = Instant::now();
                 let ok = match op {
                     BenchOp::Generate => client.transport().generate(None).await.is_ok(),
@@ -833,7 +840,9 @@ async fn bench(args: BenchArgs) -> Result<(), Failure> {
         errors += e;
     }
     latencies.sort();
-    let secs = duration.as_secs_f64();
+    let secs = (Instant::now().min(deadline) - start)
+        .as_secs_f64()
+        .max(1e-3);
     let ops = latencies.len() as f64 / secs;
     let pct = |p: f64| {
         latencies
