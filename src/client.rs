@@ -227,8 +227,8 @@ impl<T: Transport> KeyClient<T> {
     ///
     /// # Errors
     /// The transport's errors; for client-side unwrap also
-    /// [`Error::Policy`], [`Error::UnwrapFailed`] and
-    /// [`Error::CorruptRecord`].
+    /// [`Error::Policy`](crate::Error::Policy), [`Error::UnwrapFailed`](crate::Error::UnwrapFailed) and
+    /// [`Error::CorruptRecord`](crate::Error::CorruptRecord).
     pub async fn dek(&self, kek: &Kek) -> Result<Dek> {
         let id = kek.id();
         if let Some(dek) = self.cached(&id) {
