@@ -10,7 +10,6 @@ use openssl::pkey_ctx::PkeyCtx;
 use openssl::rsa::{Padding, Rsa};
 use openssl::symm::{decrypt_aead, encrypt_aead, Cipher};
 use pkcs8::PrivateKeyInfoRef;
-use spki::SubjectPublicKeyInfoRef;
 use zeroize::Zeroizing;
 
 use crate::{CipherSuite, Error, Result, GCM_NONCE_LEN, GCM_TAG_LEN, MAX_RSA_BITS, MIN_RSA_BITS};
@@ -110,18 +109,9 @@ fn private_key(pkcs8_der: &[u8]) -> Result<PKey<Private>> {
 
 /// Loads an RSA SubjectPublicKeyInfo from its components (see [`private_key`]).
 fn public_key(spki_der: &[u8]) -> Result<PKey<Public>> {
-    let spki = SubjectPublicKeyInfoRef::from_der(spki_der)
-        .map_err(|_| invalid("not a DER SubjectPublicKeyInfo"))?;
-    if spki.algorithm.oid != pkcs1::ALGORITHM_OID {
-        return Err(invalid("not an RSA public key"));
-    }
-    let bytes = spki
-        .subject_public_key
-        .as_bytes()
-        .ok_or(invalid("malformed RSA public key"))?;
-    let k =
-        pkcs1::RsaPublicKeyRef::from_der(bytes).map_err(|_| invalid("malformed RSA public key"))?;
-    let rsa = Rsa::from_public_components(bn(k.modulus)?, bn(k.public_exponent)?)
+    let (n, e) = crate::rsa_public_parts(spki_der)?;
+    let number = |b: &[u8]| BigNum::from_slice(b).map_err(|_| invalid("malformed RSA public key"));
+    let rsa = Rsa::from_public_components(number(n)?, number(e)?)
         .map_err(|_| invalid("not a valid RSA public key"))?;
     check_rsa_bits(rsa.size() * 8)?;
     PKey::from_rsa(rsa).map_err(|_| invalid("not a valid RSA public key"))

@@ -3,14 +3,11 @@
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::aes::Aes192;
 use aes_gcm::{Aes128Gcm, Aes256Gcm, AesGcm};
-use der::asn1::UintRef;
-use der::Decode;
 use getrandom::SysRng;
 use hkdf::Hkdf;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use rsa::sha2::Sha256;
 use rsa::{BoxedUint, PrivateKey, PublicKey};
-use spki::SubjectPublicKeyInfoRef;
 use zeroize::Zeroizing;
 
 use crate::{CipherSuite, Error, Result, GCM_NONCE_LEN, MAX_RSA_BITS};
@@ -62,32 +59,17 @@ fn invalid(reason: &'static str) -> Error {
 }
 
 /// A big-endian unsigned integer of exactly its own byte width.
-fn uint(u: UintRef<'_>) -> Result<BoxedUint> {
-    let bytes = u.as_bytes();
+fn uint(bytes: &[u8]) -> Result<BoxedUint> {
     let bits = u32::try_from(bytes.len() * 8).map_err(|_| invalid("integer too large"))?;
     BoxedUint::from_be_slice(bytes, bits.max(64)).map_err(|_| invalid("malformed integer"))
 }
 
-/// Parses an RSA SubjectPublicKeyInfo up to `MAX_RSA_BITS` (rsa's own parser
-/// stops at 8192 bits, below the 15360 bits strength 256 needs).
+/// An RSA public key up to `MAX_RSA_BITS` (rsa's own SPKI parser stops at
+/// 8192 bits, below the 15360 bits strength 256 needs).
 fn public_key(spki_der: &[u8]) -> Result<PublicKey> {
-    let spki = SubjectPublicKeyInfoRef::from_der(spki_der)
-        .map_err(|_| invalid("not a DER SubjectPublicKeyInfo"))?;
-    if spki.algorithm.oid != pkcs1::ALGORITHM_OID {
-        return Err(invalid("not an RSA public key"));
-    }
-    let bytes = spki
-        .subject_public_key
-        .as_bytes()
-        .ok_or(invalid("malformed RSA public key"))?;
-    let key =
-        pkcs1::RsaPublicKeyRef::from_der(bytes).map_err(|_| invalid("malformed RSA public key"))?;
-    PublicKey::new_with_size_limits(
-        uint(key.modulus)?,
-        uint(key.public_exponent)?,
-        crate::MIN_RSA_BITS..=MAX_RSA_BITS,
-    )
-    .map_err(|_| invalid("unacceptable RSA public key"))
+    let (n, e) = crate::rsa_public_parts(spki_der)?;
+    PublicKey::new_with_size_limits(uint(n)?, uint(e)?, crate::MIN_RSA_BITS..=MAX_RSA_BITS)
+        .map_err(|_| invalid("unacceptable RSA public key"))
 }
 
 fn gcm_seal<A: Aead + KeyInit>(

@@ -384,6 +384,40 @@ impl PartialEq for Kek {
 
 impl Eq for Kek {}
 
+/// The modulus and the public exponent (big-endian, no leading zeros) of an
+/// RSA public key given as DER SubjectPublicKeyInfo: the one SPKI parser the
+/// cipher suites share.
+///
+/// # Errors
+/// [`Error::InvalidKey`] if it is not an RSA SubjectPublicKeyInfo.
+///
+/// ```
+/// # fn main() -> keyserver::Result<()> {
+/// let pem = std::fs::read_to_string(
+///     concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kek-rsa2048.pem")).unwrap();
+/// let kek = keyserver::Kek::from_pem(&pem)?;
+/// let (n, e) = keyserver::rsa_public_parts(kek.public_key_der())?;
+/// assert_eq!(n.len(), 256);
+/// assert_eq!(e, [1, 0, 1]);
+/// # Ok(()) }
+/// ```
+pub fn rsa_public_parts(spki_der: &[u8]) -> Result<(&[u8], &[u8])> {
+    let invalid = |reason| Error::InvalidKey { reason };
+    let spki = SubjectPublicKeyInfoRef::from_der(spki_der)
+        .map_err(|_| invalid("not a DER SubjectPublicKeyInfo"))?;
+    if spki.algorithm.oid != pkcs1::ALGORITHM_OID {
+        return Err(invalid("not an RSA public key"));
+    }
+    let key = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or(invalid("malformed RSA public key"))
+        .and_then(|bytes| {
+            pkcs1::RsaPublicKeyRef::from_der(bytes).map_err(|_| invalid("malformed RSA public key"))
+        })?;
+    Ok((key.modulus.as_bytes(), key.public_exponent.as_bytes()))
+}
+
 /// DER SubjectPublicKeyInfo for an RSA public key (rsaEncryption, NULL
 /// parameters), byte-identical to what OpenSSL writes with
 /// `openssl pkey -pubout -outform DER`.

@@ -79,7 +79,7 @@ pub mod transports;
 pub use client::{KeyClient, UnwrapMode, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TIMEOUT};
 pub use encryption::Encryption;
 pub use error::{Error, Result};
-pub use key::{Dek, Kek, KeyId, Plaintext, Strength, MAX_RSA_BITS, MIN_RSA_BITS};
+pub use key::{rsa_public_parts, Dek, Kek, KeyId, Plaintext, Strength, MAX_RSA_BITS, MIN_RSA_BITS};
 pub use record::WrappedDek;
 pub use server::KeyServer;
 pub use storage::KeyStorage;

@@ -232,3 +232,79 @@ async fn a_key_server_on_files_keeps_its_keys_across_restarts() {
         b"Stephan Richter"
     );
 }
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
+struct TinyDisk {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl TinyDisk {
+    /// `None` (with the reason) when this process may not mount.
+    fn mount(size: &str) -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(TinyDisk { _dir: dir, path })
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_gives_a_typed_error_and_loses_nothing() {
+    let disk = match TinyDisk::mount("96k") {
+        Ok(disk) => disk,
+        Err(reason) => {
+            eprintln!("skipped the full-disk check: cannot mount a small tmpfs ({reason})");
+            return;
+        }
+    };
+    let dir = disk.path.join("store");
+    let store = FileStorage::open(&dir).await.unwrap();
+    let mut stored = Vec::new();
+    let mut failure = None;
+    // Records in many shards, until the disk is full.
+    for n in 0..10_000u32 {
+        let rec = record(n.wrapping_mul(0x0101_0101));
+        match store.put(&rec).await {
+            Ok(()) => stored.push(rec),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let err = failure.expect("a 96 KiB disk fills up");
+    assert!(matches!(err, Error::Storage { .. }), "{err:?}");
+    assert_eq!(err.code(), 5);
+    assert!(!stored.is_empty());
+    assert_eq!(store.count(), stored.len() as u64);
+    drop(store);
+    // Everything acknowledged is there and whole; no temporary file is left.
+    let store = FileStorage::open(&dir).await.unwrap();
+    assert_eq!(store.count(), stored.len() as u64);
+    for rec in &stored {
+        assert_eq!(&store.get(rec.key_id()).await.unwrap(), rec);
+    }
+    assert!(walk(&dir).iter().all(|p| !p
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with(".tmp-")));
+    println!("full disk: {} records stored, then: {err}", stored.len());
+}
