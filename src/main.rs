@@ -225,6 +225,14 @@ struct ClientArgs {
     /// Unwrap the DEK here (the KEK never leaves this machine) instead of on the server.
     #[arg(long)]
     client_unwrap: bool,
+    /// Cipher suite for local encryption and decryption (both write the same bytes).
+    #[arg(
+        long = "suite",
+        env = "KEYSERVER_CLIENT_SUITE",
+        value_enum,
+        default_value = "rustcrypto"
+    )]
+    local_suite: SuiteName,
 }
 
 #[derive(Args)]
@@ -540,7 +548,20 @@ fn client(args: &ClientArgs) -> Result<KeyClient<Box<dyn Transport>>, Failure> {
     } else {
         UnwrapMode::Server
     };
-    Ok(KeyClient::new(transport, backends::RustCrypto::new()).with_unwrap_mode(mode))
+    Ok(KeyClient::new(transport, local_suite(args.local_suite)?).with_unwrap_mode(mode))
+}
+
+/// The cipher suite for client-side work, chosen at run time.
+fn local_suite(name: SuiteName) -> Result<Box<dyn CipherSuite>, Failure> {
+    match name {
+        SuiteName::Rustcrypto => Ok(Box::new(backends::RustCrypto::new())),
+        #[cfg(feature = "cipher-openssl")]
+        SuiteName::Openssl => Ok(Box::new(backends::OpenSsl::new())),
+        #[cfg(not(feature = "cipher-openssl"))]
+        SuiteName::Openssl => Err(usage(
+            "--suite openssl: this keyserver was built without the cipher-openssl feature",
+        )),
+    }
 }
 
 fn read_kek(path: &Path) -> Result<Kek, Failure> {
@@ -761,8 +782,8 @@ async fn crypt(args: CryptArgs, encrypting: bool) -> Result<(), Failure> {
     let dek = client.get(&kek).await?;
     let mut sink = Sink::open(args.out.as_deref())?;
     let key_id = kek.id();
+    let suite = local_suite(args.client.local_suite)?;
     let result = tokio::task::block_in_place(|| {
-        let suite = backends::RustCrypto::new();
         let writer = sink.writer();
         match &header {
             None => stream::encrypt(&suite, &key_id, &dek, &mut input, writer),

@@ -96,3 +96,44 @@ pub trait CipherSuite: Send + Sync + 'static {
     /// Fills `buf` from the operating system's CSPRNG.
     fn fill_random(&self, buf: &mut [u8]) -> Result<()>;
 }
+
+/// A boxed suite is a suite: choose the cipher suite at run time (the
+/// `keyserver` command does) and still use the generic APIs.
+impl<T: CipherSuite + ?Sized> CipherSuite for Box<T> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn generate_rsa(&self, bits: usize) -> Result<Zeroizing<Vec<u8>>> {
+        (**self).generate_rsa(bits)
+    }
+    fn rsa_oaep_wrap(&self, spki_der: &[u8], dek: &[u8]) -> Result<Vec<u8>> {
+        (**self).rsa_oaep_wrap(spki_der, dek)
+    }
+    fn rsa_oaep_unwrap(&self, pkcs8_der: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        (**self).rsa_oaep_unwrap(pkcs8_der, wrapped)
+    }
+    fn hkdf_sha256(&self, ikm: &[u8], salt: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
+        (**self).hkdf_sha256(ikm, salt, info, okm)
+    }
+    fn aes_gcm_seal(
+        &self,
+        key: &[u8],
+        nonce: &[u8; GCM_NONCE_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>> {
+        (**self).aes_gcm_seal(key, nonce, aad, plaintext)
+    }
+    fn aes_gcm_open(
+        &self,
+        key: &[u8],
+        nonce: &[u8; GCM_NONCE_LEN],
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        (**self).aes_gcm_open(key, nonce, aad, sealed)
+    }
+    fn fill_random(&self, buf: &mut [u8]) -> Result<()> {
+        (**self).fill_random(buf)
+    }
+}
