@@ -19,6 +19,7 @@ pub(crate) struct KekPool {
     served: AtomicU64,
     bits: usize,
     size: usize,
+    workers: usize,
 }
 
 impl KekPool {
@@ -65,6 +66,7 @@ impl KekPool {
             served: AtomicU64::new(0),
             bits,
             size,
+            workers: workers.max(1),
         }
     }
 
@@ -92,6 +94,11 @@ impl KekPool {
     /// Keys handed out so far.
     pub(crate) fn served(&self) -> u64 {
         self.served.load(Ordering::Relaxed)
+    }
+
+    /// The number of worker threads.
+    pub(crate) fn workers(&self) -> usize {
+        self.workers
     }
 
     /// The pool's capacity.

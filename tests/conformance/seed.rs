@@ -129,7 +129,7 @@ async fn a_warm_kek_pool_serves_generate() {
     assert_eq!(kek.bits(), 3072);
     let sealed = keys.encrypt(&kek, b"pooled").await.unwrap();
     assert_eq!(&keys.decrypt(&kek, &sealed).await.unwrap()[..], b"pooled");
-    // Another strength bypasses the pool.
+    // Without a pool, every key is generated inline.
     let without = KeyServer::new(RustCrypto::new(), MemoryStorage::new());
     assert_eq!(without.kek_pool_capacity(), 0);
     without.generate().await.unwrap();
