@@ -366,19 +366,19 @@ mod tests {
     const KEK_3072: &str = include_str!("../tests/fixtures/kek-rsa3072.pem");
 
     fn fixture_kek() -> Kek {
-        Kek::from_pem(KEK_3072).expect("fixture KEK parses")
+        Kek::from_pem(KEK_3072).expect("fixture KEK parses") // ok: unit test fixture
     }
 
     fn record_for(kek: &Kek, strength: Strength) -> WrappedDek {
         WrappedDek::new(kek.id(), kek.bits(), strength, 0, vec![0; kek.bits() / 8])
-            .expect("valid record")
+            .expect("valid record") // ok: unit test fixture
     }
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .build()
-            .expect("runtime")
+            .expect("runtime") // ok: unit test set-up
     }
 
     #[test]
