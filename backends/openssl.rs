@@ -1,16 +1,17 @@
 //! The `OpenSsl` cipher suite: the system OpenSSL 3 through the `openssl` crate.
 
 use der::Decode;
+use std::sync::OnceLock;
+
 use openssl::bn::BigNum;
+use openssl::cipher::{Cipher, CipherRef};
+use openssl::cipher_ctx::CipherCtx;
 use openssl::encrypt::{Decrypter, Encrypter};
 use openssl::hash::MessageDigest;
-use openssl::md::Md;
-use openssl::pkey::{Id, PKey, Private, Public};
-use openssl::pkey_ctx::PkeyCtx;
+use openssl::pkey::{PKey, Private, Public};
 use openssl::rsa::{Padding, Rsa};
-use openssl::symm::{decrypt_aead, encrypt_aead, Cipher};
 use pkcs8::PrivateKeyInfoRef;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::{CipherSuite, Error, Result, GCM_NONCE_LEN, GCM_TAG_LEN, MAX_RSA_BITS, MIN_RSA_BITS};
 
@@ -117,13 +118,55 @@ fn public_key(spki_der: &[u8]) -> Result<PKey<Public>> {
     PKey::from_rsa(rsa).map_err(|_| invalid("not a valid RSA public key"))
 }
 
-fn gcm_cipher(key: &[u8]) -> Result<Cipher> {
+/// The AES-GCM ciphers, fetched from the default provider once per process.
+///
+/// `Cipher::aes_128_gcm()` and friends are OpenSSL's legacy static objects:
+/// every context initialised with one makes OpenSSL 3 fetch the provider's
+/// implementation again (a name lookup under locks), which cost more than
+/// sealing 1 KiB (measured: see BENCHMARKS.md). Explicitly fetched ciphers
+/// are reference counted and safe to share between threads.
+struct GcmCiphers {
+    aes128: Cipher,
+    aes192: Cipher,
+    aes256: Cipher,
+}
+
+static GCM_CIPHERS: OnceLock<Option<GcmCiphers>> = OnceLock::new();
+
+fn gcm_cipher(key: &[u8]) -> Result<&'static CipherRef> {
+    let ciphers = GCM_CIPHERS
+        .get_or_init(|| {
+            Some(GcmCiphers {
+                aes128: Cipher::fetch(None, "AES-128-GCM", None).ok()?,
+                aes192: Cipher::fetch(None, "AES-192-GCM", None).ok()?,
+                aes256: Cipher::fetch(None, "AES-256-GCM", None).ok()?,
+            })
+        })
+        .as_ref()
+        .ok_or(crypto("fetching AES-GCM from the OpenSSL provider"))?;
     match key.len() {
-        16 => Ok(Cipher::aes_128_gcm()),
-        24 => Ok(Cipher::aes_192_gcm()),
-        32 => Ok(Cipher::aes_256_gcm()),
+        16 => Ok(&ciphers.aes128),
+        24 => Ok(&ciphers.aes192),
+        32 => Ok(&ciphers.aes256),
         _ => Err(invalid("wrong AES key length")),
     }
+}
+
+/// `EVP_CipherUpdate` takes an `int` length: feed large buffers in pieces.
+const UPDATE_PIECE: usize = 1 << 30;
+
+/// Runs the AES-GCM data pass over `buf` in place (encrypting or decrypting,
+/// as `ctx` was initialised).
+fn gcm_update_in_place(ctx: &mut CipherCtx, buf: &mut [u8]) -> std::result::Result<(), ()> {
+    for piece in buf.chunks_mut(UPDATE_PIECE) {
+        let len = piece.len();
+        // GCM is a stream mode: output length equals input length.
+        let n = ctx.cipher_update_inplace(piece, len).map_err(|_| ())?;
+        if n != len {
+            return Err(());
+        }
+    }
+    Ok(())
 }
 
 impl CipherSuite for OpenSsl {
@@ -180,53 +223,197 @@ impl CipherSuite for OpenSsl {
         if okm.len() > 255 * 32 {
             return Err(crypto("HKDF output too long"));
         }
-        let fail = |_| crypto("HKDF-SHA256");
-        let mut ctx = PkeyCtx::new_id(Id::HKDF).map_err(fail)?;
-        ctx.derive_init().map_err(fail)?;
-        ctx.set_hkdf_md(Md::sha256()).map_err(fail)?;
-        ctx.set_hkdf_key(ikm).map_err(fail)?;
-        ctx.set_hkdf_salt(salt).map_err(fail)?;
-        ctx.add_hkdf_info(info).map_err(fail)?;
-        let n = ctx.derive(Some(okm)).map_err(fail)?;
-        if n != okm.len() {
-            return Err(crypto("HKDF-SHA256"));
+        if okm.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        kdf::hkdf_sha256(ikm, salt, info, okm).map_err(|()| crypto("HKDF-SHA256"))
     }
 
-    fn aes_gcm_seal(
+    fn aes_gcm_seal_in_place(
         &self,
         key: &[u8],
         nonce: &[u8; GCM_NONCE_LEN],
         aad: &[u8],
-        plaintext: &[u8],
-    ) -> Result<Vec<u8>> {
+        buf: &mut [u8],
+    ) -> Result<[u8; GCM_TAG_LEN]> {
         let cipher = gcm_cipher(key)?;
+        if buf.len() as u64 > crate::envelope::MAX_PLAINTEXT {
+            return Err(Error::TooLarge {
+                size: buf.len() as u64,
+                limit: crate::envelope::MAX_PLAINTEXT,
+            });
+        }
+        let fail = |_| crypto("AES-GCM encryption");
+        // A fresh context per message: dropping it cleanses the key schedule.
+        let mut ctx = CipherCtx::new().map_err(fail)?;
+        ctx.encrypt_init(Some(cipher), Some(key), Some(nonce))
+            .map_err(fail)?;
+        ctx.cipher_update(aad, None).map_err(fail)?;
+        gcm_update_in_place(&mut ctx, buf).map_err(|()| crypto("AES-GCM encryption"))?;
+        ctx.cipher_final(&mut []).map_err(fail)?;
         let mut tag = [0u8; GCM_TAG_LEN];
-        let mut out = encrypt_aead(cipher, key, Some(nonce), aad, plaintext, &mut tag)
-            .map_err(|_| crypto("AES-GCM encryption"))?;
-        out.extend_from_slice(&tag);
-        Ok(out)
+        ctx.tag(&mut tag).map_err(fail)?;
+        Ok(tag)
     }
 
-    fn aes_gcm_open(
+    fn aes_gcm_open_in_place(
         &self,
         key: &[u8],
         nonce: &[u8; GCM_NONCE_LEN],
         aad: &[u8],
-        sealed: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>> {
+        buf: &mut [u8],
+        tag: &[u8; GCM_TAG_LEN],
+    ) -> Result<()> {
         let cipher = gcm_cipher(key)?;
-        if sealed.len() < GCM_TAG_LEN {
+        if buf.len() as u64 > crate::envelope::MAX_PLAINTEXT {
             return Err(Error::DecryptionFailed);
         }
-        let (ciphertext, tag) = sealed.split_at(sealed.len() - GCM_TAG_LEN);
-        decrypt_aead(cipher, key, Some(nonce), aad, ciphertext, tag)
-            .map(Zeroizing::new)
-            .map_err(|_| Error::DecryptionFailed)
+        // OpenSSL decrypts before it checks the tag: on any failure, wipe
+        // the unauthenticated plaintext.
+        let result = (|| -> std::result::Result<(), ()> {
+            let mut ctx = CipherCtx::new().map_err(|_| ())?;
+            ctx.decrypt_init(Some(cipher), Some(key), Some(nonce))
+                .map_err(|_| ())?;
+            ctx.set_tag(tag).map_err(|_| ())?;
+            ctx.cipher_update(aad, None).map_err(|_| ())?;
+            gcm_update_in_place(&mut ctx, buf)?;
+            ctx.cipher_final(&mut []).map_err(|_| ())?;
+            Ok(())
+        })();
+        result.map_err(|()| {
+            buf.zeroize();
+            Error::DecryptionFailed
+        })
     }
 
     fn fill_random(&self, buf: &mut [u8]) -> Result<()> {
         getrandom::fill(buf).map_err(|_| crypto("random number generator"))
+    }
+}
+
+/// HKDF-SHA256 through OpenSSL 3's `EVP_KDF` interface, the one place in the
+/// crate with `unsafe` code.
+///
+/// Why not the safe wrappers: `PkeyCtx` with `Id::HKDF` goes through
+/// OpenSSL's legacy `EVP_PKEY` bridge, which fetches the KDF and the digest
+/// again for every context (name lookups under locks): 7.6 µs per call,
+/// more than sealing 16 KiB (criterion, `openssl/primitives/hkdf-sha256-16`).
+/// `openssl::kdf::hkdf` copies the key into an `OSSL_PARAM` array that
+/// OpenSSL frees without wiping, leaving a copy of the DEK in freed memory.
+/// Here the KDF is fetched once per process and the parameters point at the
+/// caller's buffers: OpenSSL keeps its own copies inside the context and
+/// wipes them when the context is freed.
+#[allow(unsafe_code)]
+mod kdf {
+    use std::ffi::{c_void, CStr};
+    use std::ptr;
+    use std::sync::OnceLock;
+
+    use openssl_sys as ffi;
+
+    // From OpenSSL's <openssl/core.h>.
+    const OSSL_PARAM_UTF8_STRING: u32 = 4;
+    const OSSL_PARAM_OCTET_STRING: u32 = 5;
+    const OSSL_PARAM_UNMODIFIED: usize = usize::MAX;
+
+    /// The HKDF implementation fetched from the default provider.
+    struct Kdf(*mut ffi::EVP_KDF);
+
+    // SAFETY: a fetched EVP_KDF is an immutable, reference-counted method
+    // object; OpenSSL documents fetched algorithms as shareable between
+    // threads, and this one is never freed (it lives for the process).
+    unsafe impl Send for Kdf {}
+    // SAFETY: as above.
+    unsafe impl Sync for Kdf {}
+
+    static HKDF: OnceLock<Option<Kdf>> = OnceLock::new();
+
+    fn hkdf() -> Option<&'static Kdf> {
+        HKDF.get_or_init(|| {
+            // SAFETY: a NUL-terminated name; NULL library context and
+            // properties select the defaults.
+            let kdf = unsafe { ffi::EVP_KDF_fetch(ptr::null_mut(), c"HKDF".as_ptr(), ptr::null()) };
+            (!kdf.is_null()).then_some(Kdf(kdf))
+        })
+        .as_ref()
+    }
+
+    /// An `EVP_KDF_CTX`, freed on drop. Freeing it makes the provider wipe
+    /// the key, salt and info it copied.
+    struct Ctx(*mut ffi::EVP_KDF_CTX);
+
+    impl Drop for Ctx {
+        fn drop(&mut self) {
+            // SAFETY: self.0 came from EVP_KDF_CTX_new, is non-null and is
+            // freed exactly once.
+            unsafe { ffi::EVP_KDF_CTX_free(self.0) }
+        }
+    }
+
+    /// A parameter that OpenSSL only reads during the call.
+    fn param(key: &'static CStr, data_type: u32, data: &[u8]) -> ffi::OSSL_PARAM {
+        ffi::OSSL_PARAM {
+            key: key.as_ptr(),
+            data_type,
+            // The provider copies set-parameters and never writes to them.
+            data: data.as_ptr().cast_mut().cast::<c_void>(),
+            data_size: data.len(),
+            return_size: OSSL_PARAM_UNMODIFIED,
+        }
+    }
+
+    fn end() -> ffi::OSSL_PARAM {
+        ffi::OSSL_PARAM {
+            key: ptr::null(),
+            data_type: 0,
+            data: ptr::null_mut(),
+            data_size: 0,
+            return_size: 0,
+        }
+    }
+
+    /// Leaves no stale entries on this thread's OpenSSL error queue.
+    fn clear_errors() {
+        // SAFETY: no arguments; clears the calling thread's error queue.
+        unsafe { ffi::ERR_clear_error() }
+    }
+
+    /// HKDF-SHA256 (extract and expand) into all of `okm` (non-empty, at most
+    /// 255 * 32 bytes: checked by the caller).
+    pub(super) fn hkdf_sha256(
+        ikm: &[u8],
+        salt: &[u8],
+        info: &[u8],
+        okm: &mut [u8],
+    ) -> Result<(), ()> {
+        let kdf = hkdf().ok_or(())?;
+        // SAFETY: kdf.0 is a valid fetched EVP_KDF.
+        let raw = unsafe { ffi::EVP_KDF_CTX_new(kdf.0) };
+        if raw.is_null() {
+            clear_errors();
+            return Err(());
+        }
+        let ctx = Ctx(raw);
+        let params = [
+            // OpenSSL reads a UTF-8 parameter as a C string: the name must
+            // be NUL-terminated, with the NUL not counted in its size.
+            param(c"digest", OSSL_PARAM_UTF8_STRING, c"SHA256".to_bytes()),
+            param(c"key", OSSL_PARAM_OCTET_STRING, ikm),
+            param(c"salt", OSSL_PARAM_OCTET_STRING, salt),
+            param(c"info", OSSL_PARAM_OCTET_STRING, info),
+            end(),
+        ];
+        // SAFETY: ctx.0 is a live context; `params` is terminated by an end
+        // marker and every pointer in it (static names, `ikm`, `salt`,
+        // `info`) outlives the call; `okm` is writable for okm.len() bytes.
+        let rc =
+            unsafe { ffi::EVP_KDF_derive(ctx.0, okm.as_mut_ptr(), okm.len(), params.as_ptr()) };
+        if rc == 1 {
+            Ok(())
+        } else {
+            clear_errors();
+            okm.fill(0);
+            Err(())
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The `RustCrypto` cipher suite: rsa, aes-gcm, hkdf and sha2.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::aes::Aes192;
 use aes_gcm::{Aes128Gcm, Aes256Gcm, AesGcm};
 use getrandom::SysRng;
@@ -8,9 +8,9 @@ use hkdf::Hkdf;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use rsa::sha2::Sha256;
 use rsa::{BoxedUint, PrivateKey, PublicKey};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
-use crate::{CipherSuite, Error, Result, GCM_NONCE_LEN, MAX_RSA_BITS};
+use crate::{CipherSuite, Error, Result, GCM_NONCE_LEN, GCM_TAG_LEN, MAX_RSA_BITS};
 
 type Aes192Gcm = AesGcm<Aes192, aes_gcm::aead::consts::U12>;
 
@@ -72,40 +72,44 @@ fn public_key(spki_der: &[u8]) -> Result<PublicKey> {
         .map_err(|_| invalid("unacceptable RSA public key"))
 }
 
-fn gcm_seal<A: Aead + KeyInit>(
+fn gcm_seal<A: AeadInOut + KeyInit>(
     key: &[u8],
     nonce: &[u8; GCM_NONCE_LEN],
     aad: &[u8],
-    plaintext: &[u8],
-) -> Result<Vec<u8>> {
+    buf: &mut [u8],
+) -> Result<[u8; GCM_TAG_LEN]> {
     let cipher = A::new_from_slice(key).map_err(|_| invalid("wrong AES key length"))?;
     let nonce = aes_gcm::aead::Nonce::<A>::try_from(&nonce[..]).map_err(|_| crypto("nonce"))?;
-    cipher
-        .encrypt(
-            &nonce,
-            Payload {
-                msg: plaintext,
-                aad,
-            },
-        )
+    let size = buf.len() as u64;
+    let tag = cipher
+        .encrypt_inout_detached(&nonce, aad, buf.into())
         .map_err(|_| Error::TooLarge {
-            size: plaintext.len() as u64,
+            size,
             limit: crate::envelope::MAX_PLAINTEXT,
-        })
+        })?;
+    let mut out = [0u8; GCM_TAG_LEN];
+    out.copy_from_slice(&tag);
+    Ok(out)
 }
 
-fn gcm_open<A: Aead + KeyInit>(
+fn gcm_open<A: AeadInOut + KeyInit>(
     key: &[u8],
     nonce: &[u8; GCM_NONCE_LEN],
     aad: &[u8],
-    sealed: &[u8],
-) -> Result<Zeroizing<Vec<u8>>> {
+    buf: &mut [u8],
+    tag: &[u8; GCM_TAG_LEN],
+) -> Result<()> {
     let cipher = A::new_from_slice(key).map_err(|_| invalid("wrong AES key length"))?;
     let nonce = aes_gcm::aead::Nonce::<A>::try_from(&nonce[..]).map_err(|_| crypto("nonce"))?;
+    let tag = aes_gcm::aead::Tag::<A>::try_from(&tag[..]).map_err(|_| crypto("tag"))?;
+    // aes-gcm checks the tag before it decrypts; zero the buffer on failure
+    // anyway, as the trait promises.
     cipher
-        .decrypt(&nonce, Payload { msg: sealed, aad })
-        .map(Zeroizing::new)
-        .map_err(|_| Error::DecryptionFailed)
+        .decrypt_inout_detached(&nonce, aad, (&mut *buf).into(), &tag)
+        .map_err(|_| {
+            buf.zeroize();
+            Error::DecryptionFailed
+        })
 }
 
 impl CipherSuite for RustCrypto {
@@ -145,32 +149,33 @@ impl CipherSuite for RustCrypto {
             .map_err(|_| crypto("HKDF output too long"))
     }
 
-    fn aes_gcm_seal(
+    fn aes_gcm_seal_in_place(
         &self,
         key: &[u8],
         nonce: &[u8; GCM_NONCE_LEN],
         aad: &[u8],
-        plaintext: &[u8],
-    ) -> Result<Vec<u8>> {
+        buf: &mut [u8],
+    ) -> Result<[u8; GCM_TAG_LEN]> {
         match key.len() {
-            16 => gcm_seal::<Aes128Gcm>(key, nonce, aad, plaintext),
-            24 => gcm_seal::<Aes192Gcm>(key, nonce, aad, plaintext),
-            32 => gcm_seal::<Aes256Gcm>(key, nonce, aad, plaintext),
+            16 => gcm_seal::<Aes128Gcm>(key, nonce, aad, buf),
+            24 => gcm_seal::<Aes192Gcm>(key, nonce, aad, buf),
+            32 => gcm_seal::<Aes256Gcm>(key, nonce, aad, buf),
             _ => Err(invalid("wrong AES key length")),
         }
     }
 
-    fn aes_gcm_open(
+    fn aes_gcm_open_in_place(
         &self,
         key: &[u8],
         nonce: &[u8; GCM_NONCE_LEN],
         aad: &[u8],
-        sealed: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>> {
+        buf: &mut [u8],
+        tag: &[u8; GCM_TAG_LEN],
+    ) -> Result<()> {
         match key.len() {
-            16 => gcm_open::<Aes128Gcm>(key, nonce, aad, sealed),
-            24 => gcm_open::<Aes192Gcm>(key, nonce, aad, sealed),
-            32 => gcm_open::<Aes256Gcm>(key, nonce, aad, sealed),
+            16 => gcm_open::<Aes128Gcm>(key, nonce, aad, buf, tag),
+            24 => gcm_open::<Aes192Gcm>(key, nonce, aad, buf, tag),
+            32 => gcm_open::<Aes256Gcm>(key, nonce, aad, buf, tag),
             _ => Err(invalid("wrong AES key length")),
         }
     }

@@ -1,5 +1,6 @@
 //! Cipher-suite benchmarks: KEK generation (RSA-3072), wrap, unwrap, and
-//! envelope seal/open at 1 KiB and 1 MiB, for each suite.
+//! envelope seal/open at 1 KiB, 16 KiB and 1 MiB, and the HKDF and in-place
+//! AES-GCM primitives, for each suite.
 //!
 //! Run: `cargo bench --bench suites --all-features`. Compare with
 //! `openssl speed rsa3072` and `openssl speed -evp aes-128-gcm` in the same
@@ -52,7 +53,7 @@ fn bench_suite<C: CipherSuite>(c: &mut Criterion, suite: C) {
     let dek = Dek::from_bytes(&dek_bytes).expect("dek");
     let id = kek.id();
     let mut env = c.benchmark_group(format!("{name}/envelope-aes128"));
-    for size in [1usize << 10, 1 << 20] {
+    for size in [1usize << 10, 16 << 10, 1 << 20] {
         let plaintext = vec![0x5au8; size];
         let sealed = envelope::seal(&suite, &id, &dek, b"", &plaintext).expect("seal");
         env.throughput(Throughput::Bytes(size as u64));
@@ -64,6 +65,29 @@ fn bench_suite<C: CipherSuite>(c: &mut Criterion, suite: C) {
         });
     }
     env.finish();
+
+    let mut prim = c.benchmark_group(format!("{name}/primitives"));
+    let mut okm = [0u8; 16];
+    prim.bench_function("hkdf-sha256-16", |b| {
+        b.iter(|| {
+            suite
+                .hkdf_sha256(&dek_bytes, &[1; 32], b"info", &mut okm)
+                .expect("hkdf");
+            black_box(&okm);
+        })
+    });
+    let mut buf = vec![0x5au8; 16 << 10];
+    prim.throughput(Throughput::Bytes(buf.len() as u64));
+    prim.bench_function("aes128-gcm-seal-in-place-16k", |b| {
+        b.iter(|| {
+            black_box(
+                suite
+                    .aes_gcm_seal_in_place(&dek_bytes, &[0; 12], b"", &mut buf)
+                    .expect("seal"),
+            )
+        })
+    });
+    prim.finish();
 }
 
 fn suites(c: &mut Criterion) {

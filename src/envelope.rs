@@ -181,10 +181,12 @@ pub fn seal_with_salt_and_nonce<C: CipherSuite + ?Sized>(
     .encode();
     let key = derive_key(suite, dek, &salt, HKDF_INFO, header[4])?;
     let aad = [&header[..], context].concat();
-    let sealed = suite.aes_gcm_seal(&key, &nonce, &aad, plaintext)?;
-    let mut out = Vec::with_capacity(HEADER_LEN + sealed.len());
+    // One allocation and one copy: the plaintext is sealed where it lands.
+    let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
     out.extend_from_slice(&header);
-    out.extend_from_slice(&sealed);
+    out.extend_from_slice(plaintext);
+    let tag = suite.aes_gcm_seal_in_place(&key, &nonce, &aad, &mut out[HEADER_LEN..])?;
+    out.extend_from_slice(&tag);
     Ok(out)
 }
 
@@ -210,7 +212,12 @@ pub fn open<C: CipherSuite + ?Sized>(
     }
     let key = derive_key(suite, dek, &header.salt, HKDF_INFO, envelope[4])?;
     let aad = [&envelope[..HEADER_LEN], context].concat();
-    let mut opened = suite.aes_gcm_open(&key, &header.nonce, &aad, &envelope[HEADER_LEN..])?;
+    let (body, tag) = envelope[HEADER_LEN..].split_at(envelope.len() - OVERHEAD);
+    let mut tag_bytes = [0u8; GCM_TAG_LEN];
+    tag_bytes.copy_from_slice(tag);
+    // Opened where it is copied; the suite zeroes it if authentication fails.
+    let mut opened = Zeroizing::new(body.to_vec());
+    suite.aes_gcm_open_in_place(&key, &header.nonce, &aad, &mut opened, &tag_bytes)?;
     Ok(Plaintext::from(std::mem::take(&mut *opened)))
 }
 

@@ -228,28 +228,30 @@ pub fn encrypt_with_header<C: CipherSuite + ?Sized>(
         .write_all(&head)
         .map_err(|e| io_error("writing output", e))?;
     let size = header.chunk as usize;
-    // Two chunk buffers: the current one and one read ahead, to know which
-    // chunk is the last.
-    let mut current = Zeroizing::new(vec![0u8; size]);
-    let mut next = Zeroizing::new(vec![0u8; size]);
-    let mut len = read_full(&mut input, &mut current)?;
+    // Two chunk buffers (the current one and one read ahead, to know which
+    // chunk is the last), each with room for the tag: every chunk is sealed
+    // in place and written with one call, without allocating per chunk.
+    let mut current = Zeroizing::new(vec![0u8; size + GCM_TAG_LEN]);
+    let mut next = Zeroizing::new(vec![0u8; size + GCM_TAG_LEN]);
+    let mut len = read_full(&mut input, &mut current[..size])?;
     let mut index: u32 = 0;
     let mut total = 0u64;
     loop {
         let next_len = if len == size {
-            read_full(&mut input, &mut next)?
+            read_full(&mut input, &mut next[..size])?
         } else {
             0
         };
         let last = next_len == 0;
-        let sealed = suite.aes_gcm_seal(
+        let tag = suite.aes_gcm_seal_in_place(
             &key,
             &nonce(&header.prefix, index, last),
             &head,
-            &current[..len],
+            &mut current[..len],
         )?;
+        current[len..len + GCM_TAG_LEN].copy_from_slice(&tag);
         output
-            .write_all(&sealed)
+            .write_all(&current[..len + GCM_TAG_LEN])
             .map_err(|e| io_error("writing output", e))?;
         total += len as u64;
         if last {
@@ -304,8 +306,10 @@ pub fn decrypt_after_header<C: CipherSuite + ?Sized>(
     let head = header.encode();
     let key = derive_key(suite, dek, &header.salt, HKDF_INFO, head[4])?;
     let size = header.chunk as usize + GCM_TAG_LEN;
-    let mut current = vec![0u8; size];
-    let mut next = vec![0u8; size];
+    // Chunks are opened in place, so these buffers hold plaintext: wiped on
+    // drop.
+    let mut current = Zeroizing::new(vec![0u8; size]);
+    let mut next = Zeroizing::new(vec![0u8; size]);
     let mut len = read_full(&mut input, &mut current)?;
     let mut index: u32 = 0;
     let mut total = 0u64;
@@ -320,16 +324,21 @@ pub fn decrypt_after_header<C: CipherSuite + ?Sized>(
             0
         };
         let last = next_len == 0;
-        let opened = suite.aes_gcm_open(
+        let body_len = len - GCM_TAG_LEN;
+        let (body, rest) = current.split_at_mut(body_len);
+        let mut tag = [0u8; GCM_TAG_LEN];
+        tag.copy_from_slice(&rest[..GCM_TAG_LEN]);
+        suite.aes_gcm_open_in_place(
             &key,
             &nonce(&header.prefix, index, last),
             &head,
-            &current[..len],
+            body,
+            &tag,
         )?;
         output
-            .write_all(&opened)
+            .write_all(body)
             .map_err(|e| io_error("writing output", e))?;
-        total += opened.len() as u64;
+        total += body_len as u64;
         if last {
             break;
         }

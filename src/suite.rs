@@ -73,25 +73,73 @@ pub trait CipherSuite: Send + Sync + 'static {
     /// `info` into `okm` (at most 255 * 32 bytes).
     fn hkdf_sha256(&self, ikm: &[u8], salt: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()>;
 
-    /// AES-GCM encryption with a 16, 24 or 32-byte `key`: returns the
-    /// ciphertext followed by the 16-byte tag.
+    /// AES-GCM encryption in place with a 16, 24 or 32-byte `key`: `buf`
+    /// holds the plaintext on entry and the ciphertext on return; the
+    /// 16-byte tag is returned.
+    ///
+    /// This is the primitive the envelope and stream formats use: the caller
+    /// owns the buffer, so sealing costs no allocation and no extra copy.
+    fn aes_gcm_seal_in_place(
+        &self,
+        key: &[u8],
+        nonce: &[u8; GCM_NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> Result<[u8; GCM_TAG_LEN]>;
+
+    /// AES-GCM decryption in place: `buf` holds the ciphertext on entry and
+    /// the plaintext on a successful return. On any failure (a wrong key,
+    /// nonce, `aad` or `tag`, or a changed byte) the result is
+    /// [`Error::DecryptionFailed`](crate::Error::DecryptionFailed) and `buf`
+    /// is zeroed, so unauthenticated plaintext never reaches the caller.
+    fn aes_gcm_open_in_place(
+        &self,
+        key: &[u8],
+        nonce: &[u8; GCM_NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; GCM_TAG_LEN],
+    ) -> Result<()>;
+
+    /// AES-GCM encryption into a new buffer: returns the ciphertext followed
+    /// by the 16-byte tag. Provided on top of
+    /// [`aes_gcm_seal_in_place`](CipherSuite::aes_gcm_seal_in_place).
     fn aes_gcm_seal(
         &self,
         key: &[u8],
         nonce: &[u8; GCM_NONCE_LEN],
         aad: &[u8],
         plaintext: &[u8],
-    ) -> Result<Vec<u8>>;
+    ) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(plaintext.len() + GCM_TAG_LEN);
+        out.extend_from_slice(plaintext);
+        let tag = self.aes_gcm_seal_in_place(key, nonce, aad, &mut out)?;
+        out.extend_from_slice(&tag);
+        Ok(out)
+    }
 
-    /// AES-GCM decryption of ciphertext-then-tag; any tampering is
-    /// [`Error::DecryptionFailed`](crate::Error::DecryptionFailed).
+    /// AES-GCM decryption of ciphertext-then-tag into a new buffer; any
+    /// tampering is [`Error::DecryptionFailed`](crate::Error::DecryptionFailed).
+    /// Provided on top of
+    /// [`aes_gcm_open_in_place`](CipherSuite::aes_gcm_open_in_place).
     fn aes_gcm_open(
         &self,
         key: &[u8],
         nonce: &[u8; GCM_NONCE_LEN],
         aad: &[u8],
         sealed: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>>;
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let body_len = sealed
+            .len()
+            .checked_sub(GCM_TAG_LEN)
+            .ok_or(crate::Error::DecryptionFailed)?;
+        let (body, tag) = sealed.split_at(body_len);
+        let mut tag_bytes = [0u8; GCM_TAG_LEN];
+        tag_bytes.copy_from_slice(tag);
+        let mut out = Zeroizing::new(body.to_vec());
+        self.aes_gcm_open_in_place(key, nonce, aad, &mut out, &tag_bytes)?;
+        Ok(out)
+    }
 
     /// Fills `buf` from the operating system's CSPRNG.
     fn fill_random(&self, buf: &mut [u8]) -> Result<()>;
@@ -115,23 +163,24 @@ impl<T: CipherSuite + ?Sized> CipherSuite for Box<T> {
     fn hkdf_sha256(&self, ikm: &[u8], salt: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
         (**self).hkdf_sha256(ikm, salt, info, okm)
     }
-    fn aes_gcm_seal(
+    fn aes_gcm_seal_in_place(
         &self,
         key: &[u8],
         nonce: &[u8; GCM_NONCE_LEN],
         aad: &[u8],
-        plaintext: &[u8],
-    ) -> Result<Vec<u8>> {
-        (**self).aes_gcm_seal(key, nonce, aad, plaintext)
+        buf: &mut [u8],
+    ) -> Result<[u8; GCM_TAG_LEN]> {
+        (**self).aes_gcm_seal_in_place(key, nonce, aad, buf)
     }
-    fn aes_gcm_open(
+    fn aes_gcm_open_in_place(
         &self,
         key: &[u8],
         nonce: &[u8; GCM_NONCE_LEN],
         aad: &[u8],
-        sealed: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>> {
-        (**self).aes_gcm_open(key, nonce, aad, sealed)
+        buf: &mut [u8],
+        tag: &[u8; GCM_TAG_LEN],
+    ) -> Result<()> {
+        (**self).aes_gcm_open_in_place(key, nonce, aad, buf, tag)
     }
     fn fill_random(&self, buf: &mut [u8]) -> Result<()> {
         (**self).fill_random(buf)

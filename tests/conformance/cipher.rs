@@ -92,6 +92,71 @@ pub fn aes_gcm_known_answers<C: CipherSuite>(suite: &C) {
     ));
 }
 
+/// The in-place primitives give the same bytes as the allocating ones, and a
+/// failed open leaves no unauthenticated plaintext behind (the buffer is
+/// zeroed), whatever was wrong.
+pub fn aes_gcm_in_place<C: CipherSuite>(suite: &C) {
+    let nonce = [9u8; 12];
+    for len in [16, 24, 32] {
+        let key = vec![len as u8; len];
+        for size in [0usize, 1, 15, 16, 17, 4096, 70_000] {
+            let plaintext = pattern(size);
+            let mut buf = plaintext.clone();
+            let tag = suite
+                .aes_gcm_seal_in_place(&key, &nonce, b"aad", &mut buf)
+                .unwrap();
+            let sealed = suite
+                .aes_gcm_seal(&key, &nonce, b"aad", &plaintext)
+                .unwrap();
+            assert_eq!(&sealed[..size], &buf[..], "key {len}, size {size}");
+            assert_eq!(&sealed[size..], &tag[..], "key {len}, size {size}");
+            let ciphertext = buf.clone();
+            suite
+                .aes_gcm_open_in_place(&key, &nonce, b"aad", &mut buf, &tag)
+                .unwrap();
+            assert_eq!(buf, plaintext);
+
+            // Wrong aad, wrong tag, a flipped ciphertext bit: all the same
+            // error, and the buffer comes back zeroed.
+            let mut bad_tag = tag;
+            bad_tag[0] ^= 1;
+            let mut flipped = ciphertext.clone();
+            if let Some(b) = flipped.first_mut() {
+                *b ^= 0x80;
+            }
+            for (aad, mut body, tag) in [
+                (&b"AAD"[..], ciphertext.clone(), tag),
+                (&b"aad"[..], ciphertext.clone(), bad_tag),
+                (&b"aad"[..], flipped, if size == 0 { bad_tag } else { tag }),
+            ] {
+                assert!(matches!(
+                    suite.aes_gcm_open_in_place(&key, &nonce, aad, &mut body, &tag),
+                    Err(Error::DecryptionFailed)
+                ));
+                assert!(body.iter().all(|&b| b == 0), "key {len}, size {size}");
+            }
+        }
+    }
+    assert!(matches!(
+        suite.aes_gcm_seal_in_place(&[0; 20], &nonce, b"", &mut [1, 2, 3]),
+        Err(Error::InvalidKey { .. })
+    ));
+}
+
+/// HKDF edge cases agree between suites: RFC 5869 test case 3 (empty salt
+/// and info) and an empty output.
+pub fn hkdf_edges<C: CipherSuite>(suite: &C) {
+    let mut okm = [0u8; 42];
+    suite.hkdf_sha256(&[0x0b; 22], b"", b"", &mut okm).unwrap();
+    assert_eq!(
+        hex::encode(okm),
+        "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8"
+    );
+    suite
+        .hkdf_sha256(&[1; 16], &[2; 32], b"x", &mut [])
+        .unwrap();
+}
+
 /// Random bytes come from a CSPRNG: two draws differ and are not all zero.
 pub fn random_bytes<C: CipherSuite>(suite: &C) {
     let mut a = [0u8; 32];
@@ -411,6 +476,14 @@ macro_rules! cipher_conformance {
             #[test]
             fn aes_gcm_known_answers() {
                 super::aes_gcm_known_answers(&$suite);
+            }
+            #[test]
+            fn aes_gcm_in_place() {
+                super::aes_gcm_in_place(&$suite);
+            }
+            #[test]
+            fn hkdf_edges() {
+                super::hkdf_edges(&$suite);
             }
             #[test]
             fn random_bytes() {
