@@ -650,13 +650,15 @@ fn create_private_file(path: &Path) -> Result<(PathBuf, File), Failure> {
 }
 
 /// Where output goes: a temporary file renamed into place on success (and
-/// removed on failure), or stdout.
+/// removed on failure); or, for an existing path that is not a regular file
+/// (`/dev/null`, a FIFO, a terminal), that path written directly; or stdout.
 enum Sink {
     File {
         tmp: PathBuf,
         dest: PathBuf,
         file: File,
     },
+    Special(File),
     Stdout(std::io::Stdout),
 }
 
@@ -665,6 +667,19 @@ impl Sink {
         let Some(dest) = out else {
             return Ok(Sink::Stdout(std::io::stdout()));
         };
+        // Renaming a temporary file over a device or a FIFO would replace it
+        // (as root, `--out /dev/null` would leave a regular file there):
+        // such outputs are written in place; they have no partial file to
+        // protect anyway.
+        if let Ok(meta) = std::fs::metadata(dest) {
+            if !meta.is_file() && !meta.is_dir() {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(dest)
+                    .map_err(|e| io_failure(format!("cannot open {}", dest.display()), e))?;
+                return Ok(Sink::Special(file));
+            }
+        }
         let name = dest
             .file_name()
             .ok_or_else(|| usage(format!("--out {}: not a file name", dest.display())))?;
@@ -688,7 +703,9 @@ impl Sink {
 
     fn writer(&mut self) -> Box<dyn Write + '_> {
         match self {
-            Sink::File { file, .. } => Box::new(std::io::BufWriter::with_capacity(1 << 16, file)),
+            Sink::File { file, .. } | Sink::Special(file) => {
+                Box::new(std::io::BufWriter::with_capacity(1 << 16, file))
+            }
             Sink::Stdout(out) => Box::new(std::io::BufWriter::with_capacity(1 << 16, out)),
         }
     }

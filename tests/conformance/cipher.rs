@@ -149,7 +149,9 @@ pub fn hkdf_edges<C: CipherSuite>(suite: &C) {
     let mut okm = [0u8; 42];
     // A call with other inputs first: nothing may carry over between calls
     // (the OpenSSL suite reuses one context per thread).
-    suite.hkdf_sha256(&[7; 40], &[1; 32], b"earlier info", &mut okm).unwrap();
+    suite
+        .hkdf_sha256(&[7; 40], &[1; 32], b"earlier info", &mut okm)
+        .unwrap();
     suite.hkdf_sha256(&[0x0b; 22], b"", b"", &mut okm).unwrap();
     assert_eq!(
         hex::encode(okm),

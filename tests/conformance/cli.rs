@@ -235,6 +235,38 @@ fn cli_end_to_end() {
     );
     assert_eq!(out.stdout, b"Stephan Richter");
 
+    // An output that is not a regular file (here a FIFO; /dev/null is the
+    // same case) is written in place, never replaced by a renamed file.
+    let fifo = dir.join("out.fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    let out = run(
+        &[
+            "decrypt",
+            "--kek",
+            "kek.pem",
+            "--in",
+            "small.kss",
+            "--out",
+            "out.fifo",
+        ],
+        dir,
+        &env,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // (Checked before joining: a replaced FIFO would leave the reader
+    // blocked.)
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert_eq!(reader.join().unwrap(), b"Stephan Richter");
+
     // Tampered, truncated, wrong KEK: exit 5, a clear line, no output file.
     let sealed = std::fs::read(dir.join("sealed.kss")).unwrap();
     let mut tampered = sealed.clone();
