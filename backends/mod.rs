@@ -15,7 +15,7 @@ mod rustcrypto;
 #[cfg(feature = "cipher-openssl")]
 pub use self::openssl::OpenSsl;
 #[cfg(feature = "storage-file")]
-pub use file::{Durability, FileStorage};
+pub use file::{Durability, FileStorage, DEFAULT_CACHE_RECORDS};
 #[cfg(feature = "storage-memory")]
 pub use memory::MemoryStorage;
 #[cfg(feature = "cipher-rustcrypto")]

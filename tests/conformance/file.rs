@@ -58,6 +58,9 @@ async fn damaged_records_are_reported_as_corrupt() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     let store = FileStorage::open(&dir).await.unwrap();
+    // Read every record from its file (this process damages them behind the
+    // store's back; the cache would rightly keep serving the good copies).
+    store.set_cache_capacity(0);
     for n in 0..4 {
         store.put(&record(n)).await.unwrap();
     }
@@ -90,6 +93,48 @@ async fn damaged_records_are_reported_as_corrupt() {
             reason: "record belongs to another key id",
             ..
         })
+    ));
+}
+
+#[tokio::test]
+async fn the_record_cache_is_bounded_and_forgets_deleted_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = FileStorage::open(&dir).await.unwrap();
+    store.set_cache_capacity(2);
+    for n in 0..5 {
+        store.put(&record(n)).await.unwrap();
+    }
+    // A cached record is served without its file (here: the file is gone,
+    // removed behind the store's back), the others are read from disk.
+    let hits: Vec<bool> = {
+        let mut hits = Vec::new();
+        for n in 0..5 {
+            let path = record_path(&dir, n);
+            let bytes = std::fs::read(&path).unwrap();
+            std::fs::remove_file(&path).unwrap();
+            hits.push(store.get(record(n).key_id()).await.is_ok());
+            std::fs::write(&path, bytes).unwrap();
+        }
+        hits
+    };
+    assert_eq!(hits.iter().filter(|&&h| h).count(), 2, "{hits:?}");
+    for n in 0..5 {
+        assert_eq!(store.get(record(n).key_id()).await.unwrap(), record(n));
+    }
+    // Deleting removes a record from memory as well as from disk.
+    let id = *record(4).key_id();
+    assert!(store.contains(&id).await.unwrap());
+    assert!(store.delete(&id).await.unwrap());
+    assert!(matches!(store.get(&id).await, Err(Error::NotFound { .. })));
+    assert!(!store.contains(&id).await.unwrap());
+    // Shrinking the cache to nothing sends every read to disk.
+    store.set_cache_capacity(0);
+    let path = record_path(&dir, 0);
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(
+        store.get(record(0).key_id()).await,
+        Err(Error::NotFound { .. })
     ));
 }
 
