@@ -101,20 +101,22 @@ done
 say "streaming 1 GiB file (page cache) to /dev/null, each suite"
 head -c 1073741824 /dev/urandom > big.bin
 cat big.bin > /dev/null
+per_gib() { # label command...: runs the command on 1 GiB and prints MB/s
+  local label=$1 s e
+  shift
+  s=$(date +%s.%N)
+  KEYSERVER_REPORT_PEAK_RSS=1 "$@"
+  e=$(date +%s.%N)
+  echo "$label 1 GiB: $(echo "1073.741824 / ($e - $s)" | bc -l | cut -c1-7) MB/s"
+}
 for suite in rustcrypto openssl; do
   for _ in 1 2; do
-    s=$(date +%s.%N)
-    KEYSERVER_REPORT_PEAK_RSS=1 "$B" encrypt --suite $suite --kek kek.pem --in big.bin --out /dev/null
-    e=$(date +%s.%N)
-    echo "$suite encrypt 1 GiB: $(echo "1073.741824 / ($e - $s)" | bc -l | cut -c1-7) MB/s"
+    per_gib "$suite encrypt" "$B" encrypt --suite $suite --kek kek.pem --in big.bin --out /dev/null
   done
 done
 "$B" encrypt --kek kek.pem --in big.bin --out big.kss
 for suite in rustcrypto openssl; do
-  s=$(date +%s.%N)
-  KEYSERVER_REPORT_PEAK_RSS=1 "$B" decrypt --suite $suite --kek kek.pem --in big.kss --out /dev/null
-  e=$(date +%s.%N)
-  echo "$suite decrypt 1 GiB: $(echo "1073.741824 / ($e - $s)" | bc -l | cut -c1-7) MB/s"
+  per_gib "$suite decrypt" "$B" decrypt --suite $suite --kek kek.pem --in big.kss --out /dev/null
 done
 stop
 say done

@@ -164,6 +164,10 @@ struct ServeArgs {
     /// Background threads refilling the pool [default: 1].
     #[arg(long, env = "KEYSERVER_KEK_WORKERS")]
     kek_workers: Option<usize>,
+    /// Wrapped-DEK records file storage keeps in memory; 0 reads every
+    /// request's record from disk [default: 16384].
+    #[arg(long, env = "KEYSERVER_CACHE_RECORDS")]
+    cache_records: Option<usize>,
 }
 
 /// The configuration file: every field optional; flags and environment win.
@@ -181,6 +185,7 @@ struct FileConfig {
     max_body: Option<usize>,
     kek_pool: Option<usize>,
     kek_workers: Option<usize>,
+    cache_records: Option<usize>,
     log_format: Option<LogFormat>,
 }
 
@@ -440,6 +445,11 @@ async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Result<(), Fai
         other => match other.strip_prefix("file:") {
             Some(dir) if !dir.is_empty() => {
                 let store = backends::FileStorage::open(dir).await?;
+                store.set_cache_capacity(
+                    args.cache_records
+                        .or(file.cache_records)
+                        .unwrap_or(backends::DEFAULT_CACHE_RECORDS),
+                );
                 serve_with_suite(suite, store, strength, pool, config, &storage_label).await
             }
             _ => Err(usage(format!(

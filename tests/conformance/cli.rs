@@ -410,7 +410,7 @@ fn serve_reads_a_config_file_and_flags_win() {
     let dir = tmp.path();
     std::fs::write(
         dir.join("keyserver.toml"),
-        "storage = \"memory\"\nstrength = 192\nmax_body = 4096\n",
+        "storage = \"memory\"\nstrength = 192\nmax_body = 4096\ncache_records = 0\n",
     )
     .unwrap();
     let mut child = Command::new(BIN)
