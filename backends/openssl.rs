@@ -155,6 +155,15 @@ fn gcm_cipher(key: &[u8]) -> Result<&'static CipherRef> {
 /// `EVP_CipherUpdate` takes an `int` length: feed large buffers in pieces.
 const UPDATE_PIECE: usize = 1 << 30;
 
+/// Feeds the associated data (GCM accepts it in several updates; each
+/// update takes an `int` length).
+fn gcm_aad(ctx: &mut CipherCtx, aad: &[u8]) -> std::result::Result<(), ()> {
+    for piece in aad.chunks(UPDATE_PIECE) {
+        ctx.cipher_update(piece, None).map_err(|_| ())?;
+    }
+    Ok(())
+}
+
 /// Runs the AES-GCM data pass over `buf` in place (encrypting or decrypting,
 /// as `ctx` was initialised).
 fn gcm_update_in_place(ctx: &mut CipherCtx, buf: &mut [u8]) -> std::result::Result<(), ()> {
@@ -248,7 +257,7 @@ impl CipherSuite for OpenSsl {
         let mut ctx = CipherCtx::new().map_err(fail)?;
         ctx.encrypt_init(Some(cipher), Some(key), Some(nonce))
             .map_err(fail)?;
-        ctx.cipher_update(aad, None).map_err(fail)?;
+        gcm_aad(&mut ctx, aad).map_err(|()| crypto("AES-GCM encryption"))?;
         gcm_update_in_place(&mut ctx, buf).map_err(|()| crypto("AES-GCM encryption"))?;
         ctx.cipher_final(&mut []).map_err(fail)?;
         let mut tag = [0u8; GCM_TAG_LEN];
@@ -275,7 +284,7 @@ impl CipherSuite for OpenSsl {
             ctx.decrypt_init(Some(cipher), Some(key), Some(nonce))
                 .map_err(|_| ())?;
             ctx.set_tag(tag).map_err(|_| ())?;
-            ctx.cipher_update(aad, None).map_err(|_| ())?;
+            gcm_aad(&mut ctx, aad)?;
             gcm_update_in_place(&mut ctx, buf)?;
             ctx.cipher_final(&mut []).map_err(|_| ())?;
             Ok(())
