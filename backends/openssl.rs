@@ -311,7 +311,10 @@ impl CipherSuite for OpenSsl {
 /// OpenSSL frees without wiping, leaving a copy of the DEK in freed memory.
 /// Here the KDF is fetched once per process and the parameters point at the
 /// caller's buffers: OpenSSL keeps its own copies inside the context and
-/// wipes them when the context is freed.
+/// wipes them when the context is freed. What remains (about 3 µs) is inside
+/// OpenSSL 3.0's HKDF, whose one-shot `HMAC()` looks HMAC and the digest up
+/// by name on every call; reusing a context per thread did not help, and
+/// OpenSSL 3.0 cannot duplicate HKDF contexts (BENCHMARKS.md).
 #[allow(unsafe_code)]
 mod kdf {
     use std::ffi::{c_void, CStr};

@@ -24,7 +24,8 @@ pub const GCM_TAG_LEN: usize = 16;
 /// so the KeyId is defined in exactly one place and no suite can make a
 /// different one.
 ///
-/// Implementations: `RustCrypto` (feature `cipher-rustcrypto`).
+/// Implementations: `RustCrypto` (feature `cipher-rustcrypto`) and `OpenSsl`
+/// (feature `cipher-openssl`).
 ///
 /// [`Kek::public_key_der`]: crate::Kek::public_key_der
 ///
@@ -49,6 +50,13 @@ pub const GCM_TAG_LEN: usize = 16;
 /// assert_eq!(sealed.len(), 5 + 16);
 /// let opened = suite.aes_gcm_open(&key, &[0; 12], b"aad", &sealed)?;
 /// assert_eq!(&opened[..], b"hello");
+///
+/// // In place: no allocation, the tag comes back separately.
+/// let mut buf = *b"hello";
+/// let tag = suite.aes_gcm_seal_in_place(&key, &[0; 12], b"aad", &mut buf)?;
+/// assert_eq!((&buf[..], &tag[..]), sealed.split_at(5));
+/// suite.aes_gcm_open_in_place(&key, &[0; 12], b"aad", &mut buf, &tag)?;
+/// assert_eq!(&buf, b"hello");
 /// # }
 /// # Ok::<(), keyserver::Error>(())
 /// ```
