@@ -116,6 +116,18 @@ struct Cache {
     epoch: u64,
 }
 
+impl Cache {
+    /// Drops arbitrary entries until at most `limit` remain.
+    fn shrink_to(&mut self, limit: usize) {
+        while self.records.len() > limit {
+            match self.records.keys().next().copied() {
+                Some(victim) => self.records.remove(&victim),
+                None => break,
+            };
+        }
+    }
+}
+
 impl Inner {
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
         // The cache is consistent after any panic (single-step updates).
@@ -136,10 +148,9 @@ impl Inner {
         if cache.epoch != epoch || cache.capacity == 0 {
             return;
         }
-        if cache.records.len() >= cache.capacity && !cache.records.contains_key(record.key_id()) {
-            if let Some(victim) = cache.records.keys().next().copied() {
-                cache.records.remove(&victim);
-            }
+        if !cache.records.contains_key(record.key_id()) {
+            let room = cache.capacity.saturating_sub(1);
+            cache.shrink_to(room);
         }
         cache.records.insert(*record.key_id(), record.clone());
     }
@@ -198,12 +209,7 @@ impl FileStorage {
     pub fn set_cache_capacity(&self, records: usize) {
         let mut cache = self.inner.cache();
         cache.capacity = records;
-        while cache.records.len() > records {
-            match cache.records.keys().next().copied() {
-                Some(victim) => cache.records.remove(&victim),
-                None => break,
-            };
-        }
+        cache.shrink_to(records);
     }
 }
 

@@ -212,12 +212,8 @@ pub fn open<C: CipherSuite + ?Sized>(
     }
     let key = derive_key(suite, dek, &header.salt, HKDF_INFO, envelope[4])?;
     let aad = [&envelope[..HEADER_LEN], context].concat();
-    let (body, tag) = envelope[HEADER_LEN..].split_at(envelope.len() - OVERHEAD);
-    let mut tag_bytes = [0u8; GCM_TAG_LEN];
-    tag_bytes.copy_from_slice(tag);
-    // Opened where it is copied; the suite zeroes it if authentication fails.
-    let mut opened = Zeroizing::new(body.to_vec());
-    suite.aes_gcm_open_in_place(&key, &header.nonce, &aad, &mut opened, &tag_bytes)?;
+    // One copy, opened in place (zeroed by the suite if authentication fails).
+    let mut opened = suite.aes_gcm_open(&key, &header.nonce, &aad, &envelope[HEADER_LEN..])?;
     Ok(Plaintext::from(std::mem::take(&mut *opened)))
 }
 
