@@ -378,7 +378,7 @@ impl Inner {
         if bytes.len() as u64 > MAX_RECORD_LEN {
             return Err(Error::CorruptRecord {
                 key_id: *id,
-                reason: "file too large",
+                reason: "file too large".into(),
             });
         }
         WrappedDek::decode(&bytes, id)

@@ -61,7 +61,9 @@ fn crypto(operation: &'static str) -> Error {
 }
 
 fn invalid(reason: &'static str) -> Error {
-    Error::InvalidKey { reason }
+    Error::InvalidKey {
+        reason: reason.into(),
+    }
 }
 
 fn check_rsa_bits(bits: u32) -> Result<()> {

@@ -55,7 +55,9 @@ fn crypto(operation: &'static str) -> Error {
 }
 
 fn invalid(reason: &'static str) -> Error {
-    Error::InvalidKey { reason }
+    Error::InvalidKey {
+        reason: reason.into(),
+    }
 }
 
 /// A big-endian unsigned integer of exactly its own byte width.

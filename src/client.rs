@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 
+use crate::api::KeyService;
 use crate::envelope;
 use crate::record::unwrap_record;
 use crate::{CipherSuite, Dek, Encryption, Kek, KeyId, Plaintext, Result, Strength, Transport};
@@ -104,8 +105,16 @@ impl<T: Transport> KeyClient<T> {
         }
     }
 
-    /// Sets how long a fetched DEK is served from the cache; zero fetches on
-    /// every use.
+    /// Sets the cache TTL: how long a fetched DEK is served from the cache;
+    /// zero fetches on every use. (The network time limit is the
+    /// transport's, `ClientOptions::timeout`.)
+    pub fn with_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.timeout = ttl;
+        self
+    }
+
+    /// The former name of [`KeyClient::with_cache_ttl`].
+    #[deprecated(note = "use with_cache_ttl: this is the cache TTL, not a network timeout")]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -129,7 +138,13 @@ impl<T: Transport> KeyClient<T> {
         self
     }
 
-    /// The cache timeout.
+    /// The cache TTL ([`KeyClient::with_cache_ttl`]).
+    pub fn cache_ttl(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The former name of [`KeyClient::cache_ttl`].
+    #[deprecated(note = "use cache_ttl")]
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
@@ -229,7 +244,7 @@ impl<T: Transport> KeyClient<T> {
     /// The transport's errors; for client-side unwrap also
     /// [`Error::Policy`](crate::Error::Policy), [`Error::UnwrapFailed`](crate::Error::UnwrapFailed) and
     /// [`Error::CorruptRecord`](crate::Error::CorruptRecord).
-    pub async fn dek(&self, kek: &Kek) -> Result<Dek> {
+    pub async fn get(&self, kek: &Kek) -> Result<Dek> {
         let id = kek.id();
         if let Some(dek) = self.cached(&id) {
             return Ok(dek);
@@ -258,6 +273,49 @@ impl<T: Transport> KeyClient<T> {
             inflight.remove(&id);
         }
         result
+    }
+
+    /// The former name of [`KeyClient::get`].
+    ///
+    /// # Errors
+    /// As for [`KeyClient::get`].
+    #[deprecated(note = "use get (the one name for the DEK of a KEK)")]
+    pub async fn dek(&self, kek: &Kek) -> Result<Dek> {
+        self.get(kek).await
+    }
+
+    /// Asks the server for a KEK of `strength` (`None`: the server's
+    /// default).
+    ///
+    /// # Errors
+    /// [`Error::Policy`](crate::Error::Policy) for a strength the server
+    /// refuses; the transport's errors.
+    pub async fn generate_with_strength(&self, strength: Option<Strength>) -> Result<Kek> {
+        self.transport.generate(strength).await
+    }
+
+    /// Whether the server stores a key under `key_id`.
+    ///
+    /// # Errors
+    /// The transport's errors.
+    pub async fn contains(&self, key_id: &KeyId) -> Result<bool> {
+        self.transport.contains(key_id).await
+    }
+
+    /// The stored record of `key_id` (what client-side unwrap fetches).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound); the transport's errors.
+    pub async fn get_wrapped(&self, key_id: &KeyId) -> Result<crate::WrappedDek> {
+        self.transport.get_wrapped(key_id).await
+    }
+
+    /// The server's status.
+    ///
+    /// # Errors
+    /// The transport's errors.
+    pub async fn status(&self) -> Result<crate::Status> {
+        self.transport.status().await
     }
 
     async fn fetch(&self, kek: &Kek) -> Result<Dek> {
@@ -294,11 +352,11 @@ impl<T: Transport> fmt::Debug for KeyClient<T> {
 #[async_trait]
 impl<T: Transport> Encryption for KeyClient<T> {
     async fn generate(&self) -> Result<Kek> {
-        self.transport.generate(None).await
+        self.generate_with_strength(None).await
     }
 
     async fn get(&self, kek: &Kek) -> Result<Dek> {
-        self.dek(kek).await
+        KeyClient::get(self, kek).await
     }
 
     async fn encrypt_with_context(
@@ -307,7 +365,7 @@ impl<T: Transport> Encryption for KeyClient<T> {
         plaintext: &[u8],
         context: &[u8],
     ) -> Result<Vec<u8>> {
-        let dek = self.dek(kek).await?;
+        let dek = self.get(kek).await?;
         envelope::seal(&*self.suite, &kek.id(), &dek, context, plaintext)
     }
 
@@ -318,7 +376,7 @@ impl<T: Transport> Encryption for KeyClient<T> {
         context: &[u8],
     ) -> Result<Plaintext> {
         envelope::Header::parse_for(ciphertext, kek)?;
-        let dek = self.dek(kek).await?;
+        let dek = self.get(kek).await?;
         envelope::open(&*self.suite, &dek, context, ciphertext)
     }
 }

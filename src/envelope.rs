@@ -76,7 +76,9 @@ impl Header {
     /// [`Error::MalformedCiphertext`] for a wrong magic, an unknown version or
     /// algorithm, or a truncated envelope.
     pub fn parse(envelope: &[u8]) -> Result<Self> {
-        let malformed = |reason| Error::MalformedCiphertext { reason };
+        let malformed = |reason: &'static str| Error::MalformedCiphertext {
+            reason: reason.into(),
+        };
         if envelope.len() < 4 || &envelope[..3] != MAGIC {
             return Err(malformed("not a keyserver ciphertext"));
         }

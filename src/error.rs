@@ -1,5 +1,6 @@
 //! The one public error type of the crate.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::KeyId;
@@ -40,7 +41,7 @@ pub enum Error {
     #[error("invalid key: {reason}")]
     InvalidKey {
         /// What is wrong with it (never the key itself).
-        reason: &'static str,
+        reason: Cow<'static, str>,
     },
 
     /// The KEK given does not open the stored wrapped DEK.
@@ -71,7 +72,7 @@ pub enum Error {
         /// The key id the record is stored under.
         key_id: KeyId,
         /// What failed (checksum, version, length...).
-        reason: &'static str,
+        reason: Cow<'static, str>,
     },
 
     /// The storage backend failed (I/O, permissions, full disk...).
@@ -110,7 +111,7 @@ pub enum Error {
     #[error("malformed ciphertext: {reason}")]
     MalformedCiphertext {
         /// What is wrong with its structure.
-        reason: &'static str,
+        reason: Cow<'static, str>,
     },
 
     /// The ciphertext was sealed under another key than the one given.
@@ -161,39 +162,154 @@ pub enum Error {
 
     /// A bug or an unexpected state; never caused by input.
     #[error("internal error: {0}")]
-    Internal(&'static str),
+    Internal(Cow<'static, str>),
+
+    /// A request the server could not take as a call of the wire API: it does
+    /// not parse, is not a call, names no known method, or has parameters of
+    /// the wrong number or type. `code` is the JSON-RPC 2.0 number used on
+    /// both protocols.
+    #[error("{message}")]
+    Protocol {
+        /// Which of the protocol-level failures it is.
+        code: ErrorCode,
+        /// What was expected (never the request itself: it may hold a KEK).
+        message: String,
+    },
 }
 
-/// Stable wire error codes, one per kind of failure.
+/// The stable wire error codes, one per kind of failure.
 ///
-/// These numbers are part of the protocol and never change meaning.
+/// The numbers are part of the protocol (`docs/PROTOCOL.md`) and never change
+/// meaning. 1 to 11 are keyserver's own; the negative ones are JSON-RPC 2.0's
+/// protocol-level codes, which the XML-RPC endpoint uses too. An error keeps
+/// its code across the wire: [`Error::from_wire`] turns the code back into the
+/// variant the server had.
+///
+/// ```
+/// use keyserver::ErrorCode;
+///
+/// assert_eq!(ErrorCode::NotFound.number(), 1);
+/// assert_eq!(ErrorCode::from_number(-32601), Some(ErrorCode::MethodNotFound));
+/// assert_eq!(ErrorCode::from_number(99), None);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// 1: no record under this key id.
+    NotFound,
+    /// 2: invalid key or key id.
+    InvalidKey,
+    /// 3: the KEK does not unwrap the record.
+    UnwrapFailed,
+    /// 4: security policy violation.
+    Policy,
+    /// 5: storage or I/O failure (including corrupt records and duplicate ids).
+    Storage,
+    /// 6: request or input too large.
+    TooLarge,
+    /// 7: internal error (including cipher-suite failures and time-outs).
+    Internal,
+    /// 8: ciphertext failed authentication.
+    DecryptionFailed,
+    /// 9: ciphertext structure not understood.
+    MalformedCiphertext,
+    /// 10: ciphertext sealed under another key.
+    KeyMismatch,
+    /// 11: client-side transport failure (never sent by a server).
+    Transport,
+    /// -32700: the request does not parse.
+    ParseError,
+    /// -32600: the request is not a valid call object.
+    InvalidRequest,
+    /// -32601: no such method.
+    MethodNotFound,
+    /// -32602: parameters missing or of the wrong type.
+    InvalidParams,
+}
+
+impl ErrorCode {
+    /// Every code, in the order of [`ErrorCode::number`] for keyserver's own.
+    pub const ALL: [ErrorCode; 15] = [
+        ErrorCode::NotFound,
+        ErrorCode::InvalidKey,
+        ErrorCode::UnwrapFailed,
+        ErrorCode::Policy,
+        ErrorCode::Storage,
+        ErrorCode::TooLarge,
+        ErrorCode::Internal,
+        ErrorCode::DecryptionFailed,
+        ErrorCode::MalformedCiphertext,
+        ErrorCode::KeyMismatch,
+        ErrorCode::Transport,
+        ErrorCode::ParseError,
+        ErrorCode::InvalidRequest,
+        ErrorCode::MethodNotFound,
+        ErrorCode::InvalidParams,
+    ];
+
+    /// The number sent on the wire.
+    pub const fn number(self) -> i32 {
+        match self {
+            ErrorCode::NotFound => 1,
+            ErrorCode::InvalidKey => 2,
+            ErrorCode::UnwrapFailed => 3,
+            ErrorCode::Policy => 4,
+            ErrorCode::Storage => 5,
+            ErrorCode::TooLarge => 6,
+            ErrorCode::Internal => 7,
+            ErrorCode::DecryptionFailed => 8,
+            ErrorCode::MalformedCiphertext => 9,
+            ErrorCode::KeyMismatch => 10,
+            ErrorCode::Transport => 11,
+            ErrorCode::ParseError => -32700,
+            ErrorCode::InvalidRequest => -32600,
+            ErrorCode::MethodNotFound => -32601,
+            ErrorCode::InvalidParams => -32602,
+        }
+    }
+
+    /// The code with this wire number, if there is one.
+    pub fn from_number(number: i32) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.number() == number)
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.number())
+    }
+}
+
+/// The wire error codes as plain integers (see [`ErrorCode`]).
 pub mod codes {
+    use super::ErrorCode;
+
     /// No record under this key id.
-    pub const NOT_FOUND: i32 = 1;
+    pub const NOT_FOUND: i32 = ErrorCode::NotFound.number();
     /// Invalid key or key id.
-    pub const INVALID_KEY: i32 = 2;
+    pub const INVALID_KEY: i32 = ErrorCode::InvalidKey.number();
     /// The KEK does not unwrap the record.
-    pub const UNWRAP_FAILED: i32 = 3;
+    pub const UNWRAP_FAILED: i32 = ErrorCode::UnwrapFailed.number();
     /// Security policy violation.
-    pub const POLICY: i32 = 4;
+    pub const POLICY: i32 = ErrorCode::Policy.number();
     /// Storage or I/O failure (including corrupt records and duplicate ids).
-    pub const STORAGE: i32 = 5;
+    pub const STORAGE: i32 = ErrorCode::Storage.number();
     /// Request or input too large.
-    pub const TOO_LARGE: i32 = 6;
+    pub const TOO_LARGE: i32 = ErrorCode::TooLarge.number();
     /// Internal error (including cipher-suite failures).
-    pub const INTERNAL: i32 = 7;
+    pub const INTERNAL: i32 = ErrorCode::Internal.number();
     /// Ciphertext failed authentication.
-    pub const DECRYPTION_FAILED: i32 = 8;
+    pub const DECRYPTION_FAILED: i32 = ErrorCode::DecryptionFailed.number();
     /// Ciphertext structure not understood.
-    pub const MALFORMED_CIPHERTEXT: i32 = 9;
+    pub const MALFORMED_CIPHERTEXT: i32 = ErrorCode::MalformedCiphertext.number();
     /// Ciphertext sealed under another key.
-    pub const KEY_MISMATCH: i32 = 10;
+    pub const KEY_MISMATCH: i32 = ErrorCode::KeyMismatch.number();
     /// Client-side transport failure (never sent by a server).
-    pub const TRANSPORT: i32 = 11;
+    pub const TRANSPORT: i32 = ErrorCode::Transport.number();
 }
 
 impl Error {
-    /// The stable wire error code of this error (see [`codes`]).
+    /// The stable wire error code of this error (see [`ErrorCode`]).
     ///
     /// ```
     /// use keyserver::Error;
@@ -201,22 +317,98 @@ impl Error {
     /// ```
     pub fn code(&self) -> i32 {
         match self {
-            Error::NotFound { .. } => codes::NOT_FOUND,
-            Error::InvalidKey { .. } => codes::INVALID_KEY,
-            Error::UnwrapFailed { .. } => codes::UNWRAP_FAILED,
-            Error::Policy { .. } => codes::POLICY,
+            Error::Remote { code, .. } => *code,
+            other => other
+                .kind()
+                .map_or(ErrorCode::Internal.number(), ErrorCode::number),
+        }
+    }
+
+    /// The [`ErrorCode`] of this error; `None` only for an
+    /// [`Error::Remote`] whose number this version does not know.
+    ///
+    /// ```
+    /// use keyserver::{Error, ErrorCode};
+    /// assert_eq!(Error::DecryptionFailed.kind(), Some(ErrorCode::DecryptionFailed));
+    /// ```
+    pub fn kind(&self) -> Option<ErrorCode> {
+        Some(match self {
+            Error::NotFound { .. } => ErrorCode::NotFound,
+            Error::InvalidKey { .. } => ErrorCode::InvalidKey,
+            Error::UnwrapFailed { .. } => ErrorCode::UnwrapFailed,
+            Error::Policy { .. } => ErrorCode::Policy,
             Error::AlreadyExists { .. }
             | Error::CorruptRecord { .. }
             | Error::Storage { .. }
-            | Error::Io { .. } => codes::STORAGE,
-            Error::TooLarge { .. } => codes::TOO_LARGE,
-            Error::MalformedCiphertext { .. } => codes::MALFORMED_CIPHERTEXT,
-            Error::KeyMismatch { .. } => codes::KEY_MISMATCH,
-            Error::DecryptionFailed => codes::DECRYPTION_FAILED,
-            Error::Crypto { .. } | Error::Internal(_) => codes::INTERNAL,
-            Error::Transport { .. } => codes::TRANSPORT,
-            Error::Remote { code, .. } => *code,
-        }
+            | Error::Io { .. } => ErrorCode::Storage,
+            Error::TooLarge { .. } => ErrorCode::TooLarge,
+            Error::MalformedCiphertext { .. } => ErrorCode::MalformedCiphertext,
+            Error::KeyMismatch { .. } => ErrorCode::KeyMismatch,
+            Error::DecryptionFailed => ErrorCode::DecryptionFailed,
+            Error::Crypto { .. } | Error::Internal(_) => ErrorCode::Internal,
+            Error::Transport { .. } => ErrorCode::Transport,
+            Error::Protocol { code, .. } => *code,
+            Error::Remote { code, .. } => return ErrorCode::from_number(*code),
+        })
+    }
+
+    /// The error a client reports for a wire error: `code` and `message` as
+    /// the server sent them, `key_id` the key the call was about (if any).
+    ///
+    /// The result is the variant the server had, with the same `Display`
+    /// text, so code that matches on variants works the same against a local
+    /// [`KeyServer`](crate::KeyServer) and a remote one. A code this version
+    /// does not know, or a message that does not carry what the variant needs,
+    /// gives [`Error::Remote`].
+    ///
+    /// ```
+    /// use keyserver::{Error, KeyId};
+    ///
+    /// let id = KeyId::from_bytes([7; 32]);
+    /// let local = Error::NotFound { key_id: id };
+    /// let remote = Error::from_wire(local.code(), local.to_string(), Some(id));
+    /// assert!(matches!(remote, Error::NotFound { key_id } if key_id == id));
+    /// let local = Error::TooLarge { size: 10, limit: 5 };
+    /// let remote = Error::from_wire(local.code(), local.to_string(), None);
+    /// assert!(matches!(remote, Error::TooLarge { size: 10, limit: 5 }));
+    /// assert!(matches!(Error::from_wire(99, "?".into(), None), Error::Remote { code: 99, .. }));
+    /// ```
+    pub fn from_wire(code: i32, message: String, key_id: Option<KeyId>) -> Error {
+        let strip = |prefix: &str| message.strip_prefix(prefix).map(str::to_owned);
+        let remote = |message: String| Error::Remote { code, message };
+        let Some(kind) = ErrorCode::from_number(code) else {
+            return remote(message);
+        };
+        let typed = match kind {
+            ErrorCode::NotFound => key_id.map(|key_id| Error::NotFound { key_id }),
+            ErrorCode::UnwrapFailed => key_id.map(|key_id| Error::UnwrapFailed { key_id }),
+            ErrorCode::InvalidKey => strip("invalid key: ").map(|r| Error::InvalidKey {
+                reason: Cow::Owned(r),
+            }),
+            ErrorCode::Policy => strip("policy violation: ").map(|reason| Error::Policy { reason }),
+            ErrorCode::Storage => Some(storage_from_wire(&message, key_id)),
+            ErrorCode::TooLarge => parse_too_large(&message),
+            ErrorCode::Internal => Some(Error::Internal(Cow::Owned(
+                strip("internal error: ").unwrap_or_else(|| message.clone()),
+            ))),
+            ErrorCode::DecryptionFailed => Some(Error::DecryptionFailed),
+            ErrorCode::MalformedCiphertext => {
+                strip("malformed ciphertext: ").map(|r| Error::MalformedCiphertext {
+                    reason: Cow::Owned(r),
+                })
+            }
+            ErrorCode::KeyMismatch => parse_key_mismatch(&message),
+            ErrorCode::ParseError
+            | ErrorCode::InvalidRequest
+            | ErrorCode::MethodNotFound
+            | ErrorCode::InvalidParams => Some(Error::Protocol {
+                code: kind,
+                message: message.clone(),
+            }),
+            // A server never sends code 11: keep what it said.
+            ErrorCode::Transport => None,
+        };
+        typed.unwrap_or_else(|| remote(message))
     }
 
     /// A storage error from a backend, with the underlying cause.
@@ -244,4 +436,66 @@ impl Error {
             reason: reason.to_string(),
         }
     }
+
+    /// A protocol-level error ([`Error::Protocol`]).
+    pub(crate) fn protocol(code: ErrorCode, message: impl Into<String>) -> Self {
+        Error::Protocol {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The storage errors share code 5: tell them apart by their text.
+fn storage_from_wire(message: &str, key_id: Option<KeyId>) -> Error {
+    if let Some(key_id) = key_id {
+        if message == (Error::AlreadyExists { key_id }).to_string() {
+            return Error::AlreadyExists { key_id };
+        }
+        let corrupt = format!("stored record for {key_id} is corrupt: ");
+        if let Some(reason) = message.strip_prefix(&corrupt) {
+            return Error::CorruptRecord {
+                key_id,
+                reason: Cow::Owned(reason.to_owned()),
+            };
+        }
+    }
+    // "file storage failed: writing record" keeps its backend's name.
+    for backend in ["file", "memory", "postgres"] {
+        if let Some(rest) = message.strip_prefix(backend) {
+            if let Some(what) = rest.strip_prefix(" storage failed: ") {
+                return Error::Storage {
+                    backend,
+                    message: what.to_owned(),
+                    source: None,
+                };
+            }
+        }
+    }
+    Error::Storage {
+        backend: "remote",
+        message: message.to_owned(),
+        source: None,
+    }
+}
+
+/// `too large: N bytes exceeds the limit of M bytes`.
+fn parse_too_large(message: &str) -> Option<Error> {
+    let rest = message.strip_prefix("too large: ")?;
+    let (size, limit) = rest.split_once(" bytes exceeds the limit of ")?;
+    let limit = limit.strip_suffix(" bytes")?;
+    Some(Error::TooLarge {
+        size: size.parse().ok()?,
+        limit: limit.parse().ok()?,
+    })
+}
+
+/// `ciphertext was sealed under key A, not under B`.
+fn parse_key_mismatch(message: &str) -> Option<Error> {
+    let rest = message.strip_prefix("ciphertext was sealed under key ")?;
+    let (expected, given) = rest.split_once(", not under ")?;
+    Some(Error::KeyMismatch {
+        expected: expected.parse().ok()?,
+        given: given.parse().ok()?,
+    })
 }

@@ -90,12 +90,12 @@ impl FromStr for KeyId {
     fn from_str(s: &str) -> Result<Self> {
         if s.len() != 64 {
             return Err(Error::InvalidKey {
-                reason: "a key id is 64 hex digits",
+                reason: "a key id is 64 hex digits".into(),
             });
         }
         let mut out = [0u8; 32];
         hex::decode_to_slice(s, &mut out).map_err(|_| Error::InvalidKey {
-            reason: "a key id is 64 hex digits",
+            reason: "a key id is 64 hex digits".into(),
         })?;
         Ok(KeyId(out))
     }
@@ -194,7 +194,7 @@ impl Strength {
             24 => Ok(Strength::S192),
             32 => Ok(Strength::S256),
             _ => Err(Error::InvalidKey {
-                reason: "a data key is 16, 24 or 32 bytes",
+                reason: "a data key is 16, 24 or 32 bytes".into(),
             }),
         }
     }
@@ -273,12 +273,12 @@ impl Kek {
     pub fn from_pem(pem: &str) -> Result<Self> {
         let (label, der) =
             pem_rfc7468::decode_vec(pem.as_bytes()).map_err(|_| Error::InvalidKey {
-                reason: "not a PEM document",
+                reason: "not a PEM document".into(),
             })?;
         let der = Zeroizing::new(der);
         if label != PEM_LABEL {
             return Err(Error::InvalidKey {
-                reason: "expected a PKCS#8 \"PRIVATE KEY\" PEM block",
+                reason: "expected a PKCS#8 \"PRIVATE KEY\" PEM block".into(),
             });
         }
         Self::from_pkcs8_der(&der)
@@ -293,7 +293,9 @@ impl Kek {
     /// # Errors
     /// [`Error::InvalidKey`] as for [`Kek::from_pem`].
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self> {
-        let invalid = |reason| Error::InvalidKey { reason };
+        let invalid = |reason: &'static str| Error::InvalidKey {
+            reason: reason.into(),
+        };
         let info =
             PrivateKeyInfoRef::from_der(der).map_err(|_| invalid("not a PKCS#8 private key"))?;
         if info.algorithm.oid != pkcs1::ALGORITHM_OID {
@@ -402,7 +404,9 @@ impl Eq for Kek {}
 /// # Ok(()) }
 /// ```
 pub fn rsa_public_parts(spki_der: &[u8]) -> Result<(&[u8], &[u8])> {
-    let invalid = |reason| Error::InvalidKey { reason };
+    let invalid = |reason: &'static str| Error::InvalidKey {
+        reason: reason.into(),
+    };
     let spki = SubjectPublicKeyInfoRef::from_der(spki_der)
         .map_err(|_| invalid("not a DER SubjectPublicKeyInfo"))?;
     if spki.algorithm.oid != pkcs1::ALGORITHM_OID {

@@ -60,6 +60,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod api;
 mod client;
 mod encryption;
 pub mod envelope;
@@ -78,15 +79,20 @@ pub mod backends;
 #[path = "../transports/mod.rs"]
 pub mod transports;
 
+pub use api::{KeyService, Status};
 pub use client::{KeyClient, UnwrapMode, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TIMEOUT};
 pub use encryption::Encryption;
-pub use error::{Error, Result};
+pub use error::{Error, ErrorCode, Result};
 pub use key::{rsa_public_parts, Dek, Kek, KeyId, Plaintext, Strength, MAX_RSA_BITS, MIN_RSA_BITS};
 pub use record::WrappedDek;
 pub use server::KeyServer;
 pub use storage::KeyStorage;
 pub use suite::{CipherSuite, GCM_NONCE_LEN, GCM_TAG_LEN};
-pub use transport::{Status, Transport};
+pub use transport::Transport;
+
+/// Re-exported for implementing this crate's async traits ([`KeyStorage`],
+/// [`KeyService`], [`Transport`]) outside it, with the same version.
+pub use async_trait::async_trait;
 
 /// This crate's version, as reported by `status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -118,7 +124,7 @@ where
         Ok(handle) => handle
             .spawn_blocking(f)
             .await
-            .map_err(|_| Error::Internal("a blocking task did not complete")),
+            .map_err(|_| Error::Internal("a blocking task did not complete".into())),
         Err(_) => Ok(f()),
     }
 }

@@ -25,8 +25,8 @@ use keyserver::transports::{
     ClientOptions, ClientTls, HttpServer, JsonRpc, ServerConfig, TlsFiles, XmlRpc,
 };
 use keyserver::{
-    stream, CipherSuite, Encryption, Error, Kek, KeyClient, KeyServer, KeyStorage, Strength,
-    Transport, UnwrapMode,
+    stream, CipherSuite, Encryption, Error, Kek, KeyClient, KeyServer, KeyService, KeyStorage,
+    Strength, Transport, UnwrapMode,
 };
 use serde::Deserialize;
 

@@ -101,12 +101,12 @@ impl WrappedDek {
     ) -> Result<Self> {
         if !(crate::key::MIN_RSA_BITS..=crate::key::MAX_RSA_BITS).contains(&kek_bits) {
             return Err(Error::InvalidKey {
-                reason: "KEK size outside 2048..=16384 bits",
+                reason: "KEK size outside 2048..=16384 bits".into(),
             });
         }
         if wrapped.len() != kek_bits.div_ceil(8) {
             return Err(Error::InvalidKey {
-                reason: "wrapped key length does not match the KEK size",
+                reason: "wrapped key length does not match the KEK size".into(),
             });
         }
         Ok(WrappedDek {
@@ -179,9 +179,9 @@ impl WrappedDek {
     /// fail the checksum, have an unknown version or algorithm, or belong to
     /// another key id.
     pub fn decode(bytes: &[u8], expected: &KeyId) -> Result<Self> {
-        let corrupt = |reason| Error::CorruptRecord {
+        let corrupt = |reason: &'static str| Error::CorruptRecord {
             key_id: *expected,
-            reason,
+            reason: reason.into(),
         };
         if bytes.len() < HEADER_LEN + CHECKSUM_LEN {
             return Err(corrupt("truncated"));
@@ -239,7 +239,10 @@ pub(crate) async fn unwrap_record<C: CipherSuite + ?Sized>(
     floor: Strength,
 ) -> Result<Dek> {
     let key_id = kek.id();
-    let corrupt = |reason| Error::CorruptRecord { key_id, reason };
+    let corrupt = |reason: &'static str| Error::CorruptRecord {
+        key_id,
+        reason: reason.into(),
+    };
     if *record.key_id() != key_id {
         return Err(corrupt("the record belongs to another key"));
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::api::KeyService;
 use crate::blocking;
 use crate::envelope;
 use crate::key::check_pairing;
@@ -351,6 +352,33 @@ impl<C: CipherSuite, S: KeyStorage> Encryption for KeyServer<C, S> {
         context: &[u8],
     ) -> Result<Plaintext> {
         KeyServer::decrypt_with_context(self, kek, ciphertext, context).await
+    }
+}
+
+/// The wire API, answered by this server.
+#[async_trait]
+impl<C: CipherSuite, S: KeyStorage> KeyService for KeyServer<C, S> {
+    async fn generate(&self, strength: Option<Strength>) -> Result<Kek> {
+        match strength {
+            Some(strength) => self.generate_with_strength(strength).await,
+            None => KeyServer::generate(self).await,
+        }
+    }
+
+    async fn get_key(&self, kek: &Kek) -> Result<Dek> {
+        KeyServer::get(self, kek).await
+    }
+
+    async fn get_wrapped(&self, key_id: &KeyId) -> Result<WrappedDek> {
+        KeyServer::get_wrapped(self, key_id).await
+    }
+
+    async fn contains(&self, key_id: &KeyId) -> Result<bool> {
+        KeyServer::contains(self, key_id).await
+    }
+
+    async fn status(&self) -> Result<Status> {
+        Ok(KeyServer::status(self))
     }
 }
 

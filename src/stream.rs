@@ -105,7 +105,9 @@ impl StreamHeader {
     /// [`Error::MalformedCiphertext`] for a wrong magic, unknown version or
     /// algorithm, or a chunk size outside 1 ..= 16 MiB.
     pub fn parse(h: &[u8; HEADER_LEN]) -> Result<Self> {
-        let malformed = |reason| Error::MalformedCiphertext { reason };
+        let malformed = |reason: &'static str| Error::MalformedCiphertext {
+            reason: reason.into(),
+        };
         if &h[..3] != MAGIC {
             return Err(malformed("not a keyserver stream"));
         }
@@ -141,7 +143,7 @@ impl StreamHeader {
         let mut h = [0u8; HEADER_LEN];
         if read_full(input, &mut h)? < HEADER_LEN {
             return Err(Error::MalformedCiphertext {
-                reason: "truncated: shorter than a stream header",
+                reason: "truncated: shorter than a stream header".into(),
             });
         }
         Self::parse(&h)
@@ -219,7 +221,7 @@ pub fn encrypt_with_header<C: CipherSuite + ?Sized>(
 ) -> Result<u64> {
     if header.strength != dek.strength() || header.chunk == 0 || header.chunk > MAX_CHUNK {
         return Err(Error::InvalidKey {
-            reason: "stream header does not match the data key",
+            reason: "stream header does not match the data key".into(),
         });
     }
     let head = header.encode();

@@ -1,67 +1,55 @@
 //! The [`Transport`] trait: how a client reaches a key server.
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
+use crate::api::{Call, KeyService, Reply, Status};
 use crate::{Dek, Kek, KeyId, Result, Strength, WrappedDek};
 
-/// What a key server says about itself (the `status` call).
+/// The client side of a protocol: sends a [`Call`] to a key server and brings
+/// its [`Reply`] back.
 ///
-/// ```
-/// let s = keyserver::Status {
-///     keys: 3,
-///     version: "0.1.0".into(),
-///     suite: "rustcrypto".into(),
-///     storage: "memory".into(),
-///     strength: 128,
-/// };
-/// assert_eq!(s.keys, 3);
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Status {
-    /// Number of stored keys.
-    pub keys: u64,
-    /// keyserver version of the server.
-    pub version: String,
-    /// Name of the server's cipher suite.
-    pub suite: String,
-    /// Name of the server's storage backend.
-    pub storage: String,
-    /// The server's configured security strength in bits.
-    pub strength: u16,
-}
-
-/// The client side of the wire protocol: the calls a `KeyClient` makes.
+/// A transport is a codec of the one method table ([`crate::api`]): it knows
+/// how its protocol writes calls and replies, and nothing about what each
+/// method means. Every transport is also a [`KeyService`] (a blanket
+/// implementation turns each typed method into a [`Call`]), so
+/// `transport.get_wrapped(&id)` works on any of them, and an HTTP listener can
+/// serve a transport to another server as a proxy.
 ///
-/// Each transport (XML-RPC, JSON-RPC, in-process) implements this trait and
-/// turns every failure into a typed [`Error`](crate::Error).
+/// Implementations: `XmlRpc`, `JsonRpc` and [`InProcess`](crate::transports::InProcess).
 ///
 /// # Errors
 ///
-/// Server errors come back as the matching [`Error`](crate::Error) variant
-/// where the code is known, [`Error::Remote`](crate::Error::Remote) otherwise;
-/// connection problems as [`Error::Transport`](crate::Error::Transport).
+/// A server's error comes back as the typed [`Error`](crate::Error) variant it
+/// was on the server ([`Error::from_wire`](crate::Error::from_wire));
+/// connection problems and answers that do not fit the protocol as
+/// [`Error::Transport`](crate::Error::Transport).
+///
+/// # Example
+///
+/// ```
+/// # #[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))]
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use keyserver::{KeyServer, KeyService, Transport};
+/// use keyserver::api::{Call, Reply};
+/// use keyserver::backends::{MemoryStorage, RustCrypto};
+/// use keyserver::transports::InProcess;
+///
+/// let transport = InProcess::new(Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new())));
+/// let kek = transport.generate(None).await?;                 // typed, through KeyService
+/// let reply = transport.send(Call::Contains(kek.id())).await?; // as a call
+/// assert_eq!(reply, Reply::Bool(true));
+/// # Ok::<(), keyserver::Error>(())
+/// # }).unwrap();
+/// ```
+#[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait Transport: Send + Sync {
     /// Where this transport connects to, for display (a URL).
     fn endpoint(&self) -> String;
 
-    /// Asks the server to generate a KEK and store its wrapped DEK; `None`
-    /// uses the server's configured strength.
-    async fn generate(&self, strength: Option<Strength>) -> Result<Kek>;
-
-    /// Server-side unwrap: sends the KEK, receives the DEK.
-    async fn get_key(&self, kek: &Kek) -> Result<Dek>;
-
-    /// Client-side unwrap: fetches the wrapped record; the KEK never leaves
-    /// the client.
-    async fn get_wrapped(&self, key_id: &KeyId) -> Result<WrappedDek>;
-
-    /// Whether the server stores a key under `key_id`.
-    async fn contains(&self, key_id: &KeyId) -> Result<bool>;
-
-    /// The server's status.
-    async fn status(&self) -> Result<Status>;
+    /// Sends one call and waits for its reply.
+    async fn send(&self, call: Call) -> Result<Reply>;
 }
 
 /// A boxed transport is a transport: pick the protocol at run time and still
@@ -71,19 +59,30 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
     fn endpoint(&self) -> String {
         (**self).endpoint()
     }
+    async fn send(&self, call: Call) -> Result<Reply> {
+        (**self).send(call).await
+    }
+}
+
+/// Every transport is the service it reaches.
+#[async_trait]
+impl<T: Transport + ?Sized> KeyService for T {
     async fn generate(&self, strength: Option<Strength>) -> Result<Kek> {
-        (**self).generate(strength).await
+        self.send(Call::Generate(strength)).await?.into_kek()
     }
     async fn get_key(&self, kek: &Kek) -> Result<Dek> {
-        (**self).get_key(kek).await
+        self.send(Call::GetKey(kek.clone())).await?.into_dek()
     }
     async fn get_wrapped(&self, key_id: &KeyId) -> Result<WrappedDek> {
-        (**self).get_wrapped(key_id).await
+        self.send(Call::GetWrapped(*key_id)).await?.into_wrapped()
     }
     async fn contains(&self, key_id: &KeyId) -> Result<bool> {
-        (**self).contains(key_id).await
+        self.send(Call::Contains(*key_id)).await?.into_bool()
     }
     async fn status(&self) -> Result<Status> {
-        (**self).status().await
+        self.send(Call::Status).await?.into_status()
+    }
+    async fn call(&self, call: Call) -> Result<Reply> {
+        self.send(call).await
     }
 }

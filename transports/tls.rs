@@ -10,7 +10,17 @@ use rustls::RootCertStore;
 
 use crate::{Error, Result};
 
-use super::TlsFiles;
+/// Certificate and key files (PEM) for TLS, and optionally the CA that client
+/// certificates must chain to (mutual TLS).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The server's certificate chain, PEM.
+    pub cert: PathBuf,
+    /// The server's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// If set, clients must present a certificate issued by this CA (PEM).
+    pub client_ca: Option<PathBuf>,
+}
 
 /// TLS settings of a client.
 ///

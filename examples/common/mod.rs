@@ -24,7 +24,7 @@ where
         listen: "127.0.0.1:0".parse().expect("address"),
         ..ServerConfig::default()
     };
-    let http = HttpServer::start(Arc::clone(&keys), config).await?;
+    let http = HttpServer::start(keys.clone(), config).await?;
     println!("server: {keys} at {}", http.url());
 
     // The application host: a client that encrypts locally.

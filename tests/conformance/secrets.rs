@@ -82,13 +82,13 @@ async fn errors_never_carry_secrets() {
     let id = kek.id();
     errors.extend([
         Error::NotFound { key_id: id },
-        Error::InvalidKey { reason: "r" },
+        Error::InvalidKey { reason: "r".into() },
         Error::UnwrapFailed { key_id: id },
         Error::Policy { reason: "p".into() },
         Error::AlreadyExists { key_id: id },
         Error::CorruptRecord {
             key_id: id,
-            reason: "c",
+            reason: "c".into(),
         },
         Error::storage("memory", "m", std::io::Error::other("io")),
         Error::TooLarge { size: 2, limit: 1 },
@@ -96,7 +96,7 @@ async fn errors_never_carry_secrets() {
             what: "reading",
             source: std::io::Error::other("eof"),
         },
-        Error::MalformedCiphertext { reason: "m" },
+        Error::MalformedCiphertext { reason: "m".into() },
         Error::KeyMismatch {
             expected: id,
             given: other.id(),
@@ -114,7 +114,7 @@ async fn errors_never_carry_secrets() {
             code: 1,
             message: "r".into(),
         },
-        Error::Internal("i"),
+        Error::Internal("i".into()),
     ]);
     let mut codes = std::collections::BTreeSet::new();
     for err in &errors {

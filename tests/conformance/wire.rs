@@ -8,7 +8,7 @@ use std::sync::Arc;
 use keyserver::transports::{
     ClientOptions, ClientTls, HttpServer, JsonRpc, ServerConfig, TlsFiles, XmlRpc,
 };
-use keyserver::{Error, Transport};
+use keyserver::{Error, KeyService, Transport};
 use serde_json::{json, Value};
 
 use crate::transport::{loopback, new_server};
@@ -390,9 +390,7 @@ async fn tls_and_mutual_tls() {
         }),
         ..Default::default()
     };
-    let http = HttpServer::start(Arc::clone(&server), config)
-        .await
-        .unwrap();
+    let http = HttpServer::start(server.clone(), config).await.unwrap();
     let url = http.url();
     assert!(url.starts_with("https://"));
     let xml = XmlRpc::with_options(&url, trusting.clone()).unwrap();
@@ -427,9 +425,7 @@ async fn tls_and_mutual_tls() {
         }),
         ..Default::default()
     };
-    let http = HttpServer::start(Arc::clone(&server), config)
-        .await
-        .unwrap();
+    let http = HttpServer::start(server.clone(), config).await.unwrap();
     let url = http.url();
     for t in [
         Box::new(XmlRpc::with_options(&url, trusting.clone()).unwrap()) as Box<dyn Transport>,
@@ -462,10 +458,7 @@ async fn tls_and_mutual_tls() {
         }),
         ..Default::default()
     };
-    let err = HttpServer::start(Arc::clone(&server), bad)
-        .await
-        .err()
-        .unwrap();
+    let err = HttpServer::start(server.clone(), bad).await.err().unwrap();
     assert!(err.to_string().contains("missing.key"), "{err}");
     http.shutdown().await;
 }

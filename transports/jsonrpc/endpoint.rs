@@ -1,0 +1,166 @@
+//! The `/jsonrpc` endpoint: JSON-RPC 2.0 requests (single or batched) in,
+//! through the codec and the dispatcher, answers out.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use jsonrpsee::types::ErrorObjectOwned;
+use serde_json::{json, Value};
+
+use super::{codec, JSONRPC_PATH};
+use crate::api::{self, Call};
+use crate::transports::http::body::read_body;
+use crate::transports::http::dispatch::{log_refused, Dispatch, MAX_BATCH};
+use crate::{Error, ErrorCode};
+
+/// The JSON-RPC 2.0 endpoint. The envelope (batches, notifications, ids,
+/// standard error codes) is handled here rather than by jsonrpsee's server,
+/// because jsonrpsee's server logs whole request bodies (KEKs included) at
+/// TRACE level; the error objects are jsonrpsee's types.
+pub(crate) fn router(dispatch: Arc<Dispatch>, max_body: usize) -> Router {
+    Router::new().route(
+        JSONRPC_PATH,
+        post(move |headers: HeaderMap, body: Body| {
+            let dispatch = Arc::clone(&dispatch);
+            async move { handle_http(&dispatch, max_body, &headers, body).await }
+        }),
+    )
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response {
+    let mut response = (status, value.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn error_response(id: Value, error: ErrorObjectOwned) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": error})
+}
+
+async fn handle_http(
+    dispatch: &Dispatch,
+    max_body: usize,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let body = match read_body(headers, body, max_body).await {
+        Ok(body) => body,
+        Err(e) => {
+            log_refused("jsonrpc", "-", &e, Instant::now());
+            let status = if e.code() == ErrorCode::TooLarge.number() {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return json_response(status, &error_response(Value::Null, rpc_error(&e)));
+        }
+    };
+    let Ok(mut request) = serde_json::from_slice::<Value>(&body) else {
+        return json_response(
+            StatusCode::OK,
+            &error_response(
+                Value::Null,
+                rpc_error(&Error::protocol(
+                    ErrorCode::ParseError,
+                    "parse error: the body is not JSON",
+                )),
+            ),
+        );
+    };
+    let answer = match &mut request {
+        Value::Array(calls) if calls.is_empty() || calls.len() > MAX_BATCH => Some(error_response(
+            Value::Null,
+            rpc_error(&Error::protocol(
+                ErrorCode::InvalidRequest,
+                format!("a batch holds 1 to {MAX_BATCH} calls"),
+            )),
+        )),
+        Value::Array(calls) => {
+            let mut answers = Vec::new();
+            for call in calls.iter_mut() {
+                answers.extend(handle_one(dispatch, call).await);
+            }
+            (!answers.is_empty()).then_some(Value::Array(answers))
+        }
+        single => handle_one(dispatch, single).await,
+    };
+    codec::wipe(&mut request);
+    match answer {
+        Some(answer) => json_response(StatusCode::OK, &answer),
+        // Only notifications: nothing to answer.
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+/// One request object; `None` for a notification (no `id`).
+async fn handle_one(dispatch: &Dispatch, call: &mut Value) -> Option<Value> {
+    let Value::Object(fields) = call else {
+        return Some(error_response(
+            Value::Null,
+            rpc_error(&Error::protocol(
+                ErrorCode::InvalidRequest,
+                "invalid request",
+            )),
+        ));
+    };
+    let id = fields.get("id").cloned();
+    let valid_id = matches!(
+        id,
+        None | Some(Value::Null | Value::Number(_) | Value::String(_))
+    );
+    let version_ok = fields.get("jsonrpc") == Some(&Value::String("2.0".into()));
+    let method = fields
+        .get("method")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let params = fields.get_mut("params");
+    let params_ok = matches!(params, None | Some(Value::Array(_) | Value::Object(_)));
+    let (Some(method), true, true, true) = (method, valid_id, version_ok, params_ok) else {
+        return Some(error_response(
+            if valid_id { id.unwrap_or(Value::Null) } else { Value::Null },
+            rpc_error(&Error::protocol(ErrorCode::InvalidRequest, "invalid request: expected {\"jsonrpc\": \"2.0\", \"method\": string, \"params\": array or object, \"id\": number or string}")),
+        ));
+    };
+    let result = handle(&method, params, dispatch).await;
+    let id = id?;
+    Some(match result {
+        Ok(value) => json!({"jsonrpc": "2.0", "id": id, "result": value}),
+        Err(error) => error_response(id, error),
+    })
+}
+
+fn rpc_error(error: &Error) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(error.code(), error.to_string(), None::<()>)
+}
+
+async fn handle(
+    method: &str,
+    params: Option<&mut Value>,
+    dispatch: &Dispatch,
+) -> std::result::Result<Value, ErrorObjectOwned> {
+    let start = Instant::now();
+    let Some(row) = api::method(method) else {
+        return Err(rpc_error(&api::unknown_method()));
+    };
+    let call = codec::params(row, params)
+        .and_then(|params| Call::from_params(method, params, codec::BRACKETS));
+    let call = match call {
+        Ok(call) => call,
+        Err(e) => {
+            log_refused("jsonrpc", row.name, &e, start);
+            return Err(rpc_error(&e));
+        }
+    };
+    match dispatch.run("jsonrpc", call).await {
+        Ok(reply) => Ok(codec::to_json(reply.into_value())),
+        Err(e) => Err(rpc_error(&e)),
+    }
+}

@@ -1,0 +1,122 @@
+//! The `XmlRpc` client.
+
+use async_trait::async_trait;
+use reqwest::{header, StatusCode};
+use zeroize::{Zeroize, Zeroizing};
+
+use super::{codec, XMLRPC_PATH};
+use crate::api::{Call, Reply};
+use crate::transports::ClientOptions;
+use crate::{Error, ErrorCode, Result, Transport};
+
+/// An XML-RPC client of a keyserver (`URL/RPC2`), over HTTP or HTTPS.
+///
+/// # Example
+///
+/// ```no_run
+/// # #[cfg(feature = "cipher-rustcrypto")]
+/// # async fn demo() -> keyserver::Result<()> {
+/// use keyserver::{Encryption, KeyClient};
+/// use keyserver::backends::RustCrypto;
+/// use keyserver::transports::XmlRpc;
+///
+/// let client = KeyClient::new(XmlRpc::new("http://127.0.0.1:8731")?, RustCrypto::new());
+/// let kek = client.generate().await?;
+/// let sealed = client.encrypt(&kek, b"Stephan Richter").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct XmlRpc {
+    base: String,
+    endpoint: String,
+    http: reqwest::Client,
+}
+
+impl XmlRpc {
+    /// A client of the server at `url` (`http://HOST:PORT` or `https://...`),
+    /// with default options.
+    ///
+    /// # Errors
+    /// [`Error::Transport`] for a URL that is not http(s) or TLS set-up errors.
+    pub fn new(url: &str) -> Result<Self> {
+        Self::with_options(url, ClientOptions::default())
+    }
+
+    /// A client with explicit timeout and TLS options.
+    ///
+    /// # Errors
+    /// As for [`XmlRpc::new`].
+    pub fn with_options(url: &str, options: ClientOptions) -> Result<Self> {
+        let base = crate::transports::base_url(url)?;
+        let tls = crate::transports::tls::client_config(&options.tls)?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout)
+            .build()
+            .map_err(|e| Error::Transport {
+                message: "cannot build the HTTP client".into(),
+                source: Some(Box::new(e)),
+            })?;
+        Ok(XmlRpc {
+            endpoint: format!("{base}{XMLRPC_PATH}"),
+            base,
+            http,
+        })
+    }
+}
+
+#[async_trait]
+impl Transport for XmlRpc {
+    fn endpoint(&self) -> String {
+        self.base.clone()
+    }
+
+    async fn send(&self, call: Call) -> Result<Reply> {
+        let body = codec::encode_call(call.clone())?;
+        let response = self
+            .http
+            .post(&self.endpoint)
+            .header(header::CONTENT_TYPE, "text/xml")
+            .body(body.as_bytes().to_vec())
+            .send()
+            .await
+            .map_err(|e| transport("cannot reach the key server", e))?;
+        drop(body);
+        let status = response.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            // A proxy's refusal: the body says nothing we can read.
+            return Err(Error::Remote {
+                code: ErrorCode::TooLarge.number(),
+                message: "request too large".into(),
+            });
+        }
+        if !status.is_success() {
+            return Err(Error::Transport {
+                message: format!("the server answered HTTP {status}"),
+                source: None,
+            });
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| transport("cannot read the answer", e))?;
+        let text = Zeroizing::new(String::from_utf8(bytes.to_vec()).map_err(|_| codec::garbage())?);
+        if let Ok(mut owned) = bytes.try_into_mut() {
+            owned.as_mut().zeroize();
+        }
+        codec::decode_answer(&text, &call)
+    }
+}
+
+fn transport(message: &str, e: reqwest::Error) -> Error {
+    let message = if e.is_timeout() {
+        format!("{message}: timed out")
+    } else {
+        message.to_string()
+    };
+    Error::Transport {
+        message,
+        source: Some(Box::new(e)),
+    }
+}

@@ -1,0 +1,211 @@
+//! The `/RPC2` endpoint: XML-RPC requests in, through the codec and the
+//! dispatcher, XML-RPC answers out. Besides the wire API it answers the
+//! introspection methods Python's `xmlrpc.client` users expect:
+//! `system.multicall`, `system.listMethods` and `system.methodHelp`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use dxr::MethodCall;
+
+use super::codec::{self, BRACKETS};
+use super::XMLRPC_PATH;
+use crate::api::{self, Call};
+use crate::transports::http::body::read_body;
+use crate::transports::http::dispatch::{log_refused, Dispatch, MAX_BATCH};
+use crate::{Error, ErrorCode, Result};
+
+const MULTICALL: &str = "system.multicall";
+const LIST_METHODS: &str = "system.listMethods";
+const METHOD_HELP: &str = "system.methodHelp";
+
+/// The introspection methods and their help texts.
+const SYSTEM: [(&str, &str); 3] = [
+    (
+        MULTICALL,
+        "system.multicall(calls) -> array: runs an array of {methodName, params} structs in \
+         order; each answer is a one-element array holding the result, or a fault struct \
+         {faultCode, faultString}. At most 64 calls; no nested system.multicall.",
+    ),
+    (
+        LIST_METHODS,
+        "system.listMethods() -> array of strings: the methods this server answers.",
+    ),
+    (
+        METHOD_HELP,
+        "system.methodHelp(name) -> string: what a method does, its parameters and result.",
+    ),
+];
+
+pub(crate) fn router(dispatch: Arc<Dispatch>, max_body: usize) -> Router {
+    Router::new().route(
+        XMLRPC_PATH,
+        post(move |headers: HeaderMap, body: Body| {
+            let dispatch = Arc::clone(&dispatch);
+            async move { handle(&dispatch, max_body, &headers, body).await }
+        }),
+    )
+}
+
+fn xml_response(xml: String) -> Response {
+    let mut response = (StatusCode::OK, xml).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+    response
+}
+
+/// A fault. Faults travel with HTTP 200, as XML-RPC clients expect.
+fn fault(error: &Error) -> Response {
+    xml_response(codec::encode_fault(error.code(), error.to_string()))
+}
+
+async fn handle(dispatch: &Dispatch, max_body: usize, headers: &HeaderMap, body: Body) -> Response {
+    let start = Instant::now();
+    let body = match read_body(headers, body, max_body).await {
+        Ok(body) => body,
+        Err(e) => {
+            log_refused("xmlrpc", "-", &e, start);
+            return fault(&e);
+        }
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return fault(&Error::protocol(
+            ErrorCode::ParseError,
+            "the request is not UTF-8",
+        ));
+    };
+    // Never echo the parser's error: it quotes the request, which may hold a KEK.
+    let Ok(mut call) = MethodCall::from_xml(text) else {
+        return fault(&Error::protocol(
+            ErrorCode::ParseError,
+            "the request is not a well-formed XML-RPC methodCall",
+        ));
+    };
+    let name = call.name.to_string();
+    let answer = match name.as_str() {
+        MULTICALL => multicall(dispatch, &mut call.params, start).await,
+        LIST_METHODS if call.params.is_empty() => Ok(list_methods()),
+        METHOD_HELP => method_help(&call.params),
+        _ => one(dispatch, &name, &mut call.params, start).await,
+    };
+    call.params.iter_mut().for_each(codec::wipe);
+    match answer.and_then(codec::encode_value) {
+        Ok(xml) => xml_response(xml),
+        Err(e) => fault(&e),
+    }
+}
+
+/// One call of the wire API.
+async fn one(
+    dispatch: &Dispatch,
+    name: &str,
+    params: &mut [dxr::Value],
+    start: Instant,
+) -> Result<dxr::Value> {
+    let call =
+        codec::params(name, params).and_then(|params| Call::from_params(name, params, BRACKETS));
+    let call = match call {
+        Ok(call) => call,
+        Err(e) => {
+            let shown = api::method(name).map_or("(unknown)", |m| m.name);
+            log_refused("xmlrpc", shown, &e, start);
+            return Err(e);
+        }
+    };
+    let reply = dispatch.run("xmlrpc", call).await?;
+    Ok(codec::to_xml(reply.into_value()))
+}
+
+/// `system.multicall`: the calls in order, each answered on its own, with the
+/// same limits as a JSON-RPC batch.
+async fn multicall(
+    dispatch: &Dispatch,
+    params: &mut [dxr::Value],
+    start: Instant,
+) -> Result<dxr::Value> {
+    let invalid = || {
+        Error::protocol(
+            ErrorCode::InvalidParams,
+            "invalid parameters: expected (calls: array of {methodName: string, params: array})",
+        )
+    };
+    let [dxr::Value::Array(calls)] = params else {
+        return Err(invalid());
+    };
+    if calls.is_empty() || calls.len() > MAX_BATCH {
+        return Err(Error::protocol(
+            ErrorCode::InvalidRequest,
+            format!("a system.multicall holds 1 to {MAX_BATCH} calls"),
+        ));
+    }
+    let mut answers = Vec::with_capacity(calls.len());
+    for entry in calls.iter_mut() {
+        let answer = match entry {
+            dxr::Value::Struct(members) if members.len() == 2 => {
+                let name = match members.get("methodName") {
+                    Some(dxr::Value::String(name)) => name.clone(),
+                    _ => String::new(),
+                };
+                match members.get_mut("params") {
+                    Some(dxr::Value::Array(params)) if name.starts_with("system.") => {
+                        params.iter_mut().for_each(codec::wipe);
+                        Err(Error::protocol(
+                            ErrorCode::InvalidRequest,
+                            "system methods cannot be called inside system.multicall",
+                        ))
+                    }
+                    Some(dxr::Value::Array(params)) if !name.is_empty() => {
+                        one(dispatch, &name, params, start).await
+                    }
+                    _ => Err(invalid()),
+                }
+            }
+            _ => Err(invalid()),
+        };
+        answers.push(match answer {
+            Ok(value) => dxr::Value::Array(vec![value]),
+            Err(e) => dxr::Value::Struct(
+                [
+                    ("faultCode".to_string(), dxr::Value::Integer(e.code())),
+                    ("faultString".to_string(), dxr::Value::String(e.to_string())),
+                ]
+                .into(),
+            ),
+        });
+    }
+    Ok(dxr::Value::Array(answers))
+}
+
+/// `system.listMethods`: the wire API's methods, then the system ones.
+fn list_methods() -> dxr::Value {
+    let names = api::METHODS
+        .iter()
+        .map(|m| m.name)
+        .chain(SYSTEM.iter().map(|(name, _)| *name));
+    dxr::Value::Array(
+        names
+            .map(|name| dxr::Value::String(name.to_string()))
+            .collect(),
+    )
+}
+
+/// `system.methodHelp(name)`.
+fn method_help(params: &[dxr::Value]) -> Result<dxr::Value> {
+    let [dxr::Value::String(name)] = params else {
+        return Err(Error::protocol(
+            ErrorCode::InvalidParams,
+            "invalid parameters: expected (name: string)",
+        ));
+    };
+    let help = api::method(name)
+        .map(|m| m.help)
+        .or_else(|| SYSTEM.iter().find(|(n, _)| n == name).map(|(_, h)| *h))
+        .ok_or_else(api::unknown_method)?;
+    Ok(dxr::Value::String(help.to_string()))
+}
