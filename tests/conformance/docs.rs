@@ -50,33 +50,41 @@ async fn protocol_examples_work_as_written() {
     let dir = tempfile::tempdir().unwrap();
 
     let python = blocks(&doc, "python");
-    assert_eq!(python.len(), 1);
-    let script = python[0].replace("http://127.0.0.1:8731", &url);
-    let out = tokio::task::spawn_blocking({
-        let dir = dir.path().to_path_buf();
-        move || {
-            Command::new("python3")
-                .arg("-c")
-                .arg(&script)
-                .current_dir(dir)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "python example failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(python.len(), 2);
+    let mut stdout = String::new();
+    for block in &python {
+        let script = block.replace("http://127.0.0.1:8731", &url);
+        let out = tokio::task::spawn_blocking({
+            let dir = dir.path().to_path_buf();
+            move || {
+                Command::new("python3")
+                    .arg("-c")
+                    .arg(&script)
+                    .current_dir(dir)
+                    .output()
+                    .unwrap()
+            }
+        })
+        .await
+        .unwrap();
+        stdout.push_str(&String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "python example failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     for expected in [
         "DEK bytes: 16",
         "keys on the server: 1 suite: rustcrypto",
         "contains: True",
         "record bytes: 468",
         "fault 2",
+        "methods: generate get_key get_wrapped contains status system.multicall \
+         system.listMethods system.methodHelp",
+        "help: contains(key_id) -> boolean",
+        "DEKs in one request: [16, 16, 16]",
+        "multicall fault 2",
     ] {
         assert!(
             stdout.contains(expected),
@@ -120,6 +128,10 @@ async fn protocol_examples_work_as_written() {
             assert!(stdout.contains("<name>keys</name>"), "{stdout}");
         }
     }
-    assert_eq!(server.len(), 2, "one key from Python, one from curl");
+    assert_eq!(
+        server.len(),
+        5,
+        "one key from Python, three from its multicall, one from curl"
+    );
     http.shutdown().await;
 }

@@ -550,3 +550,211 @@ async fn one_access_log_line_per_request_and_never_a_key() {
     use base64::Engine;
     assert!(!logs.contains(&base64::engine::general_purpose::STANDARD.encode(dek.as_bytes())));
 }
+
+fn multicall_entry(method: &str, params: &str) -> String {
+    format!(
+        "<value><struct><member><name>methodName</name><value><string>{method}</string></value></member>\
+         <member><name>params</name><value><array><data>{params}</data></array></value></member></struct></value>"
+    )
+}
+
+fn multicall(entries: &[String]) -> Vec<u8> {
+    xml_call(
+        "system.multicall",
+        &format!(
+            "<param><value><array><data>{}</data></array></value></param>",
+            entries.concat()
+        ),
+    )
+    .into_bytes()
+}
+
+/// `system.multicall`: each call answered on its own, in order; the batch
+/// limits of JSON-RPC; no nesting; hostile entries are faults, not panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xmlrpc_multicall_answers_each_call_and_keeps_the_limits() {
+    let server = new_server();
+    let http = loopback(Arc::clone(&server)).await;
+    let url = http.url();
+
+    let missing = "ab".repeat(32);
+    let entries = vec![
+        multicall_entry("status", ""),
+        multicall_entry(
+            "contains",
+            &format!("<value><string>{missing}</string></value>"),
+        ),
+        multicall_entry(
+            "get_key",
+            &format!("<value><string>{NOT_A_KEY}</string></value>"),
+        ),
+        multicall_entry("nope", ""),
+        multicall_entry("system.multicall", ""),
+        "<value><int>7</int></value>".to_string(),
+    ];
+    let (code, text) = xml_post(&url, multicall(&entries)).await;
+    assert_eq!(code, 0, "{text}");
+    let response = dxr::MethodResponse::from_xml(&text).unwrap();
+    let dxr::Value::Array(answers) = response.value else {
+        panic!("an array: {text}")
+    };
+    assert_eq!(answers.len(), entries.len());
+    let fault_code = |v: &dxr::Value| match v {
+        dxr::Value::Struct(m) => match m.get("faultCode") {
+            Some(dxr::Value::Integer(c)) => *c,
+            _ => panic!("no faultCode"),
+        },
+        _ => 0,
+    };
+    assert!(matches!(&answers[0], dxr::Value::Array(v) if v.len() == 1));
+    assert!(matches!(&answers[1], dxr::Value::Array(v) if v == &[dxr::Value::Boolean(false)]));
+    assert_eq!(fault_code(&answers[2]), 2, "invalid key");
+    assert_eq!(fault_code(&answers[3]), -32601, "unknown method");
+    assert_eq!(fault_code(&answers[4]), -32600, "no nested multicall");
+    assert_eq!(fault_code(&answers[5]), -32602, "not a call struct");
+    assert!(!text.contains("U2VjcmV0"), "never echoes a parameter");
+
+    // 1 to 64 calls.
+    let (code, _) = xml_post(&url, multicall(&[])).await;
+    assert_eq!(code, -32600);
+    let many = vec![multicall_entry("status", ""); 65];
+    let (code, _) = xml_post(&url, multicall(&many)).await;
+    assert_eq!(code, -32600);
+    let (code, _) = xml_post(&url, multicall(&many[..64])).await;
+    assert_eq!(code, 0);
+    // Not an array.
+    let (code, _) = xml_post(
+        &url,
+        xml_call("system.multicall", &string_param("x")).into_bytes(),
+    )
+    .await;
+    assert_eq!(code, -32602);
+
+    // Introspection.
+    let (code, text) = xml_post(&url, xml_call("system.listMethods", "").into_bytes()).await;
+    assert_eq!(code, 0);
+    for name in keyserver::api::METHODS.iter().map(|m| m.name) {
+        assert!(text.contains(&format!(">{name}<")), "{name} listed: {text}");
+    }
+    let (code, text) = xml_post(
+        &url,
+        xml_call("system.methodHelp", &string_param("get_wrapped")).into_bytes(),
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert!(text.contains("client-side unwrap"), "{text}");
+    let (code, _) = xml_post(
+        &url,
+        xml_call("system.methodHelp", &string_param("nope")).into_bytes(),
+    )
+    .await;
+    assert_eq!(code, -32601);
+
+    // Still serving.
+    assert_eq!(XmlRpc::new(&url).unwrap().status().await.unwrap().keys, 0);
+    http.shutdown().await;
+}
+
+/// Every error a server sends comes back as the variant it was on the
+/// server, with the same text, over both protocols.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_cross_the_wire_as_their_own_variant() {
+    use keyserver::api::{Call, Reply, Status};
+    use keyserver::{async_trait, Dek, Kek, KeyId, Strength, WrappedDek};
+    use std::borrow::Cow;
+
+    /// Fails every call with the error chosen by the key id asked for.
+    struct Failing(Vec<fn(KeyId) -> Error>);
+
+    #[async_trait]
+    impl KeyService for Failing {
+        async fn generate(&self, _: Option<Strength>) -> keyserver::Result<Kek> {
+            Err(Error::Internal("generate".into()))
+        }
+        async fn get_key(&self, kek: &Kek) -> keyserver::Result<Dek> {
+            Err(Error::NotFound { key_id: kek.id() })
+        }
+        async fn get_wrapped(&self, key_id: &KeyId) -> keyserver::Result<WrappedDek> {
+            Err(self.0[usize::from(key_id.as_bytes()[0])](*key_id))
+        }
+        async fn contains(&self, _: &KeyId) -> keyserver::Result<bool> {
+            Ok(true)
+        }
+        async fn status(&self) -> keyserver::Result<Status> {
+            Err(Error::Internal("status".into()))
+        }
+    }
+
+    let other = KeyId::from_bytes([9; 32]);
+    let errors: Vec<fn(KeyId) -> Error> = vec![
+        |key_id| Error::NotFound { key_id },
+        |_| Error::InvalidKey {
+            reason: "not a PKCS#8 private key".into(),
+        },
+        |key_id| Error::UnwrapFailed { key_id },
+        |_| Error::Policy {
+            reason: "strength 128 is below this server's minimum of 192".into(),
+        },
+        |key_id| Error::AlreadyExists { key_id },
+        |key_id| Error::CorruptRecord {
+            key_id,
+            reason: "checksum mismatch".into(),
+        },
+        |_| Error::Storage {
+            backend: "file",
+            message: "writing record".into(),
+            source: None,
+        },
+        |_| Error::TooLarge {
+            size: 2_000_000,
+            limit: 1_048_576,
+        },
+        |_| Error::Internal(Cow::Borrowed("the request timed out")),
+        |_| Error::DecryptionFailed,
+        |_| Error::MalformedCiphertext {
+            reason: "truncated".into(),
+        },
+        |key_id| Error::KeyMismatch {
+            expected: KeyId::from_bytes([9; 32]),
+            given: key_id,
+        },
+    ];
+    let count = errors.len();
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
+    let http = HttpServer::start(Arc::new(Failing(errors.clone())), config)
+        .await
+        .unwrap();
+    let url = http.url();
+    let transports: Vec<Box<dyn Transport>> = vec![
+        Box::new(XmlRpc::new(&url).unwrap()),
+        Box::new(JsonRpc::new(&url).unwrap()),
+    ];
+    for t in &transports {
+        for (i, make) in errors.iter().enumerate().take(count) {
+            let id = KeyId::from_bytes([u8::try_from(i).unwrap(); 32]);
+            let local = make(id);
+            let remote = t.get_wrapped(&id).await.unwrap_err();
+            assert_eq!(
+                std::mem::discriminant(&remote),
+                std::mem::discriminant(&local),
+                "{}: {local:?} came back as {remote:?}",
+                t.endpoint()
+            );
+            assert_eq!(remote.to_string(), local.to_string());
+            assert_eq!(remote.kind(), local.kind());
+        }
+        let err = t.send(Call::Status).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Internal(ref m) if m == "status"),
+            "{err:?}"
+        );
+        assert!(matches!(
+            t.send(Call::Contains(other)).await.unwrap(),
+            Reply::Bool(true)
+        ));
+    }
+    http.shutdown().await;
+}
