@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 
@@ -378,5 +380,196 @@ impl<T: Transport> Encryption for KeyClient<T> {
         envelope::Header::parse_for(ciphertext, kek)?;
         let dek = self.get(kek).await?;
         envelope::open(&*self.suite, &dek, context, ciphertext)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The DEK cache against a mocked transport: no sockets, no sleeps (the
+    //! cache's clock is Tokio's, paused and advanced by hand).
+
+    use super::*;
+    use crate::api::{Call, Reply};
+    use crate::suite::MockCipherSuite;
+    use crate::transport::MockTransport;
+    use crate::{Error, WrappedDek};
+
+    const KEK_3072: &str = include_str!("../tests/fixtures/kek-rsa3072.pem");
+
+    fn kek() -> Kek {
+        Kek::from_pem(KEK_3072).expect("fixture KEK parses") // ok: unit test fixture
+    }
+
+    fn dek(byte: u8) -> Dek {
+        Dek::from_bytes(&[byte; 16]).expect("a 16-byte DEK") // ok: unit test fixture
+    }
+
+    /// A transport whose `get_key` answers `dek(n)` for the n-th call.
+    fn counting_transport(expected_calls: usize) -> MockTransport {
+        let mut transport = MockTransport::new();
+        let mut n = 0u8;
+        transport
+            .expect_send()
+            .withf(|call| matches!(call, Call::GetKey(_)))
+            .times(expected_calls)
+            .returning(move |_| {
+                n += 1;
+                Ok(Reply::Dek(dek(n)))
+            });
+        transport
+            .expect_endpoint()
+            .return_const("mock://".to_string());
+        transport
+    }
+
+    fn client(transport: MockTransport) -> KeyClient<MockTransport> {
+        KeyClient::new(transport, MockCipherSuite::new())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fresh_entry_is_served_from_the_cache_until_its_ttl_passes() {
+        let kek = kek();
+        let client = client(counting_transport(2)).with_cache_ttl(Duration::from_secs(60));
+        assert_eq!(client.get(&kek).await.ok(), Some(dek(1)));
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(client.is_cached(&kek.id()));
+        assert_eq!(client.get(&kek).await.ok(), Some(dek(1)), "cached");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!client.is_cached(&kek.id()), "expired at the TTL");
+        assert_eq!(client.get(&kek).await.ok(), Some(dek(2)), "refetched");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ttl_zero_fetches_on_every_use() {
+        let kek = kek();
+        let client = client(counting_transport(3)).with_cache_ttl(Duration::ZERO);
+        for n in 1..=3 {
+            assert_eq!(client.get(&kek).await.ok(), Some(dek(n)));
+            assert!(!client.is_cached(&kek.id()));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cache_is_bounded_and_evicts_the_least_recently_used() {
+        // Three keys: fixture KEK and two derived key ids via client-side
+        // records would need real RSA; the bound is per key id, so use three
+        // generated-looking KEKs from the fixtures of other sizes.
+        let keks = [
+            kek(),
+            Kek::from_pem(include_str!("../tests/fixtures/kek-rsa7680.pem")).expect("fixture"), // ok: fixture
+            Kek::from_pem(include_str!("../tests/fixtures/kek-rsa15360.pem")).expect("fixture"), // ok: fixture
+        ];
+        let mut transport = MockTransport::new();
+        let fetched = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let log = std::sync::Arc::clone(&fetched);
+        transport.expect_send().returning(move |call| {
+            let id = call.key_id().expect("get_key names its key"); // ok: test
+            log.lock().expect("log").push(id); // ok: test
+            Ok(Reply::Dek(dek(1)))
+        });
+        let client = client(transport).with_capacity(2);
+        client.get(&keks[0]).await.ok();
+        client.get(&keks[1]).await.ok();
+        client.get(&keks[0]).await.ok(); // 0 is now more recent than 1
+        client.get(&keks[2]).await.ok(); // evicts 1
+        assert_eq!(client.cached_len(), 2);
+        assert!(client.is_cached(&keks[0].id()));
+        assert!(!client.is_cached(&keks[1].id()));
+        client.get(&keks[1]).await.ok();
+        let ids: Vec<KeyId> = keks.iter().map(Kek::id).collect();
+        assert_eq!(
+            *fetched.lock().expect("log"), // ok: test
+            vec![ids[0], ids[1], ids[2], ids[1]]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn errors_are_not_cached() {
+        let kek = kek();
+        let id = kek.id();
+        let mut transport = MockTransport::new();
+        let mut seq = mockall::Sequence::new();
+        transport
+            .expect_send()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(move |_| Err(Error::NotFound { key_id: id }));
+        transport
+            .expect_send()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(Reply::Dek(dek(5))));
+        let client = client(transport);
+        assert!(matches!(
+            client.get(&kek).await,
+            Err(Error::NotFound { key_id }) if key_id == id
+        ));
+        assert!(!client.is_cached(&id));
+        assert_eq!(client.get(&kek).await.ok(), Some(dek(5)));
+        assert!(client.is_cached(&id));
+    }
+
+    /// Callers that miss the same key together make one request: the
+    /// transport is held at a gate until every caller is waiting.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn concurrent_misses_make_one_request() {
+        struct Gated {
+            inner: MockTransport,
+            gate: std::sync::Arc<tokio::sync::Semaphore>,
+        }
+        #[async_trait]
+        impl Transport for Gated {
+            fn endpoint(&self) -> String {
+                self.inner.endpoint()
+            }
+            async fn send(&self, call: Call) -> Result<Reply> {
+                let _permit = self.gate.acquire().await;
+                self.inner.send(call).await
+            }
+        }
+        let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+        let transport = Gated {
+            inner: counting_transport(1),
+            gate: std::sync::Arc::clone(&gate),
+        };
+        let client = Arc::new(KeyClient::new(transport, MockCipherSuite::new()));
+        let kek = kek();
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let client = Arc::clone(&client);
+                let kek = kek.clone();
+                tokio::spawn(async move { client.get(&kek).await })
+            })
+            .collect();
+        // Let every task run until it waits (at the gate or for the fetch).
+        for _ in 0..64 {
+            tokio::task::yield_now().await;
+        }
+        gate.add_permits(1);
+        for task in tasks {
+            let dek_got = task.await.expect("task").expect("DEK"); // ok: test
+            assert_eq!(dek_got, dek(1));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn client_side_unwrap_fetches_the_record_and_never_sends_the_kek() {
+        let kek = kek();
+        let record =
+            WrappedDek::new(kek.id(), kek.bits(), Strength::S128, 0, vec![1; 384]).expect("record"); // ok: test fixture
+        let mut transport = MockTransport::new();
+        transport
+            .expect_send()
+            .withf(|call| matches!(call, Call::GetWrapped(_)))
+            .times(1)
+            .returning(move |_| Ok(Reply::Wrapped(record.clone())));
+        let mut suite = MockCipherSuite::new();
+        suite
+            .expect_rsa_oaep_unwrap()
+            .times(1)
+            .returning(|_, _| Ok(zeroize::Zeroizing::new(vec![9; 16])));
+        let client = KeyClient::new(transport, suite).with_unwrap_mode(UnwrapMode::Client);
+        assert_eq!(client.get(&kek).await.ok(), Some(dek(9)));
+        assert_eq!(client.get(&kek).await.ok(), Some(dek(9)), "cached");
     }
 }

@@ -77,3 +77,90 @@ pub(crate) fn log_refused(protocol: &str, method: &str, error: &Error, start: In
         start,
     );
 }
+
+#[cfg(test)]
+mod tests {
+    //! The dispatcher against a mocked service: no sockets, no sleeps.
+
+    use super::*;
+    use crate::api::MockKeyService;
+    use crate::api::Status;
+    use crate::{async_trait, Dek, Kek, Strength, WrappedDek};
+
+    fn status() -> Status {
+        Status {
+            keys: 1,
+            version: "v".into(),
+            suite: "s".into(),
+            storage: "m".into(),
+            strength: 128,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_reaches_the_service_and_its_reply_comes_back() {
+        let mut service = MockKeyService::new();
+        let id = KeyId::from_bytes([3; 32]);
+        service
+            .expect_call()
+            .withf(move |call| *call == Call::Contains(id))
+            .times(1)
+            .returning(|_| Ok(Reply::Bool(true)));
+        let dispatch = Dispatch::new(Arc::new(service), Duration::from_secs(5));
+        let reply = dispatch.run("test", Call::Contains(id)).await;
+        assert!(matches!(reply, Ok(Reply::Bool(true))));
+    }
+
+    #[tokio::test]
+    async fn the_service_error_is_returned_as_it_is() {
+        let mut service = MockKeyService::new();
+        let id = KeyId::from_bytes([4; 32]);
+        service
+            .expect_call()
+            .returning(move |_| Err(Error::NotFound { key_id: id }));
+        let dispatch = Dispatch::new(Arc::new(service), Duration::from_secs(5));
+        let err = dispatch
+            .run("test", Call::GetWrapped(id))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NotFound { key_id } if key_id == id));
+    }
+
+    /// A call that never finishes is answered with code 7 at the time limit
+    /// (Tokio's paused clock jumps to it: the test does not wait).
+    #[tokio::test(start_paused = true)]
+    async fn a_call_past_the_time_limit_is_an_internal_error() {
+        struct Stuck;
+        #[async_trait]
+        impl KeyService for Stuck {
+            async fn generate(&self, _: Option<Strength>) -> Result<Kek> {
+                std::future::pending().await
+            }
+            async fn get_key(&self, _: &Kek) -> Result<Dek> {
+                std::future::pending().await
+            }
+            async fn get_wrapped(&self, _: &KeyId) -> Result<WrappedDek> {
+                std::future::pending().await
+            }
+            async fn contains(&self, _: &KeyId) -> Result<bool> {
+                std::future::pending().await
+            }
+            async fn status(&self) -> Result<Status> {
+                std::future::pending().await
+            }
+        }
+        let dispatch = Dispatch::new(Arc::new(Stuck), Duration::from_secs(30));
+        let before = tokio::time::Instant::now();
+        let err = dispatch.run("test", Call::Status).await.unwrap_err();
+        assert_eq!(err.code(), 7);
+        assert_eq!(err.to_string(), "internal error: the request timed out");
+        assert_eq!(before.elapsed(), Duration::from_secs(30));
+        // A service that answers in time is not cut off.
+        let mut quick = MockKeyService::new();
+        quick
+            .expect_call()
+            .returning(|_| Ok(Reply::Status(status())));
+        let dispatch = Dispatch::new(Arc::new(quick), Duration::from_secs(30));
+        assert!(dispatch.run("test", Call::Status).await.is_ok());
+    }
+}
