@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -11,6 +12,7 @@ use async_trait::async_trait;
 
 use crate::api::KeyService;
 use crate::envelope;
+use crate::stream;
 use crate::record::unwrap_record;
 use crate::{CipherSuite, Dek, Encryption, Kek, KeyId, Plaintext, Result, Strength, Transport};
 
@@ -320,6 +322,81 @@ impl<T: Transport> KeyClient<T> {
         self.transport.status().await
     }
 
+    /// Encrypts everything `input` gives into `output` in the stream format
+    /// ([`crate::stream`]: constant memory, any length), with this client's
+    /// suite and a DEK from its cache. Returns the plaintext bytes read.
+    ///
+    /// The reading and writing are blocking I/O: on a multi-threaded Tokio
+    /// runtime they run in place of the task without stalling others
+    /// ([`tokio::task::block_in_place`]); elsewhere they run inline.
+    ///
+    /// # Errors
+    /// The errors of [`KeyClient::get`]; [`Error::Io`](crate::Error::Io) if
+    /// reading or writing fails.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # #[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))]
+    /// # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use keyserver::{Encryption, KeyServer};
+    /// use keyserver::backends::{MemoryStorage, RustCrypto};
+    /// use keyserver::transports::InProcess;
+    ///
+    /// let client = InProcess::client(Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new())));
+    /// let kek = client.generate().await?;
+    /// let mut sealed = Vec::new();
+    /// client.encrypt_stream(&kek, &b"a long file"[..], &mut sealed).await?;
+    /// let mut opened = Vec::new();
+    /// client.decrypt_stream(&kek, &sealed[..], &mut opened).await?;
+    /// assert_eq!(opened, b"a long file");
+    /// # Ok::<(), keyserver::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn encrypt_stream(
+        &self,
+        kek: &Kek,
+        input: impl Read + Send,
+        output: impl Write + Send,
+    ) -> Result<u64> {
+        let dek = self.get(kek).await?;
+        let id = kek.id();
+        blocking_io(|| stream::encrypt(&*self.suite, &id, &dek, input, output))
+    }
+
+    /// Decrypts a stream written by [`KeyClient::encrypt_stream`] (or the
+    /// `keyserver encrypt` command) from `input` into `output`. The header is
+    /// read first: a stream sealed under another key is refused before the
+    /// DEK is asked for. Returns the plaintext bytes written.
+    ///
+    /// Nothing unauthenticated is written: each chunk is checked before it
+    /// is written, and a truncated or reordered stream is an error. On error,
+    /// `output` may hold the authentic chunks before the failure: write to a
+    /// temporary file and keep it only on success.
+    ///
+    /// # Errors
+    /// [`Error::KeyMismatch`](crate::Error::KeyMismatch),
+    /// [`Error::MalformedCiphertext`](crate::Error::MalformedCiphertext),
+    /// [`Error::DecryptionFailed`](crate::Error::DecryptionFailed); the errors
+    /// of [`KeyClient::get`]; [`Error::Io`](crate::Error::Io).
+    pub async fn decrypt_stream(
+        &self,
+        kek: &Kek,
+        mut input: impl Read + Send,
+        output: impl Write + Send,
+    ) -> Result<u64> {
+        let header = blocking_io(|| stream::StreamHeader::read_from(&mut input))?;
+        if header.key_id != kek.id() {
+            return Err(crate::Error::KeyMismatch {
+                expected: header.key_id,
+                given: kek.id(),
+            });
+        }
+        let dek = self.get(kek).await?;
+        blocking_io(|| stream::decrypt_after_header(&*self.suite, &dek, &header, input, output))
+    }
+
     async fn fetch(&self, kek: &Kek) -> Result<Dek> {
         match self.mode {
             UnwrapMode::Server => self.transport.get_key(kek).await,
@@ -328,6 +405,18 @@ impl<T: Transport> KeyClient<T> {
                 unwrap_record(Arc::clone(&self.suite), kek, record, self.min_strength).await
             }
         }
+    }
+}
+
+/// Runs blocking I/O without stalling the other tasks of a multi-threaded
+/// runtime; inline anywhere else (a current-thread runtime, no runtime).
+fn blocking_io<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 

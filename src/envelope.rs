@@ -24,13 +24,10 @@
 //! has its own key, the SP 800-38D bound of 2^32 random nonces per key never
 //! applies to the DEK, however long it lives.
 
-use zeroize::Zeroizing;
-
-use crate::record::{dek_alg_id, strength_of_alg_id};
+use crate::format::{derive_key, dek_alg_id, strength_of_alg_id, ENVELOPE_MAGIC};
 use crate::suite::{CipherSuite, GCM_NONCE_LEN, GCM_TAG_LEN};
 use crate::{Dek, Error, KeyId, Plaintext, Result, Strength};
 
-const MAGIC: &[u8; 3] = b"KSE";
 /// The envelope format version this crate writes.
 pub const VERSION: u8 = 1;
 /// Length of the random HKDF salt.
@@ -79,7 +76,7 @@ impl Header {
         let malformed = |reason: &'static str| Error::MalformedCiphertext {
             reason: reason.into(),
         };
-        if envelope.len() < 4 || &envelope[..3] != MAGIC {
+        if envelope.len() < 4 || &envelope[..3] != ENVELOPE_MAGIC {
             return Err(malformed("not a keyserver ciphertext"));
         }
         if envelope[3] != VERSION {
@@ -121,7 +118,7 @@ impl Header {
 
     fn encode(&self) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];
-        h[..3].copy_from_slice(MAGIC);
+        h[..3].copy_from_slice(ENVELOPE_MAGIC);
         h[3] = VERSION;
         h[4] = dek_alg_id(self.strength);
         h[5..37].copy_from_slice(self.key_id.as_bytes());
@@ -217,20 +214,4 @@ pub fn open<C: CipherSuite + ?Sized>(
     // One copy, opened in place (zeroed by the suite if authentication fails).
     let mut opened = suite.aes_gcm_open(&key, &header.nonce, &aad, &envelope[HEADER_LEN..])?;
     Ok(Plaintext::from(std::mem::take(&mut *opened)))
-}
-
-/// A key derived from the DEK, as long as the DEK:
-/// HKDF-SHA256(ikm = DEK, salt, info = label || algorithm id). Used per message
-/// here and per stream by [`crate::stream`].
-pub(crate) fn derive_key<C: CipherSuite + ?Sized>(
-    suite: &C,
-    dek: &Dek,
-    salt: &[u8],
-    label: &[u8],
-    alg: u8,
-) -> Result<Zeroizing<Vec<u8>>> {
-    let info = [label, &[alg]].concat();
-    let mut key = Zeroizing::new(vec![0u8; dek.as_bytes().len()]);
-    suite.hkdf_sha256(dek.as_bytes(), salt, &info, &mut key)?;
-    Ok(key)
 }

@@ -63,6 +63,7 @@
 pub mod api;
 mod client;
 mod encryption;
+mod format;
 pub mod envelope;
 pub mod error;
 mod key;

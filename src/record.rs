@@ -25,35 +25,15 @@ use sha2::{Digest, Sha256};
 
 use std::sync::Arc;
 
+use crate::format::{dek_alg_id, strength_of_alg_id, RECORD_MAGIC};
 use crate::key::check_kek;
 use crate::{blocking, CipherSuite, Dek, Error, Kek, KeyId, Result, Strength};
 
-const MAGIC: &[u8; 4] = b"KSWR";
 const VERSION: u8 = 1;
 /// Wrap algorithm id: RSA-OAEP with SHA-256 and MGF1-SHA-256, empty label.
 pub const WRAP_RSA_OAEP_SHA256: u8 = 1;
 const HEADER_LEN: usize = 52;
 const CHECKSUM_LEN: usize = 32;
-
-/// The algorithm id of a DEK / envelope of a strength: 1 = AES-128-GCM,
-/// 2 = AES-192-GCM, 3 = AES-256-GCM. Shared by records and envelopes.
-pub(crate) const fn dek_alg_id(strength: Strength) -> u8 {
-    match strength {
-        Strength::S128 => 1,
-        Strength::S192 => 2,
-        Strength::S256 => 3,
-    }
-}
-
-/// The strength of a DEK algorithm id, if it is known.
-pub(crate) const fn strength_of_alg_id(id: u8) -> Option<Strength> {
-    match id {
-        1 => Some(Strength::S128),
-        2 => Some(Strength::S192),
-        3 => Some(Strength::S256),
-        _ => None,
-    }
-}
 
 /// A wrapped data-encryption key as stored: the DEK encrypted with
 /// RSA-OAEP-SHA256 under the public half of a KEK, with the metadata needed to
@@ -156,7 +136,7 @@ impl WrappedDek {
     /// The stable byte encoding (version 1).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_LEN + self.wrapped.len() + CHECKSUM_LEN);
-        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(RECORD_MAGIC);
         out.push(VERSION);
         out.push(WRAP_RSA_OAEP_SHA256);
         out.push(dek_alg_id(self.strength));
@@ -190,7 +170,7 @@ impl WrappedDek {
         if Sha256::digest(body).as_slice() != sum {
             return Err(corrupt("checksum mismatch"));
         }
-        if &body[0..4] != MAGIC {
+        if &body[0..4] != RECORD_MAGIC {
             return Err(corrupt("not a keyserver record"));
         }
         if body[4] != VERSION {

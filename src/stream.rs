@@ -53,12 +53,10 @@ use std::io::{ErrorKind, Read, Write};
 
 use zeroize::Zeroizing;
 
-use crate::envelope::derive_key;
-use crate::record::{dek_alg_id, strength_of_alg_id};
+use crate::format::{derive_key, dek_alg_id, strength_of_alg_id, STREAM_MAGIC};
 use crate::suite::{CipherSuite, GCM_NONCE_LEN, GCM_TAG_LEN};
 use crate::{Dek, Error, KeyId, Result, Strength};
 
-const MAGIC: &[u8; 3] = b"KSS";
 /// The stream format version this crate writes.
 pub const VERSION: u8 = 1;
 /// Length of the stream header.
@@ -89,7 +87,7 @@ pub struct StreamHeader {
 impl StreamHeader {
     fn encode(&self) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];
-        h[..3].copy_from_slice(MAGIC);
+        h[..3].copy_from_slice(STREAM_MAGIC);
         h[3] = VERSION;
         h[4] = dek_alg_id(self.strength);
         h[5..37].copy_from_slice(self.key_id.as_bytes());
@@ -108,7 +106,7 @@ impl StreamHeader {
         let malformed = |reason: &'static str| Error::MalformedCiphertext {
             reason: reason.into(),
         };
-        if &h[..3] != MAGIC {
+        if &h[..3] != STREAM_MAGIC {
             return Err(malformed("not a keyserver stream"));
         }
         if h[3] != VERSION {

@@ -1,0 +1,53 @@
+//! What the three byte formats share (docs/FORMAT.md): their magic numbers,
+//! the DEK algorithm ids, and the one key derivation. The envelope
+//! ([`crate::envelope`]), the stream ([`crate::stream`]) and the stored
+//! record ([`crate::WrappedDek`]) build on this module and on nothing of each
+//! other's.
+
+use zeroize::Zeroizing;
+
+use crate::suite::CipherSuite;
+use crate::{Dek, Result, Strength};
+
+/// First bytes of a data envelope.
+pub(crate) const ENVELOPE_MAGIC: &[u8; 3] = b"KSE";
+/// First bytes of a stream.
+pub(crate) const STREAM_MAGIC: &[u8; 3] = b"KSS";
+/// First bytes of a stored wrapped-DEK record.
+pub(crate) const RECORD_MAGIC: &[u8; 4] = b"KSWR";
+
+/// The algorithm id of a DEK / envelope of a strength: 1 = AES-128-GCM,
+/// 2 = AES-192-GCM, 3 = AES-256-GCM. Shared by records and envelopes.
+pub(crate) const fn dek_alg_id(strength: Strength) -> u8 {
+    match strength {
+        Strength::S128 => 1,
+        Strength::S192 => 2,
+        Strength::S256 => 3,
+    }
+}
+
+/// The strength of a DEK algorithm id, if it is known.
+pub(crate) const fn strength_of_alg_id(id: u8) -> Option<Strength> {
+    match id {
+        1 => Some(Strength::S128),
+        2 => Some(Strength::S192),
+        3 => Some(Strength::S256),
+        _ => None,
+    }
+}
+
+/// A key derived from the DEK, as long as the DEK:
+/// HKDF-SHA256(ikm = DEK, salt, info = label || algorithm id). Used per message
+/// here and per stream by [`crate::stream`].
+pub(crate) fn derive_key<C: CipherSuite + ?Sized>(
+    suite: &C,
+    dek: &Dek,
+    salt: &[u8],
+    label: &[u8],
+    alg: u8,
+) -> Result<Zeroizing<Vec<u8>>> {
+    let info = [label, &[alg]].concat();
+    let mut key = Zeroizing::new(vec![0u8; dek.as_bytes().len()]);
+    suite.hkdf_sha256(dek.as_bytes(), salt, &info, &mut key)?;
+    Ok(key)
+}
