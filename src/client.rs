@@ -12,8 +12,8 @@ use async_trait::async_trait;
 
 use crate::api::KeyService;
 use crate::envelope;
-use crate::stream;
 use crate::record::unwrap_record;
+use crate::stream;
 use crate::{CipherSuite, Dek, Encryption, Kek, KeyId, Plaintext, Result, Strength, Transport};
 
 /// Default time a fetched DEK is served from the cache: one hour.

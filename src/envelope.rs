@@ -24,7 +24,7 @@
 //! has its own key, the SP 800-38D bound of 2^32 random nonces per key never
 //! applies to the DEK, however long it lives.
 
-use crate::format::{derive_key, dek_alg_id, strength_of_alg_id, ENVELOPE_MAGIC};
+use crate::format::{dek_alg_id, derive_key, strength_of_alg_id, ENVELOPE_MAGIC};
 use crate::suite::{CipherSuite, GCM_NONCE_LEN, GCM_TAG_LEN};
 use crate::{Dek, Error, KeyId, Plaintext, Result, Strength};
 

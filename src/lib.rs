@@ -63,9 +63,9 @@
 pub mod api;
 mod client;
 mod encryption;
-mod format;
 pub mod envelope;
 pub mod error;
+mod format;
 mod key;
 mod pool;
 mod record;

@@ -53,7 +53,7 @@ use std::io::{ErrorKind, Read, Write};
 
 use zeroize::Zeroizing;
 
-use crate::format::{derive_key, dek_alg_id, strength_of_alg_id, STREAM_MAGIC};
+use crate::format::{dek_alg_id, derive_key, strength_of_alg_id, STREAM_MAGIC};
 use crate::suite::{CipherSuite, GCM_NONCE_LEN, GCM_TAG_LEN};
 use crate::{Dek, Error, KeyId, Result, Strength};
 

@@ -1,0 +1,242 @@
+//! The command line: clap's types for every command and option.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+#[derive(Parser)]
+#[command(
+    name = "keyserver",
+    version,
+    about = "Envelope-encryption key server and client"
+)]
+pub(crate) struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "KEYSERVER_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, ValueEnum, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run a key server.
+    Serve(ServeArgs),
+    /// Ask the server for a new KEK; writes it (PEM) and prints its key id on stderr.
+    Generate {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Write the KEK to this file (created 0600, never overwritten); stdout if absent.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Strength of the new key (128, 192, 256); the server's if absent.
+        #[arg(long)]
+        strength: Option<u32>,
+    },
+    /// Print the DEK of a KEK, as hex.
+    Get {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The KEK file (PEM).
+        #[arg(long)]
+        kek: PathBuf,
+    },
+    /// Encrypt a file or stdin (streaming, bounded memory).
+    Encrypt(CryptArgs),
+    /// Decrypt a file or stdin (streaming, bounded memory).
+    Decrypt(CryptArgs),
+    /// Print the server's status.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Load generator: drive a running server with concurrent clients and
+    /// print throughput and latency percentiles.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct BenchArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "get-key")]
+    pub op: BenchOp,
+    /// Concurrent clients (each with its own connection).
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Plaintext bytes per operation for encrypt and decrypt.
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+    /// Stop each client after this many operations (for example to measure
+    /// `generate` while a KEK pool lasts).
+    #[arg(long)]
+    pub requests: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub(crate) enum BenchOp {
+    /// `generate` on the server.
+    Generate,
+    /// `get_key`: server-side unwrap of one KEK.
+    GetKey,
+    /// `get_wrapped` of one key id.
+    GetWrapped,
+    /// `status`.
+    Status,
+    /// Local encryption with a cached DEK.
+    Encrypt,
+    /// Local decryption with a cached DEK.
+    Decrypt,
+}
+
+#[derive(Args, Default)]
+pub(crate) struct ServeArgs {
+    /// TOML configuration file (same keys as the long options, with '_' for '-').
+    #[arg(long, env = "KEYSERVER_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub options: ServeOptions,
+}
+
+/// The settings of `serve`: one type for the flags and environment (clap) and
+/// for the TOML file (serde), merged by [`ServeOptions::or`]. Every field is
+/// optional; the defaults are applied once, in `config.rs`.
+#[derive(Args, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServeOptions {
+    /// Storage: "memory" or "file:DIR" [default: file:./keyserver-data].
+    #[arg(long, env = "KEYSERVER_STORAGE")]
+    pub storage: Option<String>,
+    /// Cipher suite [default: rustcrypto].
+    #[arg(long, env = "KEYSERVER_SUITE", value_enum)]
+    pub suite: Option<SuiteName>,
+    /// Security strength of new keys: 128, 192 or 256 [default: 128].
+    #[arg(long, env = "KEYSERVER_STRENGTH")]
+    pub strength: Option<u32>,
+    /// Address to listen on [default: 127.0.0.1:8731].
+    #[arg(long, env = "KEYSERVER_LISTEN")]
+    pub listen: Option<String>,
+    /// TLS certificate chain (PEM).
+    #[arg(long, env = "KEYSERVER_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "KEYSERVER_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) that client certificates must chain to: enables mutual TLS.
+    #[arg(long, env = "KEYSERVER_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback address.
+    #[arg(long, env = "KEYSERVER_INSECURE")]
+    #[serde(default)]
+    pub insecure: bool,
+    /// Largest request body in bytes [default: 1048576].
+    #[arg(long, env = "KEYSERVER_MAX_BODY")]
+    pub max_body: Option<usize>,
+    /// RSA key pairs kept ready for generate(); 0 generates inline [default: 8].
+    #[arg(long, env = "KEYSERVER_KEK_POOL")]
+    pub kek_pool: Option<usize>,
+    /// Background threads refilling the pool [default: 1].
+    #[arg(long, env = "KEYSERVER_KEK_WORKERS")]
+    pub kek_workers: Option<usize>,
+    /// Wrapped-DEK records file storage keeps in memory; 0 reads every
+    /// request's record from disk [default: 16384].
+    #[arg(long, env = "KEYSERVER_CACHE_RECORDS")]
+    pub cache_records: Option<usize>,
+    /// Log format (the global --log-format wins).
+    #[arg(skip)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// `self.x.or(other.x)` for each optional field.
+macro_rules! either {
+    ($a:ident, $b:ident; $($field:ident),+) => {
+        ServeOptions { $($field: $a.$field.or($b.$field),)+ insecure: $a.insecure || $b.insecure }
+    };
+}
+
+impl ServeOptions {
+    /// These settings, with `fallback`'s where these have none (flags and
+    /// environment over the file).
+    pub fn or(self, fallback: ServeOptions) -> ServeOptions {
+        either!(self, fallback; storage, suite, strength, listen, tls_cert, tls_key, client_ca,
+            max_body, kek_pool, kek_workers, cache_records, log_format)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, ValueEnum, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SuiteName {
+    Rustcrypto,
+    Openssl,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Xmlrpc,
+    Jsonrpc,
+}
+
+#[derive(Args)]
+pub(crate) struct ClientArgs {
+    /// The key server's URL.
+    #[arg(long, env = "KEYSERVER_URL", default_value = "http://127.0.0.1:8731")]
+    pub server: String,
+    /// Wire protocol.
+    #[arg(
+        long,
+        env = "KEYSERVER_TRANSPORT",
+        value_enum,
+        default_value = "xmlrpc"
+    )]
+    pub transport: Protocol,
+    /// CA certificate (PEM) for an https server; the system's roots if absent.
+    #[arg(long, env = "KEYSERVER_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, env = "KEYSERVER_CLIENT_CERT")]
+    pub client_cert: Option<PathBuf>,
+    /// Client certificate key (PEM) for mutual TLS.
+    #[arg(long, env = "KEYSERVER_CLIENT_KEY")]
+    pub client_key: Option<PathBuf>,
+    /// Seconds to wait for the server.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+    /// Unwrap the DEK here (the KEK never leaves this machine) instead of on the server.
+    #[arg(long)]
+    pub client_unwrap: bool,
+    /// Cipher suite for local encryption and decryption (both write the same bytes).
+    #[arg(
+        long = "suite",
+        env = "KEYSERVER_CLIENT_SUITE",
+        value_enum,
+        default_value = "rustcrypto"
+    )]
+    pub local_suite: SuiteName,
+}
+
+#[derive(Args)]
+pub(crate) struct CryptArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The KEK file (PEM).
+    #[arg(long)]
+    pub kek: PathBuf,
+    /// Input file; stdin if absent.
+    #[arg(long = "in")]
+    pub input: Option<PathBuf>,
+    /// Output file (written whole or not at all); stdout if absent.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}

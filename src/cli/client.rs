@@ -1,0 +1,102 @@
+//! The client commands: `generate`, `get`, `status`, and the client every
+//! command builds from its arguments.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use keyserver::transports::{ClientOptions, ClientTls, JsonRpc, XmlRpc};
+use keyserver::{Kek, KeyClient, Strength, Transport, UnwrapMode};
+
+use super::args::{ClientArgs, Command, Protocol};
+use super::choice;
+use super::exit::{io_failure, usage, Failure};
+use super::output::{create_private_file, print_stdout};
+
+/// The client `args` describe.
+pub(crate) fn client(args: &ClientArgs) -> Result<KeyClient<Box<dyn Transport>>, Failure> {
+    let options = ClientOptions {
+        timeout: Duration::from_secs(args.timeout.max(1)),
+        tls: ClientTls {
+            ca_cert: args.ca_cert.clone(),
+            client_cert: args.client_cert.clone(),
+            client_key: args.client_key.clone(),
+        },
+    };
+    let transport: Box<dyn Transport> = match args.transport {
+        Protocol::Xmlrpc => Box::new(XmlRpc::with_options(&args.server, options)?),
+        Protocol::Jsonrpc => Box::new(JsonRpc::with_options(&args.server, options)?),
+    };
+    let mode = if args.client_unwrap {
+        UnwrapMode::Client
+    } else {
+        UnwrapMode::Server
+    };
+    Ok(KeyClient::new(transport, choice::suite(args.local_suite)?).with_unwrap_mode(mode))
+}
+
+/// Reads a KEK file (PEM, at most 64 KiB) into memory wiped on drop.
+pub(crate) fn read_kek(path: &Path) -> Result<Kek, Failure> {
+    let mut text = zeroize::Zeroizing::new(String::new());
+    File::open(path)
+        .and_then(|f| f.take(1 << 16).read_to_string(&mut text))
+        .map_err(|e| io_failure(format!("cannot read the KEK file {}", path.display()), e))?;
+    Kek::from_pem(&text).map_err(|e| Failure {
+        code: 1,
+        message: format!("{}: {e}", path.display()),
+    })
+}
+
+/// `generate`, `get` and `status`.
+pub(crate) async fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Generate {
+            client: args,
+            out,
+            strength,
+        } => {
+            let strength = strength
+                .map(|bits| Strength::from_bits(bits).map_err(|e| usage(e.to_string())))
+                .transpose()?;
+            let client = client(&args)?;
+            // Create the file before asking for a key: a KEK that cannot be
+            // saved would leave the server with a key nobody can use.
+            let file = out.as_deref().map(create_private_file).transpose()?;
+            let kek = match client.generate_with_strength(strength).await {
+                Ok(kek) => kek,
+                Err(e) => {
+                    if let Some((path, _)) = &file {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    return Err(e.into());
+                }
+            };
+            let pem = kek.to_pem();
+            match file {
+                Some((path, mut file)) => file
+                    .write_all(pem.as_bytes())
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| io_failure(format!("cannot write {}", path.display()), e))?,
+                None => print_stdout(&pem)?,
+            }
+            let _ = writeln!(std::io::stderr(), "key id: {}", kek.id());
+            Ok(())
+        }
+        Command::Get { client: args, kek } => {
+            let kek = read_kek(&kek)?;
+            let dek = client(&args)?.get(&kek).await?;
+            let mut line = zeroize::Zeroizing::new(hex::encode(dek.as_bytes()));
+            line.push('\n');
+            print_stdout(&line)
+        }
+        Command::Status { client: args } => {
+            let status = client(&args)?.status().await?;
+            print_stdout(&format!(
+                "keys: {}\nversion: {}\nsuite: {}\nstorage: {}\nstrength: {}\n",
+                status.keys, status.version, status.suite, status.storage, status.strength
+            ))
+        }
+        _ => Err(usage("not a client command")),
+    }
+}

@@ -1,0 +1,69 @@
+//! `encrypt` and `decrypt` of files or stdin: streaming through the
+//! client, output replaced whole or not at all, a progress bar on a terminal.
+
+use std::fs::File;
+use std::io::{IsTerminal, Read};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::args::CryptArgs;
+use super::client::{client, read_kek};
+use super::exit::{io_failure, Failure};
+use super::output::Sink;
+
+/// A progress bar with rate and time left on a terminal; nothing otherwise.
+fn progress(total: Option<u64>) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let (bar, template) = match total {
+        Some(total) => (
+            ProgressBar::new(total),
+            "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} {eta} left",
+        ),
+        None => (
+            ProgressBar::new_spinner(),
+            "{spinner} {bytes} {binary_bytes_per_sec}",
+        ),
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+pub(crate) async fn crypt(args: CryptArgs, encrypting: bool) -> Result<(), Failure> {
+    let kek = read_kek(&args.kek)?;
+    let (input, total): (Box<dyn Read + Send>, Option<u64>) = match &args.input {
+        Some(path) => {
+            let file = File::open(path)
+                .map_err(|e| io_failure(format!("cannot open {}", path.display()), e))?;
+            let len = file.metadata().ok().map(|m| m.len());
+            (
+                Box::new(std::io::BufReader::with_capacity(1 << 16, file)),
+                len,
+            )
+        }
+        None => (Box::new(std::io::stdin()), None),
+    };
+    let bar = progress(total);
+    let input = bar.wrap_read(input);
+    let client = client(&args.client)?;
+    let mut sink = Sink::open(args.out.as_deref())?;
+    let result = {
+        let writer = sink.writer();
+        if encrypting {
+            client.encrypt_stream(&kek, input, writer).await
+        } else {
+            client.decrypt_stream(&kek, input, writer).await
+        }
+    };
+    bar.finish_and_clear();
+    match result {
+        Ok(_) => sink.commit(),
+        Err(e) => {
+            sink.abort();
+            Err(e.into())
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The `keyserver` command, split by job: [`args`] (the command line),
+//! [`config`] (one merged `serve` configuration), [`choice`] (suite and
+//! storage chosen at run time, once), [`serve`], [`client`] (the client
+//! commands), [`crypt`] (streaming files), [`bench`] (the load generator),
+//! [`output`] and [`exit`] (failures and exit codes).
+
+mod args;
+mod bench;
+mod choice;
+mod client;
+mod config;
+mod crypt;
+mod exit;
+mod output;
+mod serve;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use args::{Cli, Command, LogFormat};
+use exit::Failure;
+
+/// Parses the command line, runs the command, and gives its exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "keyserver: cannot start the async runtime: {e}"
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    if std::env::var_os("KEYSERVER_REPORT_PEAK_RSS").is_some() {
+        report_peak_rss();
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            let _ = writeln!(std::io::stderr(), "keyserver: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Serve(args) => serve::serve(args, cli.log_format).await,
+        command => {
+            init_logging(cli.log_format.unwrap_or(LogFormat::Text));
+            match command {
+                Command::Bench(args) => bench::bench(args).await,
+                Command::Encrypt(args) => crypt::crypt(args, true).await,
+                Command::Decrypt(args) => crypt::crypt(args, false).await,
+                command => client::run(command).await,
+            }
+        }
+    }
+}
+
+/// Prints the process's peak resident memory (Linux), for memory tests.
+fn report_peak_rss() {
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:")) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "keyserver: peak RSS {}",
+                line.trim_start_matches("VmHWM:").trim()
+            );
+        }
+    }
+}
+
+pub(crate) fn init_logging(format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // jsonrpsee logs whole HTTP bodies (keys) at DEBUG/TRACE: cap it whatever
+    // RUST_LOG says.
+    let no_bodies = tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.target().starts_with("jsonrpsee") && *meta.level() > tracing::Level::INFO)
+    });
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Json => fmt.json().boxed(),
+        LogFormat::Text => fmt.boxed(),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter).with_filter(no_bodies))
+        .try_init();
+}
