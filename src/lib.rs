@@ -80,6 +80,9 @@ pub mod backends;
 #[path = "../transports/mod.rs"]
 pub mod transports;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 pub use api::{KeyService, Status};
 pub use client::{KeyClient, UnwrapMode, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TIMEOUT};
 pub use encryption::Encryption;

@@ -2,7 +2,6 @@
 //! examples run against a live server, when python3, curl and openssl exist.
 
 use std::process::Command;
-use std::sync::Arc;
 
 use crate::transport::{loopback, new_server};
 
@@ -45,7 +44,7 @@ async fn protocol_examples_work_as_written() {
     let doc =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
     let server = new_server();
-    let http = loopback(Arc::clone(&server)).await;
+    let http = loopback(server.clone()).await;
     let url = http.url();
     let dir = tempfile::tempdir().unwrap();
 

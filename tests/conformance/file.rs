@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use keyserver::backends::FileStorage;
 use keyserver::{Error, KeyStorage};
 
-use crate::storage::record;
+use keyserver::testing::storage::record;
 
 fn record_path(dir: &Path, n: u32) -> PathBuf {
     let id = record(n).key_id().to_string();

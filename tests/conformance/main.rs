@@ -21,19 +21,21 @@
 
 mod common;
 
+#[cfg(feature = "testing")]
 mod cipher;
 #[cfg(feature = "cli")]
 mod cli;
-#[cfg(feature = "storage-file")]
+#[cfg(all(feature = "storage-file", feature = "testing"))]
 mod crash;
-#[cfg(feature = "storage-file")]
+#[cfg(all(feature = "storage-file", feature = "testing"))]
 mod file;
 mod formats;
+#[cfg(feature = "testing")]
 mod storage;
 
 #[cfg(all(
     feature = "cipher-rustcrypto",
-    feature = "storage-memory",
+    feature = "testing",
     feature = "transport-xmlrpc",
     feature = "transport-jsonrpc"
 ))]
@@ -52,11 +54,11 @@ mod properties;
 mod secrets;
 #[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))]
 mod seed;
-#[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))]
+#[cfg(all(feature = "cipher-rustcrypto", feature = "testing"))]
 mod transport;
 #[cfg(all(
     feature = "cipher-rustcrypto",
-    feature = "storage-memory",
+    feature = "testing",
     feature = "transport-xmlrpc",
     feature = "transport-jsonrpc"
 ))]

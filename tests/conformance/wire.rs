@@ -83,7 +83,7 @@ const NOT_A_KEY: &str =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xmlrpc_bad_input_gets_typed_faults_and_the_server_keeps_serving() {
     let server = new_server();
-    let http = loopback(Arc::clone(&server)).await;
+    let http = loopback(server.clone()).await;
     let url = http.url();
     let kek = server.generate().await.unwrap();
     let stranger = crate::common::fixture_kek(3072);
@@ -165,7 +165,7 @@ async fn xmlrpc_bad_input_gets_typed_faults_and_the_server_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jsonrpc_bad_input_gets_typed_errors_and_the_server_keeps_serving() {
     let server = new_server();
-    let http = loopback(Arc::clone(&server)).await;
+    let http = loopback(server.clone()).await;
     let url = http.url();
     let kek = server.generate().await.unwrap();
     let stranger = crate::common::fixture_kek(3072);
@@ -507,7 +507,7 @@ fn capture_logs() -> Captured {
 async fn one_access_log_line_per_request_and_never_a_key() {
     let captured = capture_logs();
     let server = new_server();
-    let http = loopback(Arc::clone(&server)).await;
+    let http = loopback(server.clone()).await;
     let url = http.url();
     let xml = XmlRpc::new(&url).unwrap();
     let json = JsonRpc::new(&url).unwrap();
@@ -574,7 +574,7 @@ fn multicall(entries: &[String]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xmlrpc_multicall_answers_each_call_and_keeps_the_limits() {
     let server = new_server();
-    let http = loopback(Arc::clone(&server)).await;
+    let http = loopback(server.clone()).await;
     let url = http.url();
 
     let missing = "ab".repeat(32);

@@ -1,0 +1,538 @@
+//! Cipher-suite conformance: every [`CipherSuite`] must pass every check
+//! here: known answers from an independent implementation (pyca/cryptography,
+//! RFC 5869, the GCM specification), round trips, rejections of tampered
+//! input, and RSA-OAEP at every size. Run them all with one
+//! [`cipher_conformance!`](crate::cipher_conformance) line.
+
+use crate::envelope::{self, Header, HEADER_LEN, OVERHEAD};
+use crate::stream;
+use crate::{CipherSuite, Dek, Error, Kek, KeyId, Strength};
+
+use super::fixtures::{fixture_kek, hex_field, pattern, vectors};
+
+/// Seals each vector of tests/vectors/envelope_v1.json to exactly its bytes
+/// and opens it back.
+pub fn envelope_vectors<C: CipherSuite>(suite: &C) {
+    let cases = vectors("envelope_v1.json");
+    assert!(cases.len() >= 7);
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let dek = Dek::from_bytes(&hex_field(case, "dek")).unwrap();
+        let key_id = KeyId::from_bytes(hex_field(case, "key_id").try_into().unwrap());
+        let salt: [u8; 32] = hex_field(case, "salt").try_into().unwrap();
+        let nonce: [u8; 12] = hex_field(case, "nonce").try_into().unwrap();
+        let context = hex_field(case, "context");
+        let plaintext = hex_field(case, "plaintext");
+        let expected = hex_field(case, "envelope");
+        let sealed = envelope::seal_with_salt_and_nonce(
+            suite, &key_id, &dek, &context, &plaintext, salt, nonce,
+        )
+        .unwrap();
+        assert_eq!(hex::encode(&sealed), hex::encode(&expected), "{name}");
+        let opened = envelope::open(suite, &dek, &context, &expected).unwrap();
+        assert_eq!(&opened[..], &plaintext[..], "{name}");
+        assert_eq!(Header::parse(&expected).unwrap().key_id, key_id, "{name}");
+    }
+}
+
+/// RFC 5869 test case 1 (HKDF-SHA256).
+pub fn hkdf_rfc5869<C: CipherSuite>(suite: &C) {
+    let ikm = [0x0b; 22];
+    let salt = hex::decode("000102030405060708090a0b0c").unwrap();
+    let info = hex::decode("f0f1f2f3f4f5f6f7f8f9").unwrap();
+    let mut okm = [0u8; 42];
+    suite.hkdf_sha256(&ikm, &salt, &info, &mut okm).unwrap();
+    assert_eq!(
+        hex::encode(okm),
+        "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+    );
+    let mut too_long = vec![0u8; 255 * 32 + 1];
+    assert!(suite
+        .hkdf_sha256(&ikm, &salt, &info, &mut too_long)
+        .is_err());
+}
+
+/// The GCM specification's test cases 1 and 2 (AES-128, zero key and nonce).
+pub fn aes_gcm_known_answers<C: CipherSuite>(suite: &C) {
+    let key = [0u8; 16];
+    let nonce = [0u8; 12];
+    let tag_only = suite.aes_gcm_seal(&key, &nonce, b"", b"").unwrap();
+    assert_eq!(hex::encode(&tag_only), "58e2fccefa7e3061367f1d57a4e7455a");
+    let sealed = suite.aes_gcm_seal(&key, &nonce, b"", &[0u8; 16]).unwrap();
+    assert_eq!(
+        hex::encode(&sealed),
+        "0388dace60b6a392f328c2b971b2fe78ab6e47d42cec13bdf53a67b21257bddf"
+    );
+    assert_eq!(
+        &suite.aes_gcm_open(&key, &nonce, b"", &sealed).unwrap()[..],
+        &[0u8; 16]
+    );
+    // Keys of every size work; any other size is an invalid key.
+    for len in [16, 24, 32] {
+        let k = vec![3u8; len];
+        let s = suite.aes_gcm_seal(&k, &nonce, b"a", b"data").unwrap();
+        assert_eq!(
+            &suite.aes_gcm_open(&k, &nonce, b"a", &s).unwrap()[..],
+            b"data"
+        );
+        assert!(matches!(
+            suite.aes_gcm_open(&k, &nonce, b"b", &s),
+            Err(Error::DecryptionFailed)
+        ));
+    }
+    for len in [0, 15, 17, 33] {
+        assert!(matches!(
+            suite.aes_gcm_seal(&vec![0; len], &nonce, b"", b"x"),
+            Err(Error::InvalidKey { .. })
+        ));
+    }
+    // Shorter than a tag: an authentication failure, not a panic.
+    assert!(matches!(
+        suite.aes_gcm_open(&key, &nonce, b"", &[0u8; 15]),
+        Err(Error::DecryptionFailed)
+    ));
+}
+
+/// The in-place primitives give the same bytes as the allocating ones, and a
+/// failed open leaves no unauthenticated plaintext behind (the buffer is
+/// zeroed), whatever was wrong.
+pub fn aes_gcm_in_place<C: CipherSuite>(suite: &C) {
+    let nonce = [9u8; 12];
+    for len in [16, 24, 32] {
+        let key = vec![len as u8; len];
+        for size in [0usize, 1, 15, 16, 17, 4096, 70_000] {
+            let plaintext = pattern(size);
+            let mut buf = plaintext.clone();
+            let tag = suite
+                .aes_gcm_seal_in_place(&key, &nonce, b"aad", &mut buf)
+                .unwrap();
+            let sealed = suite
+                .aes_gcm_seal(&key, &nonce, b"aad", &plaintext)
+                .unwrap();
+            assert_eq!(&sealed[..size], &buf[..], "key {len}, size {size}");
+            assert_eq!(&sealed[size..], &tag[..], "key {len}, size {size}");
+            let ciphertext = buf.clone();
+            suite
+                .aes_gcm_open_in_place(&key, &nonce, b"aad", &mut buf, &tag)
+                .unwrap();
+            assert_eq!(buf, plaintext);
+
+            // Wrong aad, wrong tag, a flipped ciphertext bit: all the same
+            // error, and the buffer comes back zeroed.
+            let mut bad_tag = tag;
+            bad_tag[0] ^= 1;
+            let mut flipped = ciphertext.clone();
+            if let Some(b) = flipped.first_mut() {
+                *b ^= 0x80;
+            }
+            for (aad, mut body, tag) in [
+                (&b"AAD"[..], ciphertext.clone(), tag),
+                (&b"aad"[..], ciphertext.clone(), bad_tag),
+                (&b"aad"[..], flipped, if size == 0 { bad_tag } else { tag }),
+            ] {
+                assert!(matches!(
+                    suite.aes_gcm_open_in_place(&key, &nonce, aad, &mut body, &tag),
+                    Err(Error::DecryptionFailed)
+                ));
+                assert!(body.iter().all(|&b| b == 0), "key {len}, size {size}");
+            }
+        }
+    }
+    assert!(matches!(
+        suite.aes_gcm_seal_in_place(&[0; 20], &nonce, b"", &mut [1, 2, 3]),
+        Err(Error::InvalidKey { .. })
+    ));
+}
+
+/// HKDF edge cases agree between suites: RFC 5869 test case 3 (empty salt
+/// and info) and an empty output.
+pub fn hkdf_edges<C: CipherSuite>(suite: &C) {
+    let mut okm = [0u8; 42];
+    // A call with other inputs first: nothing may carry over between calls
+    // (the OpenSSL suite reuses one context per thread).
+    suite
+        .hkdf_sha256(&[7; 40], &[1; 32], b"earlier info", &mut okm)
+        .unwrap();
+    suite.hkdf_sha256(&[0x0b; 22], b"", b"", &mut okm).unwrap();
+    assert_eq!(
+        hex::encode(okm),
+        "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8"
+    );
+    suite
+        .hkdf_sha256(&[1; 16], &[2; 32], b"x", &mut [])
+        .unwrap();
+    // An empty input key is unusual but well defined (RFC 5869 allows it);
+    // expected value from Python's hmac/hashlib.
+    let mut short = [0u8; 16];
+    suite.hkdf_sha256(b"", &[1; 32], b"x", &mut short).unwrap();
+    assert_eq!(hex::encode(short), "3a5f845ef43022f3d9d6a56ce9fd917e");
+}
+
+/// Random bytes come from a CSPRNG: two draws differ and are not all zero.
+pub fn random_bytes<C: CipherSuite>(suite: &C) {
+    let mut a = [0u8; 32];
+    let mut b = [0u8; 32];
+    suite.fill_random(&mut a).unwrap();
+    suite.fill_random(&mut b).unwrap();
+    assert_ne!(a, b);
+    assert_ne!(a, [0u8; 32]);
+}
+
+/// Round trips for empty, 1-byte, 1 MiB and 16 MiB plaintexts, with and
+/// without associated data, at every strength.
+pub fn envelope_round_trips<C: CipherSuite>(suite: &C) {
+    let id = KeyId::from_bytes([9; 32]);
+    for strength in Strength::ALL {
+        let dek = Dek::from_bytes(&pattern(strength.aes_key_len())).unwrap();
+        for size in [0usize, 1, 1 << 20, 16 << 20] {
+            if strength != Strength::S128 && size > 1 << 20 {
+                continue; // 16 MiB once is enough
+            }
+            let plaintext = pattern(size);
+            for context in [&b""[..], b"tenant=acme"] {
+                let sealed = envelope::seal(suite, &id, &dek, context, &plaintext).unwrap();
+                assert_eq!(sealed.len(), size + OVERHEAD);
+                let opened = envelope::open(suite, &dek, context, &sealed).unwrap();
+                assert!(opened[..] == plaintext[..], "{strength} {size}");
+            }
+        }
+    }
+}
+
+/// Wrong DEK, wrong context, truncation, an unknown version and every
+/// single-byte change are all rejected with typed errors.
+pub fn envelope_rejections<C: CipherSuite>(suite: &C) {
+    let id = KeyId::from_bytes([5; 32]);
+    let dek = Dek::from_bytes(&[1; 16]).unwrap();
+    let other = Dek::from_bytes(&[2; 16]).unwrap();
+    let sealed = envelope::seal(suite, &id, &dek, b"ctx", b"Stephan Richter").unwrap();
+
+    assert!(matches!(
+        envelope::open(suite, &other, b"ctx", &sealed),
+        Err(Error::DecryptionFailed)
+    ));
+    let bigger = Dek::from_bytes(&[1; 32]).unwrap();
+    assert!(matches!(
+        envelope::open(suite, &bigger, b"ctx", &sealed),
+        Err(Error::DecryptionFailed)
+    ));
+    assert!(matches!(
+        envelope::open(suite, &dek, b"ctx2", &sealed),
+        Err(Error::DecryptionFailed)
+    ));
+    assert!(matches!(
+        envelope::open(suite, &dek, b"", &sealed),
+        Err(Error::DecryptionFailed)
+    ));
+    for len in 0..sealed.len() {
+        let err = envelope::open(suite, &dek, b"ctx", &sealed[..len]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::MalformedCiphertext { .. } | Error::DecryptionFailed
+            ),
+            "truncated to {len}: {err:?}"
+        );
+    }
+    let mut appended = sealed.clone();
+    appended.push(0);
+    assert!(envelope::open(suite, &dek, b"ctx", &appended).is_err());
+
+    let mut future = sealed.clone();
+    future[3] = 2;
+    assert!(matches!(
+        envelope::open(suite, &dek, b"ctx", &future),
+        Err(Error::MalformedCiphertext {
+            reason: r
+        }) if r == "unsupported format version"
+    ));
+
+    for i in 0..sealed.len() {
+        for flip in [0x01u8, 0x80, 0xff] {
+            let mut bad = sealed.clone();
+            bad[i] ^= flip;
+            let err = envelope::open(suite, &dek, b"ctx", &bad).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::MalformedCiphertext { .. } | Error::DecryptionFailed
+                ),
+                "byte {i} ^ {flip:#x}: {err:?}"
+            );
+        }
+    }
+    // The header carries the key id in clear (so a client knows which DEK to
+    // fetch) and it is authenticated.
+    assert_eq!(Header::parse(&sealed).unwrap().key_id, id);
+    assert!(HEADER_LEN < sealed.len());
+}
+
+/// RSA-OAEP-SHA256 wrap/unwrap round trips with fresh and fixture keys, and
+/// rejects the wrong key, a changed ciphertext and malformed keys.
+pub fn rsa_wrap_unwrap<C: CipherSuite>(suite: &C) {
+    let fresh = Kek::from_pkcs8_der(&suite.generate_rsa(3072).unwrap()).unwrap();
+    assert_eq!(fresh.bits(), 3072);
+    let other = fixture_kek(3072);
+    for dek_len in [16, 24, 32] {
+        let dek = pattern(dek_len);
+        let wrapped = suite.rsa_oaep_wrap(fresh.public_key_der(), &dek).unwrap();
+        assert_eq!(wrapped.len(), 384);
+        // OAEP is randomised.
+        assert_ne!(
+            wrapped,
+            suite.rsa_oaep_wrap(fresh.public_key_der(), &dek).unwrap()
+        );
+        assert_eq!(
+            &suite.rsa_oaep_unwrap(fresh.pkcs8_der(), &wrapped).unwrap()[..],
+            &dek[..]
+        );
+        assert!(matches!(
+            suite.rsa_oaep_unwrap(other.pkcs8_der(), &wrapped),
+            Err(Error::DecryptionFailed)
+        ));
+        let mut bad = wrapped.clone();
+        bad[100] ^= 1;
+        assert!(matches!(
+            suite.rsa_oaep_unwrap(fresh.pkcs8_der(), &bad),
+            Err(Error::DecryptionFailed)
+        ));
+        assert!(suite
+            .rsa_oaep_unwrap(fresh.pkcs8_der(), &wrapped[..383])
+            .is_err());
+    }
+    assert!(matches!(
+        suite.rsa_oaep_wrap(b"not a key", &[0; 16]),
+        Err(Error::InvalidKey { .. })
+    ));
+    assert!(matches!(
+        suite.rsa_oaep_unwrap(b"not a key", &[0; 384]),
+        Err(Error::InvalidKey { .. })
+    ));
+    assert!(suite.generate_rsa(1024).is_err(), "RSA below 2048 bits");
+}
+
+/// The large fixture KEKs (7680 and 15360 bits) work through PEM, SPKI and
+/// OAEP: beyond the 8192-bit limit of some parsers.
+pub fn rsa_large_fixtures<C: CipherSuite>(suite: &C) {
+    for (bits, strength) in [(7680, Strength::S192), (15360, Strength::S256)] {
+        let kek = fixture_kek(bits);
+        assert_eq!(kek.bits(), bits);
+        assert_eq!(kek.security_bits(), strength.bits());
+        let dek = pattern(strength.aes_key_len());
+        let wrapped = suite.rsa_oaep_wrap(kek.public_key_der(), &dek).unwrap();
+        assert_eq!(wrapped.len(), bits / 8);
+        assert_eq!(
+            &suite.rsa_oaep_unwrap(kek.pkcs8_der(), &wrapped).unwrap()[..],
+            &dek[..]
+        );
+    }
+}
+
+fn stream_header(strength: Strength, chunk: u32) -> stream::StreamHeader {
+    stream::StreamHeader {
+        strength,
+        key_id: KeyId::from_bytes([4; 32]),
+        salt: [5; 32],
+        prefix: [6; 7],
+        chunk,
+    }
+}
+
+/// The stream format: known-answer vectors (tests/vectors/stream_v1.json)
+/// and round trips at every chunk boundary.
+pub fn stream_vectors_and_round_trips<C: CipherSuite>(suite: &C) {
+    for case in &vectors("stream_v1.json") {
+        let name = case["name"].as_str().unwrap();
+        let dek = Dek::from_bytes(&hex_field(case, "dek")).unwrap();
+        let header = stream::StreamHeader {
+            strength: dek.strength(),
+            key_id: KeyId::from_bytes(hex_field(case, "key_id").try_into().unwrap()),
+            salt: hex_field(case, "salt").try_into().unwrap(),
+            prefix: hex_field(case, "prefix").try_into().unwrap(),
+            chunk: case["chunk"].as_u64().unwrap() as u32,
+        };
+        let plaintext = hex_field(case, "plaintext");
+        let expected = hex_field(case, "stream");
+        let mut sealed = Vec::new();
+        stream::encrypt_with_header(suite, &dek, &header, &plaintext[..], &mut sealed).unwrap();
+        assert!(sealed == expected, "{name}");
+        let mut opened = Vec::new();
+        stream::decrypt(suite, &dek, &expected[..], &mut opened).unwrap();
+        assert!(opened == plaintext, "{name}");
+    }
+    let dek = Dek::from_bytes(&[8; 16]).unwrap();
+    for len in [0usize, 1, 15, 16, 17, 31, 32, 33, 100] {
+        let data = pattern(len);
+        let mut sealed = Vec::new();
+        let n = stream::encrypt_with_header(
+            suite,
+            &dek,
+            &stream_header(Strength::S128, 16),
+            &data[..],
+            &mut sealed,
+        )
+        .unwrap();
+        assert_eq!(n, len as u64);
+        let chunks = len.div_ceil(16).max(1);
+        assert_eq!(
+            sealed.len(),
+            stream::HEADER_LEN + len + 16 * chunks,
+            "len {len}"
+        );
+        let mut opened = Vec::new();
+        assert_eq!(
+            stream::decrypt(suite, &dek, &sealed[..], &mut opened).unwrap(),
+            len as u64
+        );
+        assert_eq!(opened, data);
+    }
+    // The default chunk size with random salt and prefix, 1 MiB + 1.
+    let data = pattern((1 << 20) + 1);
+    let mut sealed = Vec::new();
+    stream::encrypt(
+        suite,
+        &KeyId::from_bytes([1; 32]),
+        &dek,
+        &data[..],
+        &mut sealed,
+    )
+    .unwrap();
+    let mut opened = Vec::new();
+    stream::decrypt(suite, &dek, &sealed[..], &mut opened).unwrap();
+    assert!(opened == data);
+}
+
+/// Reordered, dropped, truncated, appended or altered chunks, a wrong DEK and
+/// a damaged header are all rejected.
+pub fn stream_rejections<C: CipherSuite>(suite: &C) {
+    let dek = Dek::from_bytes(&[8; 16]).unwrap();
+    let data = pattern(40); // chunks of 16, 16, 8
+    let mut sealed = Vec::new();
+    stream::encrypt_with_header(
+        suite,
+        &dek,
+        &stream_header(Strength::S128, 16),
+        &data[..],
+        &mut sealed,
+    )
+    .unwrap();
+    let h = stream::HEADER_LEN;
+    let c = 32; // sealed full chunk
+    let open = |bytes: &[u8]| {
+        let mut out = Vec::new();
+        stream::decrypt(suite, &dek, bytes, &mut out)
+    };
+    assert!(open(&sealed).is_ok());
+    // Swap the first two chunks.
+    let mut swapped = sealed[..h].to_vec();
+    swapped.extend_from_slice(&sealed[h + c..h + 2 * c]);
+    swapped.extend_from_slice(&sealed[h..h + c]);
+    swapped.extend_from_slice(&sealed[h + 2 * c..]);
+    assert!(matches!(open(&swapped), Err(Error::DecryptionFailed)));
+    // Drop the final chunk, or the middle one.
+    assert!(matches!(
+        open(&sealed[..h + 2 * c]),
+        Err(Error::DecryptionFailed)
+    ));
+    let mut dropped = sealed[..h + c].to_vec();
+    dropped.extend_from_slice(&sealed[h + 2 * c..]);
+    assert!(open(&dropped).is_err());
+    // Every truncation and an appended byte.
+    for len in 0..sealed.len() {
+        assert!(open(&sealed[..len]).is_err(), "truncated to {len}");
+    }
+    let mut appended = sealed.clone();
+    appended.push(0);
+    assert!(open(&appended).is_err());
+    // Every single-byte change.
+    for i in 0..sealed.len() {
+        let mut bad = sealed.clone();
+        bad[i] ^= 0x20;
+        let err = open(&bad).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::DecryptionFailed | Error::MalformedCiphertext { .. }
+            ),
+            "byte {i}: {err:?}"
+        );
+    }
+    // The wrong DEK.
+    let other = Dek::from_bytes(&[9; 16]).unwrap();
+    assert!(matches!(
+        stream::decrypt(suite, &other, &sealed[..], &mut Vec::new()),
+        Err(Error::DecryptionFailed)
+    ));
+    // An absurd chunk size in the header is refused before any allocation.
+    let mut huge = sealed.clone();
+    huge[76..80].copy_from_slice(&u32::MAX.to_be_bytes());
+    assert!(matches!(
+        open(&huge),
+        Err(Error::MalformedCiphertext { .. })
+    ));
+}
+
+/// Runs the whole cipher-suite conformance kit on a suite: one module named
+/// `$name`, one `#[test]` per check, so a failure names both.
+///
+/// ```
+/// # #[cfg(feature = "cipher-rustcrypto")]
+/// # mod demo {
+/// keyserver::cipher_conformance!(rustcrypto, keyserver::backends::RustCrypto::new());
+/// # }
+/// ```
+#[macro_export]
+macro_rules! cipher_conformance {
+    ($name:ident, $suite:expr) => {
+        mod $name {
+            #[test]
+            fn envelope_vectors() {
+                $crate::testing::cipher::envelope_vectors(&$suite);
+            }
+            #[test]
+            fn hkdf_rfc5869() {
+                $crate::testing::cipher::hkdf_rfc5869(&$suite);
+            }
+            #[test]
+            fn aes_gcm_known_answers() {
+                $crate::testing::cipher::aes_gcm_known_answers(&$suite);
+            }
+            #[test]
+            fn aes_gcm_in_place() {
+                $crate::testing::cipher::aes_gcm_in_place(&$suite);
+            }
+            #[test]
+            fn hkdf_edges() {
+                $crate::testing::cipher::hkdf_edges(&$suite);
+            }
+            #[test]
+            fn random_bytes() {
+                $crate::testing::cipher::random_bytes(&$suite);
+            }
+            #[test]
+            fn envelope_round_trips() {
+                $crate::testing::cipher::envelope_round_trips(&$suite);
+            }
+            #[test]
+            fn envelope_rejections() {
+                $crate::testing::cipher::envelope_rejections(&$suite);
+            }
+            #[test]
+            fn stream_vectors_and_round_trips() {
+                $crate::testing::cipher::stream_vectors_and_round_trips(&$suite);
+            }
+            #[test]
+            fn stream_rejections() {
+                $crate::testing::cipher::stream_rejections(&$suite);
+            }
+            #[test]
+            fn rsa_wrap_unwrap() {
+                $crate::testing::cipher::rsa_wrap_unwrap(&$suite);
+            }
+            #[test]
+            fn rsa_large_fixtures() {
+                $crate::testing::cipher::rsa_large_fixtures(&$suite);
+            }
+        }
+    };
+}

@@ -1,0 +1,45 @@
+//! Fixtures and known-answer vectors, compiled in so the kit runs from any
+//! crate (no paths into this crate's source tree).
+
+use crate::Kek;
+
+/// The checked-in KEK of `bits` bits (2048, 3072, 7680 or 15360), made with
+/// `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:BITS`.
+///
+/// # Panics
+/// For any other size.
+pub fn fixture_kek(bits: usize) -> Kek {
+    let pem = match bits {
+        2048 => include_str!("../../tests/fixtures/kek-rsa2048.pem"),
+        3072 => include_str!("../../tests/fixtures/kek-rsa3072.pem"),
+        7680 => include_str!("../../tests/fixtures/kek-rsa7680.pem"),
+        15360 => include_str!("../../tests/fixtures/kek-rsa15360.pem"),
+        other => panic!("no fixture KEK of {other} bits"),
+    };
+    Kek::from_pem(pem).expect("the fixture KEKs parse")
+}
+
+/// A vector file of tests/vectors/ (`envelope_v1.json`, `stream_v1.json`,
+/// `record_v1.json`), parsed.
+///
+/// # Panics
+/// For any other name.
+pub fn vectors(name: &str) -> Vec<serde_json::Value> {
+    let text = match name {
+        "envelope_v1.json" => include_str!("../../tests/vectors/envelope_v1.json"),
+        "stream_v1.json" => include_str!("../../tests/vectors/stream_v1.json"),
+        "record_v1.json" => include_str!("../../tests/vectors/record_v1.json"),
+        other => panic!("no vector file {other}"),
+    };
+    serde_json::from_str(text).expect("the vector files parse")
+}
+
+/// A hex field of a vector.
+pub fn hex_field(v: &serde_json::Value, field: &str) -> Vec<u8> {
+    hex::decode(v[field].as_str().expect("a string field")).expect("a hex field")
+}
+
+/// `n` bytes of a repeating, non-trivial pattern.
+pub fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 31 + i / 251) as u8).collect()
+}
