@@ -27,7 +27,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 
-use crate::{blocking, Error, KeyId, KeyStorage, Result, WrappedDek};
+use crate::plugin::{blocking, KeyStorage};
+use crate::{Error, KeyId, Result, WrappedDek};
 
 const NAME: &str = "file";
 const MARKER: &str = "keyserver-store";

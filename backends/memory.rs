@@ -6,7 +6,8 @@ use std::sync::RwLock;
 
 use async_trait::async_trait;
 
-use crate::{Error, KeyId, KeyStorage, Result, WrappedDek};
+use crate::plugin::KeyStorage;
+use crate::{Error, KeyId, Result, WrappedDek};
 
 const NAME: &str = "memory";
 

@@ -1,7 +1,8 @@
 //! Backends: cipher suites ([`CipherSuite`](crate::CipherSuite)) and storages
 //! ([`KeyStorage`](crate::KeyStorage)), each behind its own Cargo feature.
 //!
-//! Backends use only the crate's public API, as an outside crate would.
+//! Backends use only the crate's public API (the backend authors' part of it
+//! is [`crate::plugin`]), as an outside crate would.
 
 #[cfg(feature = "storage-file")]
 mod file;
@@ -13,10 +14,14 @@ mod openssl;
 mod rustcrypto;
 
 #[cfg(feature = "cipher-openssl")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cipher-openssl")))]
 pub use self::openssl::OpenSsl;
 #[cfg(feature = "storage-file")]
+#[cfg_attr(docsrs, doc(cfg(feature = "storage-file")))]
 pub use file::{Durability, FileStorage, DEFAULT_CACHE_RECORDS};
 #[cfg(feature = "storage-memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "storage-memory")))]
 pub use memory::MemoryStorage;
 #[cfg(feature = "cipher-rustcrypto")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cipher-rustcrypto")))]
 pub use rustcrypto::RustCrypto;

@@ -13,7 +13,11 @@ use openssl::rsa::{Padding, Rsa};
 use pkcs8::PrivateKeyInfoRef;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::{CipherSuite, Error, Result, GCM_NONCE_LEN, GCM_TAG_LEN, MAX_RSA_BITS, MIN_RSA_BITS};
+use crate::plugin::{
+    rsa_public_parts, CipherSuite, GCM_MAX_PLAINTEXT, GCM_NONCE_LEN, GCM_TAG_LEN, MAX_RSA_BITS,
+    MIN_RSA_BITS,
+};
+use crate::{Error, Result};
 
 const NAME: &str = "openssl";
 
@@ -24,7 +28,7 @@ const NAME: &str = "openssl";
 /// (`getrandom`), as with the RustCrypto suite.
 ///
 /// It produces byte-identical envelopes and records to
-/// [`RustCrypto`](super::RustCrypto), and keys made by either are used by the
+/// `RustCrypto`, and keys made by either are used by the
 /// other: a deployment can switch suites without losing a key or a ciphertext.
 ///
 /// Feature `cipher-openssl`.
@@ -112,7 +116,7 @@ fn private_key(pkcs8_der: &[u8]) -> Result<PKey<Private>> {
 
 /// Loads an RSA SubjectPublicKeyInfo from its components (see [`private_key`]).
 fn public_key(spki_der: &[u8]) -> Result<PKey<Public>> {
-    let (n, e) = crate::rsa_public_parts(spki_der)?;
+    let (n, e) = rsa_public_parts(spki_der)?;
     let number = |b: &[u8]| BigNum::from_slice(b).map_err(|_| invalid("malformed RSA public key"));
     let rsa = Rsa::from_public_components(number(n)?, number(e)?)
         .map_err(|_| invalid("not a valid RSA public key"))?;
@@ -248,10 +252,10 @@ impl CipherSuite for OpenSsl {
         buf: &mut [u8],
     ) -> Result<[u8; GCM_TAG_LEN]> {
         let cipher = gcm_cipher(key)?;
-        if buf.len() as u64 > crate::envelope::MAX_PLAINTEXT {
+        if buf.len() as u64 > GCM_MAX_PLAINTEXT {
             return Err(Error::TooLarge {
                 size: buf.len() as u64,
-                limit: crate::envelope::MAX_PLAINTEXT,
+                limit: GCM_MAX_PLAINTEXT,
             });
         }
         let fail = |_| crypto("AES-GCM encryption");
@@ -276,7 +280,7 @@ impl CipherSuite for OpenSsl {
         tag: &[u8; GCM_TAG_LEN],
     ) -> Result<()> {
         let cipher = gcm_cipher(key)?;
-        if buf.len() as u64 > crate::envelope::MAX_PLAINTEXT {
+        if buf.len() as u64 > GCM_MAX_PLAINTEXT {
             return Err(Error::DecryptionFailed);
         }
         // OpenSSL decrypts before it checks the tag: on any failure, wipe

@@ -10,7 +10,11 @@ use rsa::sha2::Sha256;
 use rsa::{BoxedUint, PrivateKey, PublicKey};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::{CipherSuite, Error, Result, GCM_NONCE_LEN, GCM_TAG_LEN, MAX_RSA_BITS};
+use crate::plugin::{
+    rsa_public_parts, CipherSuite, GCM_MAX_PLAINTEXT, GCM_NONCE_LEN, GCM_TAG_LEN, MAX_RSA_BITS,
+    MIN_RSA_BITS,
+};
+use crate::{Error, Result};
 
 type Aes192Gcm = AesGcm<Aes192, aes_gcm::aead::consts::U12>;
 
@@ -69,8 +73,8 @@ fn uint(bytes: &[u8]) -> Result<BoxedUint> {
 /// An RSA public key up to `MAX_RSA_BITS` (rsa's own SPKI parser stops at
 /// 8192 bits, below the 15360 bits strength 256 needs).
 fn public_key(spki_der: &[u8]) -> Result<PublicKey> {
-    let (n, e) = crate::rsa_public_parts(spki_der)?;
-    PublicKey::new_with_size_limits(uint(n)?, uint(e)?, crate::MIN_RSA_BITS..=MAX_RSA_BITS)
+    let (n, e) = rsa_public_parts(spki_der)?;
+    PublicKey::new_with_size_limits(uint(n)?, uint(e)?, MIN_RSA_BITS..=MAX_RSA_BITS)
         .map_err(|_| invalid("unacceptable RSA public key"))
 }
 
@@ -87,7 +91,7 @@ fn gcm_seal<A: AeadInOut + KeyInit>(
         .encrypt_inout_detached(&nonce, aad, buf.into())
         .map_err(|_| Error::TooLarge {
             size,
-            limit: crate::envelope::MAX_PLAINTEXT,
+            limit: GCM_MAX_PLAINTEXT,
         })?;
     let mut out = [0u8; GCM_TAG_LEN];
     out.copy_from_slice(&tag);
@@ -120,7 +124,7 @@ impl CipherSuite for RustCrypto {
     }
 
     fn generate_rsa(&self, bits: usize) -> Result<Zeroizing<Vec<u8>>> {
-        if !(crate::MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
+        if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
             return Err(Error::Policy {
                 reason: format!("RSA key size {bits} outside 2048..=16384 bits"),
             });

@@ -17,7 +17,11 @@ use crate::stream;
 use crate::{CipherSuite, Dek, Encryption, Kek, KeyId, Plaintext, Result, Strength, Transport};
 
 /// Default time a fetched DEK is served from the cache: one hour.
-pub const DEFAULT_CACHE_TIMEOUT: Duration = Duration::from_secs(3600);
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(3600);
+
+/// The former name of [`DEFAULT_CACHE_TTL`].
+#[deprecated(note = "use DEFAULT_CACHE_TTL")]
+pub const DEFAULT_CACHE_TIMEOUT: Duration = DEFAULT_CACHE_TTL;
 /// Default number of DEKs the cache holds before evicting the least recently
 /// used one.
 pub const DEFAULT_CACHE_CAPACITY: usize = 1024;
@@ -85,7 +89,7 @@ struct Cache {
 pub struct KeyClient<T> {
     transport: T,
     suite: Arc<dyn CipherSuite>,
-    timeout: Duration,
+    cache_ttl: Duration,
     capacity: usize,
     mode: UnwrapMode,
     min_strength: Strength,
@@ -100,7 +104,7 @@ impl<T: Transport> KeyClient<T> {
         KeyClient {
             transport,
             suite: Arc::new(suite),
-            timeout: DEFAULT_CACHE_TIMEOUT,
+            cache_ttl: DEFAULT_CACHE_TTL,
             capacity: DEFAULT_CACHE_CAPACITY,
             mode: UnwrapMode::default(),
             min_strength: Strength::default(),
@@ -113,14 +117,14 @@ impl<T: Transport> KeyClient<T> {
     /// zero fetches on every use. (The network time limit is the
     /// transport's, `ClientOptions::timeout`.)
     pub fn with_cache_ttl(mut self, ttl: Duration) -> Self {
-        self.timeout = ttl;
+        self.cache_ttl = ttl;
         self
     }
 
     /// The former name of [`KeyClient::with_cache_ttl`].
     #[deprecated(note = "use with_cache_ttl: this is the cache TTL, not a network timeout")]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.cache_ttl = timeout;
         self
     }
 
@@ -144,13 +148,13 @@ impl<T: Transport> KeyClient<T> {
 
     /// The cache TTL ([`KeyClient::with_cache_ttl`]).
     pub fn cache_ttl(&self) -> Duration {
-        self.timeout
+        self.cache_ttl
     }
 
     /// The former name of [`KeyClient::cache_ttl`].
     #[deprecated(note = "use cache_ttl")]
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.cache_ttl
     }
 
     /// The cache capacity.
@@ -198,7 +202,7 @@ impl<T: Transport> KeyClient<T> {
     }
 
     fn fresh(&self, entry: &Entry) -> bool {
-        entry.fetched.elapsed() < self.timeout
+        entry.fetched.elapsed() < self.cache_ttl
     }
 
     fn cached(&self, key_id: &KeyId) -> Option<Dek> {
@@ -206,7 +210,7 @@ impl<T: Transport> KeyClient<T> {
             c.clock += 1;
             let clock = c.clock;
             let entry = c.entries.get_mut(key_id)?;
-            if entry.fetched.elapsed() >= self.timeout {
+            if entry.fetched.elapsed() >= self.cache_ttl {
                 return None;
             }
             entry.last_used = clock;
@@ -288,14 +292,14 @@ impl<T: Transport> KeyClient<T> {
         self.get(kek).await
     }
 
-    /// Asks the server for a KEK of `strength` (`None`: the server's
-    /// default).
+    /// Asks the server for a KEK of `strength` (where
+    /// [`Encryption::generate`] takes the server's minimum strength).
     ///
     /// # Errors
-    /// [`Error::Policy`](crate::Error::Policy) for a strength the server
-    /// refuses; the transport's errors.
-    pub async fn generate_with_strength(&self, strength: Option<Strength>) -> Result<Kek> {
-        self.transport.generate(strength).await
+    /// [`Error::Policy`](crate::Error::Policy) for a strength below the
+    /// server's minimum; the transport's errors.
+    pub async fn generate_with_strength(&self, strength: Strength) -> Result<Kek> {
+        self.transport.generate(Some(strength)).await
     }
 
     /// Whether the server stores a key under `key_id`.
@@ -432,7 +436,7 @@ impl<T: Transport> fmt::Debug for KeyClient<T> {
         f.debug_struct("KeyClient")
             .field("endpoint", &self.transport.endpoint())
             .field("suite", &self.suite.name())
-            .field("timeout", &self.timeout)
+            .field("cache_ttl", &self.cache_ttl)
             .field("capacity", &self.capacity)
             .field("mode", &self.mode)
             .field("cached", &self.cached_len())
@@ -443,7 +447,7 @@ impl<T: Transport> fmt::Debug for KeyClient<T> {
 #[async_trait]
 impl<T: Transport> Encryption for KeyClient<T> {
     async fn generate(&self) -> Result<Kek> {
-        self.generate_with_strength(None).await
+        self.transport.generate(None).await
     }
 
     async fn get(&self, kek: &Kek) -> Result<Dek> {

@@ -37,7 +37,7 @@ pub const HEADER_LEN: usize = 3 + 1 + 1 + KeyId::LEN + SALT_LEN + GCM_NONCE_LEN;
 /// Bytes an envelope adds to the plaintext.
 pub const OVERHEAD: usize = HEADER_LEN + GCM_TAG_LEN;
 /// Largest plaintext AES-GCM allows under one key (SP 800-38D: 2^39 - 256 bits).
-pub const MAX_PLAINTEXT: u64 = (1 << 36) - 32;
+pub const MAX_PLAINTEXT: u64 = crate::suite::GCM_MAX_PLAINTEXT;
 const HKDF_INFO: &[u8] = b"keyserver envelope v1";
 
 /// The clear header of an envelope.

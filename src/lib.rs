@@ -13,11 +13,31 @@
 //! 3. The wrapping key is always at least as strong as the key it protects
 //!    ([`Strength`]).
 //!
+//! # The shape of the crate
+//!
+//! The crate root is the application API: [`KeyServer`], [`KeyClient`], the
+//! [`Encryption`] trait both implement (code written against it runs locally
+//! or remotely unchanged), the key types ([`Kek`], [`Dek`], [`KeyId`],
+//! [`Strength`]) and the one [`Error`] with its stable [`ErrorCode`]s.
+//! Around it, one module per audience:
+//!
+//! | module | for | what |
+//! | --- | --- | --- |
+//! | [`api`] | everyone on the wire | the wire API, defined once: [`KeyService`] (one async method per wire method), [`api::Call`] / [`api::Reply`] and the method table |
+//! | [`transports`] | integrators | [`Transport`]s (the client side of a protocol): `XmlRpc`, `JsonRpc`, [`transports::InProcess`]; and `HttpServer`, which serves any [`KeyService`] |
+//! | [`backends`] | integrators | the cipher suites and storages this crate ships |
+//! | [`plugin`] | backend authors | the [`CipherSuite`] and [`KeyStorage`] traits and the helpers a backend needs |
+//! | `testing` | backend authors | the public conformance kit: one line per trait (feature `testing`) |
+//! | [`envelope`], [`stream`] | format readers | the byte formats (also in `docs/FORMAT.md`) |
+//!
 //! The server is composed at compile time: `KeyServer<C, S>` takes a
 //! [`CipherSuite`] `C` and a [`KeyStorage`] `S`, chosen among the backends
-//! enabled by Cargo features; `KeyClient<T>` takes a [`Transport`] `T` to a
-//! remote server and encrypts locally. Code written against the
-//! [`Encryption`] trait runs unchanged on a local server or a remote one.
+//! enabled by Cargo features, and is itself a [`KeyService`]; the HTTP
+//! listener serves it as an `Arc<dyn KeyService>`, so its type parameters
+//! stop at the composition root. `KeyClient<T>` takes a [`Transport`] `T` to
+//! a remote server, caches DEKs and encrypts locally (messages and streams).
+//! Every transport is a [`KeyService`] too, so a listener can serve one (a
+//! proxy).
 //!
 //! ```
 //! # #[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))]
@@ -44,15 +64,35 @@
 //! | `cipher-openssl` | `backends::OpenSsl` (the system's OpenSSL 3) | no |
 //! | `storage-memory` | `backends::MemoryStorage` | yes |
 //! | `storage-file` | `backends::FileStorage` (durable, crash-safe, locked) | yes |
-//! | `transport-xmlrpc` | `transports::XmlRpc`, XML-RPC in `transports::HttpServer` | yes |
-//! | `transport-jsonrpc` | `transports::JsonRpc`, JSON-RPC in `transports::HttpServer` | yes |
+//! | `transport-xmlrpc-client` | `transports::XmlRpc` | via `transport-xmlrpc` |
+//! | `transport-xmlrpc-server` | XML-RPC (`/RPC2`) in `transports::HttpServer` | via `transport-xmlrpc` |
+//! | `transport-jsonrpc-client` | `transports::JsonRpc` | via `transport-jsonrpc` |
+//! | `transport-jsonrpc-server` | JSON-RPC (`/jsonrpc`) in `transports::HttpServer` | via `transport-jsonrpc` |
+//! | `transport-xmlrpc`, `transport-jsonrpc` | both halves of the protocol | yes |
+//! | `testing` | `keyserver::testing`, the conformance kit | no |
 //! | `cli` | the `keyserver` binary | yes |
 //! | `full` | all of the above | no |
+//!
+//! A client-only application takes the `-client` feature of its protocol and
+//! compiles no server (no axum).
 //!
 //! Always available: [`KeyServer`], [`KeyClient`] with its DEK cache, and
 //! [`transports::InProcess`]. The wire protocol is documented in
 //! `docs/PROTOCOL.md`, the byte formats ([`envelope`], [`stream`], the stored
 //! [`WrappedDek`]) in `docs/FORMAT.md`.
+//!
+//! # Debug builds
+//!
+//! RSA key generation is big-integer arithmetic, about ten times slower
+//! unoptimised: a dependent crate's debug build or test run would take
+//! seconds per KEK. Optimise the arithmetic crates in your `Cargo.toml`
+//! (profile overrides apply to dependencies; this crate's own settings do
+//! not reach yours):
+//!
+//! ```toml
+//! [profile.dev.package."*"]
+//! opt-level = 2
+//! ```
 
 // No unsafe code, except one reviewed FFI module in the OpenSSL suite
 // (`backends/openssl.rs`, `mod kdf`) that opts in explicitly.
@@ -67,6 +107,7 @@ pub mod envelope;
 pub mod error;
 mod format;
 mod key;
+pub mod plugin;
 mod pool;
 mod record;
 mod server;
@@ -81,17 +122,20 @@ pub mod backends;
 pub mod transports;
 
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
 pub use api::{KeyService, Status};
-pub use client::{KeyClient, UnwrapMode, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TIMEOUT};
+#[allow(deprecated)]
+pub use client::DEFAULT_CACHE_TIMEOUT;
+pub use client::{KeyClient, UnwrapMode, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL};
 pub use encryption::Encryption;
 pub use error::{Error, ErrorCode, Result};
-pub use key::{rsa_public_parts, Dek, Kek, KeyId, Plaintext, Strength, MAX_RSA_BITS, MIN_RSA_BITS};
+pub use key::{Dek, Kek, KeyId, Plaintext, Strength};
 pub use record::WrappedDek;
 pub use server::KeyServer;
 pub use storage::KeyStorage;
-pub use suite::{CipherSuite, GCM_NONCE_LEN, GCM_TAG_LEN};
+pub use suite::CipherSuite;
 pub use transport::Transport;
 
 /// Re-exported for implementing this crate's async traits ([`KeyStorage`],
@@ -100,35 +144,3 @@ pub use async_trait::async_trait;
 
 /// This crate's version, as reported by `status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// Runs blocking work (CPU-heavy cryptography, file I/O) on Tokio's blocking
-/// thread pool when called inside a Tokio runtime, and inline otherwise, so
-/// that it never stalls other tasks and never panics for want of a runtime.
-///
-/// Backends use it for their blocking system calls.
-///
-/// # Errors
-/// [`Error::Internal`] if the work panicked on the blocking pool.
-///
-/// # Example
-///
-/// ```
-/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-/// let n = keyserver::blocking(|| 6 * 7).await?;
-/// assert_eq!(n, 42);
-/// # Ok::<(), keyserver::Error>(())
-/// # }).unwrap();
-/// ```
-pub async fn blocking<T, F>(f: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => handle
-            .spawn_blocking(f)
-            .await
-            .map_err(|_| Error::Internal("a blocking task did not complete".into())),
-        Err(_) => Ok(f()),
-    }
-}

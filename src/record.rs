@@ -27,7 +27,8 @@ use std::sync::Arc;
 
 use crate::format::{dek_alg_id, strength_of_alg_id, RECORD_MAGIC};
 use crate::key::check_kek;
-use crate::{blocking, CipherSuite, Dek, Error, Kek, KeyId, Result, Strength};
+use crate::plugin::blocking;
+use crate::{CipherSuite, Dek, Error, Kek, KeyId, Result, Strength};
 
 const VERSION: u8 = 1;
 /// Wrap algorithm id: RSA-OAEP with SHA-256 and MGF1-SHA-256, empty label.

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::api::KeyService;
-use crate::blocking;
 use crate::envelope;
 use crate::key::check_pairing;
+use crate::plugin::blocking;
 use crate::pool::KekPool;
 use crate::record::unwrap_record;
 use crate::{
@@ -111,8 +111,9 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         self.pool.as_ref().map_or(0, KekPool::size)
     }
 
-    /// Sets the strength new keys are generated at, which is also the lowest
-    /// strength this server accepts.
+    /// Sets the minimum strength: the lowest strength this server accepts,
+    /// and the one `generate` without a strength uses (the client's
+    /// counterpart is [`KeyClient::with_min_strength`](crate::KeyClient::with_min_strength)).
     ///
     /// ```
     /// # #[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))] {
@@ -120,11 +121,11 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     /// use keyserver::backends::{MemoryStorage, RustCrypto};
     ///
     /// let keys = KeyServer::new(RustCrypto::new(), MemoryStorage::new())
-    ///     .with_strength(Strength::S192);
-    /// assert_eq!(keys.strength(), Strength::S192);
+    ///     .with_min_strength(Strength::S192);
+    /// assert_eq!(keys.min_strength(), Strength::S192);
     /// # }
     /// ```
-    pub fn with_strength(mut self, strength: Strength) -> Self {
+    pub fn with_min_strength(mut self, strength: Strength) -> Self {
         self.strength = strength;
         // A pool of keys of the old size would never be used: restart it.
         if let Some(pool) = self.pool.take() {
@@ -135,7 +136,19 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         self
     }
 
-    /// The configured strength.
+    /// The minimum strength ([`KeyServer::with_min_strength`]).
+    pub fn min_strength(&self) -> Strength {
+        self.strength
+    }
+
+    /// The former name of [`KeyServer::with_min_strength`].
+    #[deprecated(note = "use with_min_strength")]
+    pub fn with_strength(self, strength: Strength) -> Self {
+        self.with_min_strength(strength)
+    }
+
+    /// The former name of [`KeyServer::min_strength`].
+    #[deprecated(note = "use min_strength")]
     pub fn strength(&self) -> Strength {
         self.strength
     }
@@ -547,7 +560,7 @@ mod tests {
         suite.expect_generate_rsa().times(0);
         let mut storage = MockKeyStorage::new();
         storage.expect_put().times(0);
-        let server = KeyServer::new(suite, storage).with_strength(Strength::S192);
+        let server = KeyServer::new(suite, storage).with_min_strength(Strength::S192);
         let err = runtime()
             .block_on(server.generate_with_strength(Strength::S128))
             .unwrap_err();

@@ -8,6 +8,9 @@ use crate::Result;
 pub const GCM_NONCE_LEN: usize = 12;
 /// Length of an AES-GCM tag in bytes.
 pub const GCM_TAG_LEN: usize = 16;
+/// Longest plaintext one AES-GCM operation may take (SP 800-38D: 2^39 - 256
+/// bits).
+pub const GCM_MAX_PLAINTEXT: u64 = (1 << 36) - 32;
 
 /// The cryptographic primitives keyserver needs, and nothing more.
 ///

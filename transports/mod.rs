@@ -7,38 +7,130 @@
 //!
 //! - [`InProcess`]: calls a [`KeyService`](crate::KeyService) in the same
 //!   process (always available).
-//! - `XmlRpc` (feature `transport-xmlrpc`): XML-RPC at `URL/RPC2`.
-//! - `JsonRpc` (feature `transport-jsonrpc`): JSON-RPC 2.0 at `URL/jsonrpc`.
-//! - `HttpServer` (either feature): one HTTP(S) listener serving any
-//!   `KeyService` over both protocols (each when its feature is on). The
+//! - `XmlRpc` (feature `transport-xmlrpc-client`): XML-RPC at `URL/RPC2`.
+//! - `JsonRpc` (feature `transport-jsonrpc-client`): JSON-RPC 2.0 at
+//!   `URL/jsonrpc`.
+//! - `HttpServer` (feature `transport-xmlrpc-server` or
+//!   `transport-jsonrpc-server`): one HTTP(S) listener serving any
+//!   `KeyService` over each protocol whose server feature is on. The
 //!   protocol is written down in `docs/PROTOCOL.md`.
+//!
+//! `transport-xmlrpc` and `transport-jsonrpc` turn on both halves.
 
 mod in_process;
 
 pub use in_process::InProcess;
 
-#[cfg(any(feature = "transport-xmlrpc", feature = "transport-jsonrpc"))]
+#[cfg(any(
+    feature = "transport-xmlrpc-server",
+    feature = "transport-jsonrpc-server"
+))]
 mod http;
-#[cfg(feature = "transport-jsonrpc")]
+#[cfg(any(
+    feature = "transport-jsonrpc-client",
+    feature = "transport-jsonrpc-server"
+))]
 mod jsonrpc;
-#[cfg(any(feature = "transport-xmlrpc", feature = "transport-jsonrpc"))]
+#[cfg(any(
+    feature = "transport-xmlrpc-client",
+    feature = "transport-jsonrpc-client"
+))]
 mod options;
-#[cfg(any(feature = "transport-xmlrpc", feature = "transport-jsonrpc"))]
+#[cfg(any(
+    feature = "transport-xmlrpc-client",
+    feature = "transport-jsonrpc-client",
+    feature = "transport-xmlrpc-server",
+    feature = "transport-jsonrpc-server"
+))]
 mod tls;
-#[cfg(feature = "transport-xmlrpc")]
+#[cfg(any(
+    feature = "transport-xmlrpc-client",
+    feature = "transport-xmlrpc-server"
+))]
 mod xmlrpc;
 
-#[cfg(any(feature = "transport-xmlrpc", feature = "transport-jsonrpc"))]
+#[cfg(any(
+    feature = "transport-xmlrpc-server",
+    feature = "transport-jsonrpc-server"
+))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(
+        feature = "transport-xmlrpc-server",
+        feature = "transport-jsonrpc-server"
+    )))
+)]
 pub use http::{
     HttpServer, ServerConfig, DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_REQUEST_TIMEOUT,
 };
-#[cfg(feature = "transport-jsonrpc")]
-pub use jsonrpc::{JsonRpc, JSONRPC_PATH};
-#[cfg(any(feature = "transport-xmlrpc", feature = "transport-jsonrpc"))]
+#[cfg(feature = "transport-jsonrpc-client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "transport-jsonrpc-client")))]
+pub use jsonrpc::JsonRpc;
+#[cfg(any(
+    feature = "transport-jsonrpc-client",
+    feature = "transport-jsonrpc-server"
+))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(
+        feature = "transport-jsonrpc-client",
+        feature = "transport-jsonrpc-server"
+    )))
+)]
+pub use jsonrpc::JSONRPC_PATH;
+#[cfg(any(
+    feature = "transport-xmlrpc-client",
+    feature = "transport-jsonrpc-client"
+))]
 pub(crate) use options::base_url;
-#[cfg(any(feature = "transport-xmlrpc", feature = "transport-jsonrpc"))]
+#[cfg(any(
+    feature = "transport-xmlrpc-client",
+    feature = "transport-jsonrpc-client"
+))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(
+        feature = "transport-xmlrpc-client",
+        feature = "transport-jsonrpc-client"
+    )))
+)]
 pub use options::ClientOptions;
-#[cfg(any(feature = "transport-xmlrpc", feature = "transport-jsonrpc"))]
-pub use tls::{ClientTls, TlsFiles};
-#[cfg(feature = "transport-xmlrpc")]
-pub use xmlrpc::{XmlRpc, XMLRPC_PATH};
+#[cfg(any(
+    feature = "transport-xmlrpc-client",
+    feature = "transport-jsonrpc-client"
+))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(
+        feature = "transport-xmlrpc-client",
+        feature = "transport-jsonrpc-client"
+    )))
+)]
+pub use tls::ClientTls;
+#[cfg(any(
+    feature = "transport-xmlrpc-server",
+    feature = "transport-jsonrpc-server"
+))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(
+        feature = "transport-xmlrpc-server",
+        feature = "transport-jsonrpc-server"
+    )))
+)]
+pub use tls::TlsFiles;
+#[cfg(feature = "transport-xmlrpc-client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "transport-xmlrpc-client")))]
+pub use xmlrpc::XmlRpc;
+#[cfg(any(
+    feature = "transport-xmlrpc-client",
+    feature = "transport-xmlrpc-server"
+))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(
+        feature = "transport-xmlrpc-client",
+        feature = "transport-xmlrpc-server"
+    )))
+)]
+pub use xmlrpc::XMLRPC_PATH;

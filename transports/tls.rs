@@ -12,6 +12,10 @@ use crate::{Error, Result};
 
 /// Certificate and key files (PEM) for TLS, and optionally the CA that client
 /// certificates must chain to (mutual TLS).
+#[cfg(any(
+    feature = "transport-xmlrpc-server",
+    feature = "transport-jsonrpc-server"
+))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsFiles {
     /// The server's certificate chain, PEM.
@@ -28,6 +32,10 @@ pub struct TlsFiles {
 /// let tls = keyserver::transports::ClientTls::default();
 /// assert!(tls.ca_cert.is_none()); // the system's trusted roots
 /// ```
+#[cfg(any(
+    feature = "transport-xmlrpc-client",
+    feature = "transport-jsonrpc-client"
+))]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientTls {
     /// CA certificate(s) (PEM) the server's certificate must chain to; `None`
@@ -79,6 +87,10 @@ fn roots(path: &Path) -> Result<RootCertStore> {
 }
 
 /// The server's TLS configuration (HTTP/1.1 and HTTP/2 by ALPN).
+#[cfg(any(
+    feature = "transport-xmlrpc-server",
+    feature = "transport-jsonrpc-server"
+))]
 pub(crate) fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>> {
     let provider = provider();
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
@@ -104,6 +116,10 @@ pub(crate) fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig
 }
 
 /// A client's TLS configuration.
+#[cfg(any(
+    feature = "transport-xmlrpc-client",
+    feature = "transport-jsonrpc-client"
+))]
 pub(crate) fn client_config(tls: &ClientTls) -> Result<rustls::ClientConfig> {
     let roots = match &tls.ca_cert {
         Some(ca) => roots(ca)?,

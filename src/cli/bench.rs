@@ -14,7 +14,7 @@ pub(crate) async fn bench(args: BenchArgs) -> Result<(), Failure> {
     let clients = args.clients.max(1);
     let duration = Duration::from_secs_f64(args.duration.max(0.1));
     let setup = client(&args.client)?;
-    let kek = setup.generate_with_strength(None).await?;
+    let kek = setup.generate().await?;
     let plaintext = vec![0x5au8; args.size];
     let sealed = setup.encrypt(&kek, &plaintext).await?;
     let (kek, plaintext, sealed) = (Arc::new(kek), Arc::new(plaintext), Arc::new(sealed));

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use keyserver::transports::{ClientOptions, ClientTls, JsonRpc, XmlRpc};
-use keyserver::{Kek, KeyClient, Strength, Transport, UnwrapMode};
+use keyserver::{Encryption, Kek, KeyClient, Strength, Transport, UnwrapMode};
 
 use super::args::{ClientArgs, Command, Protocol};
 use super::choice;
@@ -63,7 +63,11 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             // Create the file before asking for a key: a KEK that cannot be
             // saved would leave the server with a key nobody can use.
             let file = out.as_deref().map(create_private_file).transpose()?;
-            let kek = match client.generate_with_strength(strength).await {
+            let generated = match strength {
+                Some(strength) => client.generate_with_strength(strength).await,
+                None => client.generate().await,
+            };
+            let kek = match generated {
                 Ok(kek) => kek,
                 Err(e) => {
                     if let Some((path, _)) = &file {

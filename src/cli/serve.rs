@@ -18,7 +18,7 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
     let suite = choice::suite(config.suite)?;
     let keys = Arc::new(
         KeyServer::new(suite, storage)
-            .with_strength(config.strength)
+            .with_min_strength(config.strength)
             .with_kek_pool(config.kek_pool, config.kek_workers),
     );
     let status = keys.status();

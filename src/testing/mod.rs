@@ -2,7 +2,7 @@
 //! own backends pass, for any backend, including one written in another
 //! crate, to run with one line per trait.
 //!
-//! - [`cipher`]: every [`CipherSuite`](crate::CipherSuite) primitive against
+//! - [`cipher`]: every [`CipherSuite`] primitive against
 //!   known answers, round trips and rejections:
 //!   [`cipher_conformance!`](crate::cipher_conformance).
 //! - [`storage`]: the [`KeyStorage`](crate::KeyStorage) contract:

@@ -96,8 +96,8 @@ fn envelopes_are_byte_identical_and_open_across_suites() {
 async fn servers_on_either_suite_share_one_store() {
     for (strength, kek, origin) in keks() {
         let store = Arc::new(MemoryStorage::new());
-        let rc = KeyServer::new(RustCrypto::new(), Arc::clone(&store)).with_strength(strength);
-        let os = KeyServer::new(OpenSsl::new(), Arc::clone(&store)).with_strength(strength);
+        let rc = KeyServer::new(RustCrypto::new(), Arc::clone(&store)).with_min_strength(strength);
+        let os = KeyServer::new(OpenSsl::new(), Arc::clone(&store)).with_min_strength(strength);
 
         // A record written as a server on one suite would write it...
         let dek = pattern(strength.aes_key_len());

@@ -26,7 +26,7 @@ async fn store_under<C: CipherSuite, S: KeyStorage>(
 async fn strengths_192_and_256_work_end_to_end() {
     for (bits, strength) in [(7680, Strength::S192), (15360, Strength::S256)] {
         let server =
-            KeyServer::new(RustCrypto::new(), MemoryStorage::new()).with_strength(strength);
+            KeyServer::new(RustCrypto::new(), MemoryStorage::new()).with_min_strength(strength);
         let kek = fixture_kek(bits);
         let dek = store_under(&server, &kek, strength).await;
         let got = server.get(&kek).await.unwrap();
@@ -69,7 +69,7 @@ async fn a_kek_below_the_configured_strength_is_refused() {
 
     // A 192-bit server refuses RSA-3072 and generating below 192.
     let strict =
-        KeyServer::new(RustCrypto::new(), MemoryStorage::new()).with_strength(Strength::S192);
+        KeyServer::new(RustCrypto::new(), MemoryStorage::new()).with_min_strength(Strength::S192);
     let kek = fixture_kek(3072);
     store_under(&strict, &kek, Strength::S128).await;
     assert!(matches!(strict.get(&kek).await, Err(Error::Policy { .. })));

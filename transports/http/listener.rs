@@ -183,14 +183,14 @@ fn transport_error(
 #[allow(unused_mut, unused_variables)]
 fn router(dispatch: &Arc<Dispatch>, config: &ServerConfig) -> Router {
     let mut router = Router::new();
-    #[cfg(feature = "transport-xmlrpc")]
+    #[cfg(feature = "transport-xmlrpc-server")]
     {
         router = router.merge(crate::transports::xmlrpc::endpoint::router(
             Arc::clone(dispatch),
             config.max_body,
         ));
     }
-    #[cfg(feature = "transport-jsonrpc")]
+    #[cfg(feature = "transport-jsonrpc-server")]
     {
         router = router.merge(crate::transports::jsonrpc::endpoint::router(
             Arc::clone(dispatch),

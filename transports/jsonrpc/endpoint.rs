@@ -9,7 +9,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use jsonrpsee::types::ErrorObjectOwned;
 use serde_json::{json, Value};
 
 use super::{codec, JSONRPC_PATH};
@@ -41,7 +40,7 @@ fn json_response(status: StatusCode, value: &Value) -> Response {
     response
 }
 
-fn error_response(id: Value, error: ErrorObjectOwned) -> Value {
+fn error_response(id: Value, error: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": error})
 }
 
@@ -137,15 +136,16 @@ async fn handle_one(dispatch: &Dispatch, call: &mut Value) -> Option<Value> {
     })
 }
 
-fn rpc_error(error: &Error) -> ErrorObjectOwned {
-    ErrorObjectOwned::owned(error.code(), error.to_string(), None::<()>)
+/// A JSON-RPC 2.0 error object.
+fn rpc_error(error: &Error) -> Value {
+    json!({"code": error.code(), "message": error.to_string()})
 }
 
 async fn handle(
     method: &str,
     params: Option<&mut Value>,
     dispatch: &Dispatch,
-) -> std::result::Result<Value, ErrorObjectOwned> {
+) -> std::result::Result<Value, Value> {
     let start = Instant::now();
     let Some(row) = api::method(method) else {
         return Err(rpc_error(&api::unknown_method()));
