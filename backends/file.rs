@@ -17,13 +17,12 @@
 //! directory. A crash at any moment leaves either no record or a whole one,
 //! plus perhaps a temporary file that the next open removes.
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -38,9 +37,6 @@ const TMP_PREFIX: &str = ".tmp-";
 const EXT: &str = ".rec";
 /// No valid record is larger: header 52 + 2048 wrapped bytes + 32 checksum.
 const MAX_RECORD_LEN: u64 = 4096;
-/// Records kept in memory by default (see [`FileStorage::set_cache_capacity`]):
-/// about 8 MiB of 3072-bit records.
-pub const DEFAULT_CACHE_RECORDS: usize = 16_384;
 
 /// How hard `put` and `delete` work to make changes survive a crash.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -63,12 +59,10 @@ pub enum Durability {
 /// and `delete` touch one file and never scan a directory. Files are created
 /// 0600 and directories 0700.
 ///
-/// Records read or written recently are also kept in memory (up to
-/// [`DEFAULT_CACHE_RECORDS`], see [`FileStorage::set_cache_capacity`]), so a
-/// hot key is served without a file read or a hop to the blocking thread
-/// pool. This is safe because records are create-only, hold nothing secret
-/// without the KEK, were verified when read, and the directory lock keeps
-/// other processes out; `delete` removes the record from memory too.
+/// To serve hot keys from memory (no file read, no hop to the blocking
+/// thread pool), wrap it in a [`RecordCache`](crate::backends::RecordCache):
+/// the directory lock makes this process the only writer, which is what that
+/// cache needs. The `keyserver` command does (`--cache-records`).
 ///
 /// Feature `storage-file`.
 ///
@@ -102,65 +96,8 @@ struct Inner {
     count: AtomicU64,
     tmp_counter: AtomicU64,
     durability: Durability,
-    cache: Mutex<Cache>,
     /// Held open for the lifetime of the store: the advisory lock dies with it.
     _lock: File,
-}
-
-/// Verified records by key id, bounded. When full, an arbitrary entry makes
-/// room (hot keys come straight back). `epoch` counts deletes: a read that
-/// began before a delete must not put the deleted record back.
-#[derive(Debug)]
-struct Cache {
-    records: HashMap<KeyId, WrappedDek>,
-    capacity: usize,
-    epoch: u64,
-}
-
-impl Cache {
-    /// Drops arbitrary entries until at most `limit` remain.
-    fn shrink_to(&mut self, limit: usize) {
-        while self.records.len() > limit {
-            match self.records.keys().next().copied() {
-                Some(victim) => self.records.remove(&victim),
-                None => break,
-            };
-        }
-    }
-}
-
-impl Inner {
-    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
-        // The cache is consistent after any panic (single-step updates).
-        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn cached(&self, key_id: &KeyId) -> Option<WrappedDek> {
-        self.cache().records.get(key_id).cloned()
-    }
-
-    fn epoch(&self) -> u64 {
-        self.cache().epoch
-    }
-
-    /// Keeps `record`, unless a delete happened since `epoch`.
-    fn remember(&self, record: &WrappedDek, epoch: u64) {
-        let mut cache = self.cache();
-        if cache.epoch != epoch || cache.capacity == 0 {
-            return;
-        }
-        if !cache.records.contains_key(record.key_id()) {
-            let room = cache.capacity.saturating_sub(1);
-            cache.shrink_to(room);
-        }
-        cache.records.insert(*record.key_id(), record.clone());
-    }
-
-    fn forget(&self, key_id: &KeyId) {
-        let mut cache = self.cache();
-        cache.epoch += 1;
-        cache.records.remove(key_id);
-    }
 }
 
 fn io_error(message: String, e: std::io::Error) -> Error {
@@ -192,25 +129,6 @@ impl FileStorage {
     /// The store's directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
-    }
-
-    /// Sets how many records are kept in memory (0 turns the cache off);
-    /// the default is [`DEFAULT_CACHE_RECORDS`].
-    ///
-    /// ```
-    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-    /// use keyserver::backends::FileStorage;
-    ///
-    /// let dir = tempfile::tempdir().unwrap();
-    /// let store = FileStorage::open(dir.path().join("keys")).await?;
-    /// store.set_cache_capacity(0); // every get reads its file
-    /// # Ok::<(), keyserver::Error>(())
-    /// # }).unwrap();
-    /// ```
-    pub fn set_cache_capacity(&self, records: usize) {
-        let mut cache = self.inner.cache();
-        cache.capacity = records;
-        cache.shrink_to(records);
     }
 }
 
@@ -288,11 +206,6 @@ impl Inner {
             count: AtomicU64::new(count),
             tmp_counter: AtomicU64::new(0),
             durability,
-            cache: Mutex::new(Cache {
-                records: HashMap::new(),
-                capacity: DEFAULT_CACHE_RECORDS,
-                epoch: 0,
-            }),
             _lock: lock,
         })
     }
@@ -517,29 +430,17 @@ impl KeyStorage for FileStorage {
 
     async fn put(&self, record: &WrappedDek) -> Result<()> {
         let inner = Arc::clone(&self.inner);
-        let epoch = inner.epoch();
         let stored = record.clone();
-        blocking(move || inner.put(&stored)).await??;
-        self.inner.remember(record, epoch);
-        Ok(())
+        blocking(move || inner.put(&stored)).await?
     }
 
     async fn get(&self, key_id: &KeyId) -> Result<WrappedDek> {
-        if let Some(record) = self.inner.cached(key_id) {
-            return Ok(record);
-        }
         let inner = Arc::clone(&self.inner);
-        let epoch = inner.epoch();
         let id = *key_id;
-        let record = blocking(move || inner.get(&id)).await??;
-        self.inner.remember(&record, epoch);
-        Ok(record)
+        blocking(move || inner.get(&id)).await?
     }
 
     async fn contains(&self, key_id: &KeyId) -> Result<bool> {
-        if self.inner.cache().records.contains_key(key_id) {
-            return Ok(true);
-        }
         let inner = Arc::clone(&self.inner);
         let id = *key_id;
         blocking(move || inner.contains(&id)).await?
@@ -552,11 +453,7 @@ impl KeyStorage for FileStorage {
     async fn delete(&self, key_id: &KeyId) -> Result<bool> {
         let inner = Arc::clone(&self.inner);
         let id = *key_id;
-        let result = blocking(move || inner.delete(&id)).await?;
-        // Forgotten whatever the outcome: the file may be gone even if the
-        // directory sync failed.
-        self.inner.forget(key_id);
-        result
+        blocking(move || inner.delete(&id)).await?
     }
 
     async fn list(&self) -> Result<Vec<KeyId>> {

@@ -18,10 +18,12 @@ mod rustcrypto;
 pub use self::openssl::OpenSsl;
 #[cfg(feature = "storage-file")]
 #[cfg_attr(docsrs, doc(cfg(feature = "storage-file")))]
-pub use file::{Durability, FileStorage, DEFAULT_CACHE_RECORDS};
+pub use file::{Durability, FileStorage};
 #[cfg(feature = "storage-memory")]
 #[cfg_attr(docsrs, doc(cfg(feature = "storage-memory")))]
 pub use memory::MemoryStorage;
 #[cfg(feature = "cipher-rustcrypto")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cipher-rustcrypto")))]
 pub use rustcrypto::RustCrypto;
+
+pub use crate::cache::{RecordCache, DEFAULT_CACHE_RECORDS};

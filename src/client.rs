@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use async_trait::async_trait;
 
 use crate::api::KeyService;
+use crate::cache::Bounded;
 use crate::envelope;
 use crate::record::unwrap_record;
 use crate::stream;
@@ -43,13 +44,6 @@ struct Entry {
     dek: Dek,
     fetched: Instant,
     fetched_at: SystemTime,
-    last_used: u64,
-}
-
-#[derive(Default)]
-struct Cache {
-    entries: HashMap<KeyId, Entry>,
-    clock: u64,
 }
 
 /// A client of a remote key server, over any [`Transport`].
@@ -93,7 +87,7 @@ pub struct KeyClient<T> {
     capacity: usize,
     mode: UnwrapMode,
     min_strength: Strength,
-    cache: Mutex<Cache>,
+    cache: Mutex<Bounded<Entry>>,
     inflight: Mutex<HashMap<KeyId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -108,7 +102,7 @@ impl<T: Transport> KeyClient<T> {
             capacity: DEFAULT_CACHE_CAPACITY,
             mode: UnwrapMode::default(),
             min_strength: Strength::default(),
-            cache: Mutex::new(Cache::default()),
+            cache: Mutex::new(Bounded::new(DEFAULT_CACHE_CAPACITY)),
             inflight: Mutex::new(HashMap::new()),
         }
     }
@@ -131,6 +125,7 @@ impl<T: Transport> KeyClient<T> {
     /// Sets how many DEKs the cache holds (at least one).
     pub fn with_capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity.max(1);
+        self.with_cache(|c| c.set_capacity(self.capacity));
         self
     }
 
@@ -175,26 +170,26 @@ impl<T: Transport> KeyClient<T> {
     /// Whether a DEK for `key_id` is cached and still fresh (the seed's
     /// `key in cache`).
     pub fn is_cached(&self, key_id: &KeyId) -> bool {
-        self.with_cache(|c| c.entries.get(key_id).is_some_and(|e| self.fresh(e)))
+        self.with_cache(|c| c.peek(key_id).is_some_and(|e| self.fresh(e)))
     }
 
     /// When the cached DEK for `key_id` was fetched from the server, if there
     /// is an entry (fresh or expired).
     pub fn fetched_at(&self, key_id: &KeyId) -> Option<SystemTime> {
-        self.with_cache(|c| c.entries.get(key_id).map(|e| e.fetched_at))
+        self.with_cache(|c| c.peek(key_id).map(|e| e.fetched_at))
     }
 
     /// Number of cache entries (fresh or expired).
     pub fn cached_len(&self) -> usize {
-        self.with_cache(|c| c.entries.len())
+        self.with_cache(|c| c.len())
     }
 
     /// Drops every cached DEK (their memory is wiped).
     pub fn clear_cache(&self) {
-        self.with_cache(|c| c.entries.clear());
+        self.with_cache(|c| c.clear());
     }
 
-    fn with_cache<R>(&self, f: impl FnOnce(&mut Cache) -> R) -> R {
+    fn with_cache<R>(&self, f: impl FnOnce(&mut Bounded<Entry>) -> R) -> R {
         // A panic while holding the lock cannot leave the map inconsistent
         // (every update is a single insert or remove), so keep using it.
         let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -207,42 +202,20 @@ impl<T: Transport> KeyClient<T> {
 
     fn cached(&self, key_id: &KeyId) -> Option<Dek> {
         self.with_cache(|c| {
-            c.clock += 1;
-            let clock = c.clock;
-            let entry = c.entries.get_mut(key_id)?;
-            if entry.fetched.elapsed() >= self.cache_ttl {
-                return None;
-            }
-            entry.last_used = clock;
-            Some(entry.dek.clone())
+            let entry = c.get(key_id)?;
+            self.fresh(entry).then(|| entry.dek.clone())
         })
     }
 
+    /// Caches `dek`; when full, the least recently used entry is dropped
+    /// (and its key wiped).
     fn insert(&self, key_id: KeyId, dek: Dek) {
-        let capacity = self.capacity;
-        self.with_cache(|c| {
-            c.clock += 1;
-            if !c.entries.contains_key(&key_id) && c.entries.len() >= capacity {
-                // Evict the least recently used entry; dropping it wipes the key.
-                if let Some(oldest) = c
-                    .entries
-                    .iter()
-                    .min_by_key(|(_, e)| e.last_used)
-                    .map(|(id, _)| *id)
-                {
-                    c.entries.remove(&oldest);
-                }
-            }
-            c.entries.insert(
-                key_id,
-                Entry {
-                    dek,
-                    fetched: Instant::now(),
-                    fetched_at: SystemTime::now(),
-                    last_used: c.clock,
-                },
-            );
-        });
+        let entry = Entry {
+            dek,
+            fetched: Instant::now(),
+            fetched_at: SystemTime::now(),
+        };
+        self.with_cache(|c| c.insert(key_id, entry));
     }
 
     /// The DEK of `kek`: from the cache when fresh, otherwise fetched (one

@@ -101,6 +101,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod api;
+mod cache;
 mod client;
 mod encryption;
 pub mod envelope;

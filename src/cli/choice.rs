@@ -40,8 +40,9 @@ pub(crate) async fn storage(
     match spec.strip_prefix("file:") {
         Some(dir) if !dir.is_empty() => {
             let store = backends::FileStorage::open(dir).await?;
-            store.set_cache_capacity(cache_records);
-            Ok(Arc::new(store))
+            // The directory lock makes this process the only writer: what
+            // the record cache needs.
+            Ok(Arc::new(backends::RecordCache::new(store, cache_records)))
         }
         _ => Err(usage(format!(
             "--storage: expected \"memory\" or \"file:DIR\", not {spec:?}"

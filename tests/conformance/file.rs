@@ -5,7 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use keyserver::backends::FileStorage;
+use keyserver::backends::{FileStorage, RecordCache};
 use keyserver::{Error, KeyStorage};
 
 use keyserver::testing::storage::record;
@@ -58,9 +58,8 @@ async fn damaged_records_are_reported_as_corrupt() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     let store = FileStorage::open(&dir).await.unwrap();
-    // Read every record from its file (this process damages them behind the
-    // store's back; the cache would rightly keep serving the good copies).
-    store.set_cache_capacity(0);
+    // The store reads every record from its file (it keeps none in memory;
+    // this process damages them behind its back).
     for n in 0..4 {
         store.put(&record(n)).await.unwrap();
     }
@@ -100,8 +99,7 @@ async fn damaged_records_are_reported_as_corrupt() {
 async fn the_record_cache_is_bounded_and_forgets_deleted_records() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
-    let store = FileStorage::open(&dir).await.unwrap();
-    store.set_cache_capacity(2);
+    let store = RecordCache::new(FileStorage::open(&dir).await.unwrap(), 2);
     for n in 0..5 {
         store.put(&record(n)).await.unwrap();
     }
@@ -129,7 +127,8 @@ async fn the_record_cache_is_bounded_and_forgets_deleted_records() {
     assert!(matches!(store.get(&id).await, Err(Error::NotFound { .. })));
     assert!(!store.contains(&id).await.unwrap());
     // Shrinking the cache to nothing sends every read to disk.
-    store.set_cache_capacity(0);
+    store.set_capacity(0);
+    assert_eq!(store.cached_len(), 0);
     let path = record_path(&dir, 0);
     std::fs::remove_file(&path).unwrap();
     assert!(matches!(

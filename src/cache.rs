@@ -1,0 +1,228 @@
+//! [`RecordCache`]: verified wrapped-DEK records kept in memory, around any
+//! storage (a wrapper, as tower layers are, not code inside each backend).
+//!
+//! The bounded map under it, and under the client's DEK cache, is the `lru`
+//! crate's `LruCache`: strict least-recently-used eviction (what the client
+//! cache promises, and what its tests check), O(1) operations, and values
+//! dropped on eviction, so a DEK is wiped the moment it leaves. (quick_cache
+//! and moka are concurrent and faster under contention, but their CLOCK-Pro
+//! and TinyLFU policies are not LRU; both caches here sit behind one short
+//! lock per operation, which the benchmarks show is not a bottleneck.)
+
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use lru::LruCache;
+
+use crate::storage::KeyStorage;
+use crate::{KeyId, Result, WrappedDek};
+
+/// Records kept in memory by default: about 8 MiB of 3072-bit records.
+pub const DEFAULT_CACHE_RECORDS: usize = 16_384;
+
+/// A bounded LRU map whose capacity may be 0 (then it holds nothing).
+pub(crate) struct Bounded<V> {
+    map: LruCache<KeyId, V>,
+    capacity: usize,
+}
+
+impl<V> Bounded<V> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Bounded {
+            map: LruCache::new(NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN)),
+            capacity,
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Changes the bound, dropping the least recently used entries beyond it.
+    pub(crate) fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity;
+        if capacity == 0 {
+            self.map.clear();
+        }
+        self.map
+            .resize(NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN));
+    }
+
+    /// The entry, marked as the most recently used.
+    pub(crate) fn get(&mut self, key: &KeyId) -> Option<&V> {
+        self.map.get(key)
+    }
+
+    /// The entry, leaving the order as it is.
+    pub(crate) fn peek(&self, key: &KeyId) -> Option<&V> {
+        self.map.peek(key)
+    }
+
+    /// Inserts, evicting (dropping) the least recently used entry when full.
+    pub(crate) fn insert(&mut self, key: KeyId, value: V) {
+        if self.capacity > 0 {
+            self.map.put(key, value);
+        }
+    }
+
+    pub(crate) fn remove(&mut self, key: &KeyId) {
+        self.map.pop(key);
+    }
+
+    pub(crate) fn contains(&self, key: &KeyId) -> bool {
+        self.map.contains(key)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.map.clear();
+    }
+}
+
+struct State {
+    records: Bounded<WrappedDek>,
+    /// Counts deletes: a read that began before a delete must not put the
+    /// deleted record back.
+    epoch: u64,
+}
+
+/// A [`KeyStorage`] that keeps the records it has read or written in memory
+/// (the most recently used `capacity` of them), so a hot key is served
+/// without touching the storage under it: no file read, no hop to the
+/// blocking thread pool, no round trip to a database.
+///
+/// Safe when this process is the only writer of the storage under it (as the
+/// file storage's lock guarantees): records are create-only, hold nothing
+/// secret without the KEK, were verified when read, and `delete` through this
+/// wrapper forgets them. Do not put it in front of a storage that other
+/// processes change.
+///
+/// # Example
+///
+/// ```
+/// # #[cfg(feature = "storage-memory")]
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use keyserver::{KeyId, KeyStorage, Strength, WrappedDek};
+/// use keyserver::backends::{MemoryStorage, RecordCache};
+///
+/// let store = RecordCache::new(MemoryStorage::new(), 2);
+/// let rec = WrappedDek::new(KeyId::from_bytes([1; 32]), 3072, Strength::S128, 0, vec![0; 384])?;
+/// store.put(&rec).await?;
+/// assert_eq!(store.cached_len(), 1);
+/// assert_eq!(store.get(rec.key_id()).await?, rec); // from memory
+/// # Ok::<(), keyserver::Error>(())
+/// # }).unwrap();
+/// ```
+pub struct RecordCache<S> {
+    inner: S,
+    state: Mutex<State>,
+}
+
+impl<S: KeyStorage> RecordCache<S> {
+    /// `inner`, with up to `capacity` records kept in memory (0 keeps none).
+    pub fn new(inner: S, capacity: usize) -> Self {
+        RecordCache {
+            inner,
+            state: Mutex::new(State {
+                records: Bounded::new(capacity),
+                epoch: 0,
+            }),
+        }
+    }
+
+    /// Changes how many records are kept (0 turns the cache off).
+    pub fn set_capacity(&self, capacity: usize) {
+        self.state().records.set_capacity(capacity);
+    }
+
+    /// How many records may be kept.
+    pub fn capacity(&self) -> usize {
+        self.state().records.capacity()
+    }
+
+    /// How many records are kept now.
+    pub fn cached_len(&self) -> usize {
+        self.state().records.len()
+    }
+
+    /// The storage under the cache.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every update is one step: a panic cannot leave the map torn.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps `record`, unless a delete happened since `epoch`.
+    fn remember(&self, record: &WrappedDek, epoch: u64) {
+        let mut state = self.state();
+        if state.epoch == epoch {
+            state.records.insert(*record.key_id(), record.clone());
+        }
+    }
+}
+
+impl<S> fmt::Debug for RecordCache<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordCache").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl<S: KeyStorage> KeyStorage for RecordCache<S> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    async fn put(&self, record: &WrappedDek) -> Result<()> {
+        let epoch = self.state().epoch;
+        self.inner.put(record).await?;
+        self.remember(record, epoch);
+        Ok(())
+    }
+
+    async fn get(&self, key_id: &KeyId) -> Result<WrappedDek> {
+        let epoch = {
+            let mut state = self.state();
+            if let Some(record) = state.records.get(key_id) {
+                return Ok(record.clone());
+            }
+            state.epoch
+        };
+        let record = self.inner.get(key_id).await?;
+        self.remember(&record, epoch);
+        Ok(record)
+    }
+
+    async fn contains(&self, key_id: &KeyId) -> Result<bool> {
+        if self.state().records.contains(key_id) {
+            return Ok(true);
+        }
+        self.inner.contains(key_id).await
+    }
+
+    fn count(&self) -> u64 {
+        self.inner.count()
+    }
+
+    async fn delete(&self, key_id: &KeyId) -> Result<bool> {
+        let result = self.inner.delete(key_id).await;
+        // Forgotten whatever the outcome: the record may be gone even if the
+        // storage reported an error after removing it.
+        let mut state = self.state();
+        state.epoch += 1;
+        state.records.remove(key_id);
+        result
+    }
+
+    async fn list(&self) -> Result<Vec<KeyId>> {
+        self.inner.list().await
+    }
+}
