@@ -26,7 +26,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::plugin::{blocking, KeyStorage};
+use crate::blocking::blocking;
+use crate::plugin::KeyStorage;
 use crate::{Error, KeyId, Result, WrappedDek};
 
 const NAME: &str = "file";
@@ -153,7 +154,7 @@ impl Inner {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
                 return Err(Error::Storage {
-                    backend: NAME,
+                    backend: NAME.into(),
                     message: format!(
                         "the store {shown} is in use by another process (its lock is held)"
                     ),
@@ -166,7 +167,7 @@ impl Inner {
             Ok(text) if text == MARKER_TEXT => {}
             Ok(_) => {
                 return Err(Error::Storage {
-                    backend: NAME,
+                    backend: NAME.into(),
                     message: format!("{shown} holds a store of an unknown version"),
                     source: None,
                 })
@@ -183,7 +184,7 @@ impl Inner {
                     });
                 if foreign {
                     return Err(Error::Storage {
-                        backend: NAME,
+                        backend: NAME.into(),
                         message: format!(
                             "{shown} is not empty and is not a keyserver store; refusing to use it"
                         ),

@@ -47,7 +47,7 @@ impl MemoryStorage {
 
 fn poisoned() -> Error {
     Error::Storage {
-        backend: NAME,
+        backend: NAME.into(),
         message: "a writer panicked while holding the lock".into(),
         source: None,
     }

@@ -311,13 +311,13 @@ impl CipherSuite for OpenSsl {
 ///
 /// Why not the safe wrappers: `PkeyCtx` with `Id::HKDF` goes through
 /// OpenSSL's legacy `EVP_PKEY` bridge, which fetches the KDF and the digest
-/// again for every context (name lookups under locks): 7.6 µs per call,
-/// more than sealing 16 KiB (criterion, `openssl/primitives/hkdf-sha256-16`).
+/// again for every context (name lookups under locks): a call cost more than
+/// sealing 16 KiB (BENCHMARKS.md, `openssl/primitives/hkdf-sha256-16`).
 /// `openssl::kdf::hkdf` copies the key into an `OSSL_PARAM` array that
 /// OpenSSL frees without wiping, leaving a copy of the DEK in freed memory.
 /// Here the KDF is fetched once per process and the parameters point at the
 /// caller's buffers: OpenSSL keeps its own copies inside the context and
-/// wipes them when the context is freed. What remains (about 3 µs) is inside
+/// wipes them when the context is freed. What remains is inside
 /// OpenSSL 3.0's HKDF, whose one-shot `HMAC()` looks HMAC and the digest up
 /// by name on every call; reusing a context per thread did not help, and
 /// OpenSSL 3.0 cannot duplicate HKDF contexts (BENCHMARKS.md).

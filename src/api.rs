@@ -235,12 +235,11 @@ impl Shape {
             | (Shape::Bool, Value::Bool(_))
             | (Shape::Str, Value::Str(_))
             | (Shape::Bytes, Value::Bytes(_)) => true,
-            (Shape::Struct(members), Value::Struct(map)) => {
-                map.len() == members.len()
-                    && members
-                        .iter()
-                        .all(|(name, shape)| map.get(*name).is_some_and(|v| shape.fits(v)))
-            }
+            // Members the shape does not name are ignored: a newer server may
+            // send more.
+            (Shape::Struct(members), Value::Struct(map)) => members
+                .iter()
+                .all(|(name, shape)| map.get(*name).is_some_and(|v| shape.fits(v))),
             _ => false,
         }
     }
@@ -390,13 +389,6 @@ pub fn unknown_method() -> Error {
     Error::protocol(ErrorCode::MethodNotFound, "unknown method")
 }
 
-fn take_str(value: Option<Value>) -> Zeroizing<String> {
-    match value {
-        Some(Value::Str(s)) => s,
-        _ => Zeroizing::new(String::new()),
-    }
-}
-
 impl Call {
     /// The method table's row for this call.
     pub fn method(&self) -> &'static Method {
@@ -444,19 +436,19 @@ impl Call {
         }
         // `accepts` checked the number and shapes of the parameters.
         let first = params.into_iter().next();
-        if *method == GENERATE {
-            match first {
+        let text = |value: Option<Value>| match value {
+            Some(Value::Str(s)) => Ok(s),
+            _ => Err(method.invalid_params(brackets.0, brackets.1)),
+        };
+        match method.name {
+            n if n == GENERATE.name => match first {
                 Some(Value::Int(bits)) => parse_strength(bits).map(|s| Call::Generate(Some(s))),
                 _ => Ok(Call::Generate(None)),
-            }
-        } else if *method == GET_KEY {
-            Kek::from_pem(&take_str(first)).map(Call::GetKey)
-        } else if *method == GET_WRAPPED {
-            take_str(first).parse().map(Call::GetWrapped)
-        } else if *method == CONTAINS {
-            take_str(first).parse().map(Call::Contains)
-        } else {
-            Ok(Call::Status)
+            },
+            n if n == GET_KEY.name => Kek::from_pem(&text(first)?).map(Call::GetKey),
+            n if n == GET_WRAPPED.name => text(first)?.parse().map(Call::GetWrapped),
+            n if n == CONTAINS.name => text(first)?.parse().map(Call::Contains),
+            _ => Ok(Call::Status),
         }
     }
 
@@ -479,7 +471,7 @@ fn parse_strength(bits: i64) -> Result<Strength> {
 }
 
 /// The client's error for an answer that does not fit the method table.
-fn garbage(method: &Method) -> Error {
+pub(crate) fn garbage(method: &Method) -> Error {
     Error::Transport {
         message: format!(
             "the server's answer to {} does not fit the protocol",

@@ -79,7 +79,7 @@ pub enum Error {
     #[error("{backend} storage failed: {message}")]
     Storage {
         /// Name of the storage backend.
-        backend: &'static str,
+        backend: Cow<'static, str>,
         /// What it was doing.
         message: String,
         /// The underlying error, if any.
@@ -357,9 +357,12 @@ impl Error {
     ///
     /// The result is the variant the server had, with the same `Display`
     /// text, so code that matches on variants works the same against a local
-    /// [`KeyServer`](crate::KeyServer) and a remote one. A code this version
-    /// does not know, or a message that does not carry what the variant needs,
-    /// gives [`Error::Remote`].
+    /// [`KeyServer`](crate::KeyServer) and a remote one. Where that cannot be
+    /// rebuilt exactly (a code this version does not know; a message that
+    /// does not carry what the variant needs, such as an [`Error::Io`] or an
+    /// [`Error::Crypto`], which have no text form to parse back) the result
+    /// is [`Error::Remote`] with the server's code and message: never a
+    /// variant whose text differs from the server's.
     ///
     /// ```
     /// use keyserver::{Error, KeyId};
@@ -386,11 +389,11 @@ impl Error {
                 reason: Cow::Owned(r),
             }),
             ErrorCode::Policy => strip("policy violation: ").map(|reason| Error::Policy { reason }),
-            ErrorCode::Storage => Some(storage_from_wire(&message, key_id)),
+            ErrorCode::Storage => storage_from_wire(&message, key_id),
             ErrorCode::TooLarge => parse_too_large(&message),
-            ErrorCode::Internal => Some(Error::Internal(Cow::Owned(
-                strip("internal error: ").unwrap_or_else(|| message.clone()),
-            ))),
+            ErrorCode::Internal => {
+                strip("internal error: ").map(|m| Error::Internal(Cow::Owned(m)))
+            }
             ErrorCode::DecryptionFailed => Some(Error::DecryptionFailed),
             ErrorCode::MalformedCiphertext => {
                 strip("malformed ciphertext: ").map(|r| Error::MalformedCiphertext {
@@ -424,7 +427,7 @@ impl Error {
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
         Error::Storage {
-            backend,
+            backend: Cow::Borrowed(backend),
             message: message.to_string(),
             source: Some(Box::new(source)),
         }
@@ -447,36 +450,29 @@ impl Error {
 }
 
 /// The storage errors share code 5: tell them apart by their text.
-fn storage_from_wire(message: &str, key_id: Option<KeyId>) -> Error {
+fn storage_from_wire(message: &str, key_id: Option<KeyId>) -> Option<Error> {
     if let Some(key_id) = key_id {
         if message == (Error::AlreadyExists { key_id }).to_string() {
-            return Error::AlreadyExists { key_id };
+            return Some(Error::AlreadyExists { key_id });
         }
         let corrupt = format!("stored record for {key_id} is corrupt: ");
         if let Some(reason) = message.strip_prefix(&corrupt) {
-            return Error::CorruptRecord {
+            return Some(Error::CorruptRecord {
                 key_id,
                 reason: Cow::Owned(reason.to_owned()),
-            };
+            });
         }
     }
-    // "file storage failed: writing record" keeps its backend's name.
-    for backend in ["file", "memory", "postgres"] {
-        if let Some(rest) = message.strip_prefix(backend) {
-            if let Some(what) = rest.strip_prefix(" storage failed: ") {
-                return Error::Storage {
-                    backend,
-                    message: what.to_owned(),
-                    source: None,
-                };
-            }
-        }
+    // "file storage failed: writing record": any backend's name is one word.
+    let (backend, what) = message.split_once(" storage failed: ")?;
+    if backend.is_empty() || backend.contains(char::is_whitespace) {
+        return None;
     }
-    Error::Storage {
-        backend: "remote",
-        message: message.to_owned(),
+    Some(Error::Storage {
+        backend: Cow::Owned(backend.to_owned()),
+        message: what.to_owned(),
         source: None,
-    }
+    })
 }
 
 /// `too large: N bytes exceeds the limit of M bytes`.

@@ -101,6 +101,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod api;
+mod blocking;
 mod cache;
 mod client;
 mod encryption;
@@ -142,6 +143,13 @@ pub use transport::Transport;
 /// Re-exported for implementing this crate's async traits ([`KeyStorage`],
 /// [`KeyService`], [`Transport`]) outside it, with the same version.
 pub use async_trait::async_trait;
+
+// Former homes of the backend authors' helpers, now in `plugin`: kept so
+// code written against them still compiles.
+#[doc(hidden)]
+pub use plugin::{
+    blocking, rsa_public_parts, GCM_NONCE_LEN, GCM_TAG_LEN, MAX_RSA_BITS, MIN_RSA_BITS,
+};
 
 /// This crate's version, as reported by `status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

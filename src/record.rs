@@ -25,9 +25,9 @@ use sha2::{Digest, Sha256};
 
 use std::sync::Arc;
 
+use crate::blocking::blocking;
 use crate::format::{dek_alg_id, strength_of_alg_id, RECORD_MAGIC};
 use crate::key::check_kek;
-use crate::plugin::blocking;
 use crate::{CipherSuite, Dek, Error, Kek, KeyId, Result, Strength};
 
 const VERSION: u8 = 1;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::api::KeyService;
+use crate::blocking::blocking;
 use crate::envelope;
 use crate::key::check_pairing;
-use crate::plugin::blocking;
 use crate::pool::KekPool;
 use crate::record::unwrap_record;
 use crate::{

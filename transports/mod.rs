@@ -32,6 +32,11 @@ mod http;
 ))]
 mod jsonrpc;
 #[cfg(any(
+    feature = "transport-xmlrpc-server",
+    feature = "transport-jsonrpc-server"
+))]
+mod listener;
+#[cfg(any(
     feature = "transport-xmlrpc-client",
     feature = "transport-jsonrpc-client"
 ))]
@@ -49,20 +54,6 @@ mod tls;
 ))]
 mod xmlrpc;
 
-#[cfg(any(
-    feature = "transport-xmlrpc-server",
-    feature = "transport-jsonrpc-server"
-))]
-#[cfg_attr(
-    docsrs,
-    doc(cfg(any(
-        feature = "transport-xmlrpc-server",
-        feature = "transport-jsonrpc-server"
-    )))
-)]
-pub use http::{
-    HttpServer, ServerConfig, DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_REQUEST_TIMEOUT,
-};
 #[cfg(feature = "transport-jsonrpc-client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "transport-jsonrpc-client")))]
 pub use jsonrpc::JsonRpc;
@@ -78,6 +69,20 @@ pub use jsonrpc::JsonRpc;
     )))
 )]
 pub use jsonrpc::JSONRPC_PATH;
+#[cfg(any(
+    feature = "transport-xmlrpc-server",
+    feature = "transport-jsonrpc-server"
+))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(
+        feature = "transport-xmlrpc-server",
+        feature = "transport-jsonrpc-server"
+    )))
+)]
+pub use listener::{
+    HttpServer, ServerConfig, DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_REQUEST_TIMEOUT,
+};
 #[cfg(any(
     feature = "transport-xmlrpc-client",
     feature = "transport-jsonrpc-client"

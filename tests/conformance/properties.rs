@@ -95,3 +95,57 @@ proptest! {
         prop_assert!(envelope::open(&suite, &dek, b"", &bytes).is_err());
     }
 }
+
+fn wire_value() -> impl Strategy<Value = keyserver::api::Value> {
+    use keyserver::api::Value;
+    let leaf = prop_oneof![
+        any::<i64>().prop_map(Value::Int),
+        any::<bool>().prop_map(Value::Bool),
+        ".{0,80}".prop_map(Value::str),
+        prop::collection::vec(any::<u8>(), 0..64).prop_map(Value::bytes),
+    ];
+    leaf.prop_recursive(2, 8, 4, |inner| {
+        prop::collection::btree_map("[a-z_]{1,8}", inner, 0..4).prop_map(Value::Struct)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Any method name with any parameters becomes a call or a typed error
+    /// (never a panic), and an error never quotes a parameter.
+    #[test]
+    fn calls_from_any_parameters_never_panic(
+        name in prop_oneof![
+            Just("generate".to_string()), Just("get_key".to_string()),
+            Just("get_wrapped".to_string()), Just("contains".to_string()),
+            Just("status".to_string()), ".{0,20}",
+        ],
+        params in prop::collection::vec(wire_value(), 0..4),
+    ) {
+        use keyserver::api::{Call, Value};
+        let long_strings: Vec<String> = params
+            .iter()
+            .filter_map(|v| match v {
+                Value::Str(s) if s.chars().count() >= 16 => Some(s.to_string()),
+                _ => None,
+            })
+            .collect();
+        match Call::from_params(&name, params, ('(', ')')) {
+            Ok(call) => prop_assert_eq!(call.method().name, name.as_str()),
+            Err(e) => {
+                prop_assert!(
+                    matches!(
+                        e,
+                        Error::Protocol { .. } | Error::Policy { .. } | Error::InvalidKey { .. }
+                    ),
+                    "{:?}", e
+                );
+                let text = e.to_string();
+                for s in &long_strings {
+                    prop_assert!(!text.contains(s.as_str()), "{} quoted in {}", s, text);
+                }
+            }
+        }
+    }
+}

@@ -636,6 +636,12 @@ async fn xmlrpc_multicall_answers_each_call_and_keeps_the_limits() {
     for name in keyserver::api::METHODS.iter().map(|m| m.name) {
         assert!(text.contains(&format!(">{name}<")), "{name} listed: {text}");
     }
+    let (code, _) = xml_post(
+        &url,
+        xml_call("system.listMethods", &string_param("x")).into_bytes(),
+    )
+    .await;
+    assert_eq!(code, -32602);
     let (code, text) = xml_post(
         &url,
         xml_call("system.methodHelp", &string_param("get_wrapped")).into_bytes(),
@@ -701,7 +707,7 @@ async fn errors_cross_the_wire_as_their_own_variant() {
             reason: "checksum mismatch".into(),
         },
         |_| Error::Storage {
-            backend: "file",
+            backend: "btree".into(),
             message: "writing record".into(),
             source: None,
         },
@@ -717,6 +723,16 @@ async fn errors_cross_the_wire_as_their_own_variant() {
         |key_id| Error::KeyMismatch {
             expected: KeyId::from_bytes([9; 32]),
             given: key_id,
+        },
+        // No text form to parse back: these arrive as Remote, with the
+        // server's code and text.
+        |_| Error::Io {
+            what: "reading a record",
+            source: std::io::Error::other("disk"),
+        },
+        |_| Error::Crypto {
+            suite: "rustcrypto",
+            operation: "RSA key generation",
         },
     ];
     let count = errors.len();
@@ -737,6 +753,15 @@ async fn errors_cross_the_wire_as_their_own_variant() {
             let id = KeyId::from_bytes([u8::try_from(i).unwrap(); 32]);
             let local = make(id);
             let remote = t.get_wrapped(&id).await.unwrap_err();
+            assert_eq!(remote.kind(), local.kind());
+            if matches!(local, Error::Io { .. } | Error::Crypto { .. }) {
+                assert!(
+                    matches!(&remote, Error::Remote { code, message }
+                        if *code == local.code() && *message == local.to_string()),
+                    "{remote:?}"
+                );
+                continue;
+            }
             assert_eq!(
                 std::mem::discriminant(&remote),
                 std::mem::discriminant(&local),
@@ -744,7 +769,6 @@ async fn errors_cross_the_wire_as_their_own_variant() {
                 t.endpoint()
             );
             assert_eq!(remote.to_string(), local.to_string());
-            assert_eq!(remote.kind(), local.kind());
         }
         let err = t.send(Call::Status).await.unwrap_err();
         assert!(

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::api::{Call, KeyService, Reply};
+use crate::api::{Call, KeyService, Reply, Value};
 use crate::{Error, KeyId, Result};
 
 /// Largest number of calls in one JSON-RPC batch or XML-RPC
@@ -20,6 +20,28 @@ pub(crate) struct Dispatch {
 impl Dispatch {
     pub(crate) fn new(service: Arc<dyn KeyService>, timeout: Duration) -> Self {
         Dispatch { service, timeout }
+    }
+
+    /// Parses a call of `name` from its `params` (already converted by the
+    /// protocol's codec, or the codec's error) and runs it; a call that does
+    /// not parse is logged and refused. `brackets` are the protocol's, for
+    /// the "invalid parameters" message.
+    pub(crate) async fn run_named(
+        &self,
+        protocol: &'static str,
+        name: &str,
+        params: Result<Vec<Value>>,
+        brackets: (char, char),
+    ) -> Result<Value> {
+        let start = Instant::now();
+        match params.and_then(|params| Call::from_params(name, params, brackets)) {
+            Ok(call) => Ok(self.run(protocol, call).await?.into_value()),
+            Err(e) => {
+                let shown = crate::api::method(name).map_or("(unknown)", |m| m.name);
+                log_refused(protocol, shown, &e, start);
+                Err(e)
+            }
+        }
     }
 
     /// Runs one call with the time limit and logs it.

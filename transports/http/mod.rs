@@ -1,9 +1,6 @@
-//! The HTTP(S) listener and what its protocol endpoints share.
+//! What the protocol endpoints share below them: reading a request body with
+//! a limit, and running parsed calls with a time limit and an access log. The
+//! listener (`transports/listener.rs`) sits above the endpoints.
 
 pub(crate) mod body;
 pub(crate) mod dispatch;
-mod listener;
-
-pub use listener::{
-    HttpServer, ServerConfig, DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_REQUEST_TIMEOUT,
-};

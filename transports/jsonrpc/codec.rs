@@ -109,7 +109,7 @@ pub(crate) fn reply(call: &Call, mut result: Json) -> Result<Reply> {
     wipe(&mut result);
     match value {
         Some(value) => Reply::from_value(call, value),
-        None => Err(garbage()),
+        None => Err(crate::api::garbage(call.method())),
     }
 }
 

@@ -12,7 +12,7 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use super::{codec, JSONRPC_PATH};
-use crate::api::{self, Call};
+use crate::api;
 use crate::transports::http::body::read_body;
 use crate::transports::http::dispatch::{log_refused, Dispatch, MAX_BATCH};
 use crate::{Error, ErrorCode};
@@ -146,21 +146,15 @@ async fn handle(
     params: Option<&mut Value>,
     dispatch: &Dispatch,
 ) -> std::result::Result<Value, Value> {
-    let start = Instant::now();
     let Some(row) = api::method(method) else {
         return Err(rpc_error(&api::unknown_method()));
     };
-    let call = codec::params(row, params)
-        .and_then(|params| Call::from_params(method, params, codec::BRACKETS));
-    let call = match call {
-        Ok(call) => call,
-        Err(e) => {
-            log_refused("jsonrpc", row.name, &e, start);
-            return Err(rpc_error(&e));
-        }
-    };
-    match dispatch.run("jsonrpc", call).await {
-        Ok(reply) => Ok(codec::to_json(reply.into_value())),
+    let params = codec::params(row, params);
+    match dispatch
+        .run_named("jsonrpc", method, params, codec::BRACKETS)
+        .await
+    {
+        Ok(value) => Ok(codec::to_json(value)),
         Err(e) => Err(rpc_error(&e)),
     }
 }

@@ -2,8 +2,6 @@
 //! and from dxr's values, and calls and answers to and from XML. Used by the
 //! `XmlRpc` client and the `/RPC2` endpoint alike.
 
-use std::collections::BTreeMap;
-
 use dxr::{Fault, FaultResponse, MethodCall, MethodResponse};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -37,13 +35,13 @@ pub(crate) fn from_xml(value: &mut dxr::Value) -> Option<Value> {
         dxr::Value::Boolean(b) => Value::Bool(*b),
         dxr::Value::String(s) => Value::Str(Zeroizing::new(std::mem::take(s))),
         dxr::Value::Base64(b) => Value::Bytes(Zeroizing::new(std::mem::take(b))),
-        dxr::Value::Struct(map) => {
-            let mut out = BTreeMap::new();
-            for (k, v) in map.iter_mut() {
-                out.insert(k.clone(), from_xml(v)?);
-            }
-            Value::Struct(out)
-        }
+        // Members of types the table never uses are left out (a newer
+        // server may send more); the shape check decides what is missing.
+        dxr::Value::Struct(map) => Value::Struct(
+            map.iter_mut()
+                .filter_map(|(k, v)| Some((k.clone(), from_xml(v)?)))
+                .collect(),
+        ),
         _ => return None,
     })
 }
@@ -110,7 +108,7 @@ pub(crate) fn decode_answer(text: &str, call: &Call) -> Result<Reply> {
         wipe(&mut response.value);
         return match value {
             Some(value) => Reply::from_value(call, value),
-            None => Err(garbage()),
+            None => Err(crate::api::garbage(call.method())),
         };
     }
     match FaultResponse::from_xml(text) {

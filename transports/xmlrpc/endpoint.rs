@@ -15,7 +15,7 @@ use dxr::MethodCall;
 
 use super::codec::{self, BRACKETS};
 use super::XMLRPC_PATH;
-use crate::api::{self, Call};
+use crate::api;
 use crate::transports::http::body::read_body;
 use crate::transports::http::dispatch::{log_refused, Dispatch, MAX_BATCH};
 use crate::{Error, ErrorCode, Result};
@@ -89,10 +89,10 @@ async fn handle(dispatch: &Dispatch, max_body: usize, headers: &HeaderMap, body:
     };
     let name = call.name.to_string();
     let answer = match name.as_str() {
-        MULTICALL => multicall(dispatch, &mut call.params, start).await,
-        LIST_METHODS if call.params.is_empty() => Ok(list_methods()),
+        MULTICALL => multicall(dispatch, &mut call.params).await,
+        LIST_METHODS => list_methods(&call.params),
         METHOD_HELP => method_help(&call.params),
-        _ => one(dispatch, &name, &mut call.params, start).await,
+        _ => one(dispatch, &name, &mut call.params).await,
     };
     call.params.iter_mut().for_each(codec::wipe);
     match answer.and_then(codec::encode_value) {
@@ -102,33 +102,15 @@ async fn handle(dispatch: &Dispatch, max_body: usize, headers: &HeaderMap, body:
 }
 
 /// One call of the wire API.
-async fn one(
-    dispatch: &Dispatch,
-    name: &str,
-    params: &mut [dxr::Value],
-    start: Instant,
-) -> Result<dxr::Value> {
-    let call =
-        codec::params(name, params).and_then(|params| Call::from_params(name, params, BRACKETS));
-    let call = match call {
-        Ok(call) => call,
-        Err(e) => {
-            let shown = api::method(name).map_or("(unknown)", |m| m.name);
-            log_refused("xmlrpc", shown, &e, start);
-            return Err(e);
-        }
-    };
-    let reply = dispatch.run("xmlrpc", call).await?;
-    Ok(codec::to_xml(reply.into_value()))
+async fn one(dispatch: &Dispatch, name: &str, params: &mut [dxr::Value]) -> Result<dxr::Value> {
+    let params = codec::params(name, params);
+    let value = dispatch.run_named("xmlrpc", name, params, BRACKETS).await?;
+    Ok(codec::to_xml(value))
 }
 
 /// `system.multicall`: the calls in order, each answered on its own, with the
 /// same limits as a JSON-RPC batch.
-async fn multicall(
-    dispatch: &Dispatch,
-    params: &mut [dxr::Value],
-    start: Instant,
-) -> Result<dxr::Value> {
+async fn multicall(dispatch: &Dispatch, params: &mut [dxr::Value]) -> Result<dxr::Value> {
     let invalid = || {
         Error::protocol(
             ErrorCode::InvalidParams,
@@ -161,7 +143,7 @@ async fn multicall(
                         ))
                     }
                     Some(dxr::Value::Array(params)) if !name.is_empty() => {
-                        one(dispatch, &name, params, start).await
+                        one(dispatch, &name, params).await
                     }
                     _ => Err(invalid()),
                 }
@@ -182,17 +164,23 @@ async fn multicall(
     Ok(dxr::Value::Array(answers))
 }
 
-/// `system.listMethods`: the wire API's methods, then the system ones.
-fn list_methods() -> dxr::Value {
+/// `system.listMethods()`: the wire API's methods, then the system ones.
+fn list_methods(params: &[dxr::Value]) -> Result<dxr::Value> {
+    if !params.is_empty() {
+        return Err(Error::protocol(
+            ErrorCode::InvalidParams,
+            "invalid parameters: expected ()",
+        ));
+    }
     let names = api::METHODS
         .iter()
         .map(|m| m.name)
         .chain(SYSTEM.iter().map(|(name, _)| *name));
-    dxr::Value::Array(
+    Ok(dxr::Value::Array(
         names
             .map(|name| dxr::Value::String(name.to_string()))
             .collect(),
-    )
+    ))
 }
 
 /// `system.methodHelp(name)`.

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use axum::Router;
 
-use super::dispatch::Dispatch;
 use crate::api::KeyService;
+use crate::transports::http::dispatch::Dispatch;
 use crate::transports::TlsFiles;
 use crate::{Error, Result};
 
@@ -140,6 +140,16 @@ impl HttpServer {
             handle,
             task,
         })
+    }
+
+    /// The former name of [`HttpServer::start`], which now serves any
+    /// [`KeyService`].
+    ///
+    /// # Errors
+    /// As for [`HttpServer::start`].
+    #[deprecated(note = "use HttpServer::start, which takes any Arc<dyn KeyService>")]
+    pub async fn start_api(service: Arc<dyn KeyService>, config: ServerConfig) -> Result<Self> {
+        Self::start(service, config).await
     }
 
     /// The address actually bound (useful with port 0).
