@@ -3,10 +3,11 @@
 use der::Decode;
 use std::sync::OnceLock;
 
-use openssl::bn::BigNum;
+use openssl::bn::{BigNum, BigNumContext};
 use openssl::cipher::{Cipher, CipherRef};
 use openssl::cipher_ctx::CipherCtx;
 use openssl::encrypt::{Decrypter, Encrypter};
+use openssl::error::ErrorStack;
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private, Public};
 use openssl::rsa::{Padding, Rsa};
@@ -114,6 +115,48 @@ fn private_key(pkcs8_der: &[u8]) -> Result<PKey<Private>> {
     PKey::from_rsa(rsa).map_err(|_| invalid("not a valid RSA private key"))
 }
 
+/// Whether the components of a PKCS#1 private key are one consistent RSA
+/// key pair: n = p·q (so p and q are the factors of the public modulus),
+/// d·e ≡ 1 mod p−1 and mod q−1, dp = d mod p−1, dq = d mod q−1,
+/// qinv·q ≡ 1 mod p. Big-number arithmetic only (no primality test: n = p·q
+/// with the public n already fixes p and q).
+fn consistent(k: &pkcs1::RsaPrivateKeyRef<'_>) -> std::result::Result<bool, ErrorStack> {
+    let bn = |u: der::asn1::UintRef<'_>| BigNum::from_slice(u.as_bytes());
+    let (n, e, d) = (
+        bn(k.modulus)?,
+        bn(k.public_exponent)?,
+        bn(k.private_exponent)?,
+    );
+    let (p, q) = (bn(k.prime1)?, bn(k.prime2)?);
+    let (dp, dq, qinv) = (bn(k.exponent1)?, bn(k.exponent2)?, bn(k.coefficient)?);
+    let one = BigNum::from_u32(1)?;
+    if p <= one || q <= one {
+        return Ok(false);
+    }
+    let mut ctx = BigNumContext::new_secure()?;
+    let mut t = BigNum::new_secure()?;
+    t.checked_mul(&p, &q, &mut ctx)?;
+    if t != n {
+        return Ok(false);
+    }
+    let mut de = BigNum::new_secure()?;
+    de.checked_mul(&d, &e, &mut ctx)?;
+    for (prime, crt_exponent) in [(&p, &dp), (&q, &dq)] {
+        let mut minus_one = BigNum::new()?;
+        minus_one.checked_sub(prime, &one)?;
+        t.nnmod(&de, &minus_one, &mut ctx)?;
+        if t != one {
+            return Ok(false);
+        }
+        t.nnmod(&d, &minus_one, &mut ctx)?;
+        if t != *crt_exponent {
+            return Ok(false);
+        }
+    }
+    t.mod_mul(&qinv, &q, &p, &mut ctx)?;
+    Ok(t == one)
+}
+
 /// Loads an RSA SubjectPublicKeyInfo from its components (see [`private_key`]).
 fn public_key(spki_der: &[u8]) -> Result<PKey<Public>> {
     let (n, e) = rsa_public_parts(spki_der)?;
@@ -214,6 +257,24 @@ impl CipherSuite for OpenSsl {
         let n = enc.encrypt(dek, &mut out).map_err(fail)?;
         out.truncate(n);
         Ok(out)
+    }
+
+    fn rsa_check_key_pair(&self, pkcs8_der: &[u8]) -> Result<()> {
+        let mismatch = || invalid("the private key does not match its public key");
+        let info = PrivateKeyInfoRef::from_der(pkcs8_der).map_err(|_| mismatch())?;
+        if info.algorithm.oid != pkcs1::ALGORITHM_OID {
+            return Err(invalid("not an RSA private key"));
+        }
+        let k = pkcs1::RsaPrivateKeyRef::from_der(info.private_key.as_bytes())
+            .map_err(|_| mismatch())?;
+        if k.other_prime_infos.is_some() {
+            return Err(invalid("multi-prime RSA keys are not supported"));
+        }
+        match consistent(&k) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(mismatch()),
+            Err(_) => Err(crypto("RSA key check")),
+        }
     }
 
     fn rsa_oaep_unwrap(&self, pkcs8_der: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {

@@ -3,8 +3,10 @@
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::aes::Aes192;
 use aes_gcm::{Aes128Gcm, Aes256Gcm, AesGcm};
+use der::Decode;
 use getrandom::SysRng;
 use hkdf::Hkdf;
+use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use rsa::sha2::Sha256;
 use rsa::{BoxedUint, PrivateKey, PublicKey};
@@ -138,6 +140,21 @@ impl CipherSuite for RustCrypto {
         public_key(spki_der)?
             .oaep_encrypt_with_rng::<Sha256, _>(&mut SysRng, dek)
             .map_err(|_| crypto("RSA-OAEP encryption"))
+    }
+
+    fn rsa_check_key_pair(&self, pkcs8_der: &[u8]) -> Result<()> {
+        let mismatch = || invalid("the private key does not match its public key");
+        // Loading checks n, e, d and the primes (rsa's `from_components`);
+        // the CRT values are derived from them, so the key's own encoding
+        // must be exactly the one they give.
+        let key = PrivateKey::from_pkcs8_der(pkcs8_der).map_err(|_| mismatch())?;
+        key.validate().map_err(|_| mismatch())?;
+        let info = pkcs8::PrivateKeyInfoRef::from_der(pkcs8_der).map_err(|_| mismatch())?;
+        let canonical = key.to_pkcs1_der().map_err(|_| mismatch())?;
+        if canonical.as_bytes() != info.private_key.as_bytes() {
+            return Err(mismatch());
+        }
+        Ok(())
     }
 
     fn rsa_oaep_unwrap(&self, pkcs8_der: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {

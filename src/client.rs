@@ -42,6 +42,10 @@ pub enum UnwrapMode {
 
 struct Entry {
     dek: Dek,
+    /// The fingerprint of the KEK that fetched it: a later caller gets the
+    /// DEK from the cache only by presenting the same private key document
+    /// (the key id alone is public).
+    kek: zeroize::Zeroizing<[u8; 32]>,
     fetched: Instant,
     fetched_at: SystemTime,
 }
@@ -200,26 +204,33 @@ impl<T: Transport> KeyClient<T> {
         entry.fetched.elapsed() < self.cache_ttl
     }
 
-    fn cached(&self, key_id: &KeyId) -> Option<Dek> {
+    fn cached(&self, kek: &Kek) -> Option<Dek> {
         self.with_cache(|c| {
-            let entry = c.get(key_id)?;
-            self.fresh(entry).then(|| entry.dek.clone())
+            let entry = c.get(&kek.id())?;
+            (self.fresh(entry) && *entry.kek == *kek.fingerprint()).then(|| entry.dek.clone())
         })
     }
 
     /// Caches `dek`; when full, the least recently used entry is dropped
     /// (and its key wiped).
-    fn insert(&self, key_id: KeyId, dek: Dek) {
+    fn insert(&self, kek: &Kek, dek: Dek) {
         let entry = Entry {
             dek,
+            kek: zeroize::Zeroizing::new(*kek.fingerprint()),
             fetched: Instant::now(),
             fetched_at: SystemTime::now(),
         };
-        self.with_cache(|c| c.insert(key_id, entry));
+        self.with_cache(|c| c.insert(kek.id(), entry));
     }
 
     /// The DEK of `kek`: from the cache when fresh, otherwise fetched (one
     /// request however many callers miss the same key at once).
+    ///
+    /// The cache is keyed by the whole private key document, not by the
+    /// public key id: a cached DEK is served only to a caller presenting the
+    /// same KEK that fetched it, so a key forged from a public key (made-up
+    /// private fields) goes to the server, or to the local unwrap, and is
+    /// refused there as an [`Error::InvalidKey`](crate::Error::InvalidKey).
     ///
     /// # Errors
     /// The transport's errors; for client-side unwrap also
@@ -227,7 +238,7 @@ impl<T: Transport> KeyClient<T> {
     /// [`Error::CorruptRecord`](crate::Error::CorruptRecord).
     pub async fn get(&self, kek: &Kek) -> Result<Dek> {
         let id = kek.id();
-        if let Some(dek) = self.cached(&id) {
+        if let Some(dek) = self.cached(kek) {
             return Ok(dek);
         }
         let gate = {
@@ -237,12 +248,12 @@ impl<T: Transport> KeyClient<T> {
         let result = {
             let _turn = gate.lock().await;
             // Someone ahead of us may have fetched it meanwhile.
-            match self.cached(&id) {
+            match self.cached(kek) {
                 Some(dek) => Ok(dek),
                 None => {
                     let fetched = self.fetch(kek).await;
                     if let Ok(dek) = &fetched {
-                        self.insert(id, dek.clone());
+                        self.insert(kek, dek.clone());
                     }
                     fetched
                 }
@@ -630,6 +641,7 @@ mod tests {
             .times(1)
             .returning(move |_| Ok(Reply::Wrapped(record.clone())));
         let mut suite = MockCipherSuite::new();
+        suite.expect_rsa_check_key_pair().returning(|_| Ok(()));
         suite
             .expect_rsa_oaep_unwrap()
             .times(1)

@@ -256,6 +256,10 @@ impl FromStr for Strength {
 #[derive(Clone)]
 pub struct Kek {
     pkcs8_der: Zeroizing<Vec<u8>>,
+    /// SHA-256 of the whole private key document (domain-separated): what
+    /// only the holder of these exact bytes can present. The client's DEK
+    /// cache is keyed by it, not by the public key id alone.
+    fingerprint: Zeroizing<[u8; 32]>,
     spki_der: Vec<u8>,
     id: KeyId,
     bits: usize,
@@ -317,17 +321,42 @@ impl Kek {
         if bits > MAX_RSA_BITS {
             return Err(invalid("RSA keys above 16384 bits are not accepted"));
         }
+        // Bound the work a key can cause before any suite sees it: no
+        // private field of a genuine key is longer than the modulus.
+        let private_fields = [
+            rsa.private_exponent,
+            rsa.prime1,
+            rsa.prime2,
+            rsa.exponent1,
+            rsa.exponent2,
+            rsa.coefficient,
+        ];
+        if private_fields
+            .iter()
+            .any(|f| f.as_bytes().is_empty() || f.as_bytes().len() > modulus.len())
+        {
+            return Err(invalid("RSA private key fields do not fit its modulus"));
+        }
         let public = RsaPublicKey {
             modulus: rsa.modulus,
             public_exponent: rsa.public_exponent,
         };
         let spki_der = rsa_spki_der(&public).map_err(|_| invalid("malformed RSA public key"))?;
+        let mut fingerprint = Sha256::new();
+        fingerprint.update(b"keyserver KEK fingerprint v1\0");
+        fingerprint.update(der);
         Ok(Kek {
             pkcs8_der: Zeroizing::new(der.to_vec()),
+            fingerprint: Zeroizing::new(fingerprint.finalize().into()),
             id: KeyId::from_spki_der(&spki_der),
             spki_der,
             bits,
         })
+    }
+
+    /// The fingerprint of the private key document (see the field).
+    pub(crate) fn fingerprint(&self) -> &[u8; 32] {
+        &self.fingerprint
     }
 
     /// The key as unencrypted PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`), in

@@ -230,12 +230,17 @@ pub(crate) async fn unwrap_record<C: CipherSuite + ?Sized>(
     check_kek(kek, record.strength(), floor)?;
     let strength = record.strength();
     let kek = kek.clone();
-    let bytes = blocking(move || suite.rsa_oaep_unwrap(kek.pkcs8_der(), record.wrapped()))
-        .await?
-        .map_err(|e| match e {
-            Error::DecryptionFailed => Error::UnwrapFailed { key_id },
-            other => other,
-        })?;
+    let bytes = blocking(move || {
+        // A KEK is one consistent key pair before it is used for anything.
+        suite.rsa_check_key_pair(kek.pkcs8_der())?;
+        suite
+            .rsa_oaep_unwrap(kek.pkcs8_der(), record.wrapped())
+            .map_err(|e| match e {
+                Error::DecryptionFailed => Error::UnwrapFailed { key_id },
+                other => other,
+            })
+    })
+    .await??;
     let dek =
         Dek::from_zeroizing(bytes).map_err(|_| corrupt("unwrapped key has the wrong length"))?;
     if dek.strength() != strength {

@@ -496,6 +496,7 @@ mod tests {
             .times(1)
             .returning(move |_| Ok(record.clone()));
         let mut suite = MockCipherSuite::new();
+        suite.expect_rsa_check_key_pair().returning(|_| Ok(()));
         suite
             .expect_rsa_oaep_unwrap()
             .with(always(), always())
@@ -508,6 +509,24 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(err.code(), crate::error::codes::UNWRAP_FAILED);
+    }
+
+    #[test]
+    fn an_inconsistent_kek_is_refused_before_unwrapping() {
+        let kek = fixture_kek();
+        let record = record_for(&kek, Strength::S128);
+        let mut storage = MockKeyStorage::new();
+        storage.expect_get().returning(move |_| Ok(record.clone()));
+        let mut suite = MockCipherSuite::new();
+        suite.expect_rsa_check_key_pair().times(1).returning(|_| {
+            Err(Error::InvalidKey {
+                reason: "the private key does not match its public key".into(),
+            })
+        });
+        suite.expect_rsa_oaep_unwrap().times(0);
+        let server = KeyServer::new(suite, storage);
+        let err = runtime().block_on(server.get(&kek)).unwrap_err();
+        assert!(matches!(err, Error::InvalidKey { .. }), "{err:?}");
     }
 
     #[test]
@@ -546,6 +565,7 @@ mod tests {
         let mut storage = MockKeyStorage::new();
         storage.expect_get().returning(move |_| Ok(record.clone()));
         let mut suite = MockCipherSuite::new();
+        suite.expect_rsa_check_key_pair().returning(|_| Ok(()));
         suite
             .expect_rsa_oaep_unwrap()
             .returning(|_, _| Ok(zeroize::Zeroizing::new(vec![0; 5])));

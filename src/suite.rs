@@ -76,6 +76,18 @@ pub trait CipherSuite: Send + Sync + 'static {
     /// the public key `spki_der` (DER SubjectPublicKeyInfo).
     fn rsa_oaep_wrap(&self, spki_der: &[u8], dek: &[u8]) -> Result<Vec<u8>>;
 
+    /// Checks that the private key `pkcs8_der` (unencrypted PKCS#8, RSA) is
+    /// one consistent key pair: its private fields belong to its public key
+    /// (the primes multiply to the modulus; the private exponent inverts the
+    /// public one; the CRT values follow from them). The core calls this
+    /// before it uses a KEK, so a key forged from a public key with made-up
+    /// private fields is refused, whichever suite runs.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`](crate::Error::InvalidKey) for an inconsistent or
+    /// malformed key.
+    fn rsa_check_key_pair(&self, pkcs8_der: &[u8]) -> Result<()>;
+
     /// Decrypts an RSA-OAEP (SHA-256, MGF1-SHA-256, empty label) ciphertext
     /// with the private key `pkcs8_der`.
     fn rsa_oaep_unwrap(&self, pkcs8_der: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>>;
@@ -167,6 +179,9 @@ impl<T: CipherSuite + ?Sized> CipherSuite for Box<T> {
     }
     fn rsa_oaep_wrap(&self, spki_der: &[u8], dek: &[u8]) -> Result<Vec<u8>> {
         (**self).rsa_oaep_wrap(spki_der, dek)
+    }
+    fn rsa_check_key_pair(&self, pkcs8_der: &[u8]) -> Result<()> {
+        (**self).rsa_check_key_pair(pkcs8_der)
     }
     fn rsa_oaep_unwrap(&self, pkcs8_der: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         (**self).rsa_oaep_unwrap(pkcs8_der, wrapped)

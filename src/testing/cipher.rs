@@ -311,6 +311,96 @@ pub fn rsa_wrap_unwrap<C: CipherSuite>(suite: &C) {
     assert!(suite.generate_rsa(1024).is_err(), "RSA below 2048 bits");
 }
 
+/// `rsa_check_key_pair` accepts genuine key pairs (fixtures and a freshly
+/// generated one) and refuses a key whose private fields do not all belong
+/// to its public key: each of d, p, q, dp, dq and qinv changed by one bit,
+/// p and q swapped (qinv then wrong), and every private field replaced.
+pub fn rsa_key_pair_check<C: CipherSuite>(suite: &C) {
+    use der::asn1::{AnyRef, OctetStringRef, UintRef};
+    use der::{Decode, Encode};
+
+    let generated = suite.generate_rsa(2048).unwrap();
+    for (name, der) in [
+        ("fixture 2048", fixture_kek(2048).pkcs8_der().to_vec()),
+        ("fixture 3072", fixture_kek(3072).pkcs8_der().to_vec()),
+        ("generated", generated.to_vec()),
+    ] {
+        suite
+            .rsa_check_key_pair(&der)
+            .unwrap_or_else(|e| panic!("{name}: a genuine key refused: {e}"));
+    }
+
+    let kek = fixture_kek(3072);
+    let info = pkcs8::PrivateKeyInfoRef::from_der(kek.pkcs8_der()).unwrap();
+    let key = pkcs1::RsaPrivateKeyRef::from_der(info.private_key.as_bytes()).unwrap();
+    let rebuild = |key: &pkcs1::RsaPrivateKeyRef<'_>| -> Vec<u8> {
+        let inner = key.to_der().unwrap();
+        pkcs8::PrivateKeyInfoRef::new(
+            spki::AlgorithmIdentifierRef {
+                oid: pkcs1::ALGORITHM_OID,
+                parameters: Some(AnyRef::NULL),
+            },
+            OctetStringRef::new(&inner).unwrap(),
+        )
+        .to_der()
+        .unwrap()
+    };
+    // The re-encoding itself is faithful.
+    suite.rsa_check_key_pair(&rebuild(&key)).unwrap();
+
+    let flip = |u: UintRef<'_>| {
+        let mut bytes = u.as_bytes().to_vec();
+        if let Some(last) = bytes.last_mut() {
+            *last ^= 0x02;
+        }
+        bytes
+    };
+    let fields = ["d", "p", "q", "dp", "dq", "qinv"];
+    for field in fields {
+        let mut bad = key.clone();
+        let changed = match field {
+            "d" => flip(key.private_exponent),
+            "p" => flip(key.prime1),
+            "q" => flip(key.prime2),
+            "dp" => flip(key.exponent1),
+            "dq" => flip(key.exponent2),
+            _ => flip(key.coefficient),
+        };
+        let changed = UintRef::new(&changed).unwrap();
+        match field {
+            "d" => bad.private_exponent = changed,
+            "p" => bad.prime1 = changed,
+            "q" => bad.prime2 = changed,
+            "dp" => bad.exponent1 = changed,
+            "dq" => bad.exponent2 = changed,
+            _ => bad.coefficient = changed,
+        }
+        let err = suite.rsa_check_key_pair(&rebuild(&bad)).unwrap_err();
+        assert!(matches!(err, Error::InvalidKey { .. }), "{field}: {err:?}");
+    }
+    let mut swapped = key.clone();
+    std::mem::swap(&mut swapped.prime1, &mut swapped.prime2);
+    std::mem::swap(&mut swapped.exponent1, &mut swapped.exponent2);
+    assert!(
+        suite.rsa_check_key_pair(&rebuild(&swapped)).is_err(),
+        "p and q swapped"
+    );
+    let one = UintRef::new(&[1]).unwrap();
+    let forged = pkcs1::RsaPrivateKeyRef {
+        private_exponent: one,
+        prime1: one,
+        prime2: one,
+        exponent1: one,
+        exponent2: one,
+        coefficient: one,
+        ..key.clone()
+    };
+    assert!(
+        suite.rsa_check_key_pair(&rebuild(&forged)).is_err(),
+        "forged"
+    );
+}
+
 /// The large fixture KEKs (7680 and 15360 bits) work through PEM, SPKI and
 /// OAEP: beyond the 8192-bit limit of some parsers.
 pub fn rsa_large_fixtures<C: CipherSuite>(suite: &C) {
@@ -532,6 +622,10 @@ macro_rules! cipher_conformance {
             #[test]
             fn rsa_large_fixtures() {
                 $crate::testing::cipher::rsa_large_fixtures(&$suite);
+            }
+            #[test]
+            fn rsa_key_pair_check() {
+                $crate::testing::cipher::rsa_key_pair_check(&$suite);
             }
         }
     };

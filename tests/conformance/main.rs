@@ -29,6 +29,8 @@ mod cli;
 mod crash;
 #[cfg(all(feature = "storage-file", feature = "testing"))]
 mod file;
+#[cfg(feature = "storage-memory")]
+mod forgery;
 mod formats;
 #[cfg(feature = "testing")]
 mod storage;
