@@ -181,6 +181,9 @@ impl WrappedDek {
             return Err(corrupt("unknown wrap algorithm"));
         }
         let strength = strength_of_alg_id(body[6]).ok_or(corrupt("unknown DEK algorithm"))?;
+        if body[7] != 0 {
+            return Err(corrupt("reserved byte is not zero"));
+        }
         let created = u64::from_be_bytes(fixed(&body[8..16]));
         let key_id = KeyId::from_bytes(fixed(&body[16..48]));
         if key_id != *expected {
