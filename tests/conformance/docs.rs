@@ -38,7 +38,7 @@ async fn protocol_examples_work_as_written() {
         .filter(|t| !have(t))
         .collect();
     if !missing.is_empty() {
-        eprintln!("skipped the PROTOCOL.md examples: missing {missing:?}");
+        crate::common::unavailable("the PROTOCOL.md examples", format!("missing {missing:?}"));
         return;
     }
     let doc =

@@ -163,7 +163,7 @@ fn openssl(args: &[&str]) -> Option<Vec<u8>> {
             String::from_utf8_lossy(&out.stderr)
         ),
         Err(e) => {
-            eprintln!("skipped: the openssl command is not available ({e})");
+            crate::common::unavailable("the openssl command-line checks", e);
             None
         }
     }

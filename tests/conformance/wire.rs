@@ -366,7 +366,7 @@ fn make_pki(dir: &std::path::Path) -> Option<()> {
 async fn tls_and_mutual_tls() {
     let dir = tempfile::tempdir().unwrap();
     if make_pki(dir.path()).is_none() {
-        eprintln!("skipped the TLS test: no openssl command to make certificates");
+        crate::common::unavailable("the TLS test", "no openssl command to make certificates");
         return;
     }
     let p = |name: &str| dir.path().join(name);
