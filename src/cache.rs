@@ -169,6 +169,27 @@ impl<S: KeyStorage> RecordCache<S> {
     }
 }
 
+impl<S> RecordCache<S> {
+    fn forget(&self, key_id: &KeyId) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.epoch += 1;
+        state.records.remove(key_id);
+    }
+}
+
+/// Forgets a record when dropped: at the end of a delete, or when the
+/// delete's future is dropped.
+struct Forget<'a, S> {
+    cache: &'a RecordCache<S>,
+    key_id: &'a KeyId,
+}
+
+impl<S> Drop for Forget<'_, S> {
+    fn drop(&mut self) {
+        self.cache.forget(self.key_id);
+    }
+}
+
 impl<S> fmt::Debug for RecordCache<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RecordCache").finish_non_exhaustive()
@@ -213,13 +234,17 @@ impl<S: KeyStorage> KeyStorage for RecordCache<S> {
     }
 
     async fn delete(&self, key_id: &KeyId) -> Result<bool> {
-        let result = self.inner.delete(key_id).await;
-        // Forgotten whatever the outcome: the record may be gone even if the
-        // storage reported an error after removing it.
-        let mut state = self.state();
-        state.epoch += 1;
-        state.records.remove(key_id);
-        result
+        // Forgotten before the delete starts, and again when it ends however
+        // it ends: with an error (the record may be gone all the same), or
+        // with this future dropped half way (the storage may finish the
+        // delete on its own). A get racing the delete then cannot leave the
+        // record in memory: its epoch is stale.
+        self.forget(key_id);
+        let _forget = Forget {
+            cache: self,
+            key_id,
+        };
+        self.inner.delete(key_id).await
     }
 
     async fn list(&self) -> Result<Vec<KeyId>> {

@@ -365,3 +365,79 @@ async fn a_full_disk_gives_a_typed_error_and_loses_nothing() {
         .starts_with(".tmp-")));
     println!("full disk: {} records stored, then: {err}", stored.len());
 }
+
+/// A delete whose future is dropped half way (a client that hung up) still
+/// leaves the cache without the record: the file storage finishes the delete
+/// on its blocking pool, and a later get must not be served the record from
+/// memory. Also: gets racing deletes never resurrect a deleted record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_record_cache_forgets_a_record_whose_delete_was_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = std::sync::Arc::new(RecordCache::new(FileStorage::open(&dir).await.unwrap(), 64));
+    let id = *record(1).key_id();
+    store.put(&record(1)).await.unwrap();
+    assert_eq!(store.get(&id).await.unwrap(), record(1), "cached");
+    {
+        let delete = store.delete(&id);
+        tokio::pin!(delete);
+        // Poll once (the blocking delete starts), then drop the future.
+        assert!(futures_poll_once(delete.as_mut()).await.is_none());
+    }
+    // The blocking pool finishes the delete; wait for the file to go
+    // (bounded: a few seconds at most).
+    let path = record_path(&dir, 1);
+    for _ in 0..500 {
+        if !path.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(!path.exists(), "the delete finished");
+    assert!(
+        matches!(store.get(&id).await, Err(Error::NotFound { .. })),
+        "a deleted record is not served from memory"
+    );
+
+    // Gets racing deletes: once every delete has returned, nothing deleted
+    // is served.
+    for n in 10..60 {
+        store.put(&record(n)).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for n in 10..60u32 {
+        let getter = std::sync::Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..3 {
+                let _ = getter.get(record(n).key_id()).await;
+            }
+        }));
+        let deleter = std::sync::Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            deleter.delete(record(n).key_id()).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for n in 10..60u32 {
+        assert!(
+            matches!(
+                store.get(record(n).key_id()).await,
+                Err(Error::NotFound { .. })
+            ),
+            "record {n} deleted"
+        );
+    }
+}
+
+/// Polls `future` once: `Some` if it finished.
+async fn futures_poll_once<F: std::future::Future + Unpin>(mut future: F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match std::pin::Pin::new(&mut future).poll(cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+}
