@@ -52,7 +52,13 @@ mod interop;
 mod policy;
 #[cfg(feature = "cipher-rustcrypto")]
 mod properties;
-#[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))]
+#[cfg(all(
+    feature = "cipher-rustcrypto",
+    feature = "storage-memory",
+    feature = "storage-file",
+    feature = "transport-xmlrpc",
+    feature = "transport-jsonrpc"
+))]
 mod secrets;
 #[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))]
 mod seed;
