@@ -29,7 +29,10 @@ mod cli;
 mod crash;
 #[cfg(all(feature = "storage-file", feature = "testing"))]
 mod file;
-#[cfg(feature = "storage-memory")]
+#[cfg(all(
+    feature = "storage-memory",
+    any(feature = "cipher-rustcrypto", feature = "cipher-openssl")
+))]
 mod forgery;
 mod formats;
 #[cfg(feature = "testing")]

@@ -3,10 +3,12 @@
 //! and JSON-RPC on real loopback sockets. Also the server and listener
 //! helpers the other test modules share.
 
+#![allow(dead_code)]
+
 use std::sync::Arc;
 
 use keyserver::backends::{MemoryStorage, RustCrypto};
-use keyserver::{KeyServer, KeyService};
+use keyserver::KeyServer;
 
 pub type Server = KeyServer<RustCrypto, MemoryStorage>;
 
@@ -20,7 +22,7 @@ keyserver::transport_conformance!(in_process, RustCrypto::new(), |s| async move 
 
 /// A server on an ephemeral loopback port, plain HTTP.
 #[cfg(any(feature = "transport-xmlrpc", feature = "transport-jsonrpc"))]
-pub async fn loopback(server: Arc<dyn KeyService>) -> keyserver::transports::HttpServer {
+pub async fn loopback(server: Arc<dyn keyserver::KeyService>) -> keyserver::transports::HttpServer {
     let config = keyserver::transports::ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         ..Default::default()
