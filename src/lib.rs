@@ -151,5 +151,10 @@ pub use plugin::{
     blocking, rsa_public_parts, GCM_NONCE_LEN, GCM_TAG_LEN, MAX_RSA_BITS, MIN_RSA_BITS,
 };
 
+/// The README's Rust examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// This crate's version, as reported by `status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -179,7 +179,7 @@ fn nonce(prefix: &[u8; PREFIX_LEN], index: u32, last: bool) -> [u8; GCM_NONCE_LE
 ///
 /// # Errors
 /// [`Error::TooLarge`] past 2^32 chunks (256 TiB at the default size); I/O
-/// errors as [`Error::Storage`]; suite errors.
+/// errors as [`Error::Io`]; suite errors.
 pub fn encrypt<C: CipherSuite + ?Sized>(
     suite: &C,
     key_id: &KeyId,

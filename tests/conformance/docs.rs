@@ -127,10 +127,49 @@ async fn protocol_examples_work_as_written() {
             assert!(stdout.contains("<name>keys</name>"), "{stdout}");
         }
     }
+    // The README's Python and curl examples, against the same server.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let python = blocks(&readme, "python");
+    assert_eq!(python.len(), 1);
+    let curl: Vec<String> = blocks(&readme, "sh")
+        .into_iter()
+        .filter(|b| b.trim_start().starts_with("curl"))
+        .collect();
+    assert_eq!(curl.len(), 1);
+    for (program, args, script) in [
+        ("python3", vec!["-c"], python[0].clone()),
+        ("bash", vec!["-euo", "pipefail", "-c"], curl[0].clone()),
+    ] {
+        let script = script.replace("http://127.0.0.1:8731", &url);
+        let out = tokio::task::spawn_blocking({
+            let dir = dir.path().to_path_buf();
+            move || {
+                Command::new(program)
+                    .args(&args)
+                    .arg(&script)
+                    .current_dir(dir)
+                    .output()
+                    .unwrap()
+            }
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "README {program} example failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        match program {
+            "python3" => assert!(stdout.contains("README: DEK bytes 16"), "{stdout}"),
+            _ => assert!(stdout.contains("\"result\""), "{stdout}"),
+        }
+    }
     assert_eq!(
         server.len(),
-        5,
-        "one key from Python, three from its multicall, one from curl"
+        6,
+        "one key from Python, three from its multicall, one from curl, one from the README"
     );
     http.shutdown().await;
 }

@@ -5,7 +5,7 @@ byte layouts are re-typed here from docs/FORMAT.md. Run it from this folder:
 
     python3 generate.py    # rewrites envelope_v1.json, stream_v1.json, record_v1.json
 
-The Rust tests (tests/core/vectors.rs) check that keyserver produces and
+The Rust tests (the cipher kit, src/testing/cipher.rs, and tests/conformance/formats.rs) check that keyserver produces and
 accepts exactly these bytes with every cipher suite.
 """
 import hashlib
