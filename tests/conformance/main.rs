@@ -28,6 +28,8 @@ mod cli;
 #[cfg(all(feature = "storage-file", feature = "testing"))]
 mod crash;
 #[cfg(all(feature = "storage-file", feature = "testing"))]
+mod durability;
+#[cfg(all(feature = "storage-file", feature = "testing"))]
 mod file;
 #[cfg(all(
     feature = "storage-memory",
