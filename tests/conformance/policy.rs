@@ -112,3 +112,46 @@ fn small_or_odd_keys_are_invalid() {
     assert!(Kek::from_pem("").is_err());
     assert!(Kek::from_pkcs8_der(&[0x30, 0x03, 0x02, 0x01, 0x00]).is_err());
 }
+
+/// RSA keys above 16,384 bits are refused before any work: as a KEK to parse,
+/// and through the wire (code 2).
+#[tokio::test]
+async fn rsa_keys_above_16384_bits_are_refused() {
+    use der::asn1::{AnyRef, OctetStringRef, UintRef};
+    use der::Encode;
+    // A 16,392-bit modulus (odd, top bit set) with small private fields: no
+    // key generation needed to show the size check.
+    let mut modulus = vec![0xffu8; 16392 / 8];
+    modulus[0] = 0x80;
+    let small = [3u8];
+    let one = UintRef::new(&small).unwrap();
+    let rsa = pkcs1::RsaPrivateKeyRef {
+        modulus: UintRef::new(&modulus).unwrap(),
+        public_exponent: UintRef::new(&[1, 0, 1]).unwrap(),
+        private_exponent: one,
+        prime1: one,
+        prime2: one,
+        exponent1: one,
+        exponent2: one,
+        coefficient: one,
+        other_prime_infos: None,
+    };
+    let inner = rsa.to_der().unwrap();
+    let der = pkcs8::PrivateKeyInfoRef::new(
+        spki::AlgorithmIdentifierRef {
+            oid: pkcs1::ALGORITHM_OID,
+            parameters: Some(AnyRef::NULL),
+        },
+        OctetStringRef::new(&inner).unwrap(),
+    )
+    .to_der()
+    .unwrap();
+    let err = Kek::from_pkcs8_der(&der).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidKey { reason } if reason.contains("above 16384")),
+        "{err:?}"
+    );
+    let pem = pem_rfc7468::encode_string("PRIVATE KEY", pem_rfc7468::LineEnding::LF, &der).unwrap();
+    let err = Kek::from_pem(&pem).unwrap_err();
+    assert_eq!(err.code(), 2);
+}

@@ -547,6 +547,13 @@ async fn one_access_log_line_per_request_and_never_a_key() {
         "a submitted PEM reached the log"
     );
     assert!(!logs.contains(&hex::encode(dek.as_bytes())));
+    // One line per request: counted, not searched (other tests share the
+    // log, but not this key).
+    let lines = logs
+        .lines()
+        .filter(|l| l.contains("keyserver::access") && l.contains(&id))
+        .count();
+    assert_eq!(lines, 3, "generate, get_key, contains:\n{logs}");
     use base64::Engine;
     assert!(!logs.contains(&base64::engine::general_purpose::STANDARD.encode(dek.as_bytes())));
 }
@@ -781,4 +788,146 @@ async fn errors_cross_the_wire_as_their_own_variant() {
         ));
     }
     http.shutdown().await;
+}
+
+/// JSON-RPC envelopes: invalid requests are -32600, a notification is
+/// answered with 204 and no body, a batch holds 1 to 64 calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jsonrpc_envelopes_batches_and_notifications() {
+    let server = new_server();
+    let http = loopback(server.clone()).await;
+    let url = http.url();
+    for bad in [
+        json!({"jsonrpc": "1.0", "method": "status", "id": 1}),
+        json!({"jsonrpc": "2.0", "id": 1}),
+        json!({"jsonrpc": "2.0", "method": "status", "params": "x", "id": 1}),
+        json!({"jsonrpc": "2.0", "method": "status", "id": [1]}),
+        json!(7),
+        json!([]),
+    ] {
+        let (status, answer) = json_post(&url, serde_json::to_vec(&bad).unwrap()).await;
+        assert_eq!(status, 200, "{bad}");
+        assert_eq!(json_error_code(&answer.unwrap()), Some(-32600), "{bad}");
+    }
+    // A notification (no id) is run and not answered.
+    let note = json!({"jsonrpc": "2.0", "method": "generate", "params": []});
+    let (status, answer) = json_post(&url, serde_json::to_vec(&note).unwrap()).await;
+    assert_eq!((status, answer), (204, None));
+    assert_eq!(server.len(), 1, "the notification ran");
+    // A batch of 64 is answered call by call; 65 is refused whole.
+    let call = |id: usize| json!({"jsonrpc": "2.0", "method": "status", "id": id});
+    let batch: Vec<Value> = (0..64).map(call).collect();
+    let (status, answer) = json_post(&url, serde_json::to_vec(&batch).unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer.unwrap().as_array().unwrap().len(), 64);
+    let batch: Vec<Value> = (0..65).map(call).collect();
+    let (_, answer) = json_post(&url, serde_json::to_vec(&batch).unwrap()).await;
+    assert_eq!(json_error_code(&answer.unwrap()), Some(-32600));
+    http.shutdown().await;
+}
+
+/// A service that holds each call until released, and counts calls.
+struct Held {
+    release: tokio::sync::Semaphore,
+    started: tokio::sync::Notify,
+}
+
+#[keyserver::async_trait]
+impl keyserver::KeyService for Held {
+    async fn generate(&self, _: Option<keyserver::Strength>) -> keyserver::Result<keyserver::Kek> {
+        Err(Error::Internal("unused".into()))
+    }
+    async fn get_key(&self, _: &keyserver::Kek) -> keyserver::Result<keyserver::Dek> {
+        Err(Error::Internal("unused".into()))
+    }
+    async fn get_wrapped(
+        &self,
+        key_id: &keyserver::KeyId,
+    ) -> keyserver::Result<keyserver::WrappedDek> {
+        Err(Error::NotFound { key_id: *key_id })
+    }
+    async fn contains(&self, _: &keyserver::KeyId) -> keyserver::Result<bool> {
+        Ok(false)
+    }
+    async fn status(&self) -> keyserver::Result<keyserver::Status> {
+        self.started.notify_one();
+        let _permit = self.release.acquire().await;
+        Ok(keyserver::Status {
+            keys: 0,
+            version: "held".into(),
+            suite: "-".into(),
+            storage: "-".into(),
+            strength: 128,
+        })
+    }
+}
+
+/// Past the request time limit the answer is code 7, and the server goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_the_time_limit_is_answered_with_code_7() {
+    let held = std::sync::Arc::new(Held {
+        release: tokio::sync::Semaphore::new(0),
+        started: tokio::sync::Notify::new(),
+    });
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        request_timeout: std::time::Duration::from_millis(200),
+        ..Default::default()
+    };
+    let http = HttpServer::start(held.clone(), config).await.unwrap();
+    for t in [
+        Box::new(XmlRpc::new(&http.url()).unwrap()) as Box<dyn Transport>,
+        Box::new(JsonRpc::new(&http.url()).unwrap()),
+    ] {
+        let err = t.status().await.unwrap_err();
+        assert_eq!(err.code(), 7, "{err:?}");
+        assert_eq!(err.to_string(), "internal error: the request timed out");
+        assert!(!t
+            .contains(&keyserver::KeyId::from_bytes([1; 32]))
+            .await
+            .unwrap());
+    }
+    http.shutdown().await;
+}
+
+/// Shutdown lets a request in flight finish, and refuses new connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_requests_in_flight() {
+    let held = std::sync::Arc::new(Held {
+        release: tokio::sync::Semaphore::new(0),
+        started: tokio::sync::Notify::new(),
+    });
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
+    let http = HttpServer::start(held.clone(), config).await.unwrap();
+    let url = http.url();
+    let in_flight = tokio::spawn({
+        let url = url.clone();
+        async move { XmlRpc::new(&url).unwrap().status().await }
+    });
+    held.started.notified().await;
+    let shutdown = tokio::spawn(http.shutdown());
+    // The listener closes: a new connection is refused.
+    let mut refused = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+            .await
+            .is_err()
+        {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(refused, "new connections are refused once shutdown starts");
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown waits for the request in flight"
+    );
+    held.release.add_permits(1);
+    let status = in_flight.await.unwrap().unwrap();
+    assert_eq!(status.version, "held", "the request in flight was answered");
+    shutdown.await.unwrap();
 }
