@@ -48,6 +48,14 @@ fn bench_suite<C: CipherSuite>(c: &mut Criterion, suite: C) {
             )
         })
     });
+    // What the core runs before every unwrap: is the KEK one key pair?
+    oaep.bench_function("check-key-pair", |b| {
+        b.iter(|| {
+            suite
+                .rsa_check_key_pair(black_box(kek.pkcs8_der()))
+                .expect("a genuine key")
+        })
+    });
     oaep.finish();
 
     let dek = Dek::from_bytes(&dek_bytes).expect("dek");
