@@ -49,8 +49,11 @@ fn completed(log: &str) -> Vec<Call> {
     let mut pending: HashMap<String, String> = HashMap::new();
     let mut calls = Vec::new();
     for line in log.lines() {
+        // "PID  call": strace pads the pid column, so trim what follows it.
         let (pid, rest) = match line.split_once(' ') {
-            Some((p, r)) if p.chars().all(|c| c.is_ascii_digit()) => (p.to_string(), r),
+            Some((p, r)) if p.chars().all(|c| c.is_ascii_digit()) => {
+                (p.to_string(), r.trim_start())
+            }
             _ => (String::new(), line),
         };
         if let Some(head) = rest.strip_suffix(" <unfinished ...>") {
