@@ -21,38 +21,54 @@ mod in_process;
 
 pub use in_process::InProcess;
 
-#[cfg(any(
-    feature = "transport-xmlrpc-server",
-    feature = "transport-jsonrpc-server"
-))]
+// `_client` and `_server` are on with any protocol's client or server half.
+#[cfg(feature = "_server")]
 mod http;
 #[cfg(any(
     feature = "transport-jsonrpc-client",
     feature = "transport-jsonrpc-server"
 ))]
 mod jsonrpc;
-#[cfg(any(
-    feature = "transport-xmlrpc-server",
-    feature = "transport-jsonrpc-server"
-))]
+#[cfg(feature = "_server")]
 mod listener;
-#[cfg(any(
-    feature = "transport-xmlrpc-client",
-    feature = "transport-jsonrpc-client"
-))]
+#[cfg(feature = "_client")]
 mod options;
-#[cfg(any(
-    feature = "transport-xmlrpc-client",
-    feature = "transport-jsonrpc-client",
-    feature = "transport-xmlrpc-server",
-    feature = "transport-jsonrpc-server"
-))]
+#[cfg(any(feature = "_client", feature = "_server"))]
 mod tls;
 #[cfg(any(
     feature = "transport-xmlrpc-client",
     feature = "transport-xmlrpc-server"
 ))]
 mod xmlrpc;
+
+/// The HTTP(S) listener and its settings (a protocol's server half).
+#[cfg(feature = "_server")]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(
+        feature = "transport-xmlrpc-server",
+        feature = "transport-jsonrpc-server"
+    )))
+)]
+pub use self::{
+    listener::{
+        HttpServer, ServerConfig, DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_REQUEST_TIMEOUT,
+    },
+    tls::TlsFiles,
+};
+
+/// What the network clients share (a protocol's client half).
+#[cfg(feature = "_client")]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(
+        feature = "transport-xmlrpc-client",
+        feature = "transport-jsonrpc-client"
+    )))
+)]
+pub use self::{options::ClientOptions, tls::ClientTls};
+#[cfg(feature = "_client")]
+pub(crate) use options::base_url;
 
 #[cfg(feature = "transport-jsonrpc-client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "transport-jsonrpc-client")))]
@@ -61,69 +77,7 @@ pub use jsonrpc::JsonRpc;
     feature = "transport-jsonrpc-client",
     feature = "transport-jsonrpc-server"
 ))]
-#[cfg_attr(
-    docsrs,
-    doc(cfg(any(
-        feature = "transport-jsonrpc-client",
-        feature = "transport-jsonrpc-server"
-    )))
-)]
 pub use jsonrpc::JSONRPC_PATH;
-#[cfg(any(
-    feature = "transport-xmlrpc-server",
-    feature = "transport-jsonrpc-server"
-))]
-#[cfg_attr(
-    docsrs,
-    doc(cfg(any(
-        feature = "transport-xmlrpc-server",
-        feature = "transport-jsonrpc-server"
-    )))
-)]
-pub use listener::{
-    HttpServer, ServerConfig, DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_REQUEST_TIMEOUT,
-};
-#[cfg(any(
-    feature = "transport-xmlrpc-client",
-    feature = "transport-jsonrpc-client"
-))]
-pub(crate) use options::base_url;
-#[cfg(any(
-    feature = "transport-xmlrpc-client",
-    feature = "transport-jsonrpc-client"
-))]
-#[cfg_attr(
-    docsrs,
-    doc(cfg(any(
-        feature = "transport-xmlrpc-client",
-        feature = "transport-jsonrpc-client"
-    )))
-)]
-pub use options::ClientOptions;
-#[cfg(any(
-    feature = "transport-xmlrpc-client",
-    feature = "transport-jsonrpc-client"
-))]
-#[cfg_attr(
-    docsrs,
-    doc(cfg(any(
-        feature = "transport-xmlrpc-client",
-        feature = "transport-jsonrpc-client"
-    )))
-)]
-pub use tls::ClientTls;
-#[cfg(any(
-    feature = "transport-xmlrpc-server",
-    feature = "transport-jsonrpc-server"
-))]
-#[cfg_attr(
-    docsrs,
-    doc(cfg(any(
-        feature = "transport-xmlrpc-server",
-        feature = "transport-jsonrpc-server"
-    )))
-)]
-pub use tls::TlsFiles;
 #[cfg(feature = "transport-xmlrpc-client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "transport-xmlrpc-client")))]
 pub use xmlrpc::XmlRpc;
@@ -131,11 +85,4 @@ pub use xmlrpc::XmlRpc;
     feature = "transport-xmlrpc-client",
     feature = "transport-xmlrpc-server"
 ))]
-#[cfg_attr(
-    docsrs,
-    doc(cfg(any(
-        feature = "transport-xmlrpc-client",
-        feature = "transport-xmlrpc-server"
-    )))
-)]
 pub use xmlrpc::XMLRPC_PATH;

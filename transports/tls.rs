@@ -12,10 +12,7 @@ use crate::{Error, Result};
 
 /// Certificate and key files (PEM) for TLS, and optionally the CA that client
 /// certificates must chain to (mutual TLS).
-#[cfg(any(
-    feature = "transport-xmlrpc-server",
-    feature = "transport-jsonrpc-server"
-))]
+#[cfg(feature = "_server")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsFiles {
     /// The server's certificate chain, PEM.
@@ -32,10 +29,7 @@ pub struct TlsFiles {
 /// let tls = keyserver::transports::ClientTls::default();
 /// assert!(tls.ca_cert.is_none()); // the system's trusted roots
 /// ```
-#[cfg(any(
-    feature = "transport-xmlrpc-client",
-    feature = "transport-jsonrpc-client"
-))]
+#[cfg(feature = "_client")]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientTls {
     /// CA certificate(s) (PEM) the server's certificate must chain to; `None`
@@ -87,10 +81,7 @@ fn roots(path: &Path) -> Result<RootCertStore> {
 }
 
 /// The server's TLS configuration (HTTP/1.1 and HTTP/2 by ALPN).
-#[cfg(any(
-    feature = "transport-xmlrpc-server",
-    feature = "transport-jsonrpc-server"
-))]
+#[cfg(feature = "_server")]
 pub(crate) fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>> {
     let provider = provider();
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
@@ -116,10 +107,7 @@ pub(crate) fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig
 }
 
 /// A client's TLS configuration.
-#[cfg(any(
-    feature = "transport-xmlrpc-client",
-    feature = "transport-jsonrpc-client"
-))]
+#[cfg(feature = "_client")]
 pub(crate) fn client_config(tls: &ClientTls) -> Result<rustls::ClientConfig> {
     let roots = match &tls.ca_cert {
         Some(ca) => roots(ca)?,

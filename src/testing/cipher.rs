@@ -316,8 +316,8 @@ pub fn rsa_wrap_unwrap<C: CipherSuite>(suite: &C) {
 /// to its public key: each of d, p, q, dp, dq and qinv changed by one bit,
 /// p and q swapped (qinv then wrong), and every private field replaced.
 pub fn rsa_key_pair_check<C: CipherSuite>(suite: &C) {
-    use der::asn1::{AnyRef, OctetStringRef, UintRef};
-    use der::{Decode, Encode};
+    use der::asn1::UintRef;
+    use der::Decode;
 
     let generated = suite.generate_rsa(2048).unwrap();
     for (name, der) in [
@@ -333,18 +333,7 @@ pub fn rsa_key_pair_check<C: CipherSuite>(suite: &C) {
     let kek = fixture_kek(3072);
     let info = pkcs8::PrivateKeyInfoRef::from_der(kek.pkcs8_der()).unwrap();
     let key = pkcs1::RsaPrivateKeyRef::from_der(info.private_key.as_bytes()).unwrap();
-    let rebuild = |key: &pkcs1::RsaPrivateKeyRef<'_>| -> Vec<u8> {
-        let inner = key.to_der().unwrap();
-        pkcs8::PrivateKeyInfoRef::new(
-            spki::AlgorithmIdentifierRef {
-                oid: pkcs1::ALGORITHM_OID,
-                parameters: Some(AnyRef::NULL),
-            },
-            OctetStringRef::new(&inner).unwrap(),
-        )
-        .to_der()
-        .unwrap()
-    };
+    let rebuild = super::fixtures::rsa_pkcs8_der;
     // The re-encoding itself is faithful.
     suite.rsa_check_key_pair(&rebuild(&key)).unwrap();
 
@@ -355,28 +344,21 @@ pub fn rsa_key_pair_check<C: CipherSuite>(suite: &C) {
         }
         bytes
     };
-    let fields = ["d", "p", "q", "dp", "dq", "qinv"];
-    for field in fields {
+    type Field = for<'a, 'k> fn(&'a mut pkcs1::RsaPrivateKeyRef<'k>) -> &'a mut UintRef<'k>;
+    let fields: [(&str, Field); 6] = [
+        ("d", |k| &mut k.private_exponent),
+        ("p", |k| &mut k.prime1),
+        ("q", |k| &mut k.prime2),
+        ("dp", |k| &mut k.exponent1),
+        ("dq", |k| &mut k.exponent2),
+        ("qinv", |k| &mut k.coefficient),
+    ];
+    for (name, field) in fields {
         let mut bad = key.clone();
-        let changed = match field {
-            "d" => flip(key.private_exponent),
-            "p" => flip(key.prime1),
-            "q" => flip(key.prime2),
-            "dp" => flip(key.exponent1),
-            "dq" => flip(key.exponent2),
-            _ => flip(key.coefficient),
-        };
-        let changed = UintRef::new(&changed).unwrap();
-        match field {
-            "d" => bad.private_exponent = changed,
-            "p" => bad.prime1 = changed,
-            "q" => bad.prime2 = changed,
-            "dp" => bad.exponent1 = changed,
-            "dq" => bad.exponent2 = changed,
-            _ => bad.coefficient = changed,
-        }
+        let changed = flip(*field(&mut bad));
+        *field(&mut bad) = UintRef::new(&changed).unwrap();
         let err = suite.rsa_check_key_pair(&rebuild(&bad)).unwrap_err();
-        assert!(matches!(err, Error::InvalidKey { .. }), "{field}: {err:?}");
+        assert!(matches!(err, Error::InvalidKey { .. }), "{name}: {err:?}");
     }
     let mut swapped = key.clone();
     std::mem::swap(&mut swapped.prime1, &mut swapped.prime2);

@@ -43,3 +43,19 @@ pub fn hex_field(v: &serde_json::Value, field: &str) -> Vec<u8> {
 pub fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 31 + i / 251) as u8).collect()
 }
+
+/// A PKCS#8 `PrivateKeyInfo` (DER) holding the PKCS#1 RSA key `key`, as a
+/// test builds one field by field (a forged or a damaged key).
+pub fn rsa_pkcs8_der(key: &pkcs1::RsaPrivateKeyRef<'_>) -> Vec<u8> {
+    use der::Encode;
+    let inner = key.to_der().expect("a PKCS#1 key encodes");
+    pkcs8::PrivateKeyInfoRef::new(
+        spki::AlgorithmIdentifierRef {
+            oid: pkcs1::ALGORITHM_OID,
+            parameters: Some(der::asn1::AnyRef::NULL),
+        },
+        der::asn1::OctetStringRef::new(&inner).expect("an octet string"),
+    )
+    .to_der()
+    .expect("a PKCS#8 document encodes")
+}

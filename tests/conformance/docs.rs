@@ -27,6 +27,40 @@ fn blocks(markdown: &str, lang: &str) -> Vec<String> {
     out
 }
 
+/// Runs an example (`python3 -c SCRIPT` or `bash -euo pipefail -c SCRIPT`)
+/// against the server at `url` in `dir`; its stdout, after checking that it
+/// succeeded.
+async fn run_example(
+    what: &str,
+    program: &'static str,
+    script: &str,
+    url: &str,
+    dir: &std::path::Path,
+) -> String {
+    let script = script.replace("http://127.0.0.1:8731", url);
+    let dir = dir.to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new(program);
+        if program == "bash" {
+            cmd.args(["-euo", "pipefail"]);
+        }
+        cmd.arg("-c")
+            .arg(&script)
+            .current_dir(dir)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{what} failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 fn have(tool: &str) -> bool {
     Command::new(tool).arg("--version").output().is_ok()
 }
@@ -52,26 +86,7 @@ async fn protocol_examples_work_as_written() {
     assert_eq!(python.len(), 2);
     let mut stdout = String::new();
     for block in &python {
-        let script = block.replace("http://127.0.0.1:8731", &url);
-        let out = tokio::task::spawn_blocking({
-            let dir = dir.path().to_path_buf();
-            move || {
-                Command::new("python3")
-                    .arg("-c")
-                    .arg(&script)
-                    .current_dir(dir)
-                    .output()
-                    .unwrap()
-            }
-        })
-        .await
-        .unwrap();
-        stdout.push_str(&String::from_utf8_lossy(&out.stdout));
-        assert!(
-            out.status.success(),
-            "python example failed: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        stdout.push_str(&run_example("python example", "python3", block, &url, dir.path()).await);
     }
     for expected in [
         "DEK bytes: 16",
@@ -94,25 +109,14 @@ async fn protocol_examples_work_as_written() {
     let shell = blocks(&doc, "sh");
     assert!(shell.len() >= 2);
     for (i, block) in shell.iter().enumerate() {
-        let script = block.replace("http://127.0.0.1:8731", &url);
-        let out = tokio::task::spawn_blocking({
-            let dir = dir.path().to_path_buf();
-            move || {
-                Command::new("bash")
-                    .args(["-euo", "pipefail", "-c", &script])
-                    .current_dir(dir)
-                    .output()
-                    .unwrap()
-            }
-        })
-        .await
-        .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "shell example {i} failed: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = run_example(
+            &format!("shell example {i}"),
+            "bash",
+            block,
+            &url,
+            dir.path(),
+        )
+        .await;
         if i == 0 {
             // get_key answered a base64 DEK, and contains answered true.
             // (curl prints the answers back to back, without newlines.)
@@ -137,30 +141,15 @@ async fn protocol_examples_work_as_written() {
         .filter(|b| b.trim_start().starts_with("curl"))
         .collect();
     assert_eq!(curl.len(), 1);
-    for (program, args, script) in [
-        ("python3", vec!["-c"], python[0].clone()),
-        ("bash", vec!["-euo", "pipefail", "-c"], curl[0].clone()),
-    ] {
-        let script = script.replace("http://127.0.0.1:8731", &url);
-        let out = tokio::task::spawn_blocking({
-            let dir = dir.path().to_path_buf();
-            move || {
-                Command::new(program)
-                    .args(&args)
-                    .arg(&script)
-                    .current_dir(dir)
-                    .output()
-                    .unwrap()
-            }
-        })
-        .await
-        .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "README {program} example failed: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    for (program, script) in [("python3", &python[0]), ("bash", &curl[0])] {
+        let stdout = run_example(
+            &format!("README {program} example"),
+            program,
+            script,
+            &url,
+            dir.path(),
+        )
+        .await;
         match program {
             "python3" => assert!(stdout.contains("README: DEK bytes 16"), "{stdout}"),
             _ => assert!(stdout.contains("\"result\""), "{stdout}"),

@@ -5,8 +5,7 @@
 
 use std::sync::Arc;
 
-use der::asn1::{AnyRef, OctetStringRef, UintRef};
-use der::Encode;
+use der::asn1::UintRef;
 use keyserver::backends::MemoryStorage;
 use keyserver::transports::InProcess;
 use keyserver::{CipherSuite, Encryption, Error, Kek, KeyClient, KeyServer, UnwrapMode};
@@ -28,15 +27,7 @@ fn forge(victim: &Kek, private: &[u8]) -> keyserver::Result<Kek> {
         coefficient: junk,
         other_prime_infos: None,
     };
-    let inner = rsa.to_der().unwrap();
-    let info = pkcs8::PrivateKeyInfoRef::new(
-        spki::AlgorithmIdentifierRef {
-            oid: pkcs1::ALGORITHM_OID,
-            parameters: Some(AnyRef::NULL),
-        },
-        OctetStringRef::new(&inner).unwrap(),
-    );
-    let forged = Kek::from_pkcs8_der(&info.to_der().unwrap())?;
+    let forged = Kek::from_pkcs8_der(&keyserver::testing::fixtures::rsa_pkcs8_der(&rsa))?;
     assert_eq!(forged.id(), victim.id(), "same public key, same key id");
     Ok(forged)
 }

@@ -13,6 +13,8 @@
 //! - `formats`: known-answer vectors of the record format;
 //! - `properties`: property tests of the envelope and the parsers;
 //! - `policy`: SP 800-57 strengths end to end, with fixture KEKs;
+//! - `forgery`: a KEK forged from a public key gets no DEK anywhere;
+//! - `durability`: the fsync discipline, on the system calls (strace);
 //! - `secrets`: no key material in `Debug`, `Display` or errors;
 //! - `interop`: RustCrypto and OpenSSL read each other's keys, records and
 //!   ciphertexts, and the `openssl` command line agrees with both.
@@ -32,7 +34,7 @@ mod durability;
 #[cfg(all(feature = "storage-file", feature = "testing"))]
 mod file;
 #[cfg(all(
-    feature = "storage-memory",
+    feature = "testing",
     any(feature = "cipher-rustcrypto", feature = "cipher-openssl")
 ))]
 mod forgery;
@@ -53,7 +55,7 @@ mod docs;
     feature = "storage-memory"
 ))]
 mod interop;
-#[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))]
+#[cfg(all(feature = "cipher-rustcrypto", feature = "testing"))]
 mod policy;
 #[cfg(feature = "cipher-rustcrypto")]
 mod properties;

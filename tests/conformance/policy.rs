@@ -117,8 +117,7 @@ fn small_or_odd_keys_are_invalid() {
 /// and through the wire (code 2).
 #[tokio::test]
 async fn rsa_keys_above_16384_bits_are_refused() {
-    use der::asn1::{AnyRef, OctetStringRef, UintRef};
-    use der::Encode;
+    use der::asn1::UintRef;
     // A 16,392-bit modulus (odd, top bit set) with small private fields: no
     // key generation needed to show the size check.
     let mut modulus = vec![0xffu8; 16392 / 8];
@@ -136,16 +135,7 @@ async fn rsa_keys_above_16384_bits_are_refused() {
         coefficient: one,
         other_prime_infos: None,
     };
-    let inner = rsa.to_der().unwrap();
-    let der = pkcs8::PrivateKeyInfoRef::new(
-        spki::AlgorithmIdentifierRef {
-            oid: pkcs1::ALGORITHM_OID,
-            parameters: Some(AnyRef::NULL),
-        },
-        OctetStringRef::new(&inner).unwrap(),
-    )
-    .to_der()
-    .unwrap();
+    let der = keyserver::testing::fixtures::rsa_pkcs8_der(&rsa);
     let err = Kek::from_pkcs8_der(&der).unwrap_err();
     assert!(
         matches!(&err, Error::InvalidKey { reason } if reason.contains("above 16384")),
