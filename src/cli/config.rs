@@ -300,10 +300,10 @@ mod tests {
         let insecure = |a: &[String]| {
             resolve(a)
                 .map_err(|f| f.message)
-                .expect("resolves")
+                .expect("resolves") // ok: test
                 .server
                 .insecure
-        }; // ok: test
+        };
         assert!(!insecure(&args(&[])));
         assert!(insecure(&args(&["--insecure"])));
         std::env::set_var("KEYSERVER_INSECURE", "true");
