@@ -931,3 +931,203 @@ async fn graceful_shutdown_finishes_requests_in_flight() {
     assert_eq!(status.version, "held", "the request in flight was answered");
     shutdown.await.unwrap();
 }
+
+/// Issues a certificate `name` from the CA in `dir` with the extension lines
+/// `ext`, valid for `days` (0: it expires the second it is made).
+fn issue(dir: &std::path::Path, name: &str, ext: &str, days: &str) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &format!("{name}.key"),
+        "-out",
+        &format!("{name}.csr"),
+        "-subj",
+        &format!("/CN={name}"),
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &format!("{name}.csr"),
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        days,
+        "-out",
+        &format!("{name}.pem"),
+        "-extfile",
+        &format!("{name}.ext"),
+    ]);
+}
+
+/// Certificates that must not pass: a client certificate from another CA,
+/// one with the wrong key usage, an expired one; a server certificate for
+/// clients only; and CA files that are missing or empty, on either side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_refuses_the_wrong_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    if make_pki(dir.path()).is_none() || make_pki(other.path()).is_none() {
+        crate::common::unavailable(
+            "the TLS refusal test",
+            "no openssl command to make certificates",
+        );
+        return;
+    }
+    let p = |name: &str| dir.path().join(name);
+    issue(
+        dir.path(),
+        "server-usage",
+        "extendedKeyUsage=serverAuth\n",
+        "2",
+    );
+    issue(dir.path(), "expired", "extendedKeyUsage=clientAuth\n", "0");
+    issue(
+        dir.path(),
+        "client-only",
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=clientAuth\n",
+        "2",
+    );
+    // The expired certificate's validity ends the second it was made.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    let server = new_server();
+    let mtls = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls: Some(TlsFiles {
+            cert: p("server.pem"),
+            key: p("server.key"),
+            client_ca: Some(p("ca.pem")),
+        }),
+        ..Default::default()
+    };
+    let http = HttpServer::start(server.clone(), mtls.clone())
+        .await
+        .unwrap();
+    let url = http.url();
+    let client = |cert: std::path::PathBuf, key: std::path::PathBuf| ClientOptions {
+        tls: ClientTls {
+            ca_cert: Some(p("ca.pem")),
+            client_cert: Some(cert),
+            client_key: Some(key),
+        },
+        ..Default::default()
+    };
+    for (what, options) in [
+        (
+            "a client certificate from another CA",
+            client(
+                other.path().join("client.pem"),
+                other.path().join("client.key"),
+            ),
+        ),
+        (
+            "a client certificate for servers only",
+            client(p("server-usage.pem"), p("server-usage.key")),
+        ),
+        (
+            "an expired client certificate",
+            client(p("expired.pem"), p("expired.key")),
+        ),
+    ] {
+        for t in [
+            Box::new(XmlRpc::with_options(&url, options.clone()).unwrap()) as Box<dyn Transport>,
+            Box::new(JsonRpc::with_options(&url, options.clone()).unwrap()),
+        ] {
+            let err = t.status().await.unwrap_err();
+            assert_eq!(err.code(), 11, "{what}: {err:?}");
+        }
+    }
+    // The right certificate still works.
+    let good = client(p("client.pem"), p("client.key"));
+    assert_eq!(
+        XmlRpc::with_options(&url, good)
+            .unwrap()
+            .status()
+            .await
+            .unwrap()
+            .keys,
+        0
+    );
+    http.shutdown().await;
+
+    // A server presenting a certificate meant for clients is refused by
+    // the client.
+    let wrong_server = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls: Some(TlsFiles {
+            cert: p("client-only.pem"),
+            key: p("client-only.key"),
+            client_ca: None,
+        }),
+        ..Default::default()
+    };
+    let http = HttpServer::start(server.clone(), wrong_server)
+        .await
+        .unwrap();
+    let trusting = ClientOptions {
+        tls: ClientTls {
+            ca_cert: Some(p("ca.pem")),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let err = XmlRpc::with_options(&http.url(), trusting.clone())
+        .unwrap()
+        .status()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        11,
+        "a server certificate for clients only: {err:?}"
+    );
+    http.shutdown().await;
+
+    // CA files that are missing or empty: clear errors naming them, at
+    // start-up on the server and at construction on the client.
+    std::fs::write(p("empty.pem"), "").unwrap();
+    for ca in ["missing.pem", "empty.pem"] {
+        let mut config = mtls.clone();
+        if let Some(tls) = config.tls.as_mut() {
+            tls.client_ca = Some(p(ca));
+        }
+        let err = HttpServer::start(server.clone(), config)
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains(ca), "server, {ca}: {err}");
+        let options = ClientOptions {
+            tls: ClientTls {
+                ca_cert: Some(p(ca)),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let err = XmlRpc::with_options("https://127.0.0.1:1", options.clone()).unwrap_err();
+        assert!(err.to_string().contains(ca), "xmlrpc client, {ca}: {err}");
+        let err = JsonRpc::with_options("https://127.0.0.1:1", options).unwrap_err();
+        assert!(err.to_string().contains(ca), "jsonrpc client, {ca}: {err}");
+    }
+}
