@@ -48,11 +48,15 @@ impl KekPool {
                             tracing::warn!(target: "keyserver::pool", "key generation failed; the pool worker stops");
                             break;
                         };
+                        // Counted before it is handed over, so a taker can never
+                        // count it out first (the count would wrap below zero);
+                        // the count may run ahead by the keys workers hold.
+                        ready.fetch_add(1, Ordering::Relaxed);
                         // Blocks while the pool is full; fails once it is dropped.
                         if tx.send(key).is_err() {
+                            ready.fetch_sub(1, Ordering::Relaxed);
                             break;
                         }
-                        ready.fetch_add(1, Ordering::Relaxed);
                     }
                 });
             if spawned.is_err() {
@@ -87,6 +91,9 @@ impl KekPool {
     }
 
     /// Keys ready now (approximate while workers run).
+    /// Keys generated and not yet counted out: those in the pool, plus at
+    /// most one per worker waiting for room in a full pool and one per
+    /// `take` in progress. Never below zero.
     pub(crate) fn ready(&self) -> u64 {
         self.ready.load(Ordering::Relaxed)
     }
@@ -116,5 +123,57 @@ impl Drop for KekPool {
         if let Ok(keys) = self.keys.lock() {
             while keys.try_recv().is_ok() {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::suite::MockCipherSuite;
+
+    fn instant_suite() -> Arc<MockCipherSuite> {
+        let mut suite = MockCipherSuite::new();
+        suite
+            .expect_generate_rsa()
+            .returning(|_| Ok(Zeroizing::new(vec![7u8; 32])));
+        Arc::new(suite)
+    }
+
+    /// Several workers refilling while several threads drain: every take
+    /// gets a key or none, the `ready` count never goes below zero (it is
+    /// unsigned: a wrap would read as a huge number) nor past the pool's
+    /// size plus the keys in workers' and takers' hands, and every key taken
+    /// is counted as served.
+    #[test]
+    fn workers_and_takers_race_without_a_wrong_count() {
+        let (size, workers) = (8, 4);
+        let pool = Arc::new(KekPool::start(instant_suite(), 3072, size, workers));
+        let takers_n = 4;
+        // In the pool, plus one in a worker's hand, plus one in a taker's
+        // hand between taking it and counting it out.
+        let bound = (size + workers + takers_n) as u64;
+        let takers: Vec<_> = (0..takers_n)
+            .map(|_| {
+                let pool = Arc::clone(&pool);
+                std::thread::spawn(move || {
+                    let mut got = 0u64;
+                    for _ in 0..20_000 {
+                        let ready = pool.ready();
+                        assert!(ready <= bound, "ready count {ready} (a wrap below zero?)");
+                        if pool.take(3072).is_some() {
+                            got += 1;
+                        }
+                    }
+                    got
+                })
+            })
+            .collect();
+        let taken: u64 = takers.into_iter().map(|t| t.join().expect("taker")).sum(); // ok: test
+        assert_eq!(pool.served(), taken);
+        assert!(
+            pool.take(2048).is_none(),
+            "keys of another size are never served"
+        );
+        assert!(pool.ready() <= bound);
     }
 }
