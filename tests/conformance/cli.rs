@@ -445,3 +445,116 @@ fn serve_reads_a_config_file_and_flags_win() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("colour"), "{}", stderr(&out));
 }
+
+/// `--suite openssl` and `--log-format json` end to end: the server runs the
+/// OpenSSL suite and every line it logs is one JSON object, the access log
+/// among them; the client's own `--suite openssl` reads the same bytes.
+#[cfg(feature = "cipher-openssl")]
+#[test]
+fn serve_with_the_openssl_suite_and_json_logs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--storage",
+            "memory",
+            "--suite",
+            "openssl",
+            "--log-format",
+            "json",
+            "--kek-pool",
+            "0",
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("suite openssl"), "{first}");
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    std::thread::spawn(move || for _ in lines {});
+    let stderr_pipe = child.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        BufReader::new(stderr_pipe)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+
+    let out = run(
+        &[
+            "generate", "--server", &url, "--suite", "openssl", "--out", "kek.pem",
+        ],
+        dir,
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(
+        &["status", "--server", &url, "--transport", "jsonrpc"],
+        dir,
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("suite: openssl"));
+    std::fs::write(dir.join("plain"), b"Stephan Richter").unwrap();
+    let out = run(
+        &[
+            "encrypt", "--server", &url, "--suite", "openssl", "--kek", "kek.pem", "--in", "plain",
+            "--out", "sealed",
+        ],
+        dir,
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Sealed with the OpenSSL suite, opened with RustCrypto: the same bytes.
+    let out = run(
+        &[
+            "decrypt",
+            "--server",
+            &url,
+            "--suite",
+            "rustcrypto",
+            "--kek",
+            "kek.pem",
+            "--in",
+            "sealed",
+            "--out",
+            "opened",
+        ],
+        dir,
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(dir.join("opened")).unwrap(),
+        b"Stephan Richter"
+    );
+
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(child.wait().unwrap().success());
+    let logs = logs.join().unwrap();
+    assert!(!logs.is_empty());
+    let mut access = 0;
+    for line in logs.iter().filter(|l| !l.trim().is_empty()) {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if event["target"] == "keyserver::access" {
+            access += 1;
+            assert!(event["fields"]["method"].is_string(), "{line}");
+        }
+    }
+    assert!(
+        access >= 4,
+        "generate, status, and get_key twice: {logs:#?}"
+    );
+}
