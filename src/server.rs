@@ -529,6 +529,39 @@ mod tests {
         assert!(matches!(err, Error::InvalidKey { .. }), "{err:?}");
     }
 
+    /// `with_min_strength` restarts the KEK pool at the new key size: every
+    /// pooled key `generate` hands out is of the new size.
+    #[test]
+    fn a_new_minimum_strength_restarts_the_kek_pool() {
+        let k3072 = fixture_kek().pkcs8_der().to_vec();
+        let k7680 = Kek::from_pem(include_str!("../tests/fixtures/kek-rsa7680.pem"))
+            .expect("fixture") // ok: unit test fixture
+            .pkcs8_der()
+            .to_vec();
+        let mut suite = MockCipherSuite::new();
+        suite.expect_generate_rsa().returning(move |bits| {
+            Ok(zeroize::Zeroizing::new(match bits {
+                3072 => k3072.clone(),
+                _ => k7680.clone(),
+            }))
+        });
+        suite.expect_fill_random().returning(|_| Ok(()));
+        suite
+            .expect_rsa_oaep_wrap()
+            .returning(|_, _| Ok(vec![1; 960]));
+        let mut storage = MockKeyStorage::new();
+        storage.expect_put().returning(|_| Ok(()));
+        let server = KeyServer::new(suite, storage)
+            .with_kek_pool(2, 2)
+            .with_min_strength(Strength::S192);
+        assert_eq!(server.kek_pool_capacity(), 2);
+        let rt = runtime();
+        for _ in 0..6 {
+            let kek = rt.block_on(server.generate()).expect("generate"); // ok: test
+            assert_eq!(kek.bits(), 7680);
+        }
+    }
+
     #[test]
     fn get_of_unknown_key_is_not_found() {
         let kek = fixture_kek();
