@@ -22,6 +22,10 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
             .with_kek_pool(config.kek_pool, config.kek_workers),
     );
     let status = keys.status();
+    // Listen for SIGTERM and SIGINT before saying we listen: a signal sent
+    // as soon as the line below appears must stop the server gracefully,
+    // not kill it with the default action.
+    let stop = shutdown_signal()?;
     let server = HttpServer::start(keys, config.server).await?;
     // Best effort: a closed stdout must not stop the server.
     let _ = print_stdout(&format!(
@@ -33,25 +37,24 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
         status.keys,
         config.strength
     ));
-    server.run_until(shutdown_signal()).await;
+    server.run_until(stop).await;
     let _ = print_stdout("keyserver stopped\n");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
+/// A future that completes on SIGTERM or SIGINT, with both handlers
+/// installed before it returns.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, Failure> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let install = |kind: SignalKind| {
+        signal(kind).map_err(|e| super::exit::io_failure("cannot handle signals".into(), e))
     };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    let mut term = install(SignalKind::terminate())?;
+    let mut int = install(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
         }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
+    })
 }

@@ -558,3 +558,47 @@ fn serve_with_the_openssl_suite_and_json_logs() {
         "generate, status, and get_key twice: {logs:#?}"
     );
 }
+
+/// Plain HTTP off loopback: `serve` refuses it with a clear message unless
+/// told `--insecure` (flag or environment). Nothing connects: the test only
+/// looks at what the process says.
+#[test]
+fn serve_refuses_plain_http_off_loopback_unless_insecure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = [
+        "serve",
+        "--listen",
+        "0.0.0.0:0",
+        "--storage",
+        "memory",
+        "--kek-pool",
+        "0",
+    ];
+    let out = run(&args, tmp.path(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("TLS"), "{}", stderr(&out));
+    for (extra, envs) in [
+        (vec!["--insecure"], vec![]),
+        (vec![], vec![("KEYSERVER_INSECURE", "true")]),
+    ] {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .args(&extra)
+            .envs(envs.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(
+            first.contains("listening on http://0.0.0.0:"),
+            "{extra:?} {envs:?}: {first}"
+        );
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+}
