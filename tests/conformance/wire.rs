@@ -299,12 +299,6 @@ fn make_pki(dir: &std::path::Path) -> Option<()> {
         );
         Some(())
     };
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-    )
-    .ok()?;
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").ok()?;
     run(&[
         "req",
         "-x509",
@@ -322,43 +316,13 @@ fn make_pki(dir: &std::path::Path) -> Option<()> {
         "-subj",
         "/CN=keyserver test CA",
     ])?;
-    for (name, ext) in [("server", "server.ext"), ("client", "client.ext")] {
-        run(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={name}"),
-        ])?;
-        let args = vec![
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            &format!("{name}.pem"),
-            "-extfile",
-            ext,
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>();
-        run(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
-    }
+    issue(
+        dir,
+        "server",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        "2",
+    );
+    issue(dir, "client", "extendedKeyUsage=clientAuth\n", "2");
     Some(())
 }
 
