@@ -9,6 +9,7 @@
 //! and TinyLFU policies are not LRU; both caches here sit behind one short
 //! lock per operation, which the benchmarks show is not a bottleneck.)
 
+use std::collections::HashSet;
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -89,6 +90,11 @@ struct State {
     /// Counts deletes: a read that began before a delete must not put the
     /// deleted record back.
     epoch: u64,
+    /// Keys whose delete was abandoned half way (its future dropped): the
+    /// storage may still be finishing it, at a moment nobody can observe, so
+    /// these are read through and never kept until a delete of them returns.
+    /// Only deletes add to it, and no wire method deletes.
+    abandoned: HashSet<KeyId>,
 }
 
 /// A [`KeyStorage`] that keeps the records it has read or written in memory
@@ -131,6 +137,7 @@ impl<S: KeyStorage> RecordCache<S> {
             state: Mutex::new(State {
                 records: Bounded::new(capacity),
                 epoch: 0,
+                abandoned: HashSet::new(),
             }),
         }
     }
@@ -160,33 +167,43 @@ impl<S: KeyStorage> RecordCache<S> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Keeps `record`, unless a delete happened since `epoch`.
+    /// Keeps `record`, unless a delete happened since `epoch` or one of it
+    /// may still be running.
     fn remember(&self, record: &WrappedDek, epoch: u64) {
         let mut state = self.state();
-        if state.epoch == epoch {
+        if state.epoch == epoch && !state.abandoned.contains(record.key_id()) {
             state.records.insert(*record.key_id(), record.clone());
         }
     }
 }
 
 impl<S> RecordCache<S> {
-    fn forget(&self, key_id: &KeyId) {
+    /// Forgets `key_id`; `finished` says whether the storage's delete has
+    /// returned (`false`: it was abandoned and may still be running).
+    fn forget(&self, key_id: &KeyId, finished: bool) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.epoch += 1;
         state.records.remove(key_id);
+        if finished {
+            state.abandoned.remove(key_id);
+        } else {
+            state.abandoned.insert(*key_id);
+        }
     }
 }
 
 /// Forgets a record when dropped: at the end of a delete, or when the
-/// delete's future is dropped.
+/// delete's future is dropped (then the key stays uncached until a later
+/// delete of it returns).
 struct Forget<'a, S> {
     cache: &'a RecordCache<S>,
     key_id: &'a KeyId,
+    finished: bool,
 }
 
 impl<S> Drop for Forget<'_, S> {
     fn drop(&mut self) {
-        self.cache.forget(self.key_id);
+        self.cache.forget(self.key_id, self.finished);
     }
 }
 
@@ -236,18 +253,139 @@ impl<S: KeyStorage> KeyStorage for RecordCache<S> {
     async fn delete(&self, key_id: &KeyId) -> Result<bool> {
         // Forgotten before the delete starts, and again when it ends however
         // it ends: with an error (the record may be gone all the same), or
-        // with this future dropped half way (the storage may finish the
-        // delete on its own). A get racing the delete then cannot leave the
-        // record in memory: its epoch is stale.
-        self.forget(key_id);
-        let _forget = Forget {
+        // with this future dropped half way. A get racing the delete then
+        // cannot leave the record in memory: its epoch is stale. A dropped
+        // delete may still be finished by the storage later (the file
+        // storage's runs on the blocking pool), so its key is not kept again
+        // until a delete of it returns.
+        self.forget(key_id, false);
+        let mut forget = Forget {
             cache: self,
             key_id,
+            finished: false,
         };
-        self.inner.delete(key_id).await
+        let deleted = self.inner.delete(key_id).await;
+        forget.finished = true;
+        deleted
     }
 
     async fn list(&self) -> Result<Vec<KeyId>> {
         self.inner.list().await
+    }
+}
+
+#[cfg(all(test, feature = "storage-memory"))]
+mod tests {
+    use std::future::Future;
+    use std::sync::Arc;
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::backends::MemoryStorage;
+    use crate::{Error, Strength};
+
+    /// A storage whose deletes run on a task of their own, as the file
+    /// storage's run on the blocking pool: dropping the delete's future does
+    /// not stop it. Each delete waits for one permit of `gate`.
+    struct Detached {
+        inner: Arc<MemoryStorage>,
+        gate: Arc<Semaphore>,
+    }
+
+    #[async_trait]
+    impl KeyStorage for Detached {
+        fn name(&self) -> &'static str {
+            "detached"
+        }
+        async fn put(&self, record: &WrappedDek) -> Result<()> {
+            self.inner.put(record).await
+        }
+        async fn get(&self, key_id: &KeyId) -> Result<WrappedDek> {
+            self.inner.get(key_id).await
+        }
+        async fn contains(&self, key_id: &KeyId) -> Result<bool> {
+            self.inner.contains(key_id).await
+        }
+        fn count(&self) -> u64 {
+            self.inner.count()
+        }
+        async fn delete(&self, key_id: &KeyId) -> Result<bool> {
+            let (inner, gate, key_id) = (Arc::clone(&self.inner), Arc::clone(&self.gate), *key_id);
+            tokio::spawn(async move {
+                gate.acquire().await.expect("gate open").forget();
+                inner.delete(&key_id).await
+            })
+            .await
+            .expect("delete task")
+        }
+        async fn list(&self) -> Result<Vec<KeyId>> {
+            self.inner.list().await
+        }
+    }
+
+    fn record(n: u8) -> WrappedDek {
+        WrappedDek::new(
+            KeyId::from_bytes([n; 32]),
+            3072,
+            Strength::S128,
+            0,
+            vec![n; 384],
+        )
+        .expect("valid record")
+    }
+
+    /// The window the epoch alone leaves open: a delete abandoned half way,
+    /// a get after that (the record is still in storage, so it is read), and
+    /// only then the storage finishing the delete. The get must not have put
+    /// the record in memory, or it is served after it is gone.
+    #[tokio::test]
+    async fn a_record_read_while_an_abandoned_delete_runs_is_not_kept() {
+        let gate = Arc::new(Semaphore::new(0));
+        let store = RecordCache::new(
+            Detached {
+                inner: Arc::new(MemoryStorage::new()),
+                gate: Arc::clone(&gate),
+            },
+            8,
+        );
+        let rec = record(1);
+        let id = *rec.key_id();
+        store.put(&rec).await.unwrap();
+        assert_eq!(store.cached_len(), 1);
+
+        // Start the delete, let its task reach the gate, drop the future.
+        {
+            let delete = store.delete(&id);
+            tokio::pin!(delete);
+            let polled = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(delete.as_mut().poll(cx).is_ready())
+            })
+            .await;
+            assert!(!polled, "the delete waits at the gate");
+        }
+        tokio::task::yield_now().await;
+        // Still stored: the get reads it through, and must not keep it.
+        assert_eq!(store.get(&id).await.unwrap(), rec);
+        assert_eq!(store.cached_len(), 0, "not kept while a delete may run");
+        // The abandoned delete finishes now.
+        gate.add_permits(1);
+        for _ in 0..100 {
+            if store.inner().count() == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(store.inner().count(), 0, "the delete finished");
+        assert!(matches!(store.get(&id).await, Err(Error::NotFound { .. })));
+
+        // A delete that returns lifts the doubt: the key is cached again
+        // when it is stored again.
+        store.put(&rec).await.unwrap();
+        gate.add_permits(1);
+        assert!(store.delete(&id).await.unwrap());
+        store.put(&rec).await.unwrap();
+        assert_eq!(store.get(&id).await.unwrap(), rec);
+        assert_eq!(store.cached_len(), 1);
     }
 }
