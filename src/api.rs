@@ -270,6 +270,17 @@ pub struct Method {
 }
 
 impl Method {
+    /// Whether a call of it costs real CPU (key generation, an RSA
+    /// decryption): `generate` and `get_key`. A batch may hold only a few.
+    ///
+    /// ```
+    /// assert!(keyserver::api::method("get_key").unwrap().is_expensive());
+    /// assert!(!keyserver::api::method("status").unwrap().is_expensive());
+    /// ```
+    pub fn is_expensive(&self) -> bool {
+        self.name == GENERATE.name || self.name == GET_KEY.name
+    }
+
     /// The parameter list as a protocol writes it: `open` and `close` are
     /// `(`/`)` for XML-RPC and `[`/`]` for JSON-RPC, so the signature of
     /// `generate` reads `() or (strength: int)` on XML-RPC.

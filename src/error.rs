@@ -164,6 +164,15 @@ pub enum Error {
     #[error("internal error: {0}")]
     Internal(Cow<'static, str>),
 
+    /// The server is at a limit it sets to protect everyone's service (its
+    /// key-generation workers and queue, its budget of request memory):
+    /// nothing was done; retry later, preferably with backoff.
+    #[error("busy, retry later: {reason}")]
+    Busy {
+        /// Which limit was reached.
+        reason: Cow<'static, str>,
+    },
+
     /// A request the server could not take as a call of the wire API: it does
     /// not parse, is not a call, names no known method, or has parameters of
     /// the wrong number or type. `code` is the JSON-RPC 2.0 number used on
@@ -180,7 +189,7 @@ pub enum Error {
 /// The stable wire error codes, one per kind of failure.
 ///
 /// The numbers are part of the protocol (`docs/PROTOCOL.md`) and never change
-/// meaning. 1 to 11 are keyserver's own; the negative ones are JSON-RPC 2.0's
+/// meaning. 1 to 12 are keyserver's own; the negative ones are JSON-RPC 2.0's
 /// protocol-level codes, which the XML-RPC endpoint uses too. An error keeps
 /// its code across the wire: [`Error::from_wire`] turns the code back into the
 /// variant the server had.
@@ -217,6 +226,9 @@ pub enum ErrorCode {
     KeyMismatch,
     /// 11: client-side transport failure (never sent by a server).
     Transport,
+    /// 12: the server is busy (a protective limit was reached); nothing was
+    /// done, retry later.
+    Busy,
     /// -32700: the request does not parse.
     ParseError,
     /// -32600: the request is not a valid call object.
@@ -229,7 +241,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of [`ErrorCode::number`] for keyserver's own.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::NotFound,
         ErrorCode::InvalidKey,
         ErrorCode::UnwrapFailed,
@@ -241,6 +253,7 @@ impl ErrorCode {
         ErrorCode::MalformedCiphertext,
         ErrorCode::KeyMismatch,
         ErrorCode::Transport,
+        ErrorCode::Busy,
         ErrorCode::ParseError,
         ErrorCode::InvalidRequest,
         ErrorCode::MethodNotFound,
@@ -261,6 +274,7 @@ impl ErrorCode {
             ErrorCode::MalformedCiphertext => 9,
             ErrorCode::KeyMismatch => 10,
             ErrorCode::Transport => 11,
+            ErrorCode::Busy => 12,
             ErrorCode::ParseError => -32700,
             ErrorCode::InvalidRequest => -32600,
             ErrorCode::MethodNotFound => -32601,
@@ -306,6 +320,8 @@ pub mod codes {
     pub const KEY_MISMATCH: i32 = ErrorCode::KeyMismatch.number();
     /// Client-side transport failure (never sent by a server).
     pub const TRANSPORT: i32 = ErrorCode::Transport.number();
+    /// The server is busy; retry later.
+    pub const BUSY: i32 = ErrorCode::Busy.number();
 }
 
 impl Error {
@@ -347,6 +363,7 @@ impl Error {
             Error::DecryptionFailed => ErrorCode::DecryptionFailed,
             Error::Crypto { .. } | Error::Internal(_) => ErrorCode::Internal,
             Error::Transport { .. } => ErrorCode::Transport,
+            Error::Busy { .. } => ErrorCode::Busy,
             Error::Protocol { code, .. } => *code,
             Error::Remote { code, .. } => return ErrorCode::from_number(*code),
         })
@@ -401,6 +418,9 @@ impl Error {
                 })
             }
             ErrorCode::KeyMismatch => parse_key_mismatch(&message),
+            ErrorCode::Busy => strip("busy, retry later: ").map(|r| Error::Busy {
+                reason: Cow::Owned(r),
+            }),
             ErrorCode::ParseError
             | ErrorCode::InvalidRequest
             | ErrorCode::MethodNotFound

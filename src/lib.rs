@@ -95,7 +95,9 @@
 //! ```
 
 // No unsafe code, except one reviewed FFI module in the OpenSSL suite
-// (`backends/openssl.rs`, `mod kdf`) that opts in explicitly.
+// (`backends/openssl.rs`, `mod kdf`) and the two libc calls that read and
+// raise the descriptor limit (`transports/http/conn.rs`), which opt in
+// explicitly.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -117,6 +119,7 @@ mod storage;
 pub mod stream;
 mod suite;
 mod transport;
+mod work;
 
 #[path = "../backends/mod.rs"]
 pub mod backends;
@@ -135,7 +138,7 @@ pub use encryption::Encryption;
 pub use error::{Error, ErrorCode, Result};
 pub use key::{Dek, Kek, KeyId, Plaintext, Strength};
 pub use record::WrappedDek;
-pub use server::KeyServer;
+pub use server::{default_generate_workers, KeyServer, DEFAULT_GENERATE_QUEUE};
 pub use storage::KeyStorage;
 pub use suite::CipherSuite;
 pub use transport::Transport;

@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Exit codes: 0 success, 1 other failure, 2 usage, 3 cannot reach or talk to
-//! the server, 4 key not found, 5 authentication or decryption failure.
+//! the server, 4 key not found, 5 authentication or decryption failure, 6
+//! the server is busy.
 
 mod cli;
 

@@ -11,6 +11,7 @@ use crate::envelope;
 use crate::key::check_pairing;
 use crate::pool::KekPool;
 use crate::record::unwrap_record;
+use crate::work::Limiter;
 use crate::{
     CipherSuite, Dek, Encryption, Error, Kek, KeyId, KeyStorage, Plaintext, Result, Status,
     Strength, WrappedDek,
@@ -52,7 +53,18 @@ pub struct KeyServer<C, S> {
     suite: Arc<C>,
     storage: S,
     strength: Strength,
+    /// Strengths `generate` may ask for; `None`: any at or above `strength`.
+    allowed: Option<Vec<Strength>>,
     pool: Option<KekPool>,
+    generation: Limiter,
+}
+
+/// Requests that may wait for a key-generation worker by default.
+pub const DEFAULT_GENERATE_QUEUE: usize = 16;
+
+/// Key-generation workers by default: one per core.
+pub fn default_generate_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
@@ -63,8 +75,80 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
             suite: Arc::new(suite),
             storage,
             strength: Strength::default(),
+            allowed: None,
             pool: None,
+            generation: Limiter::new(
+                "key-generation",
+                default_generate_workers(),
+                DEFAULT_GENERATE_QUEUE,
+            ),
         }
+    }
+
+    /// Limits the strengths `generate` may ask for to `strengths` (each
+    /// still at or above the minimum); others are refused with
+    /// [`Error::Policy`] (code 4). Without this, any strength at or above
+    /// the minimum may be asked for. `generate` without a strength always
+    /// uses the minimum. A server open to a network should allow only what
+    /// its users need: an RSA-15360 key (strength 256) costs minutes of CPU.
+    ///
+    /// ```
+    /// # #[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))]
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use keyserver::{KeyServer, Strength};
+    /// use keyserver::backends::{MemoryStorage, RustCrypto};
+    ///
+    /// let keys = KeyServer::new(RustCrypto::new(), MemoryStorage::new())
+    ///     .with_allowed_strengths(&[Strength::S128]);
+    /// let err = keys.generate_with_strength(Strength::S256).await.unwrap_err();
+    /// assert_eq!(err.code(), 4);
+    /// # }).unwrap();
+    /// ```
+    pub fn with_allowed_strengths(mut self, strengths: &[Strength]) -> Self {
+        let mut allowed = strengths.to_vec();
+        allowed.sort();
+        allowed.dedup();
+        self.allowed = Some(allowed);
+        self
+    }
+
+    /// The strengths `generate` may ask for: those set by
+    /// [`KeyServer::with_allowed_strengths`] at or above the minimum, or
+    /// every strength at or above the minimum.
+    pub fn allowed_strengths(&self) -> Vec<Strength> {
+        [Strength::S128, Strength::S192, Strength::S256]
+            .into_iter()
+            .filter(|s| *s >= self.strength)
+            .filter(|s| self.allowed.as_ref().is_none_or(|a| a.contains(s)))
+            .collect()
+    }
+
+    /// Runs key generation (when the pool has no key ready) on at most
+    /// `workers` threads at once, with up to `queue` requests waiting; a
+    /// request beyond that is refused at once with [`Error::Busy`] (code
+    /// 12). A worker is held until its key is made, even if the request that
+    /// asked for it was abandoned, so the CPU spent on generation never
+    /// exceeds `workers` cores. Defaults: one worker per core,
+    /// [`DEFAULT_GENERATE_QUEUE`] waiting.
+    ///
+    /// ```
+    /// # #[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))] {
+    /// use keyserver::KeyServer;
+    /// use keyserver::backends::{MemoryStorage, RustCrypto};
+    ///
+    /// let keys = KeyServer::new(RustCrypto::new(), MemoryStorage::new()).with_generate_limit(2, 8);
+    /// assert_eq!(keys.generate_limit(), (2, 8));
+    /// # }
+    /// ```
+    pub fn with_generate_limit(mut self, workers: usize, queue: usize) -> Self {
+        self.generation = Limiter::new("key-generation", workers, queue);
+        self
+    }
+
+    /// Key-generation workers and queue length
+    /// ([`KeyServer::with_generate_limit`]).
+    pub fn generate_limit(&self) -> (usize, usize) {
+        (self.generation.workers(), self.generation.queue())
     }
 
     /// Keeps up to `size` RSA key pairs of the configured strength ready,
@@ -177,9 +261,11 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     /// only once the record is stored.
     ///
     /// # Errors
-    /// [`Error::Policy`] if `strength` is below the configured strength;
-    /// [`Error::Crypto`] if key generation fails; any storage error from the
-    /// `put` (then no KEK is handed out).
+    /// [`Error::Policy`] if `strength` is below the configured strength or
+    /// not among the allowed ones; [`Error::Busy`] if every key-generation
+    /// worker is busy and the queue is full; [`Error::Crypto`] if key
+    /// generation fails; any storage error from the `put` (then no KEK is
+    /// handed out).
     pub async fn generate_with_strength(&self, strength: Strength) -> Result<Kek> {
         if strength < self.strength {
             return Err(Error::policy(format!(
@@ -187,13 +273,31 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
                 self.strength
             )));
         }
+        if self
+            .allowed
+            .as_ref()
+            .is_some_and(|a| !a.contains(&strength))
+        {
+            let allowed: Vec<String> = self
+                .allowed_strengths()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            return Err(Error::policy(format!(
+                "strength {strength} is not offered by this server (allowed: {})",
+                allowed.join(", ")
+            )));
+        }
         let bits = strength.rsa_bits();
         let pooled = self.pool.as_ref().and_then(|pool| pool.take(bits));
         let kek = match pooled {
             Some(der) => Kek::from_pkcs8_der(&der)?,
             None => {
+                let worker = self.generation.acquire().await?;
                 let suite = Arc::clone(&self.suite);
                 blocking(move || {
+                    // Held until the key is made, whoever still waits for it.
+                    let _worker = worker;
                     let der = suite.generate_rsa(bits)?;
                     Kek::from_pkcs8_der(&der)
                 })
@@ -335,6 +439,7 @@ where
             .field("strength", &self.strength)
             .field("keys", &self.len())
             .field("kek_pool", &self.kek_pool_capacity())
+            .field("generate_limit", &self.generate_limit())
             .finish()
     }
 }
@@ -618,6 +723,87 @@ mod tests {
             .block_on(server.generate_with_strength(Strength::S128))
             .unwrap_err();
         assert!(matches!(err, Error::Policy { .. }));
+    }
+
+    #[test]
+    fn a_strength_not_allowed_is_refused_without_work() {
+        let mut suite = MockCipherSuite::new();
+        suite.expect_generate_rsa().times(0);
+        let mut storage = MockKeyStorage::new();
+        storage.expect_put().times(0);
+        let server = KeyServer::new(suite, storage).with_allowed_strengths(&[Strength::S128]);
+        assert_eq!(server.allowed_strengths(), vec![Strength::S128]);
+        for strength in [Strength::S192, Strength::S256] {
+            let err = runtime()
+                .block_on(server.generate_with_strength(strength))
+                .unwrap_err();
+            assert_eq!(err.code(), 4, "{err}");
+            assert!(err.to_string().contains("allowed: 128"), "{err}");
+        }
+    }
+
+    /// Key generation runs on at most `workers` threads with at most `queue`
+    /// waiting; the next request is refused with code 12 at once. A worker
+    /// whose request was abandoned stays busy until its key is made: the CPU
+    /// spent never exceeds the workers, whatever callers do.
+    #[test]
+    fn key_generation_is_bounded_and_a_full_queue_is_busy() {
+        use std::sync::mpsc;
+        use std::sync::Mutex;
+        let kek = fixture_kek();
+        let der = kek.pkcs8_der().to_vec();
+        let (started_tx, started) = mpsc::channel::<()>();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let (started_tx, release_rx) = (Mutex::new(started_tx), Mutex::new(release_rx));
+        let mut suite = MockCipherSuite::new();
+        suite.expect_generate_rsa().returning(move |_| {
+            started_tx.lock().unwrap().send(()).unwrap();
+            release_rx.lock().unwrap().recv().unwrap();
+            Ok(zeroize::Zeroizing::new(der.clone()))
+        });
+        suite.expect_fill_random().returning(|_| Ok(()));
+        suite
+            .expect_rsa_oaep_wrap()
+            .returning(|_, _| Ok(vec![1; 384]));
+        let mut storage = MockKeyStorage::new();
+        storage.expect_put().returning(|_| Ok(()));
+        let server = Arc::new(KeyServer::new(suite, storage).with_generate_limit(1, 0));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // The one worker is taken; the request that took it is abandoned.
+            let first = tokio::spawn({
+                let server = Arc::clone(&server);
+                async move { server.generate().await.map(|k| k.id()) }
+            });
+            started.recv().unwrap();
+            first.abort();
+            assert!(first.await.unwrap_err().is_cancelled());
+            // The worker still makes its key: no room, and no queue.
+            let err = server.generate().await.unwrap_err();
+            assert!(matches!(err, Error::Busy { .. }), "{err:?}");
+            assert_eq!(err.code(), 12);
+            // Once the abandoned key is made, the worker serves again.
+            release.send(()).unwrap();
+            while server.generation.idle() == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            let next = tokio::spawn({
+                let server = Arc::clone(&server);
+                async move { server.generate().await.map(|k| k.id()) }
+            });
+            loop {
+                match started.try_recv() {
+                    Ok(()) => break,
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+                }
+            }
+            release.send(()).unwrap();
+            assert_eq!(next.await.unwrap().unwrap(), kek.id());
+        });
     }
 
     #[test]

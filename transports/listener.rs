@@ -11,6 +11,7 @@ use axum::Router;
 
 use crate::api::KeyService;
 use crate::transports::http::dispatch::Dispatch;
+use crate::transports::http::{conn, gate};
 use crate::transports::TlsFiles;
 use crate::{Error, Result};
 
@@ -20,6 +21,18 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8731";
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// Default time a request may take before it is answered with an error.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default number of connections served at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default time a client may take to send a request's headers.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a connection may stay without a byte in either direction.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default number of HTTP/2 streams at once per connection.
+pub const DEFAULT_MAX_STREAMS: u32 = 32;
+/// Default budget of request-body bytes held in memory, all requests together.
+pub const DEFAULT_MAX_REQUEST_MEMORY: usize = 64 << 20;
+/// Default number of `generate` and `get_key` calls one batch may hold.
+pub const DEFAULT_MAX_BATCH_EXPENSIVE: usize = 8;
 
 /// How the HTTP listener is set up.
 ///
@@ -41,8 +54,35 @@ pub struct ServerConfig {
     pub insecure: bool,
     /// Largest request body accepted, in bytes.
     pub max_body: usize,
-    /// Time limit for one request.
+    /// Time limit for one request: reading its body, parsing it, and every
+    /// call in it (a batch or multicall as a whole).
     pub request_timeout: Duration,
+    /// Connections served at once; one more is closed as soon as it is
+    /// accepted. Never more than the process's descriptor limit allows
+    /// (the soft limit is raised to the hard one at start).
+    pub max_connections: usize,
+    /// Time a client may take to send a request's headers. HTTP/1 also
+    /// closes a keep-alive connection that waits this long for its next
+    /// request.
+    pub header_timeout: Duration,
+    /// Time a connection (HTTP/1 or HTTP/2) may stay without a byte read or
+    /// written; longer than `request_timeout`, so it never cuts off a
+    /// request being answered.
+    pub idle_timeout: Duration,
+    /// HTTP/2 streams at once per connection.
+    pub max_streams: u32,
+    /// Bytes of request bodies held in memory at once, all requests
+    /// together. A request that would exceed it waits briefly for room,
+    /// then is answered "busy" (code 12, HTTP 503).
+    pub max_request_memory: usize,
+    /// `generate` and `get_key` calls (the ones that cost CPU) that one
+    /// JSON-RPC batch or XML-RPC `system.multicall` may hold.
+    pub max_batch_expensive: usize,
+    /// Host names that clients may use in the `Host` header besides the
+    /// listener's own address (and `localhost` on a loopback listener);
+    /// lower case. Any other name is refused with HTTP 421, so a web page
+    /// cannot reach the server through DNS rebinding.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +93,13 @@ impl Default for ServerConfig {
             insecure: false,
             max_body: DEFAULT_MAX_BODY,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_streams: DEFAULT_MAX_STREAMS,
+            max_request_memory: DEFAULT_MAX_REQUEST_MEMORY,
+            max_batch_expensive: DEFAULT_MAX_BATCH_EXPENSIVE,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -103,8 +150,19 @@ impl HttpServer {
                 config.listen
             )));
         }
-        let dispatch = Arc::new(Dispatch::new(service, config.request_timeout));
+        let dispatch = Arc::new(Dispatch::with_config(service, &config));
         let router = router(&dispatch, &config);
+        let room = conn::connection_room();
+        let max_connections = config.max_connections.min(room);
+        if max_connections < config.max_connections {
+            tracing::warn!(
+                target: "keyserver::server",
+                "serving at most {max_connections} connections: the descriptor limit leaves \
+                 no room for {}",
+                config.max_connections
+            );
+        }
+        let limit = conn::Limit::new(max_connections, config.idle_timeout);
         let listener = TcpListener::bind(config.listen)
             .map_err(|e| transport_error(format!("cannot listen on {}", config.listen), e))?;
         let addr = listener
@@ -117,15 +175,21 @@ impl HttpServer {
             Some(files) => {
                 let rustls = crate::transports::tls::server_config(files)?;
                 let acceptor = axum_server::tls_rustls::RustlsConfig::from_config(rustls);
-                let server = axum_server::from_tcp_rustls(listener, acceptor)
+                let mut server = axum_server::from_tcp_rustls(listener, acceptor)
                     .map_err(|e| transport_error("cannot start the listener", e))?
-                    .handle(handle.clone());
+                    .map(|tls| tls.handshake_timeout(config.header_timeout).acceptor(limit))
+                    .handle(handle.clone())
+                    .first_request_timeout(config.header_timeout);
+                configure_http(server.http_builder(), &config);
                 tokio::spawn(server.serve(service))
             }
             None => {
-                let server = axum_server::from_tcp(listener)
+                let mut server = axum_server::from_tcp(listener)
                     .map_err(|e| transport_error("cannot start the listener", e))?
-                    .handle(handle.clone());
+                    .acceptor(limit)
+                    .handle(handle.clone())
+                    .first_request_timeout(config.header_timeout);
+                configure_http(server.http_builder(), &config);
                 tokio::spawn(server.serve(service))
             }
         };
@@ -180,6 +244,27 @@ impl HttpServer {
     }
 }
 
+/// hyper's settings: the header time-out (HTTP/1), a small read buffer
+/// (what hyper holds per connection outside the request memory budget), and
+/// HTTP/2's stream count and flow-control windows (what it may buffer).
+fn configure_http(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    config: &ServerConfig,
+) {
+    builder
+        .http1()
+        .header_read_timeout(config.header_timeout)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .max_concurrent_streams(config.max_streams)
+        .initial_stream_window_size(256 * 1024)
+        .initial_connection_window_size(1024 * 1024)
+        .max_header_list_size(64 * 1024)
+        .max_pending_accept_reset_streams(64)
+        .max_send_buf_size(256 * 1024);
+}
+
 fn transport_error(
     message: impl Into<String>,
     e: impl std::error::Error + Send + Sync + 'static,
@@ -190,22 +275,23 @@ fn transport_error(
     }
 }
 
-#[allow(unused_mut, unused_variables)]
+#[allow(unused_mut)]
 fn router(dispatch: &Arc<Dispatch>, config: &ServerConfig) -> Router {
     let mut router = Router::new();
     #[cfg(feature = "transport-xmlrpc-server")]
     {
-        router = router.merge(crate::transports::xmlrpc::endpoint::router(
-            Arc::clone(dispatch),
-            config.max_body,
-        ));
+        router = router.merge(crate::transports::xmlrpc::endpoint::router(Arc::clone(
+            dispatch,
+        )));
     }
     #[cfg(feature = "transport-jsonrpc-server")]
     {
-        router = router.merge(crate::transports::jsonrpc::endpoint::router(
-            Arc::clone(dispatch),
-            config.max_body,
-        ));
+        router = router.merge(crate::transports::jsonrpc::endpoint::router(Arc::clone(
+            dispatch,
+        )));
     }
-    router
+    let gate = gate::Gate::new(config.listen, &config.allowed_hosts);
+    router.layer(axum::middleware::from_fn(move |request, next| {
+        gate::check(Arc::clone(&gate), request, next)
+    }))
 }

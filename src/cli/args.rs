@@ -29,7 +29,7 @@ pub(crate) enum LogFormat {
 #[derive(Subcommand)]
 pub(crate) enum Command {
     /// Run a key server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Ask the server for a new KEK; writes it (PEM) and prints its key id on stderr.
     Generate {
         #[command(flatten)]
@@ -154,6 +154,50 @@ pub(crate) struct ServeOptions {
     /// request's record from disk [default: 16384].
     #[arg(long, env = "KEYSERVER_CACHE_RECORDS")]
     pub cache_records: Option<usize>,
+    /// Strengths a client's generate may ask for, comma-separated (e.g.
+    /// "128,192") [default: --strength only].
+    #[arg(long, env = "KEYSERVER_ALLOW_STRENGTHS")]
+    pub allow_strengths: Option<String>,
+    /// Threads generating keys when the pool is empty [default: one per core].
+    #[arg(long, env = "KEYSERVER_GENERATE_WORKERS")]
+    pub generate_workers: Option<usize>,
+    /// generate requests that may wait for a worker; beyond that they are
+    /// refused with code 12 (busy) [default: 16].
+    #[arg(long, env = "KEYSERVER_GENERATE_QUEUE")]
+    pub generate_queue: Option<usize>,
+    /// Seconds one request may take, from its first body byte to its
+    /// answer, batches whole [default: 30].
+    #[arg(long, env = "KEYSERVER_REQUEST_TIMEOUT")]
+    pub request_timeout: Option<u64>,
+    /// Connections served at once; more are closed at once [default: 1024,
+    /// capped by the descriptor limit].
+    #[arg(long, env = "KEYSERVER_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds a client may take to send a request's headers (HTTP/1 also
+    /// closes a keep-alive connection idle this long) [default: 10].
+    #[arg(long, env = "KEYSERVER_HEADER_TIMEOUT")]
+    pub header_timeout: Option<u64>,
+    /// Seconds a connection may stay without a byte in either direction
+    /// [default: 60].
+    #[arg(long, env = "KEYSERVER_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<u64>,
+    /// HTTP/2 streams at once per connection [default: 32].
+    #[arg(long, env = "KEYSERVER_MAX_STREAMS")]
+    pub max_streams: Option<u32>,
+    /// Bytes of request bodies held in memory at once, all requests
+    /// together; a request over the budget is answered "busy" (code 12)
+    /// [default: 67108864].
+    #[arg(long, env = "KEYSERVER_MAX_REQUEST_MEMORY")]
+    pub max_request_memory: Option<usize>,
+    /// generate and get_key calls one batch or multicall may hold
+    /// [default: 8].
+    #[arg(long, env = "KEYSERVER_MAX_BATCH_EXPENSIVE")]
+    pub max_batch_expensive: Option<usize>,
+    /// Host names (comma-separated) clients may use in the Host header,
+    /// besides the listener's own address (and localhost on loopback)
+    /// [default: none].
+    #[arg(long, env = "KEYSERVER_ALLOWED_HOSTS")]
+    pub allowed_hosts: Option<String>,
     /// Log format (the global --log-format wins).
     #[arg(skip)]
     pub log_format: Option<LogFormat>,
@@ -171,7 +215,9 @@ impl ServeOptions {
     /// environment over the file).
     pub fn or(self, fallback: ServeOptions) -> ServeOptions {
         either!(self, fallback; storage, suite, strength, listen, tls_cert, tls_key, client_ca,
-            max_body, kek_pool, kek_workers, cache_records, log_format)
+            max_body, kek_pool, kek_workers, cache_records, allow_strengths, generate_workers,
+            generate_queue, request_timeout, max_connections, header_timeout, idle_timeout,
+            max_streams, max_request_memory, max_batch_expensive, allowed_hosts, log_format)
     }
 }
 

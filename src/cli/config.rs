@@ -2,8 +2,9 @@
 //! file over the defaults, resolved and checked once.
 
 use std::path::Path;
+use std::time::Duration;
 
-use keyserver::transports::{ServerConfig, TlsFiles, DEFAULT_LISTEN, DEFAULT_MAX_BODY};
+use keyserver::transports::{ServerConfig, TlsFiles, DEFAULT_LISTEN};
 use keyserver::{backends, Strength};
 
 use super::args::{LogFormat, ServeArgs, ServeOptions, SuiteName};
@@ -18,7 +19,31 @@ pub(crate) struct ServeConfig {
     pub kek_pool: usize,
     pub kek_workers: usize,
     pub cache_records: usize,
+    pub allow_strengths: Vec<Strength>,
+    pub generate_workers: usize,
+    pub generate_queue: usize,
     pub log_format: LogFormat,
+}
+
+/// "128,192" -> the strengths, each at or above `minimum`.
+fn parse_strengths(list: &str, minimum: Strength) -> Result<Vec<Strength>, Failure> {
+    let mut strengths = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let bits = item
+            .parse::<u32>()
+            .map_err(|_| usage(format!("--allow-strengths: not a strength: {item}")))?;
+        let strength = Strength::from_bits(bits).map_err(|e| usage(e.to_string()))?;
+        if strength < minimum {
+            return Err(usage(format!(
+                "--allow-strengths: {strength} is below --strength {minimum}"
+            )));
+        }
+        strengths.push(strength);
+    }
+    if strengths.is_empty() {
+        return Err(usage("--allow-strengths: name at least one strength"));
+    }
+    Ok(strengths)
 }
 
 fn read_file(path: &Path) -> Result<ServeOptions, Failure> {
@@ -40,6 +65,11 @@ impl ServeConfig {
             Some(bits) => Strength::from_bits(bits).map_err(|e| usage(e.to_string()))?,
             None => Strength::default(),
         };
+        let allow_strengths = match &o.allow_strengths {
+            Some(list) => parse_strengths(list, strength)?,
+            None => vec![strength],
+        };
+        let defaults = ServerConfig::default();
         let listen = o.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
         let listen = listen
             .parse()
@@ -64,12 +94,44 @@ impl ServeConfig {
                 listen,
                 tls,
                 insecure: o.insecure,
-                max_body: o.max_body.unwrap_or(DEFAULT_MAX_BODY),
-                ..ServerConfig::default()
+                max_body: o.max_body.unwrap_or(defaults.max_body),
+                request_timeout: o
+                    .request_timeout
+                    .map_or(defaults.request_timeout, Duration::from_secs),
+                max_connections: o.max_connections.unwrap_or(defaults.max_connections),
+                header_timeout: o
+                    .header_timeout
+                    .map_or(defaults.header_timeout, Duration::from_secs),
+                idle_timeout: o
+                    .idle_timeout
+                    .map_or(defaults.idle_timeout, Duration::from_secs),
+                max_streams: o.max_streams.unwrap_or(defaults.max_streams),
+                max_request_memory: o.max_request_memory.unwrap_or(defaults.max_request_memory),
+                max_batch_expensive: o
+                    .max_batch_expensive
+                    .unwrap_or(defaults.max_batch_expensive),
+                allowed_hosts: o
+                    .allowed_hosts
+                    .as_deref()
+                    .map(|list| {
+                        list.split(',')
+                            .map(str::trim)
+                            .filter(|h| !h.is_empty())
+                            .map(str::to_ascii_lowercase)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             },
             kek_pool: o.kek_pool.unwrap_or(8),
             kek_workers: o.kek_workers.unwrap_or(1),
             cache_records: o.cache_records.unwrap_or(backends::DEFAULT_CACHE_RECORDS),
+            allow_strengths,
+            generate_workers: o
+                .generate_workers
+                .unwrap_or_else(keyserver::default_generate_workers),
+            generate_queue: o
+                .generate_queue
+                .unwrap_or(keyserver::DEFAULT_GENERATE_QUEUE),
             log_format: log_format.or(o.log_format).unwrap_or(LogFormat::Text),
         })
     }
@@ -199,14 +261,109 @@ mod tests {
                         .map_or(String::new(), |p| p.display().to_string())
                 },
             },
+            Option3 {
+                flag: "--allow-strengths",
+                env: "KEYSERVER_ALLOW_STRENGTHS",
+                key: "allow_strengths",
+                values: ["256", "192", "128,192"],
+                show: |c| {
+                    let bits: Vec<String> = c
+                        .allow_strengths
+                        .iter()
+                        .map(|s| s.bits().to_string())
+                        .collect();
+                    bits.join(",")
+                },
+            },
+            Option3 {
+                flag: "--generate-workers",
+                env: "KEYSERVER_GENERATE_WORKERS",
+                key: "generate_workers",
+                values: ["1", "2", "3"],
+                show: |c| c.generate_workers.to_string(),
+            },
+            Option3 {
+                flag: "--generate-queue",
+                env: "KEYSERVER_GENERATE_QUEUE",
+                key: "generate_queue",
+                values: ["4", "5", "6"],
+                show: |c| c.generate_queue.to_string(),
+            },
+            Option3 {
+                flag: "--request-timeout",
+                env: "KEYSERVER_REQUEST_TIMEOUT",
+                key: "request_timeout",
+                values: ["7", "8", "9"],
+                show: |c| c.server.request_timeout.as_secs().to_string(),
+            },
+            Option3 {
+                flag: "--max-connections",
+                env: "KEYSERVER_MAX_CONNECTIONS",
+                key: "max_connections",
+                values: ["10", "11", "12"],
+                show: |c| c.server.max_connections.to_string(),
+            },
+            Option3 {
+                flag: "--header-timeout",
+                env: "KEYSERVER_HEADER_TIMEOUT",
+                key: "header_timeout",
+                values: ["13", "14", "15"],
+                show: |c| c.server.header_timeout.as_secs().to_string(),
+            },
+            Option3 {
+                flag: "--idle-timeout",
+                env: "KEYSERVER_IDLE_TIMEOUT",
+                key: "idle_timeout",
+                values: ["16", "17", "18"],
+                show: |c| c.server.idle_timeout.as_secs().to_string(),
+            },
+            Option3 {
+                flag: "--max-streams",
+                env: "KEYSERVER_MAX_STREAMS",
+                key: "max_streams",
+                values: ["19", "20", "21"],
+                show: |c| c.server.max_streams.to_string(),
+            },
+            Option3 {
+                flag: "--max-request-memory",
+                env: "KEYSERVER_MAX_REQUEST_MEMORY",
+                key: "max_request_memory",
+                values: ["22000", "23000", "24000"],
+                show: |c| c.server.max_request_memory.to_string(),
+            },
+            Option3 {
+                flag: "--max-batch-expensive",
+                env: "KEYSERVER_MAX_BATCH_EXPENSIVE",
+                key: "max_batch_expensive",
+                values: ["25", "26", "27"],
+                show: |c| c.server.max_batch_expensive.to_string(),
+            },
+            Option3 {
+                flag: "--allowed-hosts",
+                env: "KEYSERVER_ALLOWED_HOSTS",
+                key: "allowed_hosts",
+                values: ["a.example", "b.example", "c.example,d.example"],
+                show: |c| c.server.allowed_hosts.join(","),
+            },
         ]
     }
 
     fn toml_value(key: &str, value: &str) -> String {
         match key {
-            "strength" | "max_body" | "kek_pool" | "kek_workers" | "cache_records" => {
-                value.to_string()
-            }
+            "strength"
+            | "max_body"
+            | "kek_pool"
+            | "kek_workers"
+            | "cache_records"
+            | "generate_workers"
+            | "generate_queue"
+            | "request_timeout"
+            | "max_connections"
+            | "header_timeout"
+            | "idle_timeout"
+            | "max_streams"
+            | "max_request_memory"
+            | "max_batch_expensive" => value.to_string(),
             _ => format!("{value:?}"),
         }
     }
@@ -214,7 +371,7 @@ mod tests {
     fn resolve(args: &[String]) -> Result<ServeConfig, Failure> {
         let cli = Cli::try_parse_from(args).map_err(|e| super::usage(e.to_string()))?;
         match cli.command {
-            Command::Serve(serve) => ServeConfig::resolve(serve, cli.log_format),
+            Command::Serve(serve) => ServeConfig::resolve(*serve, cli.log_format),
             _ => Err(super::usage("not serve")),
         }
     }

@@ -60,7 +60,7 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Serve(args) => serve::serve(args, cli.log_format).await,
+        Command::Serve(args) => serve::serve(*args, cli.log_format).await,
         command => {
             init_logging(cli.log_format.unwrap_or(LogFormat::Text));
             match command {

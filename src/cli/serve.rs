@@ -19,6 +19,8 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
     let keys = Arc::new(
         KeyServer::new(suite, storage)
             .with_min_strength(config.strength)
+            .with_allowed_strengths(&config.allow_strengths)
+            .with_generate_limit(config.generate_workers, config.generate_queue)
             .with_kek_pool(config.kek_pool, config.kek_workers),
     );
     let status = keys.status();

@@ -593,6 +593,14 @@ async fn xmlrpc_multicall_answers_each_call_and_keeps_the_limits() {
     assert_eq!(code, -32600);
     let (code, _) = xml_post(&url, multicall(&many[..64])).await;
     assert_eq!(code, 0);
+    // At most 8 expensive calls (generate, get_key) in one multicall.
+    let expensive = vec![multicall_entry("generate", ""); 9];
+    let (code, text) = xml_post(&url, multicall(&expensive)).await;
+    assert_eq!(code, -32600, "{text}");
+    assert_eq!(server.len(), 0, "none ran");
+    let (code, _) = xml_post(&url, multicall(&expensive[..2])).await;
+    assert_eq!(code, 0);
+    assert_eq!(server.len(), 2);
     // Not an array.
     let (code, _) = xml_post(
         &url,
@@ -628,7 +636,7 @@ async fn xmlrpc_multicall_answers_each_call_and_keeps_the_limits() {
     assert_eq!(code, -32601);
 
     // Still serving.
-    assert_eq!(XmlRpc::new(&url).unwrap().status().await.unwrap().keys, 0);
+    assert_eq!(XmlRpc::new(&url).unwrap().status().await.unwrap().keys, 2);
     http.shutdown().await;
 }
 
@@ -695,6 +703,9 @@ async fn errors_cross_the_wire_as_their_own_variant() {
             expected: KeyId::from_bytes([9; 32]),
             given: key_id,
         },
+        |_| Error::Busy {
+            reason: "every key-generation worker is busy and the queue is full".into(),
+        },
         // No text form to parse back: these arrive as Remote, with the
         // server's code and text.
         |_| Error::Io {
@@ -755,7 +766,9 @@ async fn errors_cross_the_wire_as_their_own_variant() {
 }
 
 /// JSON-RPC envelopes: invalid requests are -32600, a notification is
-/// answered with 204 and no body, a batch holds 1 to 64 calls.
+/// answered with 204 and no body (but a `generate` notification is refused:
+/// its KEK would be lost), a batch holds 1 to 64 calls of which at most 8
+/// are expensive (`generate`, `get_key`), and its answers keep its order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jsonrpc_envelopes_batches_and_notifications() {
     let server = new_server();
@@ -774,19 +787,58 @@ async fn jsonrpc_envelopes_batches_and_notifications() {
         assert_eq!(json_error_code(&answer.unwrap()), Some(-32600), "{bad}");
     }
     // A notification (no id) is run and not answered.
-    let note = json!({"jsonrpc": "2.0", "method": "generate", "params": []});
+    let note = json!({"jsonrpc": "2.0", "method": "contains", "params": ["00".repeat(32)]});
     let (status, answer) = json_post(&url, serde_json::to_vec(&note).unwrap()).await;
     assert_eq!((status, answer), (204, None));
-    assert_eq!(server.len(), 1, "the notification ran");
-    // A batch of 64 is answered call by call; 65 is refused whole.
+    // A generate notification would make a key nobody receives: refused.
+    let note = json!({"jsonrpc": "2.0", "method": "generate", "params": []});
+    let (status, answer) = json_post(&url, serde_json::to_vec(&note).unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(json_error_code(&answer.unwrap()), Some(-32600));
+    let batch: Vec<Value> = (0..64).map(|_| note.clone()).collect();
+    let (_, answer) = json_post(&url, serde_json::to_vec(&batch).unwrap()).await;
+    assert_eq!(json_error_code(&answer.unwrap()), Some(-32600));
+    assert_eq!(server.len(), 0, "no key was made");
+    // A batch of 64 is answered call by call, in order; 65 is refused whole.
     let call = |id: usize| json!({"jsonrpc": "2.0", "method": "status", "id": id});
     let batch: Vec<Value> = (0..64).map(call).collect();
     let (status, answer) = json_post(&url, serde_json::to_vec(&batch).unwrap()).await;
     assert_eq!(status, 200);
-    assert_eq!(answer.unwrap().as_array().unwrap().len(), 64);
+    let ids: Vec<u64> = answer
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, (0..64).collect::<Vec<u64>>());
     let batch: Vec<Value> = (0..65).map(call).collect();
     let (_, answer) = json_post(&url, serde_json::to_vec(&batch).unwrap()).await;
     assert_eq!(json_error_code(&answer.unwrap()), Some(-32600));
+    // At most 8 expensive calls in a batch: 9 get_key calls are refused
+    // whole before any runs; 8 and many cheap ones are answered.
+    let kek = server.generate().await.unwrap();
+    let get = |id: usize| json!({"jsonrpc": "2.0", "method": "get_key", "params": [kek.to_pem().as_str()], "id": id});
+    let batch: Vec<Value> = (0..9).map(get).collect();
+    let (_, answer) = json_post(&url, serde_json::to_vec(&batch).unwrap()).await;
+    let answer = answer.unwrap();
+    assert_eq!(json_error_code(&answer), Some(-32600));
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 8"),
+        "{answer}"
+    );
+    let batch: Vec<Value> = (0..8).map(get).chain((8..40).map(call)).collect();
+    let (_, answer) = json_post(&url, serde_json::to_vec(&batch).unwrap()).await;
+    let answers = answer.unwrap();
+    let answers = answers.as_array().unwrap();
+    assert_eq!(answers.len(), 40);
+    assert!(
+        answers.iter().all(|a| a.get("result").is_some()),
+        "{answers:?}"
+    );
     http.shutdown().await;
 }
 
@@ -794,6 +846,7 @@ async fn jsonrpc_envelopes_batches_and_notifications() {
 struct Held {
     release: tokio::sync::Semaphore,
     started: tokio::sync::Notify,
+    calls: std::sync::atomic::AtomicUsize,
 }
 
 #[keyserver::async_trait]
@@ -814,6 +867,7 @@ impl keyserver::KeyService for Held {
         Ok(false)
     }
     async fn status(&self) -> keyserver::Result<keyserver::Status> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.started.notify_one();
         let _permit = self.release.acquire().await;
         Ok(keyserver::Status {
@@ -832,6 +886,7 @@ async fn a_request_past_the_time_limit_is_answered_with_code_7() {
     let held = std::sync::Arc::new(Held {
         release: tokio::sync::Semaphore::new(0),
         started: tokio::sync::Notify::new(),
+        calls: std::sync::atomic::AtomicUsize::new(0),
     });
     let config = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -851,6 +906,44 @@ async fn a_request_past_the_time_limit_is_answered_with_code_7() {
             .await
             .unwrap());
     }
+    // The limit is the request's, not each call's: in a batch or multicall
+    // of three, the first call runs into it and the others are answered
+    // with code 7 without running.
+    let url = http.url();
+    let before = held.calls.load(std::sync::atomic::Ordering::SeqCst);
+    let call = |id: usize| json!({"jsonrpc": "2.0", "method": "status", "id": id});
+    let batch: Vec<Value> = (0..3).map(call).collect();
+    let (_, answer) = json_post(&url, serde_json::to_vec(&batch).unwrap()).await;
+    let answers = answer.unwrap();
+    let codes: Vec<i64> = answers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["error"]["code"].as_i64().unwrap())
+        .collect();
+    assert_eq!(codes, [7, 7, 7]);
+    let (code, text) = xml_post(&url, multicall(&vec![multicall_entry("status", ""); 3])).await;
+    assert_eq!(code, 0, "{text}");
+    let response = dxr::MethodResponse::from_xml(&text).unwrap();
+    let dxr::Value::Array(answers) = response.value else {
+        panic!("an array: {text}")
+    };
+    let codes: Vec<i32> = answers
+        .iter()
+        .map(|a| match a {
+            dxr::Value::Struct(m) => match m.get("faultCode") {
+                Some(dxr::Value::Integer(c)) => *c,
+                _ => 0,
+            },
+            _ => 0,
+        })
+        .collect();
+    assert_eq!(codes, [7, 7, 7], "{text}");
+    assert_eq!(
+        held.calls.load(std::sync::atomic::Ordering::SeqCst) - before,
+        2,
+        "one call ran per request"
+    );
     http.shutdown().await;
 }
 
@@ -860,6 +953,7 @@ async fn graceful_shutdown_finishes_requests_in_flight() {
     let held = std::sync::Arc::new(Held {
         release: tokio::sync::Semaphore::new(0),
         started: tokio::sync::Notify::new(),
+        calls: std::sync::atomic::AtomicUsize::new(0),
     });
     let config = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),

@@ -1,19 +1,124 @@
-//! Request bodies: read with a size limit into memory that is wiped on drop.
+//! Request bodies: read with a size limit, within the request's deadline and
+//! the listener's memory budget, into memory that is wiped on drop.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::{Error, Result};
 
-/// Reads a request body of at most `max` bytes into memory that is wiped on
-/// drop. A larger body is read on and thrown away up to a cap (so the client,
-/// still sending, gets the "too large" answer rather than a reset
-/// connection), then refused with [`Error::TooLarge`].
+/// How long a request waits for room in the memory budget before it is
+/// answered "busy".
+const BUDGET_WAIT: Duration = Duration::from_secs(2);
+
+/// The budget is counted in KiB, so that a semaphore's permits cover it.
+const UNIT: usize = 1024;
+
+/// Bytes of request bodies held in memory at once, all requests together.
+pub(crate) struct Budget {
+    units: Arc<Semaphore>,
+    total: usize,
+}
+
+impl Budget {
+    pub(crate) fn new(bytes: usize) -> Self {
+        let total = bytes.div_ceil(UNIT).clamp(1, Semaphore::MAX_PERMITS);
+        Budget {
+            units: Arc::new(Semaphore::new(total)),
+            total,
+        }
+    }
+
+    /// Bytes not held by any request now.
+    #[cfg(test)]
+    pub(crate) fn available(&self) -> usize {
+        self.units.available_permits() * UNIT
+    }
+
+    /// Room for `units` more KiB, waiting briefly for it.
+    async fn reserve(&self, units: usize) -> Result<OwnedSemaphorePermit> {
+        let busy = || Error::Busy {
+            reason: "the server's memory budget for requests is in use".into(),
+        };
+        if units > self.total {
+            return Err(busy());
+        }
+        let units = u32::try_from(units).map_err(|_| busy())?;
+        match tokio::time::timeout(
+            BUDGET_WAIT,
+            Arc::clone(&self.units).acquire_many_owned(units),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(busy()),
+        }
+    }
+}
+
+/// A request body: wiped when dropped, and holding its share of the memory
+/// budget until then.
+pub(crate) struct RequestBody {
+    bytes: Zeroizing<Vec<u8>>,
+    _held: Option<OwnedSemaphorePermit>,
+}
+
+impl std::fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RequestBody({} bytes)", self.bytes.len())
+    }
+}
+
+impl Deref for RequestBody {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// What a body read is bound by.
+pub(crate) struct Limits<'a> {
+    /// Largest body accepted.
+    pub max: usize,
+    /// The listener's memory budget.
+    pub budget: &'a Budget,
+    /// When the request's time is up.
+    pub deadline: Instant,
+}
+
+/// Reads a request body of at most `limits.max` bytes. A larger body is read
+/// on and thrown away up to a cap (so the client, still sending, gets the
+/// "too large" answer rather than a reset connection), then refused with
+/// [`Error::TooLarge`]. Every byte kept is first reserved in the memory
+/// budget ([`Error::Busy`] when there is no room); a body still arriving at
+/// the deadline is refused with the time-out error.
 pub(crate) async fn read_body(
     headers: &axum::http::HeaderMap,
     body: axum::body::Body,
-    max: usize,
-) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    limits: Limits<'_>,
+) -> Result<RequestBody> {
+    match tokio::time::timeout_at(limits.deadline, read(headers, body, &limits)).await {
+        Ok(result) => result,
+        Err(_) => Err(timed_out()),
+    }
+}
+
+/// The error of a request past its time limit (code 7).
+pub(crate) fn timed_out() -> Error {
+    Error::Internal("the request timed out".into())
+}
+
+async fn read(
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    limits: &Limits<'_>,
+) -> Result<RequestBody> {
     use http_body_util::BodyExt;
-    use zeroize::Zeroize;
-    let limit = max as u64;
+    let limit = limits.max as u64;
     let cap = limit.saturating_mul(4).max(16 << 20);
     let too_large = |size| Error::TooLarge { size, limit };
     let declared = headers
@@ -24,8 +129,17 @@ pub(crate) async fn read_body(
         return Err(too_large(size));
     }
     let mut body = body;
-    let mut buf =
-        zeroize::Zeroizing::new(Vec::with_capacity(declared.unwrap_or(0).min(limit) as usize));
+    // The declared size (within the limit) is reserved and allocated up
+    // front; a body without one grows in reserved steps.
+    let initial = declared.unwrap_or(0).min(limit) as usize;
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    let mut held_units = 0usize;
+    let mut buf = Zeroizing::new(Vec::new());
+    if initial > 0 {
+        held_units = initial.div_ceil(UNIT);
+        held = Some(limits.budget.reserve(held_units).await?);
+        buf.reserve_exact(initial);
+    }
     let mut total = 0u64;
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else {
@@ -39,6 +153,30 @@ pub(crate) async fn read_body(
         };
         total += data.len() as u64;
         if total <= limit {
+            let needed = buf.len() + data.len();
+            // Reserve for the capacity the vector will grow to, not only
+            // for the bytes: what is allocated is what is counted.
+            let capacity = if needed > buf.capacity() {
+                needed.max(buf.capacity() * 2).min(limits.max)
+            } else {
+                buf.capacity()
+            };
+            let units = capacity.div_ceil(UNIT);
+            if units > held_units {
+                let more = limits.budget.reserve(units - held_units).await?;
+                match held.as_mut() {
+                    Some(permit) => permit.merge(more),
+                    None => held = Some(more),
+                }
+                held_units = units;
+            }
+            if needed > buf.capacity() {
+                // Grow by copying into a new allocation, so the old one is
+                // wiped rather than freed with the bytes in it.
+                let mut grown = Zeroizing::new(Vec::with_capacity(capacity));
+                grown.extend_from_slice(&buf);
+                buf = grown;
+            }
             buf.extend_from_slice(&data);
         } else {
             buf.zeroize();
@@ -53,5 +191,99 @@ pub(crate) async fn read_body(
     if total > limit {
         return Err(too_large(total));
     }
-    Ok(buf)
+    Ok(RequestBody {
+        bytes: buf,
+        _held: held,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(budget: &Budget, max: usize) -> Limits<'_> {
+        Limits {
+            max,
+            budget,
+            deadline: Instant::now() + Duration::from_secs(30),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_holds_its_share_of_the_budget_until_dropped() {
+        let budget = Budget::new(64 * 1024);
+        let headers = axum::http::HeaderMap::new();
+        let body = read_body(
+            &headers,
+            axum::body::Body::from(vec![7u8; 40_000]),
+            limits(&budget, 1 << 20),
+        )
+        .await
+        .unwrap();
+        assert_eq!(body.len(), 40_000);
+        assert!(
+            budget.available() <= 64 * 1024 - 40_000,
+            "{}",
+            budget.available()
+        );
+        // No room for a second body of that size: busy, after a short wait.
+        tokio::time::pause();
+        let err = read_body(
+            &headers,
+            axum::body::Body::from(vec![7u8; 40_000]),
+            limits(&budget, 1 << 20),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), 12, "{err}");
+        drop(body);
+        assert_eq!(budget.available(), 64 * 1024);
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_is_reserved_before_any_byte_arrives() {
+        let budget = Budget::new(8 * 1024);
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(
+            axum::http::header::CONTENT_LENGTH,
+            "100000".parse().unwrap(),
+        );
+        tokio::time::pause();
+        let err = read_body(
+            &headers,
+            axum::body::Body::empty(),
+            limits(&budget, 1 << 20),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), 12, "{err}");
+        assert_eq!(budget.available(), 8 * 1024);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_still_arriving_at_the_deadline_is_refused() {
+        use futures_util::StreamExt;
+        let budget = Budget::new(1 << 20);
+        // One chunk, then nothing more, ever: a slow client.
+        let trickle = futures_util::stream::once(async {
+            Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"<?xml"))
+        })
+        .chain(futures_util::stream::pending());
+        let headers = axum::http::HeaderMap::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let err = read_body(
+            &headers,
+            axum::body::Body::from_stream(trickle),
+            Limits {
+                max: 1 << 20,
+                budget: &budget,
+                deadline,
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), 7);
+        assert_eq!(Instant::now(), deadline);
+        assert_eq!(budget.available(), 1 << 20, "given back");
+    }
 }

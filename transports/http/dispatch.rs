@@ -5,21 +5,83 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::api::{Call, KeyService, Reply, Value};
-use crate::{Error, KeyId, Result};
+use crate::transports::http::body::{timed_out, Budget, Limits};
+use crate::{Error, ErrorCode, KeyId, Result};
 
 /// Largest number of calls in one JSON-RPC batch or XML-RPC
 /// `system.multicall`.
 pub(crate) const MAX_BATCH: usize = 64;
 
-/// The service behind a listener, with its per-request time limit.
+/// The service behind a listener, with the limits every request is held to.
 pub(crate) struct Dispatch {
     service: Arc<dyn KeyService>,
     timeout: Duration,
+    max_body: usize,
+    budget: Budget,
+    max_expensive: usize,
 }
 
 impl Dispatch {
+    /// `service` with a per-request time limit and the listener's default
+    /// limits otherwise.
+    #[cfg(test)]
     pub(crate) fn new(service: Arc<dyn KeyService>, timeout: Duration) -> Self {
-        Dispatch { service, timeout }
+        let defaults = crate::transports::ServerConfig::default();
+        Dispatch {
+            service,
+            timeout,
+            max_body: defaults.max_body,
+            budget: Budget::new(defaults.max_request_memory),
+            max_expensive: defaults.max_batch_expensive,
+        }
+    }
+
+    /// `service` with the limits of `config`.
+    pub(crate) fn with_config(
+        service: Arc<dyn KeyService>,
+        config: &crate::transports::ServerConfig,
+    ) -> Self {
+        Dispatch {
+            service,
+            timeout: config.request_timeout,
+            max_body: config.max_body,
+            budget: Budget::new(config.max_request_memory),
+            max_expensive: config.max_batch_expensive,
+        }
+    }
+
+    /// When a request that starts now must be answered: its body, its
+    /// parsing and all its calls share this one deadline.
+    pub(crate) fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.timeout
+    }
+
+    /// What reading a request's body is bound by.
+    pub(crate) fn body_limits(&self, deadline: tokio::time::Instant) -> Limits<'_> {
+        Limits {
+            max: self.max_body,
+            budget: &self.budget,
+            deadline,
+        }
+    }
+
+    /// Refuses a batch (JSON-RPC) or multicall (XML-RPC) of these method
+    /// names that holds more expensive calls than allowed.
+    pub(crate) fn check_batch<'a>(&self, names: impl Iterator<Item = &'a str>) -> Result<()> {
+        let expensive = names
+            .filter(|name| crate::api::method(name).is_some_and(|m| m.is_expensive()))
+            .count();
+        if expensive > self.max_expensive {
+            return Err(Error::protocol(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "a batch holds at most {} generate and get_key calls; send the others \
+                     in another request",
+                    self.max_expensive
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Parses a call of `name` from its `params` (already converted by the
@@ -32,10 +94,11 @@ impl Dispatch {
         name: &str,
         params: Result<Vec<Value>>,
         brackets: (char, char),
+        deadline: tokio::time::Instant,
     ) -> Result<Value> {
         let start = Instant::now();
         match params.and_then(|params| Call::from_params(name, params, brackets)) {
-            Ok(call) => Ok(self.run(protocol, call).await?.into_value()),
+            Ok(call) => Ok(self.run(protocol, call, deadline).await?.into_value()),
             Err(e) => {
                 let shown = crate::api::method(name).map_or("(unknown)", |m| m.name);
                 log_refused(protocol, shown, &e, start);
@@ -44,14 +107,25 @@ impl Dispatch {
         }
     }
 
-    /// Runs one call with the time limit and logs it.
-    pub(crate) async fn run(&self, protocol: &'static str, call: Call) -> Result<Reply> {
+    /// Runs one call, cut off at the request's `deadline`, and logs it. A
+    /// call of a batch whose deadline has passed is answered with the
+    /// time-out error without running.
+    pub(crate) async fn run(
+        &self,
+        protocol: &'static str,
+        call: Call,
+        deadline: tokio::time::Instant,
+    ) -> Result<Reply> {
         let start = Instant::now();
         let method = call.method().name;
         let mut key_id = call.key_id();
-        let result = match tokio::time::timeout(self.timeout, self.service.call(call)).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Internal("the request timed out".into())),
+        let result = if tokio::time::Instant::now() >= deadline {
+            Err(timed_out())
+        } else {
+            match tokio::time::timeout_at(deadline, self.service.call(call)).await {
+                Ok(result) => result,
+                Err(_) => Err(timed_out()),
+            }
         };
         if let Ok(Reply::Kek(kek)) = &result {
             key_id = Some(kek.id());
@@ -129,7 +203,9 @@ mod tests {
             .times(1)
             .returning(|_| Ok(Reply::Bool(true)));
         let dispatch = Dispatch::new(Arc::new(service), Duration::from_secs(5));
-        let reply = dispatch.run("test", Call::Contains(id)).await;
+        let reply = dispatch
+            .run("test", Call::Contains(id), dispatch.deadline())
+            .await;
         assert!(matches!(reply, Ok(Reply::Bool(true))));
     }
 
@@ -142,7 +218,7 @@ mod tests {
             .returning(move |_| Err(Error::NotFound { key_id: id }));
         let dispatch = Dispatch::new(Arc::new(service), Duration::from_secs(5));
         let err = dispatch
-            .run("test", Call::GetWrapped(id))
+            .run("test", Call::GetWrapped(id), dispatch.deadline())
             .await
             .unwrap_err();
         assert!(matches!(err, Error::NotFound { key_id } if key_id == id));
@@ -173,7 +249,10 @@ mod tests {
         }
         let dispatch = Dispatch::new(Arc::new(Stuck), Duration::from_secs(30));
         let before = tokio::time::Instant::now();
-        let err = dispatch.run("test", Call::Status).await.unwrap_err();
+        let err = dispatch
+            .run("test", Call::Status, dispatch.deadline())
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), 7);
         assert_eq!(err.to_string(), "internal error: the request timed out");
         assert_eq!(before.elapsed(), Duration::from_secs(30));
@@ -183,6 +262,9 @@ mod tests {
             .expect_call()
             .returning(|_| Ok(Reply::Status(status())));
         let dispatch = Dispatch::new(Arc::new(quick), Duration::from_secs(30));
-        assert!(dispatch.run("test", Call::Status).await.is_ok());
+        assert!(dispatch
+            .run("test", Call::Status, dispatch.deadline())
+            .await
+            .is_ok());
     }
 }

@@ -3,4 +3,6 @@
 //! listener (`transports/listener.rs`) sits above the endpoints.
 
 pub(crate) mod body;
+pub(crate) mod conn;
 pub(crate) mod dispatch;
+pub(crate) mod gate;

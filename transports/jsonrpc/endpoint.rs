@@ -20,13 +20,13 @@ use crate::{Error, ErrorCode};
 /// The JSON-RPC 2.0 endpoint. The envelope (batches, notifications, ids,
 /// standard error codes) is handled here rather than by jsonrpsee's server,
 /// because jsonrpsee's server logs whole request bodies (KEKs included) at
-/// TRACE level; the error objects are jsonrpsee's types.
-pub(crate) fn router(dispatch: Arc<Dispatch>, max_body: usize) -> Router {
+/// TRACE level.
+pub(crate) fn router(dispatch: Arc<Dispatch>) -> Router {
     Router::new().route(
         JSONRPC_PATH,
         post(move |headers: HeaderMap, body: Body| {
             let dispatch = Arc::clone(&dispatch);
-            async move { handle_http(&dispatch, max_body, &headers, body).await }
+            async move { handle_http(&dispatch, &headers, body).await }
         }),
     )
 }
@@ -44,25 +44,29 @@ fn error_response(id: Value, error: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": error})
 }
 
-async fn handle_http(
-    dispatch: &Dispatch,
-    max_body: usize,
-    headers: &HeaderMap,
-    body: Body,
-) -> Response {
-    let body = match read_body(headers, body, max_body).await {
+async fn handle_http(dispatch: &Dispatch, headers: &HeaderMap, body: Body) -> Response {
+    let start = Instant::now();
+    let deadline = dispatch.deadline();
+    let body = match read_body(headers, body, dispatch.body_limits(deadline)).await {
         Ok(body) => body,
         Err(e) => {
-            log_refused("jsonrpc", "-", &e, Instant::now());
-            let status = if e.code() == ErrorCode::TooLarge.number() {
-                StatusCode::PAYLOAD_TOO_LARGE
-            } else {
-                StatusCode::BAD_REQUEST
+            log_refused("jsonrpc", "-", &e, start);
+            let status = match e.kind() {
+                Some(ErrorCode::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+                Some(ErrorCode::Busy) => StatusCode::SERVICE_UNAVAILABLE,
+                Some(ErrorCode::Internal) => StatusCode::REQUEST_TIMEOUT,
+                _ => StatusCode::BAD_REQUEST,
             };
             return json_response(status, &error_response(Value::Null, rpc_error(&e)));
         }
     };
     let Ok(mut request) = serde_json::from_slice::<Value>(&body) else {
+        log_refused(
+            "jsonrpc",
+            "-",
+            &Error::protocol(ErrorCode::ParseError, "parse error"),
+            start,
+        );
         return json_response(
             StatusCode::OK,
             &error_response(
@@ -75,21 +79,33 @@ async fn handle_http(
         );
     };
     let answer = match &mut request {
-        Value::Array(calls) if calls.is_empty() || calls.len() > MAX_BATCH => Some(error_response(
-            Value::Null,
-            rpc_error(&Error::protocol(
+        Value::Array(calls) if calls.is_empty() || calls.len() > MAX_BATCH => {
+            let e = Error::protocol(
                 ErrorCode::InvalidRequest,
                 format!("a batch holds 1 to {MAX_BATCH} calls"),
-            )),
-        )),
-        Value::Array(calls) => {
-            let mut answers = Vec::new();
-            for call in calls.iter_mut() {
-                answers.extend(handle_one(dispatch, call).await);
-            }
-            (!answers.is_empty()).then_some(Value::Array(answers))
+            );
+            log_refused("jsonrpc", "-", &e, start);
+            Some(error_response(Value::Null, rpc_error(&e)))
         }
-        single => handle_one(dispatch, single).await,
+        Value::Array(calls) => {
+            let names = calls
+                .iter()
+                .filter_map(|c| c.get("method").and_then(Value::as_str));
+            match dispatch.check_batch(names) {
+                Err(e) => {
+                    log_refused("jsonrpc", "-", &e, start);
+                    Some(error_response(Value::Null, rpc_error(&e)))
+                }
+                Ok(()) => {
+                    let mut answers = Vec::new();
+                    for call in calls.iter_mut() {
+                        answers.extend(handle_one(dispatch, call, deadline).await);
+                    }
+                    (!answers.is_empty()).then_some(Value::Array(answers))
+                }
+            }
+        }
+        single => handle_one(dispatch, single, deadline).await,
     };
     codec::wipe(&mut request);
     match answer {
@@ -100,15 +116,15 @@ async fn handle_http(
 }
 
 /// One request object; `None` for a notification (no `id`).
-async fn handle_one(dispatch: &Dispatch, call: &mut Value) -> Option<Value> {
+async fn handle_one(
+    dispatch: &Dispatch,
+    call: &mut Value,
+    deadline: tokio::time::Instant,
+) -> Option<Value> {
     let Value::Object(fields) = call else {
-        return Some(error_response(
-            Value::Null,
-            rpc_error(&Error::protocol(
-                ErrorCode::InvalidRequest,
-                "invalid request",
-            )),
-        ));
+        let e = Error::protocol(ErrorCode::InvalidRequest, "invalid request");
+        log_refused("jsonrpc", "-", &e, Instant::now());
+        return Some(error_response(Value::Null, rpc_error(&e)));
     };
     let id = fields.get("id").cloned();
     let valid_id = matches!(
@@ -123,12 +139,32 @@ async fn handle_one(dispatch: &Dispatch, call: &mut Value) -> Option<Value> {
     let params = fields.get_mut("params");
     let params_ok = matches!(params, None | Some(Value::Array(_) | Value::Object(_)));
     let (Some(method), true, true, true) = (method, valid_id, version_ok, params_ok) else {
+        let e = Error::protocol(
+            ErrorCode::InvalidRequest,
+            "invalid request: expected {\"jsonrpc\": \"2.0\", \"method\": string, \"params\": \
+             array or object, \"id\": number or string}",
+        );
+        log_refused("jsonrpc", "-", &e, Instant::now());
         return Some(error_response(
-            if valid_id { id.unwrap_or(Value::Null) } else { Value::Null },
-            rpc_error(&Error::protocol(ErrorCode::InvalidRequest, "invalid request: expected {\"jsonrpc\": \"2.0\", \"method\": string, \"params\": array or object, \"id\": number or string}")),
+            if valid_id {
+                id.unwrap_or(Value::Null)
+            } else {
+                Value::Null
+            },
+            rpc_error(&e),
         ));
     };
-    let result = handle(&method, params, dispatch).await;
+    if id.is_none() && method == api::Call::Generate(None).method().name {
+        // Its KEK could be handed to nobody: the key would be made, stored,
+        // and never usable. Refused, and answered although a notification.
+        let e = Error::protocol(
+            ErrorCode::InvalidRequest,
+            "generate cannot be a notification: its KEK would be lost; give the call an id",
+        );
+        log_refused("jsonrpc", &method, &e, Instant::now());
+        return Some(error_response(Value::Null, rpc_error(&e)));
+    }
+    let result = handle(&method, params, dispatch, deadline).await;
     let id = id?;
     Some(match result {
         Ok(value) => json!({"jsonrpc": "2.0", "id": id, "result": value}),
@@ -145,13 +181,16 @@ async fn handle(
     method: &str,
     params: Option<&mut Value>,
     dispatch: &Dispatch,
+    deadline: tokio::time::Instant,
 ) -> std::result::Result<Value, Value> {
     let Some(row) = api::method(method) else {
-        return Err(rpc_error(&api::unknown_method()));
+        let e = api::unknown_method();
+        log_refused("jsonrpc", "(unknown)", &e, Instant::now());
+        return Err(rpc_error(&e));
     };
     let params = codec::params(row, params);
     match dispatch
-        .run_named("jsonrpc", method, params, codec::BRACKETS)
+        .run_named("jsonrpc", method, params, codec::BRACKETS, deadline)
         .await
     {
         Ok(value) => Ok(codec::to_json(value)),

@@ -42,12 +42,12 @@ const SYSTEM: [(&str, &str); 3] = [
     ),
 ];
 
-pub(crate) fn router(dispatch: Arc<Dispatch>, max_body: usize) -> Router {
+pub(crate) fn router(dispatch: Arc<Dispatch>) -> Router {
     Router::new().route(
         XMLRPC_PATH,
         post(move |headers: HeaderMap, body: Body| {
             let dispatch = Arc::clone(&dispatch);
-            async move { handle(&dispatch, max_body, &headers, body).await }
+            async move { handle(&dispatch, &headers, body).await }
         }),
     )
 }
@@ -65,34 +65,50 @@ fn fault(error: &Error) -> Response {
     xml_response(codec::encode_fault(error.code(), error.to_string()))
 }
 
-async fn handle(dispatch: &Dispatch, max_body: usize, headers: &HeaderMap, body: Body) -> Response {
+async fn handle(dispatch: &Dispatch, headers: &HeaderMap, body: Body) -> Response {
     let start = Instant::now();
-    let body = match read_body(headers, body, max_body).await {
+    let deadline = dispatch.deadline();
+    let refused = |e: Error| {
+        log_refused("xmlrpc", "-", &e, start);
+        fault(&e)
+    };
+    let body = match read_body(headers, body, dispatch.body_limits(deadline)).await {
         Ok(body) => body,
-        Err(e) => {
-            log_refused("xmlrpc", "-", &e, start);
-            return fault(&e);
-        }
+        Err(e) => return refused(e),
     };
     let Ok(text) = std::str::from_utf8(&body) else {
-        return fault(&Error::protocol(
+        return refused(Error::protocol(
             ErrorCode::ParseError,
             "the request is not UTF-8",
         ));
     };
-    // Never echo the parser's error: it quotes the request, which may hold a KEK.
+    // Never echo the parser's error: it quotes the request, which may hold
+    // a KEK; and drop it at once (it holds a copy of the request).
     let Ok(mut call) = MethodCall::from_xml(text) else {
-        return fault(&Error::protocol(
+        return refused(Error::protocol(
             ErrorCode::ParseError,
             "the request is not a well-formed XML-RPC methodCall",
         ));
     };
     let name = call.name.to_string();
     let answer = match name.as_str() {
-        MULTICALL => multicall(dispatch, &mut call.params).await,
-        LIST_METHODS => list_methods(&call.params),
-        METHOD_HELP => method_help(&call.params),
-        _ => one(dispatch, &name, &mut call.params).await,
+        MULTICALL => {
+            let answer = multicall(dispatch, &mut call.params, deadline).await;
+            if let Err(e) = &answer {
+                log_refused("xmlrpc", MULTICALL, e, start);
+            }
+            answer
+        }
+        LIST_METHODS | METHOD_HELP => {
+            let answer = if name == LIST_METHODS {
+                list_methods(&call.params)
+            } else {
+                method_help(&call.params)
+            };
+            crate::transports::http::dispatch::log_request("xmlrpc", &name, None, &answer, start);
+            answer
+        }
+        _ => one(dispatch, &name, &mut call.params, deadline).await,
     };
     call.params.iter_mut().for_each(codec::wipe);
     match answer.and_then(codec::encode_value) {
@@ -102,15 +118,26 @@ async fn handle(dispatch: &Dispatch, max_body: usize, headers: &HeaderMap, body:
 }
 
 /// One call of the wire API.
-async fn one(dispatch: &Dispatch, name: &str, params: &mut [dxr::Value]) -> Result<dxr::Value> {
+async fn one(
+    dispatch: &Dispatch,
+    name: &str,
+    params: &mut [dxr::Value],
+    deadline: tokio::time::Instant,
+) -> Result<dxr::Value> {
     let params = codec::params(name, params);
-    let value = dispatch.run_named("xmlrpc", name, params, BRACKETS).await?;
+    let value = dispatch
+        .run_named("xmlrpc", name, params, BRACKETS, deadline)
+        .await?;
     Ok(codec::to_xml(value))
 }
 
 /// `system.multicall`: the calls in order, each answered on its own, with the
 /// same limits as a JSON-RPC batch.
-async fn multicall(dispatch: &Dispatch, params: &mut [dxr::Value]) -> Result<dxr::Value> {
+async fn multicall(
+    dispatch: &Dispatch,
+    params: &mut [dxr::Value],
+    deadline: tokio::time::Instant,
+) -> Result<dxr::Value> {
     let invalid = || {
         Error::protocol(
             ErrorCode::InvalidParams,
@@ -126,6 +153,13 @@ async fn multicall(dispatch: &Dispatch, params: &mut [dxr::Value]) -> Result<dxr
             format!("a system.multicall holds 1 to {MAX_BATCH} calls"),
         ));
     }
+    dispatch.check_batch(calls.iter().filter_map(|entry| match entry {
+        dxr::Value::Struct(members) => match members.get("methodName") {
+            Some(dxr::Value::String(name)) => Some(name.as_str()),
+            _ => None,
+        },
+        _ => None,
+    }))?;
     let mut answers = Vec::with_capacity(calls.len());
     for entry in calls.iter_mut() {
         let answer = match entry {
@@ -143,7 +177,7 @@ async fn multicall(dispatch: &Dispatch, params: &mut [dxr::Value]) -> Result<dxr
                         ))
                     }
                     Some(dxr::Value::Array(params)) if !name.is_empty() => {
-                        one(dispatch, &name, params).await
+                        one(dispatch, &name, params, deadline).await
                     }
                     _ => Err(invalid()),
                 }
