@@ -86,3 +86,15 @@ pub use xmlrpc::XmlRpc;
     feature = "transport-xmlrpc-server"
 ))]
 pub use xmlrpc::XMLRPC_PATH;
+
+/// Entry points for the fuzz targets in `fuzz/` (not a public API: it may
+/// change at any time). Each runs a request decoder exactly as its endpoint
+/// does, from the raw body to the calls of the wire API.
+#[doc(hidden)]
+#[cfg(feature = "_server")]
+pub mod fuzzing {
+    #[cfg(feature = "transport-jsonrpc-server")]
+    pub use super::jsonrpc::codec::fuzz_request as jsonrpc_request;
+    #[cfg(feature = "transport-xmlrpc-server")]
+    pub use super::xmlrpc::codec::fuzz_request as xmlrpc_request;
+}

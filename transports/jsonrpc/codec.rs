@@ -119,3 +119,38 @@ pub(crate) fn garbage() -> Error {
         source: None,
     }
 }
+
+/// The `/jsonrpc` endpoint's decoder from a raw body to calls of the wire
+/// API, for the fuzz targets: JSON, then each request object of a single
+/// call or a batch, through the method table's parameter checks.
+#[cfg(feature = "transport-jsonrpc-server")]
+pub fn fuzz_request(body: &[u8]) -> Vec<Result<Call>> {
+    let Ok(mut request) = serde_json::from_slice::<Json>(body) else {
+        return vec![Err(Error::protocol(
+            crate::ErrorCode::ParseError,
+            "not JSON",
+        ))];
+    };
+    let mut calls = Vec::new();
+    let one = |object: &mut Json| {
+        let name = object
+            .get("method")
+            .and_then(Json::as_str)
+            .map(str::to_owned);
+        let Some(method) = name.as_deref().and_then(crate::api::method) else {
+            return Err(crate::api::unknown_method());
+        };
+        let values = params(method, object.get_mut("params"))?;
+        Call::from_params(method.name, values, BRACKETS)
+    };
+    match &mut request {
+        Json::Array(batch) => {
+            for object in batch.iter_mut() {
+                calls.push(one(object));
+            }
+        }
+        single => calls.push(one(single)),
+    }
+    wipe(&mut request);
+    calls
+}

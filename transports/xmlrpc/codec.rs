@@ -127,3 +127,19 @@ pub(crate) fn garbage() -> Error {
         source: None,
     }
 }
+
+/// The `/RPC2` endpoint's decoder from a raw body to a call of the wire API,
+/// for the fuzz targets: UTF-8, the XML-RPC method call, then the method
+/// table's parameter checks. `system.*` methods are the endpoint's own and
+/// end here as their name.
+#[cfg(feature = "transport-xmlrpc-server")]
+pub fn fuzz_request(body: &[u8]) -> Result<Call> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| Error::protocol(crate::ErrorCode::ParseError, "not UTF-8"))?;
+    let mut call = MethodCall::from_xml(text)
+        .map_err(|_| Error::protocol(crate::ErrorCode::ParseError, "not a methodCall"))?;
+    let name = call.name.to_string();
+    let params = params(&name, &mut call.params);
+    call.params.iter_mut().for_each(wipe);
+    Call::from_params(&name, params?, BRACKETS)
+}
