@@ -33,6 +33,8 @@ pub const DEFAULT_MAX_STREAMS: u32 = 32;
 pub const DEFAULT_MAX_REQUEST_MEMORY: usize = 64 << 20;
 /// Default number of `generate` and `get_key` calls one batch may hold.
 pub const DEFAULT_MAX_BATCH_EXPENSIVE: usize = 8;
+/// Default time shutdown waits for requests in flight.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// How the HTTP listener is set up.
 ///
@@ -83,6 +85,9 @@ pub struct ServerConfig {
     /// lower case. Any other name is refused with HTTP 421, so a web page
     /// cannot reach the server through DNS rebinding.
     pub allowed_hosts: Vec<String>,
+    /// How long [`HttpServer::shutdown`] waits for requests in flight before
+    /// it closes their connections.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -100,6 +105,7 @@ impl Default for ServerConfig {
             max_request_memory: DEFAULT_MAX_REQUEST_MEMORY,
             max_batch_expensive: DEFAULT_MAX_BATCH_EXPENSIVE,
             allowed_hosts: Vec::new(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }
@@ -128,6 +134,7 @@ impl Default for ServerConfig {
 pub struct HttpServer {
     addr: SocketAddr,
     tls: bool,
+    grace: Duration,
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -201,6 +208,7 @@ impl HttpServer {
         Ok(HttpServer {
             addr,
             tls,
+            grace: config.shutdown_grace,
             handle,
             task,
         })
@@ -230,10 +238,14 @@ impl HttpServer {
         )
     }
 
-    /// Stops accepting connections, lets requests in flight finish (up to 30
-    /// seconds), and returns when the server has stopped.
+    /// Stops accepting connections, lets requests in flight finish (up to
+    /// [`ServerConfig::shutdown_grace`]), and returns when the server has
+    /// stopped. Work a request left on the blocking pool (an RSA key being
+    /// generated) is not waited for: a process that exits after this should
+    /// not wait for its runtime's blocking threads either (the `keyserver`
+    /// binary gives them half a second).
     pub async fn shutdown(self) {
-        self.handle.graceful_shutdown(Some(Duration::from_secs(30)));
+        self.handle.graceful_shutdown(Some(self.grace));
         let _ = self.task.await;
     }
 

@@ -198,6 +198,10 @@ pub(crate) struct ServeOptions {
     /// [default: none].
     #[arg(long, env = "KEYSERVER_ALLOWED_HOSTS")]
     pub allowed_hosts: Option<String>,
+    /// Seconds SIGTERM waits for requests in flight before the process
+    /// exits [default: 10].
+    #[arg(long, env = "KEYSERVER_GRACE_PERIOD")]
+    pub grace_period: Option<u64>,
     /// Log format (the global --log-format wins).
     #[arg(skip)]
     pub log_format: Option<LogFormat>,
@@ -217,7 +221,8 @@ impl ServeOptions {
         either!(self, fallback; storage, suite, strength, listen, tls_cert, tls_key, client_ca,
             max_body, kek_pool, kek_workers, cache_records, allow_strengths, generate_workers,
             generate_queue, request_timeout, max_connections, header_timeout, idle_timeout,
-            max_streams, max_request_memory, max_batch_expensive, allowed_hosts, log_format)
+            max_streams, max_request_memory, max_batch_expensive, allowed_hosts, grace_period,
+            log_format)
     }
 }
 

@@ -121,6 +121,9 @@ impl ServeConfig {
                             .collect()
                     })
                     .unwrap_or_default(),
+                shutdown_grace: o
+                    .grace_period
+                    .map_or(defaults.shutdown_grace, Duration::from_secs),
             },
             kek_pool: o.kek_pool.unwrap_or(8),
             kek_workers: o.kek_workers.unwrap_or(1),
@@ -337,6 +340,13 @@ mod tests {
                 key: "max_batch_expensive",
                 values: ["25", "26", "27"],
                 show: |c| c.server.max_batch_expensive.to_string(),
+            },
+            Option3 {
+                flag: "--grace-period",
+                env: "KEYSERVER_GRACE_PERIOD",
+                key: "grace_period",
+                values: ["28", "29", "30"],
+                show: |c| c.server.shutdown_grace.as_secs().to_string(),
             },
             Option3 {
                 flag: "--allowed-hosts",

@@ -46,6 +46,10 @@ pub fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(run(cli));
+    // Work still on the blocking pool (an RSA key a shut-down server was
+    // generating for a request nobody will answer) is not waited for: the
+    // process exits within its grace period whatever CPU work is in flight.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     if std::env::var_os("KEYSERVER_REPORT_PEAK_RSS").is_some() {
         report_peak_rss();
     }

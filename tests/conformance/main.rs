@@ -8,6 +8,9 @@
 //! - `transport`: the client narrative and cache rules over every transport,
 //!   one macro line each (in-process, XML-RPC and JSON-RPC on loopback);
 //! - `wire`: raw bad input against running servers, TLS and mutual TLS;
+//! - `hostile`: connections that never finish, more of them than the
+//!   server may hold, bodies that would pin its memory, web pages, and
+//!   SIGTERM with CPU work in flight;
 //! - `docs`: the Python and curl examples of docs/PROTOCOL.md, run as written;
 //! - `cli`: the `keyserver` command end to end against a server process;
 //! - `formats`: known-answer vectors of the record format;
@@ -39,6 +42,13 @@ mod file;
 ))]
 mod forgery;
 mod formats;
+#[cfg(all(
+    feature = "cipher-rustcrypto",
+    feature = "storage-memory",
+    feature = "transport-xmlrpc",
+    feature = "cli"
+))]
+mod hostile;
 #[cfg(feature = "testing")]
 mod storage;
 

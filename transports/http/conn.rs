@@ -1,93 +1,225 @@
 //! Connections: a cap on how many are served at once, and an idle timeout
 //! that closes a connection on which no byte has moved in either direction
 //! for a while (HTTP/2 connections included, which hyper's header timeout
-//! does not cover).
+//! does not cover). At the cap, a new connection takes the place of the
+//! connection that has been quiet longest among those with no request in
+//! flight, so idle sockets cannot lock everyone else out; only when every
+//! connection is busy is the new one closed at once.
 
-use std::future::{ready, Future, Ready};
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
-/// Accepts a connection only while fewer than the cap are open, and wraps it
-/// in [`Guarded`]. Used directly for plain HTTP, and under the TLS acceptor.
+/// How long a new connection waits for the slot of one it evicted.
+const EVICT_WAIT: Duration = Duration::from_millis(500);
+
+/// What the listener knows of one connection. Shared by the stream wrapper
+/// (bytes moved) and the request middleware (requests in flight).
+pub(crate) struct ConnState {
+    /// Milliseconds since the listener's epoch of the last byte moved.
+    last: AtomicU64,
+    in_flight: AtomicUsize,
+    evict: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl ConnState {
+    /// Counts a request in flight on this connection until the guard drops.
+    pub(crate) fn request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(Arc::clone(self))
+    }
+
+    fn wake(&self) {
+        if let Some(waker) = self
+            .waker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            waker.wake();
+        }
+    }
+}
+
+/// A request in flight (see [`ConnState::request`]).
+pub(crate) struct InFlight(Arc<ConnState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Accepts a connection while fewer than the cap are open (evicting the
+/// quietest idle one at the cap), and wraps it in [`Guarded`]. Used directly
+/// for plain HTTP, and under the TLS acceptor.
 #[derive(Clone)]
 pub(crate) struct Limit {
     slots: Arc<Semaphore>,
+    cap: usize,
     idle: Duration,
+    epoch: Instant,
+    open: Arc<Mutex<Vec<Weak<ConnState>>>>,
     refused: Arc<AtomicU64>,
 }
 
 impl Limit {
     pub(crate) fn new(max_connections: usize, idle: Duration) -> Self {
+        let cap = max_connections.max(1);
         Limit {
-            slots: Arc::new(Semaphore::new(max_connections.max(1))),
+            slots: Arc::new(Semaphore::new(cap)),
+            cap,
             idle,
+            epoch: Instant::now(),
+            open: Arc::new(Mutex::new(Vec::new())),
             refused: Arc::new(AtomicU64::new(0)),
         }
     }
-}
 
-impl<I, S> axum_server::accept::Accept<I, S> for Limit {
-    type Stream = Guarded<I>;
-    type Service = S;
-    type Future = Ready<io::Result<(Guarded<I>, S)>>;
-
-    fn accept(&self, stream: I, service: S) -> Self::Future {
-        let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
-            // Dropping the stream closes it at once. One log line per 1024
-            // refusals at most: a flood must not flood the log too.
-            let refused = self.refused.fetch_add(1, Ordering::Relaxed);
-            if refused.is_multiple_of(1024) {
-                tracing::warn!(
-                    target: "keyserver::server",
-                    refused = refused + 1,
-                    "connection limit reached: closing new connections"
-                );
+    /// Asks the connection quiet longest with no request in flight to
+    /// close; false if every connection is busy.
+    fn evict_one(&self) -> bool {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let quietest = open
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|c| {
+                c.in_flight.load(Ordering::Acquire) == 0 && !c.evict.load(Ordering::Acquire)
+            })
+            .min_by_key(|c| c.last.load(Ordering::Acquire));
+        match quietest {
+            Some(conn) => {
+                conn.evict.store(true, Ordering::Release);
+                conn.wake();
+                true
             }
-            return ready(Err(io::Error::other("connection limit reached")));
-        };
-        ready(Ok((Guarded::new(stream, self.idle, slot), service)))
+            None => false,
+        }
+    }
+
+    async fn slot(&self) -> io::Result<OwnedSemaphorePermit> {
+        if let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
+            return Ok(slot);
+        }
+        if self.evict_one() {
+            if let Ok(Ok(slot)) =
+                tokio::time::timeout(EVICT_WAIT, Arc::clone(&self.slots).acquire_owned()).await
+            {
+                return Ok(slot);
+            }
+        }
+        // One log line per 1024 refusals at most: a flood must not flood
+        // the log too.
+        let refused = self.refused.fetch_add(1, Ordering::Relaxed);
+        if refused.is_multiple_of(1024) {
+            tracing::warn!(
+                target: "keyserver::server",
+                refused = refused + 1,
+                "connection limit reached and every connection busy: closing new connections"
+            );
+        }
+        Err(io::Error::other("connection limit reached"))
+    }
+
+    fn register(&self, state: &Arc<ConnState>) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if open.len() >= 2 * self.cap {
+            open.retain(|c| c.strong_count() > 0);
+        }
+        open.push(Arc::downgrade(state));
     }
 }
 
-/// A connection holding one of the cap's slots until it is dropped, and
-/// failing with `TimedOut` once no byte has moved for the idle time.
+impl<I, S> axum_server::accept::Accept<I, S> for Limit
+where
+    I: Send + 'static,
+    S: Send + 'static,
+{
+    type Stream = Guarded<I>;
+    type Service = axum::middleware::AddExtension<S, Arc<ConnState>>;
+    type Future = Pin<Box<dyn Future<Output = io::Result<(Self::Stream, Self::Service)>> + Send>>;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        let limit = self.clone();
+        Box::pin(async move {
+            // A refused stream is dropped here, which closes it.
+            let slot = limit.slot().await?;
+            let state = Arc::new(ConnState {
+                last: AtomicU64::new(limit.now_ms()),
+                in_flight: AtomicUsize::new(0),
+                evict: AtomicBool::new(false),
+                waker: Mutex::new(None),
+            });
+            limit.register(&state);
+            let service = tower_layer::Layer::layer(&axum::Extension(Arc::clone(&state)), service);
+            Ok((Guarded::new(stream, &limit, slot, state), service))
+        })
+    }
+}
+
+impl Limit {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// A connection holding one of the cap's slots until it is dropped, failing
+/// with `TimedOut` once no byte has moved for the idle time, or once it is
+/// evicted while idle.
 pub(crate) struct Guarded<I> {
     inner: I,
     idle: Duration,
-    last: Instant,
+    epoch: Instant,
     timer: Pin<Box<Sleep>>,
+    state: Arc<ConnState>,
     _slot: OwnedSemaphorePermit,
 }
 
 impl<I> Guarded<I> {
-    fn new(inner: I, idle: Duration, slot: OwnedSemaphorePermit) -> Self {
-        let now = Instant::now();
+    fn new(inner: I, limit: &Limit, slot: OwnedSemaphorePermit, state: Arc<ConnState>) -> Self {
         Guarded {
             inner,
-            idle,
-            last: now,
-            timer: Box::pin(tokio::time::sleep_until(now + idle)),
+            idle: limit.idle,
+            epoch: limit.epoch,
+            timer: Box::pin(tokio::time::sleep(limit.idle)),
+            state,
             _slot: slot,
         }
     }
 
-    /// Whether the connection has been idle too long; re-arms the timer
-    /// for the remaining time otherwise (activity only records a time, so
-    /// the hot path never touches the timer wheel).
-    fn poll_idle(&mut self, cx: &mut Context<'_>) -> bool {
+    fn touch(&self) {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.state.last.store(now, Ordering::Release);
+    }
+
+    /// Whether the connection must close: evicted, or idle too long. Re-arms
+    /// the timer for the remaining time otherwise (activity only records a
+    /// time, so the hot path never touches the timer wheel), and leaves the
+    /// waker for an eviction.
+    fn poll_closing(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.state.evict.load(Ordering::Acquire) {
+            return true;
+        }
+        *self
+            .state
+            .waker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
         loop {
             if self.timer.as_mut().poll(cx).is_pending() {
                 return false;
             }
-            let deadline = self.last + self.idle;
+            let last = Duration::from_millis(self.state.last.load(Ordering::Acquire));
+            let deadline = self.epoch + last + self.idle;
             if Instant::now() >= deadline {
                 return true;
             }
@@ -96,7 +228,7 @@ impl<I> Guarded<I> {
     }
 }
 
-fn idle_error() -> io::Error {
+fn closing_error() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "connection idle too long")
 }
 
@@ -110,11 +242,11 @@ impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(result) => {
                 if buf.filled().len() > before {
-                    self.last = Instant::now();
+                    self.touch();
                 }
                 Poll::Ready(result)
             }
-            Poll::Pending if self.poll_idle(cx) => Poll::Ready(Err(idle_error())),
+            Poll::Pending if self.poll_closing(cx) => Poll::Ready(Err(closing_error())),
             Poll::Pending => Poll::Pending,
         }
     }
@@ -129,11 +261,11 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
         match Pin::new(&mut self.inner).poll_write(cx, buf) {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
-                    self.last = Instant::now();
+                    self.touch();
                 }
                 Poll::Ready(Ok(n))
             }
-            Poll::Pending if self.poll_idle(cx) => Poll::Ready(Err(idle_error())),
+            Poll::Pending if self.poll_closing(cx) => Poll::Ready(Err(closing_error())),
             other => other,
         }
     }
@@ -146,11 +278,11 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
         match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
-                    self.last = Instant::now();
+                    self.touch();
                 }
                 Poll::Ready(Ok(n))
             }
-            Poll::Pending if self.poll_idle(cx) => Poll::Ready(Err(idle_error())),
+            Poll::Pending if self.poll_closing(cx) => Poll::Ready(Err(closing_error())),
             other => other,
         }
     }

@@ -115,6 +115,12 @@ pub(crate) async fn check(gate: Arc<Gate>, request: Request, next: Next) -> Resp
             );
         }
     }
+    // Counted as in flight on its connection until answered, so that the
+    // connection limit never evicts a connection with a request running.
+    let _in_flight = request
+        .extensions()
+        .get::<Arc<super::conn::ConnState>>()
+        .map(super::conn::ConnState::request);
     next.run(request).await
 }
 

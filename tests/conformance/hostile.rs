@@ -1,0 +1,471 @@
+//! Hostile network clients against a running server, on loopback, bounded in
+//! count and time: connections that never finish, more connections than the
+//! server may hold, request bodies that would pin its memory, web pages, and
+//! a shutdown with CPU work in flight. Each bound waited on is generous (the
+//! machines are noisy); what is asserted is the behaviour, not a speed.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keyserver::backends::{MemoryStorage, RustCrypto};
+use keyserver::transports::{HttpServer, ServerConfig, XmlRpc};
+use keyserver::{KeyServer, KeyService, Strength};
+
+const STATUS_XML: &str = "<?xml version=\"1.0\"?><methodCall><methodName>status</methodName>\
+                          <params></params></methodCall>";
+const GENERATE_XML: &str = "<?xml version=\"1.0\"?><methodCall><methodName>generate</methodName>\
+                            <params></params></methodCall>";
+
+fn keys() -> Arc<KeyServer<RustCrypto, MemoryStorage>> {
+    Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new()))
+}
+
+async fn serve(
+    keys: Arc<KeyServer<RustCrypto, MemoryStorage>>,
+    config: ServerConfig,
+) -> HttpServer {
+    HttpServer::start(
+        keys,
+        ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..config
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Reads until the server closes the connection (or `bound` passes, which
+/// fails the test); returns what it sent.
+fn read_until_closed(stream: &mut TcpStream, bound: Duration) -> String {
+    stream.set_read_timeout(Some(bound)).unwrap();
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            // A reset is a close too.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!(
+                "the server kept the connection open for {:?}: {e}",
+                start.elapsed()
+            ),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// A raw HTTP/1.1 POST; returns the status line's code and the body.
+fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let answer = read_until_closed(&mut stream, Duration::from_secs(30));
+    let code = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, answer)
+}
+
+/// Connections that never send a request, stop half way through the headers,
+/// or trickle a body are closed by the server within its time-outs, and the
+/// slow body is answered with the time-out code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_partial_header_and_slow_body_connections_are_closed() {
+    let http = serve(
+        keys(),
+        ServerConfig {
+            header_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    let addr = http.local_addr();
+    let results = tokio::task::spawn_blocking(move || {
+        let idle = TcpStream::connect(addr).unwrap();
+        let mut partial = TcpStream::connect(addr).unwrap();
+        partial
+            .write_all(b"POST /RPC2 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: te")
+            .unwrap();
+        let mut slow = TcpStream::connect(addr).unwrap();
+        slow.write_all(
+            b"POST /RPC2 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml\r\n\
+              Content-Length: 1000\r\n\r\n<?xml version",
+        )
+        .unwrap();
+        let bound = Duration::from_secs(20);
+        let mut idle = idle;
+        (
+            read_until_closed(&mut idle, bound),
+            read_until_closed(&mut partial, bound),
+            read_until_closed(&mut slow, bound),
+        )
+    })
+    .await
+    .unwrap();
+    let (idle, partial, slow) = results;
+    assert_eq!(idle, "", "nothing to answer");
+    assert!(
+        partial.is_empty() || partial.starts_with("HTTP/1.1 408"),
+        "{partial}"
+    );
+    assert!(
+        slow.contains("<int>7</int>") || slow.contains("<i4>7</i4>"),
+        "{slow}"
+    );
+    // Still serving.
+    let client = XmlRpc::new(&http.url()).unwrap();
+    assert_eq!(client.status().await.unwrap().keys, 0);
+    http.shutdown().await;
+}
+
+/// More idle connections than the server may hold: each new one takes the
+/// place of the quietest idle one, so a client with a request still gets in;
+/// the server never holds more than its cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_beyond_the_cap_do_not_lock_out_a_client() {
+    let http = serve(
+        keys(),
+        ServerConfig {
+            max_connections: 16,
+            ..Default::default()
+        },
+    )
+    .await;
+    let addr = http.local_addr();
+    let idle: Vec<TcpStream> = (0..48).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let client = XmlRpc::new(&http.url()).unwrap();
+    for _ in 0..3 {
+        assert_eq!(client.status().await.unwrap().keys, 0);
+    }
+    // Of the 48, at most 16 - 1 can still be open (the client holds one).
+    let open = tokio::task::spawn_blocking(move || {
+        idle.into_iter()
+            .filter(|s| {
+                s.set_nonblocking(true).unwrap();
+                let mut b = [0u8; 1];
+                matches!((&*s).read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            })
+            .count()
+    })
+    .await
+    .unwrap();
+    assert!(open <= 15, "{open} idle connections still open");
+    http.shutdown().await;
+}
+
+/// Web pages cannot drive the server: a cross-origin "simple" POST
+/// (`text/plain`) is refused with 415 before anything runs, a foreign `Host`
+/// (DNS rebinding) with 421, and no answer carries a CORS header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_cross_origin_and_rebinding_are_refused() {
+    let keys = keys();
+    let http = serve(
+        Arc::clone(&keys),
+        ServerConfig {
+            allowed_hosts: vec!["keys.example".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    let addr = http.local_addr();
+    let host = addr.to_string();
+    let cases = tokio::task::spawn_blocking(move || {
+        let evil = [("Host", host.as_str()), ("Origin", "http://evil.example")];
+        let plain = [evil[0], evil[1], ("Content-Type", "text/plain")];
+        let json_as_plain = [
+            evil[0],
+            evil[1],
+            ("Content-Type", "text/plain;charset=UTF-8"),
+        ];
+        let form = [
+            evil[0],
+            evil[1],
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ];
+        let rebound = [("Host", "evil.example:8731"), ("Content-Type", "text/xml")];
+        let named = [("Host", "keys.example"), ("Content-Type", "text/xml")];
+        let json_body = r#"{"jsonrpc":"2.0","method":"generate","params":[],"id":1}"#;
+        vec![
+            post(addr, "/RPC2", &plain, GENERATE_XML),
+            post(addr, "/RPC2", &form, GENERATE_XML),
+            post(addr, "/jsonrpc", &json_as_plain, json_body),
+            post(addr, "/RPC2", &evil, GENERATE_XML),
+            post(addr, "/RPC2", &rebound, GENERATE_XML),
+            post(addr, "/RPC2", &named, STATUS_XML),
+        ]
+    })
+    .await
+    .unwrap();
+    let codes: Vec<u16> = cases.iter().map(|(c, _)| *c).collect();
+    assert_eq!(codes, [415, 415, 415, 415, 421, 200], "{cases:?}");
+    for (_, answer) in &cases {
+        assert!(
+            !answer.to_ascii_lowercase().contains("access-control-"),
+            "{answer}"
+        );
+    }
+    assert_eq!(keys.len(), 0, "no key was made");
+    // A CORS preflight is not granted either.
+    let preflight = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(
+            format!(
+                "OPTIONS /jsonrpc HTTP/1.1\r\nHost: {addr}\r\nOrigin: http://evil.example\r\n\
+                 Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        read_until_closed(&mut s, Duration::from_secs(30))
+    })
+    .await
+    .unwrap();
+    assert!(!preflight.starts_with("HTTP/1.1 2"), "{preflight}");
+    assert!(
+        !preflight.to_ascii_lowercase().contains("access-control-"),
+        "{preflight}"
+    );
+    http.shutdown().await;
+}
+
+/// Strengths a client may ask for are the server's to choose: by default
+/// only its own, so nobody can make it spend minutes on an RSA-15360 key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_asks_only_for_allowed_strengths() {
+    let keys = Arc::new(
+        KeyServer::new(RustCrypto::new(), MemoryStorage::new())
+            .with_allowed_strengths(&[Strength::S128]),
+    );
+    let http = serve(Arc::clone(&keys), ServerConfig::default()).await;
+    let client = XmlRpc::new(&http.url()).unwrap();
+    for strength in [Strength::S192, Strength::S256] {
+        let err = client.generate(Some(strength)).await.unwrap_err();
+        assert_eq!(err.code(), 4, "{err}");
+    }
+    assert_eq!(keys.len(), 0);
+    http.shutdown().await;
+}
+
+/// The `keyserver serve` binary as a child process with `args`, its
+/// descriptor limit set by `prlimit` when given.
+struct Child_ {
+    child: Child,
+    url: String,
+}
+
+impl Child_ {
+    fn start(args: &[&str], nofile: Option<u32>) -> Option<Self> {
+        use std::io::BufRead;
+        let bin = env!("CARGO_BIN_EXE_keyserver");
+        let mut command = match nofile {
+            Some(n) => {
+                if Command::new("prlimit").arg("--version").output().is_err() {
+                    crate::common::unavailable("prlimit (util-linux)", "not installed");
+                    return None;
+                }
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = command
+            .args(["serve", "--listen", "127.0.0.1:0", "--storage", "memory"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        let url = first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap()
+            .to_string();
+        std::thread::spawn(move || for _ in lines {});
+        Some(Child_ { child, url })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.url.trim_start_matches("http://").parse().unwrap()
+    }
+
+    /// `VmHWM` (peak resident memory) of the server process, in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Child_ {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// With the descriptor limit lowered to 100, 150 idle connections still
+/// leave `status` answering: the server caps its connections below the
+/// limit (so accept never fails for want of a descriptor) and evicts idle
+/// ones for new clients.
+#[test]
+fn more_idle_connections_than_descriptors_still_leave_status_answering() {
+    let Some(server) = Child_::start(&[], Some(100)) else {
+        return;
+    };
+    let addr = server.addr();
+    let idle: Vec<TcpStream> = (0..150)
+        .filter_map(|_| TcpStream::connect(addr).ok())
+        .collect();
+    assert!(idle.len() >= 100, "{} connected", idle.len());
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..3 {
+        let (code, answer) = post(addr, "/RPC2", &[("Content-Type", "text/xml")], STATUS_XML);
+        assert_eq!(code, 200, "{answer}");
+        assert!(answer.contains("<name>keys</name>"), "{answer}");
+    }
+    drop(idle);
+}
+
+/// 300 clients each start a 1 MiB request body and stop one byte short: the
+/// server holds at most its request-memory budget (16 MiB here) of them;
+/// the others are answered "busy" (HTTP 503, code 12). Without the budget
+/// this pinned about 300 MiB. Asserted on the server's peak resident
+/// memory, not on time.
+#[test]
+fn partial_bodies_stay_within_the_memory_budget() {
+    let budget_mib = 16u64;
+    let Some(server) = Child_::start(
+        &[
+            "--max-request-memory",
+            &(budget_mib << 20).to_string(),
+            "--request-timeout",
+            "20",
+        ],
+        None,
+    ) else {
+        return;
+    };
+    let addr = server.addr();
+    let baseline = server.peak_rss_kib();
+    let body = vec![b' '; (1 << 20) - 1];
+    let header = format!(
+        "POST /RPC2 HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n",
+        1 << 20
+    );
+    let clients: Vec<_> = (0..300)
+        .map(|_| {
+            let (header, body) = (header.clone(), body.clone());
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).ok()?;
+                s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+                s.write_all(header.as_bytes()).ok()?;
+                // A refused request stops being read: the write then stalls
+                // (and times out), which is fine.
+                let _ = s.write_all(&body);
+                Some(s)
+            })
+        })
+        .collect();
+    let held: Vec<TcpStream> = clients
+        .into_iter()
+        .filter_map(|c| c.join().unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let peak = server.peak_rss_kib();
+    let grown_mib = peak.saturating_sub(baseline) / 1024;
+    println!(
+        "baseline {baseline} KiB, peak {peak} KiB: +{grown_mib} MiB for 300 partial 1 MiB bodies"
+    );
+    assert!(
+        grown_mib < budget_mib + 48,
+        "the server grew by {grown_mib} MiB (budget {budget_mib} MiB)"
+    );
+    // Busy answers were given, and the server still answers.
+    let (code, answer) = post(addr, "/RPC2", &[("Content-Type", "text/xml")], STATUS_XML);
+    assert!(code == 200 || code == 503, "{answer}");
+    drop(held);
+    let (code, answer) = post(addr, "/RPC2", &[("Content-Type", "text/xml")], STATUS_XML);
+    assert_eq!(code, 200, "{answer}");
+}
+
+/// SIGTERM while an RSA-15360 key (minutes of CPU) is being generated: the
+/// process exits within its grace period, and the key nobody will receive
+/// is not acknowledged.
+#[test]
+fn sigterm_exits_within_the_grace_period_with_cpu_work_in_flight() {
+    let Some(mut server) = Child_::start(
+        &[
+            "--kek-pool",
+            "0",
+            "--allow-strengths",
+            "128,256",
+            "--generate-workers",
+            "1",
+            "--grace-period",
+            "2",
+        ],
+        None,
+    ) else {
+        return;
+    };
+    let addr = server.addr();
+    let generate = std::thread::spawn(move || {
+        post(
+            addr,
+            "/RPC2",
+            &[("Content-Type", "text/xml")],
+            "<?xml version=\"1.0\"?><methodCall><methodName>generate</methodName>\
+             <params><param><value><int>256</int></value></param></params></methodCall>",
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "still running {:?} after SIGTERM",
+            start.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    println!("exited {:?} after SIGTERM", start.elapsed());
+    // The request was never acknowledged with a KEK.
+    let (_, answer) = generate.join().unwrap();
+    assert!(!answer.contains("PRIVATE KEY"), "{answer}");
+}
