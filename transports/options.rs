@@ -15,6 +15,12 @@ pub struct ClientOptions {
     pub timeout: std::time::Duration,
     /// TLS settings for `https://` URLs.
     pub tls: ClientTls,
+    /// Allow calls that carry key material (`generate`, which answers with a
+    /// KEK; `get_key`, which sends one and answers with a DEK) over plain
+    /// `http://` to a host that is not loopback. Off by default: they are
+    /// refused with [`Error::Policy`](crate::Error::Policy) before anything
+    /// is sent. Only behind a TLS-terminating proxy on the same host.
+    pub insecure: bool,
 }
 
 impl Default for ClientOptions {
@@ -22,6 +28,76 @@ impl Default for ClientOptions {
         ClientOptions {
             timeout: std::time::Duration::from_secs(30),
             tls: ClientTls::default(),
+            insecure: false,
+        }
+    }
+}
+
+/// Refuses `call` if it carries key material and `base` is plain HTTP to a
+/// host that is not loopback, unless `insecure`.
+pub(crate) fn check_clear(
+    base: &str,
+    call: &crate::api::Call,
+    insecure: bool,
+) -> crate::Result<()> {
+    use crate::api::Call;
+    let carries_keys = matches!(call, Call::Generate(_) | Call::GetKey(_));
+    let Some(rest) = base.strip_prefix("http://") else {
+        return Ok(());
+    };
+    if !carries_keys || insecure || is_loopback_host(rest) {
+        return Ok(());
+    }
+    Err(crate::Error::Policy {
+        reason: format!(
+            "refusing to send {} over plain HTTP to {rest}: key material would cross the network \
+             in clear. Use https://, or say insecure explicitly",
+            call.method().name
+        ),
+    })
+}
+
+/// Whether `host[:port][/...]` names this machine: `localhost`,
+/// `*.localhost`, 127.0.0.0/8 or `[::1]`.
+fn is_loopback_host(authority: &str) -> bool {
+    let authority = authority.split('/').next().unwrap_or("");
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    let host = host.to_ascii_lowercase();
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for ok in [
+            "127.0.0.1:8731",
+            "127.1.2.3",
+            "localhost:1",
+            "LOCALHOST",
+            "a.localhost",
+            "[::1]:8731",
+        ] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for no in [
+            "10.0.0.1:8731",
+            "keys.example",
+            "localhost.example",
+            "[::2]:1",
+            "128.0.0.1",
+        ] {
+            assert!(!is_loopback_host(no), "{no}");
         }
     }
 }

@@ -264,6 +264,10 @@ pub(crate) struct ClientArgs {
     /// Seconds to wait for the server.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
+    /// Allow sending or receiving key material over plain http:// to a host
+    /// that is not loopback (only behind a TLS-terminating proxy).
+    #[arg(long, env = "KEYSERVER_INSECURE")]
+    pub insecure: bool,
     /// Unwrap the DEK here (the KEK never leaves this machine) instead of on the server.
     #[arg(long)]
     pub client_unwrap: bool,

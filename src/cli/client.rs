@@ -23,6 +23,7 @@ pub(crate) fn client(args: &ClientArgs) -> Result<KeyClient<Box<dyn Transport>>,
             client_cert: args.client_cert.clone(),
             client_key: args.client_key.clone(),
         },
+        insecure: args.insecure,
     };
     let transport: Box<dyn Transport> = match args.transport {
         Protocol::Xmlrpc => Box::new(XmlRpc::with_options(&args.server, options)?),

@@ -469,3 +469,118 @@ fn sigterm_exits_within_the_grace_period_with_cpu_work_in_flight() {
     let (_, answer) = generate.join().unwrap();
     assert!(!answer.contains("PRIVATE KEY"), "{answer}");
 }
+
+/// A server that answers every request with a redirect to another listener
+/// gets no KEK re-sent there by either client; and neither client sends or
+/// asks for key material over plain HTTP to a host that is not loopback
+/// unless told `insecure`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_follow_no_redirect_and_keep_keys_off_plain_http() {
+    use keyserver::transports::{ClientOptions, JsonRpc};
+    use keyserver::Transport;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = elsewhere.local_addr().unwrap();
+    let reached = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tokio::spawn({
+        let reached = Arc::clone(&reached);
+        async move {
+            while let Ok((_, _)) = elsewhere.accept().await {
+                reached.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    let redirector = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", redirector.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = redirector.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let _ = s.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{target}/RPC2\r\n\
+                     Content-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    let kek = crate::common::fixture_kek(2048);
+    let clients: Vec<Box<dyn Transport>> = vec![
+        Box::new(XmlRpc::new(&url).unwrap()),
+        Box::new(JsonRpc::new(&url).unwrap()),
+    ];
+    for client in &clients {
+        let err = client.get_key(&kek).await.unwrap_err();
+        assert_eq!(err.code(), 11, "{err}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !reached.load(std::sync::atomic::Ordering::SeqCst),
+        "a redirect was followed"
+    );
+
+    // Plain HTTP off loopback: refused before anything is sent.
+    let remote = "http://192.0.2.1:8731"; // TEST-NET-1: never routed
+    let clients: Vec<Box<dyn Transport>> = vec![
+        Box::new(XmlRpc::new(remote).unwrap()),
+        Box::new(JsonRpc::new(remote).unwrap()),
+    ];
+    for client in &clients {
+        for err in [
+            client.get_key(&kek).await.unwrap_err(),
+            client.generate(None).await.unwrap_err(),
+        ] {
+            assert_eq!(err.code(), 4, "{err}");
+            assert!(err.to_string().contains("plain HTTP"), "{err}");
+        }
+    }
+    // Told insecure, the client tries (and, here, cannot connect).
+    let options = ClientOptions {
+        insecure: true,
+        timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let client = XmlRpc::with_options(remote, options).unwrap();
+    assert_eq!(client.get_key(&kek).await.unwrap_err().code(), 11);
+}
+
+/// The CLI refuses to fetch a key from a plain-HTTP server off loopback
+/// unless told --insecure.
+#[test]
+fn the_cli_keeps_keys_off_plain_http() {
+    let out = Command::new(env!("CARGO_BIN_EXE_keyserver"))
+        .args([
+            "generate",
+            "--server",
+            "http://192.0.2.1:8731",
+            "--timeout",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("plain HTTP") && stderr.contains("insecure"),
+        "{stderr}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_keyserver"))
+        .args([
+            "generate",
+            "--insecure",
+            "--server",
+            "http://192.0.2.1:8731",
+            "--timeout",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -32,6 +32,7 @@ use crate::{Error, ErrorCode, Result, Transport};
 #[derive(Clone, Debug)]
 pub struct JsonRpc {
     base: String,
+    insecure: bool,
     client: HttpClient<jsonrpsee::http_client::RpcService<jsonrpsee::http_client::HttpBackend>>,
 }
 
@@ -65,7 +66,11 @@ impl JsonRpc {
                 message: "cannot build the JSON-RPC client".into(),
                 source: Some(Box::new(e)),
             })?;
-        Ok(JsonRpc { base, client })
+        Ok(JsonRpc {
+            base,
+            insecure: options.insecure,
+            client,
+        })
     }
 }
 
@@ -76,6 +81,7 @@ impl Transport for JsonRpc {
     }
 
     async fn send(&self, call: Call) -> Result<Reply> {
+        crate::transports::options::check_clear(&self.base, &call, self.insecure)?;
         let method = call.method().name;
         let mut params = ArrayParams::new();
         for value in call.clone().into_params() {

@@ -30,6 +30,7 @@ pub struct XmlRpc {
     base: String,
     endpoint: String,
     http: reqwest::Client,
+    insecure: bool,
 }
 
 impl XmlRpc {
@@ -51,6 +52,9 @@ impl XmlRpc {
         let tls = crate::transports::tls::client_config(&options.tls)?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
+            // A redirect would re-send the request (a KEK) wherever the
+            // answer points: never followed.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(options.timeout)
             .connect_timeout(options.timeout)
             .build()
@@ -62,6 +66,7 @@ impl XmlRpc {
             endpoint: format!("{base}{XMLRPC_PATH}"),
             base,
             http,
+            insecure: options.insecure,
         })
     }
 }
@@ -73,6 +78,7 @@ impl Transport for XmlRpc {
     }
 
     async fn send(&self, call: Call) -> Result<Reply> {
+        crate::transports::options::check_clear(&self.base, &call, self.insecure)?;
         let body = codec::encode_call(call.clone())?;
         let response = self
             .http
