@@ -353,20 +353,20 @@ pub fn rsa_key_pair_check<C: CipherSuite>(suite: &C) {
         ("dq", |k| &mut k.exponent2),
         ("qinv", |k| &mut k.coefficient),
     ];
+    // Every malformed KEK is refused with the same error, code 2 (invalid
+    // key), by the path every KEK takes: the core's parse, then the suite's
+    // check. The same set runs against every suite, so suites agree.
+    let mut malformed: Vec<(String, Vec<u8>)> = Vec::new();
     for (name, field) in fields {
         let mut bad = key.clone();
         let changed = flip(*field(&mut bad));
         *field(&mut bad) = UintRef::new(&changed).unwrap();
-        let err = suite.rsa_check_key_pair(&rebuild(&bad)).unwrap_err();
-        assert!(matches!(err, Error::InvalidKey { .. }), "{name}: {err:?}");
+        malformed.push((format!("{name} with a bit flipped"), rebuild(&bad)));
     }
     let mut swapped = key.clone();
     std::mem::swap(&mut swapped.prime1, &mut swapped.prime2);
     std::mem::swap(&mut swapped.exponent1, &mut swapped.exponent2);
-    assert!(
-        suite.rsa_check_key_pair(&rebuild(&swapped)).is_err(),
-        "p and q swapped"
-    );
+    malformed.push(("p and q swapped".into(), rebuild(&swapped)));
     let one = UintRef::new(&[1]).unwrap();
     let forged = pkcs1::RsaPrivateKeyRef {
         private_exponent: one,
@@ -377,10 +377,40 @@ pub fn rsa_key_pair_check<C: CipherSuite>(suite: &C) {
         coefficient: one,
         ..key.clone()
     };
-    assert!(
-        suite.rsa_check_key_pair(&rebuild(&forged)).is_err(),
-        "forged"
-    );
+    malformed.push(("every private field 1".into(), rebuild(&forged)));
+    // Longer than the modulus allows (the OpenSSL CPU-burn of the hardening
+    // issue: 10 KB to 200 KB exponents).
+    let n_len = key.modulus.as_bytes().len();
+    for (name, len) in [("d", 4 * n_len), ("d", 50_000), ("p", n_len)] {
+        let big = vec![0x7f; len];
+        let mut bad = key.clone();
+        let field = if name == "d" {
+            &mut bad.private_exponent
+        } else {
+            &mut bad.prime1
+        };
+        *field = UintRef::new(&big).unwrap();
+        malformed.push((format!("{name} of {len} bytes"), rebuild(&bad)));
+    }
+    let modulus = key.modulus.as_bytes().to_vec();
+    let mut bad = key.clone();
+    bad.private_exponent = UintRef::new(&modulus).unwrap();
+    malformed.push(("d equal to n".into(), rebuild(&bad)));
+    let zero = UintRef::new(&[0]).unwrap();
+    let mut bad = key.clone();
+    bad.private_exponent = zero;
+    malformed.push(("d zero".into(), rebuild(&bad)));
+    let mut bad = key.clone();
+    bad.public_exponent = one;
+    malformed.push(("e = 1".into(), rebuild(&bad)));
+
+    for (name, der) in &malformed {
+        let err = crate::Kek::from_pkcs8_der(der)
+            .and_then(|kek| suite.rsa_check_key_pair(kek.pkcs8_der()))
+            .expect_err(name);
+        assert!(matches!(err, Error::InvalidKey { .. }), "{name}: {err:?}");
+        assert_eq!(err.code(), 2, "{name}: {err}");
+    }
 }
 
 /// The large fixture KEKs (7680 and 15360 bits) work through PEM, SPKI and
