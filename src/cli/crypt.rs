@@ -62,7 +62,8 @@ pub(crate) async fn crypt(args: CryptArgs, encrypting: bool) -> Result<(), Failu
     match result {
         Ok(_) => sink.commit(),
         Err(e) => {
-            sink.abort();
+            // Dropping the sink removes its temporary file.
+            drop(sink);
             Err(e.into())
         }
     }

@@ -30,13 +30,27 @@ pub(crate) fn create_private_file(path: &Path) -> Result<(PathBuf, File), Failur
 /// removed on failure); or, for an existing path that is not a regular file
 /// (`/dev/null`, a FIFO, a terminal), that path written directly; or stdout.
 pub(crate) enum Sink {
-    File {
-        tmp: PathBuf,
-        dest: PathBuf,
-        file: File,
-    },
+    File(TmpOut),
     Special(File),
     Stdout(std::io::Stdout),
+}
+
+/// A temporary output file, removed when dropped unless it was renamed into
+/// place: every failure path (an error, an early return, a panic) leaves no
+/// partial output behind.
+pub(crate) struct TmpOut {
+    tmp: PathBuf,
+    dest: PathBuf,
+    file: File,
+    done: bool,
+}
+
+impl Drop for TmpOut {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 impl Sink {
@@ -49,7 +63,14 @@ impl Sink {
         // such outputs are written in place; they have no partial file to
         // protect anyway.
         if let Ok(meta) = std::fs::metadata(dest) {
-            if !meta.is_file() && !meta.is_dir() {
+            if meta.is_dir() {
+                // Refused before anything is read or decrypted.
+                return Err(usage(format!(
+                    "--out {}: is a directory; name a file",
+                    dest.display()
+                )));
+            }
+            if !meta.is_file() {
                 let file = OpenOptions::new()
                     .write(true)
                     .open(dest)
@@ -71,35 +92,34 @@ impl Sink {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| io_failure(format!("cannot create {}", tmp.display()), e))?;
-        Ok(Sink::File {
+        Ok(Sink::File(TmpOut {
             tmp,
             dest: dest.to_path_buf(),
             file,
-        })
+            done: false,
+        }))
     }
 
     pub fn writer(&mut self) -> Box<dyn Write + Send + '_> {
         match self {
-            Sink::File { file, .. } | Sink::Special(file) => {
+            Sink::File(TmpOut { file, .. }) | Sink::Special(file) => {
                 Box::new(std::io::BufWriter::with_capacity(1 << 16, file))
             }
             Sink::Stdout(out) => Box::new(std::io::BufWriter::with_capacity(1 << 16, out)),
         }
     }
 
+    /// Puts the output in place; on failure the temporary file is removed
+    /// (when `self` drops).
     pub fn commit(self) -> Result<(), Failure> {
-        if let Sink::File { tmp, dest, file } = self {
-            file.sync_all()
-                .map_err(|e| io_failure(format!("cannot write {}", tmp.display()), e))?;
-            std::fs::rename(&tmp, &dest)
-                .map_err(|e| io_failure(format!("cannot create {}", dest.display()), e))?;
+        if let Sink::File(mut out) = self {
+            out.file
+                .sync_all()
+                .map_err(|e| io_failure(format!("cannot write {}", out.tmp.display()), e))?;
+            std::fs::rename(&out.tmp, &out.dest)
+                .map_err(|e| io_failure(format!("cannot create {}", out.dest.display()), e))?;
+            out.done = true;
         }
         Ok(())
-    }
-
-    pub fn abort(self) {
-        if let Sink::File { tmp, .. } = self {
-            let _ = std::fs::remove_file(tmp);
-        }
     }
 }

@@ -335,6 +335,33 @@ fn cli_end_to_end() {
     );
     assert!(!dir.join("t.bin").exists());
 
+    // An --out that is an existing directory is refused (usage, 2) before
+    // anything is decrypted; no temporary file is left anywhere, on this or
+    // on any failure above.
+    std::fs::create_dir(dir.join("outdir")).unwrap();
+    let out = run(
+        &[
+            "decrypt",
+            "--kek",
+            "kek.pem",
+            "--in",
+            "sealed.kss",
+            "--out",
+            "outdir",
+        ],
+        dir,
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is a directory"), "{}", stderr(&out));
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(std::fs::read_dir(dir.join("outdir")).unwrap().count(), 0);
+
     // A KEK the server does not know: 4. A file that is not a KEK: 1.
     let stranger = crate::common::fixture_kek(3072);
     std::fs::write(dir.join("stranger.pem"), stranger.to_pem().as_bytes()).unwrap();
