@@ -19,7 +19,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -105,6 +105,39 @@ fn io_error(message: String, e: std::io::Error) -> Error {
     Error::storage(NAME, message, e)
 }
 
+/// A storage error whose message says what failed and whose source names
+/// the path: a server sends clients only the message (no server paths);
+/// its log and a local caller's report show the source too.
+fn path_error(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::storage(
+        NAME,
+        what,
+        PathIo {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    )
+}
+
+/// An I/O error on a path.
+#[derive(Debug)]
+struct PathIo {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+impl std::fmt::Display for PathIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.source)
+    }
+}
+
+impl std::error::Error for PathIo {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
 impl FileStorage {
     /// Opens (creating if needed) the store in `dir`, with fsync durability.
     ///
@@ -141,6 +174,24 @@ impl Inner {
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
             Err(e) => Err(io_error(format!("creating directory {shown}"), e)),
         }?;
+        // An existing directory keeps the mode it had: one that group or
+        // others may enter would expose the records' names (the key ids)
+        // and, if writable, the records themselves.
+        let mode = fs::metadata(&dir)
+            .map_err(|e| io_error(format!("reading {shown}"), e))?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(Error::Storage {
+                backend: NAME.into(),
+                message: format!(
+                    "the store {shown} is open to group or others (mode {mode:03o}); \
+                     run: chmod 700 {shown}"
+                ),
+                source: None,
+            });
+        }
         let marker = dir.join(MARKER);
         let lock = OpenOptions::new()
             .read(true)
@@ -199,7 +250,7 @@ impl Inner {
                 )
                 .map_err(|e| io_error(format!("initialising {shown}"), e))?;
             }
-            Err(e) => return Err(io_error(format!("reading {}", marker.display()), e)),
+            Err(e) => return Err(path_error("reading the store marker", &marker, e)),
         }
         let count = recover(&dir)?;
         Ok(Inner {
@@ -231,7 +282,7 @@ impl Inner {
             Ok(()) if self.sync() => sync_parent(&shard)?,
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io_error(format!("creating {}", shard.display()), e)),
+            Err(e) => return Err(path_error("creating a shard directory", &shard, e)),
         }
         let tmp = shard.join(format!(
             "{TMP_PREFIX}{id}-{}-{}",
@@ -336,8 +387,7 @@ fn recover(dir: &Path) -> Result<u64> {
     let mut removed = false;
     for_each_entry(dir, |path, name| {
         if name.starts_with(TMP_PREFIX) {
-            fs::remove_file(path)
-                .map_err(|e| io_error(format!("removing {}", path.display()), e))?;
+            fs::remove_file(path).map_err(|e| path_error("removing a temporary file", path, e))?;
             removed = true;
         } else if parse_record_name(name).is_some() {
             count += 1;
@@ -366,9 +416,9 @@ fn for_each_record(dir: &Path, mut f: impl FnMut(KeyId)) -> Result<()> {
 
 fn for_each_shard(dir: &Path, mut f: impl FnMut(&Path) -> Result<()>) -> Result<()> {
     let entries =
-        fs::read_dir(dir).map_err(|e| io_error(format!("reading {}", dir.display()), e))?;
+        fs::read_dir(dir).map_err(|e| path_error("reading the store directory", dir, e))?;
     for entry in entries {
-        let entry = entry.map_err(|e| io_error(format!("reading {}", dir.display()), e))?;
+        let entry = entry.map_err(|e| path_error("reading the store directory", dir, e))?;
         let name = entry.file_name();
         let is_shard = name.len() == 2
             && name
@@ -384,9 +434,9 @@ fn for_each_shard(dir: &Path, mut f: impl FnMut(&Path) -> Result<()>) -> Result<
 fn for_each_entry(dir: &Path, mut f: impl FnMut(&Path, &str) -> Result<()>) -> Result<()> {
     for_each_shard(dir, |shard| {
         let entries =
-            fs::read_dir(shard).map_err(|e| io_error(format!("reading {}", shard.display()), e))?;
+            fs::read_dir(shard).map_err(|e| path_error("reading a shard directory", shard, e))?;
         for entry in entries {
-            let entry = entry.map_err(|e| io_error(format!("reading {}", shard.display()), e))?;
+            let entry = entry.map_err(|e| path_error("reading a shard directory", shard, e))?;
             if let Some(name) = entry.file_name().to_str() {
                 f(&entry.path(), name)?;
             }
@@ -413,7 +463,7 @@ fn write_durably(dir: &Path, name: &str, bytes: &[u8], tmp_name: &str) -> std::i
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| io_error(format!("syncing directory {}", dir.display()), e))
+        .map_err(|e| path_error("syncing a directory", dir, e))
 }
 
 fn sync_parent(path: &Path) -> Result<()> {

@@ -86,17 +86,17 @@ impl fmt::Debug for KeyId {
 impl FromStr for KeyId {
     type Err = Error;
 
-    /// Parses 64 lowercase or uppercase hex digits.
+    /// Parses 64 lowercase hex digits, the one form a key id is written
+    /// in (so that one key has one spelling in logs, file names and URLs).
     fn from_str(s: &str) -> Result<Self> {
-        if s.len() != 64 {
-            return Err(Error::InvalidKey {
-                reason: "a key id is 64 hex digits".into(),
-            });
+        let invalid = || Error::InvalidKey {
+            reason: "a key id is 64 lowercase hex digits".into(),
+        };
+        if s.len() != 64 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(invalid());
         }
         let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out).map_err(|_| Error::InvalidKey {
-            reason: "a key id is 64 hex digits".into(),
-        })?;
+        hex::decode_to_slice(s, &mut out).map_err(|_| invalid())?;
         Ok(KeyId(out))
     }
 }

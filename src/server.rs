@@ -102,7 +102,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     ///     .with_allowed_strengths(&[Strength::S128]);
     /// let err = keys.generate_with_strength(Strength::S256).await.unwrap_err();
     /// assert_eq!(err.code(), 4);
-    /// # }).unwrap();
+    /// # });
     /// ```
     pub fn with_allowed_strengths(mut self, strengths: &[Strength]) -> Self {
         let mut allowed = strengths.to_vec();

@@ -74,6 +74,22 @@ fn is_loopback_host(authority: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// `http(s)://host[:port]` without a trailing slash or the protocol path.
+pub(crate) fn base_url(url: &str) -> crate::Result<String> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let trimmed = trimmed
+        .strip_suffix("/RPC2")
+        .or_else(|| trimmed.strip_suffix("/jsonrpc"))
+        .unwrap_or(trimmed);
+    if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) {
+        return Err(crate::Error::Transport {
+            message: format!("not an http:// or https:// URL: {trimmed}"),
+            source: None,
+        });
+    }
+    Ok(trimmed.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,20 +116,4 @@ mod tests {
             assert!(!is_loopback_host(no), "{no}");
         }
     }
-}
-
-/// `http(s)://host[:port]` without a trailing slash or the protocol path.
-pub(crate) fn base_url(url: &str) -> crate::Result<String> {
-    let trimmed = url.trim().trim_end_matches('/');
-    let trimmed = trimmed
-        .strip_suffix("/RPC2")
-        .or_else(|| trimmed.strip_suffix("/jsonrpc"))
-        .unwrap_or(trimmed);
-    if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) {
-        return Err(crate::Error::Transport {
-            message: format!("not an http:// or https:// URL: {trimmed}"),
-            source: None,
-        });
-    }
-    Ok(trimmed.to_string())
 }

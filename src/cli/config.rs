@@ -373,7 +373,8 @@ mod tests {
             | "idle_timeout"
             | "max_streams"
             | "max_request_memory"
-            | "max_batch_expensive" => value.to_string(),
+            | "max_batch_expensive"
+            | "grace_period" => value.to_string(),
             _ => format!("{value:?}"),
         }
     }

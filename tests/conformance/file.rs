@@ -186,7 +186,10 @@ async fn leftover_temporary_files_are_removed_at_open() {
 
 #[tokio::test]
 async fn a_foreign_directory_is_not_taken_over() {
+    use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().unwrap();
+    // (Private, so that it is refused as foreign, not for its mode.)
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     std::fs::write(tmp.path().join("precious.txt"), b"not yours").unwrap();
     let err = FileStorage::open(tmp.path()).await.unwrap_err();
     assert!(err.to_string().contains("not a keyserver store"), "{err}");
@@ -349,6 +352,10 @@ async fn a_full_disk_gives_a_typed_error_and_loses_nothing() {
     let err = failure.expect("a 96 KiB disk fills up");
     assert!(matches!(err, Error::Storage { .. }), "{err:?}");
     assert_eq!(err.code(), 5);
+    // What a server would send a client names no server path; the source
+    // (for the server's log and a local caller) may.
+    let root = disk.path.display().to_string();
+    assert!(!err.to_string().contains(&root), "{err}");
     assert!(!stored.is_empty());
     assert_eq!(store.count(), stored.len() as u64);
     drop(store);
@@ -440,4 +447,26 @@ async fn futures_poll_once<F: std::future::Future + Unpin>(mut future: F) -> Opt
         })
     })
     .await
+}
+
+/// An existing store directory that group or others may enter is refused
+/// at start, with the command that fixes it; after the fix it opens.
+#[tokio::test]
+async fn a_store_open_to_group_or_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    drop(FileStorage::open(&dir).await.unwrap());
+    for open in [0o755, 0o750, 0o701] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(open)).unwrap();
+        let err = FileStorage::open(&dir).await.unwrap_err();
+        assert_eq!(err.code(), 5);
+        assert!(
+            err.to_string()
+                .contains(&format!("chmod 700 {}", dir.display())),
+            "{err}"
+        );
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    FileStorage::open(&dir).await.unwrap();
 }

@@ -584,3 +584,45 @@ fn the_cli_keeps_keys_off_plain_http() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Key ids are lowercase hex only, as documented: an uppercase one is
+/// refused with code 2 by the parser and over both protocols.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uppercase_key_ids_are_refused_everywhere() {
+    let upper = "AB".repeat(32);
+    let err = upper.parse::<keyserver::KeyId>().unwrap_err();
+    assert_eq!(err.code(), 2);
+    assert!(upper.to_lowercase().parse::<keyserver::KeyId>().is_ok());
+    let http = serve(keys(), ServerConfig::default()).await;
+    let addr = http.local_addr();
+    let answers = tokio::task::spawn_blocking(move || {
+        let xml = format!(
+            "<?xml version=\"1.0\"?><methodCall><methodName>contains</methodName><params>\
+             <param><value><string>{upper}</string></value></param></params></methodCall>"
+        );
+        let json =
+            format!(r#"{{"jsonrpc":"2.0","method":"contains","params":["{upper}"],"id":1}}"#);
+        (
+            post(addr, "/RPC2", &[("Content-Type", "text/xml")], &xml).1,
+            post(
+                addr,
+                "/jsonrpc",
+                &[("Content-Type", "application/json")],
+                &json,
+            )
+            .1,
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        answers
+            .0
+            .contains("<name>faultCode</name><value><i4>2</i4>")
+            || answers.0.contains("<int>2</int>"),
+        "{}",
+        answers.0
+    );
+    assert!(answers.1.contains(r#""code":2"#), "{}", answers.1);
+    http.shutdown().await;
+}

@@ -151,11 +151,22 @@ pub(crate) fn log_request<T>(
             protocol, method, key_id = %key_id, outcome = "ok", latency_ms,
             "{protocol} {method} {key_id} ok {latency_ms:.2}ms"
         ),
-        Err(e) => tracing::warn!(
-            target: "keyserver::access",
-            protocol, method, key_id = %key_id, outcome = "error", code = e.code(), latency_ms,
-            "{protocol} {method} {key_id} error {} ({e}) {latency_ms:.2}ms", e.code()
-        ),
+        Err(e) => {
+            // The causes go to the log only (a client gets the error's own
+            // text, which names no server path).
+            let mut detail = e.to_string();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                detail.push_str(": ");
+                detail.push_str(&c.to_string());
+                cause = c.source();
+            }
+            tracing::warn!(
+                target: "keyserver::access",
+                protocol, method, key_id = %key_id, outcome = "error", code = e.code(), latency_ms,
+                "{protocol} {method} {key_id} error {} ({detail}) {latency_ms:.2}ms", e.code()
+            )
+        }
     }
 }
 
