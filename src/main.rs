@@ -13,6 +13,13 @@
 //! the server is busy.
 
 mod cli;
+mod wipe;
+
+/// Every heap block is wiped when it is freed (see `wipe.rs`): request and
+/// response buffers of the HTTP stack, parser scratch space and every other
+/// buffer this process frees leave no key behind.
+#[global_allocator]
+static ALLOCATOR: wipe::WipeOnFree = wipe::WipeOnFree;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -46,6 +46,7 @@ mod formats;
     feature = "cipher-rustcrypto",
     feature = "storage-memory",
     feature = "transport-xmlrpc",
+    feature = "transport-jsonrpc",
     feature = "cli"
 ))]
 mod hostile;

@@ -18,6 +18,10 @@ const BUDGET_WAIT: Duration = Duration::from_secs(2);
 /// The budget is counted in KiB, so that a semaphore's permits cover it.
 const UNIT: usize = 1024;
 
+/// Bodies larger than this are parsed on the blocking pool, so that parsing
+/// them never holds up the async workers that serve everyone else.
+pub(crate) const LARGE_BODY: usize = 64 * 1024;
+
 /// Bytes of request bodies held in memory at once, all requests together.
 pub(crate) struct Budget {
     units: Arc<Semaphore>,
@@ -78,6 +82,24 @@ impl Deref for RequestBody {
     fn deref(&self) -> &[u8] {
         &self.bytes
     }
+}
+
+/// A response body that wipes its bytes when the HTTP stack drops them
+/// (after they are written): answers carry KEKs (`generate`) and DEKs
+/// (`get_key`).
+pub(crate) fn wiped_body(text: String) -> axum::body::Body {
+    struct Wiped(Vec<u8>);
+    impl AsRef<[u8]> for Wiped {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+    impl Drop for Wiped {
+        fn drop(&mut self) {
+            self.0.zeroize();
+        }
+    }
+    axum::body::Body::from(axum::body::Bytes::from_owner(Wiped(text.into_bytes())))
 }
 
 /// What a body read is bound by.

@@ -154,3 +154,128 @@ pub fn fuzz_request(body: &[u8]) -> Vec<Result<Call>> {
     wipe(&mut request);
     calls
 }
+
+/// Most JSON values (objects, arrays, scalars and member names) a request
+/// may hold: a batch of 64 calls needs well under a thousand. Checked before
+/// the request is built in memory, so that 1 MiB of tiny objects costs a
+/// scan, not a hundred megabytes of maps.
+#[cfg(feature = "transport-jsonrpc-server")]
+pub(crate) const MAX_VALUES: usize = 4096;
+
+/// Why [`check_values`] refused a body.
+#[cfg(feature = "transport-jsonrpc-server")]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Not JSON.
+    Syntax,
+    /// More than the allowed number of values.
+    TooMany,
+}
+
+/// Scans `body` as JSON without building anything, counting its values.
+#[cfg(feature = "transport-jsonrpc-server")]
+pub(crate) fn check_values(body: &[u8], max: usize) -> std::result::Result<(), Refused> {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use std::cell::Cell;
+
+    #[derive(Clone, Copy)]
+    struct Count<'a> {
+        left: &'a Cell<usize>,
+        exceeded: &'a Cell<bool>,
+    }
+
+    impl Count<'_> {
+        fn tick<E: serde::de::Error>(&self) -> std::result::Result<(), E> {
+            match self.left.get().checked_sub(1) {
+                Some(left) => {
+                    self.left.set(left);
+                    Ok(())
+                }
+                None => {
+                    self.exceeded.set(true);
+                    Err(E::custom("too many values"))
+                }
+            }
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Count<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Count<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> std::result::Result<(), E> {
+            self.tick()
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> std::result::Result<(), E> {
+            self.tick()
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> std::result::Result<(), E> {
+            self.tick()
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> std::result::Result<(), E> {
+            self.tick()
+        }
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> std::result::Result<(), E> {
+            self.tick()
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<(), E> {
+            self.tick()
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+            self.tick::<A::Error>()?;
+            while seq.next_element_seed(self)?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+            self.tick::<A::Error>()?;
+            while map.next_key_seed(self)?.is_some() {
+                map.next_value_seed(self)?;
+            }
+            Ok(())
+        }
+    }
+
+    let (left, exceeded) = (Cell::new(max), Cell::new(false));
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let scanned = Count {
+        left: &left,
+        exceeded: &exceeded,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end());
+    match scanned {
+        Ok(()) => Ok(()),
+        Err(_) if exceeded.get() => Err(Refused::TooMany),
+        Err(_) => Err(Refused::Syntax),
+    }
+}
+
+#[cfg(all(test, feature = "transport-jsonrpc-server"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_counted_without_building_them() {
+        let call = br#"{"jsonrpc":"2.0","method":"contains","params":["ab"],"id":1}"#;
+        // object + 4 names + 4 values + 1 array element (the array is one).
+        assert_eq!(check_values(call, 10), Ok(()));
+        assert_eq!(check_values(call, 9), Err(Refused::TooMany));
+        assert_eq!(check_values(b"{\"a\":", 100), Err(Refused::Syntax));
+        assert_eq!(check_values(b"[1] 2", 100), Err(Refused::Syntax));
+        // 1 MiB of tiny objects: refused after MAX_VALUES, having built nothing.
+        let mut flood = b"[".to_vec();
+        while flood.len() < 1 << 20 {
+            flood.extend_from_slice(b"{\"\":0},");
+        }
+        flood.extend_from_slice(b"{}]");
+        assert_eq!(check_values(&flood, MAX_VALUES), Err(Refused::TooMany));
+    }
+}

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::{codec, JSONRPC_PATH};
 use crate::api;
-use crate::transports::http::body::read_body;
+use crate::transports::http::body::{read_body, wiped_body, RequestBody, LARGE_BODY};
 use crate::transports::http::dispatch::{log_refused, Dispatch, MAX_BATCH};
 use crate::{Error, ErrorCode};
 
@@ -32,12 +32,33 @@ pub(crate) fn router(dispatch: Arc<Dispatch>) -> Router {
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response {
-    let mut response = (status, value.to_string()).into_response();
+    let mut response = (status, wiped_body(to_text(value))).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// `value` as JSON text, written into a buffer of exactly its size: a
+/// growing buffer would leave copies of a key in the memory it moves out of.
+fn to_text(value: &Value) -> String {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    let mut text = Vec::with_capacity(count.0);
+    let _ = serde_json::to_writer(&mut text, value);
+    // serde_json writes UTF-8.
+    String::from_utf8(text).unwrap_or_default()
 }
 
 fn error_response(id: Value, error: Value) -> Value {
@@ -60,23 +81,37 @@ async fn handle_http(dispatch: &Dispatch, headers: &HeaderMap, body: Body) -> Re
             return json_response(status, &error_response(Value::Null, rpc_error(&e)));
         }
     };
-    let Ok(mut request) = serde_json::from_slice::<Value>(&body) else {
-        log_refused(
-            "jsonrpc",
-            "-",
-            &Error::protocol(ErrorCode::ParseError, "parse error"),
-            start,
-        );
-        return json_response(
-            StatusCode::OK,
-            &error_response(
-                Value::Null,
-                rpc_error(&Error::protocol(
-                    ErrorCode::ParseError,
-                    "parse error: the body is not JSON",
-                )),
+    // Scanned first (bounded: no value is built), then parsed; a large body
+    // is handled on the blocking pool so the async workers keep serving.
+    let parse = move |body: RequestBody| match codec::check_values(&body, codec::MAX_VALUES) {
+        Err(codec::Refused::Syntax) => Err(Error::protocol(
+            ErrorCode::ParseError,
+            "parse error: the body is not JSON",
+        )),
+        Err(codec::Refused::TooMany) => Err(Error::protocol(
+            ErrorCode::InvalidRequest,
+            format!(
+                "invalid request: more than {} JSON values",
+                codec::MAX_VALUES
             ),
-        );
+        )),
+        Ok(()) => serde_json::from_slice::<Value>(&body).map_err(|_| {
+            Error::protocol(ErrorCode::ParseError, "parse error: the body is not JSON")
+        }),
+    };
+    let parsed = if body.len() > LARGE_BODY {
+        crate::blocking::blocking(move || parse(body))
+            .await
+            .and_then(|r| r)
+    } else {
+        parse(body)
+    };
+    let mut request = match parsed {
+        Ok(request) => request,
+        Err(e) => {
+            log_refused("jsonrpc", "-", &e, start);
+            return json_response(StatusCode::OK, &error_response(Value::Null, rpc_error(&e)));
+        }
     };
     let answer = match &mut request {
         Value::Array(calls) if calls.is_empty() || calls.len() > MAX_BATCH => {
@@ -109,7 +144,11 @@ async fn handle_http(dispatch: &Dispatch, headers: &HeaderMap, body: Body) -> Re
     };
     codec::wipe(&mut request);
     match answer {
-        Some(answer) => json_response(StatusCode::OK, &answer),
+        Some(mut answer) => {
+            let response = json_response(StatusCode::OK, &answer);
+            codec::wipe(&mut answer);
+            response
+        }
         // Only notifications: nothing to answer.
         None => StatusCode::NO_CONTENT.into_response(),
     }

@@ -83,9 +83,26 @@ pub(crate) fn encode_call(call: Call) -> Result<Zeroizing<String>> {
 
 /// A `methodResponse` document holding `value`.
 pub(crate) fn encode_value(value: dxr::Value) -> Result<String> {
-    (MethodResponse { value })
+    let mut response = MethodResponse { value };
+    let xml = response
         .to_xml()
-        .map_err(|_| Error::Internal("cannot encode the response".into()))
+        .map_err(|_| Error::Internal("cannot encode the response".into()));
+    wipe(&mut response.value);
+    xml
+}
+
+/// dxr's parse errors hold a copy of the whole document (a request with a
+/// KEK, an answer with a DEK): wiped before it is dropped.
+fn wipe_error(mut error: dxr::Error) {
+    if let dxr::Error::InvalidData { error } = &mut error {
+        error.zeroize();
+    }
+}
+
+/// Parses an XML-RPC method call; the parser's error (which copies the
+/// document) is wiped, never shown.
+pub(crate) fn parse_call(text: &str) -> Option<MethodCall<'static>> {
+    MethodCall::from_xml(text).map_err(wipe_error).ok()
 }
 
 /// A fault document.
@@ -103,13 +120,16 @@ pub(crate) fn encode_fault(code: i32, message: String) -> String {
 /// The server's error ([`Error::from_wire`]), or [`Error::Transport`] for a
 /// document that is neither a response nor a fault, or does not fit `call`.
 pub(crate) fn decode_answer(text: &str, call: &Call) -> Result<Reply> {
-    if let Ok(mut response) = MethodResponse::from_xml(text) {
-        let value = from_xml(&mut response.value);
-        wipe(&mut response.value);
-        return match value {
-            Some(value) => Reply::from_value(call, value),
-            None => Err(crate::api::garbage(call.method())),
-        };
+    match MethodResponse::from_xml(text) {
+        Ok(mut response) => {
+            let value = from_xml(&mut response.value);
+            wipe(&mut response.value);
+            return match value {
+                Some(value) => Reply::from_value(call, value),
+                None => Err(crate::api::garbage(call.method())),
+            };
+        }
+        Err(e) => wipe_error(e),
     }
     match FaultResponse::from_xml(text) {
         Ok(f) => Err(Error::from_wire(
@@ -117,7 +137,10 @@ pub(crate) fn decode_answer(text: &str, call: &Call) -> Result<Reply> {
             f.fault.string().to_string(),
             call.key_id(),
         )),
-        Err(_) => Err(garbage()),
+        Err(e) => {
+            wipe_error(e);
+            Err(garbage())
+        }
     }
 }
 
@@ -136,8 +159,8 @@ pub(crate) fn garbage() -> Error {
 pub fn fuzz_request(body: &[u8]) -> Result<Call> {
     let text = std::str::from_utf8(body)
         .map_err(|_| Error::protocol(crate::ErrorCode::ParseError, "not UTF-8"))?;
-    let mut call = MethodCall::from_xml(text)
-        .map_err(|_| Error::protocol(crate::ErrorCode::ParseError, "not a methodCall"))?;
+    let mut call = parse_call(text)
+        .ok_or_else(|| Error::protocol(crate::ErrorCode::ParseError, "not a methodCall"))?;
     let name = call.name.to_string();
     let params = params(&name, &mut call.params);
     call.params.iter_mut().for_each(wipe);

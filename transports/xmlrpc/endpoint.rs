@@ -11,12 +11,11 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use dxr::MethodCall;
 
 use super::codec::{self, BRACKETS};
 use super::XMLRPC_PATH;
 use crate::api;
-use crate::transports::http::body::read_body;
+use crate::transports::http::body::{read_body, wiped_body, RequestBody, LARGE_BODY};
 use crate::transports::http::dispatch::{log_refused, Dispatch, MAX_BATCH};
 use crate::{Error, ErrorCode, Result};
 
@@ -53,7 +52,7 @@ pub(crate) fn router(dispatch: Arc<Dispatch>) -> Router {
 }
 
 fn xml_response(xml: String) -> Response {
-    let mut response = (StatusCode::OK, xml).into_response();
+    let mut response = (StatusCode::OK, wiped_body(xml)).into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
@@ -76,19 +75,31 @@ async fn handle(dispatch: &Dispatch, headers: &HeaderMap, body: Body) -> Respons
         Ok(body) => body,
         Err(e) => return refused(e),
     };
-    let Ok(text) = std::str::from_utf8(&body) else {
-        return refused(Error::protocol(
+    // Never echo the parser's error: it quotes the request, which may hold
+    // a KEK (the codec wipes it). A large body is parsed on the blocking
+    // pool, so the async workers keep serving.
+    let parse = |body: RequestBody| match std::str::from_utf8(&body) {
+        Err(_) => Err(Error::protocol(
             ErrorCode::ParseError,
             "the request is not UTF-8",
-        ));
+        )),
+        Ok(text) => codec::parse_call(text).ok_or_else(|| {
+            Error::protocol(
+                ErrorCode::ParseError,
+                "the request is not a well-formed XML-RPC methodCall",
+            )
+        }),
     };
-    // Never echo the parser's error: it quotes the request, which may hold
-    // a KEK; and drop it at once (it holds a copy of the request).
-    let Ok(mut call) = MethodCall::from_xml(text) else {
-        return refused(Error::protocol(
-            ErrorCode::ParseError,
-            "the request is not a well-formed XML-RPC methodCall",
-        ));
+    let parsed = if body.len() > LARGE_BODY {
+        crate::blocking::blocking(move || parse(body))
+            .await
+            .and_then(|r| r)
+    } else {
+        parse(body)
+    };
+    let mut call = match parsed {
+        Ok(call) => call,
+        Err(e) => return refused(e),
     };
     let name = call.name.to_string();
     let answer = match name.as_str() {
