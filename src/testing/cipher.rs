@@ -149,7 +149,8 @@ pub fn aes_gcm_in_place<C: CipherSuite>(suite: &C) {
 pub fn hkdf_edges<C: CipherSuite>(suite: &C) {
     let mut okm = [0u8; 42];
     // A call with other inputs first: nothing may carry over between calls
-    // (the OpenSSL suite reuses one context per thread).
+    // (a suite that reused a context could keep a previous salt: OpenSSL
+    // 3.0 does when given an empty one).
     suite
         .hkdf_sha256(&[7; 40], &[1; 32], b"earlier info", &mut okm)
         .unwrap();
