@@ -692,5 +692,9 @@ mod tests {
         assert!(Reply::from_value(&Call::GetWrapped(id), other).is_err());
         // Values never show their contents.
         assert_eq!(format!("{:?}", Value::str("secret")), "Str(<6 bytes>)");
+        assert_eq!(
+            format!("{:?}", Value::bytes(*b"\x01\x02\x03")),
+            "Bytes(<3 bytes>)"
+        );
     }
 }

@@ -92,8 +92,9 @@ struct State {
     epoch: u64,
     /// Keys whose delete was abandoned half way (its future dropped): the
     /// storage may still be finishing it, at a moment nobody can observe, so
-    /// these are read through and never kept until a delete of them returns.
-    /// Only deletes add to it, and no wire method deletes.
+    /// these are read through and never kept again (a later delete that
+    /// returns proves nothing about the abandoned one). Only abandoned
+    /// deletes add to it, and no wire method deletes.
     abandoned: HashSet<KeyId>,
 }
 
@@ -178,23 +179,20 @@ impl<S: KeyStorage> RecordCache<S> {
 }
 
 impl<S> RecordCache<S> {
-    /// Forgets `key_id`; `finished` says whether the storage's delete has
-    /// returned (`false`: it was abandoned and may still be running).
-    fn forget(&self, key_id: &KeyId, finished: bool) {
+    /// Forgets `key_id`; `abandoned`: its delete was dropped half way and
+    /// may still be running.
+    fn forget(&self, key_id: &KeyId, abandoned: bool) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.epoch += 1;
         state.records.remove(key_id);
-        if finished {
-            state.abandoned.remove(key_id);
-        } else {
+        if abandoned {
             state.abandoned.insert(*key_id);
         }
     }
 }
 
 /// Forgets a record when dropped: at the end of a delete, or when the
-/// delete's future is dropped (then the key stays uncached until a later
-/// delete of it returns).
+/// delete's future is dropped (then the key is never cached again).
 struct Forget<'a, S> {
     cache: &'a RecordCache<S>,
     key_id: &'a KeyId,
@@ -203,7 +201,7 @@ struct Forget<'a, S> {
 
 impl<S> Drop for Forget<'_, S> {
     fn drop(&mut self) {
-        self.cache.forget(self.key_id, self.finished);
+        self.cache.forget(self.key_id, !self.finished);
     }
 }
 
@@ -256,8 +254,8 @@ impl<S: KeyStorage> KeyStorage for RecordCache<S> {
         // with this future dropped half way. A get racing the delete then
         // cannot leave the record in memory: its epoch is stale. A dropped
         // delete may still be finished by the storage later (the file
-        // storage's runs on the blocking pool), so its key is not kept again
-        // until a delete of it returns.
+        // storage's runs on the blocking pool), so its key is never kept
+        // again.
         self.forget(key_id, false);
         let mut forget = Forget {
             cache: self,
@@ -379,13 +377,16 @@ mod tests {
         assert_eq!(store.inner().count(), 0, "the delete finished");
         assert!(matches!(store.get(&id).await, Err(Error::NotFound { .. })));
 
-        // A delete that returns lifts the doubt: the key is cached again
-        // when it is stored again.
+        // A later delete that returns proves nothing about the abandoned
+        // one: the key stays read-through (served right, never kept).
         store.put(&rec).await.unwrap();
         gate.add_permits(1);
         assert!(store.delete(&id).await.unwrap());
         store.put(&rec).await.unwrap();
         assert_eq!(store.get(&id).await.unwrap(), rec);
+        assert_eq!(store.cached_len(), 0);
+        // Other keys are cached as ever.
+        store.put(&record(2)).await.unwrap();
         assert_eq!(store.cached_len(), 1);
     }
 }

@@ -68,8 +68,8 @@ pub struct ServerConfig {
     /// request.
     pub header_timeout: Duration,
     /// Time a connection (HTTP/1 or HTTP/2) may stay without a byte read or
-    /// written; longer than `request_timeout`, so it never cuts off a
-    /// request being answered.
+    /// written while no request on it is in flight (a request being answered
+    /// is never cut off by it).
     pub idle_timeout: Duration,
     /// HTTP/2 streams at once per connection.
     pub max_streams: u32,
@@ -270,8 +270,10 @@ fn configure_http(
     builder
         .http2()
         .max_concurrent_streams(config.max_streams)
-        .initial_stream_window_size(256 * 1024)
-        .initial_connection_window_size(1024 * 1024)
+        // What HTTP/2 may buffer per connection outside the request-memory
+        // budget: as little as HTTP/1's read buffer.
+        .initial_stream_window_size(64 * 1024)
+        .initial_connection_window_size(64 * 1024)
         .max_header_list_size(64 * 1024)
         .max_pending_accept_reset_streams(64)
         .max_send_buf_size(256 * 1024);

@@ -136,6 +136,43 @@ async fn idle_partial_header_and_slow_body_connections_are_closed() {
     http.shutdown().await;
 }
 
+/// A keep-alive connection left idle after a request is closed by the idle
+/// time-out (1 s here), not only by the header time-out (30 s here): the
+/// idle timer is what bounds HTTP/2 connections and connections between
+/// requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_connection_left_idle_is_closed() {
+    let http = serve(
+        keys(),
+        ServerConfig {
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    let addr = http.local_addr();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(
+            format!(
+                "POST /RPC2 HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/xml\r\n\
+                 Content-Length: {}\r\n\r\n{STATUS_XML}",
+                STATUS_XML.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        // The answer, then the close: well before the header time-out.
+        read_until_closed(&mut s, Duration::from_secs(15))
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("<name>keys</name>"), "{answer}");
+    http.shutdown().await;
+}
+
 /// More idle connections than the server may hold: each new one takes the
 /// place of the quietest idle one, so a client with a request still gets in;
 /// the server never holds more than its cap.
@@ -335,7 +372,9 @@ impl Drop for Child_ {
 /// ones for new clients.
 #[test]
 fn more_idle_connections_than_descriptors_still_leave_status_answering() {
-    let Some(server) = Child_::start(&[], Some(100)) else {
+    // The header time-out is long, so only the cap and eviction can make
+    // room: without them, accept fails for want of descriptors.
+    let Some(server) = Child_::start(&["--header-timeout", "120"], Some(100)) else {
         return;
     };
     let addr = server.addr();
@@ -427,6 +466,8 @@ fn sigterm_exits_within_the_grace_period_with_cpu_work_in_flight() {
             "128,256",
             "--generate-workers",
             "1",
+            "--generate-queue",
+            "0",
             "--grace-period",
             "2",
         ],
@@ -444,7 +485,17 @@ fn sigterm_exits_within_the_grace_period_with_cpu_work_in_flight() {
              <params><param><value><int>256</int></value></param></params></methodCall>",
         )
     });
-    std::thread::sleep(Duration::from_millis(500));
+    // The one worker is busy with it once a quick probe (a 128-bit key,
+    // made at once when the worker is free) is refused as busy.
+    let start = Instant::now();
+    loop {
+        let (_, answer) = post(addr, "/RPC2", &[("Content-Type", "text/xml")], GENERATE_XML);
+        if answer.contains("busy, retry later") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{answer}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let pid = server.child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
@@ -456,8 +507,10 @@ fn sigterm_exits_within_the_grace_period_with_cpu_work_in_flight() {
         if let Some(status) = server.child.try_wait().unwrap() {
             break status;
         }
+        // The grace period (2 s) and a generous margin for a noisy
+        // machine; the RSA-15360 key it was making takes minutes.
         assert!(
-            start.elapsed() < Duration::from_secs(30),
+            start.elapsed() < Duration::from_secs(15),
             "still running {:?} after SIGTERM",
             start.elapsed()
         );
@@ -750,7 +803,14 @@ fn no_key_copies_remain_in_server_memory() {
         );
         names.push(format!("DEK {i} base64"));
     }
-    let counts = count_in_memory(server.child.id(), &needles);
+    // A positive control: the server's own command line lives in its
+    // writable memory (the stack), so a scan that reads nothing fails.
+    needles.push(b"--kek-pool".to_vec());
+    names.push("control: the command line".into());
+    let mut counts = count_in_memory(server.child.id(), &needles);
+    let control = counts.pop().unwrap();
+    names.pop();
+    assert!(control > 0, "the scan read the server's memory");
     let report: Vec<String> = names
         .iter()
         .zip(&counts)
@@ -763,4 +823,47 @@ fn no_key_copies_remain_in_server_memory() {
     // serializer's and serde_json's scratch space, freed unwiped).
     let total: usize = counts.iter().sum();
     assert_eq!(total, 0, "{}", report.join(", "));
+}
+
+/// A megabyte of tiny values is refused before the parser builds anything:
+/// JSON-RPC counts values (at most 4096), XML-RPC counts tags (at most
+/// 16384); both answer "invalid request" and go on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_megabyte_of_tiny_values_is_refused_unbuilt() {
+    let http = serve(keys(), ServerConfig::default()).await;
+    let addr = http.local_addr();
+    let answers = tokio::task::spawn_blocking(move || {
+        let mut json = String::from(r#"{"jsonrpc":"2.0","method":"status","id":1,"params":["#);
+        while json.len() < (1 << 20) - 64 {
+            json.push_str(r#"{"":0},"#);
+        }
+        json.push_str("{}]}");
+        let mut xml = String::from(
+            "<?xml version=\"1.0\"?><methodCall><methodName>status</methodName><params>",
+        );
+        while xml.len() < (1 << 20) - 128 {
+            xml.push_str("<param><value><int>0</int></value></param>");
+        }
+        xml.push_str("</params></methodCall>");
+        (
+            post(
+                addr,
+                "/jsonrpc",
+                &[("Content-Type", "application/json")],
+                &json,
+            ),
+            post(addr, "/RPC2", &[("Content-Type", "text/xml")], &xml),
+        )
+    })
+    .await
+    .unwrap();
+    let ((_, json), (_, xml)) = answers;
+    assert!(
+        json.contains("-32600") && json.contains("JSON values"),
+        "{json}"
+    );
+    assert!(xml.contains("-32600") && xml.contains("XML tags"), "{xml}");
+    let client = XmlRpc::new(&http.url()).unwrap();
+    assert_eq!(client.status().await.unwrap().keys, 0);
+    http.shutdown().await;
 }

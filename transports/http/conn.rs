@@ -19,7 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
 /// How long a new connection waits for the slot of one it evicted.
-const EVICT_WAIT: Duration = Duration::from_millis(500);
+const EVICT_WAIT: Duration = Duration::from_secs(2);
 
 /// What the listener knows of one connection. Shared by the stream wrapper
 /// (bytes moved) and the request middleware (requests in flight).
@@ -206,7 +206,12 @@ impl<I> Guarded<I> {
     /// time, so the hot path never touches the timer wheel), and leaves the
     /// waker for an eviction.
     fn poll_closing(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.state.evict.load(Ordering::Acquire) {
+        if self.state.in_flight.load(Ordering::Acquire) > 0 {
+            // A request is being answered: neither an eviction (decided
+            // before it arrived) nor the idle time counts.
+            self.state.evict.store(false, Ordering::Release);
+            self.touch();
+        } else if self.state.evict.load(Ordering::Acquire) {
             return true;
         }
         *self

@@ -88,12 +88,11 @@ fn content_type_ok(path: &str, content_type: Option<&str>) -> bool {
 /// The middleware: 421 for a foreign host, 415 for a wrong content type on
 /// a POST, before anything else happens. No CORS header is ever added.
 pub(crate) async fn check(gate: Arc<Gate>, request: Request, next: Next) -> Response {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()));
+    let host = match request.headers().get(header::HOST) {
+        // A Host that is not text names nothing here.
+        Some(h) => Some(h.to_str().map(str::to_owned).unwrap_or_default()),
+        None => request.uri().authority().map(|a| a.as_str().to_owned()),
+    };
     // A client without a Host (HTTP/1.0) is not a browser: let it through.
     if let Some(host) = host {
         if !gate.host_allowed(&host) {

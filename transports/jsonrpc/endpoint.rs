@@ -100,9 +100,12 @@ async fn handle_http(dispatch: &Dispatch, headers: &HeaderMap, body: Body) -> Re
         }),
     };
     let parsed = if body.len() > LARGE_BODY {
-        crate::blocking::blocking(move || parse(body))
+        match tokio::time::timeout_at(deadline, crate::blocking::blocking(move || parse(body)))
             .await
-            .and_then(|r| r)
+        {
+            Ok(parsed) => parsed.and_then(|r| r),
+            Err(_) => Err(crate::transports::http::body::timed_out()),
+        }
     } else {
         parse(body)
     };

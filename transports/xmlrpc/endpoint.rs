@@ -20,6 +20,9 @@ use crate::transports::http::dispatch::{log_refused, Dispatch, MAX_BATCH};
 use crate::{Error, ErrorCode, Result};
 
 const MULTICALL: &str = "system.multicall";
+/// Most XML tags (counted as `<`) a request may hold, checked before it is
+/// parsed: memory stays bounded by this, not by 1 MiB of tiny values.
+const MAX_TAGS: usize = 16_384;
 const LIST_METHODS: &str = "system.listMethods";
 const METHOD_HELP: &str = "system.methodHelp";
 
@@ -79,6 +82,12 @@ async fn handle(dispatch: &Dispatch, headers: &HeaderMap, body: Body) -> Respons
     // a KEK (the codec wipes it). A large body is parsed on the blocking
     // pool, so the async workers keep serving.
     let parse = |body: RequestBody| match std::str::from_utf8(&body) {
+        // Bounded before the parser builds a tree of values: a well-formed
+        // request of 64 calls needs a few thousand tags.
+        Ok(_) if body.iter().filter(|b| **b == b'<').count() > MAX_TAGS => Err(Error::protocol(
+            ErrorCode::InvalidRequest,
+            format!("invalid request: more than {MAX_TAGS} XML tags"),
+        )),
         Err(_) => Err(Error::protocol(
             ErrorCode::ParseError,
             "the request is not UTF-8",
@@ -91,9 +100,12 @@ async fn handle(dispatch: &Dispatch, headers: &HeaderMap, body: Body) -> Respons
         }),
     };
     let parsed = if body.len() > LARGE_BODY {
-        crate::blocking::blocking(move || parse(body))
+        match tokio::time::timeout_at(deadline, crate::blocking::blocking(move || parse(body)))
             .await
-            .and_then(|r| r)
+        {
+            Ok(parsed) => parsed.and_then(|r| r),
+            Err(_) => Err(crate::transports::http::body::timed_out()),
+        }
     } else {
         parse(body)
     };
