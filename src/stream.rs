@@ -166,6 +166,32 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
     Ok(filled)
 }
 
+/// Reads up to `size` bytes (fewer only at the end of the input) into the
+/// front of `buf`, growing it as bytes arrive: a stream that declares 16 MiB
+/// chunks and sends a few bytes costs a few bytes, not two 16 MiB buffers.
+/// Growing copies into a new buffer and wipes the old one (it may hold the
+/// plaintext of an earlier chunk).
+fn read_chunk(input: &mut impl Read, buf: &mut Zeroizing<Vec<u8>>, size: usize) -> Result<usize> {
+    const FIRST: usize = 64 * 1024;
+    let mut filled = 0;
+    while filled < size {
+        if filled == buf.len() {
+            let grown_len = size.min((2 * filled).max(FIRST));
+            let mut grown = Zeroizing::new(vec![0u8; grown_len]);
+            grown[..filled].copy_from_slice(&buf[..filled]);
+            *buf = grown;
+        }
+        let room = buf.len().min(size);
+        match input.read(&mut buf[filled..room]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_error("reading input", e)),
+        }
+    }
+    Ok(filled)
+}
+
 fn nonce(prefix: &[u8; PREFIX_LEN], index: u32, last: bool) -> [u8; GCM_NONCE_LEN] {
     let mut n = [0u8; GCM_NONCE_LEN];
     n[..PREFIX_LEN].copy_from_slice(prefix);
@@ -307,10 +333,10 @@ pub fn decrypt_after_header<C: CipherSuite + ?Sized>(
     let key = derive_key(suite, dek, &header.salt, HKDF_INFO, head[4])?;
     let size = header.chunk as usize + GCM_TAG_LEN;
     // Chunks are opened in place, so these buffers hold plaintext: wiped on
-    // drop.
-    let mut current = Zeroizing::new(vec![0u8; size]);
-    let mut next = Zeroizing::new(vec![0u8; size]);
-    let mut len = read_full(&mut input, &mut current)?;
+    // drop. They grow as the input arrives (see `read_chunk`).
+    let mut current = Zeroizing::new(Vec::new());
+    let mut next = Zeroizing::new(Vec::new());
+    let mut len = read_chunk(&mut input, &mut current, size)?;
     let mut index: u32 = 0;
     let mut total = 0u64;
     loop {
@@ -319,7 +345,7 @@ pub fn decrypt_after_header<C: CipherSuite + ?Sized>(
             return Err(Error::DecryptionFailed);
         }
         let next_len = if len == size {
-            read_full(&mut input, &mut next)?
+            read_chunk(&mut input, &mut next, size)?
         } else {
             0
         };
