@@ -867,3 +867,105 @@ async fn a_megabyte_of_tiny_values_is_refused_unbuilt() {
     assert_eq!(client.status().await.unwrap().keys, 0);
     http.shutdown().await;
 }
+
+/// Counts calls in flight; each `status` waits until released.
+struct Gated {
+    in_flight: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    release: tokio::sync::Semaphore,
+}
+
+#[keyserver::async_trait]
+impl KeyService for Gated {
+    async fn generate(&self, _: Option<Strength>) -> keyserver::Result<keyserver::Kek> {
+        Err(keyserver::Error::Internal("unused".into()))
+    }
+    async fn get_key(&self, _: &keyserver::Kek) -> keyserver::Result<keyserver::Dek> {
+        Err(keyserver::Error::Internal("unused".into()))
+    }
+    async fn get_wrapped(&self, id: &keyserver::KeyId) -> keyserver::Result<keyserver::WrappedDek> {
+        Err(keyserver::Error::NotFound { key_id: *id })
+    }
+    async fn contains(&self, _: &keyserver::KeyId) -> keyserver::Result<bool> {
+        Ok(false)
+    }
+    async fn status(&self) -> keyserver::Result<keyserver::Status> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        let _permit = self.release.acquire().await;
+        self.in_flight.fetch_sub(1, SeqCst);
+        Ok(keyserver::Status {
+            keys: 0,
+            version: "gated".into(),
+            suite: "-".into(),
+            storage: "-".into(),
+            strength: 128,
+        })
+    }
+}
+
+/// HTTP/2 (prior knowledge, on plain HTTP): one connection runs at most
+/// `max_streams` requests at once; the others wait their turn and are
+/// answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_per_connection_are_capped() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let gated = Arc::new(Gated {
+        in_flight: 0.into(),
+        most: 0.into(),
+        release: tokio::sync::Semaphore::new(0),
+    });
+    let http = HttpServer::start(
+        Arc::clone(&gated) as Arc<dyn KeyService>,
+        ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            max_streams: 4,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let url = format!("{}/RPC2", http.url());
+    let calls: Vec<_> = (0..12)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .header("content-type", "text/xml")
+                    .body(STATUS_XML)
+                    .send()
+                    .await
+                    .map(|r| r.version())
+            })
+        })
+        .collect();
+    // Wait until the server holds as many as it will.
+    for _ in 0..200 {
+        if gated.in_flight.load(SeqCst) >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(gated.in_flight.load(SeqCst), 4, "four streams at once");
+    gated.release.add_permits(12);
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap(), reqwest::Version::HTTP_2);
+    }
+    assert_eq!(gated.most.load(SeqCst), 4);
+    http.shutdown().await;
+}
