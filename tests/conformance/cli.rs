@@ -17,24 +17,14 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(dir: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--storage"])
-            .arg(format!("file:{}", dir.join("data").display()))
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().unwrap().unwrap();
-        let url = first
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no URL in {first:?}"))
-            .to_string();
-        // Keep draining stdout so the server never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
+        let (child, url) = crate::common::spawn_server(
+            Command::new(BIN)
+                .args(["serve", "--listen", "127.0.0.1:0", "--storage"])
+                .arg(format!("file:{}", dir.join("data").display()))
+                .args(extra)
+                .env("RUST_LOG", "warn")
+                .stderr(Stdio::null()),
+        );
         ServerProcess { child, url }
     }
 

@@ -44,3 +44,46 @@ pub fn unavailable(what: &str, why: impl std::fmt::Display) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "SKIPPED {what}: {why}");
 }
+
+/// A raw HTTP client (HTTP/2 with prior knowledge if `http2`), with its TLS
+/// provider given explicitly (never a process-wide default).
+#[cfg(all(
+    feature = "transport-xmlrpc-client",
+    feature = "transport-jsonrpc-client"
+))]
+pub fn raw_http(http2: bool) -> reqwest::Client {
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let builder = reqwest::Client::builder().use_preconfigured_tls(tls);
+    let builder = if http2 {
+        builder.http2_prior_knowledge()
+    } else {
+        builder
+    };
+    builder.build().unwrap()
+}
+
+/// Starts `command` (a `keyserver serve`), reads the URL from the line it
+/// prints when it listens, and keeps draining its stdout.
+pub fn spawn_server(command: &mut std::process::Command) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {first:?}"))
+        .to_string();
+    // Keep draining stdout so the server never blocks on it.
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
+}

@@ -23,20 +23,8 @@ fn string_param(s: &str) -> String {
     format!("<param><value><string>{s}</string></value></param>")
 }
 
-/// A raw HTTP client, with its TLS provider given explicitly (never a
-/// process-wide default).
 fn raw_http() -> reqwest::Client {
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(rustls::RootCertStore::empty())
-    .with_no_client_auth();
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .build()
-        .unwrap()
+    crate::common::raw_http(false)
 }
 
 /// POSTs `body` to `/RPC2` and returns (fault code or 0 for success, body).

@@ -129,6 +129,23 @@ pub(crate) async fn read_body(
     }
 }
 
+/// Runs `parse` on `body`: inline for a small body, on the blocking pool
+/// for a large one (so the async workers keep serving), and never past the
+/// request's `deadline`.
+pub(crate) async fn parse_body<T, F>(body: RequestBody, deadline: Instant, parse: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(RequestBody) -> Result<T> + Send + 'static,
+{
+    if body.len() <= LARGE_BODY {
+        return parse(body);
+    }
+    match tokio::time::timeout_at(deadline, crate::blocking::blocking(move || parse(body))).await {
+        Ok(parsed) => parsed.and_then(|r| r),
+        Err(_) => Err(timed_out()),
+    }
+}
+
 /// The error of a request past its time limit (code 7).
 pub(crate) fn timed_out() -> Error {
     Error::Internal("the request timed out".into())

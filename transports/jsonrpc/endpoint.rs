@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::{codec, JSONRPC_PATH};
 use crate::api;
-use crate::transports::http::body::{read_body, wiped_body, RequestBody, LARGE_BODY};
+use crate::transports::http::body::{parse_body, read_body, wiped_body, RequestBody};
 use crate::transports::http::dispatch::{log_refused, Dispatch, MAX_BATCH};
 use crate::{Error, ErrorCode};
 
@@ -99,16 +99,7 @@ async fn handle_http(dispatch: &Dispatch, headers: &HeaderMap, body: Body) -> Re
             Error::protocol(ErrorCode::ParseError, "parse error: the body is not JSON")
         }),
     };
-    let parsed = if body.len() > LARGE_BODY {
-        match tokio::time::timeout_at(deadline, crate::blocking::blocking(move || parse(body)))
-            .await
-        {
-            Ok(parsed) => parsed.and_then(|r| r),
-            Err(_) => Err(crate::transports::http::body::timed_out()),
-        }
-    } else {
-        parse(body)
-    };
+    let parsed = parse_body(body, deadline, parse).await;
     let mut request = match parsed {
         Ok(request) => request,
         Err(e) => {

@@ -15,7 +15,7 @@ use axum::Router;
 use super::codec::{self, BRACKETS};
 use super::XMLRPC_PATH;
 use crate::api;
-use crate::transports::http::body::{read_body, wiped_body, RequestBody, LARGE_BODY};
+use crate::transports::http::body::{parse_body, read_body, wiped_body, RequestBody};
 use crate::transports::http::dispatch::{log_refused, Dispatch, MAX_BATCH};
 use crate::{Error, ErrorCode, Result};
 
@@ -99,16 +99,7 @@ async fn handle(dispatch: &Dispatch, headers: &HeaderMap, body: Body) -> Respons
             )
         }),
     };
-    let parsed = if body.len() > LARGE_BODY {
-        match tokio::time::timeout_at(deadline, crate::blocking::blocking(move || parse(body)))
-            .await
-        {
-            Ok(parsed) => parsed.and_then(|r| r),
-            Err(_) => Err(crate::transports::http::body::timed_out()),
-        }
-    } else {
-        parse(body)
-    };
+    let parsed = parse_body(body, deadline, parse).await;
     let mut call = match parsed {
         Ok(call) => call,
         Err(e) => return refused(e),
