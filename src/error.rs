@@ -164,6 +164,12 @@ pub enum Error {
     #[error("internal error: {0}")]
     Internal(Cow<'static, str>),
 
+    /// The caller may not do this: no or bad credentials, or the method or
+    /// strength is not granted to its principal. Deliberately one answer
+    /// whatever the reason, so that nobody can probe which tokens exist.
+    #[error("not permitted")]
+    NotPermitted,
+
     /// The server is at a limit it sets to protect everyone's service (its
     /// key-generation workers and queue, its budget of request memory):
     /// nothing was done; retry later, preferably with backoff.
@@ -189,7 +195,7 @@ pub enum Error {
 /// The stable wire error codes, one per kind of failure.
 ///
 /// The numbers are part of the protocol (`docs/PROTOCOL.md`) and never change
-/// meaning. 1 to 12 are keyserver's own; the negative ones are JSON-RPC 2.0's
+/// meaning. 1 to 13 are keyserver's own; the negative ones are JSON-RPC 2.0's
 /// protocol-level codes, which the XML-RPC endpoint uses too. An error keeps
 /// its code across the wire: [`Error::from_wire`] turns the code back into the
 /// variant the server had.
@@ -229,6 +235,8 @@ pub enum ErrorCode {
     /// 12: the server is busy (a protective limit was reached); nothing was
     /// done, retry later.
     Busy,
+    /// 13: not permitted (credentials, method or strength).
+    NotPermitted,
     /// -32700: the request does not parse.
     ParseError,
     /// -32600: the request is not a valid call object.
@@ -241,7 +249,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of [`ErrorCode::number`] for keyserver's own.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::NotFound,
         ErrorCode::InvalidKey,
         ErrorCode::UnwrapFailed,
@@ -254,6 +262,7 @@ impl ErrorCode {
         ErrorCode::KeyMismatch,
         ErrorCode::Transport,
         ErrorCode::Busy,
+        ErrorCode::NotPermitted,
         ErrorCode::ParseError,
         ErrorCode::InvalidRequest,
         ErrorCode::MethodNotFound,
@@ -275,6 +284,7 @@ impl ErrorCode {
             ErrorCode::KeyMismatch => 10,
             ErrorCode::Transport => 11,
             ErrorCode::Busy => 12,
+            ErrorCode::NotPermitted => 13,
             ErrorCode::ParseError => -32700,
             ErrorCode::InvalidRequest => -32600,
             ErrorCode::MethodNotFound => -32601,
@@ -322,6 +332,8 @@ pub mod codes {
     pub const TRANSPORT: i32 = ErrorCode::Transport.number();
     /// The server is busy; retry later.
     pub const BUSY: i32 = ErrorCode::Busy.number();
+    /// Not permitted.
+    pub const NOT_PERMITTED: i32 = ErrorCode::NotPermitted.number();
 }
 
 impl Error {
@@ -364,6 +376,7 @@ impl Error {
             Error::Crypto { .. } | Error::Internal(_) => ErrorCode::Internal,
             Error::Transport { .. } => ErrorCode::Transport,
             Error::Busy { .. } => ErrorCode::Busy,
+            Error::NotPermitted => ErrorCode::NotPermitted,
             Error::Protocol { code, .. } => *code,
             Error::Remote { code, .. } => return ErrorCode::from_number(*code),
         })
@@ -418,6 +431,7 @@ impl Error {
                 })
             }
             ErrorCode::KeyMismatch => parse_key_mismatch(&message),
+            ErrorCode::NotPermitted => Some(Error::NotPermitted),
             ErrorCode::Busy => strip("busy, retry later: ").map(|r| Error::Busy {
                 reason: Cow::Owned(r),
             }),

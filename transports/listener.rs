@@ -88,6 +88,10 @@ pub struct ServerConfig {
     /// How long [`HttpServer::shutdown`] waits for requests in flight before
     /// it closes their connections.
     pub shutdown_grace: Duration,
+    /// Who may do what ([`Auth`](crate::transports::Auth)). `None`: every
+    /// caller may call every method, which only a loopback listener (or one
+    /// with client certificates, or told `insecure`) accepts.
+    pub auth: Option<Arc<crate::transports::Auth>>,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +110,7 @@ impl Default for ServerConfig {
             max_batch_expensive: DEFAULT_MAX_BATCH_EXPENSIVE,
             allowed_hosts: Vec::new(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            auth: None,
         }
     }
 }
@@ -154,6 +159,19 @@ impl HttpServer {
             return Err(Error::policy(format!(
                 "refusing to serve plain HTTP on the non-loopback address {}: KEKs would cross \
                  the network in clear. Configure TLS, or say insecure explicitly",
+                config.listen
+            )));
+        }
+        let mutual_tls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        if config.auth.is_none()
+            && !mutual_tls
+            && !config.insecure
+            && !config.listen.ip().is_loopback()
+        {
+            return Err(Error::policy(format!(
+                "refusing to serve {} without access control: anyone who reaches it could \
+                 mint and fetch keys. Give an auth file (--auth) or client certificates \
+                 (--client-ca), or say insecure explicitly",
                 config.listen
             )));
         }
@@ -304,7 +322,7 @@ fn router(dispatch: &Arc<Dispatch>, config: &ServerConfig) -> Router {
             dispatch,
         )));
     }
-    let gate = gate::Gate::new(config.listen, &config.allowed_hosts);
+    let gate = gate::Gate::new(config.listen, &config.allowed_hosts, config.auth.clone());
     router.layer(axum::middleware::from_fn(move |request, next| {
         gate::check(Arc::clone(&gate), request, next)
     }))

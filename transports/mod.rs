@@ -51,6 +51,7 @@ mod xmlrpc;
     )))
 )]
 pub use self::{
+    http::auth::{Auth, AuthFile, AuthPolicy, Principal, PrincipalSpec},
     listener::{
         HttpServer, ServerConfig, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN,
         DEFAULT_MAX_BATCH_EXPENSIVE, DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS,
@@ -69,7 +70,10 @@ pub use self::{
         feature = "transport-jsonrpc-client"
     )))
 )]
-pub use self::{options::ClientOptions, tls::ClientTls};
+pub use self::{
+    options::{ClientOptions, Token},
+    tls::ClientTls,
+};
 #[cfg(feature = "_client")]
 pub(crate) use options::base_url;
 

@@ -21,6 +21,9 @@ pub struct ClientOptions {
     /// refused with [`Error::Policy`](crate::Error::Policy) before anything
     /// is sent. Only behind a TLS-terminating proxy on the same host.
     pub insecure: bool,
+    /// A bearer token for a server with access control (sent as
+    /// `Authorization: Bearer`, marked sensitive; `Debug` redacts it).
+    pub token: Option<Token>,
 }
 
 impl Default for ClientOptions {
@@ -29,7 +32,42 @@ impl Default for ClientOptions {
             timeout: std::time::Duration::from_secs(30),
             tls: ClientTls::default(),
             insecure: false,
+            token: None,
         }
+    }
+}
+
+/// A bearer token: wiped on drop, redacted in `Debug`.
+///
+/// ```
+/// let token = keyserver::transports::Token::new("s3cret");
+/// assert_eq!(format!("{token:?}"), "Token(<redacted>)");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(zeroize::Zeroizing<String>);
+
+impl Token {
+    /// A token (surrounding white space, such as a file's final newline, is
+    /// dropped).
+    pub fn new(token: impl Into<String>) -> Self {
+        let token = zeroize::Zeroizing::new(token.into());
+        Token(zeroize::Zeroizing::new(token.trim().to_owned()))
+    }
+
+    /// The `Authorization` header value that carries it.
+    pub(crate) fn header(&self) -> crate::Result<http::HeaderValue> {
+        let mut value = http::HeaderValue::from_str(&format!("Bearer {}", self.0.as_str()))
+            .map_err(|_| crate::Error::InvalidKey {
+                reason: "a token is printable ASCII".into(),
+            })?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
     }
 }
 

@@ -61,6 +61,19 @@ pub(crate) enum Command {
     /// Load generator: drive a running server with concurrent clients and
     /// print throughput and latency percentiles.
     Bench(BenchArgs),
+    /// Tokens for a server's auth file.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Print a fresh random token (once: keep it) and the auth file entry
+    /// that grants it (edit its methods and strengths).
+    New {
+        /// The principal's name.
+        name: String,
+    },
 }
 
 #[derive(Args)]
@@ -198,6 +211,11 @@ pub(crate) struct ServeOptions {
     /// [default: none].
     #[arg(long, env = "KEYSERVER_ALLOWED_HOSTS")]
     pub allowed_hosts: Option<String>,
+    /// Auth file (TOML, `[[principal]]` entries): who may call what; re-read
+    /// on SIGHUP [default: none: every caller may do everything, loopback
+    /// only].
+    #[arg(long, env = "KEYSERVER_AUTH")]
+    pub auth: Option<PathBuf>,
     /// Seconds SIGTERM waits for requests in flight before the process
     /// exits [default: 10].
     #[arg(long, env = "KEYSERVER_GRACE_PERIOD")]
@@ -221,7 +239,7 @@ impl ServeOptions {
         either!(self, fallback; storage, suite, strength, listen, tls_cert, tls_key, client_ca,
             max_body, kek_pool, kek_workers, cache_records, allow_strengths, generate_workers,
             generate_queue, request_timeout, max_connections, header_timeout, idle_timeout,
-            max_streams, max_request_memory, max_batch_expensive, allowed_hosts, grace_period,
+            max_streams, max_request_memory, max_batch_expensive, allowed_hosts, auth, grace_period,
             log_format)
     }
 }
@@ -268,6 +286,17 @@ pub(crate) struct ClientArgs {
     /// that is not loopback (only behind a TLS-terminating proxy).
     #[arg(long, env = "KEYSERVER_INSECURE")]
     pub insecure: bool,
+    /// Bearer token for a server with access control.
+    #[arg(
+        long,
+        env = "KEYSERVER_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// File holding the bearer token.
+    #[arg(long, env = "KEYSERVER_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// Unwrap the DEK here (the KEK never leaves this machine) instead of on the server.
     #[arg(long)]
     pub client_unwrap: bool,

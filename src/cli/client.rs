@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use keyserver::transports::{ClientOptions, ClientTls, JsonRpc, XmlRpc};
+use keyserver::transports::{ClientOptions, ClientTls, JsonRpc, Token, XmlRpc};
 use keyserver::{Encryption, Kek, KeyClient, Strength, Transport, UnwrapMode};
 
 use super::args::{ClientArgs, Command, Protocol};
@@ -24,6 +24,7 @@ pub(crate) fn client(args: &ClientArgs) -> Result<KeyClient<Box<dyn Transport>>,
             client_key: args.client_key.clone(),
         },
         insecure: args.insecure,
+        token: token(args)?,
     };
     let transport: Box<dyn Transport> = match args.transport {
         Protocol::Xmlrpc => Box::new(XmlRpc::with_options(&args.server, options)?),
@@ -35,6 +36,21 @@ pub(crate) fn client(args: &ClientArgs) -> Result<KeyClient<Box<dyn Transport>>,
         UnwrapMode::Server
     };
     Ok(KeyClient::new(transport, choice::suite(args.local_suite)?).with_unwrap_mode(mode))
+}
+
+/// The token of `--token`, `KEYSERVER_TOKEN` or `--token-file`.
+fn token(args: &ClientArgs) -> Result<Option<Token>, Failure> {
+    if let Some(token) = &args.token {
+        return Ok(Some(Token::new(token.as_str())));
+    }
+    let Some(path) = &args.token_file else {
+        return Ok(None);
+    };
+    let mut text = zeroize::Zeroizing::new(String::new());
+    File::open(path)
+        .and_then(|f| f.take(4096).read_to_string(&mut text))
+        .map_err(|e| io_failure(format!("cannot read the token file {}", path.display()), e))?;
+    Ok(Some(Token::new(text.as_str())))
 }
 
 /// Reads a KEK file (PEM, at most 64 KiB) into memory wiped on drop.

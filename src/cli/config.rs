@@ -20,6 +20,8 @@ pub(crate) struct ServeConfig {
     pub kek_workers: usize,
     pub cache_records: usize,
     pub allow_strengths: Vec<Strength>,
+    /// The auth file, read when the server starts and on SIGHUP.
+    pub auth: Option<std::path::PathBuf>,
     pub generate_workers: usize,
     pub generate_queue: usize,
     pub log_format: LogFormat,
@@ -124,11 +126,13 @@ impl ServeConfig {
                 shutdown_grace: o
                     .grace_period
                     .map_or(defaults.shutdown_grace, Duration::from_secs),
+                auth: None,
             },
             kek_pool: o.kek_pool.unwrap_or(8),
             kek_workers: o.kek_workers.unwrap_or(1),
             cache_records: o.cache_records.unwrap_or(backends::DEFAULT_CACHE_RECORDS),
             allow_strengths,
+            auth: o.auth.clone(),
             generate_workers: o
                 .generate_workers
                 .unwrap_or_else(keyserver::default_generate_workers),
@@ -340,6 +344,17 @@ mod tests {
                 key: "max_batch_expensive",
                 values: ["25", "26", "27"],
                 show: |c| c.server.max_batch_expensive.to_string(),
+            },
+            Option3 {
+                flag: "--auth",
+                env: "KEYSERVER_AUTH",
+                key: "auth",
+                values: ["/auth1", "/auth2", "/auth3"],
+                show: |c| {
+                    c.auth
+                        .as_ref()
+                        .map_or(String::new(), |p| p.display().to_string())
+                },
             },
             Option3 {
                 flag: "--grace-period",

@@ -4,7 +4,7 @@ use keyserver::{Error, ErrorCode};
 
 /// Exit codes: 0 success, 1 other failure, 2 usage, 3 cannot reach or talk
 /// to the server, 4 key not found, 5 authentication or decryption failure,
-/// 6 the server is busy (retry later).
+/// 6 the server is busy (retry later), 7 not permitted.
 pub(crate) const USAGE: u8 = 2;
 
 /// The exit code of an error, from its wire code: the same whether the error
@@ -20,6 +20,7 @@ pub(crate) fn exit_code(error: &Error) -> u8 {
             | ErrorCode::MalformedCiphertext,
         ) => 5,
         Some(ErrorCode::Busy) => 6,
+        Some(ErrorCode::NotPermitted) => 7,
         _ => 1,
     }
 }

@@ -71,10 +71,27 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 Command::Bench(args) => bench::bench(args).await,
                 Command::Encrypt(args) => crypt::crypt(args, true).await,
                 Command::Decrypt(args) => crypt::crypt(args, false).await,
+                Command::Token(args::TokenCommand::New { name }) => new_token(&name),
                 command => client::run(command).await,
             }
         }
     }
+}
+
+/// `keyserver token new NAME`: 256 random bits from the OS, printed once,
+/// with the auth file entry that holds only their hash.
+fn new_token(name: &str) -> Result<(), Failure> {
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    choice::suite(args::SuiteName::Rustcrypto)?
+        .fill_random(&mut bytes[..])
+        .map_err(Failure::from)?;
+    let token = zeroize::Zeroizing::new(hex::encode(&bytes[..]));
+    let entry = format!(
+        "token: {}\n\n[[principal]]\nname = {name:?}\ntoken_sha256 = \"{}\"\nmethods = [\"status\"]\n",
+        token.as_str(),
+        keyserver::transports::AuthPolicy::token_hash(&token)
+    );
+    output::print_stdout(&entry)
 }
 
 /// Prints the process's peak resident memory (Linux), for memory tests.

@@ -2,18 +2,58 @@
 
 use std::sync::Arc;
 
-use keyserver::transports::HttpServer;
+use std::path::Path;
+
+use keyserver::transports::{Auth, AuthFile, AuthPolicy, HttpServer};
 use keyserver::KeyServer;
 
 use super::args::{LogFormat, ServeArgs};
 use super::config::ServeConfig;
-use super::exit::Failure;
+use super::exit::{io_failure, usage, Failure};
 use super::output::print_stdout;
 use super::{choice, init_logging};
 
+/// The policy of the auth file at `path`.
+fn load_policy(path: &Path) -> Result<AuthPolicy, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| io_failure(format!("cannot read the auth file {}", path.display()), e))?;
+    let file: AuthFile =
+        toml::from_str(&text).map_err(|e| usage(format!("{}: {}", path.display(), e.message())))?;
+    AuthPolicy::new(&file).map_err(|e| usage(format!("{}: {e}", path.display())))
+}
+
+/// Re-reads the auth file on every SIGHUP: a file that does not load keeps
+/// the policy in force, and the log says why.
+fn reload_on_sighup(path: std::path::PathBuf, auth: Arc<Auth>) -> Result<(), Failure> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup =
+        signal(SignalKind::hangup()).map_err(|e| io_failure("cannot handle signals".into(), e))?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match load_policy(&path) {
+                Ok(policy) => {
+                    auth.replace(policy);
+                    tracing::info!(target: "keyserver::server", "auth file {} reloaded", path.display());
+                }
+                Err(failure) => tracing::warn!(
+                    target: "keyserver::server",
+                    "auth file not reloaded, the previous policy stays in force: {}",
+                    failure.message
+                ),
+            }
+        }
+    });
+    Ok(())
+}
+
 pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Result<(), Failure> {
-    let config = ServeConfig::resolve(args, log_format)?;
+    let mut config = ServeConfig::resolve(args, log_format)?;
     init_logging(config.log_format);
+    if let Some(path) = &config.auth {
+        let auth = Auth::new(load_policy(path)?);
+        reload_on_sighup(path.clone(), Arc::clone(&auth))?;
+        config.server.auth = Some(auth);
+    }
     let storage = choice::storage(&config.storage, config.cache_records).await?;
     let suite = choice::suite(config.suite)?;
     let keys = Arc::new(

@@ -7,6 +7,7 @@
 //! - `seed`: the seed's narrative, step by step;
 //! - `transport`: the client narrative and cache rules over every transport,
 //!   one macro line each (in-process, XML-RPC and JSON-RPC on loopback);
+//! - `auth`: principals, tokens and permissions, SIGHUP reloads;
 //! - `wire`: raw bad input against running servers, TLS and mutual TLS;
 //! - `hostile`: connections that never finish, more of them than the
 //!   server may hold, bodies that would pin its memory, web pages, and
@@ -26,6 +27,14 @@
 
 mod common;
 
+#[cfg(all(
+    feature = "cipher-rustcrypto",
+    feature = "storage-memory",
+    feature = "transport-xmlrpc",
+    feature = "transport-jsonrpc",
+    feature = "cli"
+))]
+mod auth;
 #[cfg(feature = "testing")]
 mod cipher;
 #[cfg(feature = "cli")]

@@ -478,11 +478,12 @@ async fn one_access_log_line_per_request_and_never_a_key() {
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let id = kek.id().to_string();
     for expected in [
-        format!("xmlrpc generate {id} ok"),
-        format!("jsonrpc get_key {id} ok"),
-        format!("xmlrpc contains {id} ok"),
-        "jsonrpc status - ok".to_string(),
-        "xmlrpc get_key - error 2".to_string(),
+        // protocol, method, key id, principal ("-": no access control).
+        format!("xmlrpc generate {id} - ok"),
+        format!("jsonrpc get_key {id} - ok"),
+        format!("xmlrpc contains {id} - ok"),
+        "jsonrpc status - - ok".to_string(),
+        "xmlrpc get_key - - error 2".to_string(),
     ] {
         assert!(
             logs.contains(&expected),
@@ -694,6 +695,7 @@ async fn errors_cross_the_wire_as_their_own_variant() {
         |_| Error::Busy {
             reason: "every key-generation worker is busy and the queue is full".into(),
         },
+        |_| Error::NotPermitted,
         // No text form to parse back: these arrive as Remote, with the
         // server's code and text.
         |_| Error::Io {

@@ -119,7 +119,9 @@ impl Dispatch {
         let start = Instant::now();
         let method = call.method().name;
         let mut key_id = call.key_id();
-        let result = if tokio::time::Instant::now() >= deadline {
+        let result = if let Err(e) = super::auth::current_caller().check(&call) {
+            Err(e)
+        } else if tokio::time::Instant::now() >= deadline {
             Err(timed_out())
         } else {
             match tokio::time::timeout_at(deadline, self.service.call(call)).await {
@@ -145,11 +147,13 @@ pub(crate) fn log_request<T>(
 ) {
     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
     let key_id = key_id.map(|k| k.to_string()).unwrap_or_else(|| "-".into());
+    let caller = super::auth::current_caller();
+    let principal = caller.name();
     match result {
         Ok(_) => tracing::info!(
             target: "keyserver::access",
-            protocol, method, key_id = %key_id, outcome = "ok", latency_ms,
-            "{protocol} {method} {key_id} ok {latency_ms:.2}ms"
+            protocol, method, key_id = %key_id, principal, outcome = "ok", latency_ms,
+            "{protocol} {method} {key_id} {principal} ok {latency_ms:.2}ms"
         ),
         Err(e) => {
             // The causes go to the log only (a client gets the error's own
@@ -163,8 +167,10 @@ pub(crate) fn log_request<T>(
             }
             tracing::warn!(
                 target: "keyserver::access",
-                protocol, method, key_id = %key_id, outcome = "error", code = e.code(), latency_ms,
-                "{protocol} {method} {key_id} error {} ({detail}) {latency_ms:.2}ms", e.code()
+                protocol, method, key_id = %key_id, principal, outcome = "error", code = e.code(),
+                latency_ms,
+                "{protocol} {method} {key_id} {principal} error {} ({detail}) {latency_ms:.2}ms",
+                e.code()
             )
         }
     }

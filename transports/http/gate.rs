@@ -13,17 +13,23 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-/// The hosts a listener answers to.
+/// The hosts a listener answers to, and the policy it enforces.
 pub(crate) struct Gate {
     listen: SocketAddr,
     allowed: Vec<String>,
+    auth: Option<Arc<super::auth::Auth>>,
 }
 
 impl Gate {
-    pub(crate) fn new(listen: SocketAddr, allowed: &[String]) -> Arc<Self> {
+    pub(crate) fn new(
+        listen: SocketAddr,
+        allowed: &[String],
+        auth: Option<Arc<super::auth::Auth>>,
+    ) -> Arc<Self> {
         Arc::new(Gate {
             listen,
             allowed: allowed.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            auth,
         })
     }
 
@@ -114,13 +120,15 @@ pub(crate) async fn check(gate: Arc<Gate>, request: Request, next: Next) -> Resp
             );
         }
     }
+    // Who is calling: each call of the request is checked against it.
+    let caller = super::auth::Caller::of(gate.auth.as_deref(), request.headers());
     // Counted as in flight on its connection until answered, so that the
     // connection limit never evicts a connection with a request running.
     let _in_flight = request
         .extensions()
         .get::<Arc<super::conn::ConnState>>()
         .map(super::conn::ConnState::request);
-    next.run(request).await
+    super::auth::CALLER.scope(caller, next.run(request)).await
 }
 
 fn refuse(status: StatusCode, message: &'static str) -> Response {
@@ -133,7 +141,11 @@ mod tests {
 
     #[test]
     fn hosts_that_name_the_listener() {
-        let loopback = Gate::new("127.0.0.1:8731".parse().unwrap(), &["keys.example".into()]);
+        let loopback = Gate::new(
+            "127.0.0.1:8731".parse().unwrap(),
+            &["keys.example".into()],
+            None,
+        );
         for ok in [
             "127.0.0.1:8731",
             "127.0.0.1",
@@ -155,11 +167,11 @@ mod tests {
         ] {
             assert!(!loopback.host_allowed(refused), "{refused}");
         }
-        let public = Gate::new("10.1.2.3:8731".parse().unwrap(), &[]);
+        let public = Gate::new("10.1.2.3:8731".parse().unwrap(), &[], None);
         assert!(public.host_allowed("10.1.2.3:8731"));
         assert!(!public.host_allowed("localhost"));
         assert!(!public.host_allowed("10.1.2.4"));
-        let any = Gate::new("0.0.0.0:8731".parse().unwrap(), &[]);
+        let any = Gate::new("0.0.0.0:8731".parse().unwrap(), &[], None);
         assert!(any.host_allowed("192.168.1.9:8731"));
         assert!(!any.host_allowed("keys.example"));
     }

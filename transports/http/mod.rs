@@ -2,6 +2,7 @@
 //! a limit, and running parsed calls with a time limit and an access log. The
 //! listener (`transports/listener.rs`) sits above the endpoints.
 
+pub(crate) mod auth;
 pub(crate) mod body;
 pub(crate) mod conn;
 pub(crate) mod dispatch;

@@ -56,6 +56,11 @@ impl JsonRpc {
         let mut builder = HttpClientBuilder::default()
             .request_timeout(options.timeout)
             .set_rpc_middleware(RpcServiceBuilder::new());
+        if let Some(token) = &options.token {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(http::header::AUTHORIZATION, token.header()?);
+            builder = builder.set_headers(headers);
+        }
         if base.starts_with("https://") {
             builder = builder
                 .with_custom_cert_store(crate::transports::tls::client_config(&options.tls)?);

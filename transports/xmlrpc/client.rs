@@ -31,6 +31,7 @@ pub struct XmlRpc {
     endpoint: String,
     http: reqwest::Client,
     insecure: bool,
+    authorization: Option<http::HeaderValue>,
 }
 
 impl XmlRpc {
@@ -67,6 +68,7 @@ impl XmlRpc {
             base,
             http,
             insecure: options.insecure,
+            authorization: options.token.as_ref().map(|t| t.header()).transpose()?,
         })
     }
 }
@@ -80,9 +82,11 @@ impl Transport for XmlRpc {
     async fn send(&self, call: Call) -> Result<Reply> {
         crate::transports::options::check_clear(&self.base, &call, self.insecure)?;
         let body = codec::encode_call(call.clone())?;
-        let response = self
-            .http
-            .post(&self.endpoint)
+        let mut request = self.http.post(&self.endpoint);
+        if let Some(authorization) = &self.authorization {
+            request = request.header(header::AUTHORIZATION, authorization.clone());
+        }
+        let response = request
             .header(header::CONTENT_TYPE, "text/xml")
             .body(body.as_bytes().to_vec())
             .send()

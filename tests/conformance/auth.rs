@@ -1,0 +1,251 @@
+//! Principals and permissions end to end: tokens as Bearer or Basic
+//! credentials, every method a principal lacks refused with code 13 over
+//! both protocols, Python's standard library with the token in the URL, and
+//! a revocation by SIGHUP.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use keyserver::api::Call;
+use keyserver::backends::{MemoryStorage, RustCrypto};
+use keyserver::transports::{
+    Auth, AuthFile, AuthPolicy, ClientOptions, HttpServer, JsonRpc, PrincipalSpec, ServerConfig,
+    Token, XmlRpc,
+};
+use keyserver::{KeyServer, KeyService, Strength, Transport};
+
+const APP_TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const READER_TOKEN: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+
+fn principal(name: &str, token: Option<&str>, methods: &[&str]) -> PrincipalSpec {
+    PrincipalSpec {
+        name: name.into(),
+        token_sha256: token.map(AuthPolicy::token_hash),
+        methods: methods.iter().map(|m| m.to_string()).collect(),
+        strengths: None,
+    }
+}
+
+fn clients(url: &str, token: Option<&str>) -> Vec<Box<dyn Transport>> {
+    let options = ClientOptions {
+        token: token.map(Token::new),
+        ..Default::default()
+    };
+    vec![
+        Box::new(XmlRpc::with_options(url, options.clone()).unwrap()),
+        Box::new(JsonRpc::with_options(url, options).unwrap()),
+    ]
+}
+
+/// Every call of the wire API, on a key that exists.
+fn every_call(kek: &keyserver::Kek) -> Vec<Call> {
+    vec![
+        Call::Generate(None),
+        Call::Generate(Some(Strength::S128)),
+        Call::GetKey(kek.clone()),
+        Call::GetWrapped(kek.id()),
+        Call::Contains(kek.id()),
+        Call::Status,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_principal_may_call_what_it_is_granted_and_nothing_else() {
+    let keys = Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new()));
+    let kek = keys.generate().await.unwrap();
+    let mut app = principal("app", Some(APP_TOKEN), &["generate", "get_key", "status"]);
+    app.strengths = Some(vec![128]);
+    let reader = principal("reader", Some(READER_TOKEN), &["get_wrapped", "contains"]);
+    let policy = AuthPolicy::new(&AuthFile {
+        principals: vec![app, reader],
+    })
+    .unwrap();
+    let http = HttpServer::start(
+        Arc::clone(&keys) as Arc<dyn KeyService>,
+        ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            auth: Some(Auth::new(policy)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let url = http.url();
+    let granted = |who: Option<&str>, call: &Call| match (who, call) {
+        (Some(APP_TOKEN), Call::Generate(_) | Call::GetKey(_) | Call::Status) => true,
+        (Some(READER_TOKEN), Call::GetWrapped(_) | Call::Contains(_)) => true,
+        (None, Call::Status) => true, // anonymous: status only
+        _ => false,
+    };
+    let bad = "ab".repeat(32);
+    for who in [
+        Some(APP_TOKEN),
+        Some(READER_TOKEN),
+        None,
+        Some(bad.as_str()),
+    ] {
+        for client in clients(&url, who) {
+            for call in every_call(&kek) {
+                let answer = client.send(call.clone()).await;
+                if granted(who, &call) {
+                    assert!(
+                        answer.is_ok(),
+                        "{:?} {call:?}: {answer:?}",
+                        who.map(|_| "token")
+                    );
+                } else {
+                    let err = answer.unwrap_err();
+                    assert_eq!(err.code(), 13, "{call:?}: {err}");
+                    assert_eq!(err.to_string(), "not permitted");
+                }
+            }
+        }
+    }
+    // A strength not granted: code 13 too.
+    for client in clients(&url, Some(APP_TOKEN)) {
+        let err = client.generate(Some(Strength::S192)).await.unwrap_err();
+        assert_eq!(err.code(), 13, "{err}");
+    }
+    // HTTP Basic with the token as the password, by hand.
+    let addr = http.local_addr();
+    let answer = tokio::task::spawn_blocking(move || {
+        use base64::Engine;
+        use std::io::{Read, Write};
+        let body = "<?xml version=\"1.0\"?><methodCall><methodName>contains</methodName><params>\
+                    <param><value><string>0000000000000000000000000000000000000000000000000000000000000000</string></value></param></params></methodCall>";
+        let credentials =
+            base64::engine::general_purpose::STANDARD.encode(format!("reader:{READER_TOKEN}"));
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "POST /RPC2 HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/xml\r\nAuthorization: Basic {credentials}\r\n\
+             Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    })
+    .await
+    .unwrap();
+    assert!(answer.contains("<boolean>0</boolean>"), "{answer}");
+    // Python's standard library, with the token in the URL.
+    let python = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import xmlrpc.client\n\
+             s = xmlrpc.client.ServerProxy('http://reader:{READER_TOKEN}@{addr}/RPC2')\n\
+             print(s.contains('{}'))\n\
+             try:\n    xmlrpc.client.ServerProxy('http://{addr}/RPC2').generate()\n\
+             except xmlrpc.client.Fault as f:\n    print(f.faultCode)",
+            kek.id()
+        ))
+        .output();
+    match python {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(
+                text,
+                "True\n13\n",
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(e) => crate::common::unavailable("python3", e),
+    }
+    assert_eq!(keys.len(), 1 + 4, "app's generates only");
+    http.shutdown().await;
+}
+
+/// `serve --auth FILE`: the policy is read at start; SIGHUP re-reads it
+/// (a revoked token stops working without a restart), and a file that does
+/// not load keeps the policy in force.
+#[test]
+fn sighup_reloads_the_auth_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("auth.toml");
+    let entry = |name: &str, token: &str| {
+        format!(
+            "[[principal]]\nname = \"{name}\"\ntoken_sha256 = \"{}\"\nmethods = [\"status\", \"contains\"]\n",
+            AuthPolicy::token_hash(token)
+        )
+    };
+    std::fs::write(
+        &file,
+        format!(
+            "{}\n{}",
+            entry("app", APP_TOKEN),
+            entry("reader", READER_TOKEN)
+        ),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_keyserver");
+    let (mut child, url) = crate::common::spawn_server(
+        Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--storage", "memory"])
+            .arg("--auth")
+            .arg(&file)
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::null()),
+    );
+    let status = |token: &str| {
+        Command::new(bin)
+            .args(["status", "--server", &url, "--token", token])
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    let hup = |pid: u32| {
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success());
+    };
+    assert_eq!(status(APP_TOKEN), Some(0));
+    assert_eq!(status(READER_TOKEN), Some(0));
+    // Revoke app.
+    std::fs::write(&file, entry("reader", READER_TOKEN)).unwrap();
+    hup(child.id());
+    let mut revoked = false;
+    for _ in 0..100 {
+        if status(APP_TOKEN) == Some(7) {
+            revoked = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(revoked, "app's token still works after SIGHUP");
+    assert_eq!(status(READER_TOKEN), Some(0));
+    // A broken file keeps the policy in force.
+    std::fs::write(&file, "[[principal]\nname = ").unwrap();
+    hup(child.id());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(status(READER_TOKEN), Some(0), "the old policy stays");
+    assert_eq!(status(APP_TOKEN), Some(7));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `keyserver token new NAME` prints a token and an entry holding its hash.
+#[test]
+fn token_new_prints_a_token_and_its_entry() {
+    let out = Command::new(env!("CARGO_BIN_EXE_keyserver"))
+        .args(["token", "new", "app"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let token = text
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("token: "))
+        .unwrap();
+    assert_eq!(token.len(), 64);
+    let toml_part = text.split_once("\n\n").unwrap().1;
+    assert!(toml_part.contains(&AuthPolicy::token_hash(token)), "{text}");
+    assert!(!toml_part.contains(token), "only the hash goes in the file");
+    assert!(toml_part.contains("name = \"app\""), "{text}");
+}
