@@ -249,3 +249,44 @@ fn token_new_prints_a_token_and_its_entry() {
     assert!(!toml_part.contains(token), "only the hash goes in the file");
     assert!(toml_part.contains("name = \"app\""), "{text}");
 }
+
+/// A listener off loopback refuses to start without access control (an
+/// auth policy or client certificates) unless told insecure.
+#[tokio::test]
+async fn a_public_listener_needs_access_control() {
+    use keyserver::transports::TlsFiles;
+    let keys: Arc<dyn KeyService> =
+        Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new()));
+    let tls = |client_ca: Option<&str>| {
+        Some(TlsFiles {
+            cert: "/nonexistent/cert.pem".into(),
+            key: "/nonexistent/key.pem".into(),
+            client_ca: client_ca.map(Into::into),
+        })
+    };
+    let config = |tls, auth| ServerConfig {
+        listen: "0.0.0.0:0".parse().unwrap(),
+        tls,
+        auth,
+        ..Default::default()
+    };
+    let err = HttpServer::start(Arc::clone(&keys), config(tls(None), None))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), 4, "{err}");
+    assert!(err.to_string().contains("access control"), "{err}");
+    // With a policy, or client certificates, it goes on (and here fails
+    // later, on the missing TLS files).
+    let policy = Auth::new(AuthPolicy::new(&AuthFile::default()).unwrap());
+    for (tls, auth) in [
+        (tls(None), Some(policy)),
+        (tls(Some("/nonexistent/ca.pem")), None),
+    ] {
+        let err = HttpServer::start(Arc::clone(&keys), config(tls, auth))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.code(), 11, "{err}");
+    }
+}
