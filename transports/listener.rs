@@ -274,6 +274,32 @@ impl HttpServer {
     }
 }
 
+/// `GET /healthz` (the process serves: always 200) and `GET /readyz` (the
+/// service answers and its storage can be read: 200, or 503 with a one-line
+/// reason), for load balancers and orchestrators. Neither needs
+/// credentials; neither says more than that.
+fn probes(dispatch: Arc<Dispatch>) -> Router {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    Router::new()
+        .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
+        .route(
+            "/readyz",
+            get(move || {
+                let dispatch = Arc::clone(&dispatch);
+                async move {
+                    match dispatch.ready().await {
+                        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+                        Err(e) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready: error {}\n", e.code()),
+                        ),
+                    }
+                }
+            }),
+        )
+}
+
 /// hyper's settings: the header time-out (HTTP/1), a small read buffer
 /// (what hyper holds per connection outside the request memory budget), and
 /// HTTP/2's stream count and flow-control windows (what it may buffer).
@@ -322,6 +348,7 @@ fn router(dispatch: &Arc<Dispatch>, config: &ServerConfig) -> Router {
             dispatch,
         )));
     }
+    router = router.merge(probes(Arc::clone(dispatch)));
     let gate = gate::Gate::new(config.listen, &config.allowed_hosts, config.auth.clone());
     router.layer(axum::middleware::from_fn(move |request, next| {
         gate::check(Arc::clone(&gate), request, next)

@@ -954,3 +954,86 @@ async fn http2_streams_per_connection_are_capped() {
     assert_eq!(gated.most.load(SeqCst), 4);
     http.shutdown().await;
 }
+
+/// A service whose storage cannot be read.
+struct Unready;
+
+#[keyserver::async_trait]
+impl KeyService for Unready {
+    async fn generate(&self, _: Option<Strength>) -> keyserver::Result<keyserver::Kek> {
+        Err(keyserver::Error::Internal("unused".into()))
+    }
+    async fn get_key(&self, _: &keyserver::Kek) -> keyserver::Result<keyserver::Dek> {
+        Err(keyserver::Error::Internal("unused".into()))
+    }
+    async fn get_wrapped(&self, id: &keyserver::KeyId) -> keyserver::Result<keyserver::WrappedDek> {
+        Err(keyserver::Error::NotFound { key_id: *id })
+    }
+    async fn contains(&self, _: &keyserver::KeyId) -> keyserver::Result<bool> {
+        Err(keyserver::Error::Storage {
+            backend: "file".into(),
+            message: "reading a shard directory".into(),
+            source: None,
+        })
+    }
+    async fn status(&self) -> keyserver::Result<keyserver::Status> {
+        Ok(keyserver::Status {
+            keys: 0,
+            version: "unready".into(),
+            suite: "-".into(),
+            storage: "-".into(),
+            strength: 128,
+        })
+    }
+}
+
+/// `/healthz` answers while the process serves; `/readyz` only while the
+/// service answers and its storage can be read (503 with the error code
+/// otherwise). Neither needs credentials, even under an auth policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_readiness_probes() {
+    use keyserver::transports::{Auth, AuthFile, AuthPolicy};
+    let get = |addr: SocketAddr, path: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            read_until_closed(&mut s, Duration::from_secs(30))
+        })
+    };
+    let auth = Auth::new(AuthPolicy::new(&AuthFile::default()).unwrap());
+    let config = || ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        auth: Some(Arc::clone(&auth)),
+        ..Default::default()
+    };
+    let ready = HttpServer::start(keys(), config()).await.unwrap();
+    let unready = HttpServer::start(Arc::new(Unready), config())
+        .await
+        .unwrap();
+    let answers = (
+        get(ready.local_addr(), "/healthz").await.unwrap(),
+        get(ready.local_addr(), "/readyz").await.unwrap(),
+        get(unready.local_addr(), "/healthz").await.unwrap(),
+        get(unready.local_addr(), "/readyz").await.unwrap(),
+    );
+    assert!(
+        answers.0.starts_with("HTTP/1.1 200") && answers.0.ends_with("ok\n"),
+        "{}",
+        answers.0
+    );
+    assert!(
+        answers.1.starts_with("HTTP/1.1 200") && answers.1.ends_with("ready\n"),
+        "{}",
+        answers.1
+    );
+    assert!(answers.2.starts_with("HTTP/1.1 200"), "{}", answers.2);
+    assert!(answers.3.starts_with("HTTP/1.1 503"), "{}", answers.3);
+    assert!(answers.3.ends_with("not ready: error 5\n"), "{}", answers.3);
+    assert!(!answers.3.contains("shard"), "no detail: {}", answers.3);
+    ready.shutdown().await;
+    unready.shutdown().await;
+}

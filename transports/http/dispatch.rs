@@ -50,6 +50,20 @@ impl Dispatch {
         }
     }
 
+    /// Whether the service can answer: its status, and a lookup that reads
+    /// its storage, each within the request time limit.
+    pub(crate) async fn ready(&self) -> Result<()> {
+        let deadline = self.deadline();
+        let check = async {
+            self.service.status().await?;
+            self.service.contains(&KeyId::from_bytes([0; 32])).await?;
+            Ok(())
+        };
+        tokio::time::timeout_at(deadline, check)
+            .await
+            .unwrap_or_else(|_| Err(timed_out()))
+    }
+
     /// When a request that starts now must be answered: its body, its
     /// parsing and all its calls share this one deadline.
     pub(crate) fn deadline(&self) -> tokio::time::Instant {
