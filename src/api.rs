@@ -116,6 +116,12 @@ pub trait KeyService: Send + Sync {
     /// `status()`: what the server says about itself.
     async fn status(&self) -> Result<Status>;
 
+    /// What the service holds and does now, for monitoring (`/metrics`).
+    /// A service that keeps none of these answers zeros (the default).
+    fn gauges(&self) -> Gauges {
+        Gauges::default()
+    }
+
     /// Runs one [`Call`] and gives its [`Reply`]: the one place a call meets
     /// the typed methods above.
     async fn call(&self, call: Call) -> Result<Reply> {
@@ -143,6 +149,25 @@ pub enum Call {
     Contains(KeyId),
     /// `status()`.
     Status,
+}
+
+/// What a service holds and does at one moment, for monitoring.
+///
+/// ```
+/// let g = keyserver::api::Gauges::default();
+/// assert_eq!(g.keys, 0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Gauges {
+    /// Keys stored.
+    pub keys: u64,
+    /// Pre-generated KEKs ready.
+    pub kek_pool_ready: u64,
+    /// Key generations running.
+    pub generate_running: u64,
+    /// `generate` calls waiting for a worker.
+    pub generate_waiting: u64,
 }
 
 /// The answer to a [`Call`].
@@ -279,6 +304,12 @@ impl Method {
     /// ```
     pub fn is_expensive(&self) -> bool {
         self.name == GENERATE.name || self.name == GET_KEY.name
+    }
+
+    /// Whether it changes what the server stores (`generate`): such a call
+    /// is answered only once its audit line is on disk.
+    pub fn changes_state(&self) -> bool {
+        self.name == GENERATE.name
     }
 
     /// The parameter list as a protocol writes it: `open` and `close` are

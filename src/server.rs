@@ -498,6 +498,15 @@ impl<C: CipherSuite, S: KeyStorage> KeyService for KeyServer<C, S> {
     async fn status(&self) -> Result<Status> {
         Ok(KeyServer::status(self))
     }
+
+    fn gauges(&self) -> crate::api::Gauges {
+        crate::api::Gauges {
+            keys: self.storage.count(),
+            kek_pool_ready: self.kek_pool_ready(),
+            generate_running: self.generation.busy() as u64,
+            generate_waiting: self.generation.waiting() as u64,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -49,6 +49,17 @@ impl Limiter {
         self.queue
     }
 
+    /// Workers busy now.
+    pub(crate) fn busy(&self) -> usize {
+        self.workers
+            .saturating_sub(self.permits.available_permits())
+    }
+
+    /// Callers waiting for a worker now.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+
     /// Workers free now.
     #[cfg(test)]
     pub(crate) fn idle(&self) -> usize {

@@ -11,6 +11,7 @@ use axum::Router;
 
 use crate::api::KeyService;
 use crate::transports::http::dispatch::Dispatch;
+use crate::transports::http::metrics::{Metrics, Sources};
 use crate::transports::http::{conn, gate};
 use crate::transports::TlsFiles;
 use crate::{Error, Result};
@@ -92,6 +93,10 @@ pub struct ServerConfig {
     /// caller may call every method, which only a loopback listener (or one
     /// with client certificates, or told `insecure`) accepts.
     pub auth: Option<Arc<crate::transports::Auth>>,
+    /// Where every call is recorded ([`AuditLog`](crate::transports::AuditLog)):
+    /// a state-changing call is answered only once its line is on disk,
+    /// and while the log cannot be written every call is refused (code 5).
+    pub audit: Option<Arc<crate::transports::AuditLog>>,
 }
 
 impl Default for ServerConfig {
@@ -111,6 +116,7 @@ impl Default for ServerConfig {
             allowed_hosts: Vec::new(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             auth: None,
+            audit: None,
         }
     }
 }
@@ -176,7 +182,6 @@ impl HttpServer {
             )));
         }
         let dispatch = Arc::new(Dispatch::with_config(service, &config));
-        let router = router(&dispatch, &config);
         let room = conn::connection_room();
         let max_connections = config.max_connections.min(room);
         if max_connections < config.max_connections {
@@ -188,13 +193,14 @@ impl HttpServer {
             );
         }
         let limit = conn::Limit::new(max_connections, config.idle_timeout);
+        let router = router(&dispatch, &config, &limit);
         let listener = TcpListener::bind(config.listen)
             .map_err(|e| transport_error(format!("cannot listen on {}", config.listen), e))?;
         let addr = listener
             .local_addr()
             .map_err(|e| transport_error("cannot read the bound address", e))?;
         let handle = axum_server::Handle::new();
-        let service = router.into_make_service();
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
         let tls = config.tls.is_some();
         let task = match &config.tls {
             Some(files) => {
@@ -202,7 +208,11 @@ impl HttpServer {
                 let acceptor = axum_server::tls_rustls::RustlsConfig::from_config(rustls);
                 let mut server = axum_server::from_tcp_rustls(listener, acceptor)
                     .map_err(|e| transport_error("cannot start the listener", e))?
-                    .map(|tls| tls.handshake_timeout(config.header_timeout).acceptor(limit))
+                    .map(|tls| {
+                        crate::transports::http::peer::PeerCerts(
+                            tls.handshake_timeout(config.header_timeout).acceptor(limit),
+                        )
+                    })
                     .handle(handle.clone())
                     .first_request_timeout(config.header_timeout);
                 configure_http(server.http_builder(), &config);
@@ -274,11 +284,42 @@ impl HttpServer {
     }
 }
 
+/// `GET /metrics` in the Prometheus text format: to callers on the loopback
+/// interface, and to principals granted `metrics`; 403 to anyone else.
+fn metrics_route(metrics: Arc<Metrics>, sources: Sources) -> Router {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    let sources = Arc::new(sources);
+    Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = Arc::clone(&metrics);
+            let sources = Arc::clone(&sources);
+            async move {
+                let request = crate::transports::http::auth::current_request();
+                let local = request.peer.is_some_and(|p| p.ip().is_loopback());
+                if !local && !request.caller.may_read_metrics() {
+                    return (StatusCode::FORBIDDEN, "not permitted\n").into_response();
+                }
+                let text = metrics.render(&sources);
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    text,
+                )
+                    .into_response()
+            }
+        }),
+    )
+}
+
 /// `GET /healthz` (the process serves: always 200) and `GET /readyz` (the
-/// service answers and its storage can be read: 200, or 503 with a one-line
-/// reason), for load balancers and orchestrators. Neither needs
-/// credentials; neither says more than that.
-fn probes(dispatch: Arc<Dispatch>) -> Router {
+/// service answers, its storage can be read, and the audit log, if any, can
+/// be written: 200, or 503 with a one-line reason), for load balancers and
+/// orchestrators. Neither needs credentials; neither says more than that.
+fn probes(dispatch: Arc<Dispatch>, audit: Option<Arc<crate::transports::AuditLog>>) -> Router {
     use axum::http::StatusCode;
     use axum::routing::get;
     Router::new()
@@ -287,8 +328,10 @@ fn probes(dispatch: Arc<Dispatch>) -> Router {
             "/readyz",
             get(move || {
                 let dispatch = Arc::clone(&dispatch);
+                let audit = audit.clone();
                 async move {
-                    match dispatch.ready().await {
+                    let audited = audit.as_deref().map_or(Ok(()), |a| a.check());
+                    match audited.and(dispatch.ready().await) {
                         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
                         Err(e) => (
                             StatusCode::SERVICE_UNAVAILABLE,
@@ -334,7 +377,7 @@ fn transport_error(
 }
 
 #[allow(unused_mut)]
-fn router(dispatch: &Arc<Dispatch>, config: &ServerConfig) -> Router {
+fn router(dispatch: &Arc<Dispatch>, config: &ServerConfig, limit: &conn::Limit) -> Router {
     let mut router = Router::new();
     #[cfg(feature = "transport-xmlrpc-server")]
     {
@@ -348,8 +391,23 @@ fn router(dispatch: &Arc<Dispatch>, config: &ServerConfig) -> Router {
             dispatch,
         )));
     }
-    router = router.merge(probes(Arc::clone(dispatch)));
-    let gate = gate::Gate::new(config.listen, &config.allowed_hosts, config.auth.clone());
+    router = router.merge(probes(Arc::clone(dispatch), config.audit.clone()));
+    let metrics = Metrics::new();
+    router = router.merge(metrics_route(
+        Arc::clone(&metrics),
+        Sources {
+            dispatch: Arc::clone(dispatch),
+            connections: limit.clone(),
+            audit: config.audit.clone(),
+        },
+    ));
+    let gate = gate::Gate::new(
+        config.listen,
+        &config.allowed_hosts,
+        config.auth.clone(),
+        config.audit.clone(),
+        Some(metrics),
+    );
     router.layer(axum::middleware::from_fn(move |request, next| {
         gate::check(Arc::clone(&gate), request, next)
     }))

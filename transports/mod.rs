@@ -51,7 +51,11 @@ mod xmlrpc;
     )))
 )]
 pub use self::{
-    http::auth::{Auth, AuthFile, AuthPolicy, Principal, PrincipalSpec},
+    http::audit::{
+        verify_audit, AuditConfig, AuditKey, AuditLog, AuditReport, DEFAULT_AUDIT_ROTATE,
+        MIN_AUDIT_KEY,
+    },
+    http::auth::{Auth, AuthFile, AuthPolicy, Principal, PrincipalSpec, METRICS_GRANT},
     listener::{
         HttpServer, ServerConfig, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN,
         DEFAULT_MAX_BATCH_EXPENSIVE, DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS,

@@ -64,6 +64,29 @@ pub(crate) enum Command {
     /// Tokens for a server's auth file.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The audit log: make its key, verify its chain.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Write a fresh random audit key (32 bytes, mode 0600) to a new file.
+    NewKey {
+        /// The key file to create (an existing file is never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check the MAC chain of audit log files (any order); exit 0 if it
+    /// holds, 1 naming the first bad line otherwise.
+    Verify {
+        /// The audit key file.
+        #[arg(long, env = "KEYSERVER_AUDIT_KEY")]
+        audit_key: PathBuf,
+        /// The log files (the live one and any rotated ones).
+        #[arg(required = true)]
+        logs: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -220,6 +243,17 @@ pub(crate) struct ServeOptions {
     /// exits [default: 10].
     #[arg(long, env = "KEYSERVER_GRACE_PERIOD")]
     pub grace_period: Option<u64>,
+    /// Audit log: one MAC-chained JSON line per call; generate is answered
+    /// only once its line is on disk [default: none]. Needs --audit-key.
+    #[arg(long, env = "KEYSERVER_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+    /// The audit log's MAC key file (at least 32 bytes, mode 0600; made by
+    /// `keyserver audit new-key`).
+    #[arg(long, env = "KEYSERVER_AUDIT_KEY")]
+    pub audit_key: Option<PathBuf>,
+    /// Size in bytes at which the audit log rotates [default: 67108864].
+    #[arg(long, env = "KEYSERVER_AUDIT_ROTATE")]
+    pub audit_rotate: Option<u64>,
     /// Log format (the global --log-format wins).
     #[arg(skip)]
     pub log_format: Option<LogFormat>,
@@ -240,7 +274,7 @@ impl ServeOptions {
             max_body, kek_pool, kek_workers, cache_records, allow_strengths, generate_workers,
             generate_queue, request_timeout, max_connections, header_timeout, idle_timeout,
             max_streams, max_request_memory, max_batch_expensive, allowed_hosts, auth, grace_period,
-            log_format)
+            audit_log, audit_key, audit_rotate, log_format)
     }
 }
 

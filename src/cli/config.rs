@@ -22,9 +22,18 @@ pub(crate) struct ServeConfig {
     pub allow_strengths: Vec<Strength>,
     /// The auth file, read when the server starts and on SIGHUP.
     pub auth: Option<std::path::PathBuf>,
+    /// The audit log, if any.
+    pub audit: Option<AuditSettings>,
     pub generate_workers: usize,
     pub generate_queue: usize,
     pub log_format: LogFormat,
+}
+
+/// Where the audit log goes and its key file.
+pub(crate) struct AuditSettings {
+    pub log: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub rotate: u64,
 }
 
 /// "128,192" -> the strengths, each at or above `minimum`.
@@ -88,6 +97,24 @@ impl ServeConfig {
             (None, None) => None,
             _ => return Err(usage("--tls-cert and --tls-key go together")),
         };
+        let audit =
+            match (o.audit_log, o.audit_key) {
+                (Some(log), Some(key)) => Some(AuditSettings {
+                    log,
+                    key,
+                    rotate: o
+                        .audit_rotate
+                        .unwrap_or(keyserver::transports::DEFAULT_AUDIT_ROTATE),
+                }),
+                (Some(_), None) => return Err(usage(
+                    "--audit-log needs --audit-key (keyserver audit new-key --out FILE makes one)",
+                )),
+                (None, Some(_)) => return Err(usage("--audit-key needs --audit-log")),
+                (None, None) => None,
+            };
+        if o.audit_rotate == Some(0) {
+            return Err(usage("--audit-rotate: a size above 0"));
+        }
         Ok(ServeConfig {
             storage: o.storage.unwrap_or_else(|| "file:./keyserver-data".into()),
             suite: o.suite.unwrap_or(SuiteName::Rustcrypto),
@@ -127,12 +154,14 @@ impl ServeConfig {
                     .grace_period
                     .map_or(defaults.shutdown_grace, Duration::from_secs),
                 auth: None,
+                audit: None,
             },
             kek_pool: o.kek_pool.unwrap_or(8),
             kek_workers: o.kek_workers.unwrap_or(1),
             cache_records: o.cache_records.unwrap_or(backends::DEFAULT_CACHE_RECORDS),
             allow_strengths,
             auth: o.auth.clone(),
+            audit,
             generate_workers: o
                 .generate_workers
                 .unwrap_or_else(keyserver::default_generate_workers),
@@ -364,6 +393,39 @@ mod tests {
                 show: |c| c.server.shutdown_grace.as_secs().to_string(),
             },
             Option3 {
+                flag: "--audit-log",
+                env: "KEYSERVER_AUDIT_LOG",
+                key: "audit_log",
+                values: ["/log1", "/log2", "/log3"],
+                show: |c| {
+                    c.audit
+                        .as_ref()
+                        .map_or(String::new(), |a| a.log.display().to_string())
+                },
+            },
+            Option3 {
+                flag: "--audit-key",
+                env: "KEYSERVER_AUDIT_KEY",
+                key: "audit_key",
+                values: ["/key1", "/key2", "/key3"],
+                show: |c| {
+                    c.audit
+                        .as_ref()
+                        .map_or(String::new(), |a| a.key.display().to_string())
+                },
+            },
+            Option3 {
+                flag: "--audit-rotate",
+                env: "KEYSERVER_AUDIT_ROTATE",
+                key: "audit_rotate",
+                values: ["31000", "32000", "33000"],
+                show: |c| {
+                    c.audit
+                        .as_ref()
+                        .map_or(String::new(), |a| a.rotate.to_string())
+                },
+            },
+            Option3 {
                 flag: "--allowed-hosts",
                 env: "KEYSERVER_ALLOWED_HOSTS",
                 key: "allowed_hosts",
@@ -389,7 +451,8 @@ mod tests {
             | "max_streams"
             | "max_request_memory"
             | "max_batch_expensive"
-            | "grace_period" => value.to_string(),
+            | "grace_period"
+            | "audit_rotate" => value.to_string(),
             _ => format!("{value:?}"),
         }
     }

@@ -72,6 +72,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 Command::Encrypt(args) => crypt::crypt(args, true).await,
                 Command::Decrypt(args) => crypt::crypt(args, false).await,
                 Command::Token(args::TokenCommand::New { name }) => new_token(&name),
+                Command::Audit(args::AuditCommand::NewKey { out }) => new_audit_key(&out),
+                Command::Audit(args::AuditCommand::Verify { audit_key, logs }) => {
+                    verify_audit(&audit_key, &logs)
+                }
                 command => client::run(command).await,
             }
         }
@@ -92,6 +96,51 @@ fn new_token(name: &str) -> Result<(), Failure> {
         keyserver::transports::AuthPolicy::token_hash(&token)
     );
     output::print_stdout(&entry)
+}
+
+/// `keyserver audit new-key --out FILE`: 32 random bytes from the OS in a
+/// new file only its owner can read.
+fn new_audit_key(out: &std::path::Path) -> Result<(), Failure> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    choice::suite(args::SuiteName::Rustcrypto)?
+        .fill_random(&mut bytes[..])
+        .map_err(Failure::from)?;
+    let shown = out.display();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(|e| exit::io_failure(format!("cannot create {shown}"), e))?;
+    file.write_all(&bytes[..])
+        .and_then(|()| file.sync_all())
+        .map_err(|e| exit::io_failure(format!("cannot write {shown}"), e))?;
+    output::print_stdout(&format!("audit key written to {shown}\n"))
+}
+
+/// `keyserver audit verify --audit-key FILE LOG...`.
+fn verify_audit(key: &std::path::Path, logs: &[std::path::PathBuf]) -> Result<(), Failure> {
+    let key =
+        keyserver::transports::AuditKey::from_file(key).map_err(|e| exit::usage(e.to_string()))?;
+    let report = keyserver::transports::verify_audit(&key, logs).map_err(|e| Failure {
+        code: 1,
+        message: match e {
+            keyserver::Error::Policy { reason } => format!("audit log does not verify: {reason}"),
+            other => other.to_string(),
+        },
+    })?;
+    let mut text = format!(
+        "audit log verifies: {} lines, seq {}..={}, last MAC {}\n",
+        report.lines, report.first_seq, report.last_seq, report.last_mac
+    );
+    if !report.from_start {
+        text.push_str("note: the chain starts after seq 1 (earlier files were not given)\n");
+    }
+    if report.incomplete_tail {
+        text.push_str("note: the last file ends in an incomplete line (a crash), not checked\n");
+    }
+    output::print_stdout(&text)
 }
 
 /// Prints the process's peak resident memory (Linux), for memory tests.

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use std::path::Path;
 
-use keyserver::transports::{Auth, AuthFile, AuthPolicy, HttpServer};
+use keyserver::transports::{
+    AuditConfig, AuditKey, AuditLog, Auth, AuthFile, AuthPolicy, HttpServer,
+};
 use keyserver::KeyServer;
 
 use super::args::{LogFormat, ServeArgs};
@@ -54,6 +56,11 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
         reload_on_sighup(path.clone(), Arc::clone(&auth))?;
         config.server.auth = Some(auth);
     }
+    let audit = match &config.audit {
+        Some(settings) => Some(open_audit(settings)?),
+        None => None,
+    };
+    config.server.audit = audit.clone();
     let storage = choice::storage(&config.storage, config.cache_records).await?;
     let suite = choice::suite(config.suite)?;
     let keys = Arc::new(
@@ -80,8 +87,37 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
         config.strength
     ));
     server.run_until(stop).await;
+    if let Some(audit) = audit {
+        // The writer syncs the lines it holds before the process exits.
+        let _ = tokio::task::spawn_blocking(move || audit.close()).await;
+    }
     let _ = print_stdout("keyserver stopped\n");
     Ok(())
+}
+
+/// The audit log of `settings`, its key file checked: private to its
+/// owner, and long enough.
+fn open_audit(settings: &super::config::AuditSettings) -> Result<Arc<AuditLog>, Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(&settings.key).map_err(|e| {
+        io_failure(
+            format!("cannot read the audit key {}", settings.key.display()),
+            e,
+        )
+    })?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(usage(format!(
+            "the audit key {} is readable by others: chmod 600 {}",
+            settings.key.display(),
+            settings.key.display()
+        )));
+    }
+    let key = AuditKey::from_file(&settings.key).map_err(|e| usage(e.to_string()))?;
+    Ok(AuditLog::open(AuditConfig {
+        path: settings.log.clone(),
+        key,
+        rotate_bytes: settings.rotate,
+    })?)
 }
 
 /// A future that completes on SIGTERM or SIGINT, with both handlers

@@ -22,7 +22,7 @@ fn principal(name: &str, token: Option<&str>, methods: &[&str]) -> PrincipalSpec
         name: name.into(),
         token_sha256: token.map(AuthPolicy::token_hash),
         methods: methods.iter().map(|m| m.to_string()).collect(),
-        strengths: None,
+        ..PrincipalSpec::default()
     }
 }
 

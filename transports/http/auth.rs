@@ -25,7 +25,7 @@ use crate::{Error, Result, Strength};
 /// }"#).unwrap();
 /// assert_eq!(spec.name, "app");
 /// ```
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PrincipalSpec {
     /// The principal's name (in logs; `anonymous` is the one for callers
@@ -42,10 +42,23 @@ pub struct PrincipalSpec {
     /// offers.
     #[serde(default)]
     pub strengths: Option<Vec<u32>>,
+    /// A client certificate subject that identifies it over mutual TLS:
+    /// `CN=NAME` (the certificate's common name), or `DNS:NAME`, `URI:NAME`
+    /// or `EMAIL:NAME` (one of its subject alternative names).
+    #[serde(default)]
+    pub tls_subject: Option<String>,
+    /// Calls per second it may make (a token bucket holding one second's
+    /// worth); absent: no limit.
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// `generate` calls per second it may make (a token bucket as `rate`);
+    /// absent: no limit beyond `rate`.
+    #[serde(default)]
+    pub generate_rate: Option<f64>,
 }
 
 /// The auth file: a list of principals.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AuthFile {
     /// The principals, `[[principal]]` in TOML.
@@ -53,18 +66,53 @@ pub struct AuthFile {
     pub principals: Vec<PrincipalSpec>,
 }
 
+/// The grant that lets a principal read `GET /metrics` from off the
+/// loopback interface (it is not a wire method).
+pub const METRICS_GRANT: &str = "metrics";
+
 /// A principal: who a caller is, and what it may do.
 #[derive(Debug)]
 pub struct Principal {
     name: String,
     methods: HashSet<&'static str>,
     strengths: Option<Vec<Strength>>,
+    metrics: bool,
+    rate: Option<Bucket>,
+    generate_rate: Option<Bucket>,
 }
 
 impl Principal {
     /// Its name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether it may read `GET /metrics` (granted `metrics`).
+    pub fn may_read_metrics(&self) -> bool {
+        self.metrics
+    }
+
+    /// Takes one call of `call`'s kind from its rate limits.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when its `rate` (or, for `generate`, its
+    /// `generate_rate`) is used up for now.
+    fn spend(&self, call: &Call) -> Result<()> {
+        if let Some(bucket) = &self.rate {
+            if !bucket.take() {
+                return Err(Error::Busy {
+                    reason: "this principal's request rate is used up".into(),
+                });
+            }
+        }
+        if let (Call::Generate(_), Some(bucket)) = (call, &self.generate_rate) {
+            if !bucket.take() {
+                return Err(Error::Busy {
+                    reason: "this principal's generate rate is used up".into(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Whether it may make `call`. `generate` without a strength is the
@@ -90,7 +138,7 @@ impl Principal {
 ///     name: "app".into(),
 ///     token_sha256: Some(AuthPolicy::token_hash("s3cret-token")),
 ///     methods: vec!["status".into()],
-///     strengths: None,
+///     ..PrincipalSpec::default()
 /// }] };
 /// let policy = AuthPolicy::new(&file)?;
 /// assert_eq!(policy.principal_for_token("s3cret-token").unwrap().name(), "app");
@@ -100,14 +148,55 @@ impl Principal {
 /// ```
 pub struct AuthPolicy {
     by_token: HashMap<[u8; 32], Arc<Principal>>,
+    by_subject: HashMap<String, Arc<Principal>>,
     anonymous: Arc<Principal>,
 }
 
 impl fmt::Debug for AuthPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthPolicy")
-            .field("principals", &self.by_token.len())
+            .field("tokens", &self.by_token.len())
+            .field("subjects", &self.by_subject.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// A token bucket: `rate` tokens a second, holding at most one second's
+/// worth (and at least one token), full at the start.
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    capacity: f64,
+    state: std::sync::Mutex<(f64, tokio::time::Instant)>,
+}
+
+impl Bucket {
+    fn new(rate: f64) -> Self {
+        let capacity = rate.max(1.0);
+        Bucket {
+            rate,
+            capacity,
+            state: std::sync::Mutex::new((capacity, tokio::time::Instant::now())),
+        }
+    }
+
+    /// Takes a token if there is one.
+    fn take(&self) -> bool {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = tokio::time::Instant::now();
+        let (tokens, last) = *state;
+        let tokens = (tokens + now.saturating_duration_since(last).as_secs_f64() * self.rate)
+            .min(self.capacity);
+        if tokens >= 1.0 {
+            *state = (tokens - 1.0, now);
+            true
+        } else {
+            *state = (tokens, now);
+            false
+        }
     }
 }
 
@@ -117,82 +206,96 @@ fn invalid(message: String) -> Error {
 
 impl AuthPolicy {
     /// The policy of `file`, checked: names unique, token hashes 64
-    /// lowercase hex digits and unique, methods and strengths known. A
-    /// principal named `anonymous` (without a token) grants callers without
-    /// credentials; without one they may call `status` only.
+    /// lowercase hex digits and unique, TLS subjects well-formed and unique,
+    /// methods, strengths and rates valid. A principal named `anonymous`
+    /// (with neither token nor subject) grants callers without credentials;
+    /// without one they may call `status` only.
     ///
     /// # Errors
     /// [`Error::Policy`] naming the first thing wrong.
     pub fn new(file: &AuthFile) -> Result<Self> {
         let mut names = HashSet::new();
         let mut by_token = HashMap::new();
+        let mut by_subject = HashMap::new();
         let mut anonymous = None;
         for spec in &file.principals {
-            if !names.insert(spec.name.clone()) {
+            let name = &spec.name;
+            if !names.insert(name.clone()) {
+                return Err(invalid(format!("principal {name:?} is declared twice")));
+            }
+            let principal = Arc::new(principal(spec)?);
+            if name == "anonymous" {
+                if spec.token_sha256.is_some() || spec.tls_subject.is_some() {
+                    return Err(invalid(
+                        "the anonymous principal has no token and no TLS subject".into(),
+                    ));
+                }
+                anonymous = Some(principal);
+                continue;
+            }
+            if spec.token_sha256.is_none() && spec.tls_subject.is_none() {
                 return Err(invalid(format!(
-                    "principal {:?} is declared twice",
-                    spec.name
+                    "principal {name:?} has no token_sha256 and no tls_subject"
                 )));
             }
-            let mut methods = HashSet::new();
-            for m in &spec.methods {
-                let row = crate::api::method(m).ok_or_else(|| {
-                    invalid(format!("principal {:?}: unknown method {m:?}", spec.name))
+            if let Some(hex) = &spec.token_sha256 {
+                let hash = parse_hash(hex).ok_or_else(|| {
+                    invalid(format!(
+                        "principal {name:?}: token_sha256 is 64 lowercase hex digits"
+                    ))
                 })?;
-                methods.insert(row.name);
-            }
-            let strengths = match &spec.strengths {
-                None => None,
-                Some(bits) => Some(
-                    bits.iter()
-                        .map(|b| Strength::from_bits(*b))
-                        .collect::<Result<Vec<_>>>()
-                        .map_err(|e| invalid(format!("principal {:?}: {e}", spec.name)))?,
-                ),
-            };
-            let principal = Arc::new(Principal {
-                name: spec.name.clone(),
-                methods,
-                strengths,
-            });
-            match &spec.token_sha256 {
-                None if spec.name == "anonymous" => anonymous = Some(principal),
-                None => {
+                if by_token.insert(hash, Arc::clone(&principal)).is_some() {
                     return Err(invalid(format!(
-                        "principal {:?} has no token_sha256",
-                        spec.name
-                    )))
+                        "principal {name:?}: its token is another principal's"
+                    )));
                 }
-                Some(_) if spec.name == "anonymous" => {
-                    return Err(invalid("the anonymous principal has no token".into()))
-                }
-                Some(hex) => {
-                    let hash = parse_hash(hex).ok_or_else(|| {
-                        invalid(format!(
-                            "principal {:?}: token_sha256 is 64 lowercase hex digits",
-                            spec.name
-                        ))
-                    })?;
-                    if by_token.insert(hash, principal).is_some() {
-                        return Err(invalid(format!(
-                            "principal {:?}: its token is another principal's",
-                            spec.name
-                        )));
-                    }
+            }
+            if let Some(subject) = &spec.tls_subject {
+                let subject = normalise_subject(subject).ok_or_else(|| {
+                    invalid(format!(
+                        "principal {name:?}: tls_subject is CN=NAME, DNS:NAME, URI:NAME or \
+                         EMAIL:NAME"
+                    ))
+                })?;
+                if by_subject.insert(subject, Arc::clone(&principal)).is_some() {
+                    return Err(invalid(format!(
+                        "principal {name:?}: its TLS subject is another principal's"
+                    )));
                 }
             }
         }
-        let anonymous = anonymous.unwrap_or_else(|| {
-            Arc::new(Principal {
+        let anonymous = match anonymous {
+            Some(principal) => principal,
+            None => Arc::new(principal(&PrincipalSpec {
                 name: "anonymous".into(),
-                methods: [crate::api::Call::Status.method().name].into(),
-                strengths: None,
-            })
-        });
+                methods: vec![Call::Status.method().name.into()],
+                ..PrincipalSpec::default()
+            })?),
+        };
         Ok(AuthPolicy {
             by_token,
+            by_subject,
             anonymous,
         })
+    }
+
+    /// The principal a client certificate with these identities (see
+    /// [`PrincipalSpec::tls_subject`]) stands for; `Err` when they name
+    /// two different principals.
+    fn principal_for_subjects(&self, subjects: &[String]) -> Result<Option<Arc<Principal>>> {
+        let mut found: Option<Arc<Principal>> = None;
+        for subject in subjects {
+            let Some(normalised) = normalise_subject(subject) else {
+                continue;
+            };
+            if let Some(p) = self.by_subject.get(&normalised) {
+                match &found {
+                    Some(q) if !Arc::ptr_eq(p, q) => return Err(Error::NotPermitted),
+                    _ => found = Some(Arc::clone(p)),
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// The hex SHA-256 of `token`, as the auth file holds it.
@@ -210,6 +313,73 @@ impl AuthPolicy {
     pub fn anonymous(&self) -> Arc<Principal> {
         Arc::clone(&self.anonymous)
     }
+}
+
+/// A principal as `spec` declares it (its credentials are the policy's).
+fn principal(spec: &PrincipalSpec) -> Result<Principal> {
+    let name = &spec.name;
+    let mut methods = HashSet::new();
+    let mut metrics = false;
+    for m in &spec.methods {
+        if m == METRICS_GRANT {
+            metrics = true;
+            continue;
+        }
+        let row = crate::api::method(m)
+            .ok_or_else(|| invalid(format!("principal {name:?}: unknown method {m:?}")))?;
+        methods.insert(row.name);
+    }
+    let strengths = match &spec.strengths {
+        None => None,
+        Some(bits) => Some(
+            bits.iter()
+                .map(|b| Strength::from_bits(*b))
+                .collect::<Result<Vec<_>>>()
+                .map_err(|e| invalid(format!("principal {name:?}: {e}")))?,
+        ),
+    };
+    let bucket = |field: &str, rate: Option<f64>| match rate {
+        None => Ok(None),
+        Some(r) if r.is_finite() && r > 0.0 => Ok(Some(Bucket::new(r))),
+        Some(_) => Err(invalid(format!(
+            "principal {name:?}: {field} is a number of calls per second above 0"
+        ))),
+    };
+    Ok(Principal {
+        name: name.clone(),
+        methods,
+        strengths,
+        metrics,
+        rate: bucket("rate", spec.rate)?,
+        generate_rate: bucket("generate_rate", spec.generate_rate)?,
+    })
+}
+
+/// `CN=x` as it is; `DNS:x` and `EMAIL:x` lower-cased (those compare
+/// without case); `URI:x` as it is. `None` for anything else.
+fn normalise_subject(subject: &str) -> Option<String> {
+    let subject = subject.trim();
+    let (prefix, lower) = [
+        ("CN=", false),
+        ("DNS:", true),
+        ("EMAIL:", true),
+        ("URI:", false),
+    ]
+    .into_iter()
+    .find(|(p, _)| {
+        subject
+            .get(..p.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(p))
+    })?;
+    let value = subject[prefix.len()..].trim();
+    if value.is_empty() {
+        return None;
+    }
+    Some(if lower {
+        format!("{prefix}{}", value.to_ascii_lowercase())
+    } else {
+        format!("{prefix}{value}")
+    })
 }
 
 fn parse_hash(hex: &str) -> Option<[u8; 32]> {
@@ -256,14 +426,37 @@ impl Auth {
 }
 
 tokio::task_local! {
-    /// The caller of the request being served (set by the request
-    /// middleware around the handler; read by the dispatcher and the log).
-    pub(crate) static CALLER: Caller;
+    /// The request being served: who calls, from where (set by the request
+    /// middleware around the handler; read by the dispatcher and the logs).
+    pub(crate) static REQUEST: RequestContext;
 }
 
-/// The caller of the request this task serves (`Anyone` outside one).
-pub(crate) fn current_caller() -> Caller {
-    CALLER.try_with(Caller::clone).unwrap_or(Caller::Anyone)
+/// Who sent the request being served, and from where.
+#[derive(Clone, Debug)]
+pub(crate) struct RequestContext {
+    /// The caller under the policy.
+    pub(crate) caller: Caller,
+    /// The peer's address.
+    pub(crate) peer: Option<std::net::SocketAddr>,
+    /// The client certificate of its connection, if any.
+    pub(crate) cert: super::peer::PeerCert,
+    /// Where its calls are recorded, if anywhere.
+    pub(crate) audit: Option<Arc<super::audit::AuditLog>>,
+    /// Where its calls are counted.
+    pub(crate) metrics: Option<Arc<super::metrics::Metrics>>,
+}
+
+/// The request this task serves (anyone, from nowhere, outside one).
+pub(crate) fn current_request() -> RequestContext {
+    REQUEST
+        .try_with(RequestContext::clone)
+        .unwrap_or(RequestContext {
+            caller: Caller::Anyone,
+            peer: None,
+            cert: super::peer::PeerCert::default(),
+            audit: None,
+            metrics: None,
+        })
 }
 
 /// Who is calling, as the request middleware found out.
@@ -279,33 +472,48 @@ pub(crate) enum Caller {
 }
 
 impl Caller {
-    /// The caller of a request with these headers under `auth`.
-    pub(crate) fn of(auth: Option<&Auth>, headers: &axum::http::HeaderMap) -> Caller {
+    /// The caller of a request with these headers, over a connection whose
+    /// client certificate has these identities (`CN=..`, `DNS:..`, ...;
+    /// none without mutual TLS), under `auth`. A token and a certificate
+    /// that name different principals are refused.
+    pub(crate) fn of(
+        auth: Option<&Auth>,
+        headers: &axum::http::HeaderMap,
+        subjects: &[String],
+    ) -> Caller {
         let Some(auth) = auth else {
             return Caller::Anyone;
         };
         let policy = auth.policy();
-        match bearer_or_basic(headers) {
-            None => Caller::Principal(policy.anonymous()),
-            Some(token) => match policy.principal_for_token(&token) {
-                Some(principal) => Caller::Principal(principal),
-                None => Caller::Refused,
+        let Ok(by_cert) = policy.principal_for_subjects(subjects) else {
+            return Caller::Refused;
+        };
+        match (bearer_or_basic(headers), by_cert) {
+            (None, Some(principal)) => Caller::Principal(principal),
+            (None, None) => Caller::Principal(policy.anonymous()),
+            (Some(token), by_cert) => match (policy.principal_for_token(&token), by_cert) {
+                (Some(p), Some(q)) if !Arc::ptr_eq(&p, &q) => Caller::Refused,
+                (Some(principal), _) => Caller::Principal(principal),
+                (None, _) => Caller::Refused,
             },
         }
     }
 
-    /// Whether this caller may make `call`.
+    /// Whether this caller may make `call` now: permitted (else
+    /// [`Error::NotPermitted`]), and within its rate limits (else
+    /// [`Error::Busy`]; a call counts against them once permitted).
     pub(crate) fn check(&self, call: &Call) -> Result<()> {
-        let permitted = match self {
-            Caller::Anyone => true,
-            Caller::Principal(p) => p.permits(call),
-            Caller::Refused => false,
-        };
-        if permitted {
-            Ok(())
-        } else {
-            Err(Error::NotPermitted)
+        match self {
+            Caller::Anyone => Ok(()),
+            Caller::Principal(p) if p.permits(call) => p.spend(call),
+            Caller::Principal(_) | Caller::Refused => Err(Error::NotPermitted),
         }
+    }
+
+    /// Whether this caller may read `GET /metrics` from off the loopback
+    /// interface.
+    pub(crate) fn may_read_metrics(&self) -> bool {
+        matches!(self, Caller::Principal(p) if p.may_read_metrics())
     }
 
     /// The name for the access log.
@@ -355,7 +563,7 @@ mod tests {
             name: name.into(),
             token_sha256: token.map(AuthPolicy::token_hash),
             methods: methods.iter().map(|m| m.to_string()).collect(),
-            strengths: None,
+            ..PrincipalSpec::default()
         }
     }
 
@@ -369,6 +577,7 @@ mod tests {
             (vec![spec("a", Some("t"), &["nope"])], "unknown method"),
             (vec![spec("a", None, &[])], "no token_sha256"),
             (vec![spec("anonymous", Some("t"), &[])], "has no token"),
+            (vec![spec("a", Some("t"), &["metrix"])], "unknown method"),
             (
                 vec![spec("a", Some("t"), &[]), spec("b", Some("t"), &[])],
                 "another principal",
@@ -414,7 +623,7 @@ mod tests {
             base64::engine::general_purpose::STANDARD.encode("app:app-token")
         );
         for creds in [Some("Bearer app-token"), Some(basic.as_str())] {
-            let caller = Caller::of(Some(&auth), &headers(creds));
+            let caller = Caller::of(Some(&auth), &headers(creds), &[]);
             assert_eq!(caller.name(), "app");
             assert!(caller.check(&Call::Status).is_ok());
             assert!(caller.check(&Call::Generate(None)).is_ok());
@@ -428,20 +637,20 @@ mod tests {
                 .is_err());
         }
         // No credentials: anonymous, status only. Bad ones: nothing.
-        let anonymous = Caller::of(Some(&auth), &headers(None));
+        let anonymous = Caller::of(Some(&auth), &headers(None), &[]);
         assert!(anonymous.check(&Call::Status).is_ok());
         assert!(anonymous.check(&Call::Generate(None)).is_err());
         for bad in ["Bearer guess", "Basic !!", "Token app-token", "Bearer"] {
-            let caller = Caller::of(Some(&auth), &headers(Some(bad)));
+            let caller = Caller::of(Some(&auth), &headers(Some(bad)), &[]);
             assert!(caller.check(&Call::Status).is_err(), "{bad}");
         }
         // Without a policy, anyone may do anything.
-        assert!(Caller::of(None, &headers(None))
+        assert!(Caller::of(None, &headers(None), &[])
             .check(&Call::Generate(None))
             .is_ok());
         // A new policy takes effect for the next request.
         auth.replace(AuthPolicy::new(&AuthFile::default()).unwrap());
-        let caller = Caller::of(Some(&auth), &headers(Some("Bearer app-token")));
+        let caller = Caller::of(Some(&auth), &headers(Some("Bearer app-token")), &[]);
         assert!(caller.check(&Call::Status).is_err(), "revoked");
     }
 }

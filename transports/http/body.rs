@@ -43,6 +43,11 @@ impl Budget {
         self.units.available_permits() * UNIT
     }
 
+    /// Bytes held by requests now (in whole KiB).
+    pub(crate) fn held(&self) -> usize {
+        self.total.saturating_sub(self.units.available_permits()) * UNIT
+    }
+
     /// Room for `units` more KiB, waiting briefly for it.
     async fn reserve(&self, units: usize) -> Result<OwnedSemaphorePermit> {
         let busy = || Error::Busy {

@@ -167,6 +167,11 @@ where
 }
 
 impl Limit {
+    /// Connections open now.
+    pub(crate) fn open(&self) -> usize {
+        self.cap.saturating_sub(self.slots.available_permits())
+    }
+
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }

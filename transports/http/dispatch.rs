@@ -50,6 +50,16 @@ impl Dispatch {
         }
     }
 
+    /// The service served.
+    pub(crate) fn service(&self) -> &dyn KeyService {
+        &*self.service
+    }
+
+    /// Bytes of request bodies held in memory now.
+    pub(crate) fn request_bytes_held(&self) -> usize {
+        self.budget.held()
+    }
+
     /// Whether the service can answer: its status, and a lookup that reads
     /// its storage, each within the request time limit.
     pub(crate) async fn ready(&self) -> Result<()> {
@@ -131,9 +141,13 @@ impl Dispatch {
         deadline: tokio::time::Instant,
     ) -> Result<Reply> {
         let start = Instant::now();
-        let method = call.method().name;
+        let method = call.method();
         let mut key_id = call.key_id();
-        let result = if let Err(e) = super::auth::current_caller().check(&call) {
+        let request = super::auth::current_request();
+        let audited = request.audit.as_deref().map_or(Ok(()), |a| a.check());
+        let result = if let Err(e) = audited {
+            Err(e)
+        } else if let Err(e) = request.caller.check(&call) {
             Err(e)
         } else if tokio::time::Instant::now() >= deadline {
             Err(timed_out())
@@ -146,28 +160,110 @@ impl Dispatch {
         if let Ok(Reply::Kek(kek)) = &result {
             key_id = Some(kek.id());
         }
-        log_request(protocol, method, key_id.as_ref(), &result, start);
+        // A state-changing call is answered once its line is on disk; if
+        // it cannot be written, the caller hears so (and a new key's KEK is
+        // dropped: nothing was encrypted under it yet).
+        let result = match &request.audit {
+            Some(audit) => {
+                let entry = entry(
+                    &request,
+                    protocol,
+                    method.name,
+                    key_id.as_ref(),
+                    &result,
+                    start,
+                );
+                match audit.record(entry, method.changes_state()).await {
+                    Ok(()) => result,
+                    Err(e) => Err(e),
+                }
+            }
+            None => result,
+        };
+        access_line(
+            &request,
+            protocol,
+            method.name,
+            key_id.as_ref(),
+            &result,
+            start,
+        );
         result
     }
 }
 
-/// One access-log line: protocol, method, key id, outcome, latency. Never a key.
+/// The audit entry of a call.
+fn entry<T>(
+    request: &super::auth::RequestContext,
+    protocol: &'static str,
+    method: &str,
+    key_id: Option<&KeyId>,
+    result: &Result<T>,
+    start: Instant,
+) -> super::audit::Entry {
+    super::audit::Entry {
+        principal: request.caller.name().to_owned(),
+        peer: request.peer,
+        tls_subject: request.cert.0.as_ref().map(|c| c.subject.clone()),
+        protocol,
+        method: method.to_owned(),
+        key_id: key_id.copied(),
+        code: result.as_ref().map_or_else(Error::code, |_| 0),
+        latency_ms: start.elapsed().as_secs_f64() * 1000.0,
+    }
+}
+
+/// One access-log line (and one audit line, not waited for) for a call
+/// that did not go through [`Dispatch::run`]: protocol, method, key id,
+/// outcome, latency. Never a key.
 pub(crate) fn log_request<T>(
+    protocol: &'static str,
+    method: &str,
+    key_id: Option<&KeyId>,
+    result: &Result<T>,
+    start: Instant,
+) {
+    let request = super::auth::current_request();
+    if let Some(audit) = &request.audit {
+        let entry = entry(&request, protocol, method, key_id, result, start);
+        // Not awaited beyond the hand-over: the writer owns it from here.
+        let audit = Arc::clone(audit);
+        tokio::spawn(async move {
+            let _ = audit.record(entry, false).await;
+        });
+    }
+    access_line(&request, protocol, method, key_id, result, start);
+}
+
+/// One access-log line: protocol, method, key id, principal, peer, outcome,
+/// latency. Never a key.
+fn access_line<T>(
+    request: &super::auth::RequestContext,
     protocol: &str,
     method: &str,
     key_id: Option<&KeyId>,
     result: &Result<T>,
     start: Instant,
 ) {
-    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let seconds = start.elapsed().as_secs_f64();
+    let latency_ms = seconds * 1000.0;
+    if let Some(metrics) = &request.metrics {
+        metrics.call(
+            method,
+            result.as_ref().map_or_else(Error::code, |_| 0),
+            seconds,
+        );
+    }
     let key_id = key_id.map(|k| k.to_string()).unwrap_or_else(|| "-".into());
-    let caller = super::auth::current_caller();
-    let principal = caller.name();
+    let principal = request.caller.name();
+    let peer = request
+        .peer
+        .map_or_else(|| "-".to_string(), |p| p.to_string());
     match result {
         Ok(_) => tracing::info!(
             target: "keyserver::access",
-            protocol, method, key_id = %key_id, principal, outcome = "ok", latency_ms,
-            "{protocol} {method} {key_id} {principal} ok {latency_ms:.2}ms"
+            protocol, method, key_id = %key_id, principal, peer = %peer, outcome = "ok", latency_ms,
+            "{protocol} {method} {key_id} {principal} ok {latency_ms:.2}ms from {peer}"
         ),
         Err(e) => {
             // The causes go to the log only (a client gets the error's own
@@ -181,9 +277,10 @@ pub(crate) fn log_request<T>(
             }
             tracing::warn!(
                 target: "keyserver::access",
-                protocol, method, key_id = %key_id, principal, outcome = "error", code = e.code(),
-                latency_ms,
-                "{protocol} {method} {key_id} {principal} error {} ({detail}) {latency_ms:.2}ms",
+                protocol, method, key_id = %key_id, principal, peer = %peer, outcome = "error",
+                code = e.code(), latency_ms,
+                "{protocol} {method} {key_id} {principal} error {} ({detail}) \
+                 {latency_ms:.2}ms from {peer}",
                 e.code()
             )
         }
@@ -192,7 +289,7 @@ pub(crate) fn log_request<T>(
 
 /// Logs a request refused before it became a call (unreadable, too large,
 /// not a call of a known method): `method` is `-` when unknown.
-pub(crate) fn log_refused(protocol: &str, method: &str, error: &Error, start: Instant) {
+pub(crate) fn log_refused(protocol: &'static str, method: &str, error: &Error, start: Instant) {
     log_request::<()>(
         protocol,
         method,

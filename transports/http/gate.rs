@@ -18,6 +18,8 @@ pub(crate) struct Gate {
     listen: SocketAddr,
     allowed: Vec<String>,
     auth: Option<Arc<super::auth::Auth>>,
+    audit: Option<Arc<super::audit::AuditLog>>,
+    metrics: Option<Arc<super::metrics::Metrics>>,
 }
 
 impl Gate {
@@ -25,11 +27,15 @@ impl Gate {
         listen: SocketAddr,
         allowed: &[String],
         auth: Option<Arc<super::auth::Auth>>,
+        audit: Option<Arc<super::audit::AuditLog>>,
+        metrics: Option<Arc<super::metrics::Metrics>>,
     ) -> Arc<Self> {
         Arc::new(Gate {
             listen,
             allowed: allowed.iter().map(|h| h.to_ascii_lowercase()).collect(),
             auth,
+            audit,
+            metrics,
         })
     }
 
@@ -121,14 +127,31 @@ pub(crate) async fn check(gate: Arc<Gate>, request: Request, next: Next) -> Resp
         }
     }
     // Who is calling: each call of the request is checked against it.
-    let caller = super::auth::Caller::of(gate.auth.as_deref(), request.headers());
+    let cert = request
+        .extensions()
+        .get::<super::peer::PeerCert>()
+        .cloned()
+        .unwrap_or_default();
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0);
+    let identities = cert.0.as_ref().map_or(&[][..], |c| &c.identities[..]);
+    let caller = super::auth::Caller::of(gate.auth.as_deref(), request.headers(), identities);
+    let context = super::auth::RequestContext {
+        caller,
+        peer,
+        cert,
+        audit: gate.audit.clone(),
+        metrics: gate.metrics.clone(),
+    };
     // Counted as in flight on its connection until answered, so that the
     // connection limit never evicts a connection with a request running.
     let _in_flight = request
         .extensions()
         .get::<Arc<super::conn::ConnState>>()
         .map(super::conn::ConnState::request);
-    super::auth::CALLER.scope(caller, next.run(request)).await
+    super::auth::REQUEST.scope(context, next.run(request)).await
 }
 
 fn refuse(status: StatusCode, message: &'static str) -> Response {
@@ -144,6 +167,8 @@ mod tests {
         let loopback = Gate::new(
             "127.0.0.1:8731".parse().unwrap(),
             &["keys.example".into()],
+            None,
+            None,
             None,
         );
         for ok in [
@@ -167,11 +192,11 @@ mod tests {
         ] {
             assert!(!loopback.host_allowed(refused), "{refused}");
         }
-        let public = Gate::new("10.1.2.3:8731".parse().unwrap(), &[], None);
+        let public = Gate::new("10.1.2.3:8731".parse().unwrap(), &[], None, None, None);
         assert!(public.host_allowed("10.1.2.3:8731"));
         assert!(!public.host_allowed("localhost"));
         assert!(!public.host_allowed("10.1.2.4"));
-        let any = Gate::new("0.0.0.0:8731".parse().unwrap(), &[], None);
+        let any = Gate::new("0.0.0.0:8731".parse().unwrap(), &[], None, None, None);
         assert!(any.host_allowed("192.168.1.9:8731"));
         assert!(!any.host_allowed("keys.example"));
     }

@@ -1,0 +1,1084 @@
+//! The audit log: one JSON line per call, each carrying an HMAC-SHA-256
+//! under the audit key over the previous line's MAC and its own text, so
+//! that a changed, inserted, deleted or reordered line breaks the chain, and
+//! whoever rewrites the file without the key cannot forge a valid one.
+//!
+//! One writer thread owns the file. Calls hand it their line and, for a
+//! state-changing call, wait until the line is on disk: the writer takes
+//! every line waiting, writes them with one `write`, and makes them durable
+//! with one `fdatasync` (group commit), so many concurrent calls share one
+//! sync. Read-only calls do not wait; their lines reach the disk with the
+//! next sync, at the latest [`IDLE_SYNC`] later.
+//!
+//! If a line cannot be written, the log is failed: every call is refused
+//! (code 5) until the writer has put the file back to its last good line
+//! and can write again; it retries every [`RETRY`].
+//!
+//! Format: see `docs/AUDIT.md`.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hmac::{KeyInit, Mac};
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::{Error, KeyId, Result};
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// Default size at which the log rotates: 64 MiB.
+pub const DEFAULT_AUDIT_ROTATE: u64 = 64 << 20;
+/// Shortest audit key accepted, in bytes.
+pub const MIN_AUDIT_KEY: usize = 32;
+/// How long a line of a read-only call may wait for a sync.
+const IDLE_SYNC: Duration = Duration::from_secs(1);
+/// How often a failed log tries to write again.
+const RETRY: Duration = Duration::from_secs(1);
+/// Most lines written with one sync.
+const MAX_GROUP: usize = 4096;
+/// `,"mac":"` + 64 hex digits + `"}`.
+const MAC_SUFFIX: usize = 8 + 64 + 2;
+
+/// The audit key: the MAC key of the chain (at least 32 bytes). Wiped on
+/// drop; never shown.
+#[derive(Clone)]
+pub struct AuditKey(Zeroizing<Vec<u8>>);
+
+impl fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuditKey([REDACTED])")
+    }
+}
+
+impl AuditKey {
+    /// A key of these bytes.
+    ///
+    /// ```
+    /// use keyserver::transports::AuditKey;
+    /// assert!(AuditKey::new(vec![7; 32]).is_ok());
+    /// assert!(AuditKey::new(vec![7; 31]).is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Policy`] if shorter than [`MIN_AUDIT_KEY`] bytes.
+    pub fn new(bytes: Vec<u8>) -> Result<Self> {
+        let bytes = Zeroizing::new(bytes);
+        if bytes.len() < MIN_AUDIT_KEY {
+            return Err(Error::policy(format!(
+                "an audit key is at least {MIN_AUDIT_KEY} bytes (keyserver audit new-key makes one)"
+            )));
+        }
+        Ok(AuditKey(bytes))
+    }
+
+    /// The key in the file at `path` (its bytes, as they are).
+    ///
+    /// # Errors
+    /// [`Error::Policy`] naming the file if it cannot be read; as
+    /// [`AuditKey::new`] if it is too short.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            Error::policy(format!("cannot read the audit key {}: {e}", path.display()))
+        })?;
+        Self::new(bytes).map_err(|e| Error::policy(format!("audit key {}: {e}", path.display())))
+    }
+
+    fn hmac(&self, prev: &[u8; 32], body: &[u8]) -> HmacSha256 {
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(prev);
+        mac.update(body);
+        mac
+    }
+
+    /// The MAC of a line: over the previous line's MAC and this line's
+    /// text up to its own MAC field.
+    fn mac(&self, prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
+        self.hmac(prev, body).finalize().into_bytes().into()
+    }
+
+    /// Whether `mac` is the MAC of `body` after `prev` (in constant time).
+    fn verify(&self, prev: &[u8; 32], body: &[u8], mac: &[u8; 32]) -> bool {
+        self.hmac(prev, body).verify_slice(mac).is_ok()
+    }
+}
+
+/// One call as the audit log records it. Never a key, a token or a body.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Entry {
+    pub(crate) principal: String,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) tls_subject: Option<String>,
+    pub(crate) protocol: &'static str,
+    pub(crate) method: String,
+    pub(crate) key_id: Option<KeyId>,
+    pub(crate) code: i32,
+    pub(crate) latency_ms: f64,
+}
+
+/// A line as written (field order is the line's).
+#[derive(Serialize)]
+struct Line<'a> {
+    seq: u64,
+    time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prev: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    principal: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_subject: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protocol: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency_ms: Option<f64>,
+}
+
+/// A line waiting for the writer, and who waits for it.
+struct Pending {
+    entry: Entry,
+    done: Option<tokio::sync::oneshot::Sender<Result<()>>>,
+}
+
+/// What the audit log counts (for `/metrics`).
+#[derive(Debug, Default)]
+pub(crate) struct AuditStats {
+    /// Lines on disk.
+    pub(crate) lines: AtomicU64,
+    /// Syncs done, and their total time in microseconds.
+    pub(crate) syncs: AtomicU64,
+    pub(crate) sync_micros: AtomicU64,
+    /// The latest sync times, in seconds, for the histogram (drained by
+    /// the metrics endpoint).
+    pub(crate) recent_syncs: Mutex<Vec<f64>>,
+}
+
+/// Where the audit log goes.
+#[derive(Clone, Debug)]
+pub struct AuditConfig {
+    /// The live log file; rotated files sit beside it as `FILE.SEQ` (the
+    /// sequence number of their first line, 20 digits).
+    pub path: PathBuf,
+    /// The MAC key.
+    pub key: AuditKey,
+    /// Size at which the file rotates.
+    pub rotate_bytes: u64,
+}
+
+/// A running audit log. Dropping the last handle lets the writer finish
+/// the lines it holds and stop.
+pub struct AuditLog {
+    queue: Mutex<Option<mpsc::Sender<Pending>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    failed: Arc<AtomicBool>,
+    stats: Arc<AuditStats>,
+    path: PathBuf,
+}
+
+impl fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("path", &self.path)
+            .field("failed", &self.failed.load(Ordering::Acquire))
+            .finish_non_exhaustive()
+    }
+}
+
+fn audit_error(message: impl Into<String>, source: Option<io::Error>) -> Error {
+    Error::Storage {
+        backend: "audit".into(),
+        message: message.into(),
+        source: source.map(|e| Box::new(e) as _),
+    }
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log of `config` and starts its writer. An
+    /// existing file is verified first, and a line cut short by a crash is
+    /// removed (it was never acknowledged); the chain continues from its
+    /// last line.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] if the file cannot be opened or written, or does
+    /// not verify under the key (naming the first bad line: move the file
+    /// aside, keep it as evidence, and start a new one).
+    pub fn open(config: AuditConfig) -> Result<Arc<Self>> {
+        let writer = Writer::open(config.clone())?;
+        let (tx, rx) = mpsc::channel();
+        let failed = Arc::clone(&writer.failed);
+        let stats = Arc::clone(&writer.stats);
+        let thread = std::thread::Builder::new()
+            .name("keyserver-audit".into())
+            .spawn(move || writer.run(&rx))
+            .map_err(|e| audit_error("cannot start the audit writer", Some(e)))?;
+        Ok(Arc::new(AuditLog {
+            queue: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(thread)),
+            failed,
+            stats,
+            path: config.path,
+        }))
+    }
+
+    /// Whether lines can be written now (false after a failed write, until
+    /// the writer recovers).
+    pub fn is_healthy(&self) -> bool {
+        !self.failed.load(Ordering::Acquire)
+    }
+
+    /// Refuses a call while the log is failed (Vault's rule: nothing happens
+    /// that cannot be recorded).
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.is_healthy() {
+            Ok(())
+        } else {
+            Err(audit_error(
+                "the audit log cannot be written; no request is served until it can",
+                None,
+            ))
+        }
+    }
+
+    pub(crate) fn stats(&self) -> &AuditStats {
+        &self.stats
+    }
+
+    /// Records `entry`. With `durable`, returns once its line is on disk
+    /// (or the error that kept it off); otherwise at once.
+    pub(crate) async fn record(&self, entry: Entry, durable: bool) -> Result<()> {
+        let (done, wait) = if durable {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let sent = self
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|q| q.send(Pending { entry, done }).is_ok());
+        if !sent {
+            return Err(audit_error("the audit log is closed", None));
+        }
+        match wait {
+            Some(rx) => rx
+                .await
+                .unwrap_or_else(|_| Err(audit_error("the audit writer stopped", None))),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops taking lines, and returns once the writer has written and
+    /// synced those it holds (it blocks: call it off the async runtime, or
+    /// at the end).
+    pub fn close(&self) {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(writer) = writer {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    config: AuditConfig,
+    file: File,
+    /// Length of the file up to its last good line.
+    good_len: u64,
+    seq: u64,
+    mac: [u8; 32],
+    unsynced: bool,
+    failed: Arc<AtomicBool>,
+    stats: Arc<AuditStats>,
+}
+
+impl Writer {
+    fn open(config: AuditConfig) -> Result<Self> {
+        let path = &config.path;
+        let shown = path.display().to_string();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| audit_error(format!("cannot open the audit log {shown}"), Some(e)))?;
+        let mut text = Vec::new();
+        file.read_to_end(&mut text)
+            .map_err(|e| audit_error(format!("cannot read the audit log {shown}"), Some(e)))?;
+        // A line cut short by a crash was never acknowledged: drop it.
+        let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let mut writer = Writer {
+            config,
+            file,
+            good_len: complete as u64,
+            seq: 0,
+            mac: [0; 32],
+            unsynced: false,
+            failed: Arc::default(),
+            stats: Arc::default(),
+        };
+        if complete > 0 {
+            let mut chain = Chain::new(&writer.config.key);
+            for (i, line) in text[..complete - 1].split(|&b| b == b'\n').enumerate() {
+                chain.line(line).map_err(|reason| {
+                    audit_error(
+                        format!(
+                            "the audit log {shown} does not verify at line {}: {reason}; move \
+                             it aside (keep it as evidence) to start a new one",
+                            i + 1
+                        ),
+                        None,
+                    )
+                })?;
+            }
+            writer.seq = chain.seq;
+            writer.mac = chain.mac;
+        }
+        if complete < text.len() {
+            writer
+                .file
+                .set_len(writer.good_len)
+                .and_then(|()| writer.file.sync_data())
+                .map_err(|e| {
+                    audit_error(format!("cannot repair the audit log {shown}"), Some(e))
+                })?;
+            tracing::warn!(
+                target: "keyserver::audit",
+                "the audit log {shown} ended in an incomplete line (a crash): removed it"
+            );
+        }
+        if writer.good_len == 0 {
+            writer.write_open_line()?;
+        }
+        Ok(writer)
+    }
+
+    /// The first line of a file: where its chain comes from.
+    fn write_open_line(&mut self) -> Result<()> {
+        let prev = hex::encode(self.mac);
+        let line = Line {
+            seq: self.seq + 1,
+            time: rfc3339_now(),
+            event: Some("open"),
+            prev: Some(prev),
+            ..Line::empty()
+        };
+        let mut buf = Vec::new();
+        self.append(&line, &mut buf);
+        self.write_and_sync(&buf)
+            .map_err(|e| audit_error("cannot write the audit log", Some(e)))
+    }
+
+    /// Formats `line`, chains it and appends it to `buf`.
+    fn append(&mut self, line: &Line<'_>, buf: &mut Vec<u8>) {
+        let start = buf.len();
+        serde_json::to_writer(&mut *buf, line)
+            .unwrap_or_else(|_| unreachable!("audit lines always serialise"));
+        buf.pop(); // the closing brace
+        let mac = self.config.key.mac(&self.mac, &buf[start..]);
+        buf.extend_from_slice(b",\"mac\":\"");
+        buf.extend_from_slice(hex::encode(mac).as_bytes());
+        buf.extend_from_slice(b"\"}\n");
+        self.seq = line.seq;
+        self.mac = mac;
+    }
+
+    fn write_and_sync(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.file.write_all(buf)?;
+        self.sync()?;
+        self.good_len += buf.len() as u64;
+        self.stats
+            .lines
+            .fetch_add(bytecount_lines(buf), Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        let start = Instant::now();
+        self.file.sync_data()?;
+        let took = start.elapsed();
+        self.unsynced = false;
+        self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        self.stats.sync_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        let mut recent = self
+            .stats
+            .recent_syncs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if recent.len() < 65536 {
+            recent.push(took.as_secs_f64());
+        }
+        Ok(())
+    }
+
+    fn run(mut self, rx: &mpsc::Receiver<Pending>) {
+        loop {
+            let wait = if self.failed.load(Ordering::Acquire) {
+                RETRY
+            } else if self.unsynced {
+                IDLE_SYNC
+            } else {
+                Duration::from_secs(3600)
+            };
+            let first = match rx.recv_timeout(wait) {
+                Ok(p) => Some(p),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            if self.failed.load(Ordering::Acquire) {
+                self.recover();
+            }
+            let Some(first) = first else {
+                if self.unsynced && self.sync().is_err() {
+                    self.fail(None);
+                }
+                continue;
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            self.write_batch(batch);
+        }
+        if self.unsynced {
+            let _ = self.sync();
+        }
+    }
+
+    fn write_batch(&mut self, batch: Vec<Pending>) {
+        if self.failed.load(Ordering::Acquire) {
+            for p in batch {
+                if let Some(done) = p.done {
+                    let _ = done.send(Err(audit_error("the audit log cannot be written", None)));
+                }
+            }
+            return;
+        }
+        let (seq, mac) = (self.seq, self.mac);
+        let mut buf = Vec::with_capacity(batch.len() * 256);
+        let mut durable = false;
+        for p in &batch {
+            durable |= p.done.is_some();
+            let e = &p.entry;
+            let line = Line {
+                seq: self.seq + 1,
+                time: rfc3339_now(),
+                principal: Some(&e.principal),
+                peer: e.peer.map(|p| p.to_string()),
+                tls_subject: e.tls_subject.as_deref(),
+                protocol: Some(e.protocol),
+                method: Some(&e.method),
+                key_id: e.key_id.map(|k| k.to_string()),
+                code: Some(e.code),
+                latency_ms: Some((e.latency_ms * 1000.0).round() / 1000.0),
+                ..Line::empty()
+            };
+            self.append(&line, &mut buf);
+        }
+        let written = self.file.write_all(&buf).and_then(|()| {
+            if durable {
+                self.sync()
+            } else {
+                self.unsynced = true;
+                Ok(())
+            }
+        });
+        let result = match written {
+            Ok(()) => {
+                self.good_len += buf.len() as u64;
+                self.stats
+                    .lines
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                // The chain goes on from the last good line.
+                self.seq = seq;
+                self.mac = mac;
+                self.fail(Some(e));
+                Err(audit_error("the audit log cannot be written", None))
+            }
+        };
+        for p in batch {
+            if let Some(done) = p.done {
+                let _ = done.send(match &result {
+                    Ok(()) => Ok(()),
+                    Err(_) => Err(audit_error("the audit log cannot be written", None)),
+                });
+            }
+        }
+        if result.is_ok() && self.good_len >= self.config.rotate_bytes {
+            if let Err(e) = self.rotate() {
+                self.fail(Some(e));
+            }
+        }
+    }
+
+    fn fail(&mut self, error: Option<io::Error>) {
+        if !self.failed.swap(true, Ordering::AcqRel) {
+            let why = error.map_or_else(|| "sync failed".to_string(), |e| e.to_string());
+            tracing::error!(
+                target: "keyserver::audit",
+                "the audit log {} cannot be written ({why}): refusing every request until it can",
+                self.config.path.display()
+            );
+        }
+    }
+
+    /// Puts the file back to its last good line and checks that it can be
+    /// written and synced again.
+    fn recover(&mut self) {
+        let repaired = self
+            .file
+            .set_len(self.good_len)
+            .and_then(|()| self.file.seek(SeekFrom::End(0)).map(|_| ()))
+            .and_then(|()| self.file.sync_data());
+        if repaired.is_ok() {
+            self.unsynced = false;
+            self.failed.store(false, Ordering::Release);
+            tracing::warn!(
+                target: "keyserver::audit",
+                "the audit log {} can be written again: serving requests",
+                self.config.path.display()
+            );
+        }
+    }
+
+    /// Renames the full file to `FILE.SEQ` (its first line's number) and
+    /// starts a new one whose first line continues the chain.
+    fn rotate(&mut self) -> io::Result<()> {
+        let first = first_seq(&self.config.path)?;
+        let mut rotated = self.config.path.clone().into_os_string();
+        rotated.push(format!(".{first:020}"));
+        std::fs::rename(&self.config.path, &rotated)?;
+        self.file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .open(&self.config.path)?;
+        if let Some(dir) = self.config.path.parent() {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            File::open(dir)?.sync_all()?;
+        }
+        self.good_len = 0;
+        self.write_open_line()
+            .map_err(|_| io::Error::other("cannot start the new audit file"))
+    }
+}
+
+fn bytecount_lines(buf: &[u8]) -> u64 {
+    buf.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+impl Line<'_> {
+    fn empty() -> Self {
+        Line {
+            seq: 0,
+            time: String::new(),
+            event: None,
+            prev: None,
+            principal: None,
+            peer: None,
+            tls_subject: None,
+            protocol: None,
+            method: None,
+            key_id: None,
+            code: None,
+            latency_ms: None,
+        }
+    }
+}
+
+/// The sequence number of the first line of the file at `path`.
+fn first_seq(path: &Path) -> io::Result<u64> {
+    let mut first = String::new();
+    io::BufReader::new(File::open(path)?).read_line(&mut first)?;
+    let value: serde_json::Value = serde_json::from_str(first.trim_end())
+        .map_err(|_| io::Error::other("the audit file's first line is not JSON"))?;
+    value["seq"]
+        .as_u64()
+        .ok_or_else(|| io::Error::other("the audit file's first line has no seq"))
+}
+
+/// Checks lines one after another.
+struct Chain<'k> {
+    key: &'k AuditKey,
+    seq: u64,
+    mac: [u8; 32],
+    started: bool,
+}
+
+impl<'k> Chain<'k> {
+    fn new(key: &'k AuditKey) -> Self {
+        Chain {
+            key,
+            seq: 0,
+            mac: [0; 32],
+            started: false,
+        }
+    }
+
+    /// Checks `line` (without its newline) as the next of the chain.
+    fn line(&mut self, line: &[u8]) -> std::result::Result<(), String> {
+        let text = std::str::from_utf8(line).map_err(|_| "not UTF-8".to_string())?;
+        if text.len() < MAC_SUFFIX || !text.is_char_boundary(text.len() - MAC_SUFFIX) {
+            return Err("too short to be a line".into());
+        }
+        let (body, suffix) = text.split_at(text.len() - MAC_SUFFIX);
+        let mac_hex = suffix
+            .strip_prefix(",\"mac\":\"")
+            .and_then(|s| s.strip_suffix("\"}"))
+            .ok_or("its MAC is not its last field")?;
+        let mut mac = [0u8; 32];
+        hex::decode_to_slice(mac_hex, &mut mac).map_err(|_| "its MAC is not hex")?;
+        let value: serde_json::Value =
+            serde_json::from_str(&format!("{body}}}")).map_err(|_| "not a JSON object")?;
+        let seq = value["seq"].as_u64().ok_or("it has no seq")?;
+        let mut prev = self.mac;
+        if value["event"] == "open" {
+            let stated = value["prev"].as_str().ok_or("an open line without prev")?;
+            let mut stated_mac = [0u8; 32];
+            hex::decode_to_slice(stated, &mut stated_mac).map_err(|_| "prev is not hex")?;
+            if !self.started {
+                // The first file given: take the chain from where it says.
+                prev = stated_mac;
+                self.seq = seq.saturating_sub(1);
+            } else if stated_mac != self.mac {
+                return Err("it does not continue the chain of the file before".into());
+            }
+        } else if !self.started {
+            return Err("a file starts with its open line".into());
+        }
+        if seq != self.seq + 1 {
+            return Err(format!("seq {seq} where {} was due", self.seq + 1));
+        }
+        // Compared in constant time (hmac's verify): a forger learns
+        // nothing from timing.
+        if !self.key.verify(&prev, body.as_bytes(), &mac) {
+            return Err("its MAC is wrong (changed, inserted, moved or forged)".into());
+        }
+        self.seq = seq;
+        self.mac = mac;
+        self.started = true;
+        Ok(())
+    }
+}
+
+/// What [`verify_audit`] found in a chain that verifies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditReport {
+    /// Lines checked.
+    pub lines: u64,
+    /// Sequence numbers of the first and last lines.
+    pub first_seq: u64,
+    /// See `first_seq`.
+    pub last_seq: u64,
+    /// The last line's MAC (hex): compare with a copy kept elsewhere to see
+    /// that no line was cut from the end.
+    pub last_mac: String,
+    /// Whether the chain starts at the log's very first line (otherwise
+    /// earlier files were not given).
+    pub from_start: bool,
+    /// Whether the last file ends in an incomplete line (a crash while it
+    /// was written; never acknowledged, and not checked).
+    pub incomplete_tail: bool,
+}
+
+/// Checks the audit files `files` (in any order: they are put in the order
+/// of their first lines) as one chain under `key`.
+///
+/// # Errors
+/// [`Error::Policy`] naming the file and line number of the first line
+/// that breaks the chain, or a file that cannot be read.
+pub fn verify_audit(key: &AuditKey, files: &[PathBuf]) -> Result<AuditReport> {
+    let mut ordered = Vec::new();
+    for file in files {
+        let seq = first_seq(file)
+            .map_err(|e| Error::policy(format!("{}: line 1: {e}", file.display())))?;
+        ordered.push((seq, file));
+    }
+    ordered.sort();
+    let mut chain = Chain::new(key);
+    let mut lines = 0;
+    let mut first_seq = None;
+    let mut from_start = false;
+    let mut incomplete_tail = false;
+    let last = ordered.last().map(|(_, f)| *f);
+    let is_last = |file: &PathBuf| Some(file) == last;
+    for (_, file) in &ordered {
+        let file = *file;
+        let text = std::fs::read(file)
+            .map_err(|e| Error::policy(format!("cannot read {}: {e}", file.display())))?;
+        let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        if complete < text.len() {
+            if is_last(file) {
+                incomplete_tail = true;
+            } else {
+                return Err(Error::policy(format!(
+                    "{}: its last line is incomplete, and it is not the last file",
+                    file.display()
+                )));
+            }
+        }
+        let complete_lines = text[..complete.saturating_sub(1)].split(|&b| b == b'\n');
+        for (i, line) in complete_lines.enumerate().take_while(|_| complete > 0) {
+            let was_started = chain.started;
+            chain.line(line).map_err(|reason| {
+                Error::policy(format!("{}: line {}: {reason}", file.display(), i + 1))
+            })?;
+            if !was_started {
+                first_seq = Some(chain.seq);
+                from_start = chain.seq == 1;
+            }
+            lines += 1;
+        }
+    }
+    Ok(AuditReport {
+        lines,
+        first_seq: first_seq.unwrap_or(0),
+        last_seq: chain.seq,
+        last_mac: hex::encode(chain.mac),
+        from_start,
+        incomplete_tail,
+    })
+}
+
+/// Now as RFC 3339 in UTC with microseconds: `2026-11-29T15:04:05.123456Z`.
+pub(crate) fn rfc3339_now() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339(now.as_secs(), now.subsec_micros())
+}
+
+/// `secs` since the Unix epoch as RFC 3339 UTC, with `micros`.
+pub(crate) fn rfc3339(secs: u64, micros: u32) -> String {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (the proleptic Gregorian
+    // calendar, by eras of 400 years).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> AuditKey {
+        AuditKey::new(vec![0x42; 32]).unwrap()
+    }
+
+    fn entry(method: &str) -> Entry {
+        Entry {
+            principal: "app".into(),
+            peer: Some("127.0.0.1:4000".parse().unwrap()),
+            protocol: "jsonrpc",
+            method: method.into(),
+            key_id: Some(KeyId::from_bytes([7; 32])),
+            ..Entry::default()
+        }
+    }
+
+    fn config(dir: &Path, rotate_bytes: u64) -> AuditConfig {
+        AuditConfig {
+            path: dir.join("audit.log"),
+            key: key(),
+            rotate_bytes,
+        }
+    }
+
+    /// A log of `n` call lines (after its open line), closed.
+    fn log_of(dir: &Path, n: usize, rotate_bytes: u64) -> PathBuf {
+        let config = config(dir, rotate_bytes);
+        let path = config.path.clone();
+        let log = AuditLog::open(config).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for i in 0..n {
+                log.record(entry(if i % 2 == 0 { "generate" } else { "status" }), true)
+                    .await
+                    .unwrap();
+            }
+        });
+        log.close();
+        path
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn write_lines(path: &Path, lines: &[String]) {
+        std::fs::write(path, lines.join("\n") + "\n").unwrap();
+    }
+
+    fn verify(paths: &[PathBuf]) -> std::result::Result<AuditReport, String> {
+        verify_audit(&key(), paths).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_written_log_verifies_and_its_lines_hold_what_was_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_of(dir.path(), 5, DEFAULT_AUDIT_ROTATE);
+        let report = verify(std::slice::from_ref(&path)).unwrap();
+        assert_eq!((report.lines, report.first_seq, report.last_seq), (6, 1, 6));
+        assert!(report.from_start && !report.incomplete_tail);
+        let all = lines(&path);
+        let second: serde_json::Value = serde_json::from_str(&all[1]).unwrap();
+        assert_eq!(second["method"], "generate");
+        assert_eq!(second["principal"], "app");
+        assert_eq!(second["peer"], "127.0.0.1:4000");
+        assert_eq!(second["key_id"], KeyId::from_bytes([7; 32]).to_string());
+        assert_eq!(second["code"], 0);
+        assert!(second["time"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn every_kind_of_tampering_is_caught_naming_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_of(dir.path(), 6, DEFAULT_AUDIT_ROTATE);
+        let good = lines(&path);
+        let check = |lines: Vec<String>, needle: &str| {
+            write_lines(&path, &lines);
+            let err = verify(std::slice::from_ref(&path)).unwrap_err();
+            assert!(err.contains(needle), "{err} (wanted {needle})");
+        };
+        // One changed byte (the method of line 3).
+        let mut changed = good.clone();
+        changed[2] = changed[2].replacen("status", "statuz", 1);
+        check(changed, "line 3: its MAC is wrong");
+        // A deleted line.
+        let mut deleted = good.clone();
+        deleted.remove(3);
+        check(deleted, "line 4: seq 5 where 4 was due");
+        // A swapped pair.
+        let mut swapped = good.clone();
+        swapped.swap(2, 3);
+        check(swapped, "line 3: seq 4 where 3 was due");
+        // A swapped pair with their numbers swapped back: the MACs give it away.
+        let mut renumbered = good.clone();
+        renumbered.swap(2, 3);
+        renumbered[2] = renumbered[2].replacen("\"seq\":4", "\"seq\":3", 1);
+        renumbered[3] = renumbered[3].replacen("\"seq\":3", "\"seq\":4", 1);
+        check(renumbered, "line 3: its MAC is wrong");
+        // A line forged without the key: a well-formed line chained with
+        // another key.
+        let forger = AuditKey::new(vec![0x13; 32]).unwrap();
+        let prev_mac: serde_json::Value = serde_json::from_str(&good[3]).unwrap();
+        let mut prev = [0u8; 32];
+        hex::decode_to_slice(prev_mac["mac"].as_str().unwrap(), &mut prev).unwrap();
+        let body = r#"{"seq":5,"time":"2026-01-01T00:00:00.000000Z","principal":"admin","method":"generate","code":0"#;
+        let forged = format!(
+            "{body},\"mac\":\"{}\"}}",
+            hex::encode(forger.mac(&prev, body.as_bytes()))
+        );
+        let mut inserted = good.clone();
+        inserted[4] = forged;
+        check(inserted, "line 5: its MAC is wrong");
+        // An empty line, and a line that is not JSON.
+        let mut empty = good.clone();
+        empty.insert(2, String::new());
+        check(empty, "line 3: too short");
+        // The untouched log still verifies; the wrong key does not.
+        write_lines(&path, &good);
+        assert!(verify(std::slice::from_ref(&path)).is_ok());
+        let wrong = AuditKey::new(vec![0x43; 32]).unwrap();
+        assert!(verify_audit(&wrong, std::slice::from_ref(&path)).is_err());
+    }
+
+    #[test]
+    fn a_crash_cut_line_is_reported_then_repaired_and_the_chain_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_of(dir.path(), 3, DEFAULT_AUDIT_ROTATE);
+        let mut text = std::fs::read(&path).unwrap();
+        text.extend_from_slice(br#"{"seq":5,"time":"2026-"#);
+        std::fs::write(&path, &text).unwrap();
+        let report = verify(std::slice::from_ref(&path)).unwrap();
+        assert!(report.incomplete_tail);
+        assert_eq!(report.last_seq, 4);
+        // Reopened (a restart): the cut line goes, the chain continues.
+        let again = log_of(dir.path(), 2, DEFAULT_AUDIT_ROTATE);
+        let report = verify(&[again]).unwrap();
+        assert_eq!((report.lines, report.last_seq), (6, 6));
+        assert!(!report.incomplete_tail);
+    }
+
+    #[test]
+    fn a_log_that_does_not_verify_is_not_written_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_of(dir.path(), 2, DEFAULT_AUDIT_ROTATE);
+        let mut all = lines(&path);
+        all[1] = all[1].replacen("app", "apq", 1);
+        write_lines(&path, &all);
+        let err = AuditLog::open(config(dir.path(), DEFAULT_AUDIT_ROTATE)).unwrap_err();
+        assert_eq!(err.code(), 5);
+        assert!(err.to_string().contains("line 2"), "{err}");
+        assert_eq!(lines(&path), all, "untouched");
+    }
+
+    #[test]
+    fn rotated_files_continue_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_of(dir.path(), 40, 2000);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(files.len() >= 3, "{files:?}");
+        // In any order.
+        files.reverse();
+        let report = verify(&files).unwrap();
+        let opens = files.len() as u64;
+        assert_eq!(report.lines, 40 + opens);
+        assert!(report.from_start);
+        // A rotated file missing from the middle breaks the chain.
+        files.sort_by_key(|f| first_seq(f).unwrap());
+        let missing: Vec<PathBuf> = files
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, f)| f.clone())
+            .collect();
+        let err = verify(&missing).unwrap_err();
+        assert!(err.contains("seq") || err.contains("chain"), "{err}");
+        // The live file alone verifies, from where its chain says it starts.
+        let report = verify(&[path]).unwrap();
+        assert!(!report.from_start);
+    }
+
+    #[test]
+    fn a_failed_write_refuses_until_the_file_can_be_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), DEFAULT_AUDIT_ROTATE);
+        let path = config.path.clone();
+        let mut writer = Writer::open(config).unwrap();
+        let pending = |durable: bool| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (
+                Pending {
+                    entry: entry("generate"),
+                    done: durable.then_some(tx),
+                },
+                rx,
+            )
+        };
+        let (p, mut rx) = pending(true);
+        writer.write_batch(vec![p]);
+        assert!(rx.try_recv().unwrap().is_ok());
+        // The file handle now refuses writes (as a full disk would).
+        let writable = std::mem::replace(&mut writer.file, File::open(&path).unwrap());
+        let (p, mut rx) = pending(true);
+        writer.write_batch(vec![p]);
+        assert_eq!(rx.try_recv().unwrap().unwrap_err().code(), 5);
+        assert!(writer.failed.load(Ordering::Acquire));
+        let (p, mut rx) = pending(true);
+        writer.write_batch(vec![p]);
+        assert!(rx.try_recv().unwrap().is_err(), "refused while failed");
+        // Writable again: the writer recovers and the chain holds.
+        writer.file = writable;
+        writer.recover();
+        assert!(!writer.failed.load(Ordering::Acquire));
+        let (p, mut rx) = pending(true);
+        writer.write_batch(vec![p]);
+        assert!(rx.try_recv().unwrap().is_ok());
+        let report = verify(&[path]).unwrap();
+        assert_eq!(report.lines, 3);
+    }
+
+    #[test]
+    fn concurrent_durable_calls_share_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(config(dir.path(), DEFAULT_AUDIT_ROTATE)).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..400)
+                .map(|_| {
+                    let log = Arc::clone(&log);
+                    tokio::spawn(async move { log.record(entry("generate"), true).await })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+        });
+        let syncs = log.stats().syncs.load(Ordering::Relaxed);
+        assert_eq!(log.stats().lines.load(Ordering::Relaxed), 401);
+        assert!(syncs < 400, "{syncs} syncs for 400 calls: no grouping");
+        log.close();
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(rfc3339(951_782_400, 5), "2000-02-29T00:00:00.000005Z");
+        assert_eq!(
+            rfc3339(1_795_963_445, 123_456),
+            "2026-11-29T14:44:05.123456Z"
+        );
+        assert_eq!(rfc3339(4_107_542_399, 0), "2100-02-28T23:59:59.000000Z");
+    }
+
+    #[test]
+    fn the_key_is_never_shown() {
+        assert_eq!(format!("{:?}", key()), "AuditKey([REDACTED])");
+    }
+}

@@ -1,0 +1,100 @@
+//! Who is at the other end of a connection over mutual TLS: the subject and
+//! the identities (common name and subject alternative names) of the client
+//! certificate the TLS layer verified, handed to each request of the
+//! connection.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use x509_cert::der::Decode;
+
+/// What a verified client certificate says of its holder.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct ClientCert {
+    /// The subject distinguished name, as RFC 4514 writes it (for the audit
+    /// log).
+    pub(crate) subject: String,
+    /// `CN=..` for each common name, `DNS:..`, `EMAIL:..`, `URI:..` for each
+    /// subject alternative name of those kinds.
+    pub(crate) identities: Vec<String>,
+}
+
+impl ClientCert {
+    /// The identities of the DER certificate `der` (already verified by
+    /// the TLS layer); an unreadable part adds nothing.
+    pub(crate) fn from_der(der: &[u8]) -> Self {
+        let Ok(cert) = x509_cert::Certificate::from_der(der) else {
+            return ClientCert::default();
+        };
+        let tbs = cert.tbs_certificate();
+        let mut identities = Vec::new();
+        for atv in tbs.subject().iter() {
+            if atv.oid == x509_cert::der::oid::db::rfc4519::COMMON_NAME {
+                if let Ok(cn) = x509_cert::ext::pkix::name::DirectoryString::try_from(&atv.value) {
+                    identities.push(format!("CN={}", cn.value()));
+                }
+            }
+        }
+        if let Ok(Some((_, san))) = tbs.get_extension::<x509_cert::ext::pkix::SubjectAltName>() {
+            use x509_cert::ext::pkix::name::GeneralName;
+            for name in san.0 {
+                match name {
+                    GeneralName::DnsName(n) => identities.push(format!("DNS:{}", n.as_str())),
+                    GeneralName::Rfc822Name(n) => identities.push(format!("EMAIL:{}", n.as_str())),
+                    GeneralName::UniformResourceIdentifier(n) => {
+                        identities.push(format!("URI:{}", n.as_str()));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        ClientCert {
+            subject: tbs.subject().to_string(),
+            identities,
+        }
+    }
+}
+
+/// The client certificate of a connection, as an extension on each of its
+/// requests (`None`: plain HTTP, or TLS without a client certificate).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PeerCert(pub(crate) Option<Arc<ClientCert>>);
+
+/// Wraps the TLS acceptor: after the handshake, reads the client
+/// certificate it verified and hands it to the connection's requests.
+#[derive(Clone)]
+pub(crate) struct PeerCerts<A>(pub(crate) A);
+
+impl<A, I, S, T> axum_server::accept::Accept<I, S> for PeerCerts<A>
+where
+    A: axum_server::accept::Accept<I, S, Stream = tokio_rustls::server::TlsStream<T>>
+        + Clone
+        + Send
+        + 'static,
+    A::Future: Send,
+    A::Service: Send,
+    I: Send + 'static,
+    S: Send + 'static,
+    T: Send + 'static,
+{
+    type Stream = A::Stream;
+    type Service = axum::middleware::AddExtension<A::Service, PeerCert>;
+    type Future = Pin<Box<dyn Future<Output = io::Result<(Self::Stream, Self::Service)>> + Send>>;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        let inner = self.0.accept(stream, service);
+        Box::pin(async move {
+            let (stream, service) = inner.await?;
+            let cert = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|der| Arc::new(ClientCert::from_der(der)));
+            let service = tower_layer::Layer::layer(&axum::Extension(PeerCert(cert)), service);
+            Ok((stream, service))
+        })
+    }
+}
