@@ -56,6 +56,12 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
         reload_on_sighup(path.clone(), Arc::clone(&auth))?;
         config.server.auth = Some(auth);
     }
+    // A file-size limit (RLIMIT_FSIZE) reached must be a failed write,
+    // which the storage and the audit log report, not the death of the
+    // process by SIGXFSZ: handling the signal turns its default action off.
+    let _xfsz =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))
+            .map_err(|e| io_failure("cannot handle signals".into(), e))?;
     let audit = match &config.audit {
         Some(settings) => Some(open_audit(settings)?),
         None => None,

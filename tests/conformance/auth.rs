@@ -290,3 +290,193 @@ async fn a_public_listener_needs_access_control() {
         assert_eq!(err.code(), 11, "{err}");
     }
 }
+
+/// A server on loopback enforcing `principals`.
+async fn serve_with(
+    principals: Vec<PrincipalSpec>,
+) -> (Arc<KeyServer<RustCrypto, MemoryStorage>>, HttpServer) {
+    let keys =
+        Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new()).with_kek_pool(4, 1));
+    let policy = AuthPolicy::new(&AuthFile { principals }).unwrap();
+    let http = HttpServer::start(
+        Arc::clone(&keys) as Arc<dyn KeyService>,
+        ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            auth: Some(Auth::new(policy)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    (keys, http)
+}
+
+/// A principal's request rate and generate rate: calls beyond the bucket
+/// are answered "busy" (code 12) without running, and the bucket refills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_answer_busy_and_recover() {
+    let mut app = principal("app", Some(APP_TOKEN), &["generate", "status"]);
+    app.rate = Some(4.0);
+    app.generate_rate = Some(1.0);
+    let (keys, http) = serve_with(vec![app]).await;
+    for client in clients(&http.url(), Some(APP_TOKEN)) {
+        // Wait for full buckets (one second refills both).
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let before = keys.status().keys;
+        // generate: one a second.
+        client.generate(None).await.unwrap();
+        let err = client.generate(None).await.unwrap_err();
+        assert_eq!(err.code(), 12, "{err}");
+        assert!(err.to_string().contains("generate rate"), "{err}");
+        assert_eq!(
+            keys.status().keys,
+            before + 1,
+            "the refused call made nothing"
+        );
+        // Requests: 4 a second in all (2 spent above), so 2 more statuses
+        // pass and the next is refused.
+        let mut answers = Vec::new();
+        for _ in 0..4 {
+            answers.push(client.status().await.map(|_| ()).map_err(|e| e.code()));
+        }
+        let refused = answers.iter().filter(|a| **a == Err(12)).count();
+        assert!(refused >= 1, "{answers:?}");
+        assert_eq!(answers[0], Ok(()), "{answers:?}");
+        // Recovered a second later.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        client.status().await.unwrap();
+        client.generate(None).await.unwrap();
+    }
+    http.shutdown().await;
+}
+
+#[test]
+fn bad_rates_and_subjects_are_refused_with_the_reason() {
+    let mut zero = principal("a", Some(APP_TOKEN), &[]);
+    zero.rate = Some(0.0);
+    let mut nan = principal("a", Some(APP_TOKEN), &[]);
+    nan.generate_rate = Some(f64::NAN);
+    let mut subject = principal("a", None, &[]);
+    subject.tls_subject = Some("O=acme".into());
+    let mut twice = principal("b", None, &[]);
+    twice.tls_subject = Some("CN=app".into());
+    let mut again = principal("c", None, &[]);
+    again.tls_subject = Some("cn=app".into());
+    for (principals, needle) in [
+        (vec![zero], "rate is a number"),
+        (vec![nan], "generate_rate is a number"),
+        (vec![subject], "tls_subject is CN=NAME"),
+        (vec![twice, again], "another principal's"),
+    ] {
+        let err = AuthPolicy::new(&AuthFile { principals }).unwrap_err();
+        assert!(err.to_string().contains(needle), "{err}");
+    }
+    // The file form: every key of the issue's example parses.
+    let file: AuthFile = toml::from_str(&format!(
+        r#"
+        [[principal]]
+        name = "app"
+        token_sha256 = "{}"
+        tls_subject = "CN=app"
+        methods = ["generate", "get_key", "status", "metrics"]
+        strengths = [128]
+        rate = 100
+        generate_rate = 10
+
+        [[principal]]
+        name = "anonymous"
+        methods = ["status"]
+        "#,
+        AuthPolicy::token_hash(APP_TOKEN)
+    ))
+    .unwrap();
+    AuthPolicy::new(&file).unwrap();
+}
+
+/// Principals recognised by their client certificate (common name or DNS
+/// name), with or without a token; a token and a certificate of two
+/// different principals are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_identify_principals() {
+    use keyserver::transports::{ClientTls, TlsFiles};
+    let dir = tempfile::tempdir().unwrap();
+    if crate::wire::make_pki(dir.path()).is_none() {
+        crate::common::unavailable("the mTLS principal test", "no openssl command");
+        return;
+    }
+    // "client" (CN=client) from make_pki; one more with a DNS name.
+    crate::wire::issue(
+        dir.path(),
+        "svc",
+        "subjectAltName=DNS:Batch.Example\nextendedKeyUsage=clientAuth\n",
+        "2",
+    );
+    crate::wire::issue(dir.path(), "stranger", "extendedKeyUsage=clientAuth\n", "2");
+    let p = |name: &str| dir.path().join(name);
+    let mut by_cn = principal("app", None, &["generate", "status"]);
+    by_cn.tls_subject = Some("CN=client".into());
+    let mut by_dns = principal("batch", None, &["contains"]);
+    by_dns.tls_subject = Some("DNS:batch.example".into());
+    let with_token = principal("ops", Some(APP_TOKEN), &["status"]);
+    let policy = AuthPolicy::new(&AuthFile {
+        principals: vec![by_cn, by_dns, with_token],
+    })
+    .unwrap();
+    let keys = Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new()));
+    let http = HttpServer::start(
+        Arc::clone(&keys) as Arc<dyn KeyService>,
+        ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: Some(TlsFiles {
+                cert: p("server.pem"),
+                key: p("server.key"),
+                client_ca: Some(p("ca.pem")),
+            }),
+            auth: Some(Auth::new(policy)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let url = http.url();
+    let as_holder = |name: &str, token: Option<&str>| -> Vec<Box<dyn Transport>> {
+        let options = ClientOptions {
+            tls: ClientTls {
+                ca_cert: Some(p("ca.pem")),
+                client_cert: Some(p(&format!("{name}.pem"))),
+                client_key: Some(p(&format!("{name}.key"))),
+            },
+            token: token.map(Token::new),
+            ..Default::default()
+        };
+        vec![
+            Box::new(XmlRpc::with_options(&url, options.clone()).unwrap()),
+            Box::new(JsonRpc::with_options(&url, options).unwrap()),
+        ]
+    };
+    for client in as_holder("client", None) {
+        let kek = client.generate(None).await.unwrap();
+        assert_eq!(client.contains(&kek.id()).await.unwrap_err().code(), 13);
+    }
+    let any = keyserver::KeyId::from_bytes([0; 32]);
+    for client in as_holder("svc", None) {
+        assert!(!client.contains(&any).await.unwrap());
+        assert_eq!(client.generate(None).await.unwrap_err().code(), 13);
+    }
+    // A certificate no principal claims: anonymous (status only).
+    for client in as_holder("stranger", None) {
+        client.status().await.unwrap();
+        assert_eq!(client.generate(None).await.unwrap_err().code(), 13);
+        assert_eq!(client.contains(&any).await.unwrap_err().code(), 13);
+    }
+    // A token with a certificate nobody claims: the token's principal.
+    for client in as_holder("stranger", Some(APP_TOKEN)) {
+        client.status().await.unwrap();
+    }
+    // A token and a certificate of two principals: refused.
+    for client in as_holder("client", Some(APP_TOKEN)) {
+        assert_eq!(client.status().await.unwrap_err().code(), 13);
+    }
+    assert_eq!(keys.status().keys, 2);
+    http.shutdown().await;
+}

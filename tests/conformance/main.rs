@@ -34,6 +34,14 @@ mod common;
     feature = "transport-jsonrpc",
     feature = "cli"
 ))]
+mod audit;
+#[cfg(all(
+    feature = "cipher-rustcrypto",
+    feature = "storage-memory",
+    feature = "transport-xmlrpc",
+    feature = "transport-jsonrpc",
+    feature = "cli"
+))]
 mod auth;
 #[cfg(feature = "testing")]
 mod cipher;

@@ -273,7 +273,7 @@ async fn plain_http_off_loopback_is_refused() {
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, made
 /// with the `openssl` command line in `dir`. `None` if openssl is missing.
-fn make_pki(dir: &std::path::Path) -> Option<()> {
+pub(crate) fn make_pki(dir: &std::path::Path) -> Option<()> {
     let run = |args: &[&str]| -> Option<()> {
         let out = std::process::Command::new("openssl")
             .args(args)
@@ -982,7 +982,7 @@ async fn graceful_shutdown_finishes_requests_in_flight() {
 
 /// Issues a certificate `name` from the CA in `dir` with the extension lines
 /// `ext`, valid for `days` (0: it expires the second it is made).
-fn issue(dir: &std::path::Path, name: &str, ext: &str, days: &str) {
+pub(crate) fn issue(dir: &std::path::Path, name: &str, ext: &str, days: &str) {
     let run = |args: &[&str]| {
         let out = std::process::Command::new("openssl")
             .args(args)

@@ -472,7 +472,10 @@ impl Writer {
             }
             self.write_batch(batch);
         }
-        if self.unsynced {
+        if self.failed.load(Ordering::Acquire) {
+            // Leave the file at its last good line.
+            let _ = self.file.set_len(self.good_len);
+        } else if self.unsynced {
             let _ = self.sync();
         }
     }
@@ -524,9 +527,12 @@ impl Writer {
                 Ok(())
             }
             Err(e) => {
-                // The chain goes on from the last good line.
+                // The chain goes on from the last good line; the part
+                // written is cut off (best effort: the recovery does it
+                // again).
                 self.seq = seq;
                 self.mac = mac;
+                let _ = self.file.set_len(self.good_len);
                 self.fail(Some(e));
                 Err(audit_error("the audit log cannot be written", None))
             }
@@ -557,23 +563,40 @@ impl Writer {
         }
     }
 
-    /// Puts the file back to its last good line and checks that it can be
-    /// written and synced again.
+    /// Puts the file back to its last good line and proves it can be
+    /// written again by writing (and syncing) a `resume` line, which also
+    /// records the outage in the chain. Until that works, the log stays
+    /// failed (and the file ends at its last good line).
     fn recover(&mut self) {
         let repaired = self
             .file
             .set_len(self.good_len)
             .and_then(|()| self.file.seek(SeekFrom::End(0)).map(|_| ()))
             .and_then(|()| self.file.sync_data());
-        if repaired.is_ok() {
-            self.unsynced = false;
-            self.failed.store(false, Ordering::Release);
-            tracing::warn!(
-                target: "keyserver::audit",
-                "the audit log {} can be written again: serving requests",
-                self.config.path.display()
-            );
+        if repaired.is_err() {
+            return;
         }
+        let (seq, mac) = (self.seq, self.mac);
+        let line = Line {
+            seq: self.seq + 1,
+            time: rfc3339_now(),
+            event: Some("resume"),
+            ..Line::empty()
+        };
+        let mut buf = Vec::new();
+        self.append(&line, &mut buf);
+        if self.write_and_sync(&buf).is_err() {
+            self.seq = seq;
+            self.mac = mac;
+            let _ = self.file.set_len(self.good_len);
+            return;
+        }
+        self.failed.store(false, Ordering::Release);
+        tracing::warn!(
+            target: "keyserver::audit",
+            "the audit log {} can be written again: serving requests",
+            self.config.path.display()
+        );
     }
 
     /// Renames the full file to `FILE.SEQ` (its first line's number) and
@@ -1031,14 +1054,19 @@ mod tests {
         writer.write_batch(vec![p]);
         assert!(rx.try_recv().unwrap().is_err(), "refused while failed");
         // Writable again: the writer recovers and the chain holds.
+        // A recovery attempt that cannot write its resume line fails.
+        writer.recover();
+        assert!(writer.failed.load(Ordering::Acquire));
         writer.file = writable;
         writer.recover();
         assert!(!writer.failed.load(Ordering::Acquire));
         let (p, mut rx) = pending(true);
         writer.write_batch(vec![p]);
         assert!(rx.try_recv().unwrap().is_ok());
-        let report = verify(&[path]).unwrap();
-        assert_eq!(report.lines, 3);
+        let report = verify(std::slice::from_ref(&path)).unwrap();
+        // open, generate, resume, generate.
+        assert_eq!(report.lines, 4);
+        assert!(lines(&path)[2].contains("\"event\":\"resume\""));
     }
 
     #[test]
