@@ -8,6 +8,7 @@
 //!   lock                    advisory lock (flock) held while the store is open
 //!   3f/                     shard: the first two hex digits of the key id, 0700
 //!     3f9a...e1.rec         one record (docs/FORMAT.md), 0600
+//!     3f9a...e1.meta        its lifecycle metadata, if any (replaced by rename), 0600
 //!     .tmp-3f9a...e1-P-N    a put in progress (removed at open after a crash)
 //! ```
 //!
@@ -28,7 +29,7 @@ use async_trait::async_trait;
 
 use crate::blocking::blocking;
 use crate::plugin::KeyStorage;
-use crate::{Error, KeyId, Result, WrappedDek};
+use crate::{Error, KeyId, KeyMeta, Result, WrappedDek};
 
 const NAME: &str = "file";
 const MARKER: &str = "keyserver-store";
@@ -36,6 +37,9 @@ const MARKER_TEXT: &str = "keyserver file store v1\n";
 const LOCK: &str = "lock";
 const TMP_PREFIX: &str = ".tmp-";
 const EXT: &str = ".rec";
+const META_EXT: &str = ".meta";
+/// No valid metadata file is larger.
+const MAX_META_LEN: u64 = 8192;
 /// No valid record is larger: header 52 + 2048 wrapped bytes + 32 checksum.
 const MAX_RECORD_LEN: u64 = 4096;
 
@@ -378,6 +382,82 @@ impl Inner {
         ids.sort();
         Ok(ids)
     }
+
+    fn meta_path(&self, id: &KeyId) -> PathBuf {
+        self.shard(id).join(format!("{id}{META_EXT}"))
+    }
+
+    fn get_meta(&self, id: &KeyId) -> Result<Option<KeyMeta>> {
+        let path = self.meta_path(id);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error(format!("opening the metadata of {id}"), e)),
+        };
+        let mut bytes = Vec::with_capacity(512);
+        file.take(MAX_META_LEN + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| io_error(format!("reading the metadata of {id}"), e))?;
+        if bytes.len() as u64 > MAX_META_LEN {
+            return Err(Error::CorruptRecord {
+                key_id: *id,
+                reason: "metadata file too large".into(),
+            });
+        }
+        KeyMeta::decode(&bytes, id).map(Some)
+    }
+
+    /// Writes the metadata through a temporary file, fsync, rename (atomic
+    /// replacement) and a directory fsync.
+    fn put_meta(&self, meta: &KeyMeta) -> Result<()> {
+        let id = &meta.key_id;
+        let shard = self.shard(id);
+        match fs::DirBuilder::new().mode(0o700).create(&shard) {
+            Ok(()) if self.sync() => sync_parent(&shard)?,
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(path_error("creating a shard directory", &shard, e)),
+        }
+        let tmp = shard.join(format!(
+            "{TMP_PREFIX}{id}-meta-{}-{}",
+            std::process::id(),
+            self.tmp_counter.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(&meta.encode())?;
+            if self.sync() {
+                file.sync_all()?;
+            }
+            drop(file);
+            fs::rename(&tmp, self.meta_path(id))
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written.map_err(|e| io_error(format!("writing the metadata of {id}"), e))?;
+        if self.sync() {
+            sync_dir(&shard)?;
+        }
+        Ok(())
+    }
+
+    fn list_all(&self) -> Result<Vec<KeyId>> {
+        let mut ids = std::collections::BTreeSet::new();
+        for_each_entry(&self.dir, |_, name| {
+            if let Some(id) = parse_record_name(name)
+                .or_else(|| name.strip_suffix(META_EXT).and_then(|hex| hex.parse().ok()))
+            {
+                ids.insert(id);
+            }
+            Ok(())
+        })?;
+        Ok(ids.into_iter().collect())
+    }
 }
 
 /// Scans the store once at open: removes leftover temporary files from a
@@ -510,5 +590,26 @@ impl KeyStorage for FileStorage {
     async fn list(&self) -> Result<Vec<KeyId>> {
         let inner = Arc::clone(&self.inner);
         blocking(move || inner.list()).await?
+    }
+
+    fn keeps_lifecycle(&self) -> bool {
+        true
+    }
+
+    async fn get_meta(&self, key_id: &KeyId) -> Result<Option<KeyMeta>> {
+        let inner = Arc::clone(&self.inner);
+        let id = *key_id;
+        blocking(move || inner.get_meta(&id)).await?
+    }
+
+    async fn put_meta(&self, meta: &KeyMeta) -> Result<()> {
+        let inner = Arc::clone(&self.inner);
+        let meta = meta.clone();
+        blocking(move || inner.put_meta(&meta)).await?
+    }
+
+    async fn list_all(&self) -> Result<Vec<KeyId>> {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || inner.list_all()).await?
     }
 }

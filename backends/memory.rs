@@ -7,7 +7,7 @@ use std::sync::RwLock;
 use async_trait::async_trait;
 
 use crate::plugin::KeyStorage;
-use crate::{Error, KeyId, Result, WrappedDek};
+use crate::{Error, KeyId, KeyMeta, Result, WrappedDek};
 
 const NAME: &str = "memory";
 
@@ -35,6 +35,7 @@ const NAME: &str = "memory";
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
     records: RwLock<BTreeMap<KeyId, Vec<u8>>>,
+    metas: RwLock<BTreeMap<KeyId, Vec<u8>>>,
     count: AtomicU64,
 }
 
@@ -111,5 +112,37 @@ impl KeyStorage for MemoryStorage {
             .keys()
             .copied()
             .collect())
+    }
+
+    fn keeps_lifecycle(&self) -> bool {
+        true
+    }
+
+    async fn get_meta(&self, key_id: &KeyId) -> Result<Option<KeyMeta>> {
+        let map = self.metas.read().map_err(|_| poisoned())?;
+        map.get(key_id)
+            .map(|bytes| KeyMeta::decode(bytes, key_id))
+            .transpose()
+    }
+
+    async fn put_meta(&self, meta: &KeyMeta) -> Result<()> {
+        let encoded = meta.encode();
+        self.metas
+            .write()
+            .map_err(|_| poisoned())?
+            .insert(meta.key_id, encoded);
+        Ok(())
+    }
+
+    async fn list_all(&self) -> Result<Vec<KeyId>> {
+        let mut ids: std::collections::BTreeSet<KeyId> = self
+            .records
+            .read()
+            .map_err(|_| poisoned())?
+            .keys()
+            .copied()
+            .collect();
+        ids.extend(self.metas.read().map_err(|_| poisoned())?.keys().copied());
+        Ok(ids.into_iter().collect())
     }
 }

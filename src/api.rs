@@ -56,7 +56,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::lifecycle::{Change, KeyFilter, KeyInfo, KeyPage, Target};
 use crate::{Dek, Error, ErrorCode, Kek, KeyId, Result, Strength, WrappedDek};
+
+pub use crate::lifecycle::{parse_rfc3339, rfc3339};
 
 /// What a key server says about itself (the `status` call).
 ///
@@ -116,6 +119,42 @@ pub trait KeyService: Send + Sync {
     /// `status()`: what the server says about itself.
     async fn status(&self) -> Result<Status>;
 
+    /// `describe(key_id)`: the key's lifecycle state, owner and times.
+    /// A service without lifecycle answers "unknown method".
+    async fn describe(&self, key_id: &KeyId) -> Result<KeyInfo> {
+        let _ = key_id;
+        Err(unknown_method())
+    }
+
+    /// `rotate(kek[, strength])`: a new KEK whose record wraps the same
+    /// DEK (data encrypted before decrypts with it unchanged); the old key
+    /// becomes deactivated, pointing to the new one.
+    async fn rotate(&self, kek: &Kek, strength: Option<Strength>) -> Result<Kek> {
+        let _ = (kek, strength);
+        Err(unknown_method())
+    }
+
+    /// `suspend`, `resume`, `compromised`, `destroy`, `cancel_destroy` of
+    /// `target`: the key as it is after the change.
+    async fn change(&self, change: Change, target: &Target) -> Result<KeyInfo> {
+        let _ = (change, target);
+        Err(unknown_method())
+    }
+
+    /// `list_keys(filter)`: a page of keys.
+    async fn list_keys(&self, filter: &KeyFilter) -> Result<KeyPage> {
+        let _ = filter;
+        Err(unknown_method())
+    }
+
+    /// Runs `call` for `caller` (the principal the listener recognised):
+    /// a service that records owners or enforces quotas uses it; the
+    /// default ignores who calls.
+    async fn call_as(&self, caller: &CallerInfo, call: Call) -> Result<Reply> {
+        let _ = caller;
+        self.call(call).await
+    }
+
     /// What the service holds and does now, for monitoring (`/metrics`).
     /// A service that keeps none of these answers zeros (the default).
     fn gauges(&self) -> Gauges {
@@ -130,6 +169,10 @@ pub trait KeyService: Send + Sync {
             Call::GetKey(kek) => Reply::Dek(self.get_key(&kek).await?),
             Call::GetWrapped(id) => Reply::Wrapped(self.get_wrapped(&id).await?),
             Call::Contains(id) => Reply::Bool(self.contains(&id).await?),
+            Call::Describe(id) => Reply::Info(self.describe(&id).await?),
+            Call::Rotate(kek, strength) => Reply::Kek(self.rotate(&kek, strength).await?),
+            Call::Change(change, target) => Reply::Info(self.change(change, &target).await?),
+            Call::ListKeys(filter) => Reply::Keys(self.list_keys(&filter).await?),
             Call::Status => Reply::Status(self.status().await?),
         })
     }
@@ -149,6 +192,41 @@ pub enum Call {
     Contains(KeyId),
     /// `status()`.
     Status,
+    /// `describe(key_id)`.
+    Describe(KeyId),
+    /// `rotate(kek[, strength])`.
+    Rotate(Kek, Option<Strength>),
+    /// `suspend`, `resume`, `compromised`, `destroy` or `cancel_destroy`
+    /// of a target (a KEK or a key id).
+    Change(Change, Target),
+    /// `list_keys([filter])`.
+    ListKeys(KeyFilter),
+}
+
+/// Who makes a call, as the listener recognised them (see
+/// [`KeyService::call_as`]).
+///
+/// ```
+/// let caller = keyserver::api::CallerInfo::default();
+/// assert!(caller.principal.is_none());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CallerInfo {
+    /// The principal's name (`None`: no access control).
+    pub principal: Option<String>,
+    /// How many live keys it may own (its `max_keys`).
+    pub max_keys: Option<u64>,
+}
+
+impl CallerInfo {
+    /// A caller named `principal` owning at most `max_keys` keys.
+    pub fn new(principal: Option<String>, max_keys: Option<u64>) -> Self {
+        CallerInfo {
+            principal,
+            max_keys,
+        }
+    }
 }
 
 /// What a service holds and does at one moment, for monitoring.
@@ -184,6 +262,10 @@ pub enum Reply {
     Bool(bool),
     /// The server's status (`status`).
     Status(Status),
+    /// A key's lifecycle (`describe` and the state changes).
+    Info(KeyInfo),
+    /// A page of keys (`list_keys`).
+    Keys(KeyPage),
 }
 
 /// A value on the wire, whatever the protocol: what the codecs translate to
@@ -201,6 +283,8 @@ pub enum Value {
     Bytes(Zeroizing<Vec<u8>>),
     /// A struct (an XML-RPC `<struct>`, a JSON object).
     Struct(BTreeMap<String, Value>),
+    /// An array (an XML-RPC `<array>`, a JSON array).
+    Array(Vec<Value>),
 }
 
 impl Value {
@@ -223,6 +307,7 @@ impl fmt::Debug for Value {
             Value::Str(s) => write!(f, "Str(<{} bytes>)", s.len()),
             Value::Bytes(b) => write!(f, "Bytes(<{} bytes>)", b.len()),
             Value::Struct(m) => f.debug_map().entries(m.iter()).finish(),
+            Value::Array(items) => f.debug_list().entries(items.iter()).finish(),
         }
     }
 }
@@ -240,6 +325,12 @@ pub enum Shape {
     Bytes,
     /// A struct with these members.
     Struct(&'static [(&'static str, Shape)]),
+    /// An array of values of this shape.
+    Array(&'static Shape),
+    /// Any value: a struct whose members are optional or vary, read by
+    /// name (a JSON value is taken as it is: numbers as integers, strings
+    /// as strings).
+    Any,
 }
 
 impl Shape {
@@ -250,7 +341,8 @@ impl Shape {
             Shape::Bool => "boolean",
             Shape::Str => "string",
             Shape::Bytes => "base64",
-            Shape::Struct(_) => "struct",
+            Shape::Struct(_) | Shape::Any => "struct",
+            Shape::Array(_) => "array",
         }
     }
 
@@ -265,6 +357,8 @@ impl Shape {
             (Shape::Struct(members), Value::Struct(map)) => members
                 .iter()
                 .all(|(name, shape)| map.get(*name).is_some_and(|v| shape.fits(v))),
+            (Shape::Array(shape), Value::Array(items)) => items.iter().all(|v| shape.fits(v)),
+            (Shape::Any, _) => true,
             _ => false,
         }
     }
@@ -303,13 +397,16 @@ impl Method {
     /// assert!(!keyserver::api::method("status").unwrap().is_expensive());
     /// ```
     pub fn is_expensive(&self) -> bool {
-        self.name == GENERATE.name || self.name == GET_KEY.name
+        self.name == GENERATE.name || self.name == GET_KEY.name || self.name == ROTATE.name
     }
 
-    /// Whether it changes what the server stores (`generate`): such a call
-    /// is answered only once its audit line is on disk.
+    /// Whether it changes what the server stores (`generate`, `rotate` and
+    /// the state changes): such a call is answered only once its audit line
+    /// is on disk.
     pub fn changes_state(&self) -> bool {
         self.name == GENERATE.name
+            || self.name == ROTATE.name
+            || Change::ALL.iter().any(|c| c.name() == self.name)
     }
 
     /// The parameter list as a protocol writes it: `open` and `close` are
@@ -418,8 +515,104 @@ const STATUS: Method = Method {
            about itself.",
 };
 
+const TARGET: Param = Param {
+    name: "target",
+    shape: Shape::Str,
+    optional: false,
+};
+
+const DESCRIBE: Method = Method {
+    name: "describe",
+    params: &[KEY_ID],
+    result: Shape::Any,
+    help: "describe(key_id) -> struct {key_id, state, strength, created, owner, deactivate_at, \
+           destroy_at, rotated_to}: the key's lifecycle (absent members omitted; times as RFC \
+           3339 strings).",
+};
+
+const ROTATE: Method = Method {
+    name: "rotate",
+    params: &[
+        Param {
+            name: "kek",
+            shape: Shape::Str,
+            optional: false,
+        },
+        Param {
+            name: "strength",
+            shape: Shape::Int,
+            optional: true,
+        },
+    ],
+    result: Shape::Str,
+    help: "rotate(kek[, strength]) -> string: a new KEK (PKCS#8 PEM) whose record wraps the same \
+           data key, so data encrypted before decrypts with it unchanged; the old key becomes \
+           deactivated with rotated_to set. A strength moves the key to a stronger KEK.",
+};
+
+const fn change_method(name: &'static str, help: &'static str) -> Method {
+    Method {
+        name,
+        params: &[TARGET],
+        result: Shape::Any,
+        help,
+    }
+}
+
+const SUSPEND: Method = change_method(
+    "suspend",
+    "suspend(target) -> struct: the key (target: its KEK as PEM, or its key id for operators) \
+     gives no data key until resumed.",
+);
+const RESUME: Method = change_method(
+    "resume",
+    "resume(target) -> struct: a suspended key returns to the state it had.",
+);
+const COMPROMISED: Method = change_method(
+    "compromised",
+    "compromised(target) -> struct: the key is marked compromised: it still gives its data key \
+     (to re-encrypt old data), each use logged as a warning, and encrypts nothing new.",
+);
+const DESTROY: Method = change_method(
+    "destroy",
+    "destroy(target) -> struct {key_id, state, destroy_at, ...}: the key gives nothing from now \
+     and its wrapped data key is destroyed at destroy_at (the server's destroy window from \
+     now) unless cancel_destroy comes first.",
+);
+const CANCEL_DESTROY: Method = change_method(
+    "cancel_destroy",
+    "cancel_destroy(target) -> struct: a destroy-pending key returns to the state it had.",
+);
+
+const LIST_KEYS: Method = Method {
+    name: "list_keys",
+    params: &[Param {
+        name: "filter",
+        shape: Shape::Any,
+        optional: true,
+    }],
+    result: Shape::Any,
+    help: "list_keys([filter]) -> struct {keys: array of describe structs, cursor}: a page of \
+           keys in key id order; filter {state, owner, past_cryptoperiod, cursor, limit}, every \
+           member optional; pass the answer's cursor for the next page.",
+};
+
 /// The method table: every wire method, once.
-pub const METHODS: &[Method] = &[GENERATE, GET_KEY, GET_WRAPPED, CONTAINS, STATUS];
+pub const METHODS: &[Method] = &[
+    GENERATE,
+    GET_KEY,
+    GET_WRAPPED,
+    CONTAINS,
+    STATUS,
+    DESCRIBE,
+    ROTATE,
+    SUSPEND,
+    RESUME,
+    COMPROMISED,
+    DESTROY,
+    CANCEL_DESTROY,
+    LIST_KEYS,
+];
 
 /// The row of the method table named `name`.
 pub fn method(name: &str) -> Option<&'static Method> {
@@ -440,15 +633,26 @@ impl Call {
             Call::GetWrapped(_) => &GET_WRAPPED,
             Call::Contains(_) => &CONTAINS,
             Call::Status => &STATUS,
+            Call::Describe(_) => &DESCRIBE,
+            Call::Rotate(..) => &ROTATE,
+            Call::Change(change, _) => match change {
+                Change::Suspend => &SUSPEND,
+                Change::Resume => &RESUME,
+                Change::Compromised => &COMPROMISED,
+                Change::Destroy => &DESTROY,
+                Change::CancelDestroy => &CANCEL_DESTROY,
+            },
+            Call::ListKeys(_) => &LIST_KEYS,
         }
     }
 
     /// The key this call is about, if any (for logs and typed errors).
     pub fn key_id(&self) -> Option<KeyId> {
         match self {
-            Call::GetKey(kek) => Some(kek.id()),
-            Call::GetWrapped(id) | Call::Contains(id) => Some(*id),
-            Call::Generate(_) | Call::Status => None,
+            Call::GetKey(kek) | Call::Rotate(kek, _) => Some(kek.id()),
+            Call::GetWrapped(id) | Call::Contains(id) | Call::Describe(id) => Some(*id),
+            Call::Change(_, target) => Some(target.key_id()),
+            Call::Generate(_) | Call::Status | Call::ListKeys(_) => None,
         }
     }
 
@@ -477,7 +681,9 @@ impl Call {
             return Err(method.invalid_params(brackets.0, brackets.1));
         }
         // `accepts` checked the number and shapes of the parameters.
-        let first = params.into_iter().next();
+        let mut params = params.into_iter();
+        let first = params.next();
+        let second = params.next();
         let text = |value: Option<Value>| match value {
             Some(Value::Str(s)) => Ok(s),
             _ => Err(method.invalid_params(brackets.0, brackets.1)),
@@ -490,7 +696,30 @@ impl Call {
             n if n == GET_KEY.name => Kek::from_pem(&text(first)?).map(Call::GetKey),
             n if n == GET_WRAPPED.name => text(first)?.parse().map(Call::GetWrapped),
             n if n == CONTAINS.name => text(first)?.parse().map(Call::Contains),
-            _ => Ok(Call::Status),
+            n if n == STATUS.name => Ok(Call::Status),
+            n if n == DESCRIBE.name => text(first)?.parse().map(Call::Describe),
+            n if n == ROTATE.name => {
+                let kek = Kek::from_pem(&text(first)?)?;
+                let strength = match second {
+                    Some(Value::Int(bits)) => Some(parse_strength(bits)?),
+                    _ => None,
+                };
+                Ok(Call::Rotate(kek, strength))
+            }
+            n if n == LIST_KEYS.name => parse_filter(first).map(Call::ListKeys),
+            n => {
+                let change = Change::ALL
+                    .into_iter()
+                    .find(|c| c.name() == n)
+                    .ok_or_else(unknown_method)?;
+                let target = text(first)?;
+                let target = if target.trim_start().starts_with("-----BEGIN") {
+                    Target::Kek(Kek::from_pem(&target)?)
+                } else {
+                    Target::KeyId(target.parse()?)
+                };
+                Ok(Call::Change(change, target))
+            }
         }
     }
 
@@ -500,9 +729,128 @@ impl Call {
             Call::Generate(None) | Call::Status => Vec::new(),
             Call::Generate(Some(s)) => vec![Value::Int(i64::from(s.bits()))],
             Call::GetKey(kek) => vec![Value::Str(kek.to_pem())],
-            Call::GetWrapped(id) | Call::Contains(id) => vec![Value::str(id.to_string())],
+            Call::GetWrapped(id) | Call::Contains(id) | Call::Describe(id) => {
+                vec![Value::str(id.to_string())]
+            }
+            Call::Rotate(kek, None) => vec![Value::Str(kek.to_pem())],
+            Call::Rotate(kek, Some(s)) => {
+                vec![Value::Str(kek.to_pem()), Value::Int(i64::from(s.bits()))]
+            }
+            Call::Change(_, Target::Kek(kek)) => vec![Value::Str(kek.to_pem())],
+            Call::Change(_, Target::KeyId(id)) => vec![Value::str(id.to_string())],
+            Call::ListKeys(filter) => vec![filter_value(filter)],
         }
     }
+}
+
+/// A `list_keys` filter from its wire struct (every member optional).
+fn parse_filter(value: Option<Value>) -> Result<KeyFilter> {
+    let bad =
+        |what: &str| Error::protocol(ErrorCode::InvalidParams, format!("invalid filter: {what}"));
+    let map = match value {
+        None => return Ok(KeyFilter::default()),
+        Some(Value::Struct(map)) => map,
+        Some(_) => return Err(bad("a struct")),
+    };
+    let mut filter = KeyFilter::default();
+    for (name, value) in map {
+        match (name.as_str(), value) {
+            ("state", Value::Str(s)) => filter.state = Some(s.parse().map_err(|_| bad("state"))?),
+            ("owner", Value::Str(s)) => filter.owner = Some(s.to_string()),
+            ("past_cryptoperiod", Value::Bool(b)) => filter.past_cryptoperiod = b,
+            ("cursor", Value::Str(s)) => {
+                filter.cursor = Some(s.parse().map_err(|_| bad("cursor"))?)
+            }
+            ("limit", Value::Int(n)) => {
+                filter.limit = Some(u32::try_from(n).map_err(|_| bad("limit"))?)
+            }
+            (other, _) => return Err(bad(&format!("unknown member or type: {other}"))),
+        }
+    }
+    Ok(filter)
+}
+
+fn filter_value(filter: KeyFilter) -> Value {
+    let mut map = BTreeMap::new();
+    if let Some(state) = filter.state {
+        map.insert("state".into(), Value::str(state.name()));
+    }
+    if let Some(owner) = filter.owner {
+        map.insert("owner".into(), Value::str(owner));
+    }
+    if filter.past_cryptoperiod {
+        map.insert("past_cryptoperiod".into(), Value::Bool(true));
+    }
+    if let Some(cursor) = filter.cursor {
+        map.insert("cursor".into(), Value::str(cursor.to_string()));
+    }
+    if let Some(limit) = filter.limit {
+        map.insert("limit".into(), Value::Int(i64::from(limit)));
+    }
+    Value::Struct(map)
+}
+
+fn info_value(info: KeyInfo) -> Value {
+    let mut map = BTreeMap::from([
+        ("key_id".to_string(), Value::str(info.key_id.to_string())),
+        ("state".to_string(), Value::str(info.state.name())),
+        (
+            "strength".to_string(),
+            Value::Int(i64::from(info.strength.bits())),
+        ),
+        ("created".to_string(), Value::str(rfc3339(info.created))),
+    ]);
+    if let Some(owner) = info.owner {
+        map.insert("owner".into(), Value::str(owner));
+    }
+    if let Some(t) = info.deactivate_at {
+        map.insert("deactivate_at".into(), Value::str(rfc3339(t)));
+    }
+    if let Some(t) = info.destroy_at {
+        map.insert("destroy_at".into(), Value::str(rfc3339(t)));
+    }
+    if let Some(id) = info.rotated_to {
+        map.insert("rotated_to".into(), Value::str(id.to_string()));
+    }
+    if let Some(id) = info.rotated_from {
+        map.insert("rotated_from".into(), Value::str(id.to_string()));
+    }
+    Value::Struct(map)
+}
+
+fn info_from_value(value: &Value) -> Option<KeyInfo> {
+    let Value::Struct(map) = value else {
+        return None;
+    };
+    let text = |name: &str| match map.get(name) {
+        Some(Value::Str(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    let time = |name: &str| text(name).map(parse_rfc3339);
+    let strength = match map.get("strength") {
+        Some(Value::Int(bits)) => parse_strength(*bits).ok()?,
+        _ => return None,
+    };
+    Some(KeyInfo {
+        key_id: text("key_id")?.parse().ok()?,
+        state: text("state")?.parse().ok()?,
+        strength,
+        created: time("created")??,
+        owner: text("owner").map(str::to_owned),
+        deactivate_at: time("deactivate_at")
+            .map(|t| t.ok_or(()))
+            .transpose()
+            .ok()?,
+        destroy_at: time("destroy_at").map(|t| t.ok_or(())).transpose().ok()?,
+        rotated_to: match text("rotated_to") {
+            Some(id) => Some(id.parse().ok()?),
+            None => None,
+        },
+        rotated_from: match text("rotated_from") {
+            Some(id) => Some(id.parse().ok()?),
+            None => None,
+        },
+    })
 }
 
 /// Parses the `strength` parameter of `generate`.
@@ -537,6 +885,17 @@ impl Reply {
                 ("record".to_string(), Value::bytes(record.encode())),
             ])),
             Reply::Bool(b) => Value::Bool(b),
+            Reply::Info(info) => info_value(info),
+            Reply::Keys(page) => {
+                let mut map = BTreeMap::from([(
+                    "keys".to_string(),
+                    Value::Array(page.keys.into_iter().map(info_value).collect()),
+                )]);
+                if let Some(cursor) = page.cursor {
+                    map.insert("cursor".into(), Value::str(cursor.to_string()));
+                }
+                Value::Struct(map)
+            }
             Reply::Status(status) => Value::Struct(BTreeMap::from([
                 (
                     "keys".to_string(),
@@ -582,6 +941,33 @@ impl Reply {
                 }
             }
             (Call::Contains(_), Value::Bool(b)) => Ok(Reply::Bool(b)),
+            (Call::Rotate(..), Value::Str(pem)) => {
+                Kek::from_pem(&pem).map(Reply::Kek).map_err(|_| bad())
+            }
+            (Call::Describe(id), value) => match info_from_value(&value) {
+                Some(info) if info.key_id == *id => Ok(Reply::Info(info)),
+                _ => Err(bad()),
+            },
+            (Call::Change(_, target), value) => match info_from_value(&value) {
+                Some(info) if info.key_id == target.key_id() => Ok(Reply::Info(info)),
+                _ => Err(bad()),
+            },
+            (Call::ListKeys(_), Value::Struct(map)) => {
+                let keys = match map.get("keys") {
+                    Some(Value::Array(items)) => items
+                        .iter()
+                        .map(info_from_value)
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or_else(bad)?,
+                    _ => return Err(bad()),
+                };
+                let cursor = match map.get("cursor") {
+                    Some(Value::Str(id)) => Some(id.parse().map_err(|_| bad())?),
+                    None => None,
+                    Some(_) => return Err(bad()),
+                };
+                Ok(Reply::Keys(KeyPage { keys, cursor }))
+            }
             (Call::Status, Value::Struct(map)) => {
                 let int = |name: &str| match map.get(name) {
                     Some(Value::Int(i)) => Some(*i),
@@ -654,6 +1040,28 @@ impl Reply {
         }
     }
 
+    /// The key of a `describe` or state-change reply.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] for a reply of another kind.
+    pub fn into_info(self) -> Result<KeyInfo> {
+        match self {
+            Reply::Info(info) => Ok(info),
+            _ => Err(Self::mismatch()),
+        }
+    }
+
+    /// The page of a `list_keys` reply.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] for a reply of another kind.
+    pub fn into_keys(self) -> Result<KeyPage> {
+        match self {
+            Reply::Keys(page) => Ok(page),
+            _ => Err(Self::mismatch()),
+        }
+    }
+
     /// The status of a `status` reply.
     ///
     /// # Errors
@@ -683,6 +1091,25 @@ mod tests {
             Call::GetWrapped(id),
             Call::Contains(id),
             Call::Status,
+            Call::Describe(id),
+            Call::Rotate(Kek::from_pem(KEK_3072).expect("fixture"), None), // ok: test fixture
+            Call::Rotate(
+                Kek::from_pem(KEK_3072).expect("fixture"),
+                Some(Strength::S192),
+            ), // ok: test fixture
+            Call::Change(crate::Change::Suspend, crate::Target::KeyId(id)),
+            Call::Change(
+                crate::Change::Destroy,
+                crate::Target::Kek(Kek::from_pem(KEK_3072).expect("fixture")), // ok: test fixture
+            ),
+            Call::ListKeys(crate::KeyFilter::default()),
+            Call::ListKeys(crate::KeyFilter {
+                state: Some(crate::KeyState::Compromised),
+                owner: Some("app".into()),
+                past_cryptoperiod: true,
+                cursor: Some(id),
+                limit: Some(5),
+            }),
         ];
         for call in calls {
             let name = call.method().name;
@@ -691,7 +1118,7 @@ mod tests {
             let back = Call::from_params(name, params, ('(', ')')).expect("parses"); // ok: test
             assert_eq!(back, call);
         }
-        assert_eq!(METHODS.len(), 5);
+        assert_eq!(METHODS.len(), 13);
         for m in METHODS {
             assert_eq!(method(m.name), Some(m));
             assert!(m.help.starts_with(m.name), "{} help", m.name);

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use lru::LruCache;
 
 use crate::storage::KeyStorage;
-use crate::{KeyId, Result, WrappedDek};
+use crate::{KeyId, KeyMeta, Result, WrappedDek};
 
 /// Records kept in memory by default: about 8 MiB of 3072-bit records.
 pub const DEFAULT_CACHE_RECORDS: usize = 16_384;
@@ -87,6 +87,12 @@ impl<V> Bounded<V> {
 
 struct State {
     records: Bounded<WrappedDek>,
+    /// Lifecycle metadata read or written, `None` for "none stored" (the
+    /// common case of a key that never changed state).
+    metas: Bounded<Option<KeyMeta>>,
+    /// Counts metadata writes: a read that began before one must not put
+    /// the old metadata back.
+    meta_epoch: u64,
     /// Counts deletes: a read that began before a delete must not put the
     /// deleted record back.
     epoch: u64,
@@ -137,6 +143,8 @@ impl<S: KeyStorage> RecordCache<S> {
             inner,
             state: Mutex::new(State {
                 records: Bounded::new(capacity),
+                metas: Bounded::new(capacity),
+                meta_epoch: 0,
                 epoch: 0,
                 abandoned: HashSet::new(),
             }),
@@ -145,7 +153,9 @@ impl<S: KeyStorage> RecordCache<S> {
 
     /// Changes how many records are kept (0 turns the cache off).
     pub fn set_capacity(&self, capacity: usize) {
-        self.state().records.set_capacity(capacity);
+        let mut state = self.state();
+        state.records.set_capacity(capacity);
+        state.metas.set_capacity(capacity);
     }
 
     /// How many records may be kept.
@@ -269,6 +279,69 @@ impl<S: KeyStorage> KeyStorage for RecordCache<S> {
 
     async fn list(&self) -> Result<Vec<KeyId>> {
         self.inner.list().await
+    }
+
+    fn keeps_lifecycle(&self) -> bool {
+        self.inner.keeps_lifecycle()
+    }
+
+    async fn get_meta(&self, key_id: &KeyId) -> Result<Option<KeyMeta>> {
+        let epoch = {
+            let mut state = self.state();
+            if let Some(meta) = state.metas.get(key_id) {
+                return Ok(meta.clone());
+            }
+            state.meta_epoch
+        };
+        let meta = self.inner.get_meta(key_id).await?;
+        let mut state = self.state();
+        if state.meta_epoch == epoch && !state.abandoned.contains(key_id) {
+            state.metas.insert(*key_id, meta.clone());
+        }
+        Ok(meta)
+    }
+
+    async fn put_meta(&self, meta: &KeyMeta) -> Result<()> {
+        // Forgotten (and the epoch moved) before the write starts, and
+        // again after it: a read racing the write leaves nothing stale in
+        // memory. A write abandoned half way (its future dropped) may still
+        // be finished by the storage later: its key is never kept again.
+        struct Guard<'a, S> {
+            cache: &'a RecordCache<S>,
+            key_id: KeyId,
+            finished: bool,
+        }
+        impl<S> Drop for Guard<'_, S> {
+            fn drop(&mut self) {
+                let mut state = self
+                    .cache
+                    .state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                state.meta_epoch += 1;
+                state.metas.remove(&self.key_id);
+                if !self.finished {
+                    state.abandoned.insert(self.key_id);
+                }
+            }
+        }
+        {
+            let mut state = self.state();
+            state.meta_epoch += 1;
+            state.metas.remove(&meta.key_id);
+        }
+        let mut guard = Guard {
+            cache: self,
+            key_id: meta.key_id,
+            finished: false,
+        };
+        let written = self.inner.put_meta(meta).await;
+        guard.finished = true;
+        written
+    }
+
+    async fn list_all(&self) -> Result<Vec<KeyId>> {
+        self.inner.list_all().await
     }
 }
 

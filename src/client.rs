@@ -42,6 +42,9 @@ pub enum UnwrapMode {
 
 struct Entry {
     dek: Dek,
+    /// The key's lifecycle state when the DEK was fetched (`None`: the
+    /// server did not say: an older server, or `describe` not granted).
+    state: Option<crate::KeyState>,
     /// The fingerprint of the KEK that fetched it: a later caller gets the
     /// DEK from the cache only by presenting the same private key document
     /// (the key id alone is public).
@@ -204,18 +207,20 @@ impl<T: Transport> KeyClient<T> {
         entry.fetched.elapsed() < self.cache_ttl
     }
 
-    fn cached(&self, kek: &Kek) -> Option<Dek> {
+    fn cached(&self, kek: &Kek) -> Option<(Dek, Option<crate::KeyState>)> {
         self.with_cache(|c| {
             let entry = c.get(&kek.id())?;
-            (self.fresh(entry) && *entry.kek == *kek.fingerprint()).then(|| entry.dek.clone())
+            (self.fresh(entry) && *entry.kek == *kek.fingerprint())
+                .then(|| (entry.dek.clone(), entry.state))
         })
     }
 
     /// Caches `dek`; when full, the least recently used entry is dropped
     /// (and its key wiped).
-    fn insert(&self, kek: &Kek, dek: Dek) {
+    fn insert(&self, kek: &Kek, dek: Dek, state: Option<crate::KeyState>) {
         let entry = Entry {
             dek,
+            state,
             kek: zeroize::Zeroizing::new(*kek.fingerprint()),
             fetched: Instant::now(),
             fetched_at: SystemTime::now(),
@@ -237,9 +242,29 @@ impl<T: Transport> KeyClient<T> {
     /// [`Error::Policy`](crate::Error::Policy), [`Error::UnwrapFailed`](crate::Error::UnwrapFailed) and
     /// [`Error::CorruptRecord`](crate::Error::CorruptRecord).
     pub async fn get(&self, kek: &Kek) -> Result<Dek> {
+        Ok(self.get_with_state(kek).await?.0)
+    }
+
+    /// The DEK of `kek` for encrypting new data: refused with
+    /// [`Error::KeyState`](crate::Error::KeyState) unless the key is active
+    /// (as the server said when the DEK was fetched: a state change reaches
+    /// a cached DEK within the cache TTL).
+    async fn get_for_encrypt(&self, kek: &Kek) -> Result<Dek> {
+        let (dek, state) = self.get_with_state(kek).await?;
+        match state {
+            Some(state) if !state.allows_encrypt() => Err(crate::Error::KeyState {
+                key_id: kek.id(),
+                state,
+            }),
+            _ => Ok(dek),
+        }
+    }
+
+    /// The DEK of `kek` and the key's state as last learnt.
+    async fn get_with_state(&self, kek: &Kek) -> Result<(Dek, Option<crate::KeyState>)> {
         let id = kek.id();
-        if let Some(dek) = self.cached(kek) {
-            return Ok(dek);
+        if let Some(found) = self.cached(kek) {
+            return Ok(found);
         }
         let gate = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
@@ -249,14 +274,15 @@ impl<T: Transport> KeyClient<T> {
             let _turn = gate.lock().await;
             // Someone ahead of us may have fetched it meanwhile.
             match self.cached(kek) {
-                Some(dek) => Ok(dek),
-                None => {
-                    let fetched = self.fetch(kek).await;
-                    if let Ok(dek) = &fetched {
-                        self.insert(kek, dek.clone());
+                Some(found) => Ok(found),
+                None => match self.fetch(kek).await {
+                    Ok(dek) => {
+                        let state = self.learn_state(&id).await;
+                        self.insert(kek, dek.clone(), state);
+                        Ok((dek, state))
                     }
-                    fetched
-                }
+                    Err(e) => Err(e),
+                },
             }
         };
         let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
@@ -310,6 +336,49 @@ impl<T: Transport> KeyClient<T> {
         self.transport.status().await
     }
 
+    /// The lifecycle of `key_id` (`describe`).
+    ///
+    /// # Errors
+    /// The transport's errors.
+    pub async fn describe(&self, key_id: &KeyId) -> Result<crate::KeyInfo> {
+        self.transport.describe(key_id).await
+    }
+
+    /// Rotates the key of `kek` (`rotate`): the new KEK's record wraps the
+    /// same DEK; the old key is deactivated. The old key's cached DEK is
+    /// dropped.
+    ///
+    /// # Errors
+    /// The transport's errors.
+    pub async fn rotate(&self, kek: &Kek, strength: Option<Strength>) -> Result<Kek> {
+        let rotated = self.transport.rotate(kek, strength).await;
+        self.with_cache(|c| c.remove(&kek.id()));
+        rotated
+    }
+
+    /// A state change of `target` (`suspend`, `resume`, `compromised`,
+    /// `destroy`, `cancel_destroy`); its cached DEK is dropped.
+    ///
+    /// # Errors
+    /// The transport's errors.
+    pub async fn change(
+        &self,
+        change: crate::Change,
+        target: &crate::Target,
+    ) -> Result<crate::KeyInfo> {
+        let changed = self.transport.change(change, target).await;
+        self.with_cache(|c| c.remove(&target.key_id()));
+        changed
+    }
+
+    /// A page of keys (`list_keys`).
+    ///
+    /// # Errors
+    /// The transport's errors.
+    pub async fn list_keys(&self, filter: &crate::KeyFilter) -> Result<crate::KeyPage> {
+        self.transport.list_keys(filter).await
+    }
+
     /// Encrypts everything `input` gives into `output` in the stream format
     /// ([`crate::stream`]: constant memory, any length), with this client's
     /// suite and a DEK from its cache. Returns the plaintext bytes read.
@@ -348,7 +417,7 @@ impl<T: Transport> KeyClient<T> {
         input: impl Read + Send,
         output: impl Write + Send,
     ) -> Result<u64> {
-        let dek = self.get(kek).await?;
+        let dek = self.get_for_encrypt(kek).await?;
         let id = kek.id();
         blocking_io(|| stream::encrypt(&*self.suite, &id, &dek, input, output))
     }
@@ -375,14 +444,56 @@ impl<T: Transport> KeyClient<T> {
         output: impl Write + Send,
     ) -> Result<u64> {
         let header = blocking_io(|| stream::StreamHeader::read_from(&mut input))?;
-        if header.key_id != kek.id() {
-            return Err(crate::Error::KeyMismatch {
-                expected: header.key_id,
-                given: kek.id(),
-            });
-        }
+        self.check_sealed_under(kek, &header.key_id).await?;
         let dek = self.get(kek).await?;
         blocking_io(|| stream::decrypt_after_header(&*self.suite, &dek, &header, input, output))
+    }
+
+    /// The key's state, from `describe`; `None` when the server does not
+    /// say (an older server without the method, or a principal not granted
+    /// it: the server still refuses the DEK of a key whose state forbids
+    /// it, but this client cannot know to stop encrypting under a
+    /// deactivated one).
+    async fn learn_state(&self, key_id: &KeyId) -> Option<crate::KeyState> {
+        match self.transport.describe(key_id).await {
+            Ok(info) => Some(info.state),
+            Err(e) => {
+                tracing::debug!(
+                    target: "keyserver::client",
+                    "the state of key {key_id} is unknown (describe: error {})",
+                    e.code()
+                );
+                None
+            }
+        }
+    }
+
+    /// Whether the key of `kek` was made by rotating (once or more)
+    /// `ancestor`: its record wraps the same DEK, so data sealed under
+    /// `ancestor` opens with it.
+    async fn rotated_from(&self, kek: &Kek, ancestor: &KeyId) -> Result<bool> {
+        let mut id = kek.id();
+        for _ in 0..MAX_ROTATIONS {
+            match self.transport.describe(&id).await?.rotated_from {
+                Some(from) if from == *ancestor => return Ok(true),
+                Some(from) => id = from,
+                None => return Ok(false),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Refuses data sealed under another key than `kek`'s, unless `kek`
+    /// was rotated from it.
+    async fn check_sealed_under(&self, kek: &Kek, sealed_under: &KeyId) -> Result<()> {
+        if *sealed_under == kek.id() || self.rotated_from(kek, sealed_under).await.unwrap_or(false)
+        {
+            return Ok(());
+        }
+        Err(crate::Error::KeyMismatch {
+            expected: *sealed_under,
+            given: kek.id(),
+        })
     }
 
     async fn fetch(&self, kek: &Kek) -> Result<Dek> {
@@ -444,7 +555,7 @@ impl<T: Transport> Encryption for KeyClient<T> {
         plaintext: &[u8],
         context: &[u8],
     ) -> Result<Vec<u8>> {
-        let dek = self.get(kek).await?;
+        let dek = self.get_for_encrypt(kek).await?;
         envelope::seal(&*self.suite, &kek.id(), &dek, context, plaintext)
     }
 
@@ -454,11 +565,16 @@ impl<T: Transport> Encryption for KeyClient<T> {
         ciphertext: &[u8],
         context: &[u8],
     ) -> Result<Plaintext> {
-        envelope::Header::parse_for(ciphertext, kek)?;
+        let header = envelope::Header::parse(ciphertext)?;
+        self.check_sealed_under(kek, &header.key_id).await?;
         let dek = self.get(kek).await?;
         envelope::open(&*self.suite, &dek, context, ciphertext)
     }
 }
+
+/// Longest chain of rotations followed back to the key data was sealed
+/// under.
+const MAX_ROTATIONS: usize = 32;
 
 #[cfg(test)]
 mod tests {
@@ -500,7 +616,17 @@ mod tests {
     }
 
     fn client(transport: MockTransport) -> KeyClient<MockTransport> {
-        KeyClient::new(transport, MockCipherSuite::new())
+        KeyClient::new(with_describe(transport), MockCipherSuite::new())
+    }
+
+    /// `describe` answered as an older server would: unknown method (the
+    /// client then knows no state and serves the DEK as before).
+    fn with_describe(mut transport: MockTransport) -> MockTransport {
+        transport
+            .expect_send()
+            .withf(|call| matches!(call, Call::Describe(_)))
+            .returning(|_| Err(crate::api::unknown_method()));
+        transport
     }
 
     #[tokio::test(start_paused = true)]
@@ -539,11 +665,14 @@ mod tests {
         let mut transport = MockTransport::new();
         let fetched = std::sync::Arc::new(Mutex::new(Vec::new()));
         let log = std::sync::Arc::clone(&fetched);
-        transport.expect_send().returning(move |call| {
-            let id = call.key_id().expect("get_key names its key"); // ok: test
-            log.lock().expect("log").push(id); // ok: test
-            Ok(Reply::Dek(dek(1)))
-        });
+        transport
+            .expect_send()
+            .withf(|call| !matches!(call, Call::Describe(_)))
+            .returning(move |call| {
+                let id = call.key_id().expect("get_key names its key"); // ok: test
+                log.lock().expect("log").push(id); // ok: test
+                Ok(Reply::Dek(dek(1)))
+            });
         let client = client(transport).with_capacity(2);
         client.get(&keks[0]).await.ok();
         client.get(&keks[1]).await.ok();
@@ -568,11 +697,13 @@ mod tests {
         let mut seq = mockall::Sequence::new();
         transport
             .expect_send()
+            .withf(|call| !matches!(call, Call::Describe(_)))
             .times(1)
             .in_sequence(&mut seq)
             .returning(move |_| Err(Error::NotFound { key_id: id }));
         transport
             .expect_send()
+            .withf(|call| !matches!(call, Call::Describe(_)))
             .times(1)
             .in_sequence(&mut seq)
             .returning(|_| Ok(Reply::Dek(dek(5))));
@@ -606,7 +737,7 @@ mod tests {
         }
         let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
         let transport = Gated {
-            inner: counting_transport(1),
+            inner: with_describe(counting_transport(1)),
             gate: std::sync::Arc::clone(&gate),
         };
         let client = Arc::new(KeyClient::new(transport, MockCipherSuite::new()));
@@ -646,7 +777,8 @@ mod tests {
             .expect_rsa_oaep_unwrap()
             .times(1)
             .returning(|_, _| Ok(zeroize::Zeroizing::new(vec![9; 16])));
-        let client = KeyClient::new(transport, suite).with_unwrap_mode(UnwrapMode::Client);
+        let client =
+            KeyClient::new(with_describe(transport), suite).with_unwrap_mode(UnwrapMode::Client);
         assert_eq!(client.get(&kek).await.ok(), Some(dek(9)));
         assert_eq!(client.get(&kek).await.ok(), Some(dek(9)), "cached");
     }

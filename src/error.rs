@@ -170,6 +170,17 @@ pub enum Error {
     #[error("not permitted")]
     NotPermitted,
 
+    /// The key's lifecycle state forbids this (a suspended, destroy-pending
+    /// or destroyed key gives no DEK; only an active key encrypts new data;
+    /// and a state change that the state does not allow).
+    #[error("the state of key {key_id} ({state}) forbids this")]
+    KeyState {
+        /// The key.
+        key_id: KeyId,
+        /// Its state.
+        state: crate::KeyState,
+    },
+
     /// The server is at a limit it sets to protect everyone's service (its
     /// key-generation workers and queue, its budget of request memory):
     /// nothing was done; retry later, preferably with backoff.
@@ -237,6 +248,8 @@ pub enum ErrorCode {
     Busy,
     /// 13: not permitted (credentials, method or strength).
     NotPermitted,
+    /// 14: the key's lifecycle state forbids this.
+    KeyState,
     /// -32700: the request does not parse.
     ParseError,
     /// -32600: the request is not a valid call object.
@@ -249,7 +262,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of [`ErrorCode::number`] for keyserver's own.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::NotFound,
         ErrorCode::InvalidKey,
         ErrorCode::UnwrapFailed,
@@ -263,6 +276,7 @@ impl ErrorCode {
         ErrorCode::Transport,
         ErrorCode::Busy,
         ErrorCode::NotPermitted,
+        ErrorCode::KeyState,
         ErrorCode::ParseError,
         ErrorCode::InvalidRequest,
         ErrorCode::MethodNotFound,
@@ -285,6 +299,7 @@ impl ErrorCode {
             ErrorCode::Transport => 11,
             ErrorCode::Busy => 12,
             ErrorCode::NotPermitted => 13,
+            ErrorCode::KeyState => 14,
             ErrorCode::ParseError => -32700,
             ErrorCode::InvalidRequest => -32600,
             ErrorCode::MethodNotFound => -32601,
@@ -334,6 +349,8 @@ pub mod codes {
     pub const BUSY: i32 = ErrorCode::Busy.number();
     /// Not permitted.
     pub const NOT_PERMITTED: i32 = ErrorCode::NotPermitted.number();
+    /// The key's lifecycle state forbids this.
+    pub const KEY_STATE: i32 = ErrorCode::KeyState.number();
 }
 
 impl Error {
@@ -377,6 +394,7 @@ impl Error {
             Error::Transport { .. } => ErrorCode::Transport,
             Error::Busy { .. } => ErrorCode::Busy,
             Error::NotPermitted => ErrorCode::NotPermitted,
+            Error::KeyState { .. } => ErrorCode::KeyState,
             Error::Protocol { code, .. } => *code,
             Error::Remote { code, .. } => return ErrorCode::from_number(*code),
         })
@@ -432,6 +450,7 @@ impl Error {
             }
             ErrorCode::KeyMismatch => parse_key_mismatch(&message),
             ErrorCode::NotPermitted => Some(Error::NotPermitted),
+            ErrorCode::KeyState => parse_key_state(&message),
             ErrorCode::Busy => strip("busy, retry later: ").map(|r| Error::Busy {
                 reason: Cow::Owned(r),
             }),
@@ -521,6 +540,17 @@ fn parse_too_large(message: &str) -> Option<Error> {
 }
 
 /// `ciphertext was sealed under key A, not under B`.
+/// "the state of key ID (STATE) forbids this" -> `Error::KeyState`.
+fn parse_key_state(message: &str) -> Option<Error> {
+    let rest = message.strip_prefix("the state of key ")?;
+    let (id, rest) = rest.split_once(" (")?;
+    let (state, _) = rest.split_once(')')?;
+    Some(Error::KeyState {
+        key_id: id.parse().ok()?,
+        state: state.parse().ok()?,
+    })
+}
+
 fn parse_key_mismatch(message: &str) -> Option<Error> {
     let rest = message.strip_prefix("ciphertext was sealed under key ")?;
     let (expected, given) = rest.split_once(", not under ")?;

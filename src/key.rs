@@ -114,6 +114,19 @@ impl<'de> Deserialize<'de> for KeyId {
     }
 }
 
+impl Serialize for Strength {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_u16(self.bits())
+    }
+}
+
+impl<'de> Deserialize<'de> for Strength {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let bits = u32::deserialize(d)?;
+        Strength::from_bits(bits).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A security strength in bits (NIST SP 800-57 Part 1, Table 2), with the RSA
 /// KEK size and AES-GCM DEK size that provide it.
 ///

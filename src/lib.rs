@@ -110,7 +110,9 @@ mod encryption;
 pub mod envelope;
 pub mod error;
 mod format;
+mod keeper;
 mod key;
+mod lifecycle;
 pub mod plugin;
 mod pool;
 mod record;
@@ -137,6 +139,10 @@ pub use client::{KeyClient, UnwrapMode, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TT
 pub use encryption::Encryption;
 pub use error::{Error, ErrorCode, Result};
 pub use key::{Dek, Kek, KeyId, Plaintext, Strength};
+pub use lifecycle::{
+    Change, KeyFilter, KeyInfo, KeyMeta, KeyPage, KeyState, Target, DEFAULT_CRYPTOPERIOD,
+    DEFAULT_DESTROY_WINDOW, MAX_PAGE,
+};
 pub use record::WrappedDek;
 pub use server::{default_generate_workers, KeyServer, DEFAULT_GENERATE_QUEUE};
 pub use storage::KeyStorage;

@@ -50,13 +50,16 @@ use crate::{
 /// # }).unwrap();
 /// ```
 pub struct KeyServer<C, S> {
-    suite: Arc<C>,
-    storage: S,
-    strength: Strength,
+    pub(crate) suite: Arc<C>,
+    pub(crate) storage: S,
+    pub(crate) strength: Strength,
     /// Strengths `generate` may ask for; `None`: any at or above `strength`.
     allowed: Option<Vec<Strength>>,
     pool: Option<KekPool>,
     generation: Limiter,
+    /// Lifecycle: the cryptoperiod, the destroy window, one state change
+    /// at a time, and the live keys each owner has (counted on first use).
+    pub(crate) lifecycle: crate::keeper::Keeper,
 }
 
 /// Requests that may wait for a key-generation worker by default.
@@ -82,6 +85,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
                 default_generate_workers(),
                 DEFAULT_GENERATE_QUEUE,
             ),
+            lifecycle: crate::keeper::Keeper::default(),
         }
     }
 
@@ -181,7 +185,11 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
 
     /// Keys ready in the pool now (0 without a pool).
     pub fn kek_pool_ready(&self) -> u64 {
-        self.pool.as_ref().map_or(0, KekPool::ready)
+        // The count runs ahead by the keys workers hold while the pool is
+        // full: never report more than it holds.
+        self.pool
+            .as_ref()
+            .map_or(0, |p| p.ready().min(p.size() as u64))
     }
 
     /// How many `generate()` calls the pool has served (the others generated
@@ -267,6 +275,44 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     /// generation fails; any storage error from the `put` (then no KEK is
     /// handed out).
     pub async fn generate_with_strength(&self, strength: Strength) -> Result<Kek> {
+        self.check_strength(strength)?;
+        let kek = self.new_kek(strength).await?;
+        check_pairing(kek.bits(), strength)?;
+
+        let mut dek = zeroize::Zeroizing::new(vec![0u8; strength.aes_key_len()]);
+        self.suite.fill_random(&mut dek)?;
+        let wrapped = self.suite.rsa_oaep_wrap(kek.public_key_der(), &dek)?;
+        drop(dek);
+        // The public half is not kept: only the wrapped DEK is stored.
+        let record = WrappedDek::new(kek.id(), kek.bits(), strength, WrappedDek::now(), wrapped)?;
+        self.storage.put(&record).await?;
+        Ok(kek)
+    }
+
+    /// A new KEK of `strength`: from the pool if it holds one, otherwise
+    /// made on a key-generation worker.
+    pub(crate) async fn new_kek(&self, strength: Strength) -> Result<Kek> {
+        let bits = strength.rsa_bits();
+        let pooled = self.pool.as_ref().and_then(|pool| pool.take(bits));
+        match pooled {
+            Some(der) => Kek::from_pkcs8_der(&der),
+            None => {
+                let worker = self.generation.acquire().await?;
+                let suite = Arc::clone(&self.suite);
+                blocking(move || {
+                    // Held until the key is made, whoever still waits for it.
+                    let _worker = worker;
+                    let der = suite.generate_rsa(bits)?;
+                    Kek::from_pkcs8_der(&der)
+                })
+                .await?
+            }
+        }
+    }
+
+    /// Checks that `strength` may be asked for: at or above the minimum and
+    /// among the allowed.
+    pub(crate) fn check_strength(&self, strength: Strength) -> Result<()> {
         if strength < self.strength {
             return Err(Error::policy(format!(
                 "strength {strength} is below this server's minimum of {}",
@@ -288,32 +334,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
                 allowed.join(", ")
             )));
         }
-        let bits = strength.rsa_bits();
-        let pooled = self.pool.as_ref().and_then(|pool| pool.take(bits));
-        let kek = match pooled {
-            Some(der) => Kek::from_pkcs8_der(&der)?,
-            None => {
-                let worker = self.generation.acquire().await?;
-                let suite = Arc::clone(&self.suite);
-                blocking(move || {
-                    // Held until the key is made, whoever still waits for it.
-                    let _worker = worker;
-                    let der = suite.generate_rsa(bits)?;
-                    Kek::from_pkcs8_der(&der)
-                })
-                .await??
-            }
-        };
-        check_pairing(kek.bits(), strength)?;
-
-        let mut dek = zeroize::Zeroizing::new(vec![0u8; strength.aes_key_len()]);
-        self.suite.fill_random(&mut dek)?;
-        let wrapped = self.suite.rsa_oaep_wrap(kek.public_key_der(), &dek)?;
-        drop(dek);
-        // The public half is not kept: only the wrapped DEK is stored.
-        let record = WrappedDek::new(kek.id(), kek.bits(), strength, WrappedDek::now(), wrapped)?;
-        self.storage.put(&record).await?;
-        Ok(kek)
+        Ok(())
     }
 
     /// The DEK stored under `kek`, unwrapped with it (server-side unwrap).
@@ -324,6 +345,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     /// strength; [`Error::UnwrapFailed`] if it does not open the record;
     /// storage errors as they come.
     pub async fn get(&self, kek: &Kek) -> Result<Dek> {
+        self.check_decrypt(&kek.id()).await?;
         let record = self.storage.get(&kek.id()).await?;
         unwrap_record(Arc::clone(&self.suite), kek, record, self.strength).await
     }
@@ -331,8 +353,11 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     /// The stored record under `key_id`, for client-side unwrap.
     ///
     /// # Errors
-    /// [`Error::NotFound`] and storage errors.
+    /// [`Error::NotFound`] and storage errors; [`Error::KeyState`] for a
+    /// key whose state gives no DEK (suspended, destroy-pending,
+    /// destroyed).
     pub async fn get_wrapped(&self, key_id: &KeyId) -> Result<WrappedDek> {
+        self.check_decrypt(key_id).await?;
         self.storage.get(key_id).await
     }
 
@@ -364,6 +389,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         plaintext: &[u8],
         context: &[u8],
     ) -> Result<Vec<u8>> {
+        self.check_encrypt(&kek.id()).await?;
         let dek = self.get(kek).await?;
         envelope::seal(&*self.suite, &kek.id(), &dek, context, plaintext)
     }
@@ -381,7 +407,13 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         ciphertext: &[u8],
         context: &[u8],
     ) -> Result<Plaintext> {
-        envelope::Header::parse_for(ciphertext, kek)?;
+        let header = envelope::Header::parse(ciphertext)?;
+        if header.key_id != kek.id() && !self.was_rotated_from(&kek.id(), &header.key_id).await {
+            return Err(Error::KeyMismatch {
+                expected: header.key_id,
+                given: kek.id(),
+            });
+        }
         let dek = self.get(kek).await?;
         envelope::open(&*self.suite, &dek, context, ciphertext)
     }
@@ -499,6 +531,42 @@ impl<C: CipherSuite, S: KeyStorage> KeyService for KeyServer<C, S> {
         Ok(KeyServer::status(self))
     }
 
+    async fn describe(&self, key_id: &KeyId) -> Result<crate::KeyInfo> {
+        KeyServer::describe(self, key_id).await
+    }
+
+    async fn rotate(&self, kek: &Kek, strength: Option<Strength>) -> Result<Kek> {
+        self.rotate_for(kek, strength, &crate::api::CallerInfo::default())
+            .await
+    }
+
+    async fn change(
+        &self,
+        change: crate::Change,
+        target: &crate::Target,
+    ) -> Result<crate::KeyInfo> {
+        self.change_state(change, target).await
+    }
+
+    async fn list_keys(&self, filter: &crate::KeyFilter) -> Result<crate::KeyPage> {
+        KeyServer::list_keys(self, filter).await
+    }
+
+    async fn call_as(
+        &self,
+        caller: &crate::api::CallerInfo,
+        call: crate::api::Call,
+    ) -> Result<crate::api::Reply> {
+        use crate::api::{Call, Reply};
+        match call {
+            Call::Generate(strength) => Ok(Reply::Kek(self.generate_for(strength, caller).await?)),
+            Call::Rotate(kek, strength) => {
+                Ok(Reply::Kek(self.rotate_for(&kek, strength, caller).await?))
+            }
+            call => self.call(call).await,
+        }
+    }
+
     fn gauges(&self) -> crate::api::Gauges {
         crate::api::Gauges {
             keys: self.storage.count(),
@@ -555,6 +623,7 @@ mod tests {
             .times(1)
             .returning(|_, _| Ok(vec![1; 384]));
         let mut storage = MockKeyStorage::new();
+        storage.expect_keeps_lifecycle().return_const(false);
         let expected_id = kek.id();
         storage
             .expect_put()
@@ -590,6 +659,7 @@ mod tests {
             .expect_rsa_oaep_wrap()
             .returning(|_, _| Ok(vec![1; 384]));
         let mut storage = MockKeyStorage::new();
+        storage.expect_keeps_lifecycle().return_const(false);
         let id = kek.id();
         storage
             .expect_put()
@@ -604,6 +674,7 @@ mod tests {
         let kek = fixture_kek();
         let record = record_for(&kek, Strength::S128);
         let mut storage = MockKeyStorage::new();
+        storage.expect_keeps_lifecycle().return_const(false);
         storage
             .expect_get()
             .with(mockall::predicate::eq(kek.id()))
@@ -630,6 +701,7 @@ mod tests {
         let kek = fixture_kek();
         let record = record_for(&kek, Strength::S128);
         let mut storage = MockKeyStorage::new();
+        storage.expect_keeps_lifecycle().return_const(false);
         storage.expect_get().returning(move |_| Ok(record.clone()));
         let mut suite = MockCipherSuite::new();
         suite.expect_rsa_check_key_pair().times(1).returning(|_| {
@@ -664,6 +736,7 @@ mod tests {
             .expect_rsa_oaep_wrap()
             .returning(|_, _| Ok(vec![1; 960]));
         let mut storage = MockKeyStorage::new();
+        storage.expect_keeps_lifecycle().return_const(false);
         storage.expect_put().returning(|_| Ok(()));
         let server = KeyServer::new(suite, storage)
             .with_kek_pool(2, 2)
@@ -680,6 +753,7 @@ mod tests {
     fn get_of_unknown_key_is_not_found() {
         let kek = fixture_kek();
         let mut storage = MockKeyStorage::new();
+        storage.expect_keeps_lifecycle().return_const(false);
         storage
             .expect_get()
             .returning(|id| Err(Error::NotFound { key_id: *id }));
@@ -696,6 +770,7 @@ mod tests {
         let kek = fixture_kek(); // RSA-3072: 128-bit strength
         let record = record_for(&kek, Strength::S256);
         let mut storage = MockKeyStorage::new();
+        storage.expect_keeps_lifecycle().return_const(false);
         storage.expect_get().returning(move |_| Ok(record.clone()));
         let mut suite = MockCipherSuite::new();
         suite.expect_rsa_oaep_unwrap().times(0);
@@ -710,6 +785,7 @@ mod tests {
         let kek = fixture_kek();
         let record = record_for(&kek, Strength::S128);
         let mut storage = MockKeyStorage::new();
+        storage.expect_keeps_lifecycle().return_const(false);
         storage.expect_get().returning(move |_| Ok(record.clone()));
         let mut suite = MockCipherSuite::new();
         suite.expect_rsa_check_key_pair().returning(|_| Ok(()));
@@ -726,6 +802,7 @@ mod tests {
         let mut suite = MockCipherSuite::new();
         suite.expect_generate_rsa().times(0);
         let mut storage = MockKeyStorage::new();
+        storage.expect_keeps_lifecycle().return_const(false);
         storage.expect_put().times(0);
         let server = KeyServer::new(suite, storage).with_min_strength(Strength::S192);
         let err = runtime()
@@ -739,6 +816,7 @@ mod tests {
         let mut suite = MockCipherSuite::new();
         suite.expect_generate_rsa().times(0);
         let mut storage = MockKeyStorage::new();
+        storage.expect_keeps_lifecycle().return_const(false);
         storage.expect_put().times(0);
         let server = KeyServer::new(suite, storage).with_allowed_strengths(&[Strength::S128]);
         assert_eq!(server.allowed_strengths(), vec![Strength::S128]);
@@ -775,6 +853,7 @@ mod tests {
             .expect_rsa_oaep_wrap()
             .returning(|_, _| Ok(vec![1; 384]));
         let mut storage = MockKeyStorage::new();
+        storage.expect_keeps_lifecycle().return_const(false);
         storage.expect_put().returning(|_| Ok(()));
         let server = Arc::new(KeyServer::new(suite, storage).with_generate_limit(1, 0));
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -820,6 +899,7 @@ mod tests {
         // Without a Tokio runtime the RSA work runs inline instead of panicking.
         let kek = fixture_kek();
         let mut storage = MockKeyStorage::new();
+        storage.expect_keeps_lifecycle().return_const(false);
         storage
             .expect_get()
             .returning(|id| Err(Error::NotFound { key_id: *id }));

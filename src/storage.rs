@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::{KeyId, Result, WrappedDek};
+use crate::{Error, KeyId, KeyMeta, Result, WrappedDek};
 
 /// A store of wrapped-DEK records keyed by [`KeyId`].
 ///
@@ -63,6 +63,39 @@ pub trait KeyStorage: Send + Sync + 'static {
 
     /// All stored key ids, in ascending order.
     async fn list(&self) -> Result<Vec<KeyId>>;
+
+    /// Whether this storage keeps lifecycle metadata ([`KeyStorage::put_meta`]).
+    /// A storage that does not (the default, for backends written before
+    /// lifecycle existed) serves every key as active with no owner, and
+    /// the lifecycle methods answer that it cannot.
+    fn keeps_lifecycle(&self) -> bool {
+        false
+    }
+
+    /// The lifecycle metadata of `key_id`; `None` if none was ever written
+    /// (a record without metadata is an active key of no owner).
+    async fn get_meta(&self, key_id: &KeyId) -> Result<Option<KeyMeta>> {
+        let _ = key_id;
+        Ok(None)
+    }
+
+    /// Writes the metadata of `meta.key_id`, replacing what was there:
+    /// atomically (a reader sees the old or the new, never a mix) and as
+    /// durably as `put`. Metadata outlives the record: a destroyed key's
+    /// metadata is its tombstone.
+    async fn put_meta(&self, meta: &KeyMeta) -> Result<()> {
+        Err(Error::Storage {
+            backend: self.name().into(),
+            message: format!("cannot keep the lifecycle of key {}", meta.key_id),
+            source: None,
+        })
+    }
+
+    /// Every key id with a record or metadata (tombstones included), in
+    /// ascending order.
+    async fn list_all(&self) -> Result<Vec<KeyId>> {
+        self.list().await
+    }
 }
 
 /// A shared storage is a storage: several servers (for example one per cipher
@@ -89,5 +122,17 @@ impl<T: KeyStorage + ?Sized> KeyStorage for std::sync::Arc<T> {
     }
     async fn list(&self) -> Result<Vec<KeyId>> {
         (**self).list().await
+    }
+    fn keeps_lifecycle(&self) -> bool {
+        (**self).keeps_lifecycle()
+    }
+    async fn get_meta(&self, key_id: &KeyId) -> Result<Option<KeyMeta>> {
+        (**self).get_meta(key_id).await
+    }
+    async fn put_meta(&self, meta: &KeyMeta) -> Result<()> {
+        (**self).put_meta(meta).await
+    }
+    async fn list_all(&self) -> Result<Vec<KeyId>> {
+        (**self).list_all().await
     }
 }

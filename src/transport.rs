@@ -3,7 +3,9 @@
 use async_trait::async_trait;
 
 use crate::api::{Call, KeyService, Reply, Status};
-use crate::{Dek, Kek, KeyId, Result, Strength, WrappedDek};
+use crate::{
+    Change, Dek, Kek, KeyFilter, KeyId, KeyInfo, KeyPage, Result, Strength, Target, WrappedDek,
+};
 
 /// The client side of a protocol: sends a [`Call`] to a key server and brings
 /// its [`Reply`] back.
@@ -81,6 +83,22 @@ impl<T: Transport + ?Sized> KeyService for T {
     }
     async fn status(&self) -> Result<Status> {
         self.send(Call::Status).await?.into_status()
+    }
+    async fn describe(&self, key_id: &KeyId) -> Result<KeyInfo> {
+        self.send(Call::Describe(*key_id)).await?.into_info()
+    }
+    async fn rotate(&self, kek: &Kek, strength: Option<Strength>) -> Result<Kek> {
+        self.send(Call::Rotate(kek.clone(), strength))
+            .await?
+            .into_kek()
+    }
+    async fn change(&self, change: Change, target: &Target) -> Result<KeyInfo> {
+        self.send(Call::Change(change, target.clone()))
+            .await?
+            .into_info()
+    }
+    async fn list_keys(&self, filter: &KeyFilter) -> Result<KeyPage> {
+        self.send(Call::ListKeys(filter.clone())).await?.into_keys()
     }
     async fn call(&self, call: Call) -> Result<Reply> {
         self.send(call).await

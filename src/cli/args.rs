@@ -58,6 +58,57 @@ pub(crate) enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Print a key's lifecycle (state, strength, owner, times) as JSON.
+    Describe {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Rotate a key: a new KEK whose record wraps the same DEK (old data
+    /// decrypts with it); the old key is deactivated.
+    Rotate {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The current KEK file (PEM).
+        #[arg(long)]
+        kek: PathBuf,
+        /// Write the new KEK to this file (created 0600, never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// Strength of the new KEK (at least the DEK's); the server's if absent.
+        #[arg(long)]
+        strength: Option<u32>,
+    },
+    /// Suspend a key: it gives nothing until resumed.
+    Suspend(ChangeArgs),
+    /// Resume a suspended key.
+    Resume(ChangeArgs),
+    /// Mark a key compromised: decrypt only, every use logged.
+    Compromised(ChangeArgs),
+    /// Schedule a key's destruction (after the server's destroy window).
+    Destroy(ChangeArgs),
+    /// Cancel a scheduled destruction.
+    CancelDestroy(ChangeArgs),
+    /// List keys as JSON lines (an operator's view; filter by state, owner,
+    /// age).
+    ListKeys {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only keys in this state (active, deactivated, suspended,
+        /// compromised, destroy-pending, destroyed).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only keys this principal made.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only keys older than the server's cryptoperiod.
+        #[arg(long)]
+        past_cryptoperiod: bool,
+        /// Keys per page asked of the server [default: 100].
+        #[arg(long)]
+        limit: Option<u32>,
+    },
     /// Load generator: drive a running server with concurrent clients and
     /// print throughput and latency percentiles.
     Bench(BenchArgs),
@@ -87,6 +138,26 @@ pub(crate) enum AuditCommand {
         #[arg(required = true)]
         logs: Vec<PathBuf>,
     },
+}
+
+/// The key a command is about: its KEK file, or its key id.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub(crate) struct TargetArgs {
+    /// The KEK file (PEM): proof of possession, allowed to its holder.
+    #[arg(long)]
+    pub kek: Option<PathBuf>,
+    /// The key id (64 hex digits): for principals granted the method.
+    #[arg(long)]
+    pub key_id: Option<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct ChangeArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 #[derive(Subcommand)]
@@ -254,6 +325,14 @@ pub(crate) struct ServeOptions {
     /// Size in bytes at which the audit log rotates [default: 67108864].
     #[arg(long, env = "KEYSERVER_AUDIT_ROTATE")]
     pub audit_rotate: Option<u64>,
+    /// An active key older than this is deactivated (decrypt only), like
+    /// `30s`, `12h`, `90d` [default: 730d].
+    #[arg(long, env = "KEYSERVER_CRYPTOPERIOD")]
+    pub cryptoperiod: Option<String>,
+    /// Time between `destroy` and the destruction of the wrapped DEK
+    /// (`0s`: at once) [default: 7d].
+    #[arg(long, env = "KEYSERVER_DESTROY_WINDOW")]
+    pub destroy_window: Option<String>,
     /// Log format (the global --log-format wins).
     #[arg(skip)]
     pub log_format: Option<LogFormat>,
@@ -274,7 +353,7 @@ impl ServeOptions {
             max_body, kek_pool, kek_workers, cache_records, allow_strengths, generate_workers,
             generate_queue, request_timeout, max_connections, header_timeout, idle_timeout,
             max_streams, max_request_memory, max_batch_expensive, allowed_hosts, auth, grace_period,
-            audit_log, audit_key, audit_rotate, log_format)
+            audit_log, audit_key, audit_rotate, cryptoperiod, destroy_window, log_format)
     }
 }
 

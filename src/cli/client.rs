@@ -7,9 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use keyserver::transports::{ClientOptions, ClientTls, JsonRpc, Token, XmlRpc};
-use keyserver::{Encryption, Kek, KeyClient, Strength, Transport, UnwrapMode};
+use keyserver::{Change, Encryption, Kek, KeyClient, Strength, Target, Transport, UnwrapMode};
 
-use super::args::{ClientArgs, Command, Protocol};
+use super::args::{ChangeArgs, ClientArgs, Command, Protocol, TargetArgs};
 use super::choice;
 use super::exit::{io_failure, usage, Failure};
 use super::output::{create_private_file, print_stdout};
@@ -118,6 +118,132 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
                 status.keys, status.version, status.suite, status.storage, status.strength
             ))
         }
+        Command::Describe {
+            client: args,
+            target,
+        } => {
+            let target = target_of(&target)?;
+            let info = client(&args)?.describe(&target.key_id()).await?;
+            print_stdout(&(info_json(&info) + "\n"))
+        }
+        Command::Rotate {
+            client: args,
+            kek,
+            out,
+            strength,
+        } => {
+            let strength = strength
+                .map(|bits| Strength::from_bits(bits).map_err(|e| usage(e.to_string())))
+                .transpose()?;
+            let kek = read_kek(&kek)?;
+            let client = client(&args)?;
+            let (path, mut file) = create_private_file(&out)?;
+            let new = match client.rotate(&kek, strength).await {
+                Ok(new) => new,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e.into());
+                }
+            };
+            file.write_all(new.to_pem().as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| io_failure(format!("cannot write {}", path.display()), e))?;
+            let _ = writeln!(
+                std::io::stderr(),
+                "key id: {} (rotated from {})",
+                new.id(),
+                kek.id()
+            );
+            Ok(())
+        }
+        Command::Suspend(a) => change(Change::Suspend, a).await,
+        Command::Resume(a) => change(Change::Resume, a).await,
+        Command::Compromised(a) => change(Change::Compromised, a).await,
+        Command::Destroy(a) => change(Change::Destroy, a).await,
+        Command::CancelDestroy(a) => change(Change::CancelDestroy, a).await,
+        Command::ListKeys {
+            client: args,
+            state,
+            owner,
+            past_cryptoperiod,
+            limit,
+        } => {
+            let state = state
+                .map(|s| {
+                    s.parse::<keyserver::KeyState>()
+                        .map_err(|e| usage(e.to_string()))
+                })
+                .transpose()?;
+            let client = client(&args)?;
+            let mut filter = keyserver::KeyFilter {
+                state,
+                owner,
+                past_cryptoperiod,
+                cursor: None,
+                limit,
+            };
+            loop {
+                let page = client.list_keys(&filter).await?;
+                let mut text = String::new();
+                for info in &page.keys {
+                    text.push_str(&info_json(info));
+                    text.push('\n');
+                }
+                print_stdout(&text)?;
+                match page.cursor {
+                    Some(cursor) => filter.cursor = Some(cursor),
+                    None => return Ok(()),
+                }
+            }
+        }
         _ => Err(usage("not a client command")),
     }
+}
+
+/// The target of `--kek FILE` or `--key-id ID`.
+fn target_of(args: &TargetArgs) -> Result<Target, Failure> {
+    match (&args.kek, &args.key_id) {
+        (Some(path), _) => Ok(Target::Kek(read_kek(path)?)),
+        (None, Some(id)) => id
+            .parse()
+            .map(Target::KeyId)
+            .map_err(|e: keyserver::Error| usage(format!("--key-id: {e}"))),
+        (None, None) => Err(usage("give --kek FILE or --key-id ID")),
+    }
+}
+
+async fn change(change: Change, args: ChangeArgs) -> Result<(), Failure> {
+    let target = target_of(&args.target)?;
+    let info = client(&args.client)?.change(change, &target).await?;
+    print_stdout(&(info_json(&info) + "\n"))
+}
+
+/// A key's lifecycle as one JSON object (times as RFC 3339).
+fn info_json(info: &keyserver::KeyInfo) -> String {
+    use keyserver::api::rfc3339;
+    let mut map = serde_json::Map::new();
+    map.insert("key_id".into(), info.key_id.to_string().into());
+    map.insert("state".into(), info.state.name().into());
+    map.insert("strength".into(), info.strength.bits().into());
+    map.insert("created".into(), rfc3339(info.created).into());
+    if let Some(owner) = &info.owner {
+        map.insert("owner".into(), owner.clone().into());
+    }
+    for (name, time) in [
+        ("deactivate_at", info.deactivate_at),
+        ("destroy_at", info.destroy_at),
+    ] {
+        if let Some(t) = time {
+            map.insert(name.into(), rfc3339(t).into());
+        }
+    }
+    for (name, id) in [
+        ("rotated_to", info.rotated_to),
+        ("rotated_from", info.rotated_from),
+    ] {
+        if let Some(id) = id {
+            map.insert(name.into(), id.to_string().into());
+        }
+    }
+    serde_json::Value::Object(map).to_string()
 }

@@ -24,6 +24,8 @@ pub(crate) struct ServeConfig {
     pub auth: Option<std::path::PathBuf>,
     /// The audit log, if any.
     pub audit: Option<AuditSettings>,
+    pub cryptoperiod: Duration,
+    pub destroy_window: Duration,
     pub generate_workers: usize,
     pub generate_queue: usize,
     pub log_format: LogFormat,
@@ -34,6 +36,31 @@ pub(crate) struct AuditSettings {
     pub log: std::path::PathBuf,
     pub key: std::path::PathBuf,
     pub rotate: u64,
+}
+
+/// `30s`, `15m`, `12h`, `7d` (or plain seconds) as a duration.
+pub(crate) fn parse_duration(flag: &str, text: &str) -> Result<Duration, Failure> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => 0,
+    };
+    match number.parse::<u64>() {
+        Ok(n) if factor > 0 && !number.is_empty() => n
+            .checked_mul(factor)
+            .map(Duration::from_secs)
+            .ok_or_else(|| usage(format!("{flag}: too long: {text}"))),
+        _ => Err(usage(format!(
+            "{flag}: a duration like 30s, 15m, 12h or 7d, not {text:?}"
+        ))),
+    }
 }
 
 /// "128,192" -> the strengths, each at or above `minimum`.
@@ -112,6 +139,14 @@ impl ServeConfig {
                 (None, Some(_)) => return Err(usage("--audit-key needs --audit-log")),
                 (None, None) => None,
             };
+        let cryptoperiod = match &o.cryptoperiod {
+            Some(text) => parse_duration("--cryptoperiod", text)?,
+            None => keyserver::DEFAULT_CRYPTOPERIOD,
+        };
+        let destroy_window = match &o.destroy_window {
+            Some(text) => parse_duration("--destroy-window", text)?,
+            None => keyserver::DEFAULT_DESTROY_WINDOW,
+        };
         if o.audit_rotate == Some(0) {
             return Err(usage("--audit-rotate: a size above 0"));
         }
@@ -162,6 +197,8 @@ impl ServeConfig {
             allow_strengths,
             auth: o.auth.clone(),
             audit,
+            cryptoperiod,
+            destroy_window,
             generate_workers: o
                 .generate_workers
                 .unwrap_or_else(keyserver::default_generate_workers),
@@ -424,6 +461,20 @@ mod tests {
                         .as_ref()
                         .map_or(String::new(), |a| a.rotate.to_string())
                 },
+            },
+            Option3 {
+                flag: "--cryptoperiod",
+                env: "KEYSERVER_CRYPTOPERIOD",
+                key: "cryptoperiod",
+                values: ["1d", "2d", "3d"],
+                show: |c| format!("{}d", c.cryptoperiod.as_secs() / 86_400),
+            },
+            Option3 {
+                flag: "--destroy-window",
+                env: "KEYSERVER_DESTROY_WINDOW",
+                key: "destroy_window",
+                values: ["10s", "20s", "30s"],
+                show: |c| format!("{}s", c.destroy_window.as_secs()),
             },
             Option3 {
                 flag: "--allowed-hosts",

@@ -4,7 +4,8 @@ use keyserver::{Error, ErrorCode};
 
 /// Exit codes: 0 success, 1 other failure, 2 usage, 3 cannot reach or talk
 /// to the server, 4 key not found, 5 authentication or decryption failure,
-/// 6 the server is busy (retry later), 7 not permitted.
+/// 6 the server is busy (retry later), 7 not permitted, 8 the key's state
+/// forbids it.
 pub(crate) const USAGE: u8 = 2;
 
 /// The exit code of an error, from its wire code: the same whether the error
@@ -21,6 +22,7 @@ pub(crate) fn exit_code(error: &Error) -> u8 {
         ) => 5,
         Some(ErrorCode::Busy) => 6,
         Some(ErrorCode::NotPermitted) => 7,
+        Some(ErrorCode::KeyState) => 8,
         _ => 1,
     }
 }

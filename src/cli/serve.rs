@@ -74,8 +74,11 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
             .with_min_strength(config.strength)
             .with_allowed_strengths(&config.allow_strengths)
             .with_generate_limit(config.generate_workers, config.generate_queue)
+            .with_cryptoperiod(config.cryptoperiod)
+            .with_destroy_window(config.destroy_window)
             .with_kek_pool(config.kek_pool, config.kek_workers),
     );
+    destroy_when_due(Arc::clone(&keys));
     let status = keys.status();
     // Listen for SIGTERM and SIGINT before saying we listen: a signal sent
     // as soon as the line below appears must stop the server gracefully,
@@ -99,6 +102,24 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
     }
     let _ = print_stdout("keyserver stopped\n");
     Ok(())
+}
+
+/// Destroys keys whose destruction time has passed: at start, then every
+/// minute (a pass reads every key's metadata; `describe` and the data path
+/// destroy a due key they meet at once, and a due key gives nothing in
+/// between).
+fn destroy_when_due<C: keyserver::CipherSuite, S: keyserver::KeyStorage>(
+    keys: Arc<KeyServer<C, S>>,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(e) = keys.destroy_due().await {
+                tracing::warn!(target: "keyserver::lifecycle", "scheduled destruction failed: {e}");
+            }
+        }
+    });
 }
 
 /// The audit log of `settings`, its key file checked: private to its

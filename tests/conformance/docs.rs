@@ -83,7 +83,7 @@ async fn protocol_examples_work_as_written() {
     let dir = tempfile::tempdir().unwrap();
 
     let python = blocks(&doc, "python");
-    assert_eq!(python.len(), 2);
+    assert_eq!(python.len(), 3);
     let mut stdout = String::new();
     for block in &python {
         stdout.push_str(&run_example("python example", "python3", block, &url, dir.path()).await);
@@ -94,11 +94,17 @@ async fn protocol_examples_work_as_written() {
         "contains: True",
         "record bytes: 468",
         "fault 2",
-        "methods: generate get_key get_wrapped contains status system.multicall \
-         system.listMethods system.methodHelp",
+        "methods: generate get_key get_wrapped contains status describe rotate suspend resume \
+         compromised destroy cancel_destroy list_keys system.multicall system.listMethods \
+         system.methodHelp",
         "help: contains(key_id) -> boolean",
         "DEKs in one request: [16, 16, 16]",
         "multicall fault 2",
+        "state: suspended",
+        "suspended get_key fault 14",
+        "same DEK after rotate: True",
+        "destroy_at set: True state: destroy-pending",
+        "cancelled: active",
     ] {
         assert!(
             stdout.contains(expected),
@@ -108,6 +114,7 @@ async fn protocol_examples_work_as_written() {
 
     let shell = blocks(&doc, "sh");
     assert!(shell.len() >= 2);
+    let mut first = true;
     for (i, block) in shell.iter().enumerate() {
         let stdout = run_example(
             &format!("shell example {i}"),
@@ -117,7 +124,13 @@ async fn protocol_examples_work_as_written() {
             dir.path(),
         )
         .await;
-        if i == 0 {
+        if block.contains("describe") {
+            // describe answered the lifecycle of the key curl made.
+            let answer: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+            assert_eq!(answer["result"]["state"], "active", "{stdout}");
+            assert_eq!(answer["result"]["strength"], 128, "{stdout}");
+            assert!(answer["result"]["deactivate_at"].is_string(), "{stdout}");
+        } else if std::mem::take(&mut first) {
             // get_key answered a base64 DEK, and contains answered true.
             // (curl prints the answers back to back, without newlines.)
             let answers: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&stdout)
@@ -157,8 +170,9 @@ async fn protocol_examples_work_as_written() {
     }
     assert_eq!(
         server.len(),
-        6,
-        "one key from Python, three from its multicall, one from curl, one from the README"
+        9,
+        "one key from Python, three from its multicall, two from the lifecycle example \
+         (generate, rotate), one from curl, one from the lifecycle curl, one from the README"
     );
     http.shutdown().await;
 }

@@ -105,7 +105,8 @@ async fn servers_on_either_suite_share_one_store() {
             .suite()
             .rsa_oaep_wrap(kek.public_key_der(), &dek)
             .unwrap();
-        let record = WrappedDek::new(kek.id(), kek.bits(), strength, 1, wrapped).unwrap();
+        let record =
+            WrappedDek::new(kek.id(), kek.bits(), strength, WrappedDek::now(), wrapped).unwrap();
         store.put(&record).await.unwrap();
 
         // ...is read by the server on the other, and data crosses both ways.

@@ -67,6 +67,14 @@ mod formats;
     feature = "cli"
 ))]
 mod hostile;
+#[cfg(all(
+    feature = "cipher-rustcrypto",
+    feature = "storage-memory",
+    feature = "storage-file",
+    feature = "transport-xmlrpc",
+    feature = "transport-jsonrpc"
+))]
+mod lifecycle;
 #[cfg(feature = "testing")]
 mod storage;
 

@@ -17,7 +17,8 @@ async fn store_under<C: CipherSuite, S: KeyStorage>(
         .suite()
         .rsa_oaep_wrap(kek.public_key_der(), &dek)
         .unwrap();
-    let record = WrappedDek::new(kek.id(), kek.bits(), strength, 0, wrapped).unwrap();
+    let record =
+        WrappedDek::new(kek.id(), kek.bits(), strength, WrappedDek::now(), wrapped).unwrap();
     server.storage().put(&record).await.unwrap();
     dek
 }

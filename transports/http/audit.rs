@@ -14,7 +14,7 @@
 //! (code 5) until the writer has put the file back to its last good line
 //! and can write again; it retries every [`RETRY`].
 //!
-//! Format: see `docs/AUDIT.md`.
+//! Format: see `docs/OPERATIONS.md`.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -807,30 +807,7 @@ pub(crate) fn rfc3339_now() -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    rfc3339(now.as_secs(), now.subsec_micros())
-}
-
-/// `secs` since the Unix epoch as RFC 3339 UTC, with `micros`.
-pub(crate) fn rfc3339(secs: u64, micros: u32) -> String {
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (the proleptic Gregorian
-    // calendar, by eras of 400 years).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    crate::lifecycle::rfc3339_micros(now.as_secs(), now.subsec_micros())
 }
 
 #[cfg(test)]
@@ -1092,17 +1069,6 @@ mod tests {
         assert_eq!(log.stats().lines.load(Ordering::Relaxed), 401);
         assert!(syncs < 400, "{syncs} syncs for 400 calls: no grouping");
         log.close();
-    }
-
-    #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(rfc3339(951_782_400, 5), "2000-02-29T00:00:00.000005Z");
-        assert_eq!(
-            rfc3339(1_795_963_445, 123_456),
-            "2026-11-29T14:44:05.123456Z"
-        );
-        assert_eq!(rfc3339(4_107_542_399, 0), "2100-02-28T23:59:59.000000Z");
     }
 
     #[test]

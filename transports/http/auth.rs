@@ -55,6 +55,10 @@ pub struct PrincipalSpec {
     /// absent: no limit beyond `rate`.
     #[serde(default)]
     pub generate_rate: Option<f64>,
+    /// Live keys it may own (made by `generate` or `rotate` and not
+    /// destroyed); absent: no limit.
+    #[serde(default)]
+    pub max_keys: Option<u64>,
 }
 
 /// The auth file: a list of principals.
@@ -79,6 +83,7 @@ pub struct Principal {
     metrics: bool,
     rate: Option<Bucket>,
     generate_rate: Option<Bucket>,
+    max_keys: Option<u64>,
 }
 
 impl Principal {
@@ -117,15 +122,27 @@ impl Principal {
 
     /// Whether it may make `call`. `generate` without a strength is the
     /// server's default strength, which the operator chose: allowed with the
-    /// method.
+    /// method. A state change whose target is the KEK itself is always
+    /// allowed (the KEK is proof of possession: its holder may change its
+    /// own key); by key id it needs the method.
     pub fn permits(&self, call: &Call) -> bool {
+        if let Call::Change(_, crate::Target::Kek(_)) = call {
+            return true;
+        }
         if !self.methods.contains(call.method().name) {
             return false;
         }
         match (call, &self.strengths) {
-            (Call::Generate(Some(strength)), Some(allowed)) => allowed.contains(strength),
+            (Call::Generate(Some(strength)) | Call::Rotate(_, Some(strength)), Some(allowed)) => {
+                allowed.contains(strength)
+            }
             _ => true,
         }
+    }
+
+    /// Live keys it may own.
+    pub fn max_keys(&self) -> Option<u64> {
+        self.max_keys
     }
 }
 
@@ -352,6 +369,7 @@ fn principal(spec: &PrincipalSpec) -> Result<Principal> {
         metrics,
         rate: bucket("rate", spec.rate)?,
         generate_rate: bucket("generate_rate", spec.generate_rate)?,
+        max_keys: spec.max_keys,
     })
 }
 
@@ -514,6 +532,16 @@ impl Caller {
     /// interface.
     pub(crate) fn may_read_metrics(&self) -> bool {
         matches!(self, Caller::Principal(p) if p.may_read_metrics())
+    }
+
+    /// Who this is for the service: its principal's name and quota.
+    pub(crate) fn info(&self) -> crate::api::CallerInfo {
+        match self {
+            Caller::Principal(p) => {
+                crate::api::CallerInfo::new(Some(p.name().to_owned()), p.max_keys())
+            }
+            Caller::Anyone | Caller::Refused => crate::api::CallerInfo::default(),
+        }
     }
 
     /// The name for the access log.

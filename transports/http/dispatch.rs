@@ -152,7 +152,8 @@ impl Dispatch {
         } else if tokio::time::Instant::now() >= deadline {
             Err(timed_out())
         } else {
-            match tokio::time::timeout_at(deadline, self.service.call(call)).await {
+            let caller = request.caller.info();
+            match tokio::time::timeout_at(deadline, self.service.call_as(&caller, call)).await {
                 Ok(result) => result,
                 Err(_) => Err(timed_out()),
             }
@@ -326,10 +327,10 @@ mod tests {
         let mut service = MockKeyService::new();
         let id = KeyId::from_bytes([3; 32]);
         service
-            .expect_call()
-            .withf(move |call| *call == Call::Contains(id))
+            .expect_call_as()
+            .withf(move |_, call| *call == Call::Contains(id))
             .times(1)
-            .returning(|_| Ok(Reply::Bool(true)));
+            .returning(|_, _| Ok(Reply::Bool(true)));
         let dispatch = Dispatch::new(Arc::new(service), Duration::from_secs(5));
         let reply = dispatch
             .run("test", Call::Contains(id), dispatch.deadline())
@@ -342,8 +343,8 @@ mod tests {
         let mut service = MockKeyService::new();
         let id = KeyId::from_bytes([4; 32]);
         service
-            .expect_call()
-            .returning(move |_| Err(Error::NotFound { key_id: id }));
+            .expect_call_as()
+            .returning(move |_, _| Err(Error::NotFound { key_id: id }));
         let dispatch = Dispatch::new(Arc::new(service), Duration::from_secs(5));
         let err = dispatch
             .run("test", Call::GetWrapped(id), dispatch.deadline())
@@ -387,8 +388,8 @@ mod tests {
         // A service that answers in time is not cut off.
         let mut quick = MockKeyService::new();
         quick
-            .expect_call()
-            .returning(|_| Ok(Reply::Status(status())));
+            .expect_call_as()
+            .returning(|_, _| Ok(Reply::Status(status())));
         let dispatch = Dispatch::new(Arc::new(quick), Duration::from_secs(30));
         assert!(dispatch
             .run("test", Call::Status, dispatch.deadline())

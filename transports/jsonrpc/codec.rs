@@ -27,7 +27,25 @@ pub(crate) fn to_json(value: Value) -> Json {
                 .map(|(k, v)| (k, to_json(v)))
                 .collect::<Map<String, Json>>(),
         ),
+        Value::Array(items) => Json::Array(items.into_iter().map(to_json).collect()),
     }
+}
+
+/// A JSON value taken as it is (for [`Shape::Any`]): integers, booleans,
+/// strings, objects and arrays; `None` for null and non-integer numbers.
+fn any_json(value: &mut Json) -> Option<Value> {
+    Some(match value {
+        Json::Number(n) => Value::Int(n.as_i64()?),
+        Json::Bool(b) => Value::Bool(*b),
+        Json::String(s) => Value::Str(Zeroizing::new(std::mem::take(s))),
+        Json::Object(map) => Value::Struct(
+            map.iter_mut()
+                .map(|(k, v)| Some((k.clone(), any_json(v)?)))
+                .collect::<Option<BTreeMap<_, _>>>()?,
+        ),
+        Json::Array(items) => Value::Array(items.iter_mut().map(any_json).collect::<Option<_>>()?),
+        Json::Null => return None,
+    })
 }
 
 /// A JSON value of the given shape as a neutral one, moving strings out;
@@ -50,6 +68,13 @@ pub(crate) fn from_json(value: &mut Json, shape: Shape) -> Option<Value> {
             }
             Value::Struct(out)
         }
+        (Shape::Array(shape), Json::Array(items)) => Value::Array(
+            items
+                .iter_mut()
+                .map(|item| from_json(item, *shape))
+                .collect::<Option<_>>()?,
+        ),
+        (Shape::Any, value) => any_json(value)?,
         _ => return None,
     })
 }

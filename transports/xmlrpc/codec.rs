@@ -24,6 +24,7 @@ pub(crate) fn to_xml(value: Value) -> dxr::Value {
         Value::Struct(map) => {
             dxr::Value::Struct(map.into_iter().map(|(k, v)| (k, to_xml(v))).collect())
         }
+        Value::Array(items) => dxr::Value::Array(items.into_iter().map(to_xml).collect()),
     }
 }
 
@@ -42,6 +43,9 @@ pub(crate) fn from_xml(value: &mut dxr::Value) -> Option<Value> {
                 .filter_map(|(k, v)| Some((k.clone(), from_xml(v)?)))
                 .collect(),
         ),
+        dxr::Value::Array(items) => {
+            Value::Array(items.iter_mut().map(from_xml).collect::<Option<_>>()?)
+        }
         _ => return None,
     })
 }

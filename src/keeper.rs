@@ -1,0 +1,539 @@
+//! The key server's lifecycle operations (`docs/LIFECYCLE.md`): the state
+//! checks on the data path, `describe`, the state changes, `rotate`,
+//! `list_keys`, scheduled destruction, and per-owner quotas.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use crate::api::CallerInfo;
+use crate::blocking::blocking;
+use crate::key::check_pairing;
+use crate::lifecycle::{now, Change, KeyFilter, KeyInfo, KeyPage, Target, MAX_PAGE};
+use crate::record::unwrap_record;
+use crate::{
+    CipherSuite, Error, Kek, KeyId, KeyMeta, KeyServer, KeyState, KeyStorage, Result, Strength,
+    WrappedDek,
+};
+
+/// Keys in a `list_keys` page when the filter names no limit.
+const DEFAULT_PAGE: u32 = 100;
+
+/// The lifecycle settings and bookkeeping of a [`KeyServer`].
+#[derive(Debug)]
+pub(crate) struct Keeper {
+    pub(crate) cryptoperiod: Duration,
+    pub(crate) destroy_window: Duration,
+    /// One state change (or rotation) at a time: each reads a key's
+    /// metadata and writes it back.
+    changes: tokio::sync::Mutex<()>,
+    /// Live (not destroyed) keys per owner, counted from storage on first
+    /// need; `None` until then.
+    owned: Mutex<Option<HashMap<String, u64>>>,
+}
+
+impl Default for Keeper {
+    fn default() -> Self {
+        Keeper {
+            cryptoperiod: crate::DEFAULT_CRYPTOPERIOD,
+            destroy_window: crate::DEFAULT_DESTROY_WINDOW,
+            changes: tokio::sync::Mutex::new(()),
+            owned: Mutex::new(None),
+        }
+    }
+}
+
+impl Keeper {
+    fn owned(&self) -> std::sync::MutexGuard<'_, Option<HashMap<String, u64>>> {
+        self.owned.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts one more (`up`) or one fewer key for `owner`, if counting.
+    fn count(&self, owner: Option<&str>, up: bool) {
+        let mut owned = self.owned();
+        let (Some(owner), Some(map)) = (owner, owned.as_mut()) else {
+            return;
+        };
+        let n = map.entry(owner.to_owned()).or_default();
+        *n = if up { *n + 1 } else { n.saturating_sub(1) };
+    }
+}
+
+/// A quota place held for a key being made: given back unless kept.
+struct Reservation<'a> {
+    keeper: &'a Keeper,
+    owner: Option<String>,
+    kept: bool,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.keeper.count(self.owner.as_deref(), false);
+        }
+    }
+}
+
+impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
+    /// Sets the cryptoperiod: an active key older than this is deactivated
+    /// (it still gives its DEK to decrypt, but encrypts nothing new).
+    /// Default [`DEFAULT_CRYPTOPERIOD`](crate::DEFAULT_CRYPTOPERIOD), two
+    /// years.
+    ///
+    /// ```
+    /// # #[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))] {
+    /// use std::time::Duration;
+    /// use keyserver::KeyServer;
+    /// use keyserver::backends::{MemoryStorage, RustCrypto};
+    ///
+    /// let keys = KeyServer::new(RustCrypto::new(), MemoryStorage::new())
+    ///     .with_cryptoperiod(Duration::from_secs(90 * 86_400))
+    ///     .with_destroy_window(Duration::from_secs(86_400));
+    /// assert_eq!(keys.cryptoperiod().as_secs(), 90 * 86_400);
+    /// # }
+    /// ```
+    pub fn with_cryptoperiod(mut self, period: Duration) -> Self {
+        self.lifecycle.cryptoperiod = period;
+        self
+    }
+
+    /// The cryptoperiod ([`KeyServer::with_cryptoperiod`]).
+    pub fn cryptoperiod(&self) -> Duration {
+        self.lifecycle.cryptoperiod
+    }
+
+    /// Sets the time between `destroy` and the destruction of the wrapped
+    /// DEK (during which `cancel_destroy` undoes it). Default
+    /// [`DEFAULT_DESTROY_WINDOW`](crate::DEFAULT_DESTROY_WINDOW), 7 days;
+    /// zero destroys at once.
+    pub fn with_destroy_window(mut self, window: Duration) -> Self {
+        self.lifecycle.destroy_window = window;
+        self
+    }
+
+    /// The destroy window ([`KeyServer::with_destroy_window`]).
+    pub fn destroy_window(&self) -> Duration {
+        self.lifecycle.destroy_window
+    }
+
+    /// The metadata of `key_id`: as stored, or (for a record written
+    /// without any) an active key of no owner.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if there is neither a record nor metadata.
+    pub async fn key_meta(&self, key_id: &KeyId) -> Result<KeyMeta> {
+        if let Some(meta) = self.storage.get_meta(key_id).await? {
+            return Ok(meta);
+        }
+        let record = self.storage.get(key_id).await?;
+        Ok(KeyMeta::new(
+            *key_id,
+            record.strength(),
+            record.created(),
+            None,
+        ))
+    }
+
+    /// `describe(key_id)`: the key's state in force, owner and times. A key
+    /// whose destruction time has passed is destroyed now.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for a key never stored; storage errors.
+    pub async fn describe(&self, key_id: &KeyId) -> Result<KeyInfo> {
+        let meta = self.key_meta(key_id).await?;
+        let info = KeyInfo::of(&meta, now(), self.lifecycle.cryptoperiod);
+        if info.state == KeyState::Destroyed && meta.state != KeyState::Destroyed {
+            self.destroy_now(meta).await?;
+        }
+        Ok(info)
+    }
+
+    /// The state of `key_id` for handing out its DEK: refused unless it
+    /// allows decryption. Without lifecycle metadata (or a storage that
+    /// keeps none) a key is active.
+    pub(crate) async fn check_decrypt(&self, key_id: &KeyId) -> Result<()> {
+        if !self.storage.keeps_lifecycle() {
+            return Ok(());
+        }
+        let Some(meta) = self.storage.get_meta(key_id).await? else {
+            return Ok(());
+        };
+        let state = meta.state_at(now(), self.lifecycle.cryptoperiod);
+        if state == KeyState::Compromised {
+            tracing::warn!(
+                target: "keyserver::lifecycle",
+                key_id = %key_id,
+                "the DEK of compromised key {key_id} was handed out"
+            );
+        }
+        if state == KeyState::Destroyed && meta.state != KeyState::Destroyed {
+            self.destroy_now(meta).await?;
+        }
+        if state.allows_decrypt() {
+            Ok(())
+        } else {
+            Err(Error::KeyState {
+                key_id: *key_id,
+                state,
+            })
+        }
+    }
+
+    /// The state of `key_id` for encrypting new data: only an active key.
+    pub(crate) async fn check_encrypt(&self, key_id: &KeyId) -> Result<()> {
+        if !self.storage.keeps_lifecycle() {
+            return Ok(());
+        }
+        let meta = self.key_meta(key_id).await?;
+        let state = meta.state_at(now(), self.lifecycle.cryptoperiod);
+        if state.allows_encrypt() {
+            Ok(())
+        } else {
+            Err(Error::KeyState {
+                key_id: *key_id,
+                state,
+            })
+        }
+    }
+
+    fn lifecycle_storage(&self) -> Result<()> {
+        if self.storage.keeps_lifecycle() {
+            Ok(())
+        } else {
+            Err(Error::policy(format!(
+                "the {} storage keeps no key lifecycle",
+                self.storage.name()
+            )))
+        }
+    }
+
+    /// Proof of possession: `kek` is one consistent key pair (so its
+    /// holder has the private key of `kek.id()`).
+    async fn check_possession(&self, kek: &Kek) -> Result<()> {
+        let suite = Arc::clone(&self.suite);
+        let kek = kek.clone();
+        blocking(move || suite.rsa_check_key_pair(kek.pkcs8_der())).await?
+    }
+
+    /// `suspend`, `resume`, `compromised`, `destroy`, `cancel_destroy` of
+    /// `target` (permissions are the listener's: a KEK is proof enough, a
+    /// key id needs the method granted). Returns the key as it is after.
+    ///
+    /// # Errors
+    /// [`Error::KeyState`] if the key's state does not allow the change
+    /// (the table in [`KeyState`]); [`Error::NotFound`]; [`Error::Policy`]
+    /// for a storage that keeps no lifecycle; storage errors.
+    pub async fn change_state(&self, change: Change, target: &Target) -> Result<KeyInfo> {
+        self.lifecycle_storage()?;
+        if let Target::Kek(kek) = target {
+            self.check_possession(kek).await?;
+        }
+        let key_id = target.key_id();
+        let _one = self.lifecycle.changes.lock().await;
+        let meta = self.key_meta(&key_id).await?;
+        let now = now();
+        let from = meta.state_at(now, self.lifecycle.cryptoperiod);
+        let to = change.apply(from, meta.previous).ok_or(Error::KeyState {
+            key_id,
+            state: from,
+        })?;
+        let mut next = meta.clone();
+        next.state = to;
+        next.changed = now;
+        match change {
+            Change::Suspend | Change::Destroy => next.previous = Some(from),
+            Change::Compromised => {}
+            Change::Resume | Change::CancelDestroy => next.previous = None,
+        }
+        match change {
+            Change::Destroy => {
+                next.destroy_at = Some(now.saturating_add(self.lifecycle.destroy_window.as_secs()));
+            }
+            Change::CancelDestroy => next.destroy_at = None,
+            _ => {}
+        }
+        self.storage.put_meta(&next).await?;
+        tracing::info!(
+            target: "keyserver::lifecycle",
+            key_id = %key_id,
+            "key {key_id}: {} ({from} -> {to})",
+            change.name()
+        );
+        if next.state_at(now, self.lifecycle.cryptoperiod) == KeyState::Destroyed {
+            next = self.destroy_now(next).await?;
+        }
+        Ok(KeyInfo::of(&next, now, self.lifecycle.cryptoperiod))
+    }
+
+    /// Destroys the wrapped DEK of a key whose destruction is due: its
+    /// metadata becomes the tombstone (written first, so a crash in between
+    /// leaves a destroyed key whose record the next sweep removes), then
+    /// the record goes.
+    async fn destroy_now(&self, meta: KeyMeta) -> Result<KeyMeta> {
+        let mut tombstone = meta.clone();
+        tombstone.state = KeyState::Destroyed;
+        tombstone.previous = None;
+        tombstone.changed = now();
+        if meta.state != KeyState::Destroyed {
+            self.storage.put_meta(&tombstone).await?;
+            self.lifecycle.count(meta.owner.as_deref(), false);
+        }
+        self.storage.delete(&meta.key_id).await?;
+        tracing::warn!(
+            target: "keyserver::lifecycle",
+            key_id = %meta.key_id,
+            "key {}: destroyed (its wrapped DEK is gone; the data encrypted under it cannot be \
+             decrypted any more)",
+            meta.key_id
+        );
+        Ok(tombstone)
+    }
+
+    /// Destroys every key whose destruction time has passed (and removes
+    /// the record of any destroyed key a crash left behind). The `keyserver`
+    /// binary runs it at start and every minute; `describe` and the data
+    /// path also destroy a due key they meet.
+    ///
+    /// # Errors
+    /// Storage errors (keys destroyed before the error stay destroyed).
+    pub async fn destroy_due(&self) -> Result<usize> {
+        if !self.storage.keeps_lifecycle() {
+            return Ok(0);
+        }
+        let now = now();
+        let mut destroyed = 0;
+        for id in self.storage.list_all().await? {
+            let Some(meta) = self.storage.get_meta(&id).await? else {
+                continue;
+            };
+            let due = meta.state_at(now, self.lifecycle.cryptoperiod) == KeyState::Destroyed;
+            let leftover = meta.state == KeyState::Destroyed && self.storage.contains(&id).await?;
+            if due && (meta.state != KeyState::Destroyed || leftover) {
+                let _one = self.lifecycle.changes.lock().await;
+                self.destroy_now(meta).await?;
+                destroyed += 1;
+            }
+        }
+        Ok(destroyed)
+    }
+
+    /// `list_keys(filter)`: a page of keys in key id order.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn list_keys(&self, filter: &KeyFilter) -> Result<KeyPage> {
+        let limit = filter.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE) as usize;
+        let now = now();
+        let period = self.lifecycle.cryptoperiod;
+        let mut keys = Vec::new();
+        let mut cursor = None;
+        for id in self.storage.list_all().await? {
+            if filter.cursor.is_some_and(|c| id <= c) {
+                continue;
+            }
+            let meta = match self.key_meta(&id).await {
+                Ok(meta) => meta,
+                // A record removed since the listing.
+                Err(Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            let info = KeyInfo::of(&meta, now, period);
+            let wanted = filter.state.is_none_or(|s| s == info.state)
+                && filter
+                    .owner
+                    .as_ref()
+                    .is_none_or(|o| meta.owner.as_ref() == Some(o))
+                && (!filter.past_cryptoperiod || now >= meta.deactivate_at(period));
+            if !wanted {
+                continue;
+            }
+            if keys.len() == limit {
+                cursor = keys.last().map(|k: &KeyInfo| k.key_id);
+                break;
+            }
+            keys.push(info);
+        }
+        Ok(KeyPage::new(keys, cursor))
+    }
+
+    /// Whether `key_id` was made by rotating (once or more) `ancestor`.
+    pub(crate) async fn was_rotated_from(&self, key_id: &KeyId, ancestor: &KeyId) -> bool {
+        let mut id = *key_id;
+        for _ in 0..32 {
+            match self.storage.get_meta(&id).await {
+                Ok(Some(meta)) => match meta.rotated_from {
+                    Some(from) if from == *ancestor => return true,
+                    Some(from) => id = from,
+                    None => return false,
+                },
+                _ => return false,
+            }
+        }
+        false
+    }
+
+    /// Holds a quota place for `caller` (when it has a quota).
+    async fn reserve(&self, caller: &CallerInfo) -> Result<Option<Reservation<'_>>> {
+        let (Some(owner), Some(max)) = (&caller.principal, caller.max_keys) else {
+            return Ok(None);
+        };
+        if self.lifecycle.owned().is_none() {
+            let counts = self.count_owned().await?;
+            let mut owned = self.lifecycle.owned();
+            if owned.is_none() {
+                *owned = Some(counts);
+            }
+        }
+        let mut owned = self.lifecycle.owned();
+        let n = owned
+            .as_mut()
+            .map(|m| m.entry(owner.clone()).or_default())
+            .ok_or_else(|| Error::Internal("owner counts missing".into()))?;
+        if *n >= max {
+            return Err(Error::NotPermitted);
+        }
+        *n += 1;
+        Ok(Some(Reservation {
+            keeper: &self.lifecycle,
+            owner: Some(owner.clone()),
+            kept: false,
+        }))
+    }
+
+    /// Live keys per owner, from storage.
+    async fn count_owned(&self) -> Result<HashMap<String, u64>> {
+        let mut counts = HashMap::new();
+        for id in self.storage.list_all().await? {
+            if let Some(meta) = self.storage.get_meta(&id).await? {
+                if let (Some(owner), false) = (meta.owner, meta.state == KeyState::Destroyed) {
+                    *counts.entry(owner).or_default() += 1;
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Records the owner of a key just made (and its place in the quota).
+    async fn record_owner(
+        &self,
+        kek: &Kek,
+        strength: Strength,
+        caller: &CallerInfo,
+        reservation: Option<Reservation<'_>>,
+        rotated_from: Option<KeyId>,
+    ) -> Result<()> {
+        let counted = reservation.is_some();
+        if let Some(mut r) = reservation {
+            r.kept = true;
+        }
+        if caller.principal.is_none() && rotated_from.is_none() {
+            // No owner to record: the record alone says "active".
+            return Ok(());
+        }
+        if !self.storage.keeps_lifecycle() {
+            return Ok(());
+        }
+        let mut meta = KeyMeta::new(
+            kek.id(),
+            strength,
+            WrappedDek::now(),
+            caller.principal.clone(),
+        );
+        meta.rotated_from = rotated_from;
+        self.storage.put_meta(&meta).await?;
+        if !counted {
+            self.lifecycle.count(caller.principal.as_deref(), true);
+        }
+        Ok(())
+    }
+
+    /// `generate` for `caller`: within its quota, recording it as the
+    /// key's owner.
+    ///
+    /// # Errors
+    /// [`Error::NotPermitted`] when the caller owns its `max_keys` live
+    /// keys; as for [`KeyServer::generate_with_strength`].
+    pub async fn generate_for(
+        &self,
+        strength: Option<Strength>,
+        caller: &CallerInfo,
+    ) -> Result<Kek> {
+        let reservation = self.reserve(caller).await?;
+        let strength = strength.unwrap_or(self.strength);
+        let kek = self.generate_with_strength(strength).await?;
+        self.record_owner(&kek, strength, caller, reservation, None)
+            .await?;
+        Ok(kek)
+    }
+
+    /// `rotate(kek[, strength])`: a new KEK whose record wraps the same DEK,
+    /// so data encrypted under the old key decrypts with the new KEK
+    /// unchanged (an envelope names the key it was sealed under; the new
+    /// key's `rotated_from` links the two, and the server's and
+    /// `KeyClient`'s decrypt follow it). The old key becomes deactivated
+    /// with `rotated_to` set. `strength` moves the key to a stronger KEK
+    /// (never weaker than the DEK).
+    ///
+    /// # Errors
+    /// [`Error::KeyState`] unless the old key is active or deactivated;
+    /// [`Error::NotPermitted`] over the caller's quota; as for
+    /// [`KeyServer::get`] and [`KeyServer::generate_with_strength`].
+    pub async fn rotate_for(
+        &self,
+        kek: &Kek,
+        strength: Option<Strength>,
+        caller: &CallerInfo,
+    ) -> Result<Kek> {
+        self.lifecycle_storage()?;
+        let old_id = kek.id();
+        let _one = self.lifecycle.changes.lock().await;
+        let meta = self.key_meta(&old_id).await?;
+        let now = now();
+        let from = meta.state_at(now, self.lifecycle.cryptoperiod);
+        if !matches!(from, KeyState::Active | KeyState::Deactivated) || meta.rotated_to.is_some() {
+            return Err(Error::KeyState {
+                key_id: old_id,
+                state: from,
+            });
+        }
+        let record = self.storage.get(&old_id).await?;
+        let dek_strength = record.strength();
+        let dek = unwrap_record(Arc::clone(&self.suite), kek, record, self.strength).await?;
+        let kek_strength = strength.unwrap_or(self.strength.max(dek_strength));
+        self.check_strength(kek_strength)?;
+        let owner = CallerInfo {
+            principal: meta.owner.clone().or_else(|| caller.principal.clone()),
+            max_keys: caller.max_keys,
+        };
+        let reservation = self.reserve(&owner).await?;
+        let new = self.new_kek(kek_strength).await?;
+        check_pairing(new.bits(), dek_strength)?;
+        let wrapped = self
+            .suite
+            .rsa_oaep_wrap(new.public_key_der(), dek.as_bytes())?;
+        drop(dek);
+        let record = WrappedDek::new(
+            new.id(),
+            new.bits(),
+            dek_strength,
+            WrappedDek::now(),
+            wrapped,
+        )?;
+        self.storage.put(&record).await?;
+        self.record_owner(&new, dek_strength, &owner, reservation, Some(old_id))
+            .await?;
+        let mut old = meta;
+        old.state = KeyState::Deactivated;
+        old.changed = now;
+        old.previous = None;
+        old.rotated_to = Some(new.id());
+        self.storage.put_meta(&old).await?;
+        tracing::info!(
+            target: "keyserver::lifecycle",
+            key_id = %old_id,
+            "key {old_id}: rotated to {} ({from} -> deactivated)",
+            new.id()
+        );
+        Ok(new)
+    }
+}

@@ -1,0 +1,533 @@
+//! Key lifecycle end to end (docs/LIFECYCLE.md): every state and what it
+//! allows, over both protocols; rotation without touching data; scheduled
+//! destruction leaving a tombstone; owners, quotas and operator grants;
+//! the cryptoperiod; and states that survive a restart of the file store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyserver::backends::{FileStorage, MemoryStorage, RustCrypto};
+use keyserver::transports::{
+    Auth, AuthFile, AuthPolicy, ClientOptions, HttpServer, JsonRpc, PrincipalSpec, ServerConfig,
+    Token, XmlRpc,
+};
+use keyserver::{
+    Change, Encryption, KeyClient, KeyFilter, KeyServer, KeyService, KeyState, KeyStorage, Target,
+    Transport,
+};
+
+const APP: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+const OPS: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+
+fn policy() -> Arc<Auth> {
+    let spec = |name: &str, token: &str, methods: &[&str], max_keys: Option<u64>| PrincipalSpec {
+        name: name.into(),
+        token_sha256: Some(AuthPolicy::token_hash(token)),
+        methods: methods.iter().map(|m| m.to_string()).collect(),
+        max_keys,
+        ..PrincipalSpec::default()
+    };
+    Auth::new(
+        AuthPolicy::new(&AuthFile {
+            principals: vec![
+                spec(
+                    "app",
+                    APP,
+                    &[
+                        "generate",
+                        "get_key",
+                        "get_wrapped",
+                        "describe",
+                        "rotate",
+                        "status",
+                    ],
+                    Some(3),
+                ),
+                spec(
+                    "ops",
+                    OPS,
+                    &[
+                        "describe",
+                        "suspend",
+                        "resume",
+                        "compromised",
+                        "destroy",
+                        "cancel_destroy",
+                        "list_keys",
+                    ],
+                    None,
+                ),
+            ],
+        })
+        .unwrap(),
+    )
+}
+
+async fn serve<S: KeyStorage>(keys: Arc<KeyServer<RustCrypto, S>>) -> HttpServer {
+    HttpServer::start(
+        keys as Arc<dyn KeyService>,
+        ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            auth: Some(policy()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn transports(url: &str, token: &str) -> Vec<Box<dyn Transport>> {
+    let options = ClientOptions {
+        token: Some(Token::new(token)),
+        ..Default::default()
+    };
+    vec![
+        Box::new(XmlRpc::with_options(url, options.clone()).unwrap()),
+        Box::new(JsonRpc::with_options(url, options).unwrap()),
+    ]
+}
+
+fn server(window: Duration) -> Arc<KeyServer<RustCrypto, MemoryStorage>> {
+    Arc::new(
+        KeyServer::new(RustCrypto::new(), MemoryStorage::new())
+            .with_kek_pool(4, 1)
+            .with_destroy_window(window),
+    )
+}
+
+fn state_error(e: keyserver::Error) -> KeyState {
+    assert_eq!(e.code(), 14, "{e}");
+    match e {
+        keyserver::Error::KeyState { state, .. } => state,
+        other => panic!("not a state error: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_state_allows_what_the_table_says() {
+    let keys = server(Duration::from_secs(3600));
+    let http = serve(Arc::clone(&keys)).await;
+    let url = http.url();
+    let ops = transports(&url, OPS);
+    for app in transports(&url, APP) {
+        let kek = app.generate(None).await.unwrap();
+        let id = kek.id();
+        let info = app.describe(&id).await.unwrap();
+        assert_eq!(info.state, KeyState::Active);
+        assert_eq!(info.owner.as_deref(), Some("app"));
+        assert!(info.deactivate_at.unwrap() > info.created + 700 * 86_400);
+        let dek = app.get_key(&kek).await.unwrap();
+
+        // The holder of the KEK suspends its own key (no grant needed).
+        let info = app
+            .change(Change::Suspend, &Target::Kek(kek.clone()))
+            .await
+            .unwrap();
+        assert_eq!(info.state, KeyState::Suspended);
+        assert_eq!(
+            state_error(app.get_key(&kek).await.unwrap_err()),
+            KeyState::Suspended
+        );
+        assert_eq!(
+            state_error(app.get_wrapped(&id).await.unwrap_err()),
+            KeyState::Suspended
+        );
+        // A second suspend is not a transition of a suspended key.
+        assert_eq!(
+            state_error(
+                app.change(Change::Suspend, &Target::Kek(kek.clone()))
+                    .await
+                    .unwrap_err()
+            ),
+            KeyState::Suspended
+        );
+        // By key id: only a principal granted the method.
+        assert_eq!(
+            app.change(Change::Resume, &Target::KeyId(id))
+                .await
+                .unwrap_err()
+                .code(),
+            13
+        );
+        let info = ops[0]
+            .change(Change::Resume, &Target::KeyId(id))
+            .await
+            .unwrap();
+        assert_eq!(info.state, KeyState::Active);
+        assert_eq!(app.get_key(&kek).await.unwrap(), dek);
+
+        // Compromised: decrypt only.
+        let info = ops[1]
+            .change(Change::Compromised, &Target::KeyId(id))
+            .await
+            .unwrap();
+        assert_eq!(info.state, KeyState::Compromised);
+        assert_eq!(app.get_key(&kek).await.unwrap(), dek);
+        assert!(app.get_wrapped(&id).await.is_ok());
+
+        // Destroy-pending: nothing, and cancellable back to compromised.
+        let info = app
+            .change(Change::Destroy, &Target::Kek(kek.clone()))
+            .await
+            .unwrap();
+        assert_eq!(info.state, KeyState::DestroyPending);
+        assert!(info.destroy_at.unwrap() >= info.created + 3599);
+        assert_eq!(
+            state_error(app.get_key(&kek).await.unwrap_err()),
+            KeyState::DestroyPending
+        );
+        let info = app
+            .change(Change::CancelDestroy, &Target::Kek(kek.clone()))
+            .await
+            .unwrap();
+        assert_eq!(info.state, KeyState::Compromised);
+        assert!(info.destroy_at.is_none());
+        // A compromised key cannot be made active again by resume.
+        assert_eq!(
+            state_error(
+                app.change(Change::Resume, &Target::Kek(kek.clone()))
+                    .await
+                    .unwrap_err()
+            ),
+            KeyState::Compromised
+        );
+    }
+    http.shutdown().await;
+}
+
+/// Only an active key encrypts new data: the server's own encrypt and
+/// `KeyClient` (which learns the state with the DEK) refuse the others,
+/// and both still decrypt under a deactivated or compromised key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_active_key_encrypts_new_data() {
+    let keys = server(Duration::from_secs(3600));
+    let http = serve(Arc::clone(&keys)).await;
+    let url = http.url();
+    let kek = keys.generate().await.unwrap();
+    let sealed = keys.encrypt(&kek, b"old data").await.unwrap();
+    let ops = transports(&url, OPS).swap_remove(0);
+    ops.change(Change::Compromised, &Target::KeyId(kek.id()))
+        .await
+        .unwrap();
+    assert_eq!(
+        state_error(keys.encrypt(&kek, b"new").await.unwrap_err()),
+        KeyState::Compromised
+    );
+    assert_eq!(&*keys.decrypt(&kek, &sealed).await.unwrap(), b"old data");
+    for transport in transports(&url, APP) {
+        let client = KeyClient::new(transport, RustCrypto::new());
+        assert_eq!(&*client.decrypt(&kek, &sealed).await.unwrap(), b"old data");
+        assert_eq!(
+            state_error(client.encrypt(&kek, b"new").await.unwrap_err()),
+            KeyState::Compromised
+        );
+    }
+    http.shutdown().await;
+}
+
+/// `rotate`: the new KEK decrypts data sealed before (server-side and
+/// through `KeyClient`, both unwrap modes), encrypts new data; the old key
+/// is deactivated and points to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_keeps_old_data_readable_with_the_new_kek() {
+    let keys = server(Duration::ZERO);
+    let http = serve(Arc::clone(&keys)).await;
+    let url = http.url();
+    for (n, transport) in transports(&url, APP).into_iter().enumerate() {
+        let mode = if n == 0 {
+            keyserver::UnwrapMode::Server
+        } else {
+            keyserver::UnwrapMode::Client
+        };
+        let client = KeyClient::new(transport, RustCrypto::new()).with_unwrap_mode(mode);
+        let old = client.generate().await.unwrap();
+        let sealed = client.encrypt(&old, b"before the rotation").await.unwrap();
+        let mut stream = Vec::new();
+        client
+            .encrypt_stream(&old, &b"a stream before"[..], &mut stream)
+            .await
+            .unwrap();
+        let new = client
+            .rotate(&old, Some(keyserver::Strength::S128))
+            .await
+            .unwrap();
+        assert_ne!(new.id(), old.id());
+        assert_eq!(
+            client.get(&new).await.unwrap(),
+            client.get(&old).await.unwrap()
+        );
+        assert_eq!(
+            &*client.decrypt(&new, &sealed).await.unwrap(),
+            b"before the rotation"
+        );
+        assert_eq!(
+            &*keys.decrypt(&new, &sealed).await.unwrap(),
+            b"before the rotation"
+        );
+        let mut opened = Vec::new();
+        client
+            .decrypt_stream(&new, &stream[..], &mut opened)
+            .await
+            .unwrap();
+        assert_eq!(opened, b"a stream before");
+        let info = client.describe(&old.id()).await.unwrap();
+        assert_eq!(info.state, KeyState::Deactivated);
+        assert_eq!(info.rotated_to, Some(new.id()));
+        let info = client.describe(&new.id()).await.unwrap();
+        assert_eq!(info.state, KeyState::Active);
+        assert_eq!(info.rotated_from, Some(old.id()));
+        assert_eq!(info.owner.as_deref(), Some("app"));
+        assert_eq!(
+            state_error(client.encrypt(&old, b"x").await.unwrap_err()),
+            KeyState::Deactivated
+        );
+        assert!(client.encrypt(&new, b"after").await.is_ok());
+        // A key rotated once is not rotated again (rotate its successor).
+        assert_eq!(client.rotate(&old, None).await.unwrap_err().code(), 14);
+        // An unrelated KEK still does not open the data.
+        let other = client.generate().await.unwrap();
+        assert_eq!(
+            client.decrypt(&other, &sealed).await.unwrap_err().code(),
+            10
+        );
+        for kek in [old, new, other] {
+            client
+                .change(Change::Destroy, &Target::Kek(kek))
+                .await
+                .unwrap();
+        }
+    }
+    http.shutdown().await;
+}
+
+/// `destroy` with a window of 0 destroys at once; with a window, at its
+/// time (seen by `describe` without any sweep); either way a tombstone
+/// answers "destroyed", the wrapped DEK is gone, and nothing comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destruction_leaves_a_tombstone_and_no_wrapped_dek() {
+    for window in [Duration::ZERO, Duration::from_secs(2)] {
+        let keys = server(window);
+        let http = serve(Arc::clone(&keys)).await;
+        let url = http.url();
+        let app = transports(&url, APP).swap_remove(1);
+        let kek = app.generate(None).await.unwrap();
+        let id = kek.id();
+        let info = app
+            .change(Change::Destroy, &Target::Kek(kek.clone()))
+            .await
+            .unwrap();
+        if window.is_zero() {
+            assert_eq!(info.state, KeyState::Destroyed);
+        } else {
+            assert_eq!(info.state, KeyState::DestroyPending);
+            assert!(keys.storage().contains(&id).await.unwrap(), "not yet");
+            tokio::time::sleep(window + Duration::from_millis(1100)).await;
+            assert_eq!(app.describe(&id).await.unwrap().state, KeyState::Destroyed);
+        }
+        assert!(!keys.storage().contains(&id).await.unwrap(), "record gone");
+        assert!(!app.contains(&id).await.unwrap_or(false));
+        assert_eq!(
+            state_error(app.get_key(&kek).await.unwrap_err()),
+            KeyState::Destroyed
+        );
+        assert_eq!(
+            state_error(app.get_wrapped(&id).await.unwrap_err()),
+            KeyState::Destroyed
+        );
+        let info = app.describe(&id).await.unwrap();
+        assert_eq!(
+            (info.state, info.owner.as_deref()),
+            (KeyState::Destroyed, Some("app"))
+        );
+        // Nothing leaves the destroyed state.
+        for change in Change::ALL {
+            assert_eq!(
+                app.change(change, &Target::Kek(kek.clone()))
+                    .await
+                    .unwrap_err()
+                    .code(),
+                14,
+                "{}",
+                change.name()
+            );
+        }
+        // A key never stored is "not found", not "destroyed".
+        let never = keyserver::KeyId::from_bytes([9; 32]);
+        assert_eq!(app.describe(&never).await.unwrap_err().code(), 1);
+        http.shutdown().await;
+    }
+}
+
+/// `max_keys`: a principal's live keys are bounded (code 13 beyond), and
+/// destroying one makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_bounds_live_keys_and_recovers() {
+    let keys = server(Duration::ZERO);
+    let http = serve(Arc::clone(&keys)).await;
+    let app = transports(&http.url(), APP).swap_remove(0);
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        made.push(app.generate(None).await.unwrap());
+    }
+    let before = keys.status().keys;
+    assert_eq!(app.generate(None).await.unwrap_err().code(), 13);
+    assert_eq!(keys.status().keys, before, "nothing made over quota");
+    // Rotation makes a key too.
+    assert_eq!(app.rotate(&made[0], None).await.unwrap_err().code(), 13);
+    app.change(Change::Destroy, &Target::Kek(made.pop().unwrap()))
+        .await
+        .unwrap();
+    app.generate(None).await.unwrap();
+    assert_eq!(app.generate(None).await.unwrap_err().code(), 13);
+    http.shutdown().await;
+}
+
+/// `list_keys` for operators: by state and owner, in pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_list_keys_by_state_and_owner_in_pages() {
+    let keys = server(Duration::from_secs(3600));
+    let http = serve(Arc::clone(&keys)).await;
+    let url = http.url();
+    let app = transports(&url, APP).swap_remove(0);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(app.generate(None).await.unwrap().id());
+    }
+    // One made without an owner (in process, no principal).
+    let unowned = keys.generate().await.unwrap().id();
+    for ops in transports(&url, OPS) {
+        ops.change(Change::Suspend, &Target::KeyId(ids[1]))
+            .await
+            .unwrap();
+        let all = ops.list_keys(&KeyFilter::default()).await.unwrap();
+        assert_eq!(all.keys.len(), 4);
+        assert!(all.cursor.is_none());
+        let suspended = ops
+            .list_keys(&KeyFilter {
+                state: Some(KeyState::Suspended),
+                ..KeyFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            suspended.keys.iter().map(|k| k.key_id).collect::<Vec<_>>(),
+            vec![ids[1]]
+        );
+        let owned = ops
+            .list_keys(&KeyFilter {
+                owner: Some("app".into()),
+                ..KeyFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(owned.keys.len(), 3);
+        assert!(owned.keys.iter().all(|k| k.key_id != unowned));
+        // Pages of one, following the cursor.
+        let mut seen = Vec::new();
+        let mut filter = KeyFilter {
+            limit: Some(1),
+            ..KeyFilter::default()
+        };
+        loop {
+            let page = ops.list_keys(&filter).await.unwrap();
+            seen.extend(page.keys.iter().map(|k| k.key_id));
+            match page.cursor {
+                Some(c) => filter.cursor = Some(c),
+                None => break,
+            }
+        }
+        let mut expected = ids.clone();
+        expected.push(unowned);
+        expected.sort();
+        assert_eq!(seen, expected);
+        ops.change(Change::Resume, &Target::KeyId(ids[1]))
+            .await
+            .unwrap();
+        // The app principal is not granted list_keys.
+        assert_eq!(
+            app.list_keys(&KeyFilter::default())
+                .await
+                .unwrap_err()
+                .code(),
+            13
+        );
+    }
+    http.shutdown().await;
+}
+
+/// The cryptoperiod: an active key past it is deactivated (decrypt only),
+/// without anyone changing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_past_its_cryptoperiod_is_deactivated() {
+    let keys = KeyServer::new(RustCrypto::new(), MemoryStorage::new())
+        .with_cryptoperiod(Duration::from_secs(1));
+    let kek = keys.generate().await.unwrap();
+    let sealed = keys.encrypt(&kek, b"young").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let info = keys.describe(&kek.id()).await.unwrap();
+    assert_eq!(info.state, KeyState::Deactivated);
+    assert!(info.deactivate_at.is_none());
+    assert_eq!(
+        state_error(keys.encrypt(&kek, b"x").await.unwrap_err()),
+        KeyState::Deactivated
+    );
+    assert_eq!(&*keys.decrypt(&kek, &sealed).await.unwrap(), b"young");
+    let past = keys
+        .list_keys(&KeyFilter {
+            past_cryptoperiod: true,
+            ..KeyFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(past.keys.len(), 1);
+}
+
+/// States live in the file store beside the records: they survive a
+/// restart, a destroyed key's tombstone too; a store written before
+/// lifecycle existed (records only) serves its keys as active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn states_survive_a_restart_of_the_file_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let (suspended, destroyed, plain) = {
+        let keys = KeyServer::new(RustCrypto::new(), FileStorage::open(&path).await.unwrap())
+            .with_destroy_window(Duration::ZERO);
+        let a = keys.generate().await.unwrap();
+        let b = keys.generate().await.unwrap();
+        let c = keys.generate().await.unwrap();
+        keys.change_state(Change::Suspend, &Target::Kek(a.clone()))
+            .await
+            .unwrap();
+        keys.change_state(Change::Destroy, &Target::Kek(b.clone()))
+            .await
+            .unwrap();
+        (a, b, c)
+    };
+    let keys = KeyServer::new(RustCrypto::new(), FileStorage::open(&path).await.unwrap());
+    assert_eq!(
+        keys.describe(&suspended.id()).await.unwrap().state,
+        KeyState::Suspended
+    );
+    assert_eq!(
+        state_error(keys.get(&suspended).await.unwrap_err()),
+        KeyState::Suspended
+    );
+    assert_eq!(
+        keys.describe(&destroyed.id()).await.unwrap().state,
+        KeyState::Destroyed
+    );
+    assert_eq!(keys.len(), 2, "the destroyed record is gone");
+    // No metadata was ever written for the plain key (no owner, no change):
+    // it is active, as every key of an older store is.
+    assert!(keys
+        .storage()
+        .get_meta(&plain.id())
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        keys.describe(&plain.id()).await.unwrap().state,
+        KeyState::Active
+    );
+    assert!(keys.get(&plain).await.is_ok());
+}
