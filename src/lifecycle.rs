@@ -245,6 +245,7 @@ pub(crate) fn now() -> u64 {
 
 /// `secs` since the Unix epoch as RFC 3339 UTC with `micros`:
 /// `2026-11-29T15:04:05.123456Z`.
+#[cfg_attr(not(feature = "_server"), allow(dead_code))]
 pub(crate) fn rfc3339_micros(secs: u64, micros: u32) -> String {
     let (date, time) = civil(secs);
     format!("{date}T{time}.{micros:06}Z")
