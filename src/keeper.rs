@@ -19,9 +19,12 @@ use crate::{
 /// Keys in a `list_keys` page when the filter names no limit.
 const DEFAULT_PAGE: u32 = 100;
 
+/// The clock lifecycle decisions read: Unix seconds.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 /// The lifecycle settings and bookkeeping of a [`KeyServer`].
-#[derive(Debug)]
 pub(crate) struct Keeper {
+    clock: Clock,
     pub(crate) cryptoperiod: Duration,
     pub(crate) destroy_window: Duration,
     /// One state change (or rotation) at a time: each reads a key's
@@ -32,9 +35,19 @@ pub(crate) struct Keeper {
     owned: Mutex<Option<HashMap<String, u64>>>,
 }
 
+impl std::fmt::Debug for Keeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keeper")
+            .field("cryptoperiod", &self.cryptoperiod)
+            .field("destroy_window", &self.destroy_window)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for Keeper {
     fn default() -> Self {
         Keeper {
+            clock: Arc::new(now),
             cryptoperiod: crate::DEFAULT_CRYPTOPERIOD,
             destroy_window: crate::DEFAULT_DESTROY_WINDOW,
             changes: tokio::sync::Mutex::new(()),
@@ -44,6 +57,11 @@ impl Default for Keeper {
 }
 
 impl Keeper {
+    /// Now, by the server's clock.
+    pub(crate) fn now(&self) -> u64 {
+        (self.clock)()
+    }
+
     fn owned(&self) -> std::sync::MutexGuard<'_, Option<HashMap<String, u64>>> {
         self.owned.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -97,6 +115,25 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         self
     }
 
+    /// Replaces the clock lifecycle decisions read (the cryptoperiod, the
+    /// destruction time, the times recorded by state changes): for tests
+    /// that move time without sleeping.
+    ///
+    /// ```
+    /// # #[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))] {
+    /// use std::sync::Arc;
+    /// use keyserver::KeyServer;
+    /// use keyserver::backends::{MemoryStorage, RustCrypto};
+    ///
+    /// let keys = KeyServer::new(RustCrypto::new(), MemoryStorage::new())
+    ///     .with_clock(Arc::new(|| 1_800_000_000));
+    /// # }
+    /// ```
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.lifecycle.clock = clock;
+        self
+    }
+
     /// The cryptoperiod ([`KeyServer::with_cryptoperiod`]).
     pub fn cryptoperiod(&self) -> Duration {
         self.lifecycle.cryptoperiod
@@ -141,7 +178,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     /// [`Error::NotFound`] for a key never stored; storage errors.
     pub async fn describe(&self, key_id: &KeyId) -> Result<KeyInfo> {
         let meta = self.key_meta(key_id).await?;
-        let info = KeyInfo::of(&meta, now(), self.lifecycle.cryptoperiod);
+        let info = KeyInfo::of(&meta, self.lifecycle.now(), self.lifecycle.cryptoperiod);
         if info.state == KeyState::Destroyed && meta.state != KeyState::Destroyed {
             self.destroy_now(meta).await?;
         }
@@ -158,7 +195,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         let Some(meta) = self.storage.get_meta(key_id).await? else {
             return Ok(());
         };
-        let state = meta.state_at(now(), self.lifecycle.cryptoperiod);
+        let state = meta.state_at(self.lifecycle.now(), self.lifecycle.cryptoperiod);
         if state == KeyState::Compromised {
             tracing::warn!(
                 target: "keyserver::lifecycle",
@@ -185,7 +222,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
             return Ok(());
         }
         let meta = self.key_meta(key_id).await?;
-        let state = meta.state_at(now(), self.lifecycle.cryptoperiod);
+        let state = meta.state_at(self.lifecycle.now(), self.lifecycle.cryptoperiod);
         if state.allows_encrypt() {
             Ok(())
         } else {
@@ -231,7 +268,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         let key_id = target.key_id();
         let _one = self.lifecycle.changes.lock().await;
         let meta = self.key_meta(&key_id).await?;
-        let now = now();
+        let now = self.lifecycle.now();
         let from = meta.state_at(now, self.lifecycle.cryptoperiod);
         let to = change.apply(from, meta.previous).ok_or(Error::KeyState {
             key_id,
@@ -273,7 +310,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         let mut tombstone = meta.clone();
         tombstone.state = KeyState::Destroyed;
         tombstone.previous = None;
-        tombstone.changed = now();
+        tombstone.changed = self.lifecycle.now();
         if meta.state != KeyState::Destroyed {
             self.storage.put_meta(&tombstone).await?;
             self.lifecycle.count(meta.owner.as_deref(), false);
@@ -300,7 +337,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         if !self.storage.keeps_lifecycle() {
             return Ok(0);
         }
-        let now = now();
+        let now = self.lifecycle.now();
         let mut destroyed = 0;
         for id in self.storage.list_all().await? {
             let Some(meta) = self.storage.get_meta(&id).await? else {
@@ -323,7 +360,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     /// Storage errors.
     pub async fn list_keys(&self, filter: &KeyFilter) -> Result<KeyPage> {
         let limit = filter.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE) as usize;
-        let now = now();
+        let now = self.lifecycle.now();
         let period = self.lifecycle.cryptoperiod;
         let mut keys = Vec::new();
         let mut cursor = None;
@@ -436,7 +473,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         let mut meta = KeyMeta::new(
             kek.id(),
             strength,
-            WrappedDek::now(),
+            self.lifecycle.now(),
             caller.principal.clone(),
         );
         meta.rotated_from = rotated_from;
@@ -488,7 +525,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         let old_id = kek.id();
         let _one = self.lifecycle.changes.lock().await;
         let meta = self.key_meta(&old_id).await?;
-        let now = now();
+        let now = self.lifecycle.now();
         let from = meta.state_at(now, self.lifecycle.cryptoperiod);
         if !matches!(from, KeyState::Active | KeyState::Deactivated) || meta.rotated_to.is_some() {
             return Err(Error::KeyState {
@@ -516,7 +553,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
             new.id(),
             new.bits(),
             dek_strength,
-            WrappedDek::now(),
+            self.lifecycle.now(),
             wrapped,
         )?;
         self.storage.put(&record).await?;

@@ -138,6 +138,7 @@ pub use client::DEFAULT_CACHE_TIMEOUT;
 pub use client::{KeyClient, UnwrapMode, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL};
 pub use encryption::Encryption;
 pub use error::{Error, ErrorCode, Result};
+pub use keeper::Clock;
 pub use key::{Dek, Kek, KeyId, Plaintext, Strength};
 pub use lifecycle::{
     Change, KeyFilter, KeyInfo, KeyMeta, KeyPage, KeyState, Target, DEFAULT_CRYPTOPERIOD,

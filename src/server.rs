@@ -284,7 +284,13 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         let wrapped = self.suite.rsa_oaep_wrap(kek.public_key_der(), &dek)?;
         drop(dek);
         // The public half is not kept: only the wrapped DEK is stored.
-        let record = WrappedDek::new(kek.id(), kek.bits(), strength, WrappedDek::now(), wrapped)?;
+        let record = WrappedDek::new(
+            kek.id(),
+            kek.bits(),
+            strength,
+            self.lifecycle.now(),
+            wrapped,
+        )?;
         self.storage.put(&record).await?;
         Ok(kek)
     }

@@ -1,11 +1,12 @@
 //! Storage conformance: every [`KeyStorage`] must pass every check here
-//! (create-only puts, the documented reads, deletes and listing, and 1,000
+//! (create-only puts, the documented reads, deletes and listing, lifecycle
+//! metadata and tombstones, and 1,000
 //! concurrent puts losing nothing). Run them all with one
 //! [`storage_conformance!`](crate::storage_conformance) line.
 
 use std::sync::Arc;
 
-use crate::{Error, KeyId, KeyStorage, Strength, WrappedDek};
+use crate::{Error, KeyId, KeyMeta, KeyState, KeyStorage, Strength, WrappedDek};
 
 /// A record with a distinct key id for each `n`.
 pub fn record(n: u32) -> WrappedDek {
@@ -112,6 +113,54 @@ pub async fn concurrent_puts_lose_nothing<S: KeyStorage>(store: S) {
     assert_eq!(store.count(), 1001);
 }
 
+/// Lifecycle metadata: none until written, replaced whole by `put_meta`,
+/// kept after the record is deleted (the tombstone), and listed by
+/// `list_all` with or without a record. A storage that keeps no lifecycle
+/// (`keeps_lifecycle() == false`) must say so by refusing `put_meta`.
+pub async fn lifecycle_metadata<S: KeyStorage>(store: S) {
+    let rec = record(7);
+    let id = *rec.key_id();
+    if !store.keeps_lifecycle() {
+        assert!(store.get_meta(&id).await.unwrap().is_none());
+        let meta = KeyMeta::new(id, Strength::S128, 1, None);
+        assert!(store.put_meta(&meta).await.is_err());
+        return;
+    }
+    assert!(store.get_meta(&id).await.unwrap().is_none());
+    store.put(&rec).await.unwrap();
+    assert!(
+        store.get_meta(&id).await.unwrap().is_none(),
+        "no metadata until written"
+    );
+    let mut meta = KeyMeta::new(id, Strength::S128, rec.created(), Some("app".into()));
+    store.put_meta(&meta).await.unwrap();
+    assert_eq!(store.get_meta(&id).await.unwrap().as_ref(), Some(&meta));
+    meta.state = KeyState::Suspended;
+    meta.previous = Some(KeyState::Active);
+    meta.changed += 5;
+    store.put_meta(&meta).await.unwrap();
+    assert_eq!(
+        store.get_meta(&id).await.unwrap().as_ref(),
+        Some(&meta),
+        "replaced"
+    );
+    assert_eq!(store.count(), 1, "metadata is not a record");
+    // The tombstone outlives the record.
+    meta.state = KeyState::Destroyed;
+    store.put_meta(&meta).await.unwrap();
+    assert!(store.delete(&id).await.unwrap());
+    assert_eq!(store.get_meta(&id).await.unwrap().as_ref(), Some(&meta));
+    assert!(store.list().await.unwrap().is_empty());
+    assert_eq!(store.list_all().await.unwrap(), vec![id]);
+    // A second key with a record and no metadata: listed by both.
+    let other = record(3);
+    store.put(&other).await.unwrap();
+    let mut all = vec![id, *other.key_id()];
+    all.sort();
+    assert_eq!(store.list_all().await.unwrap(), all);
+    assert_eq!(store.list().await.unwrap(), vec![*other.key_id()]);
+}
+
 /// Runs the whole storage conformance kit on a backend: one module named
 /// `$name`, one `#[test]` per check. `$make` is evaluated in async context
 /// for each check and gives `(store, guard)`: the guard keeps alive whatever
@@ -148,6 +197,13 @@ macro_rules! storage_conformance {
                 $crate::testing::run(async {
                     let (store, _guard) = $make;
                     $crate::testing::storage::concurrent_puts_lose_nothing(store).await;
+                });
+            }
+            #[test]
+            fn lifecycle_metadata() {
+                $crate::testing::run(async {
+                    let (store, _guard) = $make;
+                    $crate::testing::storage::lifecycle_metadata(store).await;
                 });
             }
         }

@@ -137,3 +137,141 @@ async fn kill_9_loses_no_acknowledged_record() {
     );
     assert!(acked.len() >= ROUNDS, "the child made progress");
 }
+
+const LIFECYCLE_CHILD_DIR: &str = "KEYSERVER_LIFECYCLE_CRASH_DIR";
+const LIFECYCLE_ROUNDS: usize = 4;
+
+/// The child of the lifecycle crash test: generate, rotate, suspend the new
+/// key, destroy the old one, in a loop, printing each acknowledgement.
+#[cfg(feature = "cipher-rustcrypto")]
+#[test]
+#[ignore = "the lifecycle crash test's child process, started by crash::kill_9_in_lifecycle_changes_leaves_old_or_new_states"]
+fn lifecycle_crash_child() {
+    use keyserver::api::CallerInfo;
+    use keyserver::backends::RustCrypto;
+    use keyserver::{Change, KeyServer, Target};
+    let dir = std::env::var(LIFECYCLE_CHILD_DIR).expect("started by the crash test");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let keys = KeyServer::new(RustCrypto::new(), FileStorage::open(&dir).await.unwrap())
+            .with_destroy_window(Duration::ZERO)
+            .with_kek_pool(4, 1);
+        println!("OPEN");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let old = keys.generate().await.unwrap();
+            println!("ACK GEN {}", old.id());
+            let new = keys
+                .rotate_for(&old, None, &CallerInfo::default())
+                .await
+                .unwrap();
+            println!("ACK ROT {} {}", old.id(), new.id());
+            keys.change_state(Change::Suspend, &Target::Kek(new.clone()))
+                .await
+                .unwrap();
+            println!("ACK SUS {}", new.id());
+            keys.change_state(Change::Destroy, &Target::Kek(old.clone()))
+                .await
+                .unwrap();
+            println!("ACK DES {}", old.id());
+        }
+    });
+}
+
+/// kill -9 while a server rotates, suspends and destroys keys in a loop:
+/// after each kill every key reads back in its old or its new state (no
+/// corrupt metadata, no half state), and every acknowledged change is
+/// there.
+#[cfg(feature = "cipher-rustcrypto")]
+#[tokio::test]
+async fn kill_9_in_lifecycle_changes_leaves_old_or_new_states() {
+    use keyserver::backends::RustCrypto;
+    use keyserver::{KeyServer, KeyState};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let exe = std::env::current_exe().unwrap();
+    let mut acked: Vec<String> = Vec::new();
+    for round in 0..LIFECYCLE_ROUNDS {
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "crash::lifecycle_crash_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(LIFECYCLE_CHILD_DIR, &dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.ends_with("OPEN") {
+                    let _ = tx.send(());
+                } else if let Some(ack) = line.split("ACK ").nth(1) {
+                    lines.push(ack.to_string());
+                }
+            }
+            lines
+        });
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("child opened the store");
+        tokio::time::sleep(Duration::from_millis(300 + random_ms(1500))).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        acked.extend(reader.join().unwrap());
+
+        let keys = KeyServer::new(RustCrypto::new(), FileStorage::open(&dir).await.unwrap());
+        // Every key (record or metadata) reads back whole.
+        for id in keys.storage().list_all().await.unwrap() {
+            keys.describe(&id)
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: key {id} unreadable: {e}"));
+        }
+        let state = |id: &str| {
+            let id: KeyId = id.parse().unwrap();
+            let keys = &keys;
+            async move { keys.describe(&id).await.unwrap() }
+        };
+        for ack in &acked {
+            let parts: Vec<&str> = ack.split(' ').collect();
+            match parts[..] {
+                ["GEN", id] => {
+                    state(id).await;
+                }
+                ["ROT", old, new] => {
+                    let old_info = state(old).await;
+                    assert_eq!(
+                        old_info.rotated_to,
+                        Some(new.parse().unwrap()),
+                        "round {round}: acknowledged rotation of {old} lost"
+                    );
+                    assert!(matches!(
+                        old_info.state,
+                        KeyState::Deactivated | KeyState::Destroyed
+                    ));
+                    assert_eq!(state(new).await.rotated_from, Some(old.parse().unwrap()));
+                }
+                ["SUS", id] => assert_eq!(state(id).await.state, KeyState::Suspended),
+                ["DES", id] => {
+                    assert_eq!(state(id).await.state, KeyState::Destroyed);
+                    assert!(!keys.storage().contains(&id.parse().unwrap()).await.unwrap());
+                }
+                _ => panic!("unexpected line {ack:?}"),
+            }
+        }
+    }
+    println!(
+        "lifecycle crash test: {LIFECYCLE_ROUNDS} SIGKILLs, {} acknowledged changes",
+        acked.len()
+    );
+    assert!(acked.len() >= LIFECYCLE_ROUNDS, "the child made progress");
+}

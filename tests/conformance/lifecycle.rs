@@ -105,7 +105,20 @@ fn state_error(e: keyserver::Error) -> KeyState {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_state_allows_what_the_table_says() {
-    let keys = server(Duration::from_secs(3600));
+    state_table(server(Duration::from_secs(3600))).await;
+    let dir = tempfile::tempdir().unwrap();
+    state_table(Arc::new(
+        KeyServer::new(
+            RustCrypto::new(),
+            FileStorage::open(dir.path().join("store")).await.unwrap(),
+        )
+        .with_kek_pool(4, 1)
+        .with_destroy_window(Duration::from_secs(3600)),
+    ))
+    .await;
+}
+
+async fn state_table<S: KeyStorage>(keys: Arc<KeyServer<RustCrypto, S>>) {
     let http = serve(Arc::clone(&keys)).await;
     let url = http.url();
     let ops = transports(&url, OPS);
@@ -456,14 +469,32 @@ async fn operators_list_keys_by_state_and_owner_in_pages() {
 }
 
 /// The cryptoperiod: an active key past it is deactivated (decrypt only),
-/// without anyone changing it.
+/// without anyone changing it; a destroy window ends on time; both on an
+/// injected clock, without sleeping.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_past_its_cryptoperiod_is_deactivated() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let now = Arc::new(AtomicU64::new(1_800_000_000));
+    let clock = |now: &Arc<AtomicU64>| -> keyserver::Clock {
+        let now = Arc::clone(now);
+        Arc::new(move || now.load(Ordering::SeqCst))
+    };
     let keys = KeyServer::new(RustCrypto::new(), MemoryStorage::new())
-        .with_cryptoperiod(Duration::from_secs(1));
+        .with_cryptoperiod(Duration::from_secs(90 * 86_400))
+        .with_clock(clock(&now));
     let kek = keys.generate().await.unwrap();
     let sealed = keys.encrypt(&kek, b"young").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let info = keys.describe(&kek.id()).await.unwrap();
+    assert_eq!(info.created, 1_800_000_000);
+    assert_eq!(info.deactivate_at, Some(1_800_000_000 + 90 * 86_400));
+    // One second before the end of the period: still active.
+    now.store(1_800_000_000 + 90 * 86_400 - 1, Ordering::SeqCst);
+    assert_eq!(
+        keys.describe(&kek.id()).await.unwrap().state,
+        KeyState::Active
+    );
+    assert!(keys.encrypt(&kek, b"still").await.is_ok());
+    now.fetch_add(1, Ordering::SeqCst);
     let info = keys.describe(&kek.id()).await.unwrap();
     assert_eq!(info.state, KeyState::Deactivated);
     assert!(info.deactivate_at.is_none());
@@ -480,6 +511,101 @@ async fn a_key_past_its_cryptoperiod_is_deactivated() {
         .await
         .unwrap();
     assert_eq!(past.keys.len(), 1);
+
+    // A destroy window runs on the same clock; cancelling before its end
+    // restores use.
+    let keys = KeyServer::new(RustCrypto::new(), MemoryStorage::new())
+        .with_destroy_window(Duration::from_secs(3600))
+        .with_clock(clock(&now));
+    let kek = keys.generate().await.unwrap();
+    let info = keys
+        .change_state(Change::Destroy, &Target::Kek(kek.clone()))
+        .await
+        .unwrap();
+    assert_eq!(info.destroy_at, Some(now.load(Ordering::SeqCst) + 3600));
+    now.fetch_add(3599, Ordering::SeqCst);
+    assert_eq!(
+        keys.describe(&kek.id()).await.unwrap().state,
+        KeyState::DestroyPending
+    );
+    keys.change_state(Change::CancelDestroy, &Target::Kek(kek.clone()))
+        .await
+        .unwrap();
+    assert!(
+        keys.get(&kek).await.is_ok(),
+        "cancel before the time restores use"
+    );
+    keys.change_state(Change::Destroy, &Target::Kek(kek.clone()))
+        .await
+        .unwrap();
+    now.fetch_add(3600, Ordering::SeqCst);
+    assert_eq!(keys.destroy_due().await.unwrap(), 1);
+    assert_eq!(
+        keys.describe(&kek.id()).await.unwrap().state,
+        KeyState::Destroyed
+    );
+    assert!(!keys.contains(&kek.id()).await.unwrap());
+}
+
+async fn fill<S: KeyStorage>(keys: &KeyServer<RustCrypto, S>) -> Vec<keyserver::KeyId> {
+    let mut ids = Vec::new();
+    for n in 0..10_000u32 {
+        let id = keyserver::KeyId::from_spki_der(format!("key {n}").as_bytes());
+        let record = keyserver::WrappedDek::new(
+            id,
+            3072,
+            keyserver::Strength::S128,
+            keyserver::WrappedDek::now(),
+            vec![(n % 251) as u8; 384],
+        )
+        .unwrap();
+        keys.storage().put(&record).await.unwrap();
+        ids.push(id);
+    }
+    ids.sort();
+    ids
+}
+
+async fn page_through<S: KeyStorage>(
+    keys: &KeyServer<RustCrypto, S>,
+    limit: u32,
+) -> Vec<keyserver::KeyId> {
+    let mut seen = Vec::new();
+    let mut filter = KeyFilter {
+        limit: Some(limit),
+        ..KeyFilter::default()
+    };
+    loop {
+        let page = keys.list_keys(&filter).await.unwrap();
+        assert!(page.keys.len() <= limit as usize);
+        seen.extend(page.keys.iter().map(|k| k.key_id));
+        match page.cursor {
+            Some(c) => filter.cursor = Some(c),
+            None => return seen,
+        }
+    }
+}
+
+/// `list_keys` pages through 10,000 keys (in memory, and in a file store)
+/// without missing or repeating one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_keys_pages_through_ten_thousand_keys() {
+    let memory = KeyServer::new(RustCrypto::new(), MemoryStorage::new());
+    let ids = fill(&memory).await;
+    assert_eq!(page_through(&memory, 97).await, ids);
+    assert_eq!(page_through(&memory, keyserver::MAX_PAGE).await, ids);
+    let dir = tempfile::tempdir().unwrap();
+    let file = KeyServer::new(
+        RustCrypto::new(),
+        FileStorage::open_with(
+            dir.path().join("s"),
+            keyserver::backends::Durability::NoSync,
+        )
+        .await
+        .unwrap(),
+    );
+    let ids = fill(&file).await;
+    assert_eq!(page_through(&file, keyserver::MAX_PAGE).await, ids);
 }
 
 /// States live in the file store beside the records: they survive a
@@ -489,20 +615,42 @@ async fn a_key_past_its_cryptoperiod_is_deactivated() {
 async fn states_survive_a_restart_of_the_file_store() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
-    let (suspended, destroyed, plain) = {
+    let (suspended, destroyed, plain, wrapped) = {
         let keys = KeyServer::new(RustCrypto::new(), FileStorage::open(&path).await.unwrap())
             .with_destroy_window(Duration::ZERO);
         let a = keys.generate().await.unwrap();
         let b = keys.generate().await.unwrap();
         let c = keys.generate().await.unwrap();
+        let wrapped = keys.storage().get(&b.id()).await.unwrap().encode();
         keys.change_state(Change::Suspend, &Target::Kek(a.clone()))
             .await
             .unwrap();
         keys.change_state(Change::Destroy, &Target::Kek(b.clone()))
             .await
             .unwrap();
-        (a, b, c)
+        (a, b, c, wrapped)
     };
+    // The destroyed key's wrapped DEK is in no file of the store.
+    let needle = &wrapped[52..52 + 64];
+    let mut files = 0;
+    let mut stack = vec![path.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            } else {
+                files += 1;
+                let bytes = std::fs::read(entry.path()).unwrap();
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle),
+                    "{} holds the destroyed wrapped DEK",
+                    entry.path().display()
+                );
+            }
+        }
+    }
+    assert!(files >= 4, "{files} files searched");
     let keys = KeyServer::new(RustCrypto::new(), FileStorage::open(&path).await.unwrap());
     assert_eq!(
         keys.describe(&suspended.id()).await.unwrap().state,
