@@ -400,18 +400,18 @@ fn bad_rates_and_subjects_are_refused_with_the_reason() {
 async fn client_certificates_identify_principals() {
     use keyserver::transports::{ClientTls, TlsFiles};
     let dir = tempfile::tempdir().unwrap();
-    if crate::wire::make_pki(dir.path()).is_none() {
+    if crate::common::make_pki(dir.path()).is_none() {
         crate::common::unavailable("the mTLS principal test", "no openssl command");
         return;
     }
     // "client" (CN=client) from make_pki; one more with a DNS name.
-    crate::wire::issue(
+    crate::common::issue(
         dir.path(),
         "svc",
         "subjectAltName=DNS:Batch.Example\nextendedKeyUsage=clientAuth\n",
         "2",
     );
-    crate::wire::issue(dir.path(), "stranger", "extendedKeyUsage=clientAuth\n", "2");
+    crate::common::issue(dir.path(), "stranger", "extendedKeyUsage=clientAuth\n", "2");
     let p = |name: &str| dir.path().join(name);
     let mut by_cn = principal("app", None, &["generate", "status"]);
     by_cn.tls_subject = Some("CN=client".into());

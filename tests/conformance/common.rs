@@ -87,3 +87,95 @@ pub fn spawn_server(command: &mut std::process::Command) -> (std::process::Child
     std::thread::spawn(move || for _ in lines {});
     (child, url)
 }
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made
+/// with the `openssl` command line in `dir`. `None` if openssl is missing.
+pub fn make_pki(dir: &std::path::Path) -> Option<()> {
+    let run = |args: &[&str]| -> Option<()> {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .ok()?;
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(())
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=keyserver test CA",
+    ])?;
+    crate::common::issue(
+        dir,
+        "server",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        "2",
+    );
+    crate::common::issue(dir, "client", "extendedKeyUsage=clientAuth\n", "2");
+    Some(())
+}
+
+/// Issues a certificate `name` from the CA in `dir` with the extension lines
+/// `ext`, valid for `days` (0: it expires the second it is made).
+pub fn issue(dir: &std::path::Path, name: &str, ext: &str, days: &str) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &format!("{name}.key"),
+        "-out",
+        &format!("{name}.csr"),
+        "-subj",
+        &format!("/CN={name}"),
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &format!("{name}.csr"),
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        days,
+        "-out",
+        &format!("{name}.pem"),
+        "-extfile",
+        &format!("{name}.ext"),
+    ]);
+}

@@ -271,53 +271,10 @@ async fn plain_http_off_loopback_is_refused() {
     assert!(err.to_string().contains("TLS"), "{err}");
 }
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, made
-/// with the `openssl` command line in `dir`. `None` if openssl is missing.
-pub(crate) fn make_pki(dir: &std::path::Path) -> Option<()> {
-    let run = |args: &[&str]| -> Option<()> {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .ok()?;
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Some(())
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=keyserver test CA",
-    ])?;
-    issue(
-        dir,
-        "server",
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-        "2",
-    );
-    issue(dir, "client", "extendedKeyUsage=clientAuth\n", "2");
-    Some(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_and_mutual_tls() {
     let dir = tempfile::tempdir().unwrap();
-    if make_pki(dir.path()).is_none() {
+    if crate::common::make_pki(dir.path()).is_none() {
         crate::common::unavailable("the TLS test", "no openssl command to make certificates");
         return;
     }
@@ -980,55 +937,6 @@ async fn graceful_shutdown_finishes_requests_in_flight() {
     shutdown.await.unwrap();
 }
 
-/// Issues a certificate `name` from the CA in `dir` with the extension lines
-/// `ext`, valid for `days` (0: it expires the second it is made).
-pub(crate) fn issue(dir: &std::path::Path, name: &str, ext: &str, days: &str) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &format!("{name}.key"),
-        "-out",
-        &format!("{name}.csr"),
-        "-subj",
-        &format!("/CN={name}"),
-    ]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &format!("{name}.csr"),
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        days,
-        "-out",
-        &format!("{name}.pem"),
-        "-extfile",
-        &format!("{name}.ext"),
-    ]);
-}
-
 /// Certificates that must not pass: a client certificate from another CA,
 /// one with the wrong key usage, an expired one; a server certificate for
 /// clients only; and CA files that are missing or empty, on either side.
@@ -1036,7 +944,9 @@ pub(crate) fn issue(dir: &std::path::Path, name: &str, ext: &str, days: &str) {
 async fn tls_refuses_the_wrong_certificates() {
     let dir = tempfile::tempdir().unwrap();
     let other = tempfile::tempdir().unwrap();
-    if make_pki(dir.path()).is_none() || make_pki(other.path()).is_none() {
+    if crate::common::make_pki(dir.path()).is_none()
+        || crate::common::make_pki(other.path()).is_none()
+    {
         crate::common::unavailable(
             "the TLS refusal test",
             "no openssl command to make certificates",
@@ -1044,14 +954,14 @@ async fn tls_refuses_the_wrong_certificates() {
         return;
     }
     let p = |name: &str| dir.path().join(name);
-    issue(
+    crate::common::issue(
         dir.path(),
         "server-usage",
         "extendedKeyUsage=serverAuth\n",
         "2",
     );
-    issue(dir.path(), "expired", "extendedKeyUsage=clientAuth\n", "0");
-    issue(
+    crate::common::issue(dir.path(), "expired", "extendedKeyUsage=clientAuth\n", "0");
+    crate::common::issue(
         dir.path(),
         "client-only",
         "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=clientAuth\n",
