@@ -397,16 +397,27 @@ impl Method {
     /// assert!(!keyserver::api::method("status").unwrap().is_expensive());
     /// ```
     pub fn is_expensive(&self) -> bool {
-        self.name == GENERATE.name || self.name == GET_KEY.name || self.name == ROTATE.name
+        // A state change may check a KEK (an RSA key-pair check); a listing
+        // reads every key's metadata.
+        self.name == GENERATE.name
+            || self.name == GET_KEY.name
+            || self.name == ROTATE.name
+            || self.name == LIST_KEYS.name
+            || Change::ALL.iter().any(|c| c.name() == self.name)
     }
 
-    /// Whether it changes what the server stores (`generate`, `rotate` and
-    /// the state changes): such a call is answered only once its audit line
-    /// is on disk.
+    /// Whether it changes what the server stores: `generate`, `rotate`
+    /// and the state changes.
     pub fn changes_state(&self) -> bool {
         self.name == GENERATE.name
             || self.name == ROTATE.name
             || Change::ALL.iter().any(|c| c.name() == self.name)
+    }
+
+    /// Whether a call of it is answered only once its audit line is on
+    /// disk: every state change, and `get_key`, which hands out a DEK.
+    pub fn audited_durably(&self) -> bool {
+        self.changes_state() || self.name == GET_KEY.name
     }
 
     /// The parameter list as a protocol writes it: `open` and `close` are

@@ -180,7 +180,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         let meta = self.key_meta(key_id).await?;
         let info = KeyInfo::of(&meta, self.lifecycle.now(), self.lifecycle.cryptoperiod);
         if info.state == KeyState::Destroyed && meta.state != KeyState::Destroyed {
-            self.destroy_now(meta).await?;
+            self.destroy_if_due(key_id).await?;
         }
         Ok(info)
     }
@@ -204,7 +204,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
             );
         }
         if state == KeyState::Destroyed && meta.state != KeyState::Destroyed {
-            self.destroy_now(meta).await?;
+            self.destroy_if_due(key_id).await?;
         }
         if state.allows_decrypt() {
             Ok(())
@@ -270,10 +270,14 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         let meta = self.key_meta(&key_id).await?;
         let now = self.lifecycle.now();
         let from = meta.state_at(now, self.lifecycle.cryptoperiod);
-        let to = change.apply(from, meta.previous).ok_or(Error::KeyState {
+        let mut to = change.apply(from, meta.previous).ok_or(Error::KeyState {
             key_id,
             state: from,
         })?;
+        // A rotated key never encrypts again, whatever it went through.
+        if to == KeyState::Active && meta.rotated_to.is_some() {
+            to = KeyState::Deactivated;
+        }
         let mut next = meta.clone();
         next.state = to;
         next.changed = now;
@@ -297,16 +301,34 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
             change.name()
         );
         if next.state_at(now, self.lifecycle.cryptoperiod) == KeyState::Destroyed {
-            next = self.destroy_now(next).await?;
+            next = self.destroy_locked(next).await?;
         }
         Ok(KeyInfo::of(&next, now, self.lifecycle.cryptoperiod))
     }
 
-    /// Destroys the wrapped DEK of a key whose destruction is due: its
-    /// metadata becomes the tombstone (written first, so a crash in between
-    /// leaves a destroyed key whose record the next sweep removes), then
-    /// the record goes.
-    async fn destroy_now(&self, meta: KeyMeta) -> Result<KeyMeta> {
+    /// Destroys `key_id` if its destruction is due (or a crash left the
+    /// record of a destroyed key), under the state-change lock and on the
+    /// metadata read under it: racing callers destroy it once.
+    async fn destroy_if_due(&self, key_id: &KeyId) -> Result<bool> {
+        let _one = self.lifecycle.changes.lock().await;
+        let Some(meta) = self.storage.get_meta(key_id).await? else {
+            return Ok(false);
+        };
+        let due =
+            meta.state_at(self.lifecycle.now(), self.lifecycle.cryptoperiod) == KeyState::Destroyed;
+        let leftover = meta.state == KeyState::Destroyed && self.storage.contains(key_id).await?;
+        if due && (meta.state != KeyState::Destroyed || leftover) {
+            self.destroy_locked(meta).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Destroys the wrapped DEK of a key whose destruction is due (the
+    /// caller holds the state-change lock): its metadata becomes the
+    /// tombstone (written first, so a crash in between leaves a destroyed
+    /// key whose record the next sweep removes), then the record goes.
+    async fn destroy_locked(&self, meta: KeyMeta) -> Result<KeyMeta> {
         let mut tombstone = meta.clone();
         tombstone.state = KeyState::Destroyed;
         tombstone.previous = None;
@@ -339,17 +361,40 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         }
         let now = self.lifecycle.now();
         let mut destroyed = 0;
+        let mut failed = 0;
         for id in self.storage.list_all().await? {
-            let Some(meta) = self.storage.get_meta(&id).await? else {
-                continue;
+            // One unreadable key must not keep the others from their
+            // destruction: each is tried, failures are counted and logged.
+            let due = match self.storage.get_meta(&id).await {
+                Ok(Some(meta)) => {
+                    meta.state_at(now, self.lifecycle.cryptoperiod) == KeyState::Destroyed
+                }
+                Ok(None) => false,
+                Err(e) => {
+                    failed += 1;
+                    tracing::warn!(target: "keyserver::lifecycle", "key {id}: {e}");
+                    false
+                }
             };
-            let due = meta.state_at(now, self.lifecycle.cryptoperiod) == KeyState::Destroyed;
-            let leftover = meta.state == KeyState::Destroyed && self.storage.contains(&id).await?;
-            if due && (meta.state != KeyState::Destroyed || leftover) {
-                let _one = self.lifecycle.changes.lock().await;
-                self.destroy_now(meta).await?;
-                destroyed += 1;
+            if due {
+                match self.destroy_if_due(&id).await {
+                    Ok(true) => destroyed += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        failed += 1;
+                        tracing::warn!(target: "keyserver::lifecycle", "key {id}: {e}");
+                    }
+                }
             }
+        }
+        if failed > 0 {
+            return Err(Error::Storage {
+                backend: self.storage.name().into(),
+                message: format!(
+                    "{failed} keys could not be checked or destroyed ({destroyed} destroyed)"
+                ),
+                source: None,
+            });
         }
         Ok(destroyed)
     }
@@ -457,7 +502,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         strength: Strength,
         caller: &CallerInfo,
         reservation: Option<Reservation<'_>>,
-        rotated_from: Option<KeyId>,
+        rotated_from: Option<(KeyId, u64)>,
     ) -> Result<()> {
         let counted = reservation.is_some();
         if let Some(mut r) = reservation {
@@ -476,7 +521,8 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
             self.lifecycle.now(),
             caller.principal.clone(),
         );
-        meta.rotated_from = rotated_from;
+        meta.rotated_from = rotated_from.map(|(id, _)| id);
+        meta.dek_created = rotated_from.map(|(_, dek_created)| dek_created);
         self.storage.put_meta(&meta).await?;
         if !counted {
             self.lifecycle.count(caller.principal.as_deref(), true);
@@ -523,24 +569,36 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     ) -> Result<Kek> {
         self.lifecycle_storage()?;
         let old_id = kek.id();
-        let _one = self.lifecycle.changes.lock().await;
+        let rotatable = |meta: &KeyMeta, now: u64| {
+            let from = meta.state_at(now, self.lifecycle.cryptoperiod);
+            if matches!(from, KeyState::Active | KeyState::Deactivated) {
+                Ok(from)
+            } else {
+                Err(Error::KeyState {
+                    key_id: old_id,
+                    state: from,
+                })
+            }
+        };
+        // Checked, unwrapped and the new KEK made before the state-change
+        // lock is taken: key generation can take seconds.
         let meta = self.key_meta(&old_id).await?;
-        let now = self.lifecycle.now();
-        let from = meta.state_at(now, self.lifecycle.cryptoperiod);
-        if !matches!(from, KeyState::Active | KeyState::Deactivated) || meta.rotated_to.is_some() {
-            return Err(Error::KeyState {
-                key_id: old_id,
-                state: from,
-            });
-        }
+        rotatable(&meta, self.lifecycle.now())?;
         let record = self.storage.get(&old_id).await?;
         let dek_strength = record.strength();
         let dek = unwrap_record(Arc::clone(&self.suite), kek, record, self.strength).await?;
         let kek_strength = strength.unwrap_or(self.strength.max(dek_strength));
         self.check_strength(kek_strength)?;
+        // The new key belongs to the old key's owner; the caller's quota
+        // applies when the caller is that owner.
+        let owner_name = meta.owner.clone().or_else(|| caller.principal.clone());
         let owner = CallerInfo {
-            principal: meta.owner.clone().or_else(|| caller.principal.clone()),
-            max_keys: caller.max_keys,
+            max_keys: if owner_name == caller.principal {
+                caller.max_keys
+            } else {
+                None
+            },
+            principal: owner_name,
         };
         let reservation = self.reserve(&owner).await?;
         let new = self.new_kek(kek_strength).await?;
@@ -549,16 +607,21 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
             .suite
             .rsa_oaep_wrap(new.public_key_der(), dek.as_bytes())?;
         drop(dek);
-        let record = WrappedDek::new(
-            new.id(),
-            new.bits(),
-            dek_strength,
-            self.lifecycle.now(),
-            wrapped,
-        )?;
+
+        let _one = self.lifecycle.changes.lock().await;
+        let meta = self.key_meta(&old_id).await?;
+        let now = self.lifecycle.now();
+        let from = rotatable(&meta, now)?;
+        let record = WrappedDek::new(new.id(), new.bits(), dek_strength, now, wrapped)?;
         self.storage.put(&record).await?;
-        self.record_owner(&new, dek_strength, &owner, reservation, Some(old_id))
-            .await?;
+        self.record_owner(
+            &new,
+            dek_strength,
+            &owner,
+            reservation,
+            Some((old_id, meta.dek_created.unwrap_or(meta.created))),
+        )
+        .await?;
         let mut old = meta;
         old.state = KeyState::Deactivated;
         old.changed = now;

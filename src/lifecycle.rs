@@ -39,6 +39,7 @@ pub const DEFAULT_DESTROY_WINDOW: Duration = Duration::from_secs(7 * 86_400);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum KeyState {
     /// In use: data may be encrypted and decrypted.
     Active,
@@ -157,6 +158,11 @@ pub struct KeyMeta {
     /// The key this one was rotated from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotated_from: Option<KeyId>,
+    /// When the DEK was made, if before `created` (a rotated key wraps its
+    /// predecessor's DEK): the cryptoperiod runs from it, so rotating does
+    /// not extend a DEK's use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dek_created: Option<u64>,
 }
 
 impl KeyMeta {
@@ -173,6 +179,7 @@ impl KeyMeta {
             destroy_at: None,
             rotated_to: None,
             rotated_from: None,
+            dek_created: None,
         }
     }
 
@@ -189,9 +196,12 @@ impl KeyMeta {
         }
     }
 
-    /// When an active key is deactivated by its cryptoperiod.
+    /// When an active key is deactivated by its cryptoperiod (counted
+    /// from its DEK's creation).
     pub fn deactivate_at(&self, cryptoperiod: Duration) -> u64 {
-        self.created.saturating_add(cryptoperiod.as_secs())
+        self.dek_created
+            .unwrap_or(self.created)
+            .saturating_add(cryptoperiod.as_secs())
     }
 
     /// The stored form: JSON with a SHA-256 over it, so that damage is
@@ -417,6 +427,7 @@ pub const MAX_PAGE: u32 = 1000;
 
 /// A state change, by its wire method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Change {
     /// `suspend`: nothing until resumed.
     Suspend,
@@ -449,6 +460,16 @@ impl Change {
             Change::Destroy => "destroy",
             Change::CancelDestroy => "cancel_destroy",
         }
+    }
+
+    /// Whether it takes a key (further) out of use: `suspend`,
+    /// `compromised`, `destroy`. The holder of a KEK may always make these
+    /// to its own key; undoing them needs the grant.
+    pub const fn restricts(self) -> bool {
+        matches!(
+            self,
+            Change::Suspend | Change::Compromised | Change::Destroy
+        )
     }
 
     /// The state after this change from `from`, or `None` if `from` does

@@ -351,9 +351,22 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     /// strength; [`Error::UnwrapFailed`] if it does not open the record;
     /// storage errors as they come.
     pub async fn get(&self, kek: &Kek) -> Result<Dek> {
+        let record = self.storage.get(&kek.id()).await;
+        let record = match record {
+            Ok(record) => record,
+            // A destroyed key's record is gone: say "destroyed", not
+            // "not found".
+            Err(e @ Error::NotFound { .. }) => {
+                self.check_decrypt(&kek.id()).await?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        // The KEK is checked (and opens the record) before the key's state
+        // is told: a wrong or forged KEK learns nothing of it.
+        let dek = unwrap_record(Arc::clone(&self.suite), kek, record, self.strength).await?;
         self.check_decrypt(&kek.id()).await?;
-        let record = self.storage.get(&kek.id()).await?;
-        unwrap_record(Arc::clone(&self.suite), kek, record, self.strength).await
+        Ok(dek)
     }
 
     /// The stored record under `key_id`, for client-side unwrap.

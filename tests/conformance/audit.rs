@@ -226,6 +226,26 @@ async fn a_kill_in_a_generate_storm_loses_no_acknowledged_line() {
         &log,
         &["--kek-pool", "16", "--kek-workers", "1"],
     );
+    // A warm pool: the storm measures the log, not key generation.
+    for _ in 0..600 {
+        let metrics = crate::common::raw_http(false)
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let ready = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("keyserver_kek_pool_ready "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if ready >= 12 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let received = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for i in 0..6 {

@@ -189,8 +189,19 @@ async fn state_table<S: KeyStorage>(keys: Arc<KeyServer<RustCrypto, S>>) {
             state_error(app.get_key(&kek).await.unwrap_err()),
             KeyState::DestroyPending
         );
-        let info = app
-            .change(Change::CancelDestroy, &Target::Kek(kek.clone()))
+        // Undoing a restriction needs the grant, even with the KEK: a
+        // thief holding a stolen KEK cannot undo an operator's action.
+        for undo in [Change::CancelDestroy, Change::Resume] {
+            assert_eq!(
+                app.change(undo, &Target::Kek(kek.clone()))
+                    .await
+                    .unwrap_err()
+                    .code(),
+                13
+            );
+        }
+        let info = ops[0]
+            .change(Change::CancelDestroy, &Target::KeyId(id))
             .await
             .unwrap();
         assert_eq!(info.state, KeyState::Compromised);
@@ -198,7 +209,8 @@ async fn state_table<S: KeyStorage>(keys: Arc<KeyServer<RustCrypto, S>>) {
         // A compromised key cannot be made active again by resume.
         assert_eq!(
             state_error(
-                app.change(Change::Resume, &Target::Kek(kek.clone()))
+                ops[1]
+                    .change(Change::Resume, &Target::KeyId(id))
                     .await
                     .unwrap_err()
             ),
@@ -295,8 +307,21 @@ async fn rotation_keeps_old_data_readable_with_the_new_kek() {
             KeyState::Deactivated
         );
         assert!(client.encrypt(&new, b"after").await.is_ok());
-        // A key rotated once is not rotated again (rotate its successor).
-        assert_eq!(client.rotate(&old, None).await.unwrap_err().code(), 14);
+        // A key may be rotated again (a rotation whose answer was lost
+        // must not strand it): rotated_to names the newest successor.
+        let again = client.rotate(&old, None).await.unwrap();
+        assert_eq!(
+            client.describe(&old.id()).await.unwrap().rotated_to,
+            Some(again.id())
+        );
+        assert_eq!(
+            client.get(&again).await.unwrap(),
+            client.get(&new).await.unwrap()
+        );
+        client
+            .change(Change::Destroy, &Target::Kek(again))
+            .await
+            .unwrap();
         // An unrelated KEK still does not open the data.
         let other = client.generate().await.unwrap();
         assert_eq!(
@@ -352,17 +377,15 @@ async fn destruction_leaves_a_tombstone_and_no_wrapped_dek() {
             (info.state, info.owner.as_deref()),
             (KeyState::Destroyed, Some("app"))
         );
-        // Nothing leaves the destroyed state.
+        // Nothing leaves the destroyed state: not by its KEK, not by an
+        // operator.
+        let ops = transports(&url, OPS).swap_remove(0);
         for change in Change::ALL {
-            assert_eq!(
-                app.change(change, &Target::Kek(kek.clone()))
-                    .await
-                    .unwrap_err()
-                    .code(),
-                14,
-                "{}",
-                change.name()
-            );
+            let by_kek = app.change(change, &Target::Kek(kek.clone())).await;
+            let expected = if change.restricts() { 14 } else { 13 };
+            assert_eq!(by_kek.unwrap_err().code(), expected, "{}", change.name());
+            let by_id = ops.change(change, &Target::KeyId(id)).await;
+            assert_eq!(by_id.unwrap_err().code(), 14, "{}", change.name());
         }
         // A key never stored is "not found", not "destroyed".
         let never = keyserver::KeyId::from_bytes([9; 32]);
@@ -678,4 +701,76 @@ async fn states_survive_a_restart_of_the_file_store() {
         KeyState::Active
     );
     assert!(keys.get(&plain).await.is_ok());
+}
+
+/// A rotated key never becomes active again, whatever sequence of changes
+/// it goes through (suspend, destroy, cancel, resume).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_stays_out_of_use_for_new_data() {
+    let keys = KeyServer::new(RustCrypto::new(), MemoryStorage::new())
+        .with_destroy_window(Duration::from_secs(3600));
+    let old = keys.generate().await.unwrap();
+    let new = keys
+        .rotate_for(&old, None, &keyserver::api::CallerInfo::default())
+        .await
+        .unwrap();
+    let target = Target::KeyId(old.id());
+    for change in [
+        Change::Suspend,
+        Change::Destroy,
+        Change::CancelDestroy,
+        Change::Resume,
+    ] {
+        keys.change_state(change, &target).await.unwrap();
+    }
+    assert_eq!(
+        keys.describe(&old.id()).await.unwrap().state,
+        KeyState::Deactivated
+    );
+    assert_eq!(
+        state_error(keys.encrypt(&old, b"x").await.unwrap_err()),
+        KeyState::Deactivated
+    );
+    assert!(keys.encrypt(&new, b"x").await.is_ok());
+}
+
+/// A listener off loopback without an auth file (client certificates or
+/// `insecure` let it start) grants no operator methods: no state change by
+/// key id, no listing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_auth_file_off_loopback_there_are_no_operators() {
+    let keys = server(Duration::from_secs(3600));
+    let http = HttpServer::start(
+        Arc::clone(&keys) as Arc<dyn KeyService>,
+        ServerConfig {
+            listen: "0.0.0.0:0".parse().unwrap(),
+            insecure: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let url = format!("http://127.0.0.1:{}", http.local_addr().port());
+    for t in [
+        Box::new(XmlRpc::new(&url).unwrap()) as Box<dyn Transport>,
+        Box::new(JsonRpc::new(&url).unwrap()),
+    ] {
+        let kek = t.generate(None).await.unwrap();
+        let by_id = Target::KeyId(kek.id());
+        assert_eq!(
+            t.change(Change::Suspend, &by_id).await.unwrap_err().code(),
+            13
+        );
+        assert_eq!(
+            t.list_keys(&KeyFilter::default()).await.unwrap_err().code(),
+            13
+        );
+        // The KEK's holder may still take its own key out of use.
+        let info = t
+            .change(Change::Suspend, &Target::Kek(kek.clone()))
+            .await
+            .unwrap();
+        assert_eq!(info.state, KeyState::Suspended);
+    }
+    http.shutdown().await;
 }

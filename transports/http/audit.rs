@@ -26,6 +26,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use std::os::unix::fs::OpenOptionsExt;
+
 use hmac::{KeyInit, Mac};
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -44,6 +46,8 @@ const IDLE_SYNC: Duration = Duration::from_secs(1);
 const RETRY: Duration = Duration::from_secs(1);
 /// Most lines written with one sync.
 const MAX_GROUP: usize = 4096;
+/// Most lines waiting for the writer; beyond, calls are answered "busy".
+const MAX_BACKLOG: usize = 65_536;
 /// `,"mac":"` + 64 hex digits + `"}`.
 const MAC_SUFFIX: usize = 8 + 64 + 2;
 
@@ -120,6 +124,8 @@ pub(crate) struct Entry {
     pub(crate) protocol: &'static str,
     pub(crate) method: String,
     pub(crate) key_id: Option<KeyId>,
+    /// The key a `rotate` made (`key_id` is the one it rotated).
+    pub(crate) new_key_id: Option<KeyId>,
     pub(crate) code: i32,
     pub(crate) latency_ms: f64,
 }
@@ -145,6 +151,8 @@ struct Line<'a> {
     method: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new_key_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     code: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -185,7 +193,7 @@ pub struct AuditConfig {
 /// A running audit log. Dropping the last handle lets the writer finish
 /// the lines it holds and stop.
 pub struct AuditLog {
-    queue: Mutex<Option<mpsc::Sender<Pending>>>,
+    queue: Mutex<Option<mpsc::SyncSender<Pending>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     failed: Arc<AtomicBool>,
     stats: Arc<AuditStats>,
@@ -221,7 +229,7 @@ impl AuditLog {
     /// aside, keep it as evidence, and start a new one).
     pub fn open(config: AuditConfig) -> Result<Arc<Self>> {
         let writer = Writer::open(config.clone())?;
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(MAX_BACKLOG);
         let failed = Arc::clone(&writer.failed);
         let stats = Arc::clone(&writer.stats);
         let thread = std::thread::Builder::new()
@@ -269,14 +277,27 @@ impl AuditLog {
         } else {
             (None, None)
         };
-        let sent = self
+        let sent = match self
             .queue
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
-            .is_some_and(|q| q.send(Pending { entry, done }).is_ok());
-        if !sent {
-            return Err(audit_error("the audit log is closed", None));
+        {
+            Some(queue) => queue.try_send(Pending { entry, done }),
+            None => return Err(audit_error("the audit log is closed", None)),
+        };
+        match sent {
+            Ok(()) => {}
+            // The disk is not keeping up: refuse rather than hold lines
+            // without bound.
+            Err(mpsc::TrySendError::Full(_)) => {
+                return Err(Error::Busy {
+                    reason: "the audit log is behind".into(),
+                })
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                return Err(audit_error("the audit writer stopped", None))
+            }
         }
         match wait {
             Some(rx) => rx
@@ -326,6 +347,7 @@ impl Writer {
             .read(true)
             .append(true)
             .create(true)
+            .mode(0o600)
             .open(path)
             .map_err(|e| audit_error(format!("cannot open the audit log {shown}"), Some(e)))?;
         let mut text = Vec::new();
@@ -374,6 +396,33 @@ impl Writer {
             );
         }
         if writer.good_len == 0 {
+            // A new live file (the first ever, or one moved aside or lost
+            // in a crash during a rotation) continues the chain of the
+            // newest rotated file, if there is one.
+            if let Some(last) = newest_rotated(&writer.config.path)? {
+                let text = std::fs::read(&last)
+                    .map_err(|e| audit_error(format!("cannot read {}", last.display()), Some(e)))?;
+                let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                let mut chain = Chain::new(&writer.config.key);
+                for (i, line) in text[..complete.saturating_sub(1)]
+                    .split(|&b| b == b'\n')
+                    .enumerate()
+                    .take_while(|_| complete > 0)
+                {
+                    chain.line(line).map_err(|reason| {
+                        audit_error(
+                            format!(
+                                "the rotated audit file {} does not verify at line {}: {reason}",
+                                last.display(),
+                                i + 1
+                            ),
+                            None,
+                        )
+                    })?;
+                }
+                writer.seq = chain.seq;
+                writer.mac = chain.mac;
+            }
             writer.write_open_line()?;
         }
         Ok(writer)
@@ -381,6 +430,7 @@ impl Writer {
 
     /// The first line of a file: where its chain comes from.
     fn write_open_line(&mut self) -> Result<()> {
+        let (seq, mac) = (self.seq, self.mac);
         let prev = hex::encode(self.mac);
         let line = Line {
             seq: self.seq + 1,
@@ -391,8 +441,13 @@ impl Writer {
         };
         let mut buf = Vec::new();
         self.append(&line, &mut buf);
-        self.write_and_sync(&buf)
-            .map_err(|e| audit_error("cannot write the audit log", Some(e)))
+        self.write_and_sync(&buf).map_err(|e| {
+            // The chain goes on from the last line that was written.
+            self.seq = seq;
+            self.mac = mac;
+            let _ = self.file.set_len(self.good_len);
+            audit_error("cannot write the audit log", Some(e))
+        })
     }
 
     /// Formats `line`, chains it and appends it to `buf`.
@@ -504,6 +559,7 @@ impl Writer {
                 protocol: Some(e.protocol),
                 method: Some(&e.method),
                 key_id: e.key_id.map(|k| k.to_string()),
+                new_key_id: e.new_key_id.map(|k| k.to_string()),
                 code: Some(e.code),
                 latency_ms: Some((e.latency_ms * 1000.0).round() / 1000.0),
                 ..Line::empty()
@@ -576,6 +632,13 @@ impl Writer {
         if repaired.is_err() {
             return;
         }
+        if self.good_len == 0 {
+            // A new file (after a rotation) starts with its open line.
+            if self.write_open_line().is_ok() {
+                self.failed.store(false, Ordering::Release);
+            }
+            return;
+        }
         let (seq, mac) = (self.seq, self.mac);
         let line = Line {
             seq: self.seq + 1,
@@ -602,14 +665,22 @@ impl Writer {
     /// Renames the full file to `FILE.SEQ` (its first line's number) and
     /// starts a new one whose first line continues the chain.
     fn rotate(&mut self) -> io::Result<()> {
+        // Every line of the full file is on disk before a new file points
+        // to its last one.
+        self.file.sync_data()?;
+        self.unsynced = false;
         let first = first_seq(&self.config.path)?;
         let mut rotated = self.config.path.clone().into_os_string();
         rotated.push(format!(".{first:020}"));
-        std::fs::rename(&self.config.path, &rotated)?;
+        // link(2) never replaces an existing file: an old rotated file with
+        // that name stays (and this rotation fails, so the log says so).
+        std::fs::hard_link(&self.config.path, &rotated)?;
+        std::fs::remove_file(&self.config.path)?;
         self.file = OpenOptions::new()
             .read(true)
             .append(true)
             .create_new(true)
+            .mode(0o600)
             .open(&self.config.path)?;
         if let Some(dir) = self.config.path.parent() {
             let dir = if dir.as_os_str().is_empty() {
@@ -642,10 +713,43 @@ impl Line<'_> {
             protocol: None,
             method: None,
             key_id: None,
+            new_key_id: None,
             code: None,
             latency_ms: None,
         }
     }
+}
+
+/// The newest rotated file beside the live log `path` (`FILE.SEQ`, the
+/// largest SEQ).
+fn newest_rotated(path: &Path) -> Result<Option<PathBuf>> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(None);
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| audit_error(format!("cannot read {}", dir.display()), Some(e)))?;
+    let mut newest: Option<(u64, PathBuf)> = None;
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let file = file.to_string_lossy();
+        let Some(seq) = file.strip_prefix(&prefix) else {
+            continue;
+        };
+        if seq.len() != 20 || !seq.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let seq: u64 = seq.parse().unwrap_or(0);
+        if newest.as_ref().is_none_or(|(n, _)| seq > *n) {
+            newest = Some((seq, entry.path()));
+        }
+    }
+    Ok(newest.map(|(_, p)| p))
 }
 
 /// The sequence number of the first line of the file at `path`.
@@ -1069,6 +1173,27 @@ mod tests {
         assert_eq!(log.stats().lines.load(Ordering::Relaxed), 401);
         assert!(syncs < 400, "{syncs} syncs for 400 calls: no grouping");
         log.close();
+    }
+
+    #[test]
+    fn a_lost_live_file_continues_from_the_newest_rotated_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_of(dir.path(), 30, 2000);
+        // The live file is lost (a crash between the two steps of a
+        // rotation, or moved aside): the next start continues the chain of
+        // the newest rotated file instead of starting again at seq 1.
+        std::fs::remove_file(&path).unwrap();
+        log_of(dir.path(), 3, 2000);
+        let files: Vec<PathBuf> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        let report = verify(&files).unwrap();
+        assert!(report.from_start, "one chain from seq 1");
+        // The new file is private to the server's user.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
     }
 
     #[test]

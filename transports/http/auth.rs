@@ -122,12 +122,17 @@ impl Principal {
 
     /// Whether it may make `call`. `generate` without a strength is the
     /// server's default strength, which the operator chose: allowed with the
-    /// method. A state change whose target is the KEK itself is always
-    /// allowed (the KEK is proof of possession: its holder may change its
-    /// own key); by key id it needs the method.
+    /// method. A restrictive state change (`suspend`, `compromised`,
+    /// `destroy`) whose target is the KEK itself is always allowed (the KEK
+    /// is proof of possession: its holder may always take its own key out
+    /// of use); undoing one (`resume`, `cancel_destroy`), and any change by
+    /// key id, needs the method: a thief holding only a stolen KEK cannot
+    /// undo an operator's suspension.
     pub fn permits(&self, call: &Call) -> bool {
-        if let Call::Change(_, crate::Target::Kek(_)) = call {
-            return true;
+        if let Call::Change(change, crate::Target::Kek(_)) = call {
+            if change.restricts() {
+                return true;
+            }
         }
         if !self.methods.contains(call.method().name) {
             return false;
@@ -487,6 +492,11 @@ pub(crate) enum Caller {
     Principal(Arc<Principal>),
     /// Credentials were given and are not valid: nothing is permitted.
     Refused,
+    /// No policy on a listener off loopback (client certificates or
+    /// `insecure` let it start): the wire API as before access control, but
+    /// no operator methods (state changes by key id, `list_keys`), which
+    /// only an auth file can grant there.
+    AnyoneRemote,
 }
 
 impl Caller {
@@ -523,6 +533,11 @@ impl Caller {
     pub(crate) fn check(&self, call: &Call) -> Result<()> {
         match self {
             Caller::Anyone => Ok(()),
+            Caller::AnyoneRemote => match call {
+                Call::Change(change, crate::Target::Kek(_)) if change.restricts() => Ok(()),
+                Call::Change(..) | Call::ListKeys(_) => Err(Error::NotPermitted),
+                _ => Ok(()),
+            },
             Caller::Principal(p) if p.permits(call) => p.spend(call),
             Caller::Principal(_) | Caller::Refused => Err(Error::NotPermitted),
         }
@@ -540,14 +555,16 @@ impl Caller {
             Caller::Principal(p) => {
                 crate::api::CallerInfo::new(Some(p.name().to_owned()), p.max_keys())
             }
-            Caller::Anyone | Caller::Refused => crate::api::CallerInfo::default(),
+            Caller::Anyone | Caller::AnyoneRemote | Caller::Refused => {
+                crate::api::CallerInfo::default()
+            }
         }
     }
 
     /// The name for the access log.
     pub(crate) fn name(&self) -> &str {
         match self {
-            Caller::Anyone => "-",
+            Caller::Anyone | Caller::AnyoneRemote => "-",
             Caller::Principal(p) => p.name(),
             Caller::Refused => "(bad credentials)",
         }

@@ -158,15 +158,21 @@ impl Dispatch {
                 Err(_) => Err(timed_out()),
             }
         };
+        // generate: the new key; rotate: the key rotated, and the new one.
+        let mut new_key_id = None;
         if let Ok(Reply::Kek(kek)) = &result {
-            key_id = Some(kek.id());
+            if key_id.is_some() {
+                new_key_id = Some(kek.id());
+            } else {
+                key_id = Some(kek.id());
+            }
         }
         // A state-changing call is answered once its line is on disk; if
         // it cannot be written, the caller hears so (and a new key's KEK is
         // dropped: nothing was encrypted under it yet).
         let result = match &request.audit {
             Some(audit) => {
-                let entry = entry(
+                let mut entry = entry(
                     &request,
                     protocol,
                     method.name,
@@ -174,7 +180,8 @@ impl Dispatch {
                     &result,
                     start,
                 );
-                match audit.record(entry, method.changes_state()).await {
+                entry.new_key_id = new_key_id;
+                match audit.record(entry, method.audited_durably()).await {
                     Ok(()) => result,
                     Err(e) => Err(e),
                 }
@@ -209,6 +216,7 @@ fn entry<T>(
         protocol,
         method: method.to_owned(),
         key_id: key_id.copied(),
+        new_key_id: None,
         code: result.as_ref().map_or_else(Error::code, |_| 0),
         latency_ms: start.elapsed().as_secs_f64() * 1000.0,
     }

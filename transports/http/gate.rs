@@ -137,7 +137,10 @@ pub(crate) async fn check(gate: Arc<Gate>, request: Request, next: Next) -> Resp
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|info| info.0);
     let identities = cert.0.as_ref().map_or(&[][..], |c| &c.identities[..]);
-    let caller = super::auth::Caller::of(gate.auth.as_deref(), request.headers(), identities);
+    let mut caller = super::auth::Caller::of(gate.auth.as_deref(), request.headers(), identities);
+    if matches!(caller, super::auth::Caller::Anyone) && !gate.listen.ip().is_loopback() {
+        caller = super::auth::Caller::AnyoneRemote;
+    }
     let context = super::auth::RequestContext {
         caller,
         peer,

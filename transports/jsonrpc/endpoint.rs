@@ -187,12 +187,14 @@ async fn handle_one(
             rpc_error(&e),
         ));
     };
-    if id.is_none() && method == api::Call::Generate(None).method().name {
+    if id.is_none() && (method == "generate" || method == "rotate") {
         // Its KEK could be handed to nobody: the key would be made, stored,
         // and never usable. Refused, and answered although a notification.
         let e = Error::protocol(
             ErrorCode::InvalidRequest,
-            "generate cannot be a notification: its KEK would be lost; give the call an id",
+            format!(
+                "{method} cannot be a notification: its KEK would be lost; give the call an id"
+            ),
         );
         log_refused("jsonrpc", &method, &e, Instant::now());
         return Some(error_response(Value::Null, rpc_error(&e)));
