@@ -297,8 +297,7 @@ fn metrics_route(metrics: Arc<Metrics>, sources: Sources) -> Router {
             let sources = Arc::clone(&sources);
             async move {
                 let request = crate::transports::http::auth::current_request();
-                let local = request.peer.is_some_and(|p| p.ip().is_loopback());
-                if !local && !request.caller.may_read_metrics() {
+                if !crate::transports::http::metrics::may_scrape(&request) {
                     return (StatusCode::FORBIDDEN, "not permitted\n").into_response();
                 }
                 let text = metrics.render(&sources);

@@ -774,3 +774,147 @@ async fn without_an_auth_file_off_loopback_there_are_no_operators() {
     }
     http.shutdown().await;
 }
+
+/// Puts a fresh key of `keys` into `state` (through the wire's own
+/// transitions), returning its KEK and a ciphertext sealed while active.
+async fn key_in<S: KeyStorage>(
+    keys: &KeyServer<RustCrypto, S>,
+    state: KeyState,
+) -> (keyserver::Kek, Vec<u8>) {
+    let kek = keys.generate().await.unwrap();
+    let sealed = keys.encrypt(&kek, b"sealed while active").await.unwrap();
+    let target = Target::Kek(kek.clone());
+    let steps: &[Change] = match state {
+        KeyState::Active => &[],
+        KeyState::Suspended => &[Change::Suspend],
+        KeyState::Compromised => &[Change::Compromised],
+        KeyState::DestroyPending => &[Change::Destroy],
+        _ => &[],
+    };
+    for change in steps {
+        keys.change_state(*change, &target).await.unwrap();
+    }
+    if state == KeyState::Deactivated {
+        keys.rotate_for(&kek, None, &keyserver::api::CallerInfo::default())
+            .await
+            .unwrap();
+    }
+    (kek, sealed)
+}
+
+/// Every method against every state, as docs/LIFECYCLE.md's table says,
+/// on both storages (the destroyed state separately: it needs a window of
+/// zero).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_table_every_method_in_every_state() {
+    async fn table<S: KeyStorage>(keys: KeyServer<RustCrypto, S>, states: &[KeyState]) {
+        for &state in states {
+            let (kek, sealed) = key_in(&keys, state).await;
+            if state == KeyState::Destroyed {
+                keys.change_state(Change::Destroy, &Target::Kek(kek.clone()))
+                    .await
+                    .unwrap();
+            }
+            let id = kek.id();
+            let what = |m: &str| format!("{m} in {state}");
+            assert_eq!(
+                keys.describe(&id).await.unwrap().state,
+                state,
+                "{}",
+                what("describe")
+            );
+            let decrypts = state.allows_decrypt();
+            assert_eq!(
+                keys.get(&kek).await.is_ok(),
+                decrypts,
+                "{}",
+                what("get_key")
+            );
+            assert_eq!(
+                keys.get_wrapped(&id).await.is_ok(),
+                decrypts,
+                "{}",
+                what("get_wrapped")
+            );
+            assert_eq!(
+                keys.decrypt(&kek, &sealed).await.is_ok(),
+                decrypts,
+                "{}",
+                what("decrypt")
+            );
+            assert_eq!(
+                keys.encrypt(&kek, b"new").await.is_ok(),
+                state.allows_encrypt(),
+                "{}",
+                what("encrypt")
+            );
+            assert_eq!(
+                keys.contains(&id).await.unwrap(),
+                state != KeyState::Destroyed,
+                "{}",
+                what("contains")
+            );
+            for change in Change::ALL {
+                // Each change is tried on a fresh key in this state, so one
+                // change does not move the key for the next.
+                let (kek, _) = key_in(&keys, state).await;
+                if state == KeyState::Destroyed {
+                    keys.change_state(Change::Destroy, &Target::Kek(kek.clone()))
+                        .await
+                        .unwrap();
+                }
+                // docs/LIFECYCLE.md's "next" column, written out.
+                use KeyState::*;
+                let allowed = matches!(
+                    (change, state),
+                    (Change::Suspend, Active | Deactivated)
+                        | (Change::Resume, Suspended)
+                        | (Change::Compromised, Active | Deactivated | Suspended)
+                        | (
+                            Change::Destroy,
+                            Active | Deactivated | Suspended | Compromised
+                        )
+                        | (Change::CancelDestroy, DestroyPending)
+                );
+                let result = keys.change_state(change, &Target::Kek(kek.clone())).await;
+                assert_eq!(result.is_ok(), allowed, "{} in {state}", change.name());
+                if let Err(e) = result {
+                    assert_eq!(e.code(), 14);
+                }
+            }
+            let rotates = matches!(state, KeyState::Active | KeyState::Deactivated);
+            let rotated = keys
+                .rotate_for(&kek, None, &keyserver::api::CallerInfo::default())
+                .await;
+            assert_eq!(rotated.is_ok(), rotates, "{}", what("rotate"));
+        }
+    }
+    let live = [
+        KeyState::Active,
+        KeyState::Deactivated,
+        KeyState::Suspended,
+        KeyState::Compromised,
+        KeyState::DestroyPending,
+    ];
+    let memory = || {
+        KeyServer::new(RustCrypto::new(), MemoryStorage::new())
+            .with_kek_pool(8, 2)
+            .with_destroy_window(Duration::from_secs(3600))
+    };
+    table(memory(), &live).await;
+    table(
+        KeyServer::new(RustCrypto::new(), MemoryStorage::new())
+            .with_kek_pool(8, 2)
+            .with_destroy_window(Duration::ZERO),
+        &[KeyState::Destroyed],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = KeyServer::new(
+        RustCrypto::new(),
+        FileStorage::open(dir.path().join("s")).await.unwrap(),
+    )
+    .with_kek_pool(8, 2)
+    .with_destroy_window(Duration::from_secs(3600));
+    table(file, &live).await;
+}
