@@ -619,3 +619,88 @@ fn serve_refuses_plain_http_off_loopback_unless_insecure() {
         assert!(child.wait().unwrap().success());
     }
 }
+
+/// The lifecycle commands through the binary: describe, suspend (exit code
+/// 8 for what the state forbids), resume, rotate (the old file decrypts
+/// with the new KEK), destroy and cancel-destroy, list-keys, and the serve
+/// durations.
+#[test]
+fn lifecycle_commands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let server = ServerProcess::start(dir, &["--destroy-window", "1h", "--cryptoperiod", "365d"]);
+    let env = [("KEYSERVER_URL", server.url.as_str())];
+    let ok = |args: &[&str]| {
+        let out = run(args, dir, &env);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    ok(&["generate", "--out", "kek.pem"]);
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&["describe", "--kek", "kek.pem"])).unwrap();
+    assert_eq!(info["state"], "active");
+    let created = keyserver::api::parse_rfc3339(info["created"].as_str().unwrap()).unwrap();
+    let deactivate =
+        keyserver::api::parse_rfc3339(info["deactivate_at"].as_str().unwrap()).unwrap();
+    assert_eq!(deactivate - created, 365 * 86_400);
+    std::fs::write(dir.join("plain"), b"lifecycle through the CLI").unwrap();
+    ok(&[
+        "encrypt", "--kek", "kek.pem", "--in", "plain", "--out", "sealed",
+    ]);
+
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&["suspend", "--kek", "kek.pem"])).unwrap();
+    assert_eq!(info["state"], "suspended");
+    let out = run(&["get", "--kek", "kek.pem"], dir, &env);
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("(suspended) forbids this"),
+        "{}",
+        stderr(&out)
+    );
+    ok(&["resume", "--kek", "kek.pem"]);
+
+    ok(&["rotate", "--kek", "kek.pem", "--out", "kek2.pem"]);
+    ok(&[
+        "decrypt", "--kek", "kek2.pem", "--in", "sealed", "--out", "opened",
+    ]);
+    assert_eq!(
+        std::fs::read(dir.join("opened")).unwrap(),
+        b"lifecycle through the CLI"
+    );
+    let out = run(
+        &[
+            "encrypt", "--kek", "kek.pem", "--in", "plain", "--out", "again",
+        ],
+        dir,
+        &env,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(8),
+        "the rotated key encrypts nothing new"
+    );
+
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&["destroy", "--kek", "kek.pem"])).unwrap();
+    assert_eq!(info["state"], "destroy-pending");
+    assert!(info["destroy_at"].is_string());
+    ok(&["cancel-destroy", "--kek", "kek.pem"]);
+    let listed = ok(&["list-keys"]);
+    let states: Vec<String> = listed
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["state"].to_string())
+        .collect();
+    assert_eq!(states.len(), 2, "{listed}");
+    assert!(states.contains(&"\"deactivated\"".to_string()), "{listed}");
+    let out = run(&["suspend", "--key-id", "not-hex"], dir, &env);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["serve", "--destroy-window", "7 days"], dir, &env);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("30s, 15m, 12h or 7d"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(server.stop().success());
+}
