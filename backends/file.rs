@@ -279,8 +279,8 @@ impl Inner {
         self.durability == Durability::Fsync
     }
 
-    fn put(&self, record: &WrappedDek) -> Result<()> {
-        let id = record.key_id();
+    /// The shard directory of `id`, created (durably) if it is new.
+    fn ensure_shard(&self, id: &KeyId) -> Result<PathBuf> {
         let shard = self.shard(id);
         match fs::DirBuilder::new().mode(0o700).create(&shard) {
             Ok(()) if self.sync() => sync_parent(&shard)?,
@@ -288,11 +288,22 @@ impl Inner {
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
             Err(e) => return Err(path_error("creating a shard directory", &shard, e)),
         }
-        let tmp = shard.join(format!(
-            "{TMP_PREFIX}{id}-{}-{}",
+        Ok(shard)
+    }
+
+    /// A fresh temporary name in `shard` for a write about `id`.
+    fn tmp_name(&self, shard: &Path, id: &KeyId, what: &str) -> PathBuf {
+        shard.join(format!(
+            "{TMP_PREFIX}{id}{what}-{}-{}",
             std::process::id(),
             self.tmp_counter.fetch_add(1, Ordering::Relaxed)
-        ));
+        ))
+    }
+
+    fn put(&self, record: &WrappedDek) -> Result<()> {
+        let id = record.key_id();
+        let shard = self.ensure_shard(id)?;
+        let tmp = self.tmp_name(&shard, id, "");
         let result = self.put_via(&tmp, &self.path(id), &record.encode());
         // The temporary name goes in every case; the record keeps its link.
         let _ = fs::remove_file(&tmp);
@@ -411,18 +422,8 @@ impl Inner {
     /// replacement) and a directory fsync.
     fn put_meta(&self, meta: &KeyMeta) -> Result<()> {
         let id = &meta.key_id;
-        let shard = self.shard(id);
-        match fs::DirBuilder::new().mode(0o700).create(&shard) {
-            Ok(()) if self.sync() => sync_parent(&shard)?,
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(path_error("creating a shard directory", &shard, e)),
-        }
-        let tmp = shard.join(format!(
-            "{TMP_PREFIX}{id}-meta-{}-{}",
-            std::process::id(),
-            self.tmp_counter.fetch_add(1, Ordering::Relaxed)
-        ));
+        let shard = self.ensure_shard(id)?;
+        let tmp = self.tmp_name(&shard, id, "-meta");
         let written = (|| {
             let mut file = OpenOptions::new()
                 .write(true)

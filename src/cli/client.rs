@@ -73,9 +73,7 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             out,
             strength,
         } => {
-            let strength = strength
-                .map(|bits| Strength::from_bits(bits).map_err(|e| usage(e.to_string())))
-                .transpose()?;
+            let strength = strength_arg(strength)?;
             let client = client(&args)?;
             // Create the file before asking for a key: a KEK that cannot be
             // saved would leave the server with a key nobody can use.
@@ -132,9 +130,7 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             out,
             strength,
         } => {
-            let strength = strength
-                .map(|bits| Strength::from_bits(bits).map_err(|e| usage(e.to_string())))
-                .transpose()?;
+            let strength = strength_arg(strength)?;
             let kek = read_kek(&kek)?;
             let client = client(&args)?;
             let (path, mut file) = create_private_file(&out)?;
@@ -198,6 +194,12 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
         }
         _ => Err(usage("not a client command")),
     }
+}
+
+/// The strength of `--strength BITS`.
+fn strength_arg(bits: Option<u32>) -> Result<Option<Strength>, Failure> {
+    bits.map(|bits| Strength::from_bits(bits).map_err(|e| usage(e.to_string())))
+        .transpose()
 }
 
 /// The target of `--kek FILE` or `--key-id ID`.

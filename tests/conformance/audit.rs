@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keyserver::transports::{AuthPolicy, ClientOptions, JsonRpc, Token, XmlRpc};
-use keyserver::{KeyService, Transport};
+use keyserver::transports::AuthPolicy;
+use keyserver::KeyService;
 
 const BIN: &str = env!("CARGO_BIN_EXE_keyserver");
 const TOKEN: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -89,16 +89,7 @@ fn stop(mut child: std::process::Child) {
     let _ = child.wait();
 }
 
-fn clients(url: &str, token: Option<&str>) -> Vec<Box<dyn Transport>> {
-    let options = ClientOptions {
-        token: token.map(Token::new),
-        ..Default::default()
-    };
-    vec![
-        Box::new(XmlRpc::with_options(url, options.clone()).unwrap()),
-        Box::new(JsonRpc::with_options(url, options).unwrap()),
-    ]
-}
+use crate::common::clients;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_is_recorded_and_any_edit_is_caught() {

@@ -26,16 +26,7 @@ fn principal(name: &str, token: Option<&str>, methods: &[&str]) -> PrincipalSpec
     }
 }
 
-fn clients(url: &str, token: Option<&str>) -> Vec<Box<dyn Transport>> {
-    let options = ClientOptions {
-        token: token.map(Token::new),
-        ..Default::default()
-    };
-    vec![
-        Box::new(XmlRpc::with_options(url, options.clone()).unwrap()),
-        Box::new(JsonRpc::with_options(url, options).unwrap()),
-    ]
-}
+use crate::common::clients;
 
 /// Every call of the wire API, on a key that exists.
 fn every_call(kek: &keyserver::Kek) -> Vec<Call> {

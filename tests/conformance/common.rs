@@ -179,3 +179,17 @@ pub fn issue(dir: &std::path::Path, name: &str, ext: &str, days: &str) {
         &format!("{name}.ext"),
     ]);
 }
+
+/// An XML-RPC and a JSON-RPC client of `url`, with `token` if given.
+#[cfg(all(feature = "transport-xmlrpc", feature = "transport-jsonrpc"))]
+pub fn clients(url: &str, token: Option<&str>) -> Vec<Box<dyn keyserver::Transport>> {
+    use keyserver::transports::{ClientOptions, JsonRpc, Token, XmlRpc};
+    let options = ClientOptions {
+        token: token.map(Token::new),
+        ..Default::default()
+    };
+    vec![
+        Box::new(XmlRpc::with_options(url, options.clone()).unwrap()),
+        Box::new(JsonRpc::with_options(url, options).unwrap()),
+    ]
+}

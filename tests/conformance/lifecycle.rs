@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use keyserver::backends::{FileStorage, MemoryStorage, RustCrypto};
 use keyserver::transports::{
-    Auth, AuthFile, AuthPolicy, ClientOptions, HttpServer, JsonRpc, PrincipalSpec, ServerConfig,
-    Token, XmlRpc,
+    Auth, AuthFile, AuthPolicy, HttpServer, JsonRpc, PrincipalSpec, ServerConfig, XmlRpc,
 };
 use keyserver::{
     Change, Encryption, KeyClient, KeyFilter, KeyServer, KeyService, KeyState, KeyStorage, Target,
@@ -77,14 +76,7 @@ async fn serve<S: KeyStorage>(keys: Arc<KeyServer<RustCrypto, S>>) -> HttpServer
 }
 
 fn transports(url: &str, token: &str) -> Vec<Box<dyn Transport>> {
-    let options = ClientOptions {
-        token: Some(Token::new(token)),
-        ..Default::default()
-    };
-    vec![
-        Box::new(XmlRpc::with_options(url, options.clone()).unwrap()),
-        Box::new(JsonRpc::with_options(url, options).unwrap()),
-    ]
+    crate::common::clients(url, Some(token))
 }
 
 fn server(window: Duration) -> Arc<KeyServer<RustCrypto, MemoryStorage>> {
