@@ -297,7 +297,7 @@ fn metrics_route(metrics: Arc<Metrics>, sources: Sources) -> Router {
             let sources = Arc::clone(&sources);
             async move {
                 let request = crate::transports::http::auth::current_request();
-                if !crate::transports::http::metrics::may_scrape(&request) {
+                if !request.may_scrape() {
                     return (StatusCode::FORBIDDEN, "not permitted\n").into_response();
                 }
                 let text = metrics.render(&sources);

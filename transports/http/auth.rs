@@ -469,6 +469,14 @@ pub(crate) struct RequestContext {
     pub(crate) metrics: Option<Arc<super::metrics::Metrics>>,
 }
 
+impl RequestContext {
+    /// Whether this request may read `/metrics`: from the loopback
+    /// interface, or by a principal granted `metrics`.
+    pub(crate) fn may_scrape(&self) -> bool {
+        self.peer.is_some_and(|p| p.ip().is_loopback()) || self.caller.may_read_metrics()
+    }
+}
+
 /// The request this task serves (anyone, from nowhere, outside one).
 pub(crate) fn current_request() -> RequestContext {
     REQUEST
@@ -697,5 +705,48 @@ mod tests {
         auth.replace(AuthPolicy::new(&AuthFile::default()).unwrap());
         let caller = Caller::of(Some(&auth), &headers(Some("Bearer app-token")), &[]);
         assert!(caller.check(&Call::Status).is_err(), "revoked");
+    }
+
+    fn request(peer: &str, caller: Caller) -> RequestContext {
+        RequestContext {
+            caller,
+            peer: Some(peer.parse().unwrap()),
+            cert: Default::default(),
+            audit: None,
+            metrics: None,
+        }
+    }
+
+    #[test]
+    fn loopback_or_the_metrics_grant() {
+        let spec = |name: &str, token: &str, methods: &[&str]| PrincipalSpec {
+            name: name.into(),
+            token_sha256: Some(AuthPolicy::token_hash(token)),
+            methods: methods.iter().map(|m| m.to_string()).collect(),
+            ..PrincipalSpec::default()
+        };
+        let auth = Auth::new(
+            AuthPolicy::new(&AuthFile {
+                principals: vec![
+                    spec("mon", "mon-token", &["metrics"]),
+                    spec("app", "app-token", &["status"]),
+                ],
+            })
+            .unwrap(),
+        );
+        let as_token = |token: &str| {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(
+                axum::http::header::AUTHORIZATION,
+                format!("Bearer {token}").parse().unwrap(),
+            );
+            Caller::of(Some(&auth), &headers, &[])
+        };
+        assert!(request("127.0.0.1:1", Caller::Anyone).may_scrape());
+        assert!(request("[::1]:1", as_token("app-token")).may_scrape());
+        assert!(!request("10.0.0.5:1", Caller::AnyoneRemote).may_scrape());
+        assert!(!request("10.0.0.5:1", as_token("app-token")).may_scrape());
+        assert!(!request("10.0.0.5:1", as_token("guess")).may_scrape());
+        assert!(request("10.0.0.5:1", as_token("mon-token")).may_scrape());
     }
 }

@@ -48,12 +48,6 @@ pub(crate) struct Metrics {
     scrape: Mutex<()>,
 }
 
-/// Whether this request may read `/metrics`: from the loopback interface,
-/// or by a principal granted `metrics`.
-pub(crate) fn may_scrape(request: &super::auth::RequestContext) -> bool {
-    request.peer.is_some_and(|p| p.ip().is_loopback()) || request.caller.may_read_metrics()
-}
-
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Metrics")
@@ -198,55 +192,5 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::transports::http::auth::{Auth, Caller, RequestContext};
-    use crate::transports::{AuthFile, AuthPolicy, PrincipalSpec};
-
-    fn request(peer: &str, caller: Caller) -> RequestContext {
-        RequestContext {
-            caller,
-            peer: Some(peer.parse().unwrap()),
-            cert: Default::default(),
-            audit: None,
-            metrics: None,
-        }
-    }
-
-    #[test]
-    fn loopback_or_the_metrics_grant() {
-        let spec = |name: &str, token: &str, methods: &[&str]| PrincipalSpec {
-            name: name.into(),
-            token_sha256: Some(AuthPolicy::token_hash(token)),
-            methods: methods.iter().map(|m| m.to_string()).collect(),
-            ..PrincipalSpec::default()
-        };
-        let auth = Auth::new(
-            AuthPolicy::new(&AuthFile {
-                principals: vec![
-                    spec("mon", "mon-token", &["metrics"]),
-                    spec("app", "app-token", &["status"]),
-                ],
-            })
-            .unwrap(),
-        );
-        let as_token = |token: &str| {
-            let mut headers = axum::http::HeaderMap::new();
-            headers.insert(
-                axum::http::header::AUTHORIZATION,
-                format!("Bearer {token}").parse().unwrap(),
-            );
-            Caller::of(Some(&auth), &headers, &[])
-        };
-        assert!(may_scrape(&request("127.0.0.1:1", Caller::Anyone)));
-        assert!(may_scrape(&request("[::1]:1", as_token("app-token"))));
-        assert!(!may_scrape(&request("10.0.0.5:1", Caller::AnyoneRemote)));
-        assert!(!may_scrape(&request("10.0.0.5:1", as_token("app-token"))));
-        assert!(!may_scrape(&request("10.0.0.5:1", as_token("guess"))));
-        assert!(may_scrape(&request("10.0.0.5:1", as_token("mon-token"))));
     }
 }
