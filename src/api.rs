@@ -389,8 +389,10 @@ pub struct Method {
 }
 
 impl Method {
-    /// Whether a call of it costs real CPU (key generation, an RSA
-    /// decryption): `generate` and `get_key`. A batch may hold only a few.
+    /// Whether a call of it costs real CPU or I/O (key generation, an RSA
+    /// decryption or key-pair check, a listing): `generate`, `get_key`,
+    /// `rotate`, the state changes and `list_keys`. A batch may hold only a
+    /// few.
     ///
     /// ```
     /// assert!(keyserver::api::method("get_key").unwrap().is_expensive());
@@ -537,7 +539,7 @@ const DESCRIBE: Method = Method {
     params: &[KEY_ID],
     result: Shape::Any,
     help: "describe(key_id) -> struct {key_id, state, strength, created, owner, deactivate_at, \
-           destroy_at, rotated_to}: the key's lifecycle (absent members omitted; times as RFC \
+           destroy_at, rotated_to, rotated_from}: the key's lifecycle (absent members omitted; times as RFC \
            3339 strings).",
 };
 

@@ -79,7 +79,13 @@ pub(crate) fn check_clear(
     insecure: bool,
 ) -> crate::Result<()> {
     use crate::api::Call;
-    let carries_keys = matches!(call, Call::Generate(_) | Call::GetKey(_));
+    let carries_keys = matches!(
+        call,
+        Call::Generate(_)
+            | Call::GetKey(_)
+            | Call::Rotate(..)
+            | Call::Change(_, crate::Target::Kek(_))
+    );
     let Some(rest) = base.strip_prefix("http://") else {
         return Ok(());
     };

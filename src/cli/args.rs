@@ -296,7 +296,8 @@ pub(crate) struct ServeOptions {
     /// [default: 67108864].
     #[arg(long, env = "KEYSERVER_MAX_REQUEST_MEMORY")]
     pub max_request_memory: Option<usize>,
-    /// generate and get_key calls one batch or multicall may hold
+    /// Expensive calls (generate, get_key, rotate, state changes, list_keys)
+    /// one batch or multicall may hold
     /// [default: 8].
     #[arg(long, env = "KEYSERVER_MAX_BATCH_EXPENSIVE")]
     pub max_batch_expensive: Option<usize>,

@@ -580,6 +580,14 @@ async fn clients_follow_no_redirect_and_keep_keys_off_plain_http() {
         for err in [
             client.get_key(&kek).await.unwrap_err(),
             client.generate(None).await.unwrap_err(),
+            client.rotate(&kek, None).await.unwrap_err(),
+            client
+                .change(
+                    keyserver::Change::Suspend,
+                    &keyserver::Target::Kek(kek.clone()),
+                )
+                .await
+                .unwrap_err(),
         ] {
             assert_eq!(err.code(), 4, "{err}");
             assert!(err.to_string().contains("plain HTTP"), "{err}");

@@ -99,7 +99,8 @@ impl Dispatch {
             return Err(Error::protocol(
                 ErrorCode::InvalidRequest,
                 format!(
-                    "a batch holds at most {} generate and get_key calls; send the others \
+                    "a batch holds at most {} expensive calls (generate, get_key, rotate, state \
+                     changes, list_keys); send the others \
                      in another request",
                     self.max_expensive
                 ),
