@@ -52,48 +52,68 @@ fn random_ms(range_ms: u64) -> u64 {
     u64::from(nanos.wrapping_mul(2_654_435_761) >> 7) % range_ms
 }
 
+/// Starts this test binary as the child test `name` (an ignored test) with
+/// `env_var` set to `dir`, and a thread collecting the text after "ACK " of
+/// each line it prints; the receiver gets a message once it prints "OPEN".
+fn start_child(
+    name: &str,
+    env_var: &str,
+    dir: &std::path::Path,
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<()>,
+    std::thread::JoinHandle<Vec<String>>,
+) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            name,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(env_var, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut acks = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            // libtest may print its own text before ours on a line.
+            if line.ends_with("OPEN") {
+                let _ = tx.send(());
+            } else if let Some(ack) = line.split("ACK ").nth(1) {
+                acks.push(ack.to_string());
+            }
+        }
+        acks
+    });
+    (child, rx, reader)
+}
+
 #[tokio::test]
 async fn kill_9_loses_no_acknowledged_record() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
-    let exe = std::env::current_exe().unwrap();
     let mut acked: BTreeSet<KeyId> = BTreeSet::new();
     for round in 0..ROUNDS {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash::crash_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_DIR, &dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            let mut ids = Vec::new();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                // libtest may print its own text before ours on a line.
-                if line.ends_with("OPEN") {
-                    let _ = tx.send(());
-                } else if let Some(id) = line.split("ACK ").nth(1) {
-                    ids.push(id.parse::<KeyId>().unwrap());
-                }
-            }
-            ids
-        });
+        let (mut child, rx, reader) = start_child("crash::crash_child", CHILD_DIR, &dir);
         // Wait until the child holds the store, then kill it mid-stream.
         rx.recv_timeout(Duration::from_secs(60))
             .expect("child opened the store");
         tokio::time::sleep(Duration::from_millis(20 + random_ms(300))).await;
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        let ids = reader.join().unwrap();
+        let ids: Vec<KeyId> = reader
+            .join()
+            .unwrap()
+            .iter()
+            .map(|id| id.parse().unwrap())
+            .collect();
         acked.extend(ids.iter().copied());
 
         // Reopen (the dead child's lock is gone) and check everything.
@@ -138,7 +158,9 @@ async fn kill_9_loses_no_acknowledged_record() {
     assert!(acked.len() >= ROUNDS, "the child made progress");
 }
 
+#[cfg(feature = "cipher-rustcrypto")]
 const LIFECYCLE_CHILD_DIR: &str = "KEYSERVER_LIFECYCLE_CRASH_DIR";
+#[cfg(feature = "cipher-rustcrypto")]
 const LIFECYCLE_ROUNDS: usize = 4;
 
 /// The child of the lifecycle crash test: generate, rotate, suspend the new
@@ -192,36 +214,10 @@ async fn kill_9_in_lifecycle_changes_leaves_old_or_new_states() {
     use keyserver::{KeyServer, KeyState};
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
-    let exe = std::env::current_exe().unwrap();
     let mut acked: Vec<String> = Vec::new();
     for round in 0..LIFECYCLE_ROUNDS {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash::lifecycle_crash_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(LIFECYCLE_CHILD_DIR, &dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line.ends_with("OPEN") {
-                    let _ = tx.send(());
-                } else if let Some(ack) = line.split("ACK ").nth(1) {
-                    lines.push(ack.to_string());
-                }
-            }
-            lines
-        });
+        let (mut child, rx, reader) =
+            start_child("crash::lifecycle_crash_child", LIFECYCLE_CHILD_DIR, &dir);
         rx.recv_timeout(Duration::from_secs(60))
             .expect("child opened the store");
         tokio::time::sleep(Duration::from_millis(300 + random_ms(1500))).await;
