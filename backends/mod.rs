@@ -10,6 +10,8 @@ mod file;
 mod memory;
 #[cfg(feature = "cipher-openssl")]
 mod openssl;
+#[cfg(feature = "storage-postgres")]
+mod postgres;
 #[cfg(feature = "cipher-rustcrypto")]
 mod rustcrypto;
 
@@ -22,6 +24,9 @@ pub use file::{Durability, FileStorage};
 #[cfg(feature = "storage-memory")]
 #[cfg_attr(docsrs, doc(cfg(feature = "storage-memory")))]
 pub use memory::MemoryStorage;
+#[cfg(feature = "storage-postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "storage-postgres")))]
+pub use postgres::{Feed, PostgresOptions, PostgresStorage, SCHEMA_VERSION};
 #[cfg(feature = "cipher-rustcrypto")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cipher-rustcrypto")))]
 pub use rustcrypto::RustCrypto;

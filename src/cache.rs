@@ -13,11 +13,12 @@ use std::collections::HashSet;
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use lru::LruCache;
 
-use crate::storage::KeyStorage;
+use crate::storage::{KeyLock, KeyStorage};
 use crate::{KeyId, KeyMeta, Result, WrappedDek};
 
 /// Records kept in memory by default: about 8 MiB of 3072-bit records.
@@ -72,10 +73,6 @@ impl<V> Bounded<V> {
         self.map.pop(key);
     }
 
-    pub(crate) fn contains(&self, key: &KeyId) -> bool {
-        self.map.contains(key)
-    }
-
     pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
@@ -86,10 +83,15 @@ impl<V> Bounded<V> {
 }
 
 struct State {
-    records: Bounded<WrappedDek>,
+    /// Records, with when they were read or written.
+    records: Bounded<(WrappedDek, Instant)>,
     /// Lifecycle metadata read or written, `None` for "none stored" (the
     /// common case of a key that never changed state).
-    metas: Bounded<Option<KeyMeta>>,
+    metas: Bounded<(Option<KeyMeta>, Instant)>,
+    /// How long an entry may be served from memory (`None`: until evicted).
+    ttl: Option<Duration>,
+    /// Keep nothing new (the storage's change feed is down).
+    paused: bool,
     /// Counts metadata writes: a read that began before one must not put
     /// the old metadata back.
     meta_epoch: u64,
@@ -144,11 +146,59 @@ impl<S: KeyStorage> RecordCache<S> {
             state: Mutex::new(State {
                 records: Bounded::new(capacity),
                 metas: Bounded::new(capacity),
+                ttl: None,
+                paused: false,
                 meta_epoch: 0,
                 epoch: 0,
                 abandoned: HashSet::new(),
             }),
         }
+    }
+
+    /// Serves an entry from memory for at most `ttl` after it was read: the
+    /// bound on staleness when other processes change the storage and
+    /// their changes may not be announced ([`RecordCache::invalidate`]).
+    pub fn with_ttl(self, ttl: Duration) -> Self {
+        self.state().ttl = Some(ttl);
+        self
+    }
+
+    /// Forgets what is kept of `key_id` (its record and its metadata): for
+    /// a storage that other processes change, when one announces a change
+    /// (PostgreSQL's LISTEN/NOTIFY). A read already under way when this is
+    /// called does not put the old value back.
+    pub fn invalidate(&self, key_id: &KeyId) {
+        let mut state = self.state();
+        state.epoch += 1;
+        state.meta_epoch += 1;
+        state.records.remove(key_id);
+        state.metas.remove(key_id);
+    }
+
+    /// Follows a storage's announcements of other processes' changes (for
+    /// example [`PostgresStorage::watch`](crate::backends::PostgresStorage::watch)'s):
+    /// a changed key is forgotten; while announcements cannot be heard,
+    /// nothing is kept.
+    #[cfg(feature = "storage-postgres")]
+    pub fn follow(&self, feed: crate::backends::Feed) {
+        use crate::backends::Feed;
+        match feed {
+            Feed::Changed(key_id) => self.invalidate(&key_id),
+            Feed::Listening => self.invalidate_all(false),
+            Feed::Lost => self.invalidate_all(true),
+        }
+    }
+
+    /// Forgets everything kept; `pause`: keep nothing new until called
+    /// again with `false` (while the announcements of other processes'
+    /// changes cannot be heard, every read goes to the storage).
+    pub fn invalidate_all(&self, pause: bool) {
+        let mut state = self.state();
+        state.epoch += 1;
+        state.meta_epoch += 1;
+        state.records.clear();
+        state.metas.clear();
+        state.paused = pause;
     }
 
     /// Changes how many records are kept (0 turns the cache off).
@@ -182,8 +232,10 @@ impl<S: KeyStorage> RecordCache<S> {
     /// may still be running.
     fn remember(&self, record: &WrappedDek, epoch: u64) {
         let mut state = self.state();
-        if state.epoch == epoch && !state.abandoned.contains(record.key_id()) {
-            state.records.insert(*record.key_id(), record.clone());
+        if state.epoch == epoch && !state.paused && !state.abandoned.contains(record.key_id()) {
+            state
+                .records
+                .insert(*record.key_id(), (record.clone(), Instant::now()));
         }
     }
 }
@@ -199,6 +251,11 @@ impl<S> RecordCache<S> {
             state.abandoned.insert(*key_id);
         }
     }
+}
+
+/// Whether an entry kept since `at` may still be served.
+fn fresh(at: Instant, ttl: Option<Duration>) -> bool {
+    ttl.is_none_or(|ttl| at.elapsed() < ttl)
 }
 
 /// Forgets a record when dropped: at the end of a delete, or when the
@@ -237,8 +294,11 @@ impl<S: KeyStorage> KeyStorage for RecordCache<S> {
     async fn get(&self, key_id: &KeyId) -> Result<WrappedDek> {
         let epoch = {
             let mut state = self.state();
-            if let Some(record) = state.records.get(key_id) {
-                return Ok(record.clone());
+            let ttl = state.ttl;
+            match state.records.get(key_id) {
+                Some((record, at)) if fresh(*at, ttl) => return Ok(record.clone()),
+                Some(_) => state.records.remove(key_id),
+                None => {}
             }
             state.epoch
         };
@@ -248,8 +308,15 @@ impl<S: KeyStorage> KeyStorage for RecordCache<S> {
     }
 
     async fn contains(&self, key_id: &KeyId) -> Result<bool> {
-        if self.state().records.contains(key_id) {
-            return Ok(true);
+        {
+            let state = self.state();
+            if state
+                .records
+                .peek(key_id)
+                .is_some_and(|(_, at)| fresh(*at, state.ttl))
+            {
+                return Ok(true);
+            }
         }
         self.inner.contains(key_id).await
     }
@@ -288,15 +355,18 @@ impl<S: KeyStorage> KeyStorage for RecordCache<S> {
     async fn get_meta(&self, key_id: &KeyId) -> Result<Option<KeyMeta>> {
         let epoch = {
             let mut state = self.state();
-            if let Some(meta) = state.metas.get(key_id) {
-                return Ok(meta.clone());
+            let ttl = state.ttl;
+            match state.metas.get(key_id) {
+                Some((meta, at)) if fresh(*at, ttl) => return Ok(meta.clone()),
+                Some(_) => state.metas.remove(key_id),
+                None => {}
             }
             state.meta_epoch
         };
         let meta = self.inner.get_meta(key_id).await?;
         let mut state = self.state();
-        if state.meta_epoch == epoch && !state.abandoned.contains(key_id) {
-            state.metas.insert(*key_id, meta.clone());
+        if state.meta_epoch == epoch && !state.paused && !state.abandoned.contains(key_id) {
+            state.metas.insert(*key_id, (meta.clone(), Instant::now()));
         }
         Ok(meta)
     }
@@ -342,6 +412,14 @@ impl<S: KeyStorage> KeyStorage for RecordCache<S> {
 
     async fn list_all(&self) -> Result<Vec<KeyId>> {
         self.inner.list_all().await
+    }
+
+    async fn lock_key(&self, key_id: &KeyId) -> Result<KeyLock> {
+        let lock = self.inner.lock_key(key_id).await?;
+        // Another process may have changed the key before the lock was
+        // ours: what is read under it comes from the storage.
+        self.invalidate(key_id);
+        Ok(lock)
     }
 }
 

@@ -267,6 +267,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         }
         let key_id = target.key_id();
         let _one = self.lifecycle.changes.lock().await;
+        let _shared = self.storage.lock_key(&key_id).await?;
         let meta = self.key_meta(&key_id).await?;
         let now = self.lifecycle.now();
         let from = meta.state_at(now, self.lifecycle.cryptoperiod);
@@ -311,6 +312,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     /// metadata read under it: racing callers destroy it once.
     async fn destroy_if_due(&self, key_id: &KeyId) -> Result<bool> {
         let _one = self.lifecycle.changes.lock().await;
+        let _shared = self.storage.lock_key(key_id).await?;
         let Some(meta) = self.storage.get_meta(key_id).await? else {
             return Ok(false);
         };
@@ -609,6 +611,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         drop(dek);
 
         let _one = self.lifecycle.changes.lock().await;
+        let _shared = self.storage.lock_key(&old_id).await?;
         let meta = self.key_meta(&old_id).await?;
         let now = self.lifecycle.now();
         let from = rotatable(&meta, now)?;

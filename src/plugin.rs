@@ -17,6 +17,6 @@
 
 pub use crate::blocking::blocking;
 pub use crate::key::{rsa_public_parts, MAX_RSA_BITS, MIN_RSA_BITS};
-pub use crate::storage::KeyStorage;
+pub use crate::storage::{KeyLock, KeyStorage};
 pub use crate::suite::{CipherSuite, GCM_MAX_PLAINTEXT, GCM_NONCE_LEN, GCM_TAG_LEN};
 pub use async_trait::async_trait;

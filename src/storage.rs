@@ -96,6 +96,53 @@ pub trait KeyStorage: Send + Sync + 'static {
     async fn list_all(&self) -> Result<Vec<KeyId>> {
         self.list().await
     }
+
+    /// Serialises lifecycle changes of `key_id` across every process that
+    /// shares this storage: the server takes it (after its own in-process
+    /// lock) around each read-decide-write of a key's metadata, and drops
+    /// the [`KeyLock`] when done. The default is no lock at all, right for
+    /// a storage that one process owns (the file storage's directory lock
+    /// makes it so); a storage that several servers share (PostgreSQL)
+    /// takes a lock they all see, and a cache in front of it forgets the
+    /// key, so what is read under the lock is what is stored.
+    async fn lock_key(&self, key_id: &KeyId) -> Result<KeyLock> {
+        let _ = key_id;
+        Ok(KeyLock::none())
+    }
+}
+
+/// A lock on one key's lifecycle, held until dropped
+/// ([`KeyStorage::lock_key`]).
+///
+/// ```
+/// use keyserver::plugin::KeyLock;
+/// let held = KeyLock::new(std::sync::Mutex::new(()));
+/// drop(held); // released
+/// let _nothing = KeyLock::none();
+/// ```
+#[must_use = "the lock is released when dropped"]
+pub struct KeyLock(Option<Box<dyn Send + Sync>>);
+
+impl KeyLock {
+    /// No lock: for a storage that one process owns.
+    pub fn none() -> Self {
+        KeyLock(None)
+    }
+
+    /// `guard`, whose drop releases the lock.
+    pub fn new(guard: impl Send + Sync + 'static) -> Self {
+        KeyLock(Some(Box::new(guard)))
+    }
+}
+
+impl std::fmt::Debug for KeyLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "KeyLock(held)"
+        } else {
+            "KeyLock(none)"
+        })
+    }
 }
 
 /// A shared storage is a storage: several servers (for example one per cipher
@@ -134,5 +181,8 @@ impl<T: KeyStorage + ?Sized> KeyStorage for std::sync::Arc<T> {
     }
     async fn list_all(&self) -> Result<Vec<KeyId>> {
         (**self).list_all().await
+    }
+    async fn lock_key(&self, key_id: &KeyId) -> Result<KeyLock> {
+        (**self).lock_key(key_id).await
     }
 }

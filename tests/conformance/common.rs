@@ -193,3 +193,43 @@ pub fn clients(url: &str, token: Option<&str>) -> Vec<Box<dyn keyserver::Transpo
         Box::new(JsonRpc::with_options(url, options).unwrap()),
     ]
 }
+
+/// A new, empty PostgreSQL database for one test, on the cluster named by
+/// `KEYSERVER_TEST_POSTGRES` (a URL whose role may create databases:
+/// `scripts/pg-cluster start DIR` prints one, and `.ci/run` sets it).
+/// `None` (the test skips; in CI it fails) when that is not set.
+#[cfg(feature = "storage-postgres")]
+pub async fn postgres_db(what: &str) -> Option<String> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let Ok(admin) = std::env::var("KEYSERVER_TEST_POSTGRES") else {
+        unavailable(
+            what,
+            "KEYSERVER_TEST_POSTGRES is not set (scripts/pg-cluster start DIR)",
+        );
+        return None;
+    };
+    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("KEYSERVER_TEST_POSTGRES={admin}: {e}"));
+    let task = tokio::spawn(connection);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let name = format!(
+        "ks_test_{}_{}_{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    drop(client);
+    let _ = task.await;
+    let (base, _) = admin
+        .rsplit_once('/')
+        .expect("KEYSERVER_TEST_POSTGRES is a URL with a database");
+    Some(format!("{base}/{name}"))
+}
