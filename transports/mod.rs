@@ -7,6 +7,8 @@
 //!
 //! - [`InProcess`]: calls a [`KeyService`](crate::KeyService) in the same
 //!   process (always available).
+//! - [`Failover`]: one transport over several servers sharing a storage,
+//!   moving to the next on failures (always available).
 //! - `XmlRpc` (feature `transport-xmlrpc-client`): XML-RPC at `URL/RPC2`.
 //! - `JsonRpc` (feature `transport-jsonrpc-client`): JSON-RPC 2.0 at
 //!   `URL/jsonrpc`.
@@ -17,8 +19,10 @@
 //!
 //! `transport-xmlrpc` and `transport-jsonrpc` turn on both halves.
 
+mod failover;
 mod in_process;
 
+pub use failover::{Failover, DEFAULT_QUARANTINE};
 pub use in_process::InProcess;
 
 // `_client` and `_server` are on with any protocol's client or server half.

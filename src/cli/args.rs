@@ -223,7 +223,9 @@ pub(crate) struct ServeArgs {
 #[derive(Args, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ServeOptions {
-    /// Storage: "memory" or "file:DIR" [default: file:./keyserver-data].
+    /// Storage: "memory", "file:DIR", or a PostgreSQL URL
+    /// "postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=require]" that
+    /// any number of servers may share [default: file:./keyserver-data].
     #[arg(long, env = "KEYSERVER_STORAGE")]
     pub storage: Option<String>,
     /// Cipher suite [default: rustcrypto].
@@ -257,8 +259,8 @@ pub(crate) struct ServeOptions {
     /// Background threads refilling the pool [default: 1].
     #[arg(long, env = "KEYSERVER_KEK_WORKERS")]
     pub kek_workers: Option<usize>,
-    /// Wrapped-DEK records file storage keeps in memory; 0 reads every
-    /// request's record from disk [default: 16384].
+    /// Wrapped-DEK records (and key states) kept in memory; 0 reads every
+    /// request's record from the storage [default: 16384].
     #[arg(long, env = "KEYSERVER_CACHE_RECORDS")]
     pub cache_records: Option<usize>,
     /// Strengths a client's generate may ask for, comma-separated (e.g.
@@ -373,7 +375,9 @@ pub(crate) enum Protocol {
 
 #[derive(Args)]
 pub(crate) struct ClientArgs {
-    /// The key server's URL.
+    /// The key server's URL, or several comma-separated (servers sharing one
+    /// storage): reads move to the next on failure, changes only when the
+    /// request certainly never left.
     #[arg(long, env = "KEYSERVER_URL", default_value = "http://127.0.0.1:8731")]
     pub server: String,
     /// Wire protocol.

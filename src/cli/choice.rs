@@ -28,14 +28,27 @@ pub(crate) fn suite(name: SuiteName) -> Result<Box<dyn CipherSuite>, Failure> {
     }
 }
 
-/// The storage `spec` names: `memory`, or `file:DIR` keeping `cache_records`
-/// verified records in memory.
+/// The storage `spec` names: `memory`, `file:DIR`, or a PostgreSQL URL,
+/// keeping `cache_records` verified records in memory.
 pub(crate) async fn storage(
     spec: &str,
     cache_records: usize,
 ) -> Result<Arc<dyn KeyStorage>, Failure> {
     if spec == "memory" {
         return Ok(Arc::new(backends::MemoryStorage::new()));
+    }
+    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+        let store = backends::PostgresStorage::connect(spec).await?;
+        // Other servers change the database: the cache forgets what they
+        // announce (LISTEN/NOTIFY), keeps nothing while it cannot hear
+        // them, and serves nothing older than POSTGRES_CACHE_TTL whatever
+        // happens (the bound docs/OPERATIONS.md gives).
+        let cache =
+            Arc::new(backends::RecordCache::new(store, cache_records).with_ttl(POSTGRES_CACHE_TTL));
+        let follower = Arc::clone(&cache);
+        // Runs for the life of the process.
+        drop(cache.inner().watch(move |feed| follower.follow(feed)));
+        return Ok(cache);
     }
     match spec.strip_prefix("file:") {
         Some(dir) if !dir.is_empty() => {
@@ -45,7 +58,63 @@ pub(crate) async fn storage(
             Ok(Arc::new(backends::RecordCache::new(store, cache_records)))
         }
         _ => Err(usage(format!(
-            "--storage: expected \"memory\" or \"file:DIR\", not {spec:?}"
+            "--storage: expected \"memory\", \"file:DIR\" or \"postgres://...\", not {:?}",
+            redacted(spec)
         ))),
+    }
+}
+
+/// The longest a server serves a record or a key's state from memory when
+/// the storage is PostgreSQL, even if it missed another server's change
+/// (the listening connection died without a word: its liveness probe every
+/// 10 s, within its 5 s time limit, is what notices).
+pub(crate) const POSTGRES_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// `spec` as it may be shown: a database URL's password replaced by `***`.
+pub(crate) fn redacted(spec: &str) -> String {
+    let Some((scheme, rest)) = spec.split_once("://") else {
+        return spec.to_string();
+    };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((user, host)) => match user.split_once(':') {
+            Some((name, _)) => format!("{name}:***@{host}"),
+            None => authority.to_string(),
+        },
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => p.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", params.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn database_passwords_are_never_shown() {
+        assert_eq!(
+            redacted("postgres://ks:s3cret@db:5432/keys?sslmode=require"),
+            "postgres://ks:***@db:5432/keys?sslmode=require"
+        );
+        assert_eq!(
+            redacted("postgresql://ks@db/keys?password=s3cret&sslmode=require"),
+            "postgresql://ks@db/keys?password=***&sslmode=require"
+        );
+        assert_eq!(redacted("postgres://db/keys"), "postgres://db/keys");
+        assert_eq!(redacted("file:./data"), "file:./data");
+        assert!(!redacted("postgres://a:b:c@h/d").contains("b:c"));
     }
 }

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use keyserver::transports::{ClientOptions, ClientTls, JsonRpc, Token, XmlRpc};
+use keyserver::transports::{ClientOptions, ClientTls, Failover, JsonRpc, Token, XmlRpc};
 use keyserver::{Change, Encryption, Kek, KeyClient, Strength, Target, Transport, UnwrapMode};
 
 use super::args::{ChangeArgs, ClientArgs, Command, Protocol, TargetArgs};
@@ -26,9 +26,26 @@ pub(crate) fn client(args: &ClientArgs) -> Result<KeyClient<Box<dyn Transport>>,
         insecure: args.insecure,
         token: token(args)?,
     };
-    let transport: Box<dyn Transport> = match args.transport {
-        Protocol::Xmlrpc => Box::new(XmlRpc::with_options(&args.server, options)?),
-        Protocol::Jsonrpc => Box::new(JsonRpc::with_options(&args.server, options)?),
+    let one = |url: &str| -> Result<Box<dyn Transport>, Failure> {
+        Ok(match args.transport {
+            Protocol::Xmlrpc => Box::new(XmlRpc::with_options(url, options.clone())?),
+            Protocol::Jsonrpc => Box::new(JsonRpc::with_options(url, options.clone())?),
+        })
+    };
+    // Several servers over one storage: each call goes to one, and moves to
+    // the next as `Failover` allows.
+    let urls: Vec<&str> = args
+        .server
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    let transport: Box<dyn Transport> = match urls.as_slice() {
+        [] => return Err(usage("--server: no URL given")),
+        [url] => one(url)?,
+        many => Box::new(Failover::new(
+            many.iter().map(|u| one(u)).collect::<Result<Vec<_>, _>>()?,
+        )?),
     };
     let mode = if args.client_unwrap {
         UnwrapMode::Client

@@ -239,7 +239,7 @@ mod tests {
                 env: "KEYSERVER_STORAGE",
                 key: "storage",
                 values: ["memory", "file:/a", "file:/b"],
-                show: |c| c.storage.clone(),
+                show: |c| super::choice::redacted(&c.storage),
             },
             Option3 {
                 flag: "--suite",

@@ -91,7 +91,7 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
          storage {} ({} keys), strength {}\n",
         server.url(),
         status.suite,
-        config.storage,
+        choice::redacted(&config.storage),
         status.keys,
         config.strength
     ));
