@@ -298,6 +298,9 @@ impl PostgresStorage {
             let tx = conn.transaction().await?;
             tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LOCK_MIGRATE])
                 .await?;
+            // "already exists, skipping" is the expected case, not news.
+            tx.batch_execute("SET LOCAL client_min_messages = warning")
+                .await?;
             tx.batch_execute(
                 "CREATE TABLE IF NOT EXISTS keyserver_schema (
                      id integer PRIMARY KEY CHECK (id = 1),

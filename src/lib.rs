@@ -120,6 +120,7 @@ mod server;
 mod storage;
 pub mod stream;
 mod suite;
+pub mod transfer;
 mod transport;
 mod work;
 

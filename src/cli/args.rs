@@ -118,6 +118,39 @@ pub(crate) enum Command {
     /// The audit log: make its key, verify its chain.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Copy every key (records and lifecycle metadata, tombstones included)
+    /// from one storage to another, verifying each; run it again to resume:
+    /// nothing doubles, and a key destroyed at the destination stays so.
+    Copy {
+        /// The storage to read ("file:DIR", "postgres://...").
+        #[arg(long)]
+        from: String,
+        /// The storage to write.
+        #[arg(long)]
+        to: String,
+    },
+    /// Write every key of a storage to one new checksummed file (it holds
+    /// wrapped DEKs: keep it as safe as the storage, destroy it to finish
+    /// destroying keys).
+    Backup {
+        /// The storage to read.
+        #[arg(long, env = "KEYSERVER_STORAGE")]
+        storage: String,
+        /// The backup file to create (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup file into a storage: the whole file is checked
+    /// first (a damaged one is refused, naming what is wrong); keys already
+    /// there are left as they are.
+    Restore {
+        /// The backup file.
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// The storage to write.
+        #[arg(long, env = "KEYSERVER_STORAGE")]
+        storage: String,
+    },
 }
 
 #[derive(Subcommand)]

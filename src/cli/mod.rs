@@ -13,6 +13,7 @@ mod crypt;
 mod exit;
 mod output;
 mod serve;
+mod transfer;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -76,6 +77,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 Command::Audit(args::AuditCommand::Verify { audit_key, logs }) => {
                     verify_audit(&audit_key, &logs)
                 }
+                Command::Copy { from, to } => transfer::copy(&from, &to).await,
+                Command::Backup { storage, out } => transfer::backup(&storage, &out).await,
+                Command::Restore { input, storage } => transfer::restore(&input, &storage).await,
                 command => client::run(command).await,
             }
         }
