@@ -1,6 +1,8 @@
 //! One test binary (one link on a small machine) holding:
 //! - `cipher`: the cipher-suite conformance checks, one macro line per suite;
 //! - `storage`: the storage conformance checks, one macro line per backend;
+//! - `postgres`: several servers on one PostgreSQL database, a server
+//!   killed and the database crashed under load, copies and backups;
 //! - `file`: what only the file backend promises (durability, locking,
 //!   permissions, corruption detection), and `crash`: kill -9 at random
 //!   moments loses no acknowledged record;
@@ -77,6 +79,8 @@ mod hostile;
 mod lifecycle;
 #[cfg(feature = "testing")]
 mod storage;
+#[cfg(all(feature = "cli", feature = "storage-postgres", feature = "testing"))]
+mod postgres;
 
 #[cfg(all(
     feature = "cipher-rustcrypto",
