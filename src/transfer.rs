@@ -232,10 +232,7 @@ pub async fn write_backup<S: KeyStorage + ?Sized>(
 }
 
 fn io_error(what: &'static str, e: std::io::Error) -> Error {
-    Error::Io {
-        what,
-        source: e,
-    }
+    Error::Io { what, source: e }
 }
 
 /// A backup that does not read back, naming where and what.
@@ -281,7 +278,10 @@ pub fn read_backup(input: &mut dyn BufRead) -> Result<Vec<KeyEntry>> {
             if value["version"] != BACKUP_VERSION {
                 return Err(bad(
                     n,
-                    format!("backup version {} is not one this keyserver reads", value["version"]),
+                    format!(
+                        "backup version {} is not one this keyserver reads",
+                        value["version"]
+                    ),
                 ));
             }
             sum.update(line.as_bytes());
@@ -322,7 +322,11 @@ pub fn read_backup(input: &mut dyn BufRead) -> Result<Vec<KeyEntry>> {
 /// One key line.
 fn parse_entry(value: &serde_json::Value) -> std::result::Result<KeyEntry, String> {
     let fields = value.as_object().ok_or("not a JSON object")?;
-    if fields.len() != 3 || ["key_id", "record", "meta"].iter().any(|k| !fields.contains_key(*k)) {
+    if fields.len() != 3
+        || ["key_id", "record", "meta"]
+            .iter()
+            .any(|k| !fields.contains_key(*k))
+    {
         return Err("not a key line (key_id, record, meta)".into());
     }
     let key_id: KeyId = value["key_id"]
@@ -380,7 +384,14 @@ mod tests {
     use crate::Strength;
 
     fn record(n: u8) -> WrappedDek {
-        WrappedDek::new(KeyId::from_bytes([n; 32]), 3072, Strength::S128, 7, vec![n; 384]).unwrap()
+        WrappedDek::new(
+            KeyId::from_bytes([n; 32]),
+            3072,
+            Strength::S128,
+            7,
+            vec![n; 384],
+        )
+        .unwrap()
     }
 
     async fn store_with_keys() -> MemoryStorage {
@@ -388,7 +399,8 @@ mod tests {
         for n in 0..5 {
             store.put(&record(n)).await.unwrap();
         }
-        let mut suspended = KeyMeta::new(*record(1).key_id(), Strength::S128, 5, Some("app".into()));
+        let mut suspended =
+            KeyMeta::new(*record(1).key_id(), Strength::S128, 5, Some("app".into()));
         suspended.state = KeyState::Suspended;
         store.put_meta(&suspended).await.unwrap();
         // A tombstone: metadata, no record.
@@ -402,13 +414,26 @@ mod tests {
     async fn copy_is_idempotent_and_keeps_states_and_tombstones() {
         let (a, b) = (store_with_keys().await, MemoryStorage::new());
         let first = copy_keys(&a, &b).await.unwrap();
-        assert_eq!((first.keys, first.records_copied, first.metas_copied), (6, 5, 2));
+        assert_eq!(
+            (first.keys, first.records_copied, first.metas_copied),
+            (6, 5, 2)
+        );
         let again = copy_keys(&a, &b).await.unwrap();
-        assert_eq!((again.records_copied, again.records_present, again.metas_copied), (0, 5, 0));
+        assert_eq!(
+            (
+                again.records_copied,
+                again.records_present,
+                again.metas_copied
+            ),
+            (0, 5, 0)
+        );
         assert_eq!(b.count(), 5);
         assert_eq!(b.list_all().await.unwrap(), a.list_all().await.unwrap());
         let id = *record(1).key_id();
-        assert_eq!(b.get_meta(&id).await.unwrap(), a.get_meta(&id).await.unwrap());
+        assert_eq!(
+            b.get_meta(&id).await.unwrap(),
+            a.get_meta(&id).await.unwrap()
+        );
     }
 
     #[tokio::test]
@@ -433,7 +458,10 @@ mod tests {
         let other = WrappedDek::new(*mine.key_id(), 3072, Strength::S128, 1, vec![7; 384]).unwrap();
         b.put(&other).await.unwrap();
         let err = copy_keys(&a, &b).await.unwrap_err();
-        assert!(err.to_string().contains(&mine.key_id().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&mine.key_id().to_string()),
+            "{err}"
+        );
     }
 
     #[tokio::test]

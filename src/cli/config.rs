@@ -239,7 +239,7 @@ mod tests {
                 env: "KEYSERVER_STORAGE",
                 key: "storage",
                 values: ["memory", "file:/a", "file:/b"],
-                show: |c| super::choice::redacted(&c.storage),
+                show: |c| c.storage.clone(),
             },
             Option3 {
                 flag: "--suite",

@@ -77,10 +77,10 @@ mod hostile;
     feature = "transport-jsonrpc"
 ))]
 mod lifecycle;
-#[cfg(feature = "testing")]
-mod storage;
 #[cfg(all(feature = "cli", feature = "storage-postgres", feature = "testing"))]
 mod postgres;
+#[cfg(feature = "testing")]
+mod storage;
 
 #[cfg(all(
     feature = "cipher-rustcrypto",

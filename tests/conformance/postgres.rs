@@ -93,7 +93,11 @@ async fn three_servers_share_one_database() {
     let servers: Vec<Server> = (0..3)
         .map(|_| Server::start(&db, &["--destroy-window", "0s"]))
         .collect();
-    let (a, b, c) = (servers[0].client(), servers[1].client(), servers[2].client());
+    let (a, b, c) = (
+        servers[0].client(),
+        servers[1].client(),
+        servers[2].client(),
+    );
 
     // Made through one, read through the others.
     let kek = a.generate(None).await.unwrap();
@@ -140,7 +144,10 @@ async fn three_servers_share_one_database() {
         eprintln!("destruction seen by {name} after {took:?}");
     }
     let store = PostgresStorage::connect(&db).await.unwrap();
-    assert!(!store.contains(&kek.id()).await.unwrap(), "the record is gone");
+    assert!(
+        !store.contains(&kek.id()).await.unwrap(),
+        "the record is gone"
+    );
     assert_eq!(
         store.get_meta(&kek.id()).await.unwrap().unwrap().state,
         KeyState::Destroyed
@@ -198,7 +205,10 @@ async fn racing_changes_through_two_servers_are_serialised() {
             assert_eq!(after.state, KeyState::Suspended, "the suspension survives");
         } else {
             // Serial order: destroy, then suspend (refused).
-            assert!(matches!(suspended, Err(Error::KeyState { .. })), "{suspended:?}");
+            assert!(
+                matches!(suspended, Err(Error::KeyState { .. })),
+                "{suspended:?}"
+            );
             assert_eq!(after.state, KeyState::Active);
         }
     }
@@ -218,7 +228,10 @@ async fn a_server_killed_under_load_loses_no_idempotent_operation() {
     }
     let keks = Arc::new(keks);
     let stop = Arc::new(AtomicBool::new(false));
-    let (done, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(Mutex::new(Vec::new())));
+    let (done, failed) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(Mutex::new(Vec::new())),
+    );
     let mut tasks = Vec::new();
     for t in 0..4usize {
         // Each task a client of its own, as separate machines would be.
@@ -332,7 +345,10 @@ async fn the_database_crashed_and_restarted_under_load_loses_nothing() {
             .unwrap(),
     };
     let port = free_port().to_string();
-    assert!(pg_cluster(&["start", cluster.path(), &port]), "cluster starts");
+    assert!(
+        pg_cluster(&["start", cluster.path(), &port]),
+        "cluster starts"
+    );
     let db = format!("postgres://keyserver@127.0.0.1:{port}/keyserver");
     let server = Server::start(&db, &["--request-timeout", "10"]);
     let client = Arc::new(server.client());
@@ -361,7 +377,10 @@ async fn the_database_crashed_and_restarted_under_load_loses_nothing() {
             }
         })
     };
-    let made = within(Duration::from_secs(60), || async { acked.lock().unwrap().len() >= 2 }).await;
+    let made = within(Duration::from_secs(60), || async {
+        acked.lock().unwrap().len() >= 2
+    })
+    .await;
     assert!(made.is_some(), "keys were made before the crash");
     let before_crash = acked.lock().unwrap().len();
     // Crash: stop -m immediate (no shutdown checkpoint; recovery replays
@@ -386,11 +405,18 @@ async fn the_database_crashed_and_restarted_under_load_loses_nothing() {
         readyz(&server.url).await == 503
     })
     .await;
-    assert!(down.is_some(), "/readyz answers 503 while the database is down");
+    assert!(
+        down.is_some(),
+        "/readyz answers 503 while the database is down"
+    );
     let started = Instant::now();
     let err = client.generate(None).await.unwrap_err();
     assert_eq!(err.code(), 5, "{err}");
-    assert!(started.elapsed() < Duration::from_secs(10), "failed fast: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "failed fast: {:?}",
+        started.elapsed()
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Back: the server recovers by itself.
@@ -399,9 +425,15 @@ async fn the_database_crashed_and_restarted_under_load_loses_nothing() {
         readyz(&server.url).await == 200
     })
     .await;
-    assert!(back.is_some(), "/readyz answers 200 once the database is back");
+    assert!(
+        back.is_some(),
+        "/readyz answers 200 once the database is back"
+    );
     let again = acked.lock().unwrap().len();
-    let made = within(Duration::from_secs(60), || async { acked.lock().unwrap().len() > again }).await;
+    let made = within(Duration::from_secs(60), || async {
+        acked.lock().unwrap().len() > again
+    })
+    .await;
     assert!(made.is_some(), "keys are made after the restart");
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();
@@ -413,7 +445,10 @@ async fn the_database_crashed_and_restarted_under_load_loses_nothing() {
         acked.len(),
         failures.len()
     );
-    assert!(acked.len() > before_crash, "keys were made after the restart");
+    assert!(
+        acked.len() > before_crash,
+        "keys were made after the restart"
+    );
     for (code, took) in &failures {
         assert!(
             *code == 5 || *code == 11,
@@ -424,7 +459,11 @@ async fn the_database_crashed_and_restarted_under_load_loses_nothing() {
     // Every acknowledged key is there, through a fresh connection.
     let store = PostgresStorage::connect(&db).await.unwrap();
     for kek in &acked {
-        assert!(store.contains(&kek.id()).await.unwrap(), "key {} lost", kek.id());
+        assert!(
+            store.contains(&kek.id()).await.unwrap(),
+            "key {} lost",
+            kek.id()
+        );
         client.get_key(kek).await.unwrap();
     }
 }
@@ -441,7 +480,10 @@ fn keyserver(args: &[&str]) -> std::process::Output {
 /// the second is suspended, the third destroyed.
 async fn check_keys(server: &Server, keks: &[Kek], deks: &[Vec<u8>]) {
     let client = server.client();
-    assert_eq!(client.get_key(&keks[0]).await.unwrap().as_bytes(), &deks[0][..]);
+    assert_eq!(
+        client.get_key(&keks[0]).await.unwrap().as_bytes(),
+        &deks[0][..]
+    );
     assert!(is_key_state(&client.get_key(&keks[1]).await));
     assert_eq!(
         client.describe(&keks[1].id()).await.unwrap().state,
@@ -486,7 +528,11 @@ async fn copy_and_backup_round_trips_between_file_storage_and_postgres() {
 
     // File -> PostgreSQL, twice: the second copies nothing.
     let first = keyserver(&["copy", "--from", &file_store, "--to", &db]);
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     let text = String::from_utf8_lossy(&first.stdout);
     assert!(text.contains("3 keys: 2 records copied"), "{text}");
     let second = keyserver(&["copy", "--from", &file_store, "--to", &db]);
@@ -499,11 +545,30 @@ async fn copy_and_backup_round_trips_between_file_storage_and_postgres() {
 
     // PostgreSQL -> backup -> a new file store.
     let backup = dir.path().join("keys.backup");
-    let out = keyserver(&["backup", "--storage", &db, "--out", backup.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = keyserver(&[
+        "backup",
+        "--storage",
+        &db,
+        "--out",
+        backup.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mode = std::fs::metadata(&backup).unwrap().permissions();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
-    let again = keyserver(&["backup", "--storage", &db, "--out", backup.to_str().unwrap()]);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let again = keyserver(&[
+        "backup",
+        "--storage",
+        &db,
+        "--out",
+        backup.to_str().unwrap(),
+    ]);
     assert!(!again.status.success(), "a backup never overwrites a file");
 
     // A damaged copy is refused, naming what is wrong, and writes nothing.
@@ -513,19 +578,44 @@ async fn copy_and_backup_round_trips_between_file_storage_and_postgres() {
     bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
     std::fs::write(&damaged, &bytes).unwrap();
     let c_store = format!("file:{}", dir.path().join("c").display());
-    let refused = keyserver(&["restore", "--in", damaged.to_str().unwrap(), "--storage", &c_store]);
+    let refused = keyserver(&[
+        "restore",
+        "--in",
+        damaged.to_str().unwrap(),
+        "--storage",
+        &c_store,
+    ]);
     assert_eq!(refused.status.code(), Some(1));
     let why = String::from_utf8_lossy(&refused.stderr);
     assert!(why.contains("damaged: line 2"), "{why}");
-    assert!(!Path::new(&dir.path().join("c")).exists(), "nothing written");
+    assert!(
+        !Path::new(&dir.path().join("c")).exists(),
+        "nothing written"
+    );
     std::fs::write(&damaged, &bytes[..bytes.len() - 10]).unwrap();
-    let refused = keyserver(&["restore", "--in", damaged.to_str().unwrap(), "--storage", &c_store]);
+    let refused = keyserver(&[
+        "restore",
+        "--in",
+        damaged.to_str().unwrap(),
+        "--storage",
+        &c_store,
+    ]);
     assert!(String::from_utf8_lossy(&refused.stderr).contains("damaged"));
 
     let b_store = format!("file:{}", dir.path().join("b").display());
     for _ in 0..2 {
-        let out = keyserver(&["restore", "--in", backup.to_str().unwrap(), "--storage", &b_store]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = keyserver(&[
+            "restore",
+            "--in",
+            backup.to_str().unwrap(),
+            "--storage",
+            &b_store,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let server = Server::start(&b_store, &[]);
     check_keys(&server, &keks, &deks).await;
@@ -574,7 +664,9 @@ async fn migrations_race_safely_and_a_newer_schema_is_refused() {
         .await
         .unwrap();
     let id = keyserver::KeyId::from_bytes([9; 32]);
-    assert!(matches!(store.get(&id).await, Err(Error::CorruptRecord { key_id, .. }) if key_id == id));
+    assert!(
+        matches!(store.get(&id).await, Err(Error::CorruptRecord { key_id, .. }) if key_id == id)
+    );
 
     // A schema from a later keyserver: refused at start, with the reason.
     client
@@ -588,7 +680,13 @@ async fn migrations_race_safely_and_a_newer_schema_is_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("newer than this keyserver"));
     // The URL's password is never printed.
     let with_password = db.replacen("keyserver@", "keyserver:hunter2@", 1);
-    let out = keyserver(&["serve", "--listen", "127.0.0.1:0", "--storage", &with_password]);
+    let out = keyserver(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--storage",
+        &with_password,
+    ]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("hunter2"));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("hunter2"));
 }
@@ -614,8 +712,5 @@ fn failover_takes_boxed_transports() {
     let a: Box<dyn Transport> = Box::new(JsonRpc::new("http://127.0.0.1:1").unwrap());
     let b: Box<dyn Transport> = Box::new(JsonRpc::new("http://127.0.0.1:2").unwrap());
     let f = Failover::new(vec![a, b]).unwrap();
-    assert_eq!(
-        f.endpoint(),
-        "http://127.0.0.1:1,http://127.0.0.1:2"
-    );
+    assert_eq!(f.endpoint(), "http://127.0.0.1:1,http://127.0.0.1:2");
 }
