@@ -17,6 +17,7 @@
 //! the record caches of the other servers forget the key
 //! ([`PostgresStorage::watch`]).
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -59,6 +60,10 @@ pub struct PostgresOptions {
     pub timeout: Duration,
     /// The longest a new connection may take to open (default 2 s).
     pub connect_timeout: Duration,
+    /// CA certificates (PEM) that vouch for the database's TLS certificate,
+    /// besides the system's roots: the URL's `sslrootcert`, else this, else
+    /// the file `PGSSLROOTCERT` names.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for PostgresOptions {
@@ -67,6 +72,7 @@ impl Default for PostgresOptions {
             pool_size: 16,
             timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
+            ca_file: None,
         }
     }
 }
@@ -81,7 +87,8 @@ impl Default for PostgresOptions {
 /// `connect_timeout`, `application_name`...). With `sslmode=require` (or
 /// `prefer`, the default, against a server that offers TLS) the connection
 /// is TLS through rustls, and the server's certificate is verified against
-/// the system's roots and the CA file named by `PGSSLROOTCERT`, if set.
+/// the system's roots and the CA file named by the URL's `sslrootcert`,
+/// [`PostgresOptions::ca_file`] or `PGSSLROOTCERT`.
 ///
 /// `count` is this process's view: read at connect, followed by its own
 /// puts and deletes, and read again every minute by
@@ -113,6 +120,8 @@ pub struct PostgresStorage {
     tls: MakeRustlsConnect,
     options: PostgresOptions,
     count: Arc<AtomicU64>,
+    /// The sessions holding this process's key locks.
+    held: Held,
 }
 
 impl std::fmt::Debug for PostgresStorage {
@@ -133,29 +142,72 @@ fn failed(message: impl Into<String>, source: Option<tokio_postgres::Error>) -> 
     }
 }
 
-/// The client TLS configuration: the system's roots and `PGSSLROOTCERT`.
-fn tls_config() -> Result<MakeRustlsConnect> {
+/// libpq's URL parameters that tokio-postgres does not take: `sslrootcert`
+/// (taken out: the CA file), and `sslmode=verify-ca` or `verify-full`
+/// (as `require`, which verifies the certificate and the host name here
+/// anyway). The URL for tokio-postgres and the CA file, if named.
+fn libpq_params(url: &str) -> (String, Option<std::path::PathBuf>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), None);
+    };
+    let mut ca = None;
+    let mut kept = Vec::new();
+    for param in query.split('&') {
+        match param.split_once('=') {
+            Some(("sslrootcert", path)) => ca = Some(std::path::PathBuf::from(path)),
+            Some(("sslmode", "verify-ca" | "verify-full")) => kept.push("sslmode=require"),
+            _ => kept.push(param),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    (url, ca)
+}
+
+/// Whether every host is this machine (a Unix socket, or a loopback name or
+/// address).
+fn all_local(hosts: &[tokio_postgres::config::Host]) -> bool {
+    use tokio_postgres::config::Host;
+    hosts.iter().all(|h| match h {
+        Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        Host::Unix(_) => true,
+    })
+}
+
+/// The client TLS configuration: the system's roots and `ca_file`.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<MakeRustlsConnect> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
     }
-    if let Some(path) = std::env::var_os("PGSSLROOTCERT") {
-        let pem = std::fs::read(&path).map_err(|e| {
-            Error::storage(NAME, format!("PGSSLROOTCERT {}", path.to_string_lossy()), e)
-        })?;
+    if let Some(path) = ca_file {
+        let shown = path.display();
+        let pem = std::fs::read(path)
+            .map_err(|e| Error::storage(NAME, format!("the CA file {shown}"), e))?;
         let mut added = 0;
         for der in pem_rfc7468_certs(&pem) {
-            roots
-                .add(der.into())
-                .map_err(|e| Error::storage(NAME, "PGSSLROOTCERT holds a bad certificate", e))?;
+            roots.add(der.into()).map_err(|e| {
+                Error::storage(
+                    NAME,
+                    format!("the CA file {shown} holds a bad certificate"),
+                    e,
+                )
+            })?;
             added += 1;
         }
         if added == 0 {
             return Err(failed(
-                format!(
-                    "PGSSLROOTCERT {} holds no certificate",
-                    path.to_string_lossy()
-                ),
+                format!("the CA file {shown} holds no certificate"),
                 None,
             ));
         }
@@ -214,17 +266,27 @@ impl PostgresStorage {
                 None,
             ));
         }
-        let mut config = Config::from_str(url)
+        let (url, url_ca) = libpq_params(url);
+        let ca_file = url_ca
+            .or_else(|| options.ca_file.clone())
+            .or_else(|| std::env::var_os("PGSSLROOTCERT").map(Into::into));
+        let mut config = Config::from_str(&url)
             .map_err(|e| failed("the database URL does not parse", Some(e)))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.connect_timeout);
         }
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
+        // libpq's default, `prefer`, lets anyone in the path answer "no
+        // TLS" and read or rewrite everything: off this machine, TLS is
+        // required unless the URL says otherwise.
+        if !url.contains("sslmode=") && !all_local(config.get_hosts()) {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        }
         if config.get_application_name().is_none() {
             config.application_name("keyserver");
         }
-        let tls = tls_config()?;
+        let tls = tls_config(ca_file.as_deref())?;
         let manager = Manager::from_config(
             config.clone(),
             tls.clone(),
@@ -246,6 +308,7 @@ impl PostgresStorage {
             tls,
             options,
             count: Arc::new(AtomicU64::new(0)),
+            held: Held::default(),
         };
         store.migrate().await?;
         store.recount().await?;
@@ -260,7 +323,19 @@ impl PostgresStorage {
             .map_err(|e| Error::storage(NAME, "no connection to the database", e))
     }
 
-    /// Runs `op` on a pooled connection within the time limit.
+    /// The session holding `key`'s lock in this process, if one does.
+    fn held_slot(&self, key: Option<&KeyId>) -> Option<Arc<tokio::sync::Mutex<Option<Object>>>> {
+        let key = key?;
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    /// Runs `op` on a pooled connection within the time limit (on the
+    /// session that holds `key`'s lock, if this process holds it). A
+    /// connection whose statement was given up is closed, never reused.
     async fn with_conn<T, F>(&self, what: &'static str, op: F) -> Result<T>
     where
         F: for<'c> FnOnce(
@@ -273,9 +348,39 @@ impl PostgresStorage {
             >,
         >,
     {
+        self.with_key(None, what, op).await
+    }
+
+    /// [`PostgresStorage::with_conn`] for an operation on one key.
+    async fn with_key<T, F>(&self, key: Option<&KeyId>, what: &'static str, op: F) -> Result<T>
+    where
+        F: for<'c> FnOnce(
+            &'c Object,
+        ) -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>
+                    + Send
+                    + 'c,
+            >,
+        >,
+    {
+        let held = self.held_slot(key);
         let run = async {
-            let conn = self.conn().await?;
-            op(&conn).await.map_err(|e| failed(what, Some(e)))
+            if let Some(slot) = held {
+                // This key's lock is held here: its reads and writes go
+                // through the locked session, so the unlock (queued on
+                // the same session when the lock is dropped) comes after
+                // them even if this call is given up.
+                let conn = slot.lock().await;
+                let Some(conn) = conn.as_ref() else {
+                    return Err(failed(format!("{what}: the key's lock was released"), None));
+                };
+                return op(conn).await.map_err(|e| failed(what, Some(e)));
+            }
+            let conn = Closing(Some(self.conn().await?));
+            let result = op(conn.get()).await;
+            conn.done();
+            result.map_err(|e| failed(what, Some(e)))
         };
         tokio::time::timeout(self.options.timeout, run)
             .await
@@ -295,6 +400,21 @@ impl PostgresStorage {
     async fn migrate(&self) -> Result<()> {
         let mut conn = self.conn().await?;
         let run = async {
+            // Up to date: nothing to do, and nothing that needs the right to
+            // create tables (a role with only row privileges runs a server).
+            let current = conn
+                .query_one(
+                    "SELECT CASE WHEN to_regclass('keyserver_schema') IS NULL THEN 0
+                     ELSE (SELECT coalesce(max(version), 0) FROM keyserver_schema) END",
+                    &[],
+                )
+                .await;
+            if let Ok(row) = current {
+                let found: i32 = row.get(0);
+                if found == SCHEMA_VERSION {
+                    return Ok(Ok(()));
+                }
+            }
             let tx = conn.transaction().await?;
             tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LOCK_MIGRATE])
                 .await?;
@@ -397,15 +517,16 @@ impl PostgresStorage {
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
-                match listen(&config, tls.clone(), &pool, &count, timeout, &changed).await {
-                    Ok(()) => backoff = Duration::from_millis(100),
-                    Err(e) => {
-                        tracing::warn!(
-                            target: "keyserver::storage",
-                            "postgres: not listening for changes of other servers ({e}); \
-                             serving without the record cache until it is back"
-                        );
-                    }
+                let began = std::time::Instant::now();
+                let Err(e) = listen(&config, tls.clone(), &pool, &count, timeout, &changed).await;
+                tracing::warn!(
+                    target: "keyserver::storage",
+                    "postgres: not listening for changes of other servers ({e}); \
+                     serving without the record cache until it is back"
+                );
+                if began.elapsed() > Duration::from_secs(30) {
+                    // It had been listening for a while: a new outage.
+                    backoff = Duration::from_millis(100);
                 }
                 // Whatever was heard, the connection is gone: anything since
                 // may be missed.
@@ -439,7 +560,7 @@ async fn listen(
     count: &AtomicU64,
     timeout: Duration,
     changed: &(impl Fn(Feed) + Send + Sync),
-) -> std::result::Result<(), String> {
+) -> std::result::Result<std::convert::Infallible, String> {
     use futures_util::StreamExt;
     let (client, mut connection) = tokio::time::timeout(timeout, config.connect(tls))
         .await
@@ -515,23 +636,66 @@ async fn listen(
     result
 }
 
-/// A held advisory lock on one key: the pooled connection that holds it,
-/// unlocked (and returned to the pool) when dropped, or closed if that
-/// cannot be done, which releases the lock too.
+/// A pooled connection that is closed when dropped, unless [`Closing::done`]
+/// returns it to the pool: a statement given up half way (its future
+/// dropped) may still be running on it.
+struct Closing(Option<Object>);
+
+impl Closing {
+    fn get(&self) -> &Object {
+        // ok: Some until done() or drop.
+        self.0.as_ref().expect("a connection until done")
+    }
+
+    /// Back to the pool: nothing is pending on it.
+    fn done(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(Object::take(conn));
+        }
+    }
+}
+
+/// The sessions holding key locks in this process, by key.
+type Held = Arc<std::sync::Mutex<HashMap<KeyId, Arc<tokio::sync::Mutex<Option<Object>>>>>>;
+
+/// A held advisory lock on one key: the session that holds it (which the
+/// key's reads and writes use meanwhile), unlocked and returned to the pool
+/// when dropped, or closed if that cannot be done, which releases the lock
+/// too. The unlock is queued on the session after whatever was sent on it.
 struct AdvisoryLock {
-    conn: Option<Object>,
+    slot: Arc<tokio::sync::Mutex<Option<Object>>>,
+    held: Held,
+    key_id: KeyId,
     object: i32,
 }
 
 impl Drop for AdvisoryLock {
     fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else {
-            return;
-        };
-        let object = self.object;
+        {
+            let mut held = self
+                .held
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if held
+                .get(&self.key_id)
+                .is_some_and(|s| Arc::ptr_eq(s, &self.slot))
+            {
+                held.remove(&self.key_id);
+            }
+        }
+        let (slot, object) = (Arc::clone(&self.slot), self.object);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
+                    let Some(conn) = slot.lock().await.take() else {
+                        return;
+                    };
                     let unlocked = tokio::time::timeout(
                         Duration::from_secs(5),
                         conn.execute("SELECT pg_advisory_unlock($1, $2)", &[&LOCK_KEY, &object]),
@@ -542,7 +706,13 @@ impl Drop for AdvisoryLock {
                     }
                 });
             }
-            Err(_) => drop(Object::take(conn)),
+            Err(_) => {
+                if let Ok(mut conn) = slot.try_lock() {
+                    if let Some(conn) = conn.take() {
+                        drop(Object::take(conn));
+                    }
+                }
+            }
         }
     }
 }
@@ -587,7 +757,7 @@ impl KeyStorage for PostgresStorage {
     async fn get(&self, key_id: &KeyId) -> Result<WrappedDek> {
         let id = key_id.as_bytes().to_vec();
         let row = self
-            .with_conn("reading a record", |c| {
+            .with_key(Some(key_id), "reading a record", |c| {
                 Box::pin(async move {
                     let stmt = c
                         .prepare_cached("SELECT record FROM keyserver_records WHERE key_id = $1")
@@ -605,7 +775,7 @@ impl KeyStorage for PostgresStorage {
 
     async fn contains(&self, key_id: &KeyId) -> Result<bool> {
         let id = key_id.as_bytes().to_vec();
-        self.with_conn("looking up a record", |c| {
+        self.with_key(Some(key_id), "looking up a record", |c| {
             Box::pin(async move {
                 let stmt = c
                     .prepare_cached("SELECT 1 FROM keyserver_records WHERE key_id = $1")
@@ -623,7 +793,7 @@ impl KeyStorage for PostgresStorage {
     async fn delete(&self, key_id: &KeyId) -> Result<bool> {
         let id = key_id.as_bytes().to_vec();
         let deleted = self
-            .with_conn("deleting a record", |c| {
+            .with_key(Some(key_id), "deleting a record", |c| {
                 Box::pin(async move {
                     c.execute("DELETE FROM keyserver_records WHERE key_id = $1", &[&id])
                         .await
@@ -658,7 +828,7 @@ impl KeyStorage for PostgresStorage {
     async fn get_meta(&self, key_id: &KeyId) -> Result<Option<KeyMeta>> {
         let id = key_id.as_bytes().to_vec();
         let row = self
-            .with_conn("reading key metadata", |c| {
+            .with_key(Some(key_id), "reading key metadata", |c| {
                 Box::pin(async move {
                     let stmt = c
                         .prepare_cached("SELECT meta FROM keyserver_meta WHERE key_id = $1")
@@ -674,7 +844,7 @@ impl KeyStorage for PostgresStorage {
     async fn put_meta(&self, meta: &KeyMeta) -> Result<()> {
         let id = meta.key_id.as_bytes().to_vec();
         let bytes = meta.encode();
-        self.with_conn("writing key metadata", |c| {
+        self.with_key(Some(&meta.key_id), "writing key metadata", |c| {
             Box::pin(async move {
                 c.execute(
                     "INSERT INTO keyserver_meta (key_id, meta) VALUES ($1, $2)
@@ -705,34 +875,40 @@ impl KeyStorage for PostgresStorage {
     }
 
     async fn lock_key(&self, key_id: &KeyId) -> Result<KeyLock> {
-        let conn = self.conn().await?;
+        // Closed unless the lock is granted and handed over: a request
+        // given up (timed out, or this future dropped) may still be granted
+        // later, and only closing the session makes sure nobody holds it.
+        let conn = Closing(Some(self.conn().await?));
         let object = lock_object(key_id);
         let locked = tokio::time::timeout(
             self.options.timeout,
-            conn.execute("SELECT pg_advisory_lock($1, $2)", &[&LOCK_KEY, &object]),
+            conn.get()
+                .execute("SELECT pg_advisory_lock($1, $2)", &[&LOCK_KEY, &object]),
         )
         .await;
         match locked {
-            Ok(Ok(_)) => Ok(KeyLock::new(AdvisoryLock {
-                conn: Some(conn),
-                object,
-            })),
-            Ok(Err(e)) => {
-                drop(Object::take(conn));
-                Err(failed("locking a key", Some(e)))
+            Ok(Ok(_)) => {
+                let mut conn = conn;
+                let slot = Arc::new(tokio::sync::Mutex::new(conn.0.take()));
+                self.held
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(*key_id, Arc::clone(&slot));
+                Ok(KeyLock::new(AdvisoryLock {
+                    slot,
+                    held: Arc::clone(&self.held),
+                    key_id: *key_id,
+                    object,
+                }))
             }
-            Err(_) => {
-                // The request may still be granted later: closing the
-                // session is what makes sure it is not held by nobody.
-                drop(Object::take(conn));
-                Err(failed(
-                    format!(
-                        "locking a key: not granted within {:?} (another server holds it)",
-                        self.options.timeout
-                    ),
-                    None,
-                ))
-            }
+            Ok(Err(e)) => Err(failed("locking a key", Some(e))),
+            Err(_) => Err(failed(
+                format!(
+                    "locking a key: not granted within {:?} (another server holds it)",
+                    self.options.timeout
+                ),
+                None,
+            )),
         }
     }
 }

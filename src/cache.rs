@@ -92,6 +92,12 @@ struct State {
     ttl: Option<Duration>,
     /// Keep nothing new (the storage's change feed is down).
     paused: bool,
+    /// Counts announced changes of single keys ([`RecordCache::invalidate`]).
+    seq: u64,
+    /// The `seq` of the last announced change of recently changed keys...
+    changed: LruCache<KeyId, u64>,
+    /// ...and at least that of every key no longer in `changed`.
+    changed_floor: u64,
     /// Counts metadata writes: a read that began before one must not put
     /// the old metadata back.
     meta_epoch: u64,
@@ -148,6 +154,9 @@ impl<S: KeyStorage> RecordCache<S> {
                 metas: Bounded::new(capacity),
                 ttl: None,
                 paused: false,
+                seq: 0,
+                changed: LruCache::new(CHANGED_KEYS),
+                changed_floor: 0,
                 meta_epoch: 0,
                 epoch: 0,
                 abandoned: HashSet::new(),
@@ -169,8 +178,12 @@ impl<S: KeyStorage> RecordCache<S> {
     /// called does not put the old value back.
     pub fn invalidate(&self, key_id: &KeyId) {
         let mut state = self.state();
-        state.epoch += 1;
-        state.meta_epoch += 1;
+        // Per key: a read of another key under way is still kept.
+        state.seq += 1;
+        let seq = state.seq;
+        if let Some((_, evicted)) = state.changed.push(*key_id, seq) {
+            state.changed_floor = state.changed_floor.max(evicted);
+        }
         state.records.remove(key_id);
         state.metas.remove(key_id);
     }
@@ -228,14 +241,15 @@ impl<S: KeyStorage> RecordCache<S> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Keeps `record`, unless a delete happened since `epoch` or one of it
-    /// may still be running.
-    fn remember(&self, record: &WrappedDek, epoch: u64) {
+    /// Keeps `record`, read since `fill`, unless it may be stale: a delete
+    /// or an announced change of it happened since, one may still be
+    /// running, or changes cannot be heard.
+    fn remember(&self, record: &WrappedDek, fill: Fill) {
         let mut state = self.state();
-        if state.epoch == epoch && !state.paused && !state.abandoned.contains(record.key_id()) {
+        if state.epoch == fill.epoch && state.may_keep(record.key_id(), &fill) {
             state
                 .records
-                .insert(*record.key_id(), (record.clone(), Instant::now()));
+                .insert(*record.key_id(), (record.clone(), fill.at));
         }
     }
 }
@@ -250,6 +264,42 @@ impl<S> RecordCache<S> {
         if abandoned {
             state.abandoned.insert(*key_id);
         }
+    }
+}
+
+/// Keys whose last announced change is remembered one by one; beyond them,
+/// a read that began before the oldest forgotten change is not kept.
+const CHANGED_KEYS: NonZeroUsize = NonZeroUsize::new(4096).expect("nonzero");
+
+/// Where a read from the storage began: what must not have changed since
+/// for its result to be kept, and when (the age of the entry counts from
+/// before the read, so the TTL bounds the age of what it saw).
+struct Fill {
+    epoch: u64,
+    seq: u64,
+    at: Instant,
+}
+
+impl State {
+    /// A read begins now (of metadata if `meta`).
+    fn fill(&self, meta: bool) -> Fill {
+        Fill {
+            epoch: if meta { self.meta_epoch } else { self.epoch },
+            seq: self.seq,
+            at: Instant::now(),
+        }
+    }
+
+    /// Whether what a read of `key_id` begun at `fill` saw may be kept:
+    /// changes are heard, no announced change of the key came since, and
+    /// no abandoned delete or write of it may still be running.
+    fn may_keep(&self, key_id: &KeyId, fill: &Fill) -> bool {
+        let last_change = self
+            .changed
+            .peek(key_id)
+            .copied()
+            .unwrap_or(self.changed_floor);
+        !self.paused && last_change <= fill.seq && !self.abandoned.contains(key_id)
     }
 }
 
@@ -285,14 +335,14 @@ impl<S: KeyStorage> KeyStorage for RecordCache<S> {
     }
 
     async fn put(&self, record: &WrappedDek) -> Result<()> {
-        let epoch = self.state().epoch;
+        let fill = self.state().fill(false);
         self.inner.put(record).await?;
-        self.remember(record, epoch);
+        self.remember(record, fill);
         Ok(())
     }
 
     async fn get(&self, key_id: &KeyId) -> Result<WrappedDek> {
-        let epoch = {
+        let fill = {
             let mut state = self.state();
             let ttl = state.ttl;
             match state.records.get(key_id) {
@@ -300,10 +350,10 @@ impl<S: KeyStorage> KeyStorage for RecordCache<S> {
                 Some(_) => state.records.remove(key_id),
                 None => {}
             }
-            state.epoch
+            state.fill(false)
         };
         let record = self.inner.get(key_id).await?;
-        self.remember(&record, epoch);
+        self.remember(&record, fill);
         Ok(record)
     }
 
@@ -353,7 +403,7 @@ impl<S: KeyStorage> KeyStorage for RecordCache<S> {
     }
 
     async fn get_meta(&self, key_id: &KeyId) -> Result<Option<KeyMeta>> {
-        let epoch = {
+        let fill = {
             let mut state = self.state();
             let ttl = state.ttl;
             match state.metas.get(key_id) {
@@ -361,12 +411,12 @@ impl<S: KeyStorage> KeyStorage for RecordCache<S> {
                 Some(_) => state.metas.remove(key_id),
                 None => {}
             }
-            state.meta_epoch
+            state.fill(true)
         };
         let meta = self.inner.get_meta(key_id).await?;
         let mut state = self.state();
-        if state.meta_epoch == epoch && !state.paused && !state.abandoned.contains(key_id) {
-            state.metas.insert(*key_id, (meta.clone(), Instant::now()));
+        if state.meta_epoch == fill.epoch && state.may_keep(key_id, &fill) {
+            state.metas.insert(*key_id, (meta.clone(), fill.at));
         }
         Ok(meta)
     }

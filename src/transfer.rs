@@ -37,8 +37,12 @@ pub struct CopyReport {
     pub records_copied: u64,
     /// Records the destination already held, byte for byte.
     pub records_present: u64,
-    /// Metadata written (new, or replacing older).
+    /// Metadata written (the destination had none for the key).
     pub metas_copied: u64,
+    /// Keys whose metadata differs at the destination: the destination's
+    /// is kept (a copy or a restore never undoes a state change made there,
+    /// such as a suspension or a destruction).
+    pub metas_kept: u64,
     /// Records not copied because the destination holds the key's tombstone
     /// (destroyed there: never brought back).
     pub destroyed_skipped: u64,
@@ -49,11 +53,13 @@ impl fmt::Display for CopyReport {
         write!(
             f,
             "{} keys: {} records copied, {} already there, {} metadata written, \
+             {} with other metadata at the destination (kept), \
              {} destroyed at the destination (not brought back)",
             self.keys,
             self.records_copied,
             self.records_present,
             self.metas_copied,
+            self.metas_kept,
             self.destroyed_skipped
         )
     }
@@ -85,10 +91,12 @@ async fn read_entry<S: KeyStorage + ?Sized>(from: &S, key_id: KeyId) -> Result<K
     })
 }
 
-/// Writes one key to `to`, idempotently: metadata first (so a key that is
-/// suspended where it comes from is never active, even for a moment, where
-/// it goes), then the record, read back and compared. A key destroyed at
-/// the destination stays destroyed.
+/// Writes one key to `to`, idempotently, under the key's lock (servers
+/// using `to` may change the key meanwhile): metadata first, and only where
+/// the destination has none (so a key suspended where it comes from is
+/// never active, even for a moment, where it goes, and no state set at the
+/// destination is undone), then the record, read back and compared. A key
+/// destroyed at either end gets no record.
 async fn write_entry<S: KeyStorage + ?Sized>(
     to: &S,
     entry: &KeyEntry,
@@ -96,20 +104,25 @@ async fn write_entry<S: KeyStorage + ?Sized>(
 ) -> Result<()> {
     let id = entry.key_id;
     report.keys += 1;
+    let _lock = to.lock_key(&id).await?;
     let there = to.get_meta(&id).await?;
     let destroyed_there = there
         .as_ref()
         .is_some_and(|m| m.state == KeyState::Destroyed);
     if let Some(meta) = &entry.meta {
-        if there.as_ref() != Some(meta) && !destroyed_there {
-            if !to.keeps_lifecycle() {
-                return Err(Error::policy(format!(
-                    "key {id} has lifecycle metadata and the {} storage keeps none",
-                    to.name()
-                )));
+        match &there {
+            None => {
+                if !to.keeps_lifecycle() {
+                    return Err(Error::policy(format!(
+                        "key {id} has lifecycle metadata and the {} storage keeps none",
+                        to.name()
+                    )));
+                }
+                to.put_meta(meta).await?;
+                report.metas_copied += 1;
             }
-            to.put_meta(meta).await?;
-            report.metas_copied += 1;
+            Some(there) if there != meta => report.metas_kept += 1,
+            Some(_) => {}
         }
     }
     let destroyed_here = entry
@@ -149,8 +162,10 @@ async fn write_entry<S: KeyStorage + ?Sized>(
 /// way, and nothing doubles (records are create-only; a record already
 /// there must be the same bytes, or the copy stops naming the key).
 /// Metadata is written first, then the record, so no key is usable at the
-/// destination in a state it did not have at the source. A key destroyed
-/// at the destination is never brought back.
+/// destination in a state it did not have at the source. Metadata already
+/// at the destination is kept (counted in [`CopyReport::metas_kept`]): a
+/// copy never undoes a state change made there. A key destroyed at either
+/// end is never given a record.
 ///
 /// # Errors
 /// The first storage error of either side; [`Error::Storage`] naming the
@@ -448,6 +463,30 @@ mod tests {
         assert_eq!(report.destroyed_skipped, 1);
         assert!(!b.contains(&id).await.unwrap());
         assert_eq!(b.get_meta(&id).await.unwrap(), Some(gone));
+    }
+
+    #[tokio::test]
+    async fn a_copy_never_undoes_a_state_set_at_the_destination() {
+        let a = store_with_keys().await;
+        let b = MemoryStorage::new();
+        copy_keys(&a, &b).await.unwrap();
+        // Suspended at the destination after the first copy; the source
+        // still says active (no metadata) for key 2 and suspended for 1.
+        let id = *record(2).key_id();
+        let mut suspended = KeyMeta::new(id, Strength::S128, 7, None);
+        suspended.state = KeyState::Compromised;
+        b.put_meta(&suspended).await.unwrap();
+        let mut resumed = a.get_meta(record(1).key_id()).await.unwrap().unwrap();
+        resumed.state = KeyState::Active;
+        a.put_meta(&resumed).await.unwrap();
+        let again = copy_keys(&a, &b).await.unwrap();
+        assert_eq!(again.metas_kept, 1, "{again}");
+        assert_eq!(b.get_meta(&id).await.unwrap(), Some(suspended));
+        assert_eq!(
+            b.get_meta(record(1).key_id()).await.unwrap().unwrap().state,
+            KeyState::Suspended,
+            "not resumed by a copy"
+        );
     }
 
     #[tokio::test]

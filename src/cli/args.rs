@@ -120,7 +120,8 @@ pub(crate) enum Command {
     Audit(AuditCommand),
     /// Copy every key (records and lifecycle metadata, tombstones included)
     /// from one storage to another, verifying each; run it again to resume:
-    /// nothing doubles, and a key destroyed at the destination stays so.
+    /// nothing doubles, and a key's state at the destination (suspended,
+    /// destroyed...) is never undone.
     Copy {
         /// The storage to read ("file:DIR", "postgres://...").
         #[arg(long)]
@@ -142,7 +143,7 @@ pub(crate) enum Command {
     },
     /// Restore a backup file into a storage: the whole file is checked
     /// first (a damaged one is refused, naming what is wrong); keys already
-    /// there are left as they are.
+    /// there keep their state, and destroyed ones stay destroyed.
     Restore {
         /// The backup file.
         #[arg(long = "in")]

@@ -75,15 +75,21 @@ pub(crate) fn redacted(spec: &str) -> String {
     let Some((scheme, rest)) = spec.split_once("://") else {
         return spec.to_string();
     };
-    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-    let authority = match authority.rsplit_once('@') {
-        Some((user, host)) => match user.split_once(':') {
-            Some((name, _)) => format!("{name}:***@{host}"),
-            None => authority.to_string(),
-        },
-        None => authority.to_string(),
+    // The credentials end at the last `@` (a password may hold `/`, `?` or
+    // even an unencoded `@`; an `@` in the query hides a little more than
+    // needed, never less).
+    let (user, after) = match rest.rfind('@') {
+        Some(at) => {
+            let user = &rest[..at];
+            let shown = match user.split_once(':') {
+                Some((name, _)) => format!("{name}:***"),
+                None => user.to_string(),
+            };
+            (shown, &rest[at..])
+        }
+        None => (String::new(), rest),
     };
-    let tail = match tail.split_once('?') {
+    let after = match after.split_once('?') {
         Some((path, query)) => {
             let params: Vec<String> = query
                 .split('&')
@@ -94,9 +100,9 @@ pub(crate) fn redacted(spec: &str) -> String {
                 .collect();
             format!("{path}?{}", params.join("&"))
         }
-        None => tail.to_string(),
+        None => after.to_string(),
     };
-    format!("{scheme}://{authority}{tail}")
+    format!("{scheme}://{user}{after}")
 }
 
 #[cfg(test)]
@@ -116,5 +122,12 @@ mod tests {
         assert_eq!(redacted("postgres://db/keys"), "postgres://db/keys");
         assert_eq!(redacted("file:./data"), "file:./data");
         assert!(!redacted("postgres://a:b:c@h/d").contains("b:c"));
+        for secret in ["ab/cd", "a?b", "p@ss", "x/y?z@w"] {
+            let shown = redacted(&format!(
+                "postgres://ks:{secret}@db:5432/keys?sslmode=require"
+            ));
+            assert!(!shown.contains(secret), "{shown}");
+            assert!(shown.ends_with("@db:5432/keys?sslmode=require"), "{shown}");
+        }
     }
 }

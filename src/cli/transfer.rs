@@ -7,7 +7,16 @@ use keyserver::transfer;
 
 use super::choice;
 use super::exit::{io_failure, usage, Failure};
-use super::output::{print_stdout, Sink};
+use super::output::{create_private_file, print_stdout};
+
+/// Removes a temporary file when dropped.
+struct RemoveOnDrop<'a>(&'a Path);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
+}
 
 /// `copy --from STORAGE --to STORAGE`.
 pub(crate) async fn copy(from: &str, to: &str) -> Result<(), Failure> {
@@ -34,21 +43,39 @@ pub(crate) async fn backup(storage: &str, out: &Path) -> Result<(), Failure> {
         )));
     }
     let store = choice::storage(storage, 0).await?;
-    let mut sink = Sink::open(Some(out))?;
+    let name = out
+        .file_name()
+        .ok_or_else(|| usage(format!("--out {}: not a file name", out.display())))?;
+    // Written under a temporary name (removed however this ends), synced,
+    // then linked to its name: link(2) fails if a file took the name
+    // meanwhile, where a rename would replace it.
+    let tmp = out.with_file_name(format!(
+        ".{}.keyserver-{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let (_, file) = create_private_file(&tmp)?;
+    let _remove = RemoveOnDrop(&tmp);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let keys = {
-        let mut writer = sink.writer();
-        transfer::write_backup(&*store, &mut writer, now).await?
-    };
-    sink.commit()?;
+    let mut writer = std::io::BufWriter::new(file);
+    let keys = transfer::write_backup(&*store, &mut writer, now).await?;
+    let file = writer
+        .into_inner()
+        .map_err(|e| io_failure(format!("cannot write {}", tmp.display()), e.into_error()))?;
+    file.sync_all()
+        .map_err(|e| io_failure(format!("cannot write {}", tmp.display()), e))?;
+    std::fs::hard_link(&tmp, out)
+        .map_err(|e| io_failure(format!("cannot create {}", out.display()), e))?;
     // The new name is durable too.
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_failure(format!("cannot sync {}", dir.display()), e))?;
-    }
+    let dir = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_failure(format!("cannot sync {}", dir.display()), e))?;
     print_stdout(&format!(
         "backed up {keys} keys of {} to {} (it holds wrapped DEKs: destroying a key \
          destroys it only once every backup holding it is destroyed too)\n",

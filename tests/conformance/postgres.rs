@@ -385,20 +385,10 @@ async fn the_database_crashed_and_restarted_under_load_loses_nothing() {
     let before_crash = acked.lock().unwrap().len();
     // Crash: stop -m immediate (no shutdown checkpoint; recovery replays
     // the WAL at the next start).
-    let data = format!("{}/data", cluster.path());
-    let crashed = Command::new("bash")
-        .args([
-            "-c",
-            &format!(
-                "bin=$(ls -d /usr/lib/postgresql/*/bin | tail -1); \
-                 if [ $(id -u) = 0 ]; then runuser -u postgres -- $bin/pg_ctl -D {data} -m immediate -w stop; \
-                 else $bin/pg_ctl -D {data} -m immediate -w stop; fi"
-            ),
-        ])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(crashed.success());
+    assert!(
+        pg_cluster(&["crash", cluster.path()]),
+        "the database crashes"
+    );
     // While it is down: calls fail with code 5 well within the request
     // limit, and /readyz says 503.
     let down = within(Duration::from_secs(10), || async {
@@ -713,4 +703,138 @@ fn failover_takes_boxed_transports() {
     let b: Box<dyn Transport> = Box::new(JsonRpc::new("http://127.0.0.1:2").unwrap());
     let f = Failover::new(vec![a, b]).unwrap();
     assert_eq!(f.endpoint(), "http://127.0.0.1:1,http://127.0.0.1:2");
+}
+
+/// TLS to the database: a cluster that refuses every connection without
+/// TLS. With `sslmode=require` and the CA named by `sslrootcert` the
+/// storage connects (so it speaks TLS); without the CA the database's
+/// certificate is refused; without TLS the database refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_database_is_verified() {
+    if std::env::var_os("KEYSERVER_TEST_POSTGRES").is_none() {
+        unavailable("TLS to the database", "KEYSERVER_TEST_POSTGRES is not set");
+        return;
+    }
+    let pki = tempfile::tempdir().unwrap();
+    if crate::common::make_pki(pki.path()).is_none() {
+        unavailable("TLS to the database", "the openssl command is missing");
+        return;
+    }
+    let cluster = OwnCluster {
+        dir: tempfile::Builder::new()
+            .prefix("keyserver-pg-tls-")
+            .tempdir_in("/tmp")
+            .unwrap(),
+    };
+    let port = free_port().to_string();
+    assert!(pg_cluster(&["start", cluster.path(), &port]));
+    // The server's certificate and key in the data directory, TLS on, and
+    // only TLS connections admitted.
+    let data = cluster.dir.path().join("data");
+    for f in ["server.pem", "server.key"] {
+        std::fs::copy(pki.path().join(f), data.join(f)).unwrap();
+    }
+    let conf = "\nssl = on\nssl_cert_file = 'server.pem'\nssl_key_file = 'server.key'\n";
+    let mut pg_conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+    pg_conf.push_str(conf);
+    std::fs::write(data.join("postgresql.conf"), pg_conf).unwrap();
+    std::fs::write(
+        data.join("pg_hba.conf"),
+        "local all all trust\nhostnossl all all 0.0.0.0/0 reject\nhostssl all all 127.0.0.1/32 trust\n",
+    )
+    .unwrap();
+    let owned = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "chmod 600 {d}/server.key && if [ $(id -u) = 0 ]; then chown postgres: {d}/server.pem {d}/server.key {d}/postgresql.conf {d}/pg_hba.conf; fi",
+            d = data.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(owned.success());
+    assert!(
+        pg_cluster(&["restart", cluster.path()]),
+        "restarts with TLS"
+    );
+
+    let base = format!("postgres://keyserver@127.0.0.1:{port}/keyserver");
+    let ca = pki.path().join("ca.pem");
+    let url = format!("{base}?sslmode=require&sslrootcert={}", ca.display());
+    let store = PostgresStorage::connect(&url).await.unwrap();
+    let rec = keyserver::testing::storage::record(3);
+    store.put(&rec).await.unwrap();
+    assert_eq!(store.get(rec.key_id()).await.unwrap(), rec);
+    // verify-full is libpq's name for what require does here.
+    let full = format!("{base}?sslmode=verify-full&sslrootcert={}", ca.display());
+    PostgresStorage::connect(&full).await.unwrap();
+
+    // No CA that vouches for the certificate: refused, code 5.
+    let err = PostgresStorage::connect(&format!("{base}?sslmode=require"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), 5, "{err}");
+    // No TLS: the database refuses.
+    let err = PostgresStorage::connect(&format!("{base}?sslmode=disable"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), 5, "{err}");
+    // The server process: the same URL, and the CA from PGSSLROOTCERT.
+    let server = {
+        let (child, url) = spawn_server(
+            Command::new(BIN)
+                .args(["serve", "--listen", "127.0.0.1:0", "--storage"])
+                .arg(format!("{base}?sslmode=require"))
+                .env("PGSSLROOTCERT", &ca)
+                .env("RUST_LOG", "warn")
+                .stderr(Stdio::null()),
+        );
+        Server { child, url }
+    };
+    assert!(server.client().contains(rec.key_id()).await.unwrap());
+}
+
+/// A lock request given up (timed out, or its future dropped) is never
+/// granted to a session nobody unlocks: once the holder lets go, another
+/// server gets the lock at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_key_lock_request_leaves_no_lock_behind() {
+    let Some(db) = postgres_db("abandoned key lock requests").await else {
+        return;
+    };
+    let mut quick = keyserver::backends::PostgresOptions::default();
+    quick.timeout = Duration::from_millis(300);
+    let holder = PostgresStorage::connect(&db).await.unwrap();
+    let waiter = PostgresStorage::connect_with(&db, quick.clone())
+        .await
+        .unwrap();
+    let other = PostgresStorage::connect_with(&db, quick).await.unwrap();
+    let id = keyserver::KeyId::from_bytes([0x42; 32]);
+
+    let held = holder.lock_key(&id).await.unwrap();
+    // Timed out inside lock_key.
+    let err = waiter.lock_key(&id).await.unwrap_err();
+    assert_eq!(err.code(), 5, "{err}");
+    // Dropped from outside while waiting.
+    let dropped = tokio::time::timeout(Duration::from_millis(100), waiter.lock_key(&id)).await;
+    assert!(dropped.is_err(), "still waiting when dropped");
+    drop(held);
+    // The holder's unlock runs on its session in the background: allow it
+    // a moment, then the lock is free for anyone, again and again.
+    let took = within(Duration::from_secs(5), || async {
+        other.lock_key(&id).await.is_ok()
+    })
+    .await
+    .expect("the lock is free once its holder lets go");
+    eprintln!("lock free {took:?} after its holder let go");
+    for _ in 0..3 {
+        drop(
+            waiter
+                .lock_key(&id)
+                .await
+                .expect("the waiter's pool holds no stale lock"),
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(other.lock_key(&id).await.expect("free again"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
