@@ -476,6 +476,23 @@ impl PostgresStorage {
         Ok(n)
     }
 
+    /// The one `bytea` column `sql` selects for `key_id` (its `$1`), if any.
+    async fn read_blob(
+        &self,
+        key_id: &KeyId,
+        what: &'static str,
+        sql: &'static str,
+    ) -> Result<Option<Vec<u8>>> {
+        let id = key_id.as_bytes().to_vec();
+        self.with_key(Some(key_id), what, |c| {
+            Box::pin(async move {
+                let stmt = c.prepare_cached(sql).await?;
+                Ok(c.query_opt(&stmt, &[&id]).await?.map(|row| row.get(0)))
+            })
+        })
+        .await
+    }
+
     /// The schema version of the database.
     ///
     /// # Errors
@@ -755,22 +772,11 @@ impl KeyStorage for PostgresStorage {
     }
 
     async fn get(&self, key_id: &KeyId) -> Result<WrappedDek> {
-        let id = key_id.as_bytes().to_vec();
-        let row = self
-            .with_key(Some(key_id), "reading a record", |c| {
-                Box::pin(async move {
-                    let stmt = c
-                        .prepare_cached("SELECT record FROM keyserver_records WHERE key_id = $1")
-                        .await?;
-                    c.query_opt(&stmt, &[&id]).await
-                })
-            })
-            .await?;
-        let Some(row) = row else {
-            return Err(Error::NotFound { key_id: *key_id });
-        };
-        let bytes: Vec<u8> = row.get(0);
-        WrappedDek::decode(&bytes, key_id)
+        let sql = "SELECT record FROM keyserver_records WHERE key_id = $1";
+        match self.read_blob(key_id, "reading a record", sql).await? {
+            Some(bytes) => WrappedDek::decode(&bytes, key_id),
+            None => Err(Error::NotFound { key_id: *key_id }),
+        }
     }
 
     async fn contains(&self, key_id: &KeyId) -> Result<bool> {
@@ -826,18 +832,10 @@ impl KeyStorage for PostgresStorage {
     }
 
     async fn get_meta(&self, key_id: &KeyId) -> Result<Option<KeyMeta>> {
-        let id = key_id.as_bytes().to_vec();
-        let row = self
-            .with_key(Some(key_id), "reading key metadata", |c| {
-                Box::pin(async move {
-                    let stmt = c
-                        .prepare_cached("SELECT meta FROM keyserver_meta WHERE key_id = $1")
-                        .await?;
-                    c.query_opt(&stmt, &[&id]).await
-                })
-            })
-            .await?;
-        row.map(|row| KeyMeta::decode(row.get::<_, &[u8]>(0), key_id))
+        let sql = "SELECT meta FROM keyserver_meta WHERE key_id = $1";
+        self.read_blob(key_id, "reading key metadata", sql)
+            .await?
+            .map(|bytes| KeyMeta::decode(&bytes, key_id))
             .transpose()
     }
 

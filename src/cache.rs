@@ -482,7 +482,7 @@ mod tests {
 
     use super::*;
     use crate::backends::MemoryStorage;
-    use crate::{Error, Strength};
+    use crate::Error;
 
     /// A storage whose deletes run on a task of their own, as the file
     /// storage's run on the blocking pool: dropping the delete's future does
@@ -524,14 +524,7 @@ mod tests {
     }
 
     fn record(n: u8) -> WrappedDek {
-        WrappedDek::new(
-            KeyId::from_bytes([n; 32]),
-            3072,
-            Strength::S128,
-            0,
-            vec![n; 384],
-        )
-        .expect("valid record")
+        WrappedDek::test_record(n)
     }
 
     /// The window the epoch alone leaves open: a delete abandoned half way,

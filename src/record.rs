@@ -134,6 +134,20 @@ impl WrappedDek {
         &self.wrapped
     }
 
+    /// A record for unit tests: key id `[n; 32]`, a 3072-bit KEK's worth of
+    /// `n` bytes.
+    #[cfg(test)]
+    pub(crate) fn test_record(n: u8) -> Self {
+        WrappedDek::new(
+            KeyId::from_bytes([n; 32]),
+            3072,
+            Strength::S128,
+            0,
+            vec![n; 384],
+        )
+        .expect("a valid record")
+    }
+
     /// The stable byte encoding (version 1).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_LEN + self.wrapped.len() + CHECKSUM_LEN);

@@ -399,14 +399,7 @@ mod tests {
     use crate::Strength;
 
     fn record(n: u8) -> WrappedDek {
-        WrappedDek::new(
-            KeyId::from_bytes([n; 32]),
-            3072,
-            Strength::S128,
-            7,
-            vec![n; 384],
-        )
-        .unwrap()
+        WrappedDek::test_record(n)
     }
 
     async fn store_with_keys() -> MemoryStorage {

@@ -306,6 +306,22 @@ struct OwnCluster {
 }
 
 impl OwnCluster {
+    /// A new cluster in a temporary directory on a free port.
+    fn start() -> (Self, String) {
+        let cluster = OwnCluster {
+            dir: tempfile::Builder::new()
+                .prefix("keyserver-pg-")
+                .tempdir_in("/tmp")
+                .unwrap(),
+        };
+        let port = free_port().to_string();
+        assert!(
+            pg_cluster(&["start", cluster.path(), &port]),
+            "a cluster starts"
+        );
+        (cluster, port)
+    }
+
     fn path(&self) -> &str {
         self.dir.path().to_str().unwrap()
     }
@@ -338,17 +354,7 @@ async fn the_database_crashed_and_restarted_under_load_loses_nothing() {
         );
         return;
     }
-    let cluster = OwnCluster {
-        dir: tempfile::Builder::new()
-            .prefix("keyserver-pg-")
-            .tempdir_in("/tmp")
-            .unwrap(),
-    };
-    let port = free_port().to_string();
-    assert!(
-        pg_cluster(&["start", cluster.path(), &port]),
-        "cluster starts"
-    );
+    let (cluster, port) = OwnCluster::start();
     let db = format!("postgres://keyserver@127.0.0.1:{port}/keyserver");
     let server = Server::start(&db, &["--request-timeout", "10"]);
     let client = Arc::new(server.client());
@@ -720,14 +726,7 @@ async fn tls_to_the_database_is_verified() {
         unavailable("TLS to the database", "the openssl command is missing");
         return;
     }
-    let cluster = OwnCluster {
-        dir: tempfile::Builder::new()
-            .prefix("keyserver-pg-tls-")
-            .tempdir_in("/tmp")
-            .unwrap(),
-    };
-    let port = free_port().to_string();
-    assert!(pg_cluster(&["start", cluster.path(), &port]));
+    let (cluster, port) = OwnCluster::start();
     // The server's certificate and key in the data directory, TLS on, and
     // only TLS connections admitted.
     let data = cluster.dir.path().join("data");
