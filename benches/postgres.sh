@@ -16,15 +16,19 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=$ROOT/target/release/keyserver
 W=$(mktemp -d /tmp/keyserver-pgbench.XXXXXX)
+# The cluster's directory is its own (owned by the user PostgreSQL runs as).
+PGDIR=$(mktemp -d /tmp/keyserver-pgbench-pg.XXXXXX)
+# pgbench, run as that user, reads its script from here.
+chmod 755 "$W"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  "$ROOT/scripts/pg-cluster" stop "$W/pg" >/dev/null 2>&1 || true
-  rm -rf "$W"
+  "$ROOT/scripts/pg-cluster" stop "$PGDIR" >/dev/null 2>&1 || true
+  rm -rf "$W" "$PGDIR"
 }
 trap cleanup EXIT
 PGPORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-DB=$("$ROOT/scripts/pg-cluster" start "$W/pg" "$PGPORT")
+DB=$("$ROOT/scripts/pg-cluster" start "$PGDIR" "$PGPORT")
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | tail -1)
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
@@ -76,7 +80,7 @@ as_pg "$PGBIN/pgbench" -h 127.0.0.1 -p "$PGPORT" -U keyserver -S -c 16 -j 2 -T 1
   | grep -E "^tps|latency average"
 say "baseline: pgbench, one INSERT per transaction (durable commits), 8 clients, 10 s"
 echo "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 1, now());" > "$W/insert.sql"
-chmod 644 "$W/insert.sql"; chmod 755 "$W"
+chmod 644 "$W/insert.sql"
 as_pg "$PGBIN/pgbench" -h 127.0.0.1 -p "$PGPORT" -U keyserver -n -f "$W/insert.sql" -c 8 -j 2 -T 10 keyserver 2>&1 \
   | grep -E "^tps|latency average"
 
@@ -90,7 +94,7 @@ for setup in file pg1 pg3; do
       URLS=http://127.0.0.1:8801,http://127.0.0.1:8802,http://127.0.0.1:8803 ;;
   esac
   say "$setup: generate with a warm pool (448 calls, 8 clients): the durable write"
-  bench "$URLS" generate 8 --requests 448
+  bench "$URLS" generate 8 --requests 56 --duration 60
   say "$setup: reads of hot keys (record cache on)"
   reads "$URLS"
   stop_all
