@@ -324,7 +324,7 @@ impl PostgresStorage {
     }
 
     /// The session holding `key`'s lock in this process, if one does.
-    fn held_slot(&self, key: Option<&KeyId>) -> Option<Arc<tokio::sync::Mutex<Option<Object>>>> {
+    fn held_slot(&self, key: Option<&KeyId>) -> Option<Arc<tokio::sync::Mutex<Closing>>> {
         let key = key?;
         self.held
             .lock()
@@ -372,10 +372,10 @@ impl PostgresStorage {
                 // the same session when the lock is dropped) comes after
                 // them even if this call is given up.
                 let conn = slot.lock().await;
-                let Some(conn) = conn.as_ref() else {
-                    return Err(failed(format!("{what}: the key's lock was released"), None));
-                };
-                return op(conn).await.map_err(|e| failed(what, Some(e)));
+                if let Some(conn) = conn.0.as_ref() {
+                    return op(conn).await.map_err(|e| failed(what, Some(e)));
+                }
+                // Released just now: the pool serves it like any other key.
             }
             let conn = Closing(Some(self.conn().await?));
             let result = op(conn.get()).await;
@@ -574,7 +574,7 @@ async fn listen(
     config: &Config,
     tls: MakeRustlsConnect,
     pool: &Pool,
-    count: &AtomicU64,
+    count: &Arc<AtomicU64>,
     timeout: Duration,
     changed: &(impl Fn(Feed) + Send + Sync),
 ) -> std::result::Result<std::convert::Infallible, String> {
@@ -633,7 +633,12 @@ async fn listen(
                     }
                 }
                 _ = recount.tick() => {
-                    if let Ok(conn) = pool.get().await {
+                    // On a task of its own: notifications are not held up.
+                    let (pool, count) = (pool.clone(), Arc::clone(count));
+                    tokio::spawn(async move {
+                        let Ok(conn) = pool.get().await else {
+                            return;
+                        };
                         let counted = tokio::time::timeout(
                             timeout,
                             conn.query_one("SELECT count(*) FROM keyserver_records", &[]),
@@ -643,7 +648,7 @@ async fn listen(
                             let n: i64 = row.get(0);
                             count.store(u64::try_from(n).unwrap_or(0), Ordering::Relaxed);
                         }
-                    }
+                    });
                 }
             }
         }
@@ -679,14 +684,14 @@ impl Drop for Closing {
 }
 
 /// The sessions holding key locks in this process, by key.
-type Held = Arc<std::sync::Mutex<HashMap<KeyId, Arc<tokio::sync::Mutex<Option<Object>>>>>>;
+type Held = Arc<std::sync::Mutex<HashMap<KeyId, Arc<tokio::sync::Mutex<Closing>>>>>;
 
 /// A held advisory lock on one key: the session that holds it (which the
 /// key's reads and writes use meanwhile), unlocked and returned to the pool
 /// when dropped, or closed if that cannot be done, which releases the lock
 /// too. The unlock is queued on the session after whatever was sent on it.
 struct AdvisoryLock {
-    slot: Arc<tokio::sync::Mutex<Option<Object>>>,
+    slot: Arc<tokio::sync::Mutex<Closing>>,
     held: Held,
     key_id: KeyId,
     object: i32,
@@ -709,25 +714,29 @@ impl Drop for AdvisoryLock {
         let (slot, object) = (Arc::clone(&self.slot), self.object);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
+                // If this task never runs (the runtime is shutting down),
+                // the slot's `Closing` closes the session when the last
+                // reference goes: never back to the pool still locked.
                 runtime.spawn(async move {
-                    let Some(conn) = slot.lock().await.take() else {
+                    let conn = std::mem::replace(&mut *slot.lock().await, Closing(None));
+                    let Some(session) = conn.0.as_ref() else {
                         return;
                     };
                     let unlocked = tokio::time::timeout(
                         Duration::from_secs(5),
-                        conn.execute("SELECT pg_advisory_unlock($1, $2)", &[&LOCK_KEY, &object]),
+                        session.execute("SELECT pg_advisory_unlock($1, $2)", &[&LOCK_KEY, &object]),
                     )
                     .await;
-                    if !matches!(unlocked, Ok(Ok(_))) {
-                        drop(Object::take(conn));
+                    if matches!(unlocked, Ok(Ok(_))) {
+                        conn.done();
                     }
                 });
             }
             Err(_) => {
+                // No runtime to unlock on: closing the session releases
+                // the lock (now, or when the last reference goes).
                 if let Ok(mut conn) = slot.try_lock() {
-                    if let Some(conn) = conn.take() {
-                        drop(Object::take(conn));
-                    }
+                    drop(std::mem::replace(&mut *conn, Closing(None)));
                 }
             }
         }
@@ -751,7 +760,7 @@ impl KeyStorage for PostgresStorage {
         let id = record.key_id().as_bytes().to_vec();
         let bytes = record.encode();
         let inserted = self
-            .with_conn("storing a record", |c| {
+            .with_key(Some(record.key_id()), "storing a record", |c| {
                 Box::pin(async move {
                     c.execute(
                         "INSERT INTO keyserver_records (key_id, record) VALUES ($1, $2)
@@ -878,16 +887,25 @@ impl KeyStorage for PostgresStorage {
         // later, and only closing the session makes sure nobody holds it.
         let conn = Closing(Some(self.conn().await?));
         let object = lock_object(key_id);
-        let locked = tokio::time::timeout(
-            self.options.timeout,
-            conn.get()
-                .execute("SELECT pg_advisory_lock($1, $2)", &[&LOCK_KEY, &object]),
-        )
+        // Tried, not waited for in the database: a request given up leaves
+        // no backend queued for the lock (a closed session's backend runs
+        // what it was sent before it notices).
+        let locked = tokio::time::timeout(self.options.timeout, async {
+            loop {
+                let row = conn
+                    .get()
+                    .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&LOCK_KEY, &object])
+                    .await?;
+                if row.get::<_, bool>(0) {
+                    return Ok::<(), tokio_postgres::Error>(());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
         .await;
         match locked {
-            Ok(Ok(_)) => {
-                let mut conn = conn;
-                let slot = Arc::new(tokio::sync::Mutex::new(conn.0.take()));
+            Ok(Ok(())) => {
+                let slot = Arc::new(tokio::sync::Mutex::new(conn));
                 self.held
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)

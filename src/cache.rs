@@ -181,8 +181,12 @@ impl<S: KeyStorage> RecordCache<S> {
         // Per key: a read of another key under way is still kept.
         state.seq += 1;
         let seq = state.seq;
-        if let Some((_, evicted)) = state.changed.push(*key_id, seq) {
-            state.changed_floor = state.changed_floor.max(evicted);
+        // `push` also hands back the key's own previous entry: only an
+        // evicted other key raises the floor.
+        if let Some((evicted, at)) = state.changed.push(*key_id, seq) {
+            if evicted != *key_id {
+                state.changed_floor = state.changed_floor.max(at);
+            }
         }
         state.records.remove(key_id);
         state.metas.remove(key_id);
@@ -525,6 +529,50 @@ mod tests {
 
     fn record(n: u8) -> WrappedDek {
         WrappedDek::test_record(n)
+    }
+
+    /// An announced change forgets its key and discards reads of that key
+    /// begun before it, and only of that key; a key changed again and
+    /// again does not discard reads of others; keys beyond the bounded
+    /// memory of changes are treated as changed (safe).
+    #[test]
+    fn announced_changes_are_per_key() {
+        let store = RecordCache::new(MemoryStorage::new(), 8);
+        let (a, b) = (*record(1).key_id(), *record(2).key_id());
+        let fill = store.state().fill(false);
+        store.invalidate(&a);
+        {
+            let state = store.state();
+            assert!(
+                !state.may_keep(&a, &fill),
+                "a read of a began before a changed"
+            );
+            assert!(state.may_keep(&b, &fill), "b did not change");
+        }
+        let fill = store.state().fill(false);
+        for _ in 0..100 {
+            store.invalidate(&a);
+        }
+        assert!(
+            store.state().may_keep(&b, &fill),
+            "a's changes do not discard b"
+        );
+        assert_eq!(store.state().changed_floor, 0);
+        // Beyond the remembered keys: conservative.
+        let fill = store.state().fill(false);
+        for n in 0..(CHANGED_KEYS.get() as u32 + 1) {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&n.to_be_bytes());
+            store.invalidate(&KeyId::from_bytes(id));
+        }
+        assert!(
+            !store.state().may_keep(&b, &fill),
+            "forgotten changes count as changes"
+        );
+        // Paused: nothing kept.
+        let fill = store.state().fill(false);
+        store.invalidate_all(true);
+        assert!(!store.state().may_keep(&b, &fill));
     }
 
     /// The window the epoch alone leaves open: a delete abandoned half way,
