@@ -338,15 +338,7 @@ impl PostgresStorage {
     /// connection whose statement was given up is closed, never reused.
     async fn with_conn<T, F>(&self, what: &'static str, op: F) -> Result<T>
     where
-        F: for<'c> FnOnce(
-            &'c Object,
-        ) -> std::pin::Pin<
-            Box<
-                dyn std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>
-                    + Send
-                    + 'c,
-            >,
-        >,
+        F: for<'c> FnOnce(&'c Object) -> Op<'c, T>,
     {
         self.with_key(None, what, op).await
     }
@@ -354,15 +346,7 @@ impl PostgresStorage {
     /// [`PostgresStorage::with_conn`] for an operation on one key.
     async fn with_key<T, F>(&self, key: Option<&KeyId>, what: &'static str, op: F) -> Result<T>
     where
-        F: for<'c> FnOnce(
-            &'c Object,
-        ) -> std::pin::Pin<
-            Box<
-                dyn std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>
-                    + Send
-                    + 'c,
-            >,
-        >,
+        F: for<'c> FnOnce(&'c Object) -> Op<'c, T>,
     {
         let held = self.held_slot(key);
         let run = async {
@@ -657,6 +641,13 @@ async fn listen(
     pump.abort();
     result
 }
+
+/// One database operation on a borrowed connection.
+type Op<'c, T> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>> + Send + 'c,
+    >,
+>;
 
 /// A pooled connection that is closed when dropped, unless [`Closing::done`]
 /// returns it to the pool: a statement given up half way (its future

@@ -273,7 +273,7 @@ impl<S> RecordCache<S> {
 
 /// Keys whose last announced change is remembered one by one; beyond them,
 /// a read that began before the oldest forgotten change is not kept.
-const CHANGED_KEYS: NonZeroUsize = NonZeroUsize::new(4096).expect("nonzero");
+const CHANGED_KEYS: NonZeroUsize = NonZeroUsize::new(4096).expect("nonzero"); // ok: const
 
 /// Where a read from the storage began: what must not have changed since
 /// for its result to be kept, and when (the age of the entry counts from
