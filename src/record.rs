@@ -145,7 +145,7 @@ impl WrappedDek {
             0,
             vec![n; 384],
         )
-        .expect("a valid record")
+        .expect("a valid record") // ok: test only (cfg(test)), constant valid input
     }
 
     /// The stable byte encoding (version 1).
