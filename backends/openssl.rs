@@ -6,19 +6,24 @@ use std::sync::OnceLock;
 use openssl::bn::{BigNum, BigNumContext};
 use openssl::cipher::{Cipher, CipherRef};
 use openssl::cipher_ctx::CipherCtx;
+use openssl::derive::Deriver;
+use openssl::ec::{EcGroup, EcKey, EcPoint};
 use openssl::encrypt::{Decrypter, Encrypter};
 use openssl::error::ErrorStack;
 use openssl::hash::MessageDigest;
-use openssl::pkey::{PKey, Private, Public};
+use openssl::md::Md;
+use openssl::nid::Nid;
+use openssl::pkey::{Id, PKey, Private, Public};
+use openssl::pkey_ctx::{HkdfMode, PkeyCtx};
 use openssl::rsa::{Padding, Rsa};
 use pkcs8::PrivateKeyInfoRef;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::plugin::{
-    rsa_public_parts, CipherSuite, GCM_MAX_PLAINTEXT, GCM_NONCE_LEN, GCM_TAG_LEN, MAX_RSA_BITS,
-    MIN_RSA_BITS,
+    ec_private_parts, rsa_public_parts, CipherSuite, EcPrivateParts, HkdfHash, GCM_MAX_PLAINTEXT,
+    GCM_NONCE_LEN, GCM_TAG_LEN, MAX_RSA_BITS, MIN_RSA_BITS,
 };
-use crate::{Error, Result};
+use crate::{Curve, Error, Result};
 
 const NAME: &str = "openssl";
 
@@ -362,9 +367,125 @@ impl CipherSuite for OpenSsl {
         })
     }
 
+    fn generate_ec(&self, curve: Curve) -> Result<Zeroizing<Vec<u8>>> {
+        let group = ec_group(curve)?;
+        let key = EcKey::generate(&group).map_err(|_| crypto("EC key generation"))?;
+        let pkey = PKey::from_ec_key(key).map_err(|_| crypto("EC key generation"))?;
+        pkey.private_key_to_pkcs8()
+            .map(Zeroizing::new)
+            .map_err(|_| crypto("PKCS#8 encoding"))
+    }
+
+    fn ec_check_key_pair(&self, pkcs8_der: &[u8]) -> Result<()> {
+        ec_private_key(&ec_private_parts(pkcs8_der)?).map(drop)
+    }
+
+    fn ecdh(&self, pkcs8_der: &[u8], peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let parts = ec_private_parts(pkcs8_der)?;
+        crate::ec::check_point_form(parts.curve, peer_point)?;
+        let private = ec_private_key(&parts)?;
+        let group = ec_group(parts.curve)?;
+        let not_on_curve = || invalid("the EC public key is not a point of its curve");
+        let mut ctx = BigNumContext::new().map_err(|_| crypto("ECDH"))?;
+        // oct2point refuses points off the curve; check_key also refuses
+        // the identity and points outside the prime-order group.
+        let point =
+            EcPoint::from_bytes(&group, peer_point, &mut ctx).map_err(|_| not_on_curve())?;
+        let peer = EcKey::from_public_key(&group, &point).map_err(|_| not_on_curve())?;
+        peer.check_key().map_err(|_| not_on_curve())?;
+        let peer = PKey::from_ec_key(peer).map_err(|_| crypto("ECDH"))?;
+        let private = PKey::from_ec_key(private).map_err(|_| crypto("ECDH"))?;
+        let mut deriver = Deriver::new(&private).map_err(|_| crypto("ECDH"))?;
+        deriver.set_peer(&peer).map_err(|_| not_on_curve())?;
+        deriver
+            .derive_to_vec()
+            .map(Zeroizing::new)
+            .map_err(|_| crypto("ECDH"))
+    }
+
+    fn hkdf_extract(&self, hash: HkdfHash, salt: &[u8], ikm: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let mut prk = Zeroizing::new(vec![0u8; hash.len()]);
+        let mut ctx = hkdf_ctx(hash, HkdfMode::EXTRACT_ONLY)?;
+        let fail = |_| crypto("HKDF-Extract");
+        // An empty salt is HashLen zero bytes (RFC 5869), said explicitly.
+        let zeros = [0u8; 64];
+        let salt = if salt.is_empty() {
+            &zeros[..hash.len()]
+        } else {
+            salt
+        };
+        ctx.set_hkdf_salt(salt).map_err(fail)?;
+        ctx.set_hkdf_key(ikm).map_err(fail)?;
+        let n = ctx.derive(Some(&mut prk)).map_err(fail)?;
+        if n != hash.len() {
+            return Err(crypto("HKDF-Extract"));
+        }
+        Ok(prk)
+    }
+
+    fn hkdf_expand(&self, hash: HkdfHash, prk: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
+        if okm.len() > 255 * hash.len() || prk.len() < hash.len() {
+            return Err(crypto("HKDF-Expand"));
+        }
+        let mut ctx = hkdf_ctx(hash, HkdfMode::EXPAND_ONLY)?;
+        let fail = |_| crypto("HKDF-Expand");
+        ctx.set_hkdf_key(prk).map_err(fail)?;
+        ctx.add_hkdf_info(info).map_err(fail)?;
+        let n = ctx.derive(Some(okm)).map_err(fail)?;
+        if n != okm.len() {
+            return Err(crypto("HKDF-Expand"));
+        }
+        Ok(())
+    }
+
     fn fill_random(&self, buf: &mut [u8]) -> Result<()> {
         getrandom::fill(buf).map_err(|_| crypto("random number generator"))
     }
+}
+
+/// The OpenSSL group of a curve.
+fn ec_group(curve: Curve) -> Result<EcGroup> {
+    let nid = match curve {
+        Curve::P256 => Nid::X9_62_PRIME256V1,
+        Curve::P384 => Nid::SECP384R1,
+        Curve::P521 => Nid::SECP521R1,
+    };
+    EcGroup::from_curve_name(nid).map_err(|_| crypto("EC group"))
+}
+
+/// The EC private key of `parts`, checked: the scalar in 1..order and the
+/// public point its multiple of the generator.
+fn ec_private_key(parts: &EcPrivateParts<'_>) -> Result<EcKey<Private>> {
+    let mismatch = || invalid("the private key does not match its public key");
+    let group = ec_group(parts.curve)?;
+    let mut ctx = BigNumContext::new().map_err(|_| crypto("EC key"))?;
+    let mut order = BigNum::new().map_err(|_| crypto("EC key"))?;
+    group
+        .order(&mut order, &mut ctx)
+        .map_err(|_| crypto("EC key"))?;
+    let scalar = BigNum::from_slice(parts.scalar).map_err(|_| mismatch())?;
+    if scalar.num_bits() == 0 || scalar >= order {
+        return Err(invalid("EC private scalar out of range"));
+    }
+    let point = EcPoint::from_bytes(&group, parts.point, &mut ctx).map_err(|_| mismatch())?;
+    let key = EcKey::from_private_components(&group, &scalar, &point).map_err(|_| mismatch())?;
+    key.check_key().map_err(|_| mismatch())?;
+    Ok(key)
+}
+
+/// An HKDF context of `hash` in `mode`, ready for its inputs.
+fn hkdf_ctx(hash: HkdfHash, mode: HkdfMode) -> Result<PkeyCtx<()>> {
+    let md = match hash {
+        HkdfHash::Sha256 => Md::sha256(),
+        HkdfHash::Sha384 => Md::sha384(),
+        HkdfHash::Sha512 => Md::sha512(),
+    };
+    let fail = |_| crypto("HKDF");
+    let mut ctx = PkeyCtx::new_id(Id::HKDF).map_err(fail)?;
+    ctx.derive_init().map_err(fail)?;
+    ctx.set_hkdf_md(md).map_err(fail)?;
+    ctx.set_hkdf_mode(mode).map_err(fail)?;
+    Ok(ctx)
 }
 
 /// HKDF-SHA256 through OpenSSL 3's `EVP_KDF` interface, the one place in the

@@ -13,10 +13,10 @@ use rsa::{BoxedUint, PrivateKey, PublicKey};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::plugin::{
-    rsa_public_parts, CipherSuite, GCM_MAX_PLAINTEXT, GCM_NONCE_LEN, GCM_TAG_LEN, MAX_RSA_BITS,
-    MIN_RSA_BITS,
+    ec_private_parts, rsa_public_parts, CipherSuite, HkdfHash, GCM_MAX_PLAINTEXT, GCM_NONCE_LEN,
+    GCM_TAG_LEN, MAX_RSA_BITS, MIN_RSA_BITS,
 };
-use crate::{Error, Result};
+use crate::{Curve, Error, Result};
 
 type Aes192Gcm = AesGcm<Aes192, aes_gcm::aead::consts::U12>;
 
@@ -120,6 +120,77 @@ fn gcm_open<A: AeadInOut + KeyInit>(
         })
 }
 
+/// EC key generation, key-pair check and ECDH on one curve crate.
+macro_rules! ec_curve {
+    ($module:ident, $krate:ident) => {
+        mod $module {
+            use zeroize::Zeroizing;
+            use $krate::elliptic_curve::pkcs8::EncodePrivateKey;
+            use $krate::elliptic_curve::sec1::ToSec1Point;
+            use $krate::elliptic_curve::Generate;
+            use $krate::{PublicKey, SecretKey};
+
+            use super::{crypto, invalid};
+            use crate::Result;
+
+            pub(super) fn generate() -> Result<Zeroizing<Vec<u8>>> {
+                let key = SecretKey::try_generate_from_rng(&mut getrandom::SysRng)
+                    .map_err(|_| crypto("random number generator"))?;
+                let doc = key.to_pkcs8_der().map_err(|_| crypto("PKCS#8 encoding"))?;
+                Ok(Zeroizing::new(doc.as_bytes().to_vec()))
+            }
+
+            fn secret(scalar: &[u8]) -> Result<SecretKey> {
+                // Refuses zero and scalars at or above the group order.
+                SecretKey::from_slice(scalar).map_err(|_| invalid("EC private scalar out of range"))
+            }
+
+            pub(super) fn check(scalar: &[u8], point: &[u8]) -> Result<()> {
+                let public = secret(scalar)?.public_key().to_sec1_point(false);
+                if public.as_bytes() != point {
+                    return Err(invalid("the private key does not match its public key"));
+                }
+                Ok(())
+            }
+
+            pub(super) fn ecdh(scalar: &[u8], peer: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+                // Checks that the point is on the curve and not the identity.
+                let peer = PublicKey::from_sec1_bytes(peer)
+                    .map_err(|_| invalid("the EC public key is not a point of its curve"))?;
+                let shared = $krate::elliptic_curve::ecdh::diffie_hellman(
+                    secret(scalar)?.to_nonzero_scalar(),
+                    peer.as_affine(),
+                );
+                Ok(Zeroizing::new(shared.raw_secret_bytes().to_vec()))
+            }
+        }
+    };
+}
+
+ec_curve!(ec_p256, p256);
+ec_curve!(ec_p384, p384);
+ec_curve!(ec_p521, p521);
+
+fn hkdf_extract<H>(salt: &[u8], ikm: &[u8]) -> Zeroizing<Vec<u8>>
+where
+    H: hkdf::hmac::EagerHash + hkdf::hmac::digest::OutputSizeUser,
+    hkdf::hmac::Hmac<H>: hkdf::hmac::KeyInit,
+{
+    let (prk, _) = Hkdf::<H>::extract(Some(salt), ikm);
+    Zeroizing::new(prk.to_vec())
+}
+
+fn hkdf_expand<H>(prk: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()>
+where
+    H: hkdf::hmac::EagerHash + hkdf::hmac::digest::OutputSizeUser,
+    hkdf::hmac::Hmac<H>: hkdf::hmac::KeyInit,
+{
+    Hkdf::<H>::from_prk(prk)
+        .map_err(|_| crypto("HKDF pseudorandom key too short"))?
+        .expand(info, okm)
+        .map_err(|_| crypto("HKDF output too long"))
+}
+
 impl CipherSuite for RustCrypto {
     fn name(&self) -> &'static str {
         NAME
@@ -205,5 +276,48 @@ impl CipherSuite for RustCrypto {
 
     fn fill_random(&self, buf: &mut [u8]) -> Result<()> {
         getrandom::fill(buf).map_err(|_| crypto("random number generator"))
+    }
+
+    fn generate_ec(&self, curve: Curve) -> Result<Zeroizing<Vec<u8>>> {
+        match curve {
+            Curve::P256 => ec_p256::generate(),
+            Curve::P384 => ec_p384::generate(),
+            Curve::P521 => ec_p521::generate(),
+        }
+    }
+
+    fn ec_check_key_pair(&self, pkcs8_der: &[u8]) -> Result<()> {
+        let key = ec_private_parts(pkcs8_der)?;
+        match key.curve {
+            Curve::P256 => ec_p256::check(key.scalar, key.point),
+            Curve::P384 => ec_p384::check(key.scalar, key.point),
+            Curve::P521 => ec_p521::check(key.scalar, key.point),
+        }
+    }
+
+    fn ecdh(&self, pkcs8_der: &[u8], peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let key = ec_private_parts(pkcs8_der)?;
+        crate::ec::check_point_form(key.curve, peer_point)?;
+        match key.curve {
+            Curve::P256 => ec_p256::ecdh(key.scalar, peer_point),
+            Curve::P384 => ec_p384::ecdh(key.scalar, peer_point),
+            Curve::P521 => ec_p521::ecdh(key.scalar, peer_point),
+        }
+    }
+
+    fn hkdf_extract(&self, hash: HkdfHash, salt: &[u8], ikm: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        Ok(match hash {
+            HkdfHash::Sha256 => hkdf_extract::<Sha256>(salt, ikm),
+            HkdfHash::Sha384 => hkdf_extract::<sha2::Sha384>(salt, ikm),
+            HkdfHash::Sha512 => hkdf_extract::<sha2::Sha512>(salt, ikm),
+        })
+    }
+
+    fn hkdf_expand(&self, hash: HkdfHash, prk: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
+        match hash {
+            HkdfHash::Sha256 => hkdf_expand::<Sha256>(prk, info, okm),
+            HkdfHash::Sha384 => hkdf_expand::<sha2::Sha384>(prk, info, okm),
+            HkdfHash::Sha512 => hkdf_expand::<sha2::Sha512>(prk, info, okm),
+        }
     }
 }

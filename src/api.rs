@@ -38,7 +38,7 @@
 //!         Ok(false)
 //!     }
 //!     async fn status(&self) -> Result<Status> {
-//!         Ok(Status { keys: 0, version: "0".into(), suite: "-".into(), storage: "-".into(), strength: 128 })
+//!         Ok(Status { keys: 0, version: "0".into(), suite: "-".into(), storage: "-".into(), strength: 128, kek_alg: "rsa".into() })
 //!     }
 //! }
 //!
@@ -57,7 +57,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::lifecycle::{Change, KeyFilter, KeyInfo, KeyPage, Target};
-use crate::{Dek, Error, ErrorCode, Kek, KeyId, Result, Strength, WrappedDek};
+use crate::{Dek, Error, ErrorCode, Kek, KekAlg, KeyId, Result, Strength, WrappedDek};
 
 pub use crate::lifecycle::{parse_rfc3339, rfc3339};
 
@@ -70,6 +70,7 @@ pub use crate::lifecycle::{parse_rfc3339, rfc3339};
 ///     suite: "rustcrypto".into(),
 ///     storage: "memory".into(),
 ///     strength: 128,
+///     kek_alg: "ec".into(),
 /// };
 /// assert_eq!(s.keys, 3);
 /// ```
@@ -86,6 +87,14 @@ pub struct Status {
     /// The server's minimum security strength in bits (what `generate`
     /// without a strength gives).
     pub strength: u16,
+    /// The KEK algorithm `generate` without one uses (`rsa` or `ec`; `rsa`
+    /// from a server older than KEK algorithms).
+    #[serde(default = "default_kek_alg")]
+    pub kek_alg: String,
+}
+
+fn default_kek_alg() -> String {
+    KekAlg::Rsa.name().to_string()
 }
 
 /// The wire API: one async method per wire method.
@@ -105,6 +114,23 @@ pub trait KeyService: Send + Sync {
     /// `generate([strength])`: make a KEK, store its wrapped DEK, return the
     /// KEK. `None` uses the server's configured strength.
     async fn generate(&self, strength: Option<Strength>) -> Result<Kek>;
+
+    /// `generate([strength[, alg]])`: as [`KeyService::generate`], with the
+    /// KEK's algorithm (`None`: the service's). The default serves `None`
+    /// through `generate` and refuses a named algorithm with a policy
+    /// error, for services written before algorithms could be chosen.
+    async fn generate_with_alg(
+        &self,
+        strength: Option<Strength>,
+        alg: Option<KekAlg>,
+    ) -> Result<Kek> {
+        match alg {
+            None => self.generate(strength).await,
+            Some(alg) => Err(Error::policy(format!(
+                "this service does not offer a choice of KEK algorithm ({alg})"
+            ))),
+        }
+    }
 
     /// `get_key(kek)`: server-side unwrap; the DEK of this KEK.
     async fn get_key(&self, kek: &Kek) -> Result<Dek>;
@@ -165,7 +191,9 @@ pub trait KeyService: Send + Sync {
     /// the typed methods above.
     async fn call(&self, call: Call) -> Result<Reply> {
         Ok(match call {
-            Call::Generate(strength) => Reply::Kek(self.generate(strength).await?),
+            Call::Generate(strength, alg) => {
+                Reply::Kek(self.generate_with_alg(strength, alg).await?)
+            }
             Call::GetKey(kek) => Reply::Dek(self.get_key(&kek).await?),
             Call::GetWrapped(id) => Reply::Wrapped(self.get_wrapped(&id).await?),
             Call::Contains(id) => Reply::Bool(self.contains(&id).await?),
@@ -182,8 +210,8 @@ pub trait KeyService: Send + Sync {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Call {
-    /// `generate([strength])`.
-    Generate(Option<Strength>),
+    /// `generate([strength[, alg]])`.
+    Generate(Option<Strength>, Option<KekAlg>),
     /// `get_key(kek)`.
     GetKey(Kek),
     /// `get_wrapped(key_id)`.
@@ -428,7 +456,7 @@ impl Method {
     ///
     /// ```
     /// let generate = keyserver::api::method("generate").unwrap();
-    /// assert_eq!(generate.signature('[', ']'), "[] or [strength: int]");
+    /// assert_eq!(generate.signature('[', ']'), "[] or [strength: int, alg: string]");
     /// ```
     pub fn signature(&self, open: char, close: char) -> String {
         let list = |params: &[Param]| {
@@ -476,15 +504,23 @@ const KEY_ID: Param = Param {
 
 const GENERATE: Method = Method {
     name: "generate",
-    params: &[Param {
-        name: "strength",
-        shape: Shape::Int,
-        optional: true,
-    }],
+    params: &[
+        Param {
+            name: "strength",
+            shape: Shape::Int,
+            optional: true,
+        },
+        Param {
+            name: "alg",
+            shape: Shape::Str,
+            optional: true,
+        },
+    ],
     result: Shape::Str,
-    help: "generate([strength]) -> string: creates a key-encryption key (KEK) of the given \
-           security strength (128, 192 or 256; default: the server's), stores its wrapped data \
-           key, and returns the private KEK as PKCS#8 PEM. The server keeps no copy.",
+    help: "generate([strength[, alg]]) -> string: creates a key-encryption key (KEK) of the given \
+           security strength (128, 192 or 256; default: the server's) and algorithm (rsa or ec; \
+           default: the server's), stores its wrapped data key, and returns the private KEK as \
+           PKCS#8 PEM. The server keeps no copy.",
 };
 
 const GET_KEY: Method = Method {
@@ -641,7 +677,7 @@ impl Call {
     /// The method table's row for this call.
     pub fn method(&self) -> &'static Method {
         match self {
-            Call::Generate(_) => &GENERATE,
+            Call::Generate(..) => &GENERATE,
             Call::GetKey(_) => &GET_KEY,
             Call::GetWrapped(_) => &GET_WRAPPED,
             Call::Contains(_) => &CONTAINS,
@@ -665,7 +701,7 @@ impl Call {
             Call::GetKey(kek) | Call::Rotate(kek, _) => Some(kek.id()),
             Call::GetWrapped(id) | Call::Contains(id) | Call::Describe(id) => Some(*id),
             Call::Change(_, target) => Some(target.key_id()),
-            Call::Generate(_) | Call::Status | Call::ListKeys(_) => None,
+            Call::Generate(..) | Call::Status | Call::ListKeys(_) => None,
         }
     }
 
@@ -683,7 +719,7 @@ impl Call {
     /// use keyserver::api::{Call, Value};
     ///
     /// let call = Call::from_params("generate", vec![Value::Int(192)], ('(', ')'))?;
-    /// assert_eq!(call, Call::Generate(Some(keyserver::Strength::S192)));
+    /// assert_eq!(call, Call::Generate(Some(keyserver::Strength::S192), None));
     /// let err = Call::from_params("contains", vec![], ('(', ')')).unwrap_err();
     /// assert_eq!(err.to_string(), "invalid parameters: expected (key_id: string)");
     /// # Ok::<(), keyserver::Error>(())
@@ -702,10 +738,17 @@ impl Call {
             _ => Err(method.invalid_params(brackets.0, brackets.1)),
         };
         match method.name {
-            n if n == GENERATE.name => match first {
-                Some(Value::Int(bits)) => parse_strength(bits).map(|s| Call::Generate(Some(s))),
-                _ => Ok(Call::Generate(None)),
-            },
+            n if n == GENERATE.name => {
+                let strength = match first {
+                    Some(Value::Int(bits)) => Some(parse_strength(bits)?),
+                    _ => None,
+                };
+                let alg = match second {
+                    Some(Value::Str(name)) => Some(name.parse::<KekAlg>()?),
+                    _ => None,
+                };
+                Ok(Call::Generate(strength, alg))
+            }
             n if n == GET_KEY.name => Kek::from_pem(&text(first)?).map(Call::GetKey),
             n if n == GET_WRAPPED.name => text(first)?.parse().map(Call::GetWrapped),
             n if n == CONTAINS.name => text(first)?.parse().map(Call::Contains),
@@ -739,8 +782,15 @@ impl Call {
     /// The positional parameters of this call, for a client to send.
     pub fn into_params(self) -> Vec<Value> {
         match self {
-            Call::Generate(None) | Call::Status => Vec::new(),
-            Call::Generate(Some(s)) => vec![Value::Int(i64::from(s.bits()))],
+            Call::Generate(None, None) | Call::Status => Vec::new(),
+            Call::Generate(Some(s), None) => vec![Value::Int(i64::from(s.bits()))],
+            Call::Generate(Some(s), Some(alg)) => {
+                vec![Value::Int(i64::from(s.bits())), Value::str(alg.name())]
+            }
+            // The wire names an algorithm only after a strength: a server
+            // refuses this as invalid parameters, so a transport first
+            // asks the server's strength (`Transport`'s `generate_with_alg`).
+            Call::Generate(None, Some(alg)) => vec![Value::str(alg.name())],
             Call::GetKey(kek) => vec![Value::Str(kek.to_pem())],
             Call::GetWrapped(id) | Call::Contains(id) | Call::Describe(id) => {
                 vec![Value::str(id.to_string())]
@@ -921,6 +971,7 @@ impl Reply {
                     "strength".to_string(),
                     Value::Int(i64::from(status.strength)),
                 ),
+                ("kek_alg".to_string(), Value::str(status.kek_alg)),
             ])),
         }
     }
@@ -937,7 +988,7 @@ impl Reply {
             return Err(bad());
         }
         match (call, value) {
-            (Call::Generate(_), Value::Str(pem)) => {
+            (Call::Generate(..), Value::Str(pem)) => {
                 Kek::from_pem(&pem).map(Reply::Kek).map_err(|_| bad())
             }
             (Call::GetKey(_), Value::Bytes(bytes)) => {
@@ -997,6 +1048,7 @@ impl Reply {
                         suite: text("suite")?,
                         storage: text("storage")?,
                         strength: u16::try_from(int("strength")?).ok()?,
+                        kek_alg: text("kek_alg").unwrap_or_else(default_kek_alg),
                     }))
                 })()
                 .ok_or_else(bad)
@@ -1098,8 +1150,9 @@ mod tests {
         let kek = Kek::from_pem(KEK_3072).expect("fixture"); // ok: test fixture
         let id = kek.id();
         let calls = [
-            Call::Generate(None),
-            Call::Generate(Some(Strength::S256)),
+            Call::Generate(None, None),
+            Call::Generate(Some(Strength::S256), None),
+            Call::Generate(Some(Strength::S192), Some(KekAlg::Ec)),
             Call::GetKey(kek),
             Call::GetWrapped(id),
             Call::Contains(id),
@@ -1146,6 +1199,7 @@ mod tests {
             suite: "s".into(),
             storage: "m".into(),
             strength: 192,
+            kek_alg: "ec".into(),
         };
         let value = Reply::Status(status.clone()).into_value();
         assert_eq!(

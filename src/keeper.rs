@@ -8,12 +8,10 @@ use std::time::Duration;
 
 use crate::api::CallerInfo;
 use crate::blocking::blocking;
-use crate::key::check_pairing;
 use crate::lifecycle::{now, Change, KeyFilter, KeyInfo, KeyPage, Target, MAX_PAGE};
-use crate::record::unwrap_record;
+use crate::record::{unwrap_record, wrap_dek};
 use crate::{
     CipherSuite, Error, Kek, KeyId, KeyMeta, KeyServer, KeyState, KeyStorage, Result, Strength,
-    WrappedDek,
 };
 
 /// Keys in a `list_keys` page when the filter names no limit.
@@ -249,7 +247,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     async fn check_possession(&self, kek: &Kek) -> Result<()> {
         let suite = Arc::clone(&self.suite);
         let kek = kek.clone();
-        blocking(move || suite.rsa_check_key_pair(kek.pkcs8_der())).await?
+        blocking(move || crate::record::check_key_pair(&*suite, &kek)).await?
     }
 
     /// `suspend`, `resume`, `compromised`, `destroy`, `cancel_destroy` of
@@ -541,11 +539,14 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     pub async fn generate_for(
         &self,
         strength: Option<Strength>,
+        alg: Option<crate::KekAlg>,
         caller: &CallerInfo,
     ) -> Result<Kek> {
         let reservation = self.reserve(caller).await?;
         let strength = strength.unwrap_or(self.strength);
-        let kek = self.generate_with_strength(strength).await?;
+        let kek = self
+            .generate_with(strength, alg.unwrap_or(self.kek_alg))
+            .await?;
         self.record_owner(&kek, strength, caller, reservation, None)
             .await?;
         Ok(kek)
@@ -603,11 +604,9 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
             principal: owner_name,
         };
         let reservation = self.reserve(&owner).await?;
-        let new = self.new_kek(kek_strength).await?;
-        check_pairing(new.bits(), dek_strength)?;
-        let wrapped = self
-            .suite
-            .rsa_oaep_wrap(new.public_key_der(), dek.as_bytes())?;
+        let new = self.new_kek(self.kek_alg, kek_strength).await?;
+        let now = self.lifecycle.now();
+        let record = wrap_dek(&*self.suite, &new, dek_strength, dek.as_bytes(), now)?;
         drop(dek);
 
         let _one = self.lifecycle.changes.lock().await;
@@ -615,7 +614,6 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         let meta = self.key_meta(&old_id).await?;
         let now = self.lifecycle.now();
         let from = rotatable(&meta, now)?;
-        let record = WrappedDek::new(new.id(), new.bits(), dek_strength, now, wrapped)?;
         self.storage.put(&record).await?;
         self.record_owner(
             &new,

@@ -106,10 +106,12 @@ pub mod api;
 mod blocking;
 mod cache;
 mod client;
+mod ec;
 mod encryption;
 pub mod envelope;
 pub mod error;
 mod format;
+pub mod hpke;
 mod keeper;
 mod key;
 mod lifecycle;
@@ -137,10 +139,11 @@ pub use api::{KeyService, Status};
 #[allow(deprecated)]
 pub use client::DEFAULT_CACHE_TIMEOUT;
 pub use client::{KeyClient, UnwrapMode, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL};
+pub use ec::Curve;
 pub use encryption::Encryption;
 pub use error::{Error, ErrorCode, Result};
 pub use keeper::Clock;
-pub use key::{Dek, Kek, KeyId, Plaintext, Strength};
+pub use key::{Dek, Kek, KekAlg, KeyId, Plaintext, Strength};
 pub use lifecycle::{
     Change, KeyFilter, KeyInfo, KeyMeta, KeyPage, KeyState, Target, DEFAULT_CRYPTOPERIOD,
     DEFAULT_DESTROY_WINDOW, MAX_PAGE,
@@ -148,7 +151,7 @@ pub use lifecycle::{
 pub use record::WrappedDek;
 pub use server::{default_generate_workers, KeyServer, DEFAULT_GENERATE_QUEUE};
 pub use storage::KeyStorage;
-pub use suite::CipherSuite;
+pub use suite::{CipherSuite, HkdfHash};
 pub use transport::Transport;
 
 /// Re-exported for implementing this crate's async traits ([`KeyStorage`],

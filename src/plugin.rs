@@ -3,12 +3,14 @@
 //! root (as `rustls::crypto` is for crypto providers).
 //!
 //! - [`CipherSuite`]: primitives only (RSA key generation and OAEP-SHA256,
-//!   HKDF-SHA256, AES-GCM, random bytes). The core owns every format and
+//!   HKDF-SHA256, AES-GCM, random bytes; EC key generation, ECDH and
+//!   HKDF with SHA-2 for EC KEKs). The core owns every format (HPKE included) and
 //!   enforces every size limit of its formats before it calls a suite; a
 //!   suite knows the limits of its primitives ([`GCM_MAX_PLAINTEXT`],
 //!   [`MIN_RSA_BITS`]..=[`MAX_RSA_BITS`]) and nothing of the data formats.
 //! - [`KeyStorage`]: create-only records by key id.
-//! - [`blocking`], [`rsa_public_parts`], and [`async_trait`](macro@async_trait) (re-exported so
+//! - [`blocking`], [`rsa_public_parts`], [`ec_private_parts`],
+//!   [`ec_public_point`], [`ec_pkcs8_der`], [`unsupported`] and [`async_trait`](macro@async_trait) (re-exported so
 //!   a backend crate's `#[async_trait]` matches this crate's).
 //!
 //! A backend proves itself with the conformance kit (feature `testing`):
@@ -16,7 +18,10 @@
 //! one line. `examples/custom_storage.rs` is a complete third-party storage.
 
 pub use crate::blocking::blocking;
+pub use crate::ec::{ec_pkcs8_der, ec_private_parts, ec_public_point, EcPrivateParts};
 pub use crate::key::{rsa_public_parts, MAX_RSA_BITS, MIN_RSA_BITS};
 pub use crate::storage::{KeyLock, KeyStorage};
-pub use crate::suite::{CipherSuite, GCM_MAX_PLAINTEXT, GCM_NONCE_LEN, GCM_TAG_LEN};
+pub use crate::suite::{
+    unsupported, CipherSuite, HkdfHash, GCM_MAX_PLAINTEXT, GCM_NONCE_LEN, GCM_TAG_LEN,
+};
 pub use async_trait::async_trait;

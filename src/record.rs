@@ -8,14 +8,16 @@
 //! offset  size  field
 //!      0     4  magic "KSWR"
 //!      4     1  record version = 1
-//!      5     1  wrap algorithm: 1 = RSA-OAEP, SHA-256, MGF1-SHA-256, empty label
+//!      5     1  wrap algorithm: 1 = RSA-OAEP, SHA-256, MGF1-SHA-256, empty label;
+//!               2, 3, 4 = HPKE base mode, DHKEM(P-256 / P-384 / P-521)
 //!      6     1  DEK algorithm: 1 = AES-128-GCM, 2 = AES-192-GCM, 3 = AES-256-GCM
 //!      7     1  reserved, 0
 //!      8     8  created: seconds since the Unix epoch
 //!     16    32  key id (SHA-256 of the KEK's SubjectPublicKeyInfo)
-//!     48     2  KEK modulus size in bits
-//!     50     2  n = length of the wrapped DEK (= ceil(modulus bits / 8))
-//!     52     n  wrapped DEK (RSA-OAEP ciphertext)
+//!     48     2  KEK size in bits (RSA modulus, or 256 / 384 / 521)
+//!     50     2  n = length of the wrapped DEK (RSA: ceil(bits / 8);
+//!               HPKE: enc || AES-GCM(DEK), point + DEK + 16 bytes)
+//!     52     n  wrapped DEK
 //!   52+n    32  SHA-256 of bytes 0 .. 52+n
 //! ```
 
@@ -27,12 +29,41 @@ use std::sync::Arc;
 
 use crate::blocking::blocking;
 use crate::format::{dek_alg_id, strength_of_alg_id, RECORD_MAGIC};
-use crate::key::check_kek;
-use crate::{CipherSuite, Dek, Error, Kek, KeyId, Result, Strength};
+use crate::key::{check_kek, KekKind};
+use crate::suite::GCM_TAG_LEN;
+use crate::{CipherSuite, Curve, Dek, Error, Kek, KekAlg, KeyId, Result, Strength};
 
 const VERSION: u8 = 1;
 /// Wrap algorithm id: RSA-OAEP with SHA-256 and MGF1-SHA-256, empty label.
 pub const WRAP_RSA_OAEP_SHA256: u8 = 1;
+/// Wrap algorithm id: HPKE base mode, DHKEM(P-256, HKDF-SHA256),
+/// HKDF-SHA256, AES-128-GCM ([`crate::hpke`]).
+pub const WRAP_HPKE_P256: u8 = 2;
+/// Wrap algorithm id: HPKE base mode, DHKEM(P-384, HKDF-SHA384),
+/// HKDF-SHA384, AES-256-GCM.
+pub const WRAP_HPKE_P384: u8 = 3;
+/// Wrap algorithm id: HPKE base mode, DHKEM(P-521, HKDF-SHA512),
+/// HKDF-SHA512, AES-256-GCM.
+pub const WRAP_HPKE_P521: u8 = 4;
+
+/// The HPKE `info` of a wrapped DEK: a label, the wrap algorithm id and the
+/// DEK algorithm id, so a wrapped key opens only as what it was sealed as.
+fn hpke_info(wrap: u8, strength: Strength) -> [u8; 26] {
+    let mut info = [0u8; 26];
+    info[..24].copy_from_slice(b"keyserver wrapped DEK v1");
+    info[24] = wrap;
+    info[25] = dek_alg_id(strength);
+    info
+}
+
+/// The wrap algorithm id of a curve.
+const fn hpke_wrap_id(curve: Curve) -> u8 {
+    match curve {
+        Curve::P256 => WRAP_HPKE_P256,
+        Curve::P384 => WRAP_HPKE_P384,
+        Curve::P521 => WRAP_HPKE_P521,
+    }
+}
 const HEADER_LEN: usize = 52;
 const CHECKSUM_LEN: usize = 32;
 
@@ -60,6 +91,7 @@ const CHECKSUM_LEN: usize = 32;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WrappedDek {
     key_id: KeyId,
+    alg: KekAlg,
     kek_bits: u16,
     strength: Strength,
     created: u64,
@@ -67,8 +99,9 @@ pub struct WrappedDek {
 }
 
 impl WrappedDek {
-    /// A record for `wrapped`, the DEK of `strength` wrapped under the KEK
-    /// `key_id` of `kek_bits` bits, created at `created` (Unix seconds).
+    /// A record for `wrapped`, the DEK of `strength` wrapped with RSA-OAEP
+    /// under the KEK `key_id` of `kek_bits` bits, created at `created` (Unix
+    /// seconds).
     ///
     /// # Errors
     /// [`Error::InvalidKey`] if the KEK size is outside 2048..=16384 bits or
@@ -80,18 +113,60 @@ impl WrappedDek {
         created: u64,
         wrapped: Vec<u8>,
     ) -> Result<Self> {
-        if !(crate::key::MIN_RSA_BITS..=crate::key::MAX_RSA_BITS).contains(&kek_bits) {
-            return Err(Error::InvalidKey {
-                reason: "KEK size outside 2048..=16384 bits".into(),
-            });
-        }
-        if wrapped.len() != kek_bits.div_ceil(8) {
-            return Err(Error::InvalidKey {
-                reason: "wrapped key length does not match the KEK size".into(),
-            });
+        Self::with_alg(KekAlg::Rsa, key_id, kek_bits, strength, created, wrapped)
+    }
+
+    /// A record for a DEK wrapped under a KEK of `alg`: for [`KekAlg::Ec`],
+    /// `kek_bits` is the curve's (256, 384 or 521) and `wrapped` is HPKE's
+    /// `enc` followed by the sealed DEK.
+    ///
+    /// ```
+    /// use keyserver::{KekAlg, KeyId, Strength, WrappedDek};
+    ///
+    /// let id = KeyId::from_bytes([1; 32]);
+    /// let rec = WrappedDek::with_alg(KekAlg::Ec, id, 384, Strength::S192, 0, vec![4; 97 + 24 + 16])?;
+    /// assert_eq!(WrappedDek::decode(&rec.encode(), &id)?.alg(), KekAlg::Ec);
+    /// assert!(WrappedDek::with_alg(KekAlg::Ec, id, 384, Strength::S192, 0, vec![4; 97]).is_err());
+    /// # Ok::<(), keyserver::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] if the KEK size is not one of the algorithm's
+    /// or the wrapped length does not match it and the DEK.
+    pub fn with_alg(
+        alg: KekAlg,
+        key_id: KeyId,
+        kek_bits: usize,
+        strength: Strength,
+        created: u64,
+        wrapped: Vec<u8>,
+    ) -> Result<Self> {
+        let invalid = |reason: &'static str| Error::InvalidKey {
+            reason: reason.into(),
+        };
+        match alg {
+            KekAlg::Rsa => {
+                if !(crate::key::MIN_RSA_BITS..=crate::key::MAX_RSA_BITS).contains(&kek_bits) {
+                    return Err(invalid("KEK size outside 2048..=16384 bits"));
+                }
+                if wrapped.len() != kek_bits.div_ceil(8) {
+                    return Err(invalid("wrapped key length does not match the KEK size"));
+                }
+            }
+            KekAlg::Ec => {
+                let curve = Curve::from_bits(kek_bits)
+                    .ok_or(invalid("an EC KEK is on P-256, P-384 or P-521"))?;
+                if wrapped.len() != curve.point_len() + strength.aes_key_len() + GCM_TAG_LEN {
+                    return Err(invalid("wrapped key length does not match the KEK and DEK"));
+                }
+                if wrapped.first() != Some(&4) {
+                    return Err(invalid("the wrapped key does not start with a point"));
+                }
+            }
         }
         Ok(WrappedDek {
             key_id,
+            alg,
             // ok: bounded by MAX_RSA_BITS above.
             kek_bits: kek_bits as u16,
             strength,
@@ -114,9 +189,24 @@ impl WrappedDek {
         &self.key_id
     }
 
-    /// The RSA modulus size of the wrapping KEK, in bits.
+    /// The size of the wrapping KEK in bits: the RSA modulus, or the EC
+    /// curve's field (256, 384, 521).
     pub fn kek_bits(&self) -> usize {
         usize::from(self.kek_bits)
+    }
+
+    /// The algorithm of the wrapping KEK.
+    pub fn alg(&self) -> KekAlg {
+        self.alg
+    }
+
+    /// The wrap algorithm id of the record format.
+    fn wrap_id(&self) -> u8 {
+        match self.alg {
+            KekAlg::Rsa => WRAP_RSA_OAEP_SHA256,
+            // ok: with_alg checked the size is a curve's.
+            KekAlg::Ec => hpke_wrap_id(Curve::from_bits(self.kek_bits()).unwrap_or(Curve::P256)),
+        }
     }
 
     /// The strength (and so the AES key size) of the wrapped DEK.
@@ -129,7 +219,8 @@ impl WrappedDek {
         self.created
     }
 
-    /// The RSA-OAEP ciphertext of the DEK.
+    /// The wrapped DEK: the RSA-OAEP ciphertext, or HPKE's `enc` followed
+    /// by the sealed DEK.
     pub fn wrapped(&self) -> &[u8] {
         &self.wrapped
     }
@@ -153,13 +244,13 @@ impl WrappedDek {
         let mut out = Vec::with_capacity(HEADER_LEN + self.wrapped.len() + CHECKSUM_LEN);
         out.extend_from_slice(RECORD_MAGIC);
         out.push(VERSION);
-        out.push(WRAP_RSA_OAEP_SHA256);
+        out.push(self.wrap_id());
         out.push(dek_alg_id(self.strength));
         out.push(0);
         out.extend_from_slice(&self.created.to_be_bytes());
         out.extend_from_slice(self.key_id.as_bytes());
         out.extend_from_slice(&self.kek_bits.to_be_bytes());
-        // ok: wrapped.len() == ceil(kek_bits / 8) <= 2048, checked in new().
+        // ok: wrapped.len() <= 2048, checked in with_alg().
         out.extend_from_slice(&(self.wrapped.len() as u16).to_be_bytes());
         out.extend_from_slice(&self.wrapped);
         let sum = Sha256::digest(&out);
@@ -191,9 +282,13 @@ impl WrappedDek {
         if body[4] != VERSION {
             return Err(corrupt("unsupported record version"));
         }
-        if body[5] != WRAP_RSA_OAEP_SHA256 {
-            return Err(corrupt("unknown wrap algorithm"));
-        }
+        let (alg, wrap_curve) = match body[5] {
+            WRAP_RSA_OAEP_SHA256 => (KekAlg::Rsa, None),
+            WRAP_HPKE_P256 => (KekAlg::Ec, Some(Curve::P256)),
+            WRAP_HPKE_P384 => (KekAlg::Ec, Some(Curve::P384)),
+            WRAP_HPKE_P521 => (KekAlg::Ec, Some(Curve::P521)),
+            _ => return Err(corrupt("unknown wrap algorithm")),
+        };
         let strength = strength_of_alg_id(body[6]).ok_or(corrupt("unknown DEK algorithm"))?;
         if body[7] != 0 {
             return Err(corrupt("reserved byte is not zero"));
@@ -208,7 +303,11 @@ impl WrappedDek {
         if body.len() != HEADER_LEN + len {
             return Err(corrupt("length mismatch"));
         }
-        WrappedDek::new(
+        if wrap_curve.is_some_and(|c| c.bits() != kek_bits) {
+            return Err(corrupt("KEK size does not match the wrap algorithm"));
+        }
+        WrappedDek::with_alg(
+            alg,
             key_id,
             kek_bits,
             strength,
@@ -227,6 +326,106 @@ fn fixed<const N: usize>(s: &[u8]) -> [u8; N] {
     out
 }
 
+/// Wraps `dek` (of `strength`) under the public half of `kek` and makes its
+/// record, created at `created`: RSA-OAEP for an RSA KEK, HPKE for an EC
+/// one. The one wrap path of `generate` and `rotate`.
+pub(crate) fn wrap_dek<C: CipherSuite + ?Sized>(
+    suite: &C,
+    kek: &Kek,
+    strength: Strength,
+    dek: &[u8],
+    created: u64,
+) -> Result<WrappedDek> {
+    crate::key::check_pairing(kek, strength)?;
+    let wrapped = match kek.kind() {
+        KekKind::Rsa { .. } => suite.rsa_oaep_wrap(kek.public_key_der(), dek)?,
+        KekKind::Ec { curve } => {
+            let (_, point) = crate::ec::ec_public_point(kek.public_key_der())?;
+            let info = hpke_info(hpke_wrap_id(curve), strength);
+            let (enc, sealed) = crate::hpke::seal(suite, curve, point, &info, b"", dek)?;
+            [enc, sealed].concat()
+        }
+    };
+    WrappedDek::with_alg(kek.alg(), kek.id(), kek.bits(), strength, created, wrapped)
+}
+
+/// [`unwrap_record`] here and now, on the calling thread (for the
+/// conformance kit, which runs without a runtime).
+#[cfg(feature = "testing")]
+pub(crate) fn unwrap_now<C: CipherSuite + ?Sized>(
+    suite: &C,
+    kek: &Kek,
+    record: &WrappedDek,
+    floor: Strength,
+) -> Result<Dek> {
+    check_record(kek, record, floor)?;
+    let bytes = unwrap_blocking(suite, kek, record)?;
+    Dek::from_zeroizing(bytes).map_err(|_| Error::CorruptRecord {
+        key_id: kek.id(),
+        reason: "unwrapped key has the wrong length".into(),
+    })
+}
+
+/// The checks before an unwrap: the record is this KEK's and of its kind,
+/// and the KEK is strong enough for its DEK and the floor.
+fn check_record(kek: &Kek, record: &WrappedDek, floor: Strength) -> Result<()> {
+    let key_id = kek.id();
+    let corrupt = |reason: &'static str| Error::CorruptRecord {
+        key_id,
+        reason: reason.into(),
+    };
+    if *record.key_id() != key_id {
+        return Err(corrupt("the record belongs to another key"));
+    }
+    if record.alg() != kek.alg() || record.kek_bits() != kek.bits() {
+        return Err(corrupt(
+            "the record was wrapped under another kind of key than this KEK",
+        ));
+    }
+    check_kek(kek, record.strength(), floor)
+}
+
+/// Checks `kek` (one consistent key pair) and opens `record` with it: a
+/// failure to authenticate is [`Error::UnwrapFailed`].
+fn unwrap_blocking<C: CipherSuite + ?Sized>(
+    suite: &C,
+    kek: &Kek,
+    record: &WrappedDek,
+) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    let key_id = kek.id();
+    let failed = |e| match e {
+        Error::DecryptionFailed => Error::UnwrapFailed { key_id },
+        other => other,
+    };
+    // A KEK is one consistent key pair before it is used for anything.
+    check_key_pair(suite, kek)?;
+    match kek.kind() {
+        KekKind::Rsa { .. } => suite
+            .rsa_oaep_unwrap(kek.pkcs8_der(), record.wrapped())
+            .map_err(failed),
+        KekKind::Ec { curve } => {
+            let (enc, sealed) = record.wrapped().split_at(curve.point_len());
+            let info = hpke_info(hpke_wrap_id(curve), record.strength());
+            crate::hpke::open(suite, kek.pkcs8_der(), enc, &info, b"", sealed).map_err(|e| {
+                match e {
+                    // A point not on the curve in a stored record: it does
+                    // not open under this key.
+                    Error::InvalidKey { .. } => Error::UnwrapFailed { key_id },
+                    other => failed(other),
+                }
+            })
+        }
+    }
+}
+
+/// Checks that `kek` is one consistent key pair, whatever its algorithm.
+pub(crate) fn check_key_pair<C: CipherSuite + ?Sized>(suite: &C, kek: &Kek) -> Result<()> {
+    match kek.kind() {
+        KekKind::Rsa { .. } => suite.rsa_check_key_pair(kek.pkcs8_der()),
+        KekKind::Ec { .. } => suite.ec_check_key_pair(kek.pkcs8_der()),
+    }
+}
+
 /// Unwraps the DEK of `record` with `kek`, on the blocking pool, after the
 /// policy checks: the one unwrap path of the server (server-side unwrap) and
 /// of the client (client-side unwrap).
@@ -241,23 +440,10 @@ pub(crate) async fn unwrap_record<C: CipherSuite + ?Sized>(
         key_id,
         reason: reason.into(),
     };
-    if *record.key_id() != key_id {
-        return Err(corrupt("the record belongs to another key"));
-    }
-    check_kek(kek, record.strength(), floor)?;
+    check_record(kek, &record, floor)?;
     let strength = record.strength();
     let kek = kek.clone();
-    let bytes = blocking(move || {
-        // A KEK is one consistent key pair before it is used for anything.
-        suite.rsa_check_key_pair(kek.pkcs8_der())?;
-        suite
-            .rsa_oaep_unwrap(kek.pkcs8_der(), record.wrapped())
-            .map_err(|e| match e {
-                Error::DecryptionFailed => Error::UnwrapFailed { key_id },
-                other => other,
-            })
-    })
-    .await??;
+    let bytes = blocking(move || unwrap_blocking(&*suite, &kek, &record)).await??;
     let dek =
         Dek::from_zeroizing(bytes).map_err(|_| corrupt("unwrapped key has the wrong length"))?;
     if dek.strength() != strength {

@@ -2,7 +2,7 @@
 
 use zeroize::Zeroizing;
 
-use crate::Result;
+use crate::{Curve, Error, Result};
 
 /// Length of an AES-GCM nonce in bytes.
 pub const GCM_NONCE_LEN: usize = 12;
@@ -11,6 +11,40 @@ pub const GCM_TAG_LEN: usize = 16;
 /// Longest plaintext one AES-GCM operation may take (SP 800-38D: 2^39 - 256
 /// bits).
 pub const GCM_MAX_PLAINTEXT: u64 = (1 << 36) - 32;
+
+/// The hash function of an HKDF (RFC 5869) call.
+///
+/// ```
+/// assert_eq!(keyserver::HkdfHash::Sha384.len(), 48);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HkdfHash {
+    /// SHA-256.
+    Sha256,
+    /// SHA-384.
+    Sha384,
+    /// SHA-512.
+    Sha512,
+}
+
+impl HkdfHash {
+    /// The digest (and pseudorandom key) length in bytes: 32, 48 or 64.
+    #[allow(clippy::len_without_is_empty)]
+    pub const fn len(self) -> usize {
+        match self {
+            HkdfHash::Sha256 => 32,
+            HkdfHash::Sha384 => 48,
+            HkdfHash::Sha512 => 64,
+        }
+    }
+}
+
+/// The error of a primitive a suite does not offer: a typed policy error
+/// naming the suite, never a panic.
+pub fn unsupported(suite: &str, what: &str) -> Error {
+    Error::policy(format!("the {suite} cipher suite does not offer {what}"))
+}
 
 /// The cryptographic primitives keyserver needs, and nothing more.
 ///
@@ -166,6 +200,56 @@ pub trait CipherSuite: Send + Sync + 'static {
 
     /// Fills `buf` from the operating system's CSPRNG.
     fn fill_random(&self, buf: &mut [u8]) -> Result<()>;
+
+    /// Generates an EC key pair on `curve` from the OS CSPRNG, returned as
+    /// unencrypted PKCS#8 DER that includes the public point (RFC 5915
+    /// `publicKey`), as [`plugin::ec_private_parts`](crate::plugin::ec_private_parts)
+    /// reads it.
+    ///
+    /// The default says the suite does not offer EC keys (a policy error),
+    /// so suites written before EC keys existed keep compiling.
+    fn generate_ec(&self, curve: Curve) -> Result<Zeroizing<Vec<u8>>> {
+        let _ = curve;
+        Err(unsupported(self.name(), "EC keys"))
+    }
+
+    /// Checks that the EC private key `pkcs8_der` is one consistent key
+    /// pair: its scalar is in range and its public point is the scalar
+    /// times the generator. The core calls this before it uses an EC KEK.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`](crate::Error::InvalidKey) for an inconsistent
+    /// or malformed key.
+    fn ec_check_key_pair(&self, pkcs8_der: &[u8]) -> Result<()> {
+        let _ = pkcs8_der;
+        Err(unsupported(self.name(), "EC keys"))
+    }
+
+    /// Elliptic-curve Diffie-Hellman (SP 800-56A, the x-coordinate of the
+    /// shared point, [`Curve::field_len`] bytes) between the private key
+    /// `pkcs8_der` and the uncompressed point `peer_point` of the same curve.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`](crate::Error::InvalidKey) if the point is not
+    /// on the key's curve (or is the identity), or the key is malformed.
+    fn ecdh(&self, pkcs8_der: &[u8], peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let _ = (pkcs8_der, peer_point);
+        Err(unsupported(self.name(), "EC keys"))
+    }
+
+    /// HKDF-Extract (RFC 5869 §2.2) with `hash`: the pseudorandom key of
+    /// `ikm` under `salt` (an empty salt is `hash.len()` zero bytes).
+    fn hkdf_extract(&self, hash: HkdfHash, salt: &[u8], ikm: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let _ = (hash, salt, ikm);
+        Err(unsupported(self.name(), "HKDF-Extract"))
+    }
+
+    /// HKDF-Expand (RFC 5869 §2.3) with `hash`: fills `okm` (at most 255
+    /// times `hash.len()` bytes) from the pseudorandom key `prk` and `info`.
+    fn hkdf_expand(&self, hash: HkdfHash, prk: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
+        let _ = (hash, prk, info, okm);
+        Err(unsupported(self.name(), "HKDF-Expand"))
+    }
 }
 
 /// A boxed suite is a suite: choose the cipher suite at run time (the
@@ -210,5 +294,20 @@ impl<T: CipherSuite + ?Sized> CipherSuite for Box<T> {
     }
     fn fill_random(&self, buf: &mut [u8]) -> Result<()> {
         (**self).fill_random(buf)
+    }
+    fn generate_ec(&self, curve: Curve) -> Result<Zeroizing<Vec<u8>>> {
+        (**self).generate_ec(curve)
+    }
+    fn ec_check_key_pair(&self, pkcs8_der: &[u8]) -> Result<()> {
+        (**self).ec_check_key_pair(pkcs8_der)
+    }
+    fn ecdh(&self, pkcs8_der: &[u8], peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        (**self).ecdh(pkcs8_der, peer_point)
+    }
+    fn hkdf_extract(&self, hash: HkdfHash, salt: &[u8], ikm: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        (**self).hkdf_extract(hash, salt, ikm)
+    }
+    fn hkdf_expand(&self, hash: HkdfHash, prk: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
+        (**self).hkdf_expand(hash, prk, info, okm)
     }
 }

@@ -4,7 +4,8 @@ use async_trait::async_trait;
 
 use crate::api::{Call, KeyService, Reply, Status};
 use crate::{
-    Change, Dek, Kek, KeyFilter, KeyId, KeyInfo, KeyPage, Result, Strength, Target, WrappedDek,
+    Change, Dek, Kek, KekAlg, KeyFilter, KeyId, KeyInfo, KeyPage, Result, Strength, Target,
+    WrappedDek,
 };
 
 /// The client side of a protocol: sends a [`Call`] to a key server and brings
@@ -70,7 +71,22 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
 #[async_trait]
 impl<T: Transport + ?Sized> KeyService for T {
     async fn generate(&self, strength: Option<Strength>) -> Result<Kek> {
-        self.send(Call::Generate(strength)).await?.into_kek()
+        self.send(Call::Generate(strength, None)).await?.into_kek()
+    }
+    async fn generate_with_alg(
+        &self,
+        strength: Option<Strength>,
+        alg: Option<KekAlg>,
+    ) -> Result<Kek> {
+        // The wire names an algorithm after a strength: without one, the
+        // server's minimum (what it would choose) is asked first.
+        let strength = match (strength, alg) {
+            (None, Some(_)) => Some(Strength::from_bits(u32::from(
+                self.status().await?.strength,
+            ))?),
+            (strength, _) => strength,
+        };
+        self.send(Call::Generate(strength, alg)).await?.into_kek()
     }
     async fn get_key(&self, kek: &Kek) -> Result<Dek> {
         self.send(Call::GetKey(kek.clone())).await?.into_dek()

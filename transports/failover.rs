@@ -303,14 +303,14 @@ mod tests {
             endpoint("b", vec![Ok(Reply::Bool(true))]),
         ])
         .unwrap();
-        assert!(f.send(Call::Generate(None)).await.is_ok());
+        assert!(f.send(Call::Generate(None, None)).await.is_ok());
         // Reset after sending: a may have made a key; not retried.
         let f = Failover::new(vec![
             endpoint("a", vec![Err(reset())]),
             endpoint("b", vec![]),
         ])
         .unwrap();
-        let err = f.send(Call::Generate(None)).await.unwrap_err();
+        let err = f.send(Call::Generate(None, None)).await.unwrap_err();
         assert!(!certainly_unsent(&err), "{err:?}");
     }
 

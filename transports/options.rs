@@ -81,7 +81,7 @@ pub(crate) fn check_clear(
     use crate::api::Call;
     let carries_keys = matches!(
         call,
-        Call::Generate(_)
+        Call::Generate(..)
             | Call::GetKey(_)
             | Call::Rotate(..)
             | Call::Change(_, crate::Target::Kek(_))

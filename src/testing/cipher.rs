@@ -640,6 +640,22 @@ macro_rules! cipher_conformance {
             fn rsa_key_pair_check() {
                 $crate::testing::cipher::rsa_key_pair_check(&$suite);
             }
+            #[test]
+            fn hpke_rfc9180_vectors() {
+                $crate::testing::ec::hpke_rfc9180_vectors(&$suite);
+            }
+            #[test]
+            fn ec_keys_and_hpke() {
+                $crate::testing::ec::ec_keys_and_hpke(&$suite);
+            }
+            #[test]
+            fn ec_records() {
+                $crate::testing::ec::ec_records(&$suite);
+            }
+            #[test]
+            fn ec_key_rejections() {
+                $crate::testing::ec::ec_key_rejections(&$suite);
+            }
         }
     };
 }

@@ -19,6 +19,29 @@ pub fn fixture_kek(bits: usize) -> Kek {
     Kek::from_pem(pem).expect("the fixture KEKs parse")
 }
 
+/// The checked-in EC KEK of `curve`, made with
+/// `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256` (and
+/// P-384, P-521).
+pub fn ec_fixture_kek(curve: crate::Curve) -> Kek {
+    let pem = match curve {
+        crate::Curve::P256 => include_str!("../../tests/fixtures/kek-p256.pem"),
+        crate::Curve::P384 => include_str!("../../tests/fixtures/kek-p384.pem"),
+        crate::Curve::P521 => include_str!("../../tests/fixtures/kek-p521.pem"),
+    };
+    Kek::from_pem(pem).expect("the fixture KEKs parse")
+}
+
+/// The RFC 9180 test vectors of tests/vectors/hpke_rfc9180.json (P-256 and
+/// P-521, base mode).
+pub fn hpke_vectors() -> Vec<serde_json::Value> {
+    let text = include_str!("../../tests/vectors/hpke_rfc9180.json");
+    let file: serde_json::Value = serde_json::from_str(text).expect("the vector file parses");
+    file["vectors"]
+        .as_array()
+        .expect("a list of vectors")
+        .clone()
+}
+
 /// A vector file of tests/vectors/ (`envelope_v1.json`, `stream_v1.json`,
 /// `record_v1.json`), parsed.
 ///

@@ -43,6 +43,7 @@ use crate::transports::InProcess;
 use crate::{CipherSuite, KeyClient, KeyServer};
 
 pub mod cipher;
+pub mod ec;
 pub mod fixtures;
 pub mod storage;
 pub mod transport;

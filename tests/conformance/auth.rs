@@ -31,8 +31,8 @@ use crate::common::clients;
 /// Every call of the wire API, on a key that exists.
 fn every_call(kek: &keyserver::Kek) -> Vec<Call> {
     vec![
-        Call::Generate(None),
-        Call::Generate(Some(Strength::S128)),
+        Call::Generate(None, None),
+        Call::Generate(Some(Strength::S128), None),
         Call::GetKey(kek.clone()),
         Call::GetWrapped(kek.id()),
         Call::Contains(kek.id()),
@@ -63,7 +63,7 @@ async fn each_principal_may_call_what_it_is_granted_and_nothing_else() {
     .unwrap();
     let url = http.url();
     let granted = |who: Option<&str>, call: &Call| match (who, call) {
-        (Some(APP_TOKEN), Call::Generate(_) | Call::GetKey(_) | Call::Status) => true,
+        (Some(APP_TOKEN), Call::Generate(..) | Call::GetKey(_) | Call::Status) => true,
         (Some(READER_TOKEN), Call::GetWrapped(_) | Call::Contains(_)) => true,
         (None, Call::Status) => true, // anonymous: status only
         _ => false,

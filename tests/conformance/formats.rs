@@ -131,6 +131,11 @@ pub fn field_changes() -> Vec<(&'static str, Change)> {
         ),
         (
             "unknown wrap algorithm",
+            Box::new(|b: &mut Vec<u8>| b[5] = 9),
+        ),
+        (
+            // An RSA record claiming HPKE on P-256 (wrap id 2).
+            "KEK size does not match the wrap algorithm",
             Box::new(|b: &mut Vec<u8>| b[5] = 2),
         ),
         (

@@ -905,6 +905,7 @@ impl KeyService for Gated {
             suite: "-".into(),
             storage: "-".into(),
             strength: 128,
+            kek_alg: "rsa".into(),
         })
     }
 }
@@ -991,6 +992,7 @@ impl KeyService for Unready {
             suite: "-".into(),
             storage: "-".into(),
             strength: 128,
+            kek_alg: "rsa".into(),
         })
     }
 }

@@ -823,6 +823,7 @@ impl keyserver::KeyService for Held {
             suite: "-".into(),
             storage: "-".into(),
             strength: 128,
+            kek_alg: "rsa".into(),
         })
     }
 }

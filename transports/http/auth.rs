@@ -110,7 +110,7 @@ impl Principal {
                 });
             }
         }
-        if let (Call::Generate(_), Some(bucket)) = (call, &self.generate_rate) {
+        if let (Call::Generate(..), Some(bucket)) = (call, &self.generate_rate) {
             if !bucket.take() {
                 return Err(Error::Busy {
                     reason: "this principal's generate rate is used up".into(),
@@ -138,9 +138,10 @@ impl Principal {
             return false;
         }
         match (call, &self.strengths) {
-            (Call::Generate(Some(strength)) | Call::Rotate(_, Some(strength)), Some(allowed)) => {
-                allowed.contains(strength)
-            }
+            (
+                Call::Generate(Some(strength), _) | Call::Rotate(_, Some(strength)),
+                Some(allowed),
+            ) => allowed.contains(strength),
             _ => true,
         }
     }
@@ -679,10 +680,12 @@ mod tests {
             let caller = Caller::of(Some(&auth), &headers(creds), &[]);
             assert_eq!(caller.name(), "app");
             assert!(caller.check(&Call::Status).is_ok());
-            assert!(caller.check(&Call::Generate(None)).is_ok());
-            assert!(caller.check(&Call::Generate(Some(Strength::S128))).is_ok());
+            assert!(caller.check(&Call::Generate(None, None)).is_ok());
+            assert!(caller
+                .check(&Call::Generate(Some(Strength::S128), None))
+                .is_ok());
             let no = caller
-                .check(&Call::Generate(Some(Strength::S256)))
+                .check(&Call::Generate(Some(Strength::S256), None))
                 .unwrap_err();
             assert_eq!(no.code(), 13);
             assert!(caller
@@ -692,14 +695,14 @@ mod tests {
         // No credentials: anonymous, status only. Bad ones: nothing.
         let anonymous = Caller::of(Some(&auth), &headers(None), &[]);
         assert!(anonymous.check(&Call::Status).is_ok());
-        assert!(anonymous.check(&Call::Generate(None)).is_err());
+        assert!(anonymous.check(&Call::Generate(None, None)).is_err());
         for bad in ["Bearer guess", "Basic !!", "Token app-token", "Bearer"] {
             let caller = Caller::of(Some(&auth), &headers(Some(bad)), &[]);
             assert!(caller.check(&Call::Status).is_err(), "{bad}");
         }
         // Without a policy, anyone may do anything.
         assert!(Caller::of(None, &headers(None), &[])
-            .check(&Call::Generate(None))
+            .check(&Call::Generate(None, None))
             .is_ok());
         // A new policy takes effect for the next request.
         auth.replace(AuthPolicy::new(&AuthFile::default()).unwrap());

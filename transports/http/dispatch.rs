@@ -328,6 +328,7 @@ mod tests {
             suite: "s".into(),
             storage: "m".into(),
             strength: 128,
+            kek_alg: "rsa".into(),
         }
     }
 
