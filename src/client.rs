@@ -312,6 +312,44 @@ impl<T: Transport> KeyClient<T> {
         self.transport.generate(Some(strength)).await
     }
 
+    /// Asks the server for a KEK of `strength` and `alg` (`None`: the
+    /// server's). A server older than KEK algorithms refuses an algorithm
+    /// with "invalid parameters" (code -32602).
+    ///
+    /// ```
+    /// # #[cfg(all(feature = "cipher-rustcrypto", feature = "testing"))]
+    /// # keyserver::testing::run(async {
+    /// use keyserver::{KekAlg, Strength};
+    /// use keyserver::backends::RustCrypto;
+    ///
+    /// let (_server, client) = keyserver::testing::set_up_rpc(RustCrypto::new());
+    /// // The in-process server allows only its own algorithm (rsa).
+    /// let err = client.generate_with(Some(Strength::S256), Some(KekAlg::Ec)).await.unwrap_err();
+    /// assert_eq!(err.code(), 4);
+    /// # Ok::<(), keyserver::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Policy`](crate::Error::Policy) for a strength or an
+    /// algorithm the server does not offer; the transport's errors.
+    pub async fn generate_with(
+        &self,
+        strength: Option<Strength>,
+        alg: Option<crate::KekAlg>,
+    ) -> Result<Kek> {
+        let kek = self.transport.generate_with_alg(strength, alg).await?;
+        if alg.is_some_and(|a| a != kek.alg())
+            || strength.is_some_and(|s| kek.security_bits() < s.bits())
+        {
+            return Err(crate::Error::Transport {
+                message: "the server answered with a KEK other than the one asked for".into(),
+                source: None,
+            });
+        }
+        Ok(kek)
+    }
+
     /// Whether the server stores a key under `key_id`.
     ///
     /// # Errors

@@ -53,6 +53,13 @@ mod cli;
 mod crash;
 #[cfg(all(feature = "storage-file", feature = "testing"))]
 mod durability;
+#[cfg(all(
+    feature = "cipher-rustcrypto",
+    feature = "cipher-openssl",
+    feature = "storage-memory",
+    feature = "testing"
+))]
+mod ec;
 #[cfg(all(feature = "storage-file", feature = "testing"))]
 mod file;
 #[cfg(all(
