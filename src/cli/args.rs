@@ -40,6 +40,9 @@ pub(crate) enum Command {
         /// Strength of the new key (128, 192, 256); the server's if absent.
         #[arg(long)]
         strength: Option<u32>,
+        /// Algorithm of the new key: rsa or ec; the server's if absent.
+        #[arg(long)]
+        alg: Option<String>,
     },
     /// Print the DEK of a KEK, as hex.
     Get {
@@ -301,6 +304,14 @@ pub(crate) struct ServeOptions {
     /// "128,192") [default: --strength only].
     #[arg(long, env = "KEYSERVER_ALLOW_STRENGTHS")]
     pub allow_strengths: Option<String>,
+    /// KEK algorithm of new keys and rotations: rsa, or ec (P-256/384/521 by
+    /// strength, HPKE wrapping) [default: rsa].
+    #[arg(long, env = "KEYSERVER_KEK_ALG")]
+    pub kek_alg: Option<String>,
+    /// KEK algorithms a client's generate may ask for, comma-separated (e.g.
+    /// "rsa,ec") [default: --kek-alg only].
+    #[arg(long, env = "KEYSERVER_ALLOW_KEK_ALGS")]
+    pub allow_kek_algs: Option<String>,
     /// Threads generating keys when the pool is empty [default: one per core].
     #[arg(long, env = "KEYSERVER_GENERATE_WORKERS")]
     pub generate_workers: Option<usize>,
@@ -387,7 +398,8 @@ impl ServeOptions {
     /// environment over the file).
     pub fn or(self, fallback: ServeOptions) -> ServeOptions {
         either!(self, fallback; storage, suite, strength, listen, tls_cert, tls_key, client_ca,
-            max_body, kek_pool, kek_workers, cache_records, allow_strengths, generate_workers,
+            max_body, kek_pool, kek_workers, cache_records, allow_strengths, kek_alg,
+            allow_kek_algs, generate_workers,
             generate_queue, request_timeout, max_connections, header_timeout, idle_timeout,
             max_streams, max_request_memory, max_batch_expensive, allowed_hosts, auth, grace_period,
             audit_log, audit_key, audit_rotate, cryptoperiod, destroy_window, log_format)

@@ -89,15 +89,21 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             client: args,
             out,
             strength,
+            alg,
         } => {
             let strength = strength_arg(strength)?;
+            let alg = alg
+                .map(|a| a.parse::<keyserver::KekAlg>())
+                .transpose()
+                .map_err(|e| usage(format!("--alg: {e}")))?;
             let client = client(&args)?;
             // Create the file before asking for a key: a KEK that cannot be
             // saved would leave the server with a key nobody can use.
             let file = out.as_deref().map(create_private_file).transpose()?;
-            let generated = match strength {
-                Some(strength) => client.generate_with_strength(strength).await,
-                None => client.generate().await,
+            let generated = match (strength, alg) {
+                (Some(strength), None) => client.generate_with_strength(strength).await,
+                (None, None) => client.generate().await,
+                (strength, alg) => client.generate_with(strength, alg).await,
             };
             let kek = match generated {
                 Ok(kek) => kek,
@@ -129,8 +135,13 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
         Command::Status { client: args } => {
             let status = client(&args)?.status().await?;
             print_stdout(&format!(
-                "keys: {}\nversion: {}\nsuite: {}\nstorage: {}\nstrength: {}\n",
-                status.keys, status.version, status.suite, status.storage, status.strength
+                "keys: {}\nversion: {}\nsuite: {}\nstorage: {}\nstrength: {}\nkek_alg: {}\n",
+                status.keys,
+                status.version,
+                status.suite,
+                status.storage,
+                status.strength,
+                status.kek_alg
             ))
         }
         Command::Describe {

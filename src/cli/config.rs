@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use keyserver::transports::{ServerConfig, TlsFiles, DEFAULT_LISTEN};
-use keyserver::{backends, Strength};
+use keyserver::{backends, KekAlg, Strength};
 
 use super::args::{LogFormat, ServeArgs, ServeOptions, SuiteName};
 use super::exit::{io_failure, usage, Failure};
@@ -20,6 +20,8 @@ pub(crate) struct ServeConfig {
     pub kek_workers: usize,
     pub cache_records: usize,
     pub allow_strengths: Vec<Strength>,
+    pub kek_alg: KekAlg,
+    pub allow_kek_algs: Vec<KekAlg>,
     /// The auth file, read when the server starts and on SIGHUP.
     pub auth: Option<std::path::PathBuf>,
     /// The audit log, if any.
@@ -106,6 +108,24 @@ impl ServeConfig {
         let allow_strengths = match &o.allow_strengths {
             Some(list) => parse_strengths(list, strength)?,
             None => vec![strength],
+        };
+        let kek_alg = match &o.kek_alg {
+            Some(name) => name
+                .parse::<KekAlg>()
+                .map_err(|e| usage(format!("--kek-alg: {e}")))?,
+            None => KekAlg::default(),
+        };
+        let allow_kek_algs = match &o.allow_kek_algs {
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(|a| {
+                    a.parse::<KekAlg>()
+                        .map_err(|e| usage(format!("--allow-kek-algs: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None => vec![kek_alg],
         };
         let defaults = ServerConfig::default();
         let listen = o.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
@@ -195,6 +215,8 @@ impl ServeConfig {
             kek_workers: o.kek_workers.unwrap_or(1),
             cache_records: o.cache_records.unwrap_or(backends::DEFAULT_CACHE_RECORDS),
             allow_strengths,
+            kek_alg,
+            allow_kek_algs,
             auth: o.auth.clone(),
             audit,
             cryptoperiod,

@@ -69,15 +69,24 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
     config.server.audit = audit.clone();
     let storage = choice::storage(&config.storage, config.cache_records).await?;
     let suite = choice::suite(config.suite)?;
-    let keys = Arc::new(
-        KeyServer::new(suite, storage)
-            .with_min_strength(config.strength)
-            .with_allowed_strengths(&config.allow_strengths)
-            .with_generate_limit(config.generate_workers, config.generate_queue)
-            .with_cryptoperiod(config.cryptoperiod)
-            .with_destroy_window(config.destroy_window)
-            .with_kek_pool(config.kek_pool, config.kek_workers),
-    );
+    let keys = KeyServer::new(suite, storage)
+        .with_min_strength(config.strength)
+        .with_allowed_strengths(&config.allow_strengths)
+        .with_kek_alg(config.kek_alg)
+        .with_allowed_kek_algs(&config.allow_kek_algs)
+        .with_generate_limit(config.generate_workers, config.generate_queue)
+        .with_cryptoperiod(config.cryptoperiod)
+        .with_destroy_window(config.destroy_window);
+    // Refuse to start with an algorithm the suite cannot make, in one line.
+    for alg in keys.allowed_kek_algs() {
+        keys.check_kek_alg_support(alg).map_err(|e| {
+            usage(format!(
+                "--kek-alg {alg} with --suite {}: {e}",
+                keys.suite().name()
+            ))
+        })?;
+    }
+    let keys = Arc::new(keys.with_kek_pool(config.kek_pool, config.kek_workers));
     destroy_when_due(Arc::clone(&keys));
     let status = keys.status();
     // Listen for SIGTERM and SIGINT before saying we listen: a signal sent
@@ -88,12 +97,14 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
     // Best effort: a closed stdout must not stop the server.
     let _ = print_stdout(&format!(
         "keyserver listening on {} (XML-RPC at /RPC2, JSON-RPC at /jsonrpc); suite {}, \
-         storage {} ({} keys), strength {}\n",
+         storage {} ({} keys), strength {}, KEK {} ({})\n",
         server.url(),
         status.suite,
         choice::redacted(&config.storage),
         status.keys,
-        config.strength
+        config.strength,
+        config.kek_alg,
+        config.kek_alg.describe(config.strength),
     ));
     server.run_until(stop).await;
     if let Some(audit) = audit {

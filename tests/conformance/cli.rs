@@ -704,3 +704,135 @@ fn lifecycle_commands() {
     );
     assert!(server.stop().success());
 }
+
+/// `serve --kek-alg ec`: `generate` makes EC KEKs of every strength that
+/// `openssl` reads, `get`, `encrypt`/`decrypt` (both suites, client-side
+/// unwrap) and `rotate` work with them, `status` reports the algorithm,
+/// `generate --alg` picks among the allowed ones, and an algorithm that is
+/// not offered or not known is refused with a one-line reason.
+#[test]
+fn ec_keks_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let server = ServerProcess::start(
+        dir,
+        &[
+            "--kek-alg",
+            "ec",
+            "--allow-kek-algs",
+            "ec,rsa",
+            "--allow-strengths",
+            "128,192,256",
+        ],
+    );
+    let url = server.url.clone();
+    let out = run(&["status", "--server", &url], dir, &[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kek_alg: ec"));
+    std::fs::write(dir.join("plain"), b"Stephan Richter").unwrap();
+    for (strength, curve) in [("128", "P-256"), ("192", "P-384"), ("256", "P-521")] {
+        let kek = format!("kek-{strength}.pem");
+        let out = run(
+            &[
+                "generate",
+                "--server",
+                &url,
+                "--strength",
+                strength,
+                "--out",
+                &kek,
+            ],
+            dir,
+            &[],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let parsed = Kek::from_pem(&std::fs::read_to_string(dir.join(&kek)).unwrap()).unwrap();
+        assert_eq!(parsed.curve().unwrap().to_string(), curve);
+        for (suite, where_) in [("rustcrypto", None), ("openssl", Some("--client-unwrap"))] {
+            let sealed = format!("sealed-{strength}-{suite}");
+            let common = ["--server", &url, "--suite", suite, "--kek", &kek];
+            let mut args = vec!["encrypt"];
+            args.extend(common);
+            args.extend(where_);
+            args.extend(["--in", "plain", "--out", &sealed]);
+            let out = run(&args, dir, &[]);
+            assert!(out.status.success(), "{suite}: {}", stderr(&out));
+            let mut args = vec!["decrypt"];
+            args.extend(common);
+            args.extend(where_);
+            args.extend(["--in", &sealed]);
+            let out = run(&args, dir, &[]);
+            assert!(out.status.success(), "{suite}: {}", stderr(&out));
+            assert_eq!(out.stdout, b"Stephan Richter");
+        }
+    }
+    // Rotation moves a key to a new EC KEK; the data still opens.
+    let out = run(
+        &[
+            "rotate",
+            "--server",
+            &url,
+            "--kek",
+            "kek-128.pem",
+            "--out",
+            "kek-new.pem",
+        ],
+        dir,
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(
+        &[
+            "decrypt",
+            "--server",
+            &url,
+            "--kek",
+            "kek-new.pem",
+            "--in",
+            "sealed-128-rustcrypto",
+        ],
+        dir,
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, b"Stephan Richter");
+    // An allowed other algorithm, an unknown one, and one not available.
+    let out = run(
+        &[
+            "generate", "--server", &url, "--alg", "rsa", "--out", "rsa.pem",
+        ],
+        dir,
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rsa = Kek::from_pem(&std::fs::read_to_string(dir.join("rsa.pem")).unwrap()).unwrap();
+    assert_eq!(rsa.bits(), 3072);
+    let out = run(&["generate", "--server", &url, "--alg", "dsa"], dir, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    drop(server);
+
+    // A server that offers only RSA refuses EC with the server's reason.
+    std::fs::create_dir(dir.join("other")).unwrap();
+    let rsa_only = ServerProcess::start(&dir.join("other"), &[]);
+    let out = run(
+        &["generate", "--server", &rsa_only.url, "--alg", "ec"],
+        dir,
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not offered"), "{}", stderr(&out));
+    drop(rsa_only);
+    for flags in [
+        &["--kek-alg", "hybrid-pq"][..],
+        &["--kek-alg", "ec", "--allow-kek-algs", "ec,hybrid-pq"],
+    ] {
+        let out = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--storage", "memory"])
+            .args(flags)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let reason = stderr(&out);
+        assert_eq!(reason.lines().count(), 1, "{reason}");
+        assert!(reason.contains("hybrid-pq"), "{reason}");
+    }
+}
