@@ -575,7 +575,7 @@ const DESCRIBE: Method = Method {
     params: &[KEY_ID],
     result: Shape::Any,
     help: "describe(key_id) -> struct {key_id, state, strength, created, owner, deactivate_at, \
-           destroy_at, rotated_to, rotated_from}: the key's lifecycle (absent members omitted; times as RFC \
+           destroy_at, rotated_to, rotated_from, kek_alg}: the key's lifecycle (absent members omitted; times as RFC \
            3339 strings).",
 };
 
@@ -878,6 +878,9 @@ fn info_value(info: KeyInfo) -> Value {
     if let Some(id) = info.rotated_from {
         map.insert("rotated_from".into(), Value::str(id.to_string()));
     }
+    if let Some(alg) = info.kek_alg {
+        map.insert("kek_alg".into(), Value::str(alg.name()));
+    }
     Value::Struct(map)
 }
 
@@ -911,6 +914,10 @@ fn info_from_value(value: &Value) -> Option<KeyInfo> {
         },
         rotated_from: match text("rotated_from") {
             Some(id) => Some(id.parse().ok()?),
+            None => None,
+        },
+        kek_alg: match text("kek_alg") {
+            Some(alg) => Some(alg.parse().ok()?),
             None => None,
         },
     })

@@ -176,9 +176,16 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     /// [`Error::NotFound`] for a key never stored; storage errors.
     pub async fn describe(&self, key_id: &KeyId) -> Result<KeyInfo> {
         let meta = self.key_meta(key_id).await?;
-        let info = KeyInfo::of(&meta, self.lifecycle.now(), self.lifecycle.cryptoperiod);
+        let mut info = KeyInfo::of(&meta, self.lifecycle.now(), self.lifecycle.cryptoperiod);
         if info.state == KeyState::Destroyed && meta.state != KeyState::Destroyed {
             self.destroy_if_due(key_id).await?;
+        }
+        if info.state != KeyState::Destroyed {
+            info.kek_alg = match self.storage.get(key_id).await {
+                Ok(record) => Some(record.alg()),
+                Err(Error::NotFound { .. }) => None,
+                Err(e) => return Err(e),
+            };
         }
         Ok(info)
     }

@@ -363,6 +363,10 @@ pub struct KeyInfo {
     pub rotated_to: Option<KeyId>,
     /// The key it was rotated from (whose data it decrypts).
     pub rotated_from: Option<KeyId>,
+    /// The KEK's algorithm, from its stored record (`describe` says it
+    /// while the record exists; `None` for a destroyed key and in
+    /// `list_keys`, which reads only metadata).
+    pub kek_alg: Option<crate::KekAlg>,
 }
 
 impl KeyInfo {
@@ -379,6 +383,7 @@ impl KeyInfo {
             destroy_at: meta.destroy_at,
             rotated_to: meta.rotated_to,
             rotated_from: meta.rotated_from,
+            kek_alg: None,
         }
     }
 }

@@ -275,5 +275,8 @@ fn info_json(info: &keyserver::KeyInfo) -> String {
             map.insert(name.into(), id.to_string().into());
         }
     }
+    if let Some(alg) = info.kek_alg {
+        map.insert("kek_alg".into(), alg.name().into());
+    }
     serde_json::Value::Object(map).to_string()
 }

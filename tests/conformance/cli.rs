@@ -765,6 +765,20 @@ fn ec_keks_from_the_command_line() {
             assert_eq!(out.stdout, b"Stephan Richter");
         }
     }
+    let out = run(
+        &["describe", "--server", &url, "--kek", "kek-256.pem"],
+        dir,
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let described: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            described["kek_alg"].as_str(),
+            described["strength"].as_u64()
+        ),
+        (Some("ec"), Some(256))
+    );
     // Rotation moves a key to a new EC KEK; the data still opens.
     let out = run(
         &[
