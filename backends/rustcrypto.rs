@@ -13,8 +13,8 @@ use rsa::{BoxedUint, PrivateKey, PublicKey};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::plugin::{
-    ec_private_parts, rsa_public_parts, CipherSuite, HkdfHash, GCM_MAX_PLAINTEXT, GCM_NONCE_LEN,
-    GCM_TAG_LEN, MAX_RSA_BITS, MIN_RSA_BITS,
+    ec_private_parts, rsa_public_parts, CipherSuite, HkdfHash, MlKem, GCM_MAX_PLAINTEXT,
+    GCM_NONCE_LEN, GCM_TAG_LEN, MAX_RSA_BITS, MIN_RSA_BITS,
 };
 use crate::{Curve, Error, Result};
 
@@ -145,6 +145,14 @@ macro_rules! ec_curve {
                 SecretKey::from_slice(scalar).map_err(|_| invalid("EC private scalar out of range"))
             }
 
+            pub(super) fn public(scalar: &[u8]) -> Result<Vec<u8>> {
+                Ok(secret(scalar)?
+                    .public_key()
+                    .to_sec1_point(false)
+                    .as_bytes()
+                    .to_vec())
+            }
+
             pub(super) fn check(scalar: &[u8], point: &[u8]) -> Result<()> {
                 let public = secret(scalar)?.public_key().to_sec1_point(false);
                 if public.as_bytes() != point {
@@ -170,6 +178,54 @@ macro_rules! ec_curve {
 ec_curve!(ec_p256, p256);
 ec_curve!(ec_p384, p384);
 ec_curve!(ec_p521, p521);
+
+/// ML-KEM on one parameter set of the `ml-kem` crate.
+macro_rules! ml_kem_params {
+    ($module:ident, $params:ty) => {
+        mod $module {
+            use ml_kem::array::Array;
+            use ml_kem::{Decapsulate, DecapsulationKey, EncapsulationKey, KeyExport};
+            use zeroize::Zeroizing;
+
+            use super::invalid;
+            use crate::Result;
+
+            fn decapsulation_key(seed: &[u8]) -> Result<DecapsulationKey<$params>> {
+                let seed = ml_kem::Seed::try_from(seed)
+                    .map_err(|_| invalid("an ML-KEM seed is 64 bytes"))?;
+                Ok(DecapsulationKey::<$params>::from_seed(seed))
+            }
+
+            pub(super) fn keygen(seed: &[u8]) -> Result<Vec<u8>> {
+                Ok(decapsulation_key(seed)?
+                    .encapsulation_key()
+                    .to_bytes()
+                    .to_vec())
+            }
+
+            pub(super) fn encaps(ek: &[u8], m: &[u8]) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>)> {
+                let bad = || invalid("not an ML-KEM encapsulation key");
+                let ek = Array::try_from(ek).map_err(|_| bad())?;
+                // The FIPS 203 §7.2 modulus check.
+                let ek = EncapsulationKey::<$params>::new(&ek).map_err(|_| bad())?;
+                let m = ml_kem::B32::try_from(m).map_err(|_| invalid("m is 32 bytes"))?;
+                let (ct, ss) = ek.encapsulate_deterministic(&m);
+                Ok((ct.to_vec(), Zeroizing::new(ss.to_vec())))
+            }
+
+            pub(super) fn decaps(seed: &[u8], ct: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+                let ct = ml_kem::Ciphertext::<$params>::try_from(ct)
+                    .map_err(|_| invalid("wrong ML-KEM ciphertext length"))?;
+                Ok(Zeroizing::new(
+                    decapsulation_key(seed)?.decapsulate(&ct).to_vec(),
+                ))
+            }
+        }
+    };
+}
+
+ml_kem_params!(ml_kem_768, ml_kem::MlKem768);
+ml_kem_params!(ml_kem_1024, ml_kem::MlKem1024);
 
 fn hkdf_extract<H>(salt: &[u8], ikm: &[u8]) -> Zeroizing<Vec<u8>>
 where
@@ -319,5 +375,55 @@ impl CipherSuite for RustCrypto {
             HkdfHash::Sha384 => hkdf_expand::<sha2::Sha384>(prk, info, okm),
             HkdfHash::Sha512 => hkdf_expand::<sha2::Sha512>(prk, info, okm),
         }
+    }
+
+    fn ec_public_key(&self, curve: Curve, scalar: &[u8]) -> Result<Vec<u8>> {
+        if scalar.len() != curve.field_len() {
+            return Err(invalid("the EC private scalar has the wrong length"));
+        }
+        match curve {
+            Curve::P256 => ec_p256::public(scalar),
+            Curve::P384 => ec_p384::public(scalar),
+            Curve::P521 => ec_p521::public(scalar),
+        }
+    }
+
+    fn ml_kem_keygen(&self, params: MlKem, seed: &[u8]) -> Result<Vec<u8>> {
+        match params {
+            MlKem::MlKem768 => ml_kem_768::keygen(seed),
+            MlKem::MlKem1024 => ml_kem_1024::keygen(seed),
+        }
+    }
+
+    fn ml_kem_encaps(
+        &self,
+        params: MlKem,
+        ek: &[u8],
+        m: &[u8],
+    ) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>)> {
+        match params {
+            MlKem::MlKem768 => ml_kem_768::encaps(ek, m),
+            MlKem::MlKem1024 => ml_kem_1024::encaps(ek, m),
+        }
+    }
+
+    fn ml_kem_decaps(&self, params: MlKem, seed: &[u8], ct: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        match params {
+            MlKem::MlKem768 => ml_kem_768::decaps(seed, ct),
+            MlKem::MlKem1024 => ml_kem_1024::decaps(seed, ct),
+        }
+    }
+
+    fn sha3_256(&self, data: &[u8]) -> Result<[u8; 32]> {
+        use sha3::Digest;
+        Ok(sha3::Sha3_256::digest(data).into())
+    }
+
+    fn shake256(&self, data: &[u8], out: &mut [u8]) -> Result<()> {
+        use sha3::digest::{ExtendableOutput, Update, XofReader};
+        let mut xof = shake::Shake256::default();
+        xof.update(data);
+        xof.finalize_xof().read(out);
+        Ok(())
     }
 }

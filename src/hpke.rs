@@ -48,12 +48,33 @@ use crate::ec::{check_point_form, ec_private_parts};
 use crate::suite::{HkdfHash, GCM_NONCE_LEN, GCM_TAG_LEN};
 use crate::{CipherSuite, Curve, Error, Result};
 
-/// The RFC 9180 ciphersuite used with a curve.
+/// The KEM of an HPKE ciphersuite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kem {
+    /// DHKEM on a NIST curve, with the curve's HKDF-SHA2 (RFC 9180 §4.1).
+    Dh(Curve),
+    /// A hybrid ML-KEM + ECDH KEM (draft-ietf-hpke-pq).
+    Hybrid(crate::HybridKem),
+}
+
+impl Kem {
+    /// The KEM id (RFC 9180 §7.1, draft-ietf-hpke-pq).
+    pub const fn id(self) -> u16 {
+        match self {
+            Kem::Dh(Curve::P256) => 0x0010,
+            Kem::Dh(Curve::P384) => 0x0011,
+            Kem::Dh(Curve::P521) => 0x0012,
+            Kem::Hybrid(kem) => kem.kem_id(),
+        }
+    }
+}
+
+/// An RFC 9180 ciphersuite: a KEM, a KDF and an AEAD.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ciphersuite {
-    /// The curve of the KEM.
-    pub curve: Curve,
-    /// The KEM id (0x0010, 0x0011, 0x0012).
+    /// The KEM.
+    pub kem: Kem,
+    /// The KEM id.
     pub kem_id: u16,
     /// The KDF id (0x0001 HKDF-SHA256, 0x0002 HKDF-SHA384, 0x0003 HKDF-SHA512).
     pub kdf_id: u16,
@@ -64,31 +85,68 @@ pub struct Ciphersuite {
 impl Ciphersuite {
     /// The ciphersuite keyserver uses with `curve` (table above).
     pub const fn for_curve(curve: Curve) -> Self {
-        let (kem_id, kdf_id, aead_id) = match curve {
-            Curve::P256 => (0x0010, 0x0001, 0x0001),
-            Curve::P384 => (0x0011, 0x0002, 0x0002),
-            Curve::P521 => (0x0012, 0x0003, 0x0002),
+        let (kdf_id, aead_id) = match curve {
+            Curve::P256 => (0x0001, 0x0001),
+            Curve::P384 => (0x0002, 0x0002),
+            Curve::P521 => (0x0003, 0x0002),
         };
         Ciphersuite {
-            curve,
-            kem_id,
+            kem: Kem::Dh(curve),
+            kem_id: Kem::Dh(curve).id(),
             kdf_id,
             aead_id,
         }
     }
 
-    /// The KEM's hash (the curve's): also the KDF's here.
-    const fn hash(self) -> HkdfHash {
-        match self.curve {
+    /// The ciphersuite keyserver uses with a hybrid KEM: MLKEM768-P256 with
+    /// HKDF-SHA256, MLKEM1024-P384 with HKDF-SHA384, both with AES-256-GCM
+    /// (what a 192- or 256-bit DEK needs).
+    pub const fn for_hybrid(kem: crate::HybridKem) -> Self {
+        let kdf_id = match kem {
+            crate::HybridKem::MlKem768P256 => 0x0001,
+            crate::HybridKem::MlKem1024P384 => 0x0002,
+        };
+        Ciphersuite {
+            kem: Kem::Hybrid(kem),
+            kem_id: kem.kem_id(),
+            kdf_id,
+            aead_id: 0x0002,
+        }
+    }
+
+    /// Any supported combination, by its ids (for known-answer tests).
+    ///
+    /// # Errors
+    /// [`Error::Policy`] for a KDF other than HKDF-SHA2 or an AEAD other
+    /// than AES-GCM.
+    pub fn new(kem: Kem, kdf_id: u16, aead_id: u16) -> Result<Self> {
+        if !(1..=3).contains(&kdf_id) || !(1..=2).contains(&aead_id) {
+            return Err(crate::suite::unsupported("HPKE", "this KDF or AEAD"));
+        }
+        Ok(Ciphersuite {
+            kem,
+            kem_id: kem.id(),
+            kdf_id,
+            aead_id,
+        })
+    }
+
+    /// The DHKEM's hash (the curve's), for its ExtractAndExpand.
+    const fn dh_hash(curve: Curve) -> HkdfHash {
+        match curve {
             Curve::P256 => HkdfHash::Sha256,
             Curve::P384 => HkdfHash::Sha384,
             Curve::P521 => HkdfHash::Sha512,
         }
     }
 
-    /// Nsecret: the KEM's shared-secret length.
-    const fn n_secret(self) -> usize {
-        self.hash().len()
+    /// The KDF of the key schedule.
+    const fn hash(self) -> HkdfHash {
+        match self.kdf_id {
+            0x0001 => HkdfHash::Sha256,
+            0x0002 => HkdfHash::Sha384,
+            _ => HkdfHash::Sha512,
+        }
     }
 
     /// Nk: the AEAD key length.
@@ -100,9 +158,12 @@ impl Ciphersuite {
         }
     }
 
-    /// Length of `enc` (Nenc): an uncompressed point.
+    /// Length of `enc` (Nenc).
     pub const fn enc_len(self) -> usize {
-        self.curve.point_len()
+        match self.kem {
+            Kem::Dh(curve) => curve.point_len(),
+            Kem::Hybrid(kem) => kem.enc_len(),
+        }
     }
 
     fn kem_suite_id(self) -> [u8; 5] {
@@ -156,20 +217,21 @@ fn labeled_expand<C: CipherSuite + ?Sized>(
 /// ExtractAndExpand(dh, kem_context) of DHKEM (RFC 9180 §4.1).
 fn extract_and_expand<C: CipherSuite + ?Sized>(
     suite: &C,
-    cs: Ciphersuite,
+    curve: Curve,
     dh: &[u8],
     kem_context: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>> {
-    let id = cs.kem_suite_id();
-    let eae_prk = labeled_extract(suite, cs.hash(), &id, b"", b"eae_prk", dh)?;
+    let id = Ciphersuite::for_curve(curve).kem_suite_id();
+    let hash = Ciphersuite::dh_hash(curve);
+    let eae_prk = labeled_extract(suite, hash, &id, b"", b"eae_prk", dh)?;
     labeled_expand(
         suite,
-        cs.hash(),
+        hash,
         &id,
         &eae_prk,
         b"shared_secret",
         kem_context,
-        cs.n_secret(),
+        hash.len(),
     )
 }
 
@@ -194,7 +256,7 @@ impl fmt::Debug for Context {
 
 impl Context {
     /// KeySchedule(mode_base, shared_secret, info, "", "").
-    fn schedule<C: CipherSuite + ?Sized>(
+    pub(crate) fn schedule<C: CipherSuite + ?Sized>(
         suite: &C,
         cs: Ciphersuite,
         shared_secret: &[u8],
@@ -301,7 +363,7 @@ pub fn setup_sender<C: CipherSuite + ?Sized>(
     let dh = suite.ecdh(sk_e, pk_r)?;
     let enc = eph.point.to_vec();
     let kem_context = [&enc[..], pk_r].concat();
-    let shared_secret = extract_and_expand(suite, cs, &dh, &kem_context)?;
+    let shared_secret = extract_and_expand(suite, curve, &dh, &kem_context)?;
     let context = Context::schedule(suite, cs, &shared_secret, info)?;
     Ok((enc, context))
 }
@@ -323,7 +385,7 @@ pub fn setup_receiver<C: CipherSuite + ?Sized>(
     check_point_form(recipient.curve, enc)?;
     let dh = suite.ecdh(sk_r_pkcs8, enc)?;
     let kem_context = [enc, recipient.point].concat();
-    let shared_secret = extract_and_expand(suite, cs, &dh, &kem_context)?;
+    let shared_secret = extract_and_expand(suite, recipient.curve, &dh, &kem_context)?;
     Context::schedule(suite, cs, &shared_secret, info)
 }
 

@@ -112,6 +112,7 @@ pub mod envelope;
 pub mod error;
 mod format;
 pub mod hpke;
+pub mod hybrid;
 mod keeper;
 mod key;
 mod lifecycle;
@@ -142,6 +143,7 @@ pub use client::{KeyClient, UnwrapMode, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TT
 pub use ec::Curve;
 pub use encryption::Encryption;
 pub use error::{Error, ErrorCode, Result};
+pub use hybrid::HybridKem;
 pub use keeper::Clock;
 pub use key::{Dek, Kek, KekAlg, KeyId, Plaintext, Strength};
 pub use lifecycle::{
@@ -151,7 +153,7 @@ pub use lifecycle::{
 pub use record::WrappedDek;
 pub use server::{default_generate_workers, KeyServer, DEFAULT_GENERATE_QUEUE};
 pub use storage::KeyStorage;
-pub use suite::{CipherSuite, HkdfHash};
+pub use suite::{CipherSuite, HkdfHash, MlKem};
 pub use transport::Transport;
 
 /// Re-exported for implementing this crate's async traits ([`KeyStorage`],

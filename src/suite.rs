@@ -40,6 +40,38 @@ impl HkdfHash {
     }
 }
 
+/// An ML-KEM parameter set (FIPS 203).
+///
+/// ```
+/// assert_eq!(keyserver::MlKem::MlKem1024.ciphertext_len(), 1568);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MlKem {
+    /// ML-KEM-768 (security category 3).
+    MlKem768,
+    /// ML-KEM-1024 (security category 5).
+    MlKem1024,
+}
+
+impl MlKem {
+    /// Bytes of an encapsulation key: 1184 or 1568.
+    pub const fn encapsulation_key_len(self) -> usize {
+        match self {
+            MlKem::MlKem768 => 1184,
+            MlKem::MlKem1024 => 1568,
+        }
+    }
+
+    /// Bytes of a ciphertext: 1088 or 1568.
+    pub const fn ciphertext_len(self) -> usize {
+        match self {
+            MlKem::MlKem768 => 1088,
+            MlKem::MlKem1024 => 1568,
+        }
+    }
+}
+
 /// The error of a primitive a suite does not offer: a typed policy error
 /// naming the suite, never a panic.
 pub fn unsupported(suite: &str, what: &str) -> Error {
@@ -250,6 +282,62 @@ pub trait CipherSuite: Send + Sync + 'static {
         let _ = (hash, prk, info, okm);
         Err(unsupported(self.name(), "HKDF-Expand"))
     }
+
+    /// The uncompressed public point of the private scalar `scalar`
+    /// (big-endian, [`Curve::field_len`] bytes) on `curve`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`](crate::Error::InvalidKey) unless
+    /// 0 < `scalar` < the group order (rejection sampling relies on it).
+    fn ec_public_key(&self, curve: Curve, scalar: &[u8]) -> Result<Vec<u8>> {
+        let _ = (curve, scalar);
+        Err(unsupported(self.name(), "EC keys"))
+    }
+
+    /// ML-KEM.KeyGen_internal (FIPS 203 Algorithm 16) from the 64-byte seed
+    /// `d || z`: the encapsulation key.
+    fn ml_kem_keygen(&self, params: MlKem, seed: &[u8]) -> Result<Vec<u8>> {
+        let _ = (params, seed);
+        Err(unsupported(self.name(), "ML-KEM"))
+    }
+
+    /// ML-KEM.Encaps_internal (FIPS 203 Algorithm 17) to the encapsulation
+    /// key `ek` with the 32 random bytes `m` (the caller draws them from
+    /// the OS CSPRNG; fixed ones only in known-answer tests): the
+    /// ciphertext and the 32-byte shared key.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`](crate::Error::InvalidKey) for an encapsulation
+    /// key that fails the FIPS 203 §7.2 checks.
+    fn ml_kem_encaps(
+        &self,
+        params: MlKem,
+        ek: &[u8],
+        m: &[u8],
+    ) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>)> {
+        let _ = (params, ek, m);
+        Err(unsupported(self.name(), "ML-KEM"))
+    }
+
+    /// ML-KEM.Decaps (FIPS 203 Algorithm 18, with implicit rejection) of
+    /// `ct` with the decapsulation key made from the 64-byte seed `d || z`:
+    /// the 32-byte shared key.
+    fn ml_kem_decaps(&self, params: MlKem, seed: &[u8], ct: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let _ = (params, seed, ct);
+        Err(unsupported(self.name(), "ML-KEM"))
+    }
+
+    /// SHA3-256 (FIPS 202).
+    fn sha3_256(&self, data: &[u8]) -> Result<[u8; 32]> {
+        let _ = data;
+        Err(unsupported(self.name(), "SHA-3"))
+    }
+
+    /// SHAKE256 (FIPS 202): fills `out` from `data`.
+    fn shake256(&self, data: &[u8], out: &mut [u8]) -> Result<()> {
+        let _ = (data, out);
+        Err(unsupported(self.name(), "SHA-3"))
+    }
 }
 
 /// A boxed suite is a suite: choose the cipher suite at run time (the
@@ -309,5 +397,28 @@ impl<T: CipherSuite + ?Sized> CipherSuite for Box<T> {
     }
     fn hkdf_expand(&self, hash: HkdfHash, prk: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
         (**self).hkdf_expand(hash, prk, info, okm)
+    }
+    fn ec_public_key(&self, curve: Curve, scalar: &[u8]) -> Result<Vec<u8>> {
+        (**self).ec_public_key(curve, scalar)
+    }
+    fn ml_kem_keygen(&self, params: MlKem, seed: &[u8]) -> Result<Vec<u8>> {
+        (**self).ml_kem_keygen(params, seed)
+    }
+    fn ml_kem_encaps(
+        &self,
+        params: MlKem,
+        ek: &[u8],
+        m: &[u8],
+    ) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>)> {
+        (**self).ml_kem_encaps(params, ek, m)
+    }
+    fn ml_kem_decaps(&self, params: MlKem, seed: &[u8], ct: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        (**self).ml_kem_decaps(params, seed, ct)
+    }
+    fn sha3_256(&self, data: &[u8]) -> Result<[u8; 32]> {
+        (**self).sha3_256(data)
+    }
+    fn shake256(&self, data: &[u8], out: &mut [u8]) -> Result<()> {
+        (**self).shake256(data, out)
     }
 }

@@ -656,6 +656,10 @@ macro_rules! cipher_conformance {
             fn ec_key_rejections() {
                 $crate::testing::ec::ec_key_rejections(&$suite);
             }
+            #[test]
+            fn hybrid_vectors() {
+                $crate::testing::ec::hybrid_vectors(&$suite);
+            }
         }
     };
 }

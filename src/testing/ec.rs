@@ -270,3 +270,97 @@ pub fn ec_key_rejections<C: CipherSuite>(suite: &C) {
     assert_eq!(code(suite.ec_check_key_pair(b"not a key")), 2);
     assert_eq!(code(suite.ecdh(b"not a key", &[4; 65]).map(drop)), 2);
 }
+
+/// Whether `suite` offers the hybrid KEKs (ML-KEM, SHA-3). If it does
+/// not, each of those primitives must say so with a policy error (code 4).
+pub fn hybrid_supported<C: CipherSuite>(suite: &C) -> bool {
+    match suite.ml_kem_keygen(crate::MlKem::MlKem768, &[0; 64]) {
+        Ok(_) => true,
+        Err(e) => {
+            assert_eq!(e.code(), 4, "an unsupported ML-KEM is a policy error: {e}");
+            assert_eq!(suite.sha3_256(b"").map(drop).unwrap_err().code(), 4);
+            let err = crate::hybrid::generate(suite, crate::HybridKem::MlKem768P256).unwrap_err();
+            assert_eq!(err.code(), 4, "{err}");
+            false
+        }
+    }
+}
+
+/// The hybrid KEMs' HPKE vectors (draft-ietf-hpke-pq A.4 and A.6, and the
+/// `hpke` crate's for MLKEM768-P256): DeriveKeyPair, the public key, `enc`
+/// with the vectors' randomness, the ciphertexts of sequence numbers 0 and
+/// 1, and their opening.
+pub fn hybrid_vectors<C: CipherSuite>(suite: &C) {
+    if !hybrid_supported(suite) {
+        return;
+    }
+    let cases = super::fixtures::hpke_pq_vectors();
+    assert_eq!(cases.len(), 3);
+    for case in &cases {
+        let source = case["source"].as_str().unwrap();
+        let kem_id = u16::try_from(case["kem_id"].as_u64().unwrap()).unwrap();
+        let kem = crate::HybridKem::from_kem_id(kem_id).unwrap();
+        let cs = hpke::Ciphersuite::new(
+            hpke::Kem::Hybrid(kem),
+            u16::try_from(case["kdf_id"].as_u64().unwrap()).unwrap(),
+            u16::try_from(case["aead_id"].as_u64().unwrap()).unwrap(),
+        )
+        .unwrap();
+        let seed = crate::hybrid::derive_seed(suite, kem, &hex_field(case, "ikmR")).unwrap();
+        assert_eq!(
+            hex::encode(&seed),
+            case["skRm"].as_str().unwrap(),
+            "{source}: skRm"
+        );
+        let der = crate::hybrid::private_key_der(suite, kem, &seed).unwrap();
+        let parts = crate::hybrid::hybrid_private_parts(&der).unwrap();
+        assert_eq!(
+            hex::encode(parts.public_key),
+            case["pkRm"].as_str().unwrap(),
+            "{source}: pkRm"
+        );
+        crate::hybrid::check_key_pair(suite, &der).unwrap();
+        let info = hex_field(case, "info");
+        let (enc, mut sender) = crate::hybrid::setup_sender(
+            suite,
+            cs,
+            parts.public_key,
+            &info,
+            Some(&hex_field(case, "ikmE")),
+        )
+        .unwrap();
+        assert_eq!(
+            hex::encode(&enc),
+            case["enc"].as_str().unwrap(),
+            "{source}: enc"
+        );
+        let mut receiver = crate::hybrid::setup_receiver(suite, cs, &seed, &enc, &info).unwrap();
+        for encryption in case["encryptions"].as_array().unwrap() {
+            let (aad, pt) = (hex_field(encryption, "aad"), hex_field(encryption, "pt"));
+            let ct = sender.seal(suite, &aad, &pt).unwrap();
+            assert_eq!(
+                hex::encode(&ct),
+                encryption["ct"].as_str().unwrap(),
+                "{source}: ct"
+            );
+            assert_eq!(&receiver.open(suite, &aad, &ct).unwrap()[..], &pt[..]);
+        }
+        // Another seed does not open it (ML-KEM's implicit rejection gives
+        // a wrong secret, never an error of its own: the AEAD refuses).
+        let mut other = hybrid_other_seed(&seed);
+        let mut wrong = crate::hybrid::setup_receiver(suite, cs, &other, &enc, &info).unwrap();
+        let ct = hex_field(&case["encryptions"][0], "ct");
+        let aad = hex_field(&case["encryptions"][0], "aad");
+        assert!(matches!(
+            wrong.open(suite, &aad, &ct),
+            Err(Error::DecryptionFailed)
+        ));
+        other.iter_mut().for_each(|b| *b = 0);
+    }
+}
+
+fn hybrid_other_seed(seed: &[u8]) -> Vec<u8> {
+    let mut other = seed.to_vec();
+    other[0] ^= 1;
+    other
+}

@@ -42,6 +42,16 @@ pub fn hpke_vectors() -> Vec<serde_json::Value> {
         .clone()
 }
 
+/// The HPKE vectors of the hybrid KEMs, tests/vectors/hpke_pq.json.
+pub fn hpke_pq_vectors() -> Vec<serde_json::Value> {
+    let text = include_str!("../../tests/vectors/hpke_pq.json");
+    let file: serde_json::Value = serde_json::from_str(text).expect("the vector file parses");
+    file["vectors"]
+        .as_array()
+        .expect("a list of vectors")
+        .clone()
+}
+
 /// A vector file of tests/vectors/ (`envelope_v1.json`, `stream_v1.json`,
 /// `record_v1.json`), parsed.
 ///
