@@ -7,7 +7,7 @@ use openssl::bn::{BigNum, BigNumContext};
 use openssl::cipher::{Cipher, CipherRef};
 use openssl::cipher_ctx::CipherCtx;
 use openssl::derive::Deriver;
-use openssl::ec::{EcGroup, EcKey, EcPoint};
+use openssl::ec::{EcGroup, EcKey, EcPoint, PointConversionForm};
 use openssl::encrypt::{Decrypter, Encrypter};
 use openssl::error::ErrorStack;
 use openssl::hash::MessageDigest;
@@ -20,8 +20,8 @@ use pkcs8::PrivateKeyInfoRef;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::plugin::{
-    ec_private_parts, rsa_public_parts, CipherSuite, EcPrivateParts, HkdfHash, GCM_MAX_PLAINTEXT,
-    GCM_NONCE_LEN, GCM_TAG_LEN, MAX_RSA_BITS, MIN_RSA_BITS,
+    ec_private_parts, rsa_public_parts, CipherSuite, EcPrivateParts, HkdfHash, MlKem,
+    GCM_MAX_PLAINTEXT, GCM_NONCE_LEN, GCM_TAG_LEN, MAX_RSA_BITS, MIN_RSA_BITS,
 };
 use crate::{Curve, Error, Result};
 
@@ -438,9 +438,78 @@ impl CipherSuite for OpenSsl {
         Ok(())
     }
 
+    fn ec_public_key(&self, curve: Curve, scalar: &[u8]) -> Result<Vec<u8>> {
+        if scalar.len() != curve.field_len() {
+            return Err(invalid("the EC private scalar has the wrong length"));
+        }
+        let group = ec_group(curve)?;
+        let fail = |_| crypto("EC public key");
+        let mut ctx = BigNumContext::new().map_err(fail)?;
+        let mut order = BigNum::new().map_err(fail)?;
+        group.order(&mut order, &mut ctx).map_err(fail)?;
+        let scalar = BigNum::from_slice(scalar).map_err(fail)?;
+        if scalar.num_bits() == 0 || scalar >= order {
+            return Err(invalid("EC private scalar out of range"));
+        }
+        let mut point = EcPoint::new(&group).map_err(fail)?;
+        point
+            .mul_generator2(&group, &scalar, &mut ctx)
+            .map_err(fail)?;
+        point
+            .to_bytes(&group, PointConversionForm::UNCOMPRESSED, &mut ctx)
+            .map_err(fail)
+    }
+
+    fn sha3_256(&self, data: &[u8]) -> Result<[u8; 32]> {
+        let digest =
+            openssl::hash::hash(MessageDigest::sha3_256(), data).map_err(|_| crypto("SHA3-256"))?;
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&digest);
+        Ok(out)
+    }
+
+    fn shake256(&self, data: &[u8], out: &mut [u8]) -> Result<()> {
+        let fail = |_| crypto("SHAKE256");
+        let mut hasher = openssl::hash::Hasher::new(MessageDigest::shake_256()).map_err(fail)?;
+        hasher.update(data).map_err(fail)?;
+        hasher.finish_xof(out).map_err(fail)
+    }
+
+    fn ml_kem_keygen(&self, params: MlKem, seed: &[u8]) -> Result<Vec<u8>> {
+        let _ = (params, seed);
+        Err(no_ml_kem())
+    }
+
+    fn ml_kem_encaps(
+        &self,
+        params: MlKem,
+        ek: &[u8],
+        m: &[u8],
+    ) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>)> {
+        let _ = (params, ek, m);
+        Err(no_ml_kem())
+    }
+
+    fn ml_kem_decaps(&self, params: MlKem, seed: &[u8], ct: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let _ = (params, seed, ct);
+        Err(no_ml_kem())
+    }
+
     fn fill_random(&self, buf: &mut [u8]) -> Result<()> {
         getrandom::fill(buf).map_err(|_| crypto("random number generator"))
     }
+}
+
+/// Why this suite has no ML-KEM: a typed policy error naming the linked
+/// OpenSSL. OpenSSL has ML-KEM from 3.5 on; this suite does not use it yet
+/// (it is untested here, where the system's OpenSSL is 3.0), so the hybrid
+/// KEKs need the RustCrypto suite.
+fn no_ml_kem() -> Error {
+    Error::policy(format!(
+        "the openssl cipher suite does not offer ML-KEM (hybrid-pq KEKs): the linked {} has none \
+         before 3.5, and this suite does not use it yet; use the rustcrypto suite",
+        openssl::version::version()
+    ))
 }
 
 /// The OpenSSL group of a curve.

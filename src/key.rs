@@ -254,6 +254,7 @@ impl FromStr for Strength {
 /// | --- | --- | --- |
 /// | `rsa` (default) | RSA, 3072 / 7680 / 15360 bits by strength | RSA-OAEP-SHA256 |
 /// | `ec` | P-256 / P-384 / P-521 by strength | HPKE (RFC 9180) base mode, DHKEM on the curve |
+/// | `hybrid-pq` | MLKEM768-P256 (128, 192), MLKEM1024-P384 (256) | HPKE with the hybrid KEM of draft-ietf-hpke-pq |
 ///
 /// Both give the strength they are asked for (SP 800-57 Part 1 Table 2);
 /// an EC key of strength 256 takes milliseconds to make where RSA-15360
@@ -275,17 +276,20 @@ pub enum KekAlg {
     Rsa,
     /// Elliptic curve (NIST P-curves) with HPKE wrapping.
     Ec,
+    /// Hybrid post-quantum: ML-KEM with ECDH, with HPKE wrapping.
+    HybridPq,
 }
 
 impl KekAlg {
     /// Every algorithm this build knows.
-    pub const ALL: [KekAlg; 2] = [KekAlg::Rsa, KekAlg::Ec];
+    pub const ALL: [KekAlg; 3] = [KekAlg::Rsa, KekAlg::Ec, KekAlg::HybridPq];
 
     /// Its name on the wire and the command line: `rsa` or `ec`.
     pub const fn name(self) -> &'static str {
         match self {
             KekAlg::Rsa => "rsa",
             KekAlg::Ec => "ec",
+            KekAlg::HybridPq => "hybrid-pq",
         }
     }
 
@@ -295,6 +299,7 @@ impl KekAlg {
         match self {
             KekAlg::Rsa => format!("RSA-{}", strength.rsa_bits()),
             KekAlg::Ec => Curve::for_strength(strength).to_string(),
+            KekAlg::HybridPq => crate::HybridKem::for_strength(strength).to_string(),
         }
     }
 }
@@ -312,10 +317,10 @@ impl FromStr for KekAlg {
         match s.trim() {
             "rsa" => Ok(KekAlg::Rsa),
             "ec" => Ok(KekAlg::Ec),
-            "hybrid-pq" => Err(Error::policy(
-                "the KEK algorithm hybrid-pq (ML-KEM with ECDH) is not available in this version",
+            "hybrid-pq" => Ok(KekAlg::HybridPq),
+            _ => Err(Error::policy(
+                "the KEK algorithm must be rsa, ec or hybrid-pq",
             )),
-            _ => Err(Error::policy("the KEK algorithm must be rsa or ec")),
         }
     }
 }
@@ -338,6 +343,7 @@ impl<'de> Deserialize<'de> for KekAlg {
 pub(crate) enum KekKind {
     Rsa { bits: usize },
     Ec { curve: Curve },
+    Hybrid { kem: crate::HybridKem },
 }
 
 /// A private key-encryption key: an RSA or EC private key, held as
@@ -387,6 +393,9 @@ impl Kek {
                 reason: "not a PEM document".into(),
             })?;
         let der = Zeroizing::new(der);
+        if label == crate::hybrid::PEM_LABEL {
+            return Self::from_hybrid_der(&der);
+        }
         if label != PEM_LABEL {
             return Err(Error::InvalidKey {
                 reason: "expected a PKCS#8 \"PRIVATE KEY\" PEM block".into(),
@@ -457,6 +466,29 @@ impl Kek {
         Ok(Self::new(der, spki_der, KekKind::Rsa { bits }))
     }
 
+    /// Reads a hybrid post-quantum private key document (DER, the
+    /// `HPKE PRIVATE KEY` of [`crate::hybrid`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] if it is not one.
+    pub fn from_hybrid_der(der: &[u8]) -> Result<Self> {
+        let parts = crate::hybrid::hybrid_private_parts(der)?;
+        let public = crate::hybrid::public_doc(parts.kem, parts.public_key)?;
+        Ok(Self::new(der, public, KekKind::Hybrid { kem: parts.kem }))
+    }
+
+    /// Reads a private key document of any kind: PKCS#8 (RSA, EC) or the
+    /// hybrid document.
+    pub(crate) fn from_any_der(der: &[u8]) -> Result<Self> {
+        match Self::from_pkcs8_der(der) {
+            Err(e) if crate::hybrid::hybrid_private_parts(der).is_ok() => {
+                drop(e);
+                Self::from_hybrid_der(der)
+            }
+            other => other,
+        }
+    }
+
     fn new(der: &[u8], spki_der: Vec<u8>, kind: KekKind) -> Self {
         let mut fingerprint = Sha256::new();
         fingerprint.update(b"keyserver KEK fingerprint v1\0");
@@ -481,22 +513,29 @@ impl Kek {
     }
 
     /// The key as unencrypted PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`), in
-    /// memory that is wiped on drop.
+    /// memory that is wiped on drop; a hybrid key as
+    /// `-----BEGIN HPKE PRIVATE KEY-----` ([`crate::hybrid`]).
     pub fn to_pem(&self) -> Zeroizing<String> {
+        let label = match self.kind {
+            KekKind::Hybrid { .. } => crate::hybrid::PEM_LABEL,
+            _ => PEM_LABEL,
+        };
         // Encoding a DER document we already parsed into base64 cannot fail
         // except on allocation; fall back to an empty string rather than panic.
         Zeroizing::new(
-            pem_rfc7468::encode_string(PEM_LABEL, pem_rfc7468::LineEnding::LF, &self.pkcs8_der)
+            pem_rfc7468::encode_string(label, pem_rfc7468::LineEnding::LF, &self.pkcs8_der)
                 .unwrap_or_default(),
         )
     }
 
-    /// The key as unencrypted PKCS#8 DER.
+    /// The key as unencrypted PKCS#8 DER (a hybrid key: its own DER
+    /// document, [`crate::hybrid`]).
     pub fn pkcs8_der(&self) -> &[u8] {
         &self.pkcs8_der
     }
 
-    /// The public half as DER SubjectPublicKeyInfo.
+    /// The public half as DER SubjectPublicKeyInfo (a hybrid key: the DER
+    /// `HpkePublicKey` of [`crate::hybrid`]).
     pub fn public_key_der(&self) -> &[u8] {
         &self.spki_der
     }
@@ -512,6 +551,7 @@ impl Kek {
         match self.kind {
             KekKind::Rsa { bits } => bits,
             KekKind::Ec { curve } => curve.bits(),
+            KekKind::Hybrid { kem } => kem.bits(),
         }
     }
 
@@ -520,6 +560,7 @@ impl Kek {
         match self.kind {
             KekKind::Rsa { .. } => KekAlg::Rsa,
             KekKind::Ec { .. } => KekAlg::Ec,
+            KekKind::Hybrid { .. } => KekAlg::HybridPq,
         }
     }
 
@@ -527,7 +568,15 @@ impl Kek {
     pub fn curve(&self) -> Option<Curve> {
         match self.kind {
             KekKind::Ec { curve } => Some(curve),
-            KekKind::Rsa { .. } => None,
+            KekKind::Rsa { .. } | KekKind::Hybrid { .. } => None,
+        }
+    }
+
+    /// The hybrid KEM of a hybrid post-quantum key (`None` otherwise).
+    pub fn hybrid_kem(&self) -> Option<crate::HybridKem> {
+        match self.kind {
+            KekKind::Hybrid { kem } => Some(kem),
+            _ => None,
         }
     }
 
@@ -536,6 +585,7 @@ impl Kek {
         match self.kind {
             KekKind::Rsa { bits } => Strength::of_rsa_bits(bits),
             KekKind::Ec { curve } => curve.security_bits(),
+            KekKind::Hybrid { kem } => kem.security_bits(),
         }
     }
 
@@ -545,6 +595,7 @@ impl Kek {
         match self.kind {
             KekKind::Rsa { bits } => format!("{bits}-bit RSA"),
             KekKind::Ec { curve } => format!("{curve} EC"),
+            KekKind::Hybrid { kem } => format!("{kem} hybrid"),
         }
     }
 }

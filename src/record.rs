@@ -31,7 +31,7 @@ use crate::blocking::blocking;
 use crate::format::{dek_alg_id, strength_of_alg_id, RECORD_MAGIC};
 use crate::key::{check_kek, KekKind};
 use crate::suite::GCM_TAG_LEN;
-use crate::{CipherSuite, Curve, Dek, Error, Kek, KekAlg, KeyId, Result, Strength};
+use crate::{CipherSuite, Curve, Dek, Error, HybridKem, Kek, KekAlg, KeyId, Result, Strength};
 
 const VERSION: u8 = 1;
 /// Wrap algorithm id: RSA-OAEP with SHA-256 and MGF1-SHA-256, empty label.
@@ -45,6 +45,20 @@ pub const WRAP_HPKE_P384: u8 = 3;
 /// Wrap algorithm id: HPKE base mode, DHKEM(P-521, HKDF-SHA512),
 /// HKDF-SHA512, AES-256-GCM.
 pub const WRAP_HPKE_P521: u8 = 4;
+/// Wrap algorithm id: HPKE base mode, MLKEM768-P256 (draft-ietf-hpke-pq),
+/// HKDF-SHA256, AES-256-GCM ([`crate::hybrid`]).
+pub const WRAP_HPKE_MLKEM768_P256: u8 = 5;
+/// Wrap algorithm id: HPKE base mode, MLKEM1024-P384, HKDF-SHA384,
+/// AES-256-GCM.
+pub const WRAP_HPKE_MLKEM1024_P384: u8 = 6;
+
+/// The wrap algorithm id of a hybrid KEM.
+const fn hybrid_wrap_id(kem: HybridKem) -> u8 {
+    match kem {
+        HybridKem::MlKem768P256 => WRAP_HPKE_MLKEM768_P256,
+        HybridKem::MlKem1024P384 => WRAP_HPKE_MLKEM1024_P384,
+    }
+}
 
 /// The HPKE `info` of a wrapped DEK: a label, the wrap algorithm id and the
 /// DEK algorithm id, so a wrapped key opens only as what it was sealed as.
@@ -163,6 +177,13 @@ impl WrappedDek {
                     return Err(invalid("the wrapped key does not start with a point"));
                 }
             }
+            KekAlg::HybridPq => {
+                let kem = HybridKem::from_bits(kek_bits)
+                    .ok_or(invalid("a hybrid KEK is ML-KEM-768 or ML-KEM-1024"))?;
+                if wrapped.len() != kem.enc_len() + strength.aes_key_len() + GCM_TAG_LEN {
+                    return Err(invalid("wrapped key length does not match the KEK and DEK"));
+                }
+            }
         }
         Ok(WrappedDek {
             key_id,
@@ -206,6 +227,10 @@ impl WrappedDek {
             KekAlg::Rsa => WRAP_RSA_OAEP_SHA256,
             // ok: with_alg checked the size is a curve's.
             KekAlg::Ec => hpke_wrap_id(Curve::from_bits(self.kek_bits()).unwrap_or(Curve::P256)),
+            // ok: with_alg checked the size is an ML-KEM's.
+            KekAlg::HybridPq => hybrid_wrap_id(
+                HybridKem::from_bits(self.kek_bits()).unwrap_or(HybridKem::MlKem768P256),
+            ),
         }
     }
 
@@ -282,11 +307,13 @@ impl WrappedDek {
         if body[4] != VERSION {
             return Err(corrupt("unsupported record version"));
         }
-        let (alg, wrap_curve) = match body[5] {
+        let (alg, wrap_bits) = match body[5] {
             WRAP_RSA_OAEP_SHA256 => (KekAlg::Rsa, None),
-            WRAP_HPKE_P256 => (KekAlg::Ec, Some(Curve::P256)),
-            WRAP_HPKE_P384 => (KekAlg::Ec, Some(Curve::P384)),
-            WRAP_HPKE_P521 => (KekAlg::Ec, Some(Curve::P521)),
+            WRAP_HPKE_P256 => (KekAlg::Ec, Some(Curve::P256.bits())),
+            WRAP_HPKE_P384 => (KekAlg::Ec, Some(Curve::P384.bits())),
+            WRAP_HPKE_P521 => (KekAlg::Ec, Some(Curve::P521.bits())),
+            WRAP_HPKE_MLKEM768_P256 => (KekAlg::HybridPq, Some(HybridKem::MlKem768P256.bits())),
+            WRAP_HPKE_MLKEM1024_P384 => (KekAlg::HybridPq, Some(HybridKem::MlKem1024P384.bits())),
             _ => return Err(corrupt("unknown wrap algorithm")),
         };
         let strength = strength_of_alg_id(body[6]).ok_or(corrupt("unknown DEK algorithm"))?;
@@ -303,7 +330,7 @@ impl WrappedDek {
         if body.len() != HEADER_LEN + len {
             return Err(corrupt("length mismatch"));
         }
-        if wrap_curve.is_some_and(|c| c.bits() != kek_bits) {
+        if wrap_bits.is_some_and(|bits| bits != kek_bits) {
             return Err(corrupt("KEK size does not match the wrap algorithm"));
         }
         WrappedDek::with_alg(
@@ -343,6 +370,15 @@ pub(crate) fn wrap_dek<C: CipherSuite + ?Sized>(
             let (_, point) = crate::ec::ec_public_point(kek.public_key_der())?;
             let info = hpke_info(hpke_wrap_id(curve), strength);
             let (enc, sealed) = crate::hpke::seal(suite, curve, point, &info, b"", dek)?;
+            [enc, sealed].concat()
+        }
+        KekKind::Hybrid { kem } => {
+            let (_, public_key) = crate::hybrid::public_parts(kek.public_key_der())?;
+            let info = hpke_info(hybrid_wrap_id(kem), strength);
+            let cs = crate::hpke::Ciphersuite::for_hybrid(kem);
+            let (enc, mut context) =
+                crate::hybrid::setup_sender(suite, cs, public_key, &info, None)?;
+            let sealed = context.seal(suite, b"", dek)?;
             [enc, sealed].concat()
         }
     };
@@ -415,6 +451,20 @@ fn unwrap_blocking<C: CipherSuite + ?Sized>(
                 }
             })
         }
+        KekKind::Hybrid { kem } => {
+            let (enc, sealed) = record.wrapped().split_at(kem.enc_len());
+            let info = hpke_info(hybrid_wrap_id(kem), record.strength());
+            let cs = crate::hpke::Ciphersuite::for_hybrid(kem);
+            let seed = crate::hybrid::hybrid_private_parts(kek.pkcs8_der())?.seed;
+            crate::hybrid::setup_receiver(suite, cs, seed, enc, &info)
+                .and_then(|mut context| context.open(suite, b"", sealed))
+                .map_err(|e| match e {
+                    // A point off the curve in a stored record: it does not
+                    // open under this key.
+                    Error::InvalidKey { .. } => Error::UnwrapFailed { key_id },
+                    other => failed(other),
+                })
+        }
     }
 }
 
@@ -423,6 +473,7 @@ pub(crate) fn check_key_pair<C: CipherSuite + ?Sized>(suite: &C, kek: &Kek) -> R
     match kek.kind() {
         KekKind::Rsa { .. } => suite.rsa_check_key_pair(kek.pkcs8_der()),
         KekKind::Ec { .. } => suite.ec_check_key_pair(kek.pkcs8_der()),
+        KekKind::Hybrid { .. } => crate::hybrid::check_key_pair(suite, kek.pkcs8_der()),
     }
 }
 

@@ -213,6 +213,10 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
                 let der = self.suite.generate_ec(Curve::P256)?;
                 self.suite.ec_check_key_pair(&der)
             }
+            KekAlg::HybridPq => {
+                let der = crate::hybrid::generate(&*self.suite, crate::HybridKem::MlKem768P256)?;
+                crate::hybrid::check_key_pair(&*self.suite, &der)
+            }
         }
     }
 
@@ -392,7 +396,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         let bits = strength.rsa_bits();
         let pooled = match alg {
             KekAlg::Rsa => self.pool.as_ref().and_then(|pool| pool.take(bits)),
-            KekAlg::Ec => None,
+            KekAlg::Ec | KekAlg::HybridPq => None,
         };
         match pooled {
             Some(der) => Kek::from_pkcs8_der(&der),
@@ -405,8 +409,12 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
                     let der = match alg {
                         KekAlg::Rsa => suite.generate_rsa(bits)?,
                         KekAlg::Ec => suite.generate_ec(Curve::for_strength(strength))?,
+                        KekAlg::HybridPq => crate::hybrid::generate(
+                            &*suite,
+                            crate::HybridKem::for_strength(strength),
+                        )?,
                     };
-                    Kek::from_pkcs8_der(&der)
+                    Kek::from_any_der(&der)
                 })
                 .await?
             }

@@ -835,9 +835,63 @@ fn ec_keks_from_the_command_line() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("not offered"), "{}", stderr(&out));
     drop(rsa_only);
+    // A hybrid server: its KEKs come out as HPKE PEM and work.
+    std::fs::create_dir(dir.join("pq")).unwrap();
+    let pq = ServerProcess::start(
+        &dir.join("pq"),
+        &["--kek-alg", "hybrid-pq", "--strength", "256"],
+    );
+    let out = run(
+        &["generate", "--server", &pq.url, "--out", "pq.pem"],
+        dir,
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pem = std::fs::read_to_string(dir.join("pq.pem")).unwrap();
+    assert!(pem.starts_with("-----BEGIN HPKE PRIVATE KEY-----"));
+    let out = run(
+        &[
+            "encrypt",
+            "--server",
+            &pq.url,
+            "--client-unwrap",
+            "--kek",
+            "pq.pem",
+            "--in",
+            "plain",
+            "--out",
+            "pq.sealed",
+        ],
+        dir,
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(
+        &[
+            "decrypt",
+            "--server",
+            &pq.url,
+            "--kek",
+            "pq.pem",
+            "--in",
+            "pq.sealed",
+        ],
+        dir,
+        &[],
+    );
+    assert_eq!(out.stdout, b"Stephan Richter", "{}", stderr(&out));
+    drop(pq);
+    // The OpenSSL suite has no ML-KEM: a hybrid server on it does not start.
     for flags in [
-        &["--kek-alg", "hybrid-pq"][..],
-        &["--kek-alg", "ec", "--allow-kek-algs", "ec,hybrid-pq"],
+        &["--suite", "openssl", "--kek-alg", "hybrid-pq"][..],
+        &[
+            "--suite",
+            "openssl",
+            "--kek-alg",
+            "ec",
+            "--allow-kek-algs",
+            "ec,hybrid-pq",
+        ],
     ] {
         let out = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--storage", "memory"])

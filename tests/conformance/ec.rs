@@ -11,8 +11,8 @@ use keyserver::backends::{MemoryStorage, OpenSsl, RustCrypto};
 use keyserver::plugin::{ec_pkcs8_der, ec_private_parts, ec_public_point};
 use keyserver::testing::fixtures::ec_fixture_kek;
 use keyserver::{
-    hpke as core_hpke, CipherSuite, Curve, Encryption, Error, Kek, KekAlg, KeyClient, KeyId,
-    KeyServer, KeyStorage, Strength, UnwrapMode,
+    hpke as core_hpke, CipherSuite, Curve, Encryption, Error, HybridKem, Kek, KekAlg, KeyClient,
+    KeyId, KeyServer, KeyStorage, Strength, UnwrapMode,
 };
 
 fn suites() -> [(&'static str, Box<dyn CipherSuite>); 2] {
@@ -325,7 +325,7 @@ async fn the_server_limits_the_algorithms() {
         4
     );
     assert_eq!(rsa_only.len() + ec_only.len(), 0, "nothing was made");
-    assert_eq!("hybrid-pq".parse::<KekAlg>().unwrap_err().code(), 4);
+    assert_eq!("dsa".parse::<KekAlg>().unwrap_err().code(), 4);
     // An EC key built from a valid point and a made-up scalar is refused
     // before any unwrap, with code 2, by both suites.
     for (name, suite) in suites() {
@@ -341,4 +341,206 @@ async fn the_server_limits_the_algorithms() {
         let err = keys.get(&forged).await.unwrap_err();
         assert!(matches!(err, Error::InvalidKey { .. }), "{name}: {err}");
     }
+}
+
+/// Opens a hybrid record's `(enc, ct)` with the `hpke` crate.
+fn hpke_crate_open_hybrid(
+    kem: HybridKem,
+    seed: &[u8],
+    enc: &[u8],
+    info: &[u8],
+    ct: &[u8],
+) -> Vec<u8> {
+    macro_rules! open {
+        ($kem:ty, $kdf:ty) => {{
+            let sk = <$kem as hpke::Kem>::PrivateKey::from_bytes(seed).unwrap();
+            let enc = <$kem as hpke::Kem>::EncappedKey::from_bytes(enc).unwrap();
+            hpke::single_shot_open::<hpke::aead::AesGcm256, $kdf, $kem>(
+                &OpModeR::Base,
+                &sk,
+                &enc,
+                info,
+                ct,
+                b"",
+            )
+            .unwrap()
+        }};
+    }
+    match kem {
+        HybridKem::MlKem768P256 => open!(hpke::kem::MlKem768P256, hpke::kdf::HkdfSha256),
+        _ => open!(hpke::kem::MlKem1024P384, hpke::kdf::HkdfSha384),
+    }
+}
+
+/// Seals with the `hpke` crate to a hybrid public key: `(enc, ct)`.
+fn hpke_crate_seal_hybrid(kem: HybridKem, pk: &[u8], info: &[u8], pt: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    macro_rules! seal {
+        ($kem:ty, $kdf:ty) => {{
+            let pk = <$kem as hpke::Kem>::PublicKey::from_bytes(pk).unwrap();
+            let (enc, ct) = hpke::single_shot_seal::<hpke::aead::AesGcm256, $kdf, $kem>(
+                &OpModeS::Base,
+                &pk,
+                info,
+                pt,
+                b"",
+            )
+            .unwrap();
+            (enc.to_bytes().to_vec(), ct)
+        }};
+    }
+    match kem {
+        HybridKem::MlKem768P256 => seal!(hpke::kem::MlKem768P256, hpke::kdf::HkdfSha256),
+        _ => seal!(hpke::kem::MlKem1024P384, hpke::kdf::HkdfSha384),
+    }
+}
+
+/// The DER `HpkePublicKey` built by hand (SEQUENCE { INTEGER kemId, OCTET
+/// STRING pk }): the key id is its SHA-256.
+fn hpke_public_key_der(kem_id: u16, pk: &[u8]) -> Vec<u8> {
+    let mut int = vec![0x02, 0x01, kem_id as u8];
+    if kem_id > 0x7f {
+        int = vec![0x02, 0x02, (kem_id >> 8) as u8, kem_id as u8];
+    }
+    let octets = [&[0x04, 0x82][..], &(pk.len() as u16).to_be_bytes(), pk].concat();
+    let body = [int, octets].concat();
+    [&[0x30, 0x82][..], &(body.len() as u16).to_be_bytes(), &body].concat()
+}
+
+/// Hybrid post-quantum KEKs at every strength, end to end on the RustCrypto
+/// suite: the PEM round trip and the key id, the seed narrative over the
+/// wire with server- and client-side unwrap, the `hpke` crate opening
+/// keyserver's records and keyserver opening the `hpke` crate's
+/// ciphertexts, a forged key refused, and rotation of an RSA key to a
+/// hybrid one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hybrid_pq_keks_end_to_end() {
+    let server = Arc::new(
+        KeyServer::new(RustCrypto::new(), MemoryStorage::new())
+            .with_kek_alg(KekAlg::HybridPq)
+            .with_allowed_kek_algs(&[KekAlg::Rsa])
+            .with_allowed_strengths(&Strength::ALL),
+    );
+    assert_eq!(server.status().kek_alg, "hybrid-pq");
+    let client = keyserver::transports::InProcess::client(Arc::clone(&server));
+    let local = KeyClient::new(
+        keyserver::transports::InProcess::new(Arc::clone(&server) as _),
+        RustCrypto::new(),
+    )
+    .with_unwrap_mode(UnwrapMode::Client);
+    for (strength, kem) in [
+        (Strength::S128, HybridKem::MlKem768P256),
+        (Strength::S192, HybridKem::MlKem768P256),
+        (Strength::S256, HybridKem::MlKem1024P384),
+    ] {
+        let kek = client.generate_with(Some(strength), None).await.unwrap();
+        assert_eq!((kek.alg(), kek.hybrid_kem()), (KekAlg::HybridPq, Some(kem)));
+        let pem = kek.to_pem();
+        assert!(
+            pem.starts_with("-----BEGIN HPKE PRIVATE KEY-----\n"),
+            "{kem}"
+        );
+        let again = Kek::from_pem(&pem).unwrap();
+        assert_eq!(again.id(), kek.id());
+        let parts = keyserver::hybrid::hybrid_private_parts(kek.pkcs8_der()).unwrap();
+        let public = hpke_public_key_der(kem.kem_id(), parts.public_key);
+        assert_eq!(public, kek.public_key_der(), "{kem}: HpkePublicKey DER");
+        assert_eq!(KeyId::from_spki_der(&public), kek.id());
+
+        let dek = client.get(&kek).await.unwrap();
+        assert_eq!(dek.strength(), strength);
+        assert_eq!(
+            local.get(&kek).await.unwrap(),
+            dek,
+            "{kem}: client-side unwrap"
+        );
+        let sealed = client.encrypt(&kek, b"harvest now").await.unwrap();
+        assert_eq!(
+            &local.decrypt(&kek, &sealed).await.unwrap()[..],
+            b"harvest now"
+        );
+
+        // The record opens with the hpke crate, given only docs/FORMAT.md.
+        let record = server.storage().get(&kek.id()).await.unwrap();
+        assert_eq!(record.alg(), KekAlg::HybridPq);
+        let (enc, ct) = record.wrapped().split_at(kem.enc_len());
+        let wrap = if kem == HybridKem::MlKem768P256 { 5 } else { 6 };
+        let dek_id = match strength {
+            Strength::S128 => 1,
+            Strength::S192 => 2,
+            _ => 3,
+        };
+        let info = [&b"keyserver wrapped DEK v1"[..], &[wrap, dek_id]].concat();
+        let opened = hpke_crate_open_hybrid(kem, parts.seed, enc, &info, ct);
+        assert_eq!(
+            opened,
+            dek.as_bytes(),
+            "{kem}: the hpke crate opens the record"
+        );
+        // And what the hpke crate seals, keyserver's HPKE opens.
+        let (enc, ct) = hpke_crate_seal_hybrid(kem, parts.public_key, b"x-check", b"from hpke");
+        let cs = keyserver::hpke::Ciphersuite::for_hybrid(kem);
+        let mut ctx =
+            keyserver::hybrid::setup_receiver(server.suite(), cs, parts.seed, &enc, b"x-check")
+                .unwrap();
+        assert_eq!(
+            &ctx.open(server.suite(), b"", &ct).unwrap()[..],
+            b"from hpke"
+        );
+
+        // A key with another seed but this key's public key: same id,
+        // refused before any unwrap (code 2).
+        let mut seed = parts.seed.to_vec();
+        seed[0] ^= 1;
+        let forged_der = keyserver::hybrid::private_key_der(server.suite(), kem, &seed).unwrap();
+        let forged_parts = keyserver::hybrid::hybrid_private_parts(&forged_der).unwrap();
+        let doc = [
+            &forged_der[..forged_der.len() - forged_parts.public_key.len()],
+            parts.public_key,
+        ]
+        .concat();
+        let forged = Kek::from_hybrid_der(&doc).unwrap();
+        assert_eq!(forged.id(), kek.id());
+        assert_eq!(client.get(&forged).await.unwrap_err().code(), 2, "{kem}");
+        assert_eq!(local.get(&forged).await.unwrap_err().code(), 2, "{kem}");
+    }
+    // An RSA key rotates to a hybrid one; its data still opens.
+    let rsa = client.generate_with(None, Some(KekAlg::Rsa)).await.unwrap();
+    let sealed = client.encrypt(&rsa, b"old data").await.unwrap();
+    let rotated = client.rotate(&rsa, None).await.unwrap();
+    assert_eq!(rotated.alg(), KekAlg::HybridPq);
+    assert_eq!(
+        &client.decrypt(&rotated, &sealed).await.unwrap()[..],
+        b"old data"
+    );
+}
+
+/// The OpenSSL suite (3.0 here) has no ML-KEM: every path says so with a
+/// typed policy error (code 4) naming the linked OpenSSL, never a panic or
+/// a wrong key; and a server cannot be made to use it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openssl_suite_refuses_hybrid_keks_with_a_typed_error() {
+    let keys = KeyServer::new(OpenSsl::new(), MemoryStorage::new()).with_kek_alg(KekAlg::HybridPq);
+    let err = keys.check_kek_alg_support(KekAlg::HybridPq).unwrap_err();
+    assert_eq!(err.code(), 4);
+    assert!(err.to_string().contains("OpenSSL"), "{err}");
+    assert_eq!(keys.generate().await.unwrap_err().code(), 4);
+    assert_eq!(keys.len(), 0);
+    // A hybrid key made elsewhere (RustCrypto), presented to the OpenSSL
+    // suite: server-side and client-side unwrap refuse it, typed.
+    let storage = Arc::new(MemoryStorage::new());
+    let maker =
+        KeyServer::new(RustCrypto::new(), Arc::clone(&storage)).with_kek_alg(KekAlg::HybridPq);
+    let kek = maker.generate().await.unwrap();
+    let openssl = Arc::new(KeyServer::new(OpenSsl::new(), Arc::clone(&storage)));
+    assert_eq!(openssl.get(&kek).await.unwrap_err().code(), 4);
+    let local = KeyClient::new(
+        keyserver::transports::InProcess::new(Arc::clone(&maker_arc(maker)) as _),
+        OpenSsl::new(),
+    )
+    .with_unwrap_mode(UnwrapMode::Client);
+    assert_eq!(local.get(&kek).await.unwrap_err().code(), 4);
+}
+
+fn maker_arc<C: CipherSuite, S: KeyStorage>(keys: KeyServer<C, S>) -> Arc<KeyServer<C, S>> {
+    Arc::new(keys)
 }
