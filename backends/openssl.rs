@@ -447,13 +447,13 @@ impl CipherSuite for OpenSsl {
         let mut ctx = BigNumContext::new().map_err(fail)?;
         let mut order = BigNum::new().map_err(fail)?;
         group.order(&mut order, &mut ctx).map_err(fail)?;
-        let scalar = BigNum::from_slice(scalar).map_err(fail)?;
-        if scalar.num_bits() == 0 || scalar >= order {
+        let scalar = SecretBn::from_slice(scalar).map_err(fail)?;
+        if scalar.0.num_bits() == 0 || scalar.0 >= order {
             return Err(invalid("EC private scalar out of range"));
         }
         let mut point = EcPoint::new(&group).map_err(fail)?;
         point
-            .mul_generator2(&group, &scalar, &mut ctx)
+            .mul_generator2(&group, &scalar.0, &mut ctx)
             .map_err(fail)?;
         point
             .to_bytes(&group, PointConversionForm::UNCOMPRESSED, &mut ctx)
@@ -512,6 +512,24 @@ fn no_ml_kem() -> Error {
     ))
 }
 
+/// A secret big number: in OpenSSL's secure heap when it has one, and
+/// wiped (`BN_clear`) before it is freed, which `BN_free` does not do.
+struct SecretBn(BigNum);
+
+impl SecretBn {
+    fn from_slice(bytes: &[u8]) -> std::result::Result<Self, ErrorStack> {
+        let mut n = BigNum::new_secure()?;
+        n.copy_from_slice(bytes)?;
+        Ok(SecretBn(n))
+    }
+}
+
+impl Drop for SecretBn {
+    fn drop(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// The OpenSSL group of a curve.
 fn ec_group(curve: Curve) -> Result<EcGroup> {
     let nid = match curve {
@@ -532,12 +550,13 @@ fn ec_private_key(parts: &EcPrivateParts<'_>) -> Result<EcKey<Private>> {
     group
         .order(&mut order, &mut ctx)
         .map_err(|_| crypto("EC key"))?;
-    let scalar = BigNum::from_slice(parts.scalar).map_err(|_| mismatch())?;
-    if scalar.num_bits() == 0 || scalar >= order {
+    let scalar = SecretBn::from_slice(parts.scalar).map_err(|_| mismatch())?;
+    if scalar.0.num_bits() == 0 || scalar.0 >= order {
         return Err(invalid("EC private scalar out of range"));
     }
     let point = EcPoint::from_bytes(&group, parts.point, &mut ctx).map_err(|_| mismatch())?;
-    let key = EcKey::from_private_components(&group, &scalar, &point).map_err(|_| mismatch())?;
+    // The key's own copy is wiped by EC_KEY_free (BN_clear_free).
+    let key = EcKey::from_private_components(&group, &scalar.0, &point).map_err(|_| mismatch())?;
     key.check_key().map_err(|_| mismatch())?;
     Ok(key)
 }

@@ -185,15 +185,17 @@ macro_rules! ml_kem_params {
         mod $module {
             use ml_kem::array::Array;
             use ml_kem::{Decapsulate, DecapsulationKey, EncapsulationKey, KeyExport};
-            use zeroize::Zeroizing;
+            use zeroize::{Zeroize, Zeroizing};
 
             use super::invalid;
             use crate::Result;
 
             fn decapsulation_key(seed: &[u8]) -> Result<DecapsulationKey<$params>> {
-                let seed = ml_kem::Seed::try_from(seed)
+                let mut seed = ml_kem::Seed::try_from(seed)
                     .map_err(|_| invalid("an ML-KEM seed is 64 bytes"))?;
-                Ok(DecapsulationKey::<$params>::from_seed(seed))
+                let key = DecapsulationKey::<$params>::from_seed(seed.clone());
+                seed.as_mut_slice().zeroize();
+                Ok(key)
             }
 
             pub(super) fn keygen(seed: &[u8]) -> Result<Vec<u8>> {
@@ -208,17 +210,21 @@ macro_rules! ml_kem_params {
                 let ek = Array::try_from(ek).map_err(|_| bad())?;
                 // The FIPS 203 §7.2 modulus check.
                 let ek = EncapsulationKey::<$params>::new(&ek).map_err(|_| bad())?;
-                let m = ml_kem::B32::try_from(m).map_err(|_| invalid("m is 32 bytes"))?;
-                let (ct, ss) = ek.encapsulate_deterministic(&m);
-                Ok((ct.to_vec(), Zeroizing::new(ss.to_vec())))
+                let mut m = ml_kem::B32::try_from(m).map_err(|_| invalid("m is 32 bytes"))?;
+                let (ct, mut ss) = ek.encapsulate_deterministic(&m);
+                m.as_mut_slice().zeroize();
+                let shared = Zeroizing::new(ss.to_vec());
+                ss.as_mut_slice().zeroize();
+                Ok((ct.to_vec(), shared))
             }
 
             pub(super) fn decaps(seed: &[u8], ct: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
                 let ct = ml_kem::Ciphertext::<$params>::try_from(ct)
                     .map_err(|_| invalid("wrong ML-KEM ciphertext length"))?;
-                Ok(Zeroizing::new(
-                    decapsulation_key(seed)?.decapsulate(&ct).to_vec(),
-                ))
+                let mut ss = decapsulation_key(seed)?.decapsulate(&ct);
+                let shared = Zeroizing::new(ss.to_vec());
+                ss.as_mut_slice().zeroize();
+                Ok(shared)
             }
         }
     };

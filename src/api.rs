@@ -87,7 +87,8 @@ pub struct Status {
     /// The server's minimum security strength in bits (what `generate`
     /// without a strength gives).
     pub strength: u16,
-    /// The KEK algorithm `generate` without one uses (`rsa` or `ec`; `rsa`
+    /// The KEK algorithm `generate` without one uses (`rsa`, `ec` or
+    /// `hybrid-pq`; `rsa`
     /// from a server older than KEK algorithms).
     #[serde(default = "default_kek_alg")]
     pub kek_alg: String,
@@ -518,9 +519,9 @@ const GENERATE: Method = Method {
     ],
     result: Shape::Str,
     help: "generate([strength[, alg]]) -> string: creates a key-encryption key (KEK) of the given \
-           security strength (128, 192 or 256; default: the server's) and algorithm (rsa or ec; \
-           default: the server's), stores its wrapped data key, and returns the private KEK as \
-           PKCS#8 PEM. The server keeps no copy.",
+           security strength (128, 192 or 256; default: the server's) and algorithm (rsa, ec or \
+           hybrid-pq; default: the server's), stores its wrapped data key, and returns the \
+           private KEK as PEM. The server keeps no copy.",
 };
 
 const GET_KEY: Method = Method {
@@ -916,10 +917,9 @@ fn info_from_value(value: &Value) -> Option<KeyInfo> {
             Some(id) => Some(id.parse().ok()?),
             None => None,
         },
-        kek_alg: match text("kek_alg") {
-            Some(alg) => Some(alg.parse().ok()?),
-            None => None,
-        },
+        // An algorithm this version does not know is left unsaid, not a
+        // reason to refuse the whole answer.
+        kek_alg: text("kek_alg").and_then(|alg| alg.parse().ok()),
     })
 }
 

@@ -245,6 +245,13 @@ pub struct Context {
     seq: u64,
 }
 
+impl Drop for Context {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.base_nonce.zeroize();
+    }
+}
+
 impl fmt::Debug for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Context")
@@ -287,15 +294,20 @@ impl Context {
         })
     }
 
-    /// The nonce of the current sequence number, which then moves on.
-    fn next_nonce(&mut self) -> Result<[u8; GCM_NONCE_LEN]> {
-        let seq = self.seq;
-        self.seq = seq.checked_add(1).ok_or(crate::suite::unsupported(
-            "HPKE",
-            "more messages per context",
-        ))?;
+    /// The nonce of the current sequence number (RFC 9180 §5.2); the
+    /// number moves on only once a message was sealed or opened.
+    fn nonce(&self) -> Result<[u8; GCM_NONCE_LEN]> {
+        if self.seq == u64::MAX {
+            return Err(crate::suite::unsupported(
+                "HPKE",
+                "more messages per context",
+            ));
+        }
         let mut nonce = self.base_nonce;
-        for (n, s) in nonce[GCM_NONCE_LEN - 8..].iter_mut().zip(seq.to_be_bytes()) {
+        for (n, s) in nonce[GCM_NONCE_LEN - 8..]
+            .iter_mut()
+            .zip(self.seq.to_be_bytes())
+        {
             *n ^= s;
         }
         Ok(nonce)
@@ -308,8 +320,10 @@ impl Context {
         aad: &[u8],
         pt: &[u8],
     ) -> Result<Vec<u8>> {
-        let nonce = self.next_nonce()?;
-        suite.aes_gcm_seal(&self.key, &nonce, aad, pt)
+        let nonce = self.nonce()?;
+        let sealed = suite.aes_gcm_seal(&self.key, &nonce, aad, pt)?;
+        self.seq += 1;
+        Ok(sealed)
     }
 
     /// ContextR.Open(aad, ct). Any failure is
@@ -323,8 +337,11 @@ impl Context {
         if ct.len() < GCM_TAG_LEN {
             return Err(Error::DecryptionFailed);
         }
-        let nonce = self.next_nonce()?;
-        suite.aes_gcm_open(&self.key, &nonce, aad, ct)
+        let nonce = self.nonce()?;
+        // A message that does not open leaves the context where it was.
+        let opened = suite.aes_gcm_open(&self.key, &nonce, aad, ct)?;
+        self.seq += 1;
+        Ok(opened)
     }
 }
 

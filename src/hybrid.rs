@@ -13,8 +13,8 @@
 //!
 //! | strength | KEM | KDF | AEAD |
 //! | --- | --- | --- | --- |
-//! | 128, 192 | MLKEM768-P256 `0x0050` | HKDF-SHA256 | AES-256-GCM |
-//! | 256 | MLKEM1024-P384 `0x0051` | HKDF-SHA384 | AES-256-GCM |
+//! | 128 | MLKEM768-P256 `0x0050` | HKDF-SHA256 | AES-256-GCM |
+//! | 192, 256 | MLKEM1024-P384 `0x0051` | HKDF-SHA384 | AES-256-GCM |
 //!
 //! # The private key document
 //!
@@ -54,7 +54,7 @@ use crate::{CipherSuite, Curve, Error, Result, Strength};
 /// ```
 /// use keyserver::{HybridKem, Strength};
 ///
-/// assert_eq!(HybridKem::for_strength(Strength::S256), HybridKem::MlKem1024P384);
+/// assert_eq!(HybridKem::for_strength(Strength::S192), HybridKem::MlKem1024P384);
 /// assert_eq!(HybridKem::MlKem768P256.to_string(), "MLKEM768-P256");
 /// assert_eq!(HybridKem::MlKem768P256.public_key_len(), 1249);
 /// ```
@@ -68,12 +68,13 @@ pub enum HybridKem {
 }
 
 impl HybridKem {
-    /// The KEM of a KEK of `strength`: MLKEM768-P256 for 128 and 192,
-    /// MLKEM1024-P384 for 256.
+    /// The KEM of a KEK of `strength`: MLKEM768-P256 for 128,
+    /// MLKEM1024-P384 for 192 and 256 (at 192 each half alone is as strong
+    /// as the DEK: P-384 and ML-KEM-1024).
     pub const fn for_strength(strength: Strength) -> Self {
         match strength {
-            Strength::S128 | Strength::S192 => HybridKem::MlKem768P256,
-            Strength::S256 => HybridKem::MlKem1024P384,
+            Strength::S128 => HybridKem::MlKem768P256,
+            Strength::S192 | Strength::S256 => HybridKem::MlKem1024P384,
         }
     }
 

@@ -177,13 +177,16 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     pub async fn describe(&self, key_id: &KeyId) -> Result<KeyInfo> {
         let meta = self.key_meta(key_id).await?;
         let mut info = KeyInfo::of(&meta, self.lifecycle.now(), self.lifecycle.cryptoperiod);
+        // The algorithm is read from the record; a record this version
+        // cannot read (damaged, or of a newer format) leaves it unsaid
+        // rather than failing `describe`.
         if info.state == KeyState::Destroyed && meta.state != KeyState::Destroyed {
             self.destroy_if_due(key_id).await?;
         }
         if info.state != KeyState::Destroyed {
             info.kek_alg = match self.storage.get(key_id).await {
                 Ok(record) => Some(record.alg()),
-                Err(Error::NotFound { .. }) => None,
+                Err(Error::NotFound { .. } | Error::CorruptRecord { .. }) => None,
                 Err(e) => return Err(e),
             };
         }
@@ -559,6 +562,22 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         Ok(kek)
     }
 
+    /// The algorithm a key of `alg` rotates to: its own while this server
+    /// allows it, otherwise the server's (how an operator moves RSA keys to
+    /// EC: `--kek-alg ec` without allowing `rsa`). A hybrid post-quantum key
+    /// never silently becomes a classical one: that is refused.
+    fn rotation_alg(&self, alg: crate::KekAlg) -> Result<crate::KekAlg> {
+        if self.allowed_kek_algs().contains(&alg) {
+            return Ok(alg);
+        }
+        if alg == crate::KekAlg::HybridPq {
+            return Err(Error::policy(
+                "a hybrid-pq key rotates only to hybrid-pq: this server does not offer it",
+            ));
+        }
+        Ok(self.kek_alg)
+    }
+
     /// `rotate(kek[, strength])`: a new KEK whose record wraps the same DEK,
     /// so data encrypted under the old key decrypts with the new KEK
     /// unchanged (an envelope names the key it was sealed under; the new
@@ -611,7 +630,9 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
             principal: owner_name,
         };
         let reservation = self.reserve(&owner).await?;
-        let new = self.new_kek(self.kek_alg, kek_strength).await?;
+        let new = self
+            .new_kek(self.rotation_alg(kek.alg())?, kek_strength)
+            .await?;
         let now = self.lifecycle.now();
         let record = wrap_dek(&*self.suite, &new, dek_strength, dek.as_bytes(), now)?;
         drop(dek);

@@ -254,7 +254,7 @@ impl FromStr for Strength {
 /// | --- | --- | --- |
 /// | `rsa` (default) | RSA, 3072 / 7680 / 15360 bits by strength | RSA-OAEP-SHA256 |
 /// | `ec` | P-256 / P-384 / P-521 by strength | HPKE (RFC 9180) base mode, DHKEM on the curve |
-/// | `hybrid-pq` | MLKEM768-P256 (128, 192), MLKEM1024-P384 (256) | HPKE with the hybrid KEM of draft-ietf-hpke-pq |
+/// | `hybrid-pq` | MLKEM768-P256 (128), MLKEM1024-P384 (192, 256) | HPKE with the hybrid KEM of draft-ietf-hpke-pq |
 ///
 /// Both give the strength they are asked for (SP 800-57 Part 1 Table 2);
 /// an EC key of strength 256 takes milliseconds to make where RSA-15360

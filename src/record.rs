@@ -9,14 +9,15 @@
 //!      0     4  magic "KSWR"
 //!      4     1  record version = 1
 //!      5     1  wrap algorithm: 1 = RSA-OAEP, SHA-256, MGF1-SHA-256, empty label;
-//!               2, 3, 4 = HPKE base mode, DHKEM(P-256 / P-384 / P-521)
+//!               2, 3, 4 = HPKE base mode, DHKEM(P-256 / P-384 / P-521);
+//!               5, 6 = HPKE base mode, MLKEM768-P256 / MLKEM1024-P384
 //!      6     1  DEK algorithm: 1 = AES-128-GCM, 2 = AES-192-GCM, 3 = AES-256-GCM
 //!      7     1  reserved, 0
 //!      8     8  created: seconds since the Unix epoch
 //!     16    32  key id (SHA-256 of the KEK's SubjectPublicKeyInfo)
-//!     48     2  KEK size in bits (RSA modulus, or 256 / 384 / 521)
+//!     48     2  KEK size in bits (RSA modulus, 256 / 384 / 521, or 768 / 1024)
 //!     50     2  n = length of the wrapped DEK (RSA: ceil(bits / 8);
-//!               HPKE: enc || AES-GCM(DEK), point + DEK + 16 bytes)
+//!               HPKE: enc || AES-GCM(DEK), enc + DEK + 16 bytes)
 //!     52     n  wrapped DEK
 //!   52+n    32  SHA-256 of bytes 0 .. 52+n
 //! ```
@@ -170,11 +171,10 @@ impl WrappedDek {
             KekAlg::Ec => {
                 let curve = Curve::from_bits(kek_bits)
                     .ok_or(invalid("an EC KEK is on P-256, P-384 or P-521"))?;
+                // A malformed point is the unwrap's failure (code 3), as
+                // for every other changed byte.
                 if wrapped.len() != curve.point_len() + strength.aes_key_len() + GCM_TAG_LEN {
                     return Err(invalid("wrapped key length does not match the KEK and DEK"));
-                }
-                if wrapped.first() != Some(&4) {
-                    return Err(invalid("the wrapped key does not start with a point"));
                 }
             }
             KekAlg::HybridPq => {

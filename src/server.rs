@@ -133,7 +133,9 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     }
 
     /// Sets the KEK algorithm: what `generate` without an algorithm makes,
-    /// and what `rotate` moves a key to. Default [`KekAlg::Rsa`]. With
+    /// and what `rotate` moves a key to when the server no longer allows
+    /// the key's own algorithm (a hybrid key is never moved to a classical
+    /// one). Default [`KekAlg::Rsa`]. With
     /// [`KekAlg::Ec`], a strength-256 KEK (P-521) takes about a millisecond
     /// to make instead of minutes (RSA-15360).
     ///

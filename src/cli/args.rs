@@ -40,7 +40,7 @@ pub(crate) enum Command {
         /// Strength of the new key (128, 192, 256); the server's if absent.
         #[arg(long)]
         strength: Option<u32>,
-        /// Algorithm of the new key: rsa or ec; the server's if absent.
+        /// Algorithm of the new key: rsa, ec or hybrid-pq; the server's if absent.
         #[arg(long)]
         alg: Option<String>,
     },
@@ -304,12 +304,13 @@ pub(crate) struct ServeOptions {
     /// "128,192") [default: --strength only].
     #[arg(long, env = "KEYSERVER_ALLOW_STRENGTHS")]
     pub allow_strengths: Option<String>,
-    /// KEK algorithm of new keys and rotations: rsa, or ec (P-256/384/521 by
-    /// strength, HPKE wrapping) [default: rsa].
+    /// KEK algorithm of new keys (and of rotations of keys whose own
+    /// algorithm is not allowed): rsa, ec (P-256/384/521 by strength, HPKE
+    /// wrapping) or hybrid-pq (ML-KEM with ECDH) [default: rsa].
     #[arg(long, env = "KEYSERVER_KEK_ALG")]
     pub kek_alg: Option<String>,
     /// KEK algorithms a client's generate may ask for, comma-separated (e.g.
-    /// "rsa,ec") [default: --kek-alg only].
+    /// "rsa,ec,hybrid-pq") [default: --kek-alg only].
     #[arg(long, env = "KEYSERVER_ALLOW_KEK_ALGS")]
     pub allow_kek_algs: Option<String>,
     /// Threads generating keys when the pool is empty [default: one per core].

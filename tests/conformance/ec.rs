@@ -414,8 +414,9 @@ fn hpke_public_key_der(kem_id: u16, pk: &[u8]) -> Vec<u8> {
 /// hybrid one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hybrid_pq_keks_end_to_end() {
+    let storage = Arc::new(MemoryStorage::new());
     let server = Arc::new(
-        KeyServer::new(RustCrypto::new(), MemoryStorage::new())
+        KeyServer::new(RustCrypto::new(), Arc::clone(&storage))
             .with_kek_alg(KekAlg::HybridPq)
             .with_allowed_kek_algs(&[KekAlg::Rsa])
             .with_allowed_strengths(&Strength::ALL),
@@ -429,7 +430,7 @@ async fn hybrid_pq_keks_end_to_end() {
     .with_unwrap_mode(UnwrapMode::Client);
     for (strength, kem) in [
         (Strength::S128, HybridKem::MlKem768P256),
-        (Strength::S192, HybridKem::MlKem768P256),
+        (Strength::S192, HybridKem::MlKem1024P384),
         (Strength::S256, HybridKem::MlKem1024P384),
     ] {
         let kek = client.generate_with(Some(strength), None).await.unwrap();
@@ -503,15 +504,29 @@ async fn hybrid_pq_keks_end_to_end() {
         assert_eq!(client.get(&forged).await.unwrap_err().code(), 2, "{kem}");
         assert_eq!(local.get(&forged).await.unwrap_err().code(), 2, "{kem}");
     }
-    // An RSA key rotates to a hybrid one; its data still opens.
+    // A key keeps its algorithm through rotation while the server allows
+    // it; a server that no longer offers RSA moves an RSA key to its own
+    // algorithm (hybrid here), and the data still opens.
     let rsa = client.generate_with(None, Some(KekAlg::Rsa)).await.unwrap();
     let sealed = client.encrypt(&rsa, b"old data").await.unwrap();
-    let rotated = client.rotate(&rsa, None).await.unwrap();
+    let kept = client.rotate(&rsa, None).await.unwrap();
+    assert_eq!(kept.alg(), KekAlg::Rsa);
+    let pq_only = Arc::new(
+        KeyServer::new(RustCrypto::new(), Arc::clone(&storage)).with_kek_alg(KekAlg::HybridPq),
+    );
+    let pq_client = keyserver::transports::InProcess::client(Arc::clone(&pq_only));
+    let rotated = pq_client.rotate(&kept, None).await.unwrap();
     assert_eq!(rotated.alg(), KekAlg::HybridPq);
     assert_eq!(
-        &client.decrypt(&rotated, &sealed).await.unwrap()[..],
+        &pq_client.decrypt(&rotated, &sealed).await.unwrap()[..],
         b"old data"
     );
+    // A hybrid key is never rotated down to a classical one.
+    let ec_only =
+        Arc::new(KeyServer::new(RustCrypto::new(), Arc::clone(&storage)).with_kek_alg(KekAlg::Ec));
+    let ec_client = keyserver::transports::InProcess::client(Arc::clone(&ec_only));
+    let err = ec_client.rotate(&rotated, None).await.unwrap_err();
+    assert_eq!(err.code(), 4, "{err}");
 }
 
 /// The OpenSSL suite (3.0 here) has no ML-KEM: every path says so with a
