@@ -63,6 +63,13 @@ for suite in rustcrypto openssl; do
     stop
   done
 done
+for strength in 128 192 256; do
+  say "rustcrypto hybrid-pq strength $strength: generate (pool off, 2 clients), get_key (2 clients)"
+  serve rustcrypto hybrid-pq "$strength"
+  bench generate 5
+  bench get-key 5
+  stop
+done
 say "rustcrypto rsa strength 192: generate, one key"
 serve rustcrypto rsa 192
 "$B" bench --op generate --requests 1 --clients 1 --transport jsonrpc --duration 600
