@@ -69,16 +69,7 @@ pub fn hpke_rfc9180_vectors<C: CipherSuite>(suite: &C) {
             "{curve}: enc"
         );
         let mut receiver = hpke::setup_receiver(suite, &sk_r, &enc, &info).unwrap();
-        for encryption in case["encryptions"].as_array().unwrap() {
-            let (aad, pt) = (hex_field(encryption, "aad"), hex_field(encryption, "pt"));
-            let ct = sender.seal(suite, &aad, &pt).unwrap();
-            assert_eq!(
-                hex::encode(&ct),
-                encryption["ct"].as_str().unwrap(),
-                "{curve}: ct"
-            );
-            assert_eq!(&receiver.open(suite, &aad, &ct).unwrap()[..], &pt[..]);
-        }
+        check_encryptions(suite, case, &mut sender, &mut receiver, &curve.to_string());
         // A changed aad, enc or ciphertext does not open.
         let ct = hex_field(&case["encryptions"][0], "ct");
         let aad = hex_field(&case["encryptions"][0], "aad");
@@ -357,16 +348,7 @@ pub fn hybrid_vectors<C: CipherSuite>(suite: &C) {
             "{source}: enc"
         );
         let mut receiver = crate::hybrid::setup_receiver(suite, cs, &seed, &enc, &info).unwrap();
-        for encryption in case["encryptions"].as_array().unwrap() {
-            let (aad, pt) = (hex_field(encryption, "aad"), hex_field(encryption, "pt"));
-            let ct = sender.seal(suite, &aad, &pt).unwrap();
-            assert_eq!(
-                hex::encode(&ct),
-                encryption["ct"].as_str().unwrap(),
-                "{source}: ct"
-            );
-            assert_eq!(&receiver.open(suite, &aad, &ct).unwrap()[..], &pt[..]);
-        }
+        check_encryptions(suite, case, &mut sender, &mut receiver, source);
         // Another seed does not open it (ML-KEM's implicit rejection gives
         // a wrong secret, never an error of its own: the AEAD refuses).
         let mut other = hybrid_other_seed(&seed);
@@ -385,4 +367,25 @@ fn hybrid_other_seed(seed: &[u8]) -> Vec<u8> {
     let mut other = seed.to_vec();
     other[0] ^= 1;
     other
+}
+
+/// Seals a vector's encryptions in order with `sender` to exactly their
+/// bytes, and opens each with `receiver`.
+fn check_encryptions<C: CipherSuite>(
+    suite: &C,
+    case: &serde_json::Value,
+    sender: &mut hpke::Context,
+    receiver: &mut hpke::Context,
+    name: &str,
+) {
+    for encryption in case["encryptions"].as_array().unwrap() {
+        let (aad, pt) = (hex_field(encryption, "aad"), hex_field(encryption, "pt"));
+        let ct = sender.seal(suite, &aad, &pt).unwrap();
+        assert_eq!(
+            hex::encode(&ct),
+            encryption["ct"].as_str().unwrap(),
+            "{name}: ct"
+        );
+        assert_eq!(&receiver.open(suite, &aad, &ct).unwrap()[..], &pt[..]);
+    }
 }

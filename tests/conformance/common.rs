@@ -233,3 +233,18 @@ pub async fn postgres_db(what: &str) -> Option<String> {
         .expect("KEYSERVER_TEST_POSTGRES is a URL with a database");
     Some(format!("{base}/{name}"))
 }
+
+/// Runs the `openssl` command line; `None` (and a printed reason) if absent.
+pub fn openssl(args: &[&str]) -> Option<Vec<u8>> {
+    match std::process::Command::new("openssl").args(args).output() {
+        Ok(out) if out.status.success() => Some(out.stdout),
+        Ok(out) => panic!(
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => {
+            unavailable("the openssl command-line checks", e);
+            None
+        }
+    }
+}

@@ -3,7 +3,6 @@
 //! every strength (byte for byte), the `openssl` command line on the keys,
 //! the seed's narrative with an EC KEK, and the wire and client paths.
 
-use std::process::Command;
 use std::sync::Arc;
 
 use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
@@ -14,6 +13,8 @@ use keyserver::{
     hpke as core_hpke, CipherSuite, Curve, Encryption, Error, HybridKem, Kek, KekAlg, KeyClient,
     KeyId, KeyServer, KeyStorage, Strength, UnwrapMode,
 };
+
+use crate::common::openssl;
 
 fn suites() -> [(&'static str, Box<dyn CipherSuite>); 2] {
     [
@@ -172,21 +173,6 @@ async fn ec_records_interoperate_across_suites_byte_for_byte() {
             &b.decrypt(&from_a, &sealed).await.unwrap()[..],
             b"across suites"
         );
-    }
-}
-
-/// Runs the `openssl` command line; `None` (and a printed reason) if absent.
-fn openssl(args: &[&str]) -> Option<Vec<u8>> {
-    match Command::new("openssl").args(args).output() {
-        Ok(out) if out.status.success() => Some(out.stdout),
-        Ok(out) => panic!(
-            "openssl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => {
-            crate::common::unavailable("the openssl command-line checks", e);
-            None
-        }
     }
 }
 

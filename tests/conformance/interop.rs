@@ -3,7 +3,6 @@
 //! ciphertext. And the `openssl` command line, an outside reference, agrees
 //! with both.
 
-use std::process::Command;
 use std::sync::Arc;
 
 use keyserver::backends::{MemoryStorage, OpenSsl, RustCrypto};
@@ -11,7 +10,7 @@ use keyserver::{
     envelope, CipherSuite, Dek, Kek, KeyId, KeyServer, KeyStorage, Strength, WrappedDek,
 };
 
-use crate::common::{fixture_kek, pattern};
+use crate::common::{fixture_kek, openssl, pattern};
 
 /// KEKs for each strength: fresh from both suites at 128 (generating 7680 and
 /// 15360 bits takes minutes), checked-in fixtures at 192 and 256.
@@ -153,21 +152,6 @@ async fn servers_on_either_suite_share_one_store() {
         );
     }
     assert_eq!(store.count(), 2);
-}
-
-/// Runs the `openssl` command line; `None` (and a printed reason) if absent.
-fn openssl(args: &[&str]) -> Option<Vec<u8>> {
-    match Command::new("openssl").args(args).output() {
-        Ok(out) if out.status.success() => Some(out.stdout),
-        Ok(out) => panic!(
-            "openssl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => {
-            crate::common::unavailable("the openssl command-line checks", e);
-            None
-        }
-    }
 }
 
 #[test]
