@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::transport::{loopback, new_server};
+use crate::transport::loopback;
 
 /// The bodies of the fenced blocks of `lang` in `markdown`.
 fn blocks(markdown: &str, lang: &str) -> Vec<String> {
@@ -77,7 +77,14 @@ async fn protocol_examples_work_as_written() {
     }
     let doc =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
-    let server = new_server();
+    // The server of the examples also offers EC KEKs (`--allow-kek-algs`).
+    let server = std::sync::Arc::new(
+        keyserver::KeyServer::new(
+            keyserver::backends::RustCrypto::new(),
+            keyserver::backends::MemoryStorage::new(),
+        )
+        .with_allowed_kek_algs(&[keyserver::KekAlg::Ec]),
+    );
     let http = loopback(server.clone()).await;
     let url = http.url();
     let dir = tempfile::tempdir().unwrap();
@@ -105,6 +112,9 @@ async fn protocol_examples_work_as_written() {
         "same DEK after rotate: True",
         "destroy_at set: True state: destroy-pending",
         "cancelled: active",
+        "ec DEK bytes: 32",
+        "server kek_alg: rsa",
+        "unknown algorithm fault 4",
     ] {
         assert!(
             stdout.contains(expected),
@@ -170,9 +180,10 @@ async fn protocol_examples_work_as_written() {
     }
     assert_eq!(
         server.len(),
-        9,
-        "one key from Python, three from its multicall, two from the lifecycle example \
-         (generate, rotate), one from curl, one from the lifecycle curl, one from the README"
+        10,
+        "one key from Python, three from its multicall, three from the lifecycle example \
+         (generate, rotate, an EC KEK), one from curl, one from the lifecycle curl, one from \
+         the README"
     );
     http.shutdown().await;
 }
