@@ -4,6 +4,8 @@
 //! Backends use only the crate's public API (the backend authors' part of it
 //! is [`crate::plugin`]), as an outside crate would.
 
+#[cfg(feature = "cipher-awslc")]
+mod awslc;
 #[cfg(feature = "storage-file")]
 mod file;
 #[cfg(feature = "storage-memory")]
@@ -18,6 +20,9 @@ mod rustcrypto;
 #[cfg(feature = "cipher-openssl")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cipher-openssl")))]
 pub use self::openssl::OpenSsl;
+#[cfg(feature = "cipher-awslc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cipher-awslc")))]
+pub use awslc::AwsLc;
 #[cfg(feature = "storage-file")]
 #[cfg_attr(docsrs, doc(cfg(feature = "storage-file")))]
 pub use file::{Durability, FileStorage};

@@ -38,7 +38,7 @@
 //!         Ok(false)
 //!     }
 //!     async fn status(&self) -> Result<Status> {
-//!         Ok(Status { keys: 0, version: "0".into(), suite: "-".into(), storage: "-".into(), strength: 128, kek_alg: "rsa".into() })
+//!         Ok(Status { keys: 0, version: "0".into(), suite: "-".into(), storage: "-".into(), strength: 128, kek_alg: "rsa".into(), fips: false })
 //!     }
 //! }
 //!
@@ -92,6 +92,10 @@ pub struct Status {
     /// from a server older than KEK algorithms).
     #[serde(default = "default_kek_alg")]
     pub kek_alg: String,
+    /// Whether the server's cipher suite is a FIPS 140-3 validated module
+    /// in FIPS mode (`false` from a server older than this field).
+    #[serde(default)]
+    pub fips: bool,
 }
 
 fn default_kek_alg() -> String {
@@ -554,15 +558,11 @@ const CONTAINS: Method = Method {
 const STATUS: Method = Method {
     name: "status",
     params: &[],
-    result: Shape::Struct(&[
-        ("keys", Shape::Int),
-        ("storage", Shape::Str),
-        ("strength", Shape::Int),
-        ("suite", Shape::Str),
-        ("version", Shape::Str),
-    ]),
-    help: "status() -> struct {keys, version, suite, storage, strength}: what the server says \
-           about itself.",
+    // Any: kek_alg and fips are absent from older servers (the reply is
+    // checked member by member when it is read).
+    result: Shape::Any,
+    help: "status() -> struct {keys, version, suite, storage, strength, kek_alg, fips}: what the \
+           server says about itself.",
 };
 
 const TARGET: Param = Param {
@@ -979,6 +979,7 @@ impl Reply {
                     Value::Int(i64::from(status.strength)),
                 ),
                 ("kek_alg".to_string(), Value::str(status.kek_alg)),
+                ("fips".to_string(), Value::Bool(status.fips)),
             ])),
         }
     }
@@ -1056,6 +1057,8 @@ impl Reply {
                         storage: text("storage")?,
                         strength: u16::try_from(int("strength")?).ok()?,
                         kek_alg: text("kek_alg").unwrap_or_else(default_kek_alg),
+                        // Absent from a server older than the field.
+                        fips: matches!(map.get("fips"), Some(Value::Bool(true))),
                     }))
                 })()
                 .ok_or_else(bad)
@@ -1207,6 +1210,7 @@ mod tests {
             storage: "m".into(),
             strength: 192,
             kek_alg: "ec".into(),
+            fips: true,
         };
         let value = Reply::Status(status.clone()).into_value();
         assert_eq!(

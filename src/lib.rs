@@ -94,8 +94,8 @@
 //! opt-level = 2
 //! ```
 
-// No unsafe code, except one reviewed FFI module in the OpenSSL suite
-// (`backends/openssl.rs`, `mod kdf`) and the two libc calls that read and
+// No unsafe code, except one reviewed FFI module in each C-library suite
+// (`backends/openssl.rs`, `mod kdf`; `backends/awslc.rs`, `mod ffi`) and the two libc calls that read and
 // raise the descriptor limit (`transports/http/conn.rs`), which opt in
 // explicitly.
 #![deny(unsafe_code)]

@@ -583,6 +583,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
             storage: self.storage.name().to_string(),
             strength: self.strength.bits(),
             kek_alg: self.kek_alg.name().to_string(),
+            fips: self.suite.fips_validated(),
         }
     }
 }

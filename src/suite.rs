@@ -338,6 +338,14 @@ pub trait CipherSuite: Send + Sync + 'static {
         let _ = (data, out);
         Err(unsupported(self.name(), "SHA-3"))
     }
+
+    /// Whether this suite runs on a FIPS 140-3 validated cryptographic
+    /// module in its approved mode, as the module itself reports it
+    /// (`status` says so, and `serve --require-fips` insists on it). The
+    /// default is `false`: only a suite that can prove it says `true`.
+    fn fips_validated(&self) -> bool {
+        false
+    }
 }
 
 /// A boxed suite is a suite: choose the cipher suite at run time (the
@@ -420,5 +428,8 @@ impl<T: CipherSuite + ?Sized> CipherSuite for Box<T> {
     }
     fn shake256(&self, data: &[u8], out: &mut [u8]) -> Result<()> {
         (**self).shake256(data, out)
+    }
+    fn fips_validated(&self) -> bool {
+        (**self).fips_validated()
     }
 }

@@ -271,6 +271,12 @@ pub(crate) struct ServeOptions {
     /// Security strength of new keys: 128, 192 or 256 [default: 128].
     #[arg(long, env = "KEYSERVER_STRENGTH")]
     pub strength: Option<u32>,
+    /// Refuse to start unless the cipher suite is a FIPS 140-3 validated
+    /// module in FIPS mode (`--suite awslc` built with feature
+    /// cipher-awslc-fips).
+    #[arg(long, env = "KEYSERVER_REQUIRE_FIPS")]
+    #[serde(default)]
+    pub require_fips: bool,
     /// Address to listen on [default: 127.0.0.1:8731].
     #[arg(long, env = "KEYSERVER_LISTEN")]
     pub listen: Option<String>,
@@ -390,7 +396,7 @@ pub(crate) struct ServeOptions {
 /// `self.x.or(other.x)` for each optional field.
 macro_rules! either {
     ($a:ident, $b:ident; $($field:ident),+) => {
-        ServeOptions { $($field: $a.$field.or($b.$field),)+ insecure: $a.insecure || $b.insecure }
+        ServeOptions { $($field: $a.$field.or($b.$field),)+ insecure: $a.insecure || $b.insecure, require_fips: $a.require_fips || $b.require_fips }
     };
 }
 
@@ -412,6 +418,7 @@ impl ServeOptions {
 pub(crate) enum SuiteName {
     Rustcrypto,
     Openssl,
+    Awslc,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]

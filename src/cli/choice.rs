@@ -25,6 +25,12 @@ pub(crate) fn suite(name: SuiteName) -> Result<Box<dyn CipherSuite>, Failure> {
         SuiteName::Openssl => Err(usage(
             "--suite openssl: this keyserver was built without the cipher-openssl feature",
         )),
+        #[cfg(feature = "cipher-awslc")]
+        SuiteName::Awslc => Ok(Box::new(backends::AwsLc::new())),
+        #[cfg(not(feature = "cipher-awslc"))]
+        SuiteName::Awslc => Err(usage(
+            "--suite awslc: this keyserver was built without the cipher-awslc feature",
+        )),
     }
 }
 

@@ -135,13 +135,14 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
         Command::Status { client: args } => {
             let status = client(&args)?.status().await?;
             print_stdout(&format!(
-                "keys: {}\nversion: {}\nsuite: {}\nstorage: {}\nstrength: {}\nkek_alg: {}\n",
+                "keys: {}\nversion: {}\nsuite: {}\nstorage: {}\nstrength: {}\nkek_alg: {}\nfips: {}\n",
                 status.keys,
                 status.version,
                 status.suite,
                 status.storage,
                 status.strength,
-                status.kek_alg
+                status.kek_alg,
+                if status.fips { "yes" } else { "no" }
             ))
         }
         Command::Describe {

@@ -14,6 +14,7 @@ use super::exit::{io_failure, usage, Failure};
 pub(crate) struct ServeConfig {
     pub storage: String,
     pub suite: SuiteName,
+    pub require_fips: bool,
     pub strength: Strength,
     pub server: ServerConfig,
     pub kek_pool: usize,
@@ -173,6 +174,7 @@ impl ServeConfig {
         Ok(ServeConfig {
             storage: o.storage.unwrap_or_else(|| "file:./keyserver-data".into()),
             suite: o.suite.unwrap_or(SuiteName::Rustcrypto),
+            require_fips: o.require_fips,
             strength,
             server: ServerConfig {
                 listen,

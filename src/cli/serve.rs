@@ -69,6 +69,13 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
     config.server.audit = audit.clone();
     let storage = choice::storage(&config.storage, config.cache_records).await?;
     let suite = choice::suite(config.suite)?;
+    if config.require_fips && !suite.fips_validated() {
+        return Err(usage(format!(
+            "--require-fips: the {} cipher suite is not a FIPS 140-3 validated module in FIPS \
+             mode (only --suite awslc built with the cipher-awslc-fips feature is)",
+            suite.name()
+        )));
+    }
     let keys = KeyServer::new(suite, storage)
         .with_min_strength(config.strength)
         .with_allowed_strengths(&config.allow_strengths)
@@ -99,7 +106,11 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
         "keyserver listening on {} (XML-RPC at /RPC2, JSON-RPC at /jsonrpc); suite {}, \
          storage {} ({} keys), strength {}, KEK {} ({})\n",
         server.url(),
-        status.suite,
+        if status.fips {
+            format!("{} (FIPS 140-3 module)", status.suite)
+        } else {
+            status.suite.clone()
+        },
         choice::redacted(&config.storage),
         status.keys,
         config.strength,

@@ -5,3 +5,5 @@
 keyserver::cipher_conformance!(rustcrypto, keyserver::backends::RustCrypto::new());
 #[cfg(feature = "cipher-openssl")]
 keyserver::cipher_conformance!(openssl, keyserver::backends::OpenSsl::new());
+#[cfg(feature = "cipher-awslc")]
+keyserver::cipher_conformance!(awslc, keyserver::backends::AwsLc::new());

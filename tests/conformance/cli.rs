@@ -904,3 +904,94 @@ fn ec_keks_from_the_command_line() {
         assert!(reason.contains("hybrid-pq"), "{reason}");
     }
 }
+
+/// `--suite awslc` end to end, server and client, with every KEK
+/// algorithm: what the AWS-LC suite seals the RustCrypto suite opens, with
+/// the DEK unwrapped on either side. `status` says whether the suite is a
+/// FIPS 140-3 module, and `--require-fips` refuses to start on any other.
+#[test]
+fn serve_with_the_awslc_suite_and_the_fips_policy() {
+    let fips = cfg!(feature = "cipher-awslc-fips");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let server = ServerProcess::start(
+        dir,
+        &[
+            "--suite",
+            "awslc",
+            "--kek-pool",
+            "0",
+            "--allow-kek-algs",
+            "rsa,ec,hybrid-pq",
+        ],
+    );
+    let url = server.url.clone();
+    let out = run(&["status", "--server", &url], dir, &[]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("suite: awslc"), "{text}");
+    let said = if fips { "fips: yes" } else { "fips: no" };
+    assert!(text.contains(said), "{text}");
+    std::fs::write(dir.join("plain"), b"Stephan Richter").unwrap();
+    for alg in ["rsa", "ec", "hybrid-pq"] {
+        let kek = format!("kek-{alg}.pem");
+        let out = run(
+            &[
+                "generate", "--server", &url, "--alg", alg, "--suite", "awslc", "--out", &kek,
+            ],
+            dir,
+            &[],
+        );
+        assert!(out.status.success(), "{alg}: {}", stderr(&out));
+        for (sealer, opener, where_) in [
+            ("awslc", "rustcrypto", None),
+            ("rustcrypto", "awslc", Some("--client-unwrap")),
+        ] {
+            let sealed = format!("sealed-{alg}-{sealer}");
+            let mut args = vec![
+                "encrypt", "--server", &url, "--suite", sealer, "--kek", &kek,
+            ];
+            args.extend(where_);
+            args.extend(["--in", "plain", "--out", &sealed]);
+            let out = run(&args, dir, &[]);
+            assert!(out.status.success(), "{alg} {sealer}: {}", stderr(&out));
+            let mut args = vec![
+                "decrypt", "--server", &url, "--suite", opener, "--kek", &kek,
+            ];
+            args.extend(where_);
+            args.extend(["--in", &sealed]);
+            let out = run(&args, dir, &[]);
+            assert!(out.status.success(), "{alg} {opener}: {}", stderr(&out));
+            assert_eq!(
+                out.stdout, b"Stephan Richter",
+                "{alg}: {sealer} -> {opener}"
+            );
+        }
+    }
+    drop(server);
+
+    // --require-fips: only a FIPS module starts; anything else is refused
+    // in one line with the usage exit code, before it listens.
+    let mut suites = vec!["rustcrypto"];
+    if !fips {
+        suites.push("awslc");
+    }
+    for suite in suites {
+        let out = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--storage", "memory"])
+            .args(["--suite", suite, "--require-fips"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{suite}");
+        let reason = stderr(&out);
+        assert_eq!(reason.lines().count(), 1, "{reason}");
+        assert!(
+            reason.contains("--require-fips") && reason.contains(suite),
+            "{reason}"
+        );
+    }
+    if fips {
+        let server = ServerProcess::start(dir, &["--suite", "awslc", "--require-fips"]);
+        let out = run(&["status", "--server", &server.url], dir, &[]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("fips: yes"));
+    }
+}

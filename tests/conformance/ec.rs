@@ -16,10 +16,12 @@ use keyserver::{
 
 use crate::common::openssl;
 
-fn suites() -> [(&'static str, Box<dyn CipherSuite>); 2] {
-    [
+fn suites() -> Vec<(&'static str, Box<dyn CipherSuite>)> {
+    vec![
         ("rustcrypto", Box::new(RustCrypto::new())),
         ("openssl", Box::new(OpenSsl::new())),
+        #[cfg(feature = "cipher-awslc")]
+        ("awslc", Box::new(keyserver::backends::AwsLc::new())),
     ]
 }
 
@@ -142,7 +144,8 @@ async fn the_hpke_crate_agrees_at_every_curve() {
 /// servers on different suites share one store of EC keys.
 #[tokio::test]
 async fn ec_records_interoperate_across_suites_byte_for_byte() {
-    let [(_, rc), (_, os)] = suites();
+    let all = suites();
+    let rc = &all[0].1;
     for curve in Curve::ALL {
         let kek = ec_fixture_kek(curve);
         let (_, point) = ec_public_point(kek.public_key_der()).unwrap();
@@ -152,12 +155,19 @@ async fn ec_records_interoperate_across_suites_byte_for_byte() {
                 core_hpke::setup_sender(suite, curve, point, b"info", Some(&eph)).unwrap();
             [enc, ctx.seal(suite, b"aad", b"same bytes").unwrap()].concat()
         };
-        assert_eq!(seal(&*rc), seal(&*os), "{curve}: byte-identical HPKE");
-        // Keys made by one suite check out in the other.
-        for maker in [&rc, &os] {
+        for (name, suite) in &all {
+            assert_eq!(
+                seal(&**rc),
+                seal(&**suite),
+                "{curve}: byte-identical HPKE ({name})"
+            );
+        }
+        // Keys made by one suite check out in the others.
+        for (_, maker) in &all {
             let der = maker.generate_ec(curve).unwrap();
-            rc.ec_check_key_pair(&der).unwrap();
-            os.ec_check_key_pair(&der).unwrap();
+            for (_, checker) in &all {
+                checker.ec_check_key_pair(&der).unwrap();
+            }
         }
     }
     let storage = Arc::new(MemoryStorage::new());

@@ -122,3 +122,5 @@ macro_rules! forgery {
 forgery!(rustcrypto, keyserver::backends::RustCrypto::new());
 #[cfg(feature = "cipher-openssl")]
 forgery!(openssl, keyserver::backends::OpenSsl::new());
+#[cfg(feature = "cipher-awslc")]
+forgery!(awslc, keyserver::backends::AwsLc::new());

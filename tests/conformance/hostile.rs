@@ -906,6 +906,7 @@ impl KeyService for Gated {
             storage: "-".into(),
             strength: 128,
             kek_alg: "rsa".into(),
+            fips: false,
         })
     }
 }
@@ -993,6 +994,7 @@ impl KeyService for Unready {
             storage: "-".into(),
             strength: 128,
             kek_alg: "rsa".into(),
+            fips: false,
         })
     }
 }

@@ -26,15 +26,28 @@ fn keks() -> Vec<(Strength, Kek, &'static str)> {
             Kek::from_pkcs8_der(&OpenSsl::new().generate_rsa(3072).unwrap()).unwrap(),
             "openssl-generated",
         ),
+        #[cfg(feature = "cipher-awslc")]
+        (
+            Strength::S128,
+            Kek::from_pkcs8_der(
+                &keyserver::backends::AwsLc::new()
+                    .generate_rsa(3072)
+                    .unwrap(),
+            )
+            .unwrap(),
+            "awslc-generated",
+        ),
         (Strength::S192, fixture_kek(7680), "fixture"),
         (Strength::S256, fixture_kek(15360), "fixture"),
     ]
 }
 
-fn suites() -> [(&'static str, Box<dyn CipherSuite>); 2] {
-    [
+fn suites() -> Vec<(&'static str, Box<dyn CipherSuite>)> {
+    vec![
         ("rustcrypto", Box::new(RustCrypto::new())),
         ("openssl", Box::new(OpenSsl::new())),
+        #[cfg(feature = "cipher-awslc")]
+        ("awslc", Box::new(keyserver::backends::AwsLc::new())),
     ]
 }
 
@@ -82,6 +95,20 @@ fn envelopes_are_byte_identical_and_open_across_suites() {
         )
         .unwrap();
         assert_eq!(rc, os, "{strength}: same inputs, same bytes");
+        #[cfg(feature = "cipher-awslc")]
+        {
+            let aws = envelope::seal_with_salt_and_nonce(
+                &keyserver::backends::AwsLc::new(),
+                &id,
+                &dek,
+                b"ctx",
+                &plaintext,
+                [1; 32],
+                [2; 12],
+            )
+            .unwrap();
+            assert_eq!(rc, aws, "{strength}: same inputs, same bytes (awslc)");
+        }
         for (_, a) in suites() {
             let sealed = envelope::seal(&*a, &id, &dek, b"ctx", &plaintext).unwrap();
             for (_, b) in suites() {

@@ -45,6 +45,14 @@ mod audit;
     feature = "cli"
 ))]
 mod auth;
+#[cfg(all(
+    feature = "cipher-awslc",
+    feature = "cipher-rustcrypto",
+    feature = "storage-memory",
+    feature = "transport-xmlrpc",
+    feature = "transport-jsonrpc"
+))]
+mod awslc;
 #[cfg(feature = "testing")]
 mod cipher;
 #[cfg(feature = "cli")]

@@ -824,6 +824,7 @@ impl keyserver::KeyService for Held {
             storage: "-".into(),
             strength: 128,
             kek_alg: "rsa".into(),
+            fips: false,
         })
     }
 }

@@ -329,6 +329,7 @@ mod tests {
             storage: "m".into(),
             strength: 128,
             kek_alg: "rsa".into(),
+            fips: false,
         }
     }
 

@@ -1,0 +1,794 @@
+//! The `AwsLc` cipher suite: AWS-LC through aws-lc-rs (AES-GCM, ECDH,
+//! SHA-3) and, where aws-lc-rs has no safe API for what keyserver needs,
+//! through AWS-LC's own C API in one reviewed FFI module (RSA of every
+//! size keyserver uses, HKDF, deterministic ML-KEM, SHAKE256).
+
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_192_GCM, AES_256_GCM};
+use aws_lc_rs::agreement::{self, UnparsedPublicKey, ECDH_P256, ECDH_P384, ECDH_P521};
+use aws_lc_rs::encoding::{AsBigEndian, EcPrivateKeyBin};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::plugin::{
+    ec_pkcs8_der, ec_private_parts, CipherSuite, HkdfHash, MlKem, GCM_MAX_PLAINTEXT, GCM_NONCE_LEN,
+    GCM_TAG_LEN, MAX_RSA_BITS, MIN_RSA_BITS,
+};
+use crate::{Curve, Error, Result};
+
+const NAME: &str = "awslc";
+
+/// The cipher suite built on AWS-LC (aws-lc-rs): the AES-GCM of the
+/// fastest library on x86-64 and ARM (AVX-512 and VAES where the CPU has
+/// them), RSA, ECDH, ML-KEM and SHA-3, with randomness from AWS-LC's
+/// CTR-DRBG (SP 800-90A), seeded and reseeded from the operating system.
+///
+/// Feature `cipher-awslc`. With feature `cipher-awslc-fips` the same suite
+/// runs on the FIPS 140-3 validated AWS-LC module, and
+/// [`CipherSuite::fips_validated`] says so.
+///
+/// # Example
+///
+/// ```
+/// use keyserver::{CipherSuite, Kek};
+/// use keyserver::backends::AwsLc;
+///
+/// let suite = AwsLc::new();
+/// let kek = Kek::from_pkcs8_der(&suite.generate_rsa(2048)?)?;
+/// let wrapped = suite.rsa_oaep_wrap(kek.public_key_der(), &[42; 16])?;
+/// let dek = suite.rsa_oaep_unwrap(kek.pkcs8_der(), &wrapped)?;
+/// assert_eq!(&dek[..], &[42; 16]);
+/// # Ok::<(), keyserver::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AwsLc {
+    _private: (),
+}
+
+impl AwsLc {
+    /// The suite. It holds no state.
+    pub const fn new() -> Self {
+        AwsLc { _private: () }
+    }
+}
+
+fn crypto(operation: &'static str) -> Error {
+    Error::Crypto {
+        suite: NAME,
+        operation,
+    }
+}
+
+fn invalid(reason: &'static str) -> Error {
+    Error::InvalidKey {
+        reason: reason.into(),
+    }
+}
+
+fn gcm_key(key: &[u8]) -> Result<LessSafeKey> {
+    let algorithm = match key.len() {
+        16 => &AES_128_GCM,
+        24 => &AES_192_GCM,
+        32 => &AES_256_GCM,
+        _ => return Err(invalid("wrong AES key length")),
+    };
+    let key = UnboundKey::new(algorithm, key).map_err(|_| invalid("wrong AES key length"))?;
+    Ok(LessSafeKey::new(key))
+}
+
+fn ecdh_alg(curve: Curve) -> &'static agreement::Algorithm {
+    match curve {
+        Curve::P256 => &ECDH_P256,
+        Curve::P384 => &ECDH_P384,
+        Curve::P521 => &ECDH_P521,
+    }
+}
+
+/// An ECDH private key from its big-endian scalar: AWS-LC refuses zero and
+/// scalars at or above the group order.
+fn ec_secret(curve: Curve, scalar: &[u8]) -> Result<agreement::PrivateKey> {
+    if scalar.len() != curve.field_len() {
+        return Err(invalid("the EC private scalar has the wrong length"));
+    }
+    agreement::PrivateKey::from_private_key(ecdh_alg(curve), scalar)
+        .map_err(|_| invalid("EC private scalar out of range"))
+}
+
+fn ec_point(key: &agreement::PrivateKey) -> Result<Vec<u8>> {
+    let public = key
+        .compute_public_key()
+        .map_err(|_| crypto("EC public key"))?;
+    Ok(public.as_ref().to_vec())
+}
+
+impl CipherSuite for AwsLc {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn generate_rsa(&self, bits: usize) -> Result<Zeroizing<Vec<u8>>> {
+        if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
+            return Err(Error::Policy {
+                reason: format!("RSA key size {bits} outside 2048..=16384 bits"),
+            });
+        }
+        ffi::rsa_generate(bits)
+    }
+
+    fn rsa_oaep_wrap(&self, spki_der: &[u8], dek: &[u8]) -> Result<Vec<u8>> {
+        ffi::rsa_oaep_encrypt(spki_der, dek)
+    }
+
+    fn rsa_check_key_pair(&self, pkcs8_der: &[u8]) -> Result<()> {
+        ffi::rsa_check(pkcs8_der)
+    }
+
+    fn rsa_oaep_unwrap(&self, pkcs8_der: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        ffi::rsa_oaep_decrypt(pkcs8_der, wrapped)
+    }
+
+    fn hkdf_sha256(&self, ikm: &[u8], salt: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
+        ffi::hkdf(HkdfHash::Sha256, ikm, salt, info, okm)
+    }
+
+    fn aes_gcm_seal_in_place(
+        &self,
+        key: &[u8],
+        nonce: &[u8; GCM_NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> Result<[u8; GCM_TAG_LEN]> {
+        let key = gcm_key(key)?;
+        if buf.len() as u64 > GCM_MAX_PLAINTEXT {
+            return Err(Error::TooLarge {
+                size: buf.len() as u64,
+                limit: GCM_MAX_PLAINTEXT,
+            });
+        }
+        let tag = key
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), buf)
+            .map_err(|_| crypto("AES-GCM seal"))?;
+        let mut out = [0u8; GCM_TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
+    fn aes_gcm_open_in_place(
+        &self,
+        key: &[u8],
+        nonce: &[u8; GCM_NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; GCM_TAG_LEN],
+    ) -> Result<()> {
+        let key = gcm_key(key)?;
+        let opened = key.open_in_place_separate_tag(
+            Nonce::assume_unique_for_key(*nonce),
+            Aad::from(aad),
+            tag,
+            buf,
+        );
+        if opened.is_err() {
+            // AWS-LC may have written into the buffer: nothing
+            // unauthenticated reaches the caller.
+            buf.zeroize();
+            return Err(Error::DecryptionFailed);
+        }
+        Ok(())
+    }
+
+    fn fill_random(&self, buf: &mut [u8]) -> Result<()> {
+        aws_lc_rs::rand::fill(buf).map_err(|_| crypto("random number generator"))
+    }
+
+    fn generate_ec(&self, curve: Curve) -> Result<Zeroizing<Vec<u8>>> {
+        let key = agreement::PrivateKey::generate(ecdh_alg(curve))
+            .map_err(|_| crypto("EC key generation"))?;
+        let scalar: EcPrivateKeyBin = key.as_be_bytes().map_err(|_| crypto("EC key export"))?;
+        let scalar = Zeroizing::new(scalar.as_ref().to_vec());
+        ec_pkcs8_der(curve, &scalar, &ec_point(&key)?)
+    }
+
+    fn ec_check_key_pair(&self, pkcs8_der: &[u8]) -> Result<()> {
+        let key = ec_private_parts(pkcs8_der)?;
+        let public = ec_point(&ec_secret(key.curve, key.scalar)?)?;
+        if public != key.point {
+            return Err(invalid("the private key does not match its public key"));
+        }
+        Ok(())
+    }
+
+    fn ecdh(&self, pkcs8_der: &[u8], peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let key = ec_private_parts(pkcs8_der)?;
+        crate::ec::check_point_form(key.curve, peer_point)?;
+        let secret = ec_secret(key.curve, key.scalar)?;
+        // aws-lc-rs checks that the point is on the curve (and so is not
+        // the identity, which has no uncompressed encoding).
+        let peer = UnparsedPublicKey::new(ecdh_alg(key.curve), peer_point);
+        agreement::agree(
+            &secret,
+            peer,
+            invalid("the EC public key is not a point of its curve"),
+            |shared| Ok(Zeroizing::new(shared.to_vec())),
+        )
+    }
+
+    fn hkdf_extract(&self, hash: HkdfHash, salt: &[u8], ikm: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        ffi::hkdf_extract(hash, salt, ikm)
+    }
+
+    fn hkdf_expand(&self, hash: HkdfHash, prk: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
+        ffi::hkdf_expand(hash, prk, info, okm)
+    }
+
+    fn ec_public_key(&self, curve: Curve, scalar: &[u8]) -> Result<Vec<u8>> {
+        ec_point(&ec_secret(curve, scalar)?)
+    }
+
+    fn ml_kem_keygen(&self, params: MlKem, seed: &[u8]) -> Result<Vec<u8>> {
+        ffi::ml_kem_keygen(params, seed)
+    }
+
+    fn ml_kem_encaps(
+        &self,
+        params: MlKem,
+        ek: &[u8],
+        m: &[u8],
+    ) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>)> {
+        ffi::ml_kem_encaps(params, ek, m)
+    }
+
+    fn ml_kem_decaps(&self, params: MlKem, seed: &[u8], ct: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        ffi::ml_kem_decaps(params, seed, ct)
+    }
+
+    fn sha3_256(&self, data: &[u8]) -> Result<[u8; 32]> {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA3_256, data);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.as_ref());
+        Ok(out)
+    }
+
+    fn shake256(&self, data: &[u8], out: &mut [u8]) -> Result<()> {
+        ffi::shake256(data, out)
+    }
+
+    /// Whether the linked AWS-LC is the FIPS 140-3 validated module running
+    /// in FIPS mode (feature `cipher-awslc-fips`), as AWS-LC itself reports
+    /// it (`FIPS_mode()`).
+    ///
+    /// ```
+    /// use keyserver::CipherSuite;
+    ///
+    /// let fips = keyserver::backends::AwsLc::new().fips_validated();
+    /// assert_eq!(fips, cfg!(feature = "cipher-awslc-fips"));
+    /// ```
+    fn fips_validated(&self) -> bool {
+        aws_lc_rs::try_fips_mode().is_ok()
+    }
+}
+
+/// AWS-LC's C API for what aws-lc-rs does not offer safely: RSA keys up to
+/// 16384 bits (aws-lc-rs stops at 8192, below the 15360 bits of strength
+/// 256), HKDF-Extract and -Expand with an exported PRK, ML-KEM from a seed
+/// and with a caller's `m` (FIPS 203 `_internal` functions, for the
+/// known-answer tests and the hybrid KEM's seed-based keys), and SHAKE256.
+///
+/// Every pointer is owned by a guard that frees it; every secret AWS-LC
+/// hands back is copied into a zeroizing buffer and cleansed at the source.
+/// Every failure clears AWS-LC's error queue and becomes a typed error.
+#[allow(unsafe_code)]
+mod ffi {
+    #[cfg(feature = "cipher-awslc-fips")]
+    use aws_lc_fips_sys as sys;
+    #[cfg(not(feature = "cipher-awslc-fips"))]
+    use aws_lc_sys as sys;
+
+    use std::os::raw::{c_int, c_void};
+    use std::ptr;
+
+    use zeroize::Zeroizing;
+
+    use super::{crypto, invalid};
+    use crate::plugin::{HkdfHash, MlKem, MAX_RSA_BITS, MIN_RSA_BITS};
+    use crate::{Error, Result};
+
+    /// Runs the failure path: AWS-LC's thread-local error queue is left
+    /// empty, so a later call never reports a stale error.
+    fn fail<T>(error: Error) -> Result<T> {
+        // SAFETY: no arguments; it only empties this thread's error queue.
+        unsafe { sys::ERR_clear_error() };
+        Err(error)
+    }
+
+    struct Pkey(*mut sys::EVP_PKEY);
+    impl Drop for Pkey {
+        fn drop(&mut self) {
+            // SAFETY: the pointer came from AWS-LC, is non-null (checked at
+            // construction) and owned by this guard alone. EVP_PKEY_free
+            // cleanses the key's private fields.
+            unsafe { sys::EVP_PKEY_free(self.0) }
+        }
+    }
+
+    struct PkeyCtx(*mut sys::EVP_PKEY_CTX);
+    impl Drop for PkeyCtx {
+        fn drop(&mut self) {
+            // SAFETY: as for Pkey.
+            unsafe { sys::EVP_PKEY_CTX_free(self.0) }
+        }
+    }
+
+    impl PkeyCtx {
+        fn for_key(key: &Pkey) -> Result<Self> {
+            // SAFETY: key.0 is a valid EVP_PKEY; the context takes its own
+            // reference to it.
+            let ctx = unsafe { sys::EVP_PKEY_CTX_new(key.0, ptr::null_mut()) };
+            if ctx.is_null() {
+                return fail(crypto("EVP_PKEY_CTX_new"));
+            }
+            Ok(PkeyCtx(ctx))
+        }
+
+        fn for_id(id: c_int) -> Result<Self> {
+            // SAFETY: a plain constructor; a null result is checked.
+            let ctx = unsafe { sys::EVP_PKEY_CTX_new_id(id, ptr::null_mut()) };
+            if ctx.is_null() {
+                return fail(crypto("EVP_PKEY_CTX_new_id"));
+            }
+            Ok(PkeyCtx(ctx))
+        }
+    }
+
+    fn ok(rc: c_int, error: impl FnOnce() -> Error) -> Result<()> {
+        if rc == 1 {
+            Ok(())
+        } else {
+            fail(error())
+        }
+    }
+
+    /// Parses DER with one of AWS-LC's CBS parsers, refusing trailing bytes.
+    fn parse(
+        der: &[u8],
+        parser: unsafe extern "C" fn(*mut sys::CBS) -> *mut sys::EVP_PKEY,
+        what: &'static str,
+    ) -> Result<Pkey> {
+        // SAFETY: CBS is a plain (pointer, length) pair; CBS_init fills it
+        // with der's bounds, and der outlives every use of cbs below.
+        let mut cbs: sys::CBS = unsafe { std::mem::zeroed() };
+        unsafe { sys::CBS_init(&mut cbs, der.as_ptr(), der.len()) };
+        // SAFETY: cbs is initialised; the parser reads within its bounds.
+        let key = unsafe { parser(&mut cbs) };
+        if key.is_null() {
+            return fail(invalid(what));
+        }
+        let key = Pkey(key);
+        // SAFETY: cbs is still a valid CBS.
+        if unsafe { sys::CBS_len(&cbs) } != 0 {
+            return fail(invalid(what));
+        }
+        Ok(key)
+    }
+
+    /// The RSA key inside `key`, checked to be RSA and of a size keyserver
+    /// accepts.
+    fn rsa_of(key: &Pkey, what: &'static str) -> Result<*mut sys::RSA> {
+        // SAFETY: key.0 is a valid EVP_PKEY.
+        if unsafe { sys::EVP_PKEY_id(key.0) } != sys::EVP_PKEY_RSA {
+            return fail(invalid(what));
+        }
+        // SAFETY: the key is RSA, so this returns its (borrowed) RSA.
+        let rsa = unsafe { sys::EVP_PKEY_get0_RSA(key.0) };
+        if rsa.is_null() {
+            return fail(invalid(what));
+        }
+        // SAFETY: rsa is a valid RSA borrowed from key.
+        let bits = unsafe { sys::RSA_bits(rsa) } as usize;
+        if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
+            return fail(invalid("unacceptable RSA key size"));
+        }
+        Ok(rsa)
+    }
+
+    fn private_rsa(pkcs8_der: &[u8]) -> Result<Pkey> {
+        let key = parse(
+            pkcs8_der,
+            sys::EVP_parse_private_key,
+            "not a valid RSA private key",
+        )?;
+        rsa_of(&key, "not a valid RSA private key")?;
+        Ok(key)
+    }
+
+    pub(super) fn rsa_generate(bits: usize) -> Result<Zeroizing<Vec<u8>>> {
+        let ctx = PkeyCtx::for_id(sys::EVP_PKEY_RSA)?;
+        let bits = c_int::try_from(bits).map_err(|_| crypto("RSA key size"))?;
+        // SAFETY: ctx is a valid RSA context; the default exponent is 65537.
+        ok(unsafe { sys::EVP_PKEY_keygen_init(ctx.0) }, || {
+            crypto("RSA key generation")
+        })?;
+        ok(
+            unsafe { sys::EVP_PKEY_CTX_set_rsa_keygen_bits(ctx.0, bits) },
+            || crypto("RSA key generation"),
+        )?;
+        let mut raw = ptr::null_mut();
+        // SAFETY: ctx is initialised for key generation; raw receives a new key.
+        ok(unsafe { sys::EVP_PKEY_keygen(ctx.0, &mut raw) }, || {
+            crypto("RSA key generation")
+        })?;
+        if raw.is_null() {
+            return fail(crypto("RSA key generation"));
+        }
+        let key = Pkey(raw);
+        marshal_private(&key)
+    }
+
+    /// The PKCS#8 DER of a private key, copied into a zeroizing buffer and
+    /// cleansed where AWS-LC wrote it.
+    fn marshal_private(key: &Pkey) -> Result<Zeroizing<Vec<u8>>> {
+        // SAFETY: a zeroed CBB is the state CBB_init expects.
+        let mut cbb: sys::CBB = unsafe { std::mem::zeroed() };
+        // SAFETY: cbb is ours; CBB_init allocates its growable buffer.
+        if unsafe { sys::CBB_init(&mut cbb, 0) } != 1 {
+            return fail(crypto("PKCS#8 encoding"));
+        }
+        // SAFETY: cbb is initialised and key.0 is a valid private key.
+        if unsafe { sys::EVP_marshal_private_key(&mut cbb, key.0) } != 1 {
+            // SAFETY: cbb is initialised; cleanup frees (and so drops) it.
+            unsafe { sys::CBB_cleanup(&mut cbb) };
+            return fail(crypto("PKCS#8 encoding"));
+        }
+        let mut data: *mut u8 = ptr::null_mut();
+        let mut len = 0usize;
+        // SAFETY: on success the buffer (data, len) is handed to us.
+        if unsafe { sys::CBB_finish(&mut cbb, &mut data, &mut len) } != 1 || data.is_null() {
+            // SAFETY: as above.
+            unsafe { sys::CBB_cleanup(&mut cbb) };
+            return fail(crypto("PKCS#8 encoding"));
+        }
+        // SAFETY: data points to len initialised bytes that we now own;
+        // they are copied, cleansed, then freed exactly once.
+        let out = Zeroizing::new(unsafe { std::slice::from_raw_parts(data, len) }.to_vec());
+        unsafe {
+            sys::OPENSSL_cleanse(data.cast::<c_void>(), len);
+            sys::OPENSSL_free(data.cast::<c_void>());
+        }
+        Ok(out)
+    }
+
+    pub(super) fn rsa_check(pkcs8_der: &[u8]) -> Result<()> {
+        let mismatch = "the private key does not match its public key";
+        let key = parse(pkcs8_der, sys::EVP_parse_private_key, mismatch)?;
+        let rsa = rsa_of(&key, mismatch)?;
+        // SAFETY: rsa is a valid RSA borrowed from key. RSA_check_key
+        // checks n = pq, that d inverts e, and the CRT values.
+        ok(unsafe { sys::RSA_check_key(rsa) }, || invalid(mismatch))
+    }
+
+    fn oaep(ctx: &PkeyCtx) -> Result<()> {
+        // SAFETY: ctx is a valid RSA context initialised for encryption or
+        // decryption; the digests are static.
+        unsafe {
+            ok(
+                sys::EVP_PKEY_CTX_set_rsa_padding(ctx.0, sys::RSA_PKCS1_OAEP_PADDING),
+                || crypto("RSA-OAEP parameters"),
+            )?;
+            ok(
+                sys::EVP_PKEY_CTX_set_rsa_oaep_md(ctx.0, sys::EVP_sha256()),
+                || crypto("RSA-OAEP parameters"),
+            )?;
+            ok(
+                sys::EVP_PKEY_CTX_set_rsa_mgf1_md(ctx.0, sys::EVP_sha256()),
+                || crypto("RSA-OAEP parameters"),
+            )
+        }
+    }
+
+    pub(super) fn rsa_oaep_encrypt(spki_der: &[u8], dek: &[u8]) -> Result<Vec<u8>> {
+        let key = parse(
+            spki_der,
+            sys::EVP_parse_public_key,
+            "not a valid RSA public key",
+        )?;
+        rsa_of(&key, "not a valid RSA public key")?;
+        let ctx = PkeyCtx::for_key(&key)?;
+        // SAFETY: ctx is a valid context for an RSA public key.
+        ok(unsafe { sys::EVP_PKEY_encrypt_init(ctx.0) }, || {
+            crypto("RSA-OAEP encryption")
+        })?;
+        oaep(&ctx)?;
+        let mut len = 0usize;
+        // SAFETY: a null output asks for the ciphertext length.
+        ok(
+            unsafe {
+                sys::EVP_PKEY_encrypt(ctx.0, ptr::null_mut(), &mut len, dek.as_ptr(), dek.len())
+            },
+            || crypto("RSA-OAEP encryption"),
+        )?;
+        let mut out = vec![0u8; len];
+        // SAFETY: out has room for len bytes; len is updated to the length written.
+        ok(
+            unsafe {
+                sys::EVP_PKEY_encrypt(ctx.0, out.as_mut_ptr(), &mut len, dek.as_ptr(), dek.len())
+            },
+            || crypto("RSA-OAEP encryption"),
+        )?;
+        out.truncate(len);
+        Ok(out)
+    }
+
+    pub(super) fn rsa_oaep_decrypt(pkcs8_der: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let key = private_rsa(pkcs8_der)?;
+        let ctx = PkeyCtx::for_key(&key)?;
+        // SAFETY: ctx is a valid context for an RSA private key.
+        ok(unsafe { sys::EVP_PKEY_decrypt_init(ctx.0) }, || {
+            crypto("RSA-OAEP decryption")
+        })?;
+        oaep(&ctx)?;
+        // The plaintext is never longer than the modulus.
+        let mut out = Zeroizing::new(vec![0u8; MAX_RSA_BITS / 8]);
+        let mut len = out.len();
+        // SAFETY: out has room for len bytes; AWS-LC's OAEP decoding is
+        // constant-time and blinded; every failure is the same opaque error.
+        let rc = unsafe {
+            sys::EVP_PKEY_decrypt(
+                ctx.0,
+                out.as_mut_ptr(),
+                &mut len,
+                wrapped.as_ptr(),
+                wrapped.len(),
+            )
+        };
+        if rc != 1 {
+            return fail(Error::DecryptionFailed);
+        }
+        out.truncate(len);
+        Ok(out)
+    }
+
+    fn md(hash: HkdfHash) -> *const sys::EVP_MD {
+        // SAFETY: these return pointers to static digest tables.
+        unsafe {
+            match hash {
+                HkdfHash::Sha256 => sys::EVP_sha256(),
+                HkdfHash::Sha384 => sys::EVP_sha384(),
+                HkdfHash::Sha512 => sys::EVP_sha512(),
+            }
+        }
+    }
+
+    fn too_long(okm: &[u8], hash: HkdfHash) -> bool {
+        okm.len() > 255 * hash.len()
+    }
+
+    pub(super) fn hkdf(
+        hash: HkdfHash,
+        ikm: &[u8],
+        salt: &[u8],
+        info: &[u8],
+        okm: &mut [u8],
+    ) -> Result<()> {
+        if too_long(okm, hash) {
+            return Err(crypto("HKDF output too long"));
+        }
+        // SAFETY: every pointer is paired with its slice's own length.
+        let rc = unsafe {
+            sys::HKDF(
+                okm.as_mut_ptr(),
+                okm.len(),
+                md(hash),
+                ikm.as_ptr(),
+                ikm.len(),
+                salt.as_ptr(),
+                salt.len(),
+                info.as_ptr(),
+                info.len(),
+            )
+        };
+        ok(rc, || crypto("HKDF"))
+    }
+
+    pub(super) fn hkdf_extract(
+        hash: HkdfHash,
+        salt: &[u8],
+        ikm: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let mut prk = Zeroizing::new(vec![0u8; hash.len()]);
+        let mut len = 0usize;
+        // SAFETY: prk has room for the digest length (the PRK's length).
+        let rc = unsafe {
+            sys::HKDF_extract(
+                prk.as_mut_ptr(),
+                &mut len,
+                md(hash),
+                ikm.as_ptr(),
+                ikm.len(),
+                salt.as_ptr(),
+                salt.len(),
+            )
+        };
+        ok(rc, || crypto("HKDF-Extract"))?;
+        prk.truncate(len);
+        Ok(prk)
+    }
+
+    pub(super) fn hkdf_expand(
+        hash: HkdfHash,
+        prk: &[u8],
+        info: &[u8],
+        okm: &mut [u8],
+    ) -> Result<()> {
+        if too_long(okm, hash) {
+            return Err(crypto("HKDF output too long"));
+        }
+        if prk.len() < hash.len() {
+            return Err(crypto("HKDF pseudorandom key too short"));
+        }
+        // SAFETY: every pointer is paired with its slice's own length.
+        let rc = unsafe {
+            sys::HKDF_expand(
+                okm.as_mut_ptr(),
+                okm.len(),
+                md(hash),
+                prk.as_ptr(),
+                prk.len(),
+                info.as_ptr(),
+                info.len(),
+            )
+        };
+        ok(rc, || crypto("HKDF-Expand"))
+    }
+
+    fn ml_kem_nid(params: MlKem) -> c_int {
+        match params {
+            MlKem::MlKem768 => sys::NID_MLKEM768,
+            MlKem::MlKem1024 => sys::NID_MLKEM1024,
+        }
+    }
+
+    /// The ML-KEM key pair of the 64-byte seed `d || z`
+    /// (ML-KEM.KeyGen_internal).
+    fn ml_kem_key(params: MlKem, seed: &[u8]) -> Result<Pkey> {
+        if seed.len() != 64 {
+            return Err(invalid("an ML-KEM seed is 64 bytes"));
+        }
+        let ctx = PkeyCtx::for_id(sys::EVP_PKEY_KEM)?;
+        // SAFETY: ctx is a KEM context; the NID is one AWS-LC defines.
+        ok(
+            unsafe { sys::EVP_PKEY_CTX_kem_set_params(ctx.0, ml_kem_nid(params)) },
+            || crypto("ML-KEM parameters"),
+        )?;
+        ok(unsafe { sys::EVP_PKEY_keygen_init(ctx.0) }, || {
+            crypto("ML-KEM key generation")
+        })?;
+        let mut raw = ptr::null_mut();
+        let mut seed_len = seed.len();
+        // SAFETY: seed holds seed_len bytes; raw receives a new key.
+        ok(
+            unsafe {
+                sys::EVP_PKEY_keygen_deterministic(ctx.0, &mut raw, seed.as_ptr(), &mut seed_len)
+            },
+            || crypto("ML-KEM key generation"),
+        )?;
+        if raw.is_null() {
+            return fail(crypto("ML-KEM key generation"));
+        }
+        Ok(Pkey(raw))
+    }
+
+    pub(super) fn ml_kem_keygen(params: MlKem, seed: &[u8]) -> Result<Vec<u8>> {
+        let key = ml_kem_key(params, seed)?;
+        let mut ek = vec![0u8; params.encapsulation_key_len()];
+        let mut len = ek.len();
+        // SAFETY: ek has room for len bytes.
+        ok(
+            unsafe { sys::EVP_PKEY_get_raw_public_key(key.0, ek.as_mut_ptr(), &mut len) },
+            || crypto("ML-KEM key export"),
+        )?;
+        if len != ek.len() {
+            return fail(crypto("ML-KEM key export"));
+        }
+        Ok(ek)
+    }
+
+    pub(super) fn ml_kem_encaps(
+        params: MlKem,
+        ek: &[u8],
+        m: &[u8],
+    ) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>)> {
+        if ek.len() != params.encapsulation_key_len() {
+            return Err(invalid("not an ML-KEM encapsulation key"));
+        }
+        if m.len() != 32 {
+            return Err(invalid("m is 32 bytes"));
+        }
+        // SAFETY: ek holds ek.len() bytes; a null result is checked.
+        let raw = unsafe {
+            sys::EVP_PKEY_kem_new_raw_public_key(ml_kem_nid(params), ek.as_ptr(), ek.len())
+        };
+        if raw.is_null() {
+            return fail(invalid("not an ML-KEM encapsulation key"));
+        }
+        let key = Pkey(raw);
+        let ctx = PkeyCtx::for_key(&key)?;
+        let mut ct = vec![0u8; params.ciphertext_len()];
+        let mut ct_len = ct.len();
+        let mut ss = Zeroizing::new(vec![0u8; 32]);
+        let mut ss_len = ss.len();
+        let mut m_len = m.len();
+        // SAFETY: each buffer has room for the length passed beside it.
+        // AWS-LC runs the FIPS 203 §7.2 modulus check on ek before it
+        // encapsulates.
+        let rc = unsafe {
+            sys::EVP_PKEY_encapsulate_deterministic(
+                ctx.0,
+                ct.as_mut_ptr(),
+                &mut ct_len,
+                ss.as_mut_ptr(),
+                &mut ss_len,
+                m.as_ptr(),
+                &mut m_len,
+            )
+        };
+        ok(rc, || invalid("not an ML-KEM encapsulation key"))?;
+        if ct_len != ct.len() || ss_len != ss.len() {
+            return fail(crypto("ML-KEM encapsulation"));
+        }
+        Ok((ct, ss))
+    }
+
+    pub(super) fn ml_kem_decaps(
+        params: MlKem,
+        seed: &[u8],
+        ct: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        if ct.len() != params.ciphertext_len() {
+            return Err(invalid("wrong ML-KEM ciphertext length"));
+        }
+        let key = ml_kem_key(params, seed)?;
+        let ctx = PkeyCtx::for_key(&key)?;
+        let mut ss = Zeroizing::new(vec![0u8; 32]);
+        let mut ss_len = ss.len();
+        // SAFETY: ss has room for ss_len bytes; ct holds ct.len() bytes.
+        // Decapsulation rejects implicitly: a bad ciphertext gives a
+        // pseudorandom key, not an error.
+        let rc = unsafe {
+            sys::EVP_PKEY_decapsulate(ctx.0, ss.as_mut_ptr(), &mut ss_len, ct.as_ptr(), ct.len())
+        };
+        ok(rc, || crypto("ML-KEM decapsulation"))?;
+        if ss_len != ss.len() {
+            return fail(crypto("ML-KEM decapsulation"));
+        }
+        Ok(ss)
+    }
+
+    pub(super) fn shake256(data: &[u8], out: &mut [u8]) -> Result<()> {
+        struct MdCtx(*mut sys::EVP_MD_CTX);
+        impl Drop for MdCtx {
+            fn drop(&mut self) {
+                // SAFETY: non-null, from EVP_MD_CTX_new, owned here.
+                unsafe { sys::EVP_MD_CTX_free(self.0) }
+            }
+        }
+        // SAFETY: a plain constructor; a null result is checked.
+        let raw = unsafe { sys::EVP_MD_CTX_new() };
+        if raw.is_null() {
+            return fail(crypto("SHAKE256"));
+        }
+        let ctx = MdCtx(raw);
+        // SAFETY: ctx is valid; data and out are paired with their lengths.
+        unsafe {
+            ok(
+                sys::EVP_DigestInit_ex(ctx.0, sys::EVP_shake256(), ptr::null_mut()),
+                || crypto("SHAKE256"),
+            )?;
+            ok(
+                sys::EVP_DigestUpdate(ctx.0, data.as_ptr().cast::<c_void>(), data.len()),
+                || crypto("SHAKE256"),
+            )?;
+            ok(
+                sys::EVP_DigestFinalXOF(ctx.0, out.as_mut_ptr(), out.len()),
+                || crypto("SHAKE256"),
+            )
+        }
+    }
+}
