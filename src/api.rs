@@ -71,6 +71,7 @@ pub use crate::lifecycle::{parse_rfc3339, rfc3339};
 ///     storage: "memory".into(),
 ///     strength: 128,
 ///     kek_alg: "ec".into(),
+///     fips: false,
 /// };
 /// assert_eq!(s.keys, 3);
 /// ```

@@ -417,6 +417,71 @@ impl<T: Transport> KeyClient<T> {
         self.transport.list_keys(filter).await
     }
 
+    /// [`Encryption::encrypt_with_context`] into the caller's buffer: `out`
+    /// is cleared, then holds the envelope. For callers that seal many small
+    /// messages: with the DEK cached and `out` reused, a message costs no
+    /// allocation and one copy (see [`envelope::seal_into`]).
+    ///
+    /// # Errors
+    /// As for [`Encryption::encrypt_with_context`]; on failure `out` is
+    /// left empty.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # #[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))]
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use keyserver::{Encryption, KeyServer};
+    /// use keyserver::backends::{MemoryStorage, RustCrypto};
+    /// use keyserver::transports::InProcess;
+    ///
+    /// let client = InProcess::client(Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new())));
+    /// let kek = client.generate().await?;
+    /// let (mut sealed, mut opened) = (Vec::new(), zeroize::Zeroizing::new(Vec::new()));
+    /// for message in [&b"one"[..], b"two", b"three"] {
+    ///     client.encrypt_into(&kek, message, b"ctx", &mut sealed).await?;
+    ///     client.decrypt_into(&kek, &sealed, b"ctx", &mut opened).await?;
+    ///     assert_eq!(&opened[..], message);
+    /// }
+    /// # Ok::<(), keyserver::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn encrypt_into(
+        &self,
+        kek: &Kek,
+        plaintext: &[u8],
+        context: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        out.clear();
+        let dek = self.get_for_encrypt(kek).await?;
+        envelope::seal_into(&*self.suite, &kek.id(), &dek, context, plaintext, out)
+    }
+
+    /// [`Encryption::decrypt_with_context`] into the caller's buffer: `out`
+    /// is cleared, then holds the plaintext (see [`envelope::open_into`]:
+    /// the ciphertext is only read, nothing unauthenticated reaches `out`,
+    /// and wiping the buffer is the caller's, for example with
+    /// `zeroize::Zeroizing<Vec<u8>>`).
+    ///
+    /// # Errors
+    /// As for [`Encryption::decrypt_with_context`]; on failure `out` is
+    /// left empty.
+    pub async fn decrypt_into(
+        &self,
+        kek: &Kek,
+        ciphertext: &[u8],
+        context: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        out.clear();
+        let header = envelope::Header::parse(ciphertext)?;
+        self.check_sealed_under(kek, &header.key_id).await?;
+        let dek = self.get(kek).await?;
+        envelope::open_into(&*self.suite, &dek, context, ciphertext, out)
+    }
+
     /// Encrypts everything `input` gives into `output` in the stream format
     /// ([`crate::stream`]: constant memory, any length), with this client's
     /// suite and a DEK from its cache. Returns the plaintext bytes read.

@@ -141,13 +141,67 @@ pub fn seal<C: CipherSuite + ?Sized>(
     context: &[u8],
     plaintext: &[u8],
 ) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    seal_into(suite, key_id, dek, context, plaintext, &mut out)?;
+    Ok(out)
+}
+
+/// [`seal`] into the caller's buffer: `out` is cleared, then holds the
+/// envelope. Its capacity is reused, so sealing many messages through one
+/// buffer costs no allocation once it is large enough (a small context is
+/// authenticated from the stack, too).
+///
+/// On failure `out` is left empty.
+///
+/// ```
+/// # #[cfg(feature = "cipher-rustcrypto")] {
+/// use keyserver::{envelope, Dek, KeyId};
+/// use keyserver::backends::RustCrypto;
+///
+/// let (suite, dek, id) = (RustCrypto::new(), Dek::from_bytes(&[1; 16])?, KeyId::from_bytes([2; 32]));
+/// let (mut sealed, mut opened) = (Vec::new(), Vec::new());
+/// for message in [&b"one"[..], b"two", b"three"] {
+///     envelope::seal_into(&suite, &id, &dek, b"ctx", message, &mut sealed)?;
+///     envelope::open_into(&suite, &dek, b"ctx", &sealed, &mut opened)?;
+///     assert_eq!(opened, message);
+/// }
+/// # }
+/// # Ok::<(), keyserver::Error>(())
+/// ```
+///
+/// # Errors
+/// As for [`seal`].
+pub fn seal_into<C: CipherSuite + ?Sized>(
+    suite: &C,
+    key_id: &KeyId,
+    dek: &Dek,
+    context: &[u8],
+    plaintext: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    out.clear();
     let mut random = [0u8; SALT_LEN + GCM_NONCE_LEN];
     suite.fill_random(&mut random)?;
     let mut salt = [0u8; SALT_LEN];
     salt.copy_from_slice(&random[..SALT_LEN]);
     let mut nonce = [0u8; GCM_NONCE_LEN];
     nonce.copy_from_slice(&random[SALT_LEN..]);
-    seal_with_salt_and_nonce(suite, key_id, dek, context, plaintext, salt, nonce)
+    seal_parts(suite, key_id, dek, context, plaintext, salt, nonce, out)
+}
+
+/// Runs `f` on the associated data `header || context`: on the stack when
+/// the context is small, so the common case allocates nothing.
+fn with_aad<R>(header: &[u8], context: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+    const STACK: usize = 512;
+    let len = header.len() + context.len();
+    if len <= STACK {
+        let mut aad = [0u8; STACK];
+        aad[..header.len()].copy_from_slice(header);
+        aad[header.len()..len].copy_from_slice(context);
+        f(&aad[..len])
+    } else {
+        f(&[header, context].concat())
+    }
 }
 
 /// Seals with a caller-chosen salt and nonce: deterministic, for known-answer
@@ -165,6 +219,25 @@ pub fn seal_with_salt_and_nonce<C: CipherSuite + ?Sized>(
     salt: [u8; SALT_LEN],
     nonce: [u8; GCM_NONCE_LEN],
 ) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    seal_parts(
+        suite, key_id, dek, context, plaintext, salt, nonce, &mut out,
+    )?;
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn seal_parts<C: CipherSuite + ?Sized>(
+    suite: &C,
+    key_id: &KeyId,
+    dek: &Dek,
+    context: &[u8],
+    plaintext: &[u8],
+    salt: [u8; SALT_LEN],
+    nonce: [u8; GCM_NONCE_LEN],
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    out.clear();
     if plaintext.len() as u64 > MAX_PLAINTEXT {
         return Err(Error::TooLarge {
             size: plaintext.len() as u64,
@@ -179,14 +252,25 @@ pub fn seal_with_salt_and_nonce<C: CipherSuite + ?Sized>(
     }
     .encode();
     let key = derive_key(suite, dek, &salt, HKDF_INFO, header[4])?;
-    let aad = [&header[..], context].concat();
-    // One allocation and one copy: the plaintext is sealed where it lands.
-    let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
+    // One copy: the plaintext is sealed where it lands (and at most one
+    // allocation, none when `out` is large enough already).
+    out.reserve(OVERHEAD + plaintext.len());
     out.extend_from_slice(&header);
     out.extend_from_slice(plaintext);
-    let tag = suite.aes_gcm_seal_in_place(&key, &nonce, &aad, &mut out[HEADER_LEN..])?;
-    out.extend_from_slice(&tag);
-    Ok(out)
+    let sealed = with_aad(&header, context, |aad| {
+        suite.aes_gcm_seal_in_place(&key, &nonce, aad, &mut out[HEADER_LEN..])
+    });
+    match sealed {
+        Ok(tag) => {
+            out.extend_from_slice(&tag);
+            Ok(())
+        }
+        Err(e) => {
+            // Never leave a copy of the plaintext behind.
+            zeroize::Zeroize::zeroize(out);
+            Err(e)
+        }
+    }
 }
 
 /// Opens an envelope sealed under `dek` with the same `context`.
@@ -204,14 +288,50 @@ pub fn open<C: CipherSuite + ?Sized>(
     context: &[u8],
     envelope: &[u8],
 ) -> Result<Plaintext> {
+    let mut out = Vec::new();
+    open_into(suite, dek, context, envelope, &mut out)?;
+    Ok(Plaintext::from(out))
+}
+
+/// [`open`] into the caller's buffer: `out` is cleared, then holds the
+/// plaintext; its capacity is reused (see [`seal_into`]). The envelope is
+/// only read, so a failure loses nothing: `out` is left empty, and no
+/// unauthenticated byte ever reaches it.
+///
+/// The buffer holds plaintext: wipe it when done (a
+/// `zeroize::Zeroizing<Vec<u8>>` dereferences to one, and wipes its whole
+/// capacity on drop).
+///
+/// # Errors
+/// As for [`open`].
+pub fn open_into<C: CipherSuite + ?Sized>(
+    suite: &C,
+    dek: &Dek,
+    context: &[u8],
+    envelope: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    // Cleared, not wiped: what the last message left in the spare capacity
+    // is the caller's to wipe (wiping it on every call would cost a pass
+    // over the buffer per message).
+    out.clear();
     let header = Header::parse(envelope)?;
     if header.strength != dek.strength() {
         // Sealed under a DEK of another size: certainly not this DEK.
         return Err(Error::DecryptionFailed);
     }
     let key = derive_key(suite, dek, &header.salt, HKDF_INFO, envelope[4])?;
-    let aad = [&envelope[..HEADER_LEN], context].concat();
+    // Header::parse checked that a header and a tag are there.
+    let (body, tag) = envelope[HEADER_LEN..].split_at(envelope.len() - OVERHEAD);
+    let mut tag_bytes = [0u8; GCM_TAG_LEN];
+    tag_bytes.copy_from_slice(tag);
     // One copy, opened in place (zeroed by the suite if authentication fails).
-    let mut opened = suite.aes_gcm_open(&key, &header.nonce, &aad, &envelope[HEADER_LEN..])?;
-    Ok(Plaintext::from(std::mem::take(&mut *opened)))
+    out.extend_from_slice(body);
+    let opened = with_aad(&envelope[..HEADER_LEN], context, |aad| {
+        suite.aes_gcm_open_in_place(&key, &header.nonce, aad, out, &tag_bytes)
+    });
+    if opened.is_err() {
+        zeroize::Zeroize::zeroize(out);
+    }
+    opened
 }

@@ -198,6 +198,24 @@ pub fn envelope_round_trips<C: CipherSuite>(suite: &C) {
             }
         }
     }
+    // The caller-buffer forms write the same format through reused
+    // buffers (holding a longer message before), with a context past the
+    // stack-allocated associated data (512 bytes with the header) too.
+    let dek = Dek::from_bytes(&pattern(16)).unwrap();
+    let (mut sealed, mut opened) = (pattern(100_000), pattern(100_000));
+    for (size, context_len) in [(1000usize, 0usize), (10, 430), (0, 431), (5, 5000)] {
+        let plaintext = pattern(size);
+        let context = pattern(context_len);
+        envelope::seal_into(suite, &id, &dek, &context, &plaintext, &mut sealed).unwrap();
+        assert_eq!(sealed.len(), size + OVERHEAD);
+        let whole = envelope::open(suite, &dek, &context, &sealed).unwrap();
+        assert!(whole[..] == plaintext[..], "{size} {context_len}");
+        envelope::open_into(suite, &dek, &context, &sealed, &mut opened).unwrap();
+        assert_eq!(opened, plaintext, "{size} {context_len}");
+        let by_seal = envelope::seal(suite, &id, &dek, &context, &plaintext).unwrap();
+        envelope::open_into(suite, &dek, &context, &by_seal, &mut opened).unwrap();
+        assert_eq!(opened, plaintext, "{size} {context_len}");
+    }
 }
 
 /// Wrong DEK, wrong context, truncation, an unknown version and every
@@ -262,6 +280,23 @@ pub fn envelope_rejections<C: CipherSuite>(suite: &C) {
             );
         }
     }
+    // Into a caller's buffer: every refusal leaves it empty, and the
+    // envelope is only read (nothing is lost).
+    let mut out = b"old contents".to_vec();
+    let mut bad = sealed.clone();
+    bad[HEADER_LEN] ^= 1;
+    let kept = bad.clone();
+    for (dek, envelope, context) in [
+        (&dek, &bad[..], &b"ctx"[..]),
+        (&other, &sealed[..], b"ctx"),
+        (&dek, &sealed[..], b"ctx2"),
+        (&dek, &sealed[..sealed.len() - 1], b"ctx"),
+    ] {
+        assert!(envelope::open_into(suite, dek, context, envelope, &mut out).is_err());
+        assert!(out.is_empty());
+        out.extend_from_slice(b"old contents");
+    }
+    assert_eq!(bad, kept);
     // The header carries the key id in clear (so a client knows which DEK to
     // fetch) and it is authenticated.
     assert_eq!(Header::parse(&sealed).unwrap().key_id, id);

@@ -1,0 +1,222 @@
+//! The data path against the fastest AES-GCM on the machine (issue 18).
+//!
+//! - `limit`: aws-lc-rs's raw AES-128-GCM seal and open with a key set up
+//!   once and a counter nonce: no key derivation, no randomness, no header.
+//!   Nothing that produces a keyserver envelope can beat it.
+//! - `envelope/SUITE`: [`envelope::seal_into`] and [`envelope::open_into`]
+//!   through reused buffers, each message with its own salt, nonce and
+//!   HKDF-derived key (the format's per-message work).
+//! - `client/SUITE`: the same through [`KeyClient::encrypt_into`] and
+//!   [`KeyClient::decrypt_into`] with the DEK cached (an in-process server,
+//!   so no request is made): what an application calls.
+//! - `rsa3072-fresh-key`: the `get_key` limit of a server that keeps no KEK,
+//!   one core: parse the PKCS#8 KEK, then one RSA-OAEP-SHA256 decryption,
+//!   with aws-lc-rs alone, and with each suite (which also checks the key pair).
+//!
+//! Run: `cargo bench --bench data_path --features full -- --noplot` (or
+//! `bash benches/data_path.sh`, which adds the streaming, `get_key` and
+//! `get_wrapped` servers and the Tink and AWS Encryption SDK peers).
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
+use aws_lc_rs::rsa::{OaepPrivateDecryptingKey, PrivateDecryptingKey, OAEP_SHA256_MGF1SHA256};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use keyserver::backends::{AwsLc, MemoryStorage, OpenSsl, RustCrypto};
+use keyserver::transports::InProcess;
+use keyserver::{envelope, CipherSuite, Dek, Encryption, Kek, KeyServer};
+
+const SIZES: [usize; 3] = [1 << 10, 16 << 10, 1 << 20];
+
+fn limit(c: &mut Criterion) {
+    let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &[7; 16]).expect("key"));
+    let mut group = c.benchmark_group("limit/aws-lc-rs-aes128gcm");
+    for size in SIZES {
+        group.throughput(Throughput::Bytes(size as u64));
+        let mut buf = vec![0x5au8; size];
+        let mut counter = 0u64;
+        group.bench_function(BenchmarkId::new("seal", size), |b| {
+            b.iter(|| {
+                counter += 1;
+                let mut nonce = [0u8; 12];
+                nonce[4..].copy_from_slice(&counter.to_be_bytes());
+                black_box(
+                    key.seal_in_place_separate_tag(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::empty(),
+                        &mut buf,
+                    )
+                    .expect("seal"),
+                )
+            })
+        });
+        let mut sealed = vec![0x5au8; size];
+        let tag = key
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key([1; 12]),
+                Aad::empty(),
+                &mut sealed,
+            )
+            .expect("seal");
+        let mut work = sealed.clone();
+        group.bench_function(BenchmarkId::new("open", size), |b| {
+            b.iter(|| {
+                work.copy_from_slice(&sealed);
+                key.open_in_place_separate_tag(
+                    Nonce::assume_unique_for_key([1; 12]),
+                    Aad::empty(),
+                    tag.as_ref(),
+                    &mut work,
+                )
+                .expect("open");
+                black_box(&work);
+            })
+        });
+    }
+    group.finish();
+}
+
+fn suites() -> Vec<Box<dyn CipherSuite>> {
+    vec![
+        Box::new(AwsLc::new()),
+        Box::new(RustCrypto::new()),
+        Box::new(OpenSsl::new()),
+    ]
+}
+
+fn envelopes(c: &mut Criterion) {
+    let dek = Dek::from_bytes(&[7; 16]).expect("dek");
+    let id = keyserver::KeyId::from_bytes([1; 32]);
+    for suite in suites() {
+        let mut group = c.benchmark_group(format!("envelope/{}", suite.name()));
+        for size in SIZES {
+            group.throughput(Throughput::Bytes(size as u64));
+            let plaintext = vec![0x5au8; size];
+            let mut sealed = Vec::new();
+            group.bench_function(BenchmarkId::new("seal_into", size), |b| {
+                b.iter(|| {
+                    envelope::seal_into(&suite, &id, &dek, b"", &plaintext, &mut sealed)
+                        .expect("seal");
+                    black_box(&sealed);
+                })
+            });
+            let mut opened = Vec::new();
+            group.bench_function(BenchmarkId::new("open_into", size), |b| {
+                b.iter(|| {
+                    envelope::open_into(&suite, &dek, b"", &sealed, &mut opened).expect("open");
+                    black_box(&opened);
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+fn clients(c: &mut Criterion) {
+    client(c, AwsLc::new());
+    client(c, RustCrypto::new());
+    client(c, OpenSsl::new());
+}
+
+fn client<C: CipherSuite + Clone>(c: &mut Criterion, suite: C) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    {
+        let name = suite.name();
+        let server = Arc::new(KeyServer::new(suite, MemoryStorage::new()));
+        let client = InProcess::client(server);
+        let kek = runtime.block_on(client.generate()).expect("generate");
+        let mut group = c.benchmark_group(format!("client/{name}"));
+        for size in SIZES {
+            group.throughput(Throughput::Bytes(size as u64));
+            let plaintext = vec![0x5au8; size];
+            let mut sealed = Vec::new();
+            // The DEK is fetched once, then cached for the whole run.
+            runtime
+                .block_on(client.encrypt_into(&kek, &plaintext, b"", &mut sealed))
+                .expect("encrypt");
+            group.bench_function(BenchmarkId::new("encrypt_into", size), |b| {
+                b.iter_custom(|iters| {
+                    runtime.block_on(async {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            client
+                                .encrypt_into(&kek, &plaintext, b"", &mut sealed)
+                                .await
+                                .expect("encrypt");
+                        }
+                        start.elapsed()
+                    })
+                })
+            });
+            let mut opened = Vec::new();
+            group.bench_function(BenchmarkId::new("decrypt_into", size), |b| {
+                b.iter_custom(|iters| {
+                    runtime.block_on(async {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            client
+                                .decrypt_into(&kek, &sealed, b"", &mut opened)
+                                .await
+                                .expect("decrypt");
+                        }
+                        start.elapsed()
+                    })
+                })
+            });
+            group.bench_function(BenchmarkId::new("encrypt", size), |b| {
+                b.iter_custom(|iters| {
+                    runtime.block_on(async {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            black_box(client.encrypt(&kek, &plaintext).await.expect("encrypt"));
+                        }
+                        start.elapsed()
+                    })
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+fn rsa_fresh_key(c: &mut Criterion) {
+    let aws = AwsLc::new();
+    let kek = Kek::from_pkcs8_der(&aws.generate_rsa(3072).expect("keygen")).expect("kek");
+    let wrapped = aws
+        .rsa_oaep_wrap(kek.public_key_der(), &[7; 16])
+        .expect("wrap");
+    let mut group = c.benchmark_group("rsa3072-fresh-key");
+    group.measurement_time(Duration::from_secs(10));
+    group.bench_function("aws-lc-rs-parse-and-decrypt", |b| {
+        let mut out = [0u8; 384];
+        b.iter(|| {
+            let key = PrivateDecryptingKey::from_pkcs8(kek.pkcs8_der()).expect("key");
+            let key = OaepPrivateDecryptingKey::new(key).expect("oaep");
+            black_box(
+                key.decrypt(&OAEP_SHA256_MGF1SHA256, &wrapped, &mut out, None)
+                    .expect("decrypt")
+                    .len(),
+            )
+        })
+    });
+    for suite in suites() {
+        group.bench_function(format!("{}-check-and-unwrap", suite.name()), |b| {
+            b.iter(|| {
+                suite.rsa_check_key_pair(kek.pkcs8_der()).expect("check");
+                black_box(
+                    suite
+                        .rsa_oaep_unwrap(kek.pkcs8_der(), &wrapped)
+                        .expect("unwrap"),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, limit, envelopes, clients, rsa_fresh_key);
+criterion_main!(benches);

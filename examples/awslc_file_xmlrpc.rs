@@ -1,0 +1,16 @@
+//! AwsLc cipher suite, FileStorage, XML-RPC transport: the seed's narrative.
+//!
+//! `cargo run --example awslc_file_xmlrpc --features cipher-awslc,storage-file,transport-xmlrpc`
+
+mod common;
+
+use keyserver::backends::{AwsLc, FileStorage};
+use keyserver::transports::XmlRpc;
+
+fn main() -> keyserver::Result<()> {
+    common::runtime().block_on(async {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let storage = FileStorage::open(dir.path().join("keys")).await?;
+        common::narrative(AwsLc::new(), storage, XmlRpc::new).await
+    })
+}
