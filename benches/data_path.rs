@@ -86,6 +86,51 @@ fn suites() -> Vec<Box<dyn CipherSuite>> {
     ]
 }
 
+/// The per-message costs of an envelope, one by one, per suite: the
+/// randomness (salt and nonce), the HKDF-SHA256 key derivation, AES-GCM of
+/// nothing (the key set-up and the tag), and AES-GCM of 16 KiB.
+fn per_message(c: &mut Criterion) {
+    for suite in suites() {
+        let mut group = c.benchmark_group(format!("per-message/{}", suite.name()));
+        let mut random = [0u8; 44];
+        group.bench_function("random-44", |b| {
+            b.iter(|| {
+                suite.fill_random(&mut random).expect("random");
+                black_box(&random);
+            })
+        });
+        let mut okm = [0u8; 16];
+        group.bench_function("hkdf-sha256-16", |b| {
+            b.iter(|| {
+                suite
+                    .hkdf_sha256(&[7; 16], &[1; 32], b"keyserver envelope v1\x01", &mut okm)
+                    .expect("hkdf");
+                black_box(&okm);
+            })
+        });
+        group.bench_function("aes128-gcm-seal-0", |b| {
+            b.iter(|| {
+                black_box(
+                    suite
+                        .aes_gcm_seal_in_place(&[7; 16], &[0; 12], &[0; 81], &mut [])
+                        .expect("seal"),
+                )
+            })
+        });
+        let mut buf = vec![0x5au8; 16 << 10];
+        group.bench_function("aes128-gcm-seal-16k", |b| {
+            b.iter(|| {
+                black_box(
+                    suite
+                        .aes_gcm_seal_in_place(&[7; 16], &[0; 12], &[0; 81], &mut buf)
+                        .expect("seal"),
+                )
+            })
+        });
+        group.finish();
+    }
+}
+
 fn envelopes(c: &mut Criterion) {
     let dek = Dek::from_bytes(&[7; 16]).expect("dek");
     let id = keyserver::KeyId::from_bytes([1; 32]);
@@ -218,5 +263,12 @@ fn rsa_fresh_key(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, limit, envelopes, clients, rsa_fresh_key);
+criterion_group!(
+    benches,
+    limit,
+    per_message,
+    envelopes,
+    clients,
+    rsa_fresh_key
+);
 criterion_main!(benches);

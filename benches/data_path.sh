@@ -89,6 +89,7 @@ say "get_wrapped, JSON-RPC, wrk 16 connections: serve (awslc) against a bare axu
 for round in 1 2 3; do
   # A memory store is new per process: make a key, ask for its record.
   serve awslc
+  rm -f kek.pem
   kid=$("$B" generate --out kek.pem 2>&1 | grep -o "key id: [0-9a-f]*" | cut -d' ' -f3)
   request="{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"get_wrapped\",\"params\":[\"$kid\"]}"
   lua_body gw.lua application/json "$request"

@@ -40,15 +40,15 @@ pub(crate) const fn strength_of_alg_id(id: u8) -> Option<Strength> {
 /// HKDF-SHA256(ikm = DEK, salt, info = label || algorithm id). Used per message
 /// here and per stream by [`crate::stream`].
 ///
-/// No allocation: the key and the info live on the stack (the key is wiped
-/// on drop).
+/// The info is built on the stack; the key lives on the heap (one small
+/// allocation), so it is never copied by a move and is wiped where it lies.
 pub(crate) fn derive_key<C: CipherSuite + ?Sized>(
     suite: &C,
     dek: &Dek,
     salt: &[u8],
     label: &[u8],
     alg: u8,
-) -> Result<DerivedKey> {
+) -> Result<Zeroizing<Vec<u8>>> {
     let mut info = [0u8; MAX_LABEL + 1];
     let info = match info.get_mut(..label.len() + 1) {
         Some(info) => info,
@@ -56,27 +56,10 @@ pub(crate) fn derive_key<C: CipherSuite + ?Sized>(
     };
     info[..label.len()].copy_from_slice(label);
     info[label.len()] = alg;
-    let len = dek.as_bytes().len();
-    let mut key = DerivedKey {
-        bytes: Zeroizing::new([0u8; 32]),
-        len,
-    };
-    suite.hkdf_sha256(dek.as_bytes(), salt, info, &mut key.bytes[..len])?;
+    let mut key = Zeroizing::new(vec![0u8; dek.as_bytes().len()]);
+    suite.hkdf_sha256(dek.as_bytes(), salt, info, &mut key)?;
     Ok(key)
 }
 
 /// Longest derivation label (the formats' are about 20 bytes).
 const MAX_LABEL: usize = 64;
-
-/// A per-message or per-stream key: as long as its DEK, wiped on drop.
-pub(crate) struct DerivedKey {
-    bytes: Zeroizing<[u8; 32]>,
-    len: usize,
-}
-
-impl std::ops::Deref for DerivedKey {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-}

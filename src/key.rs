@@ -709,11 +709,7 @@ pub(crate) fn check_pairing(kek: &Kek, dek: Strength) -> Result<()> {
 /// ```
 #[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
 pub struct Dek {
-    // Inline, not on the heap: a DEK is copied out of the client's cache
-    // for every message, and a copy must cost no allocation. The bytes past
-    // `len` are always zero.
-    bytes: [u8; 32],
-    len: u8,
+    bytes: Vec<u8>,
 }
 
 impl Dek {
@@ -723,13 +719,9 @@ impl Dek {
     /// [`Error::InvalidKey`] for any other length.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         Strength::from_aes_key_len(bytes.len())?;
-        let mut dek = Dek {
-            bytes: [0; 32],
-            len: 0,
-        };
-        dek.bytes[..bytes.len()].copy_from_slice(bytes);
-        dek.len = bytes.len() as u8;
-        Ok(dek)
+        Ok(Dek {
+            bytes: bytes.to_vec(),
+        })
     }
 
     /// Takes ownership of key bytes, which are wiped on drop (also on error).
@@ -739,19 +731,19 @@ impl Dek {
 
     /// The raw key bytes.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
+        &self.bytes
     }
 
     /// The strength this DEK provides (from its length).
     pub fn strength(&self) -> Strength {
         // ok: the length is checked at construction.
-        Strength::from_aes_key_len(usize::from(self.len)).unwrap_or(Strength::S128)
+        Strength::from_aes_key_len(self.bytes.len()).unwrap_or(Strength::S128)
     }
 }
 
 impl fmt::Debug for Dek {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Dek(AES-{}, <redacted>)", usize::from(self.len) * 8)
+        write!(f, "Dek(AES-{}, <redacted>)", self.bytes.len() * 8)
     }
 }
 

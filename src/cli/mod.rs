@@ -51,6 +51,7 @@ pub fn main() -> ExitCode {
     // generating for a request nobody will answer) is not waited for: the
     // process exits within its grace period whatever CPU work is in flight.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    logs::flush();
     if std::env::var_os("KEYSERVER_REPORT_PEAK_RSS").is_some() {
         report_peak_rss();
     }
@@ -171,7 +172,7 @@ pub(crate) fn init_logging(format: LogFormat) {
     let no_bodies = tracing_subscriber::filter::filter_fn(|meta| {
         !(meta.target().starts_with("jsonrpsee") && *meta.level() > tracing::Level::INFO)
     });
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(logs::writer);
     let fmt = match format {
         LogFormat::Json => fmt.json().boxed(),
         LogFormat::Text => fmt.boxed(),
@@ -179,4 +180,103 @@ pub(crate) fn init_logging(format: LogFormat) {
     let _ = tracing_subscriber::registry()
         .with(fmt.with_filter(filter).with_filter(no_bodies))
         .try_init();
+}
+
+/// Log lines go to stderr through a buffer that one background thread
+/// drains, at least every 20 ms and at once past 64 KiB: a request pays a
+/// copy into memory for its access-log line, not a `write` system call of
+/// its own (a fifth of the cheap path's throughput, BENCHMARKS.md issue
+/// 18). No line is dropped: a writer waits while 4 MiB are pending. Lines
+/// keep their order, and [`logs::flush`] writes what is pending when the
+/// process ends; a process killed outright loses at most the last 20 ms.
+mod logs {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Condvar, Mutex, Once, PoisonError};
+    use std::time::Duration;
+
+    const PERIOD: Duration = Duration::from_millis(20);
+    const WAKE_AT: usize = 64 << 10;
+    const MAX_PENDING: usize = 4 << 20;
+
+    static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+    /// Held while lines move from the buffer to stderr, so that a flush
+    /// never overtakes lines the drainer holds.
+    static WRITING: Mutex<()> = Mutex::new(());
+    static READY: Condvar = Condvar::new();
+    static DRAINED: Condvar = Condvar::new();
+    static DRAINER: Once = Once::new();
+    static UNBUFFERED: AtomicBool = AtomicBool::new(false);
+
+    /// The writer the log layer takes for each line.
+    pub(super) fn writer() -> Writer {
+        DRAINER.call_once(|| {
+            let started = std::thread::Builder::new()
+                .name("keyserver-log".into())
+                .spawn(drain);
+            if started.is_err() {
+                // No thread: every line is written as it comes instead.
+                UNBUFFERED.store(true, Ordering::Relaxed);
+            }
+        });
+        Writer
+    }
+
+    pub(super) struct Writer;
+
+    impl Write for Writer {
+        fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+            if UNBUFFERED.load(Ordering::Relaxed) {
+                return std::io::stderr().write_all(line).map(|()| line.len());
+            }
+            let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
+            while pending.len() >= MAX_PENDING {
+                pending = DRAINED
+                    .wait_timeout(pending, PERIOD)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            pending.extend_from_slice(line);
+            if pending.len() >= WAKE_AT {
+                READY.notify_one();
+            }
+            Ok(line.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn drain() {
+        let mut out = Vec::new();
+        loop {
+            {
+                let pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
+                if pending.is_empty() {
+                    let _ = READY.wait_timeout(pending, PERIOD);
+                }
+            }
+            write_pending(&mut out);
+        }
+    }
+
+    fn write_pending(out: &mut Vec<u8>) {
+        let _writing = WRITING.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::swap(
+            &mut *PENDING.lock().unwrap_or_else(PoisonError::into_inner),
+            out,
+        );
+        DRAINED.notify_all();
+        if !out.is_empty() {
+            // Best effort, as eprintln!: a closed stderr must not stop the server.
+            let _ = std::io::stderr().write_all(out);
+            out.clear();
+        }
+    }
+
+    /// Writes every pending line now.
+    pub(super) fn flush() {
+        write_pending(&mut Vec::new());
+    }
 }

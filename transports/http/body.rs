@@ -57,13 +57,13 @@ impl Budget {
             return Err(busy());
         }
         let units = u32::try_from(units).map_err(|_| busy())?;
-        match tokio::time::timeout(
-            BUDGET_WAIT,
+        match within(
+            Instant::now() + BUDGET_WAIT,
             Arc::clone(&self.units).acquire_many_owned(units),
         )
         .await
         {
-            Ok(Ok(permit)) => Ok(permit),
+            Some(Ok(permit)) => Ok(permit),
             _ => Err(busy()),
         }
     }
@@ -128,10 +128,33 @@ pub(crate) async fn read_body(
     body: axum::body::Body,
     limits: Limits<'_>,
 ) -> Result<RequestBody> {
-    match tokio::time::timeout_at(limits.deadline, read(headers, body, &limits)).await {
-        Ok(result) => result,
-        Err(_) => Err(timed_out()),
+    match within(limits.deadline, read(headers, body, &limits)).await {
+        Some(result) => result,
+        None => Err(timed_out()),
     }
+}
+
+/// `future`'s output, or `None` once `deadline` passes (as
+/// `tokio::time::timeout_at`), with the timer armed only if the future
+/// has to wait: a request answered in its first poll (a body already
+/// received, a lookup in memory) registers no timer. Registering one per
+/// request cost a wake-up of the thread parked on the timer wheel each
+/// time (an `eventfd` write and a context switch), a sixth of the cheap
+/// path's throughput (BENCHMARKS.md, issue 18).
+pub(crate) async fn within<F: std::future::Future>(
+    deadline: Instant,
+    future: F,
+) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(output));
+        }
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        std::future::Future::poll(timer.as_mut(), cx).map(|()| None)
+    })
+    .await
 }
 
 /// Runs `parse` on `body`: inline for a small body, on the blocking pool
@@ -145,9 +168,9 @@ where
     if body.len() <= LARGE_BODY {
         return parse(body);
     }
-    match tokio::time::timeout_at(deadline, crate::blocking::blocking(move || parse(body))).await {
-        Ok(parsed) => parsed.and_then(|r| r),
-        Err(_) => Err(timed_out()),
+    match within(deadline, crate::blocking::blocking(move || parse(body))).await {
+        Some(parsed) => parsed.and_then(|r| r),
+        None => Err(timed_out()),
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::api::{Call, KeyService, Reply, Value};
-use crate::transports::http::body::{timed_out, Budget, Limits};
+use crate::transports::http::body::{timed_out, within, Budget, Limits};
 use crate::{Error, ErrorCode, KeyId, Result};
 
 /// Largest number of calls in one JSON-RPC batch or XML-RPC
@@ -154,9 +154,9 @@ impl Dispatch {
             Err(timed_out())
         } else {
             let caller = request.caller.info();
-            match tokio::time::timeout_at(deadline, self.service.call_as(&caller, call)).await {
-                Ok(result) => result,
-                Err(_) => Err(timed_out()),
+            match within(deadline, self.service.call_as(&caller, call)).await {
+                Some(result) => result,
+                None => Err(timed_out()),
             }
         };
         // generate: the new key; rotate: the key rotated, and the new one.
