@@ -51,8 +51,8 @@ grep -o -w -E "aes|vaes|vpclmulqdq|avx512f|avx512ifma|sha_ni" /proc/cpuinfo | so
 openssl version; date -u
 
 say "criterion (benches/data_path.rs): limit, envelope, client, RSA-3072 fresh key"
-(cd "$ROOT" && cargo bench --quiet --features full --bench data_path -- --noplot 2>/dev/null |
-  grep -E "^(limit|envelope|client|rsa3072)|time:|thrpt:")
+(cd "$ROOT" && cargo bench --quiet --features full --bench data_path -- --noplot --warm-up-time 1 --measurement-time 3 2>/dev/null |
+  grep -E "^(limit|per-message|envelope|client|rsa3072)|time:|thrpt:")
 
 say "peers from Python: Tink (AES128_GCM) and the AWS Encryption SDK (raw AES keyring)"
 python3 -m venv "$W/venv"

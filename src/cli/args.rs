@@ -265,7 +265,8 @@ pub(crate) struct ServeOptions {
     /// any number of servers may share [default: file:./keyserver-data].
     #[arg(long, env = "KEYSERVER_STORAGE")]
     pub storage: Option<String>,
-    /// Cipher suite [default: rustcrypto].
+    /// Cipher suite: awslc (the fastest, BENCHMARKS.md), rustcrypto (pure
+    /// Rust) or openssl (the system's) [default: awslc].
     #[arg(long, env = "KEYSERVER_SUITE", value_enum)]
     pub suite: Option<SuiteName>,
     /// Security strength of new keys: 128, 192 or 256 [default: 128].
@@ -477,7 +478,7 @@ pub(crate) struct ClientArgs {
         long = "suite",
         env = "KEYSERVER_CLIENT_SUITE",
         value_enum,
-        default_value = "rustcrypto"
+        default_value = "awslc"
     )]
     pub local_suite: SuiteName,
 }

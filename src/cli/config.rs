@@ -173,7 +173,7 @@ impl ServeConfig {
         }
         Ok(ServeConfig {
             storage: o.storage.unwrap_or_else(|| "file:./keyserver-data".into()),
-            suite: o.suite.unwrap_or(SuiteName::Rustcrypto),
+            suite: o.suite.unwrap_or(SuiteName::Awslc),
             require_fips: o.require_fips,
             strength,
             server: ServerConfig {
