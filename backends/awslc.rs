@@ -110,6 +110,15 @@ impl CipherSuite for AwsLc {
                 reason: format!("RSA key size {bits} outside 2048..=16384 bits"),
             });
         }
+        if !bits.is_multiple_of(128) {
+            // AWS-LC would round the size down (or, as the FIPS module,
+            // refuse it): say so rather than return a smaller key.
+            return Err(Error::Policy {
+                reason: format!(
+                    "the awslc suite makes RSA keys of a multiple of 128 bits, not {bits}"
+                ),
+            });
+        }
         ffi::rsa_generate(bits)
     }
 
@@ -266,9 +275,10 @@ impl CipherSuite for AwsLc {
     }
 }
 
-/// AWS-LC's C API for what aws-lc-rs does not offer safely: RSA keys up to
-/// 16384 bits (aws-lc-rs stops at 8192, below the 15360 bits of strength
-/// 256), HKDF-Extract and -Expand with an exported PRK, ML-KEM from a seed
+/// AWS-LC's C API (`aws-lc-sys`, or `aws-lc-fips-sys` with the FIPS
+/// module: whichever aws-lc-rs links) for what aws-lc-rs does not offer
+/// safely: RSA keys up to 16384 bits (aws-lc-rs stops at 8192, below the
+/// 15360 bits of strength 256, and generates only 2048/3072/4096/8192), HKDF-Extract and -Expand with an exported PRK, ML-KEM from a seed
 /// and with a caller's `m` (FIPS 203 `_internal` functions, for the
 /// known-answer tests and the hybrid KEM's seed-based keys), and SHAKE256.
 ///

@@ -8,7 +8,7 @@
 #   bash benches/data_path.sh 2>&1 | tee data_path.log
 #
 # Needs: wrk, python3 with venv and pip (the peers are installed from PyPI
-# into a temporary virtualenv), curl. Takes about 20 minutes and 3 GiB of
+# into a temporary virtualenv), curl. Takes about 10 minutes and 2 GiB of
 # temporary disk. Nothing here is a test: read ratios measured close
 # together, not absolutes.
 set -euo pipefail

@@ -189,6 +189,16 @@ pub fn seal_into<C: CipherSuite + ?Sized>(
     seal_parts(suite, key_id, dek, context, plaintext, salt, nonce, out)
 }
 
+/// Makes room for `len` bytes in the empty buffer `out`. A buffer too small
+/// is wiped whole first: growing it moves it, and the block left behind
+/// (which may hold an earlier message's plaintext) is freed as it is.
+fn grow_wiped(out: &mut Vec<u8>, len: usize) {
+    if out.capacity() < len {
+        zeroize::Zeroize::zeroize(out);
+        out.reserve(len);
+    }
+}
+
 /// Runs `f` on the associated data `header || context`: on the stack when
 /// the context is small, so the common case allocates nothing.
 fn with_aad<R>(header: &[u8], context: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
@@ -254,7 +264,7 @@ fn seal_parts<C: CipherSuite + ?Sized>(
     let key = derive_key(suite, dek, &salt, HKDF_INFO, header[4])?;
     // One copy: the plaintext is sealed where it lands (and at most one
     // allocation, none when `out` is large enough already).
-    out.reserve(OVERHEAD + plaintext.len());
+    grow_wiped(out, OVERHEAD + plaintext.len());
     out.extend_from_slice(&header);
     out.extend_from_slice(plaintext);
     let sealed = with_aad(&header, context, |aad| {
@@ -326,6 +336,7 @@ pub fn open_into<C: CipherSuite + ?Sized>(
     let mut tag_bytes = [0u8; GCM_TAG_LEN];
     tag_bytes.copy_from_slice(tag);
     // One copy, opened in place (zeroed by the suite if authentication fails).
+    grow_wiped(out, body.len());
     out.extend_from_slice(body);
     let opened = with_aad(&envelope[..HEADER_LEN], context, |aad| {
         suite.aes_gcm_open_in_place(&key, &header.nonce, aad, out, &tag_bytes)

@@ -340,9 +340,11 @@ pub trait CipherSuite: Send + Sync + 'static {
     }
 
     /// Whether this suite runs on a FIPS 140-3 validated cryptographic
-    /// module in its approved mode, as the module itself reports it
-    /// (`status` says so, and `serve --require-fips` insists on it). The
-    /// default is `false`: only a suite that can prove it says `true`.
+    /// module in FIPS mode, as the module itself reports it (`status` says
+    /// so, and `serve --require-fips` insists on it). It does not claim
+    /// that every operation is one of the module's approved services
+    /// (SECURITY.md says which are not). The default is `false`: only a
+    /// suite that can prove it says `true`.
     fn fips_validated(&self) -> bool {
         false
     }

@@ -185,10 +185,11 @@ pub(crate) fn init_logging(format: LogFormat) {
 /// Log lines go to stderr through a buffer that one background thread
 /// drains, at least every 20 ms and at once past 64 KiB: a request pays a
 /// copy into memory for its access-log line, not a `write` system call of
-/// its own (a fifth of the cheap path's throughput, BENCHMARKS.md issue
-/// 18). No line is dropped: a writer waits while 4 MiB are pending. Lines
-/// keep their order, and [`logs::flush`] writes what is pending when the
-/// process ends; a process killed outright loses at most the last 20 ms.
+/// its own (BENCHMARKS.md, issue 18). A writer waits while 4 MiB are
+/// pending rather than drop a line. Log lines keep their order among
+/// themselves (not against what is written to stderr directly, such as a
+/// panic message); what is pending is written when the process ends and
+/// when it panics. A process killed outright loses at most the last 20 ms.
 mod logs {
     use std::io::Write;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -218,6 +219,12 @@ mod logs {
                 // No thread: every line is written as it comes instead.
                 UNBUFFERED.store(true, Ordering::Relaxed);
             }
+            // A panic's lines before it are written before its message.
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                flush();
+                previous(info);
+            }));
         });
         Writer
     }

@@ -50,6 +50,15 @@ fn reload_on_sighup(path: std::path::PathBuf, auth: Arc<Auth>) -> Result<(), Fai
 
 pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Result<(), Failure> {
     let mut config = ServeConfig::resolve(args, log_format)?;
+    // Before anything is opened, created or connected to.
+    let suite = choice::suite(config.suite)?;
+    if config.require_fips && !suite.fips_validated() {
+        return Err(usage(format!(
+            "--require-fips: the {} cipher suite does not run on a FIPS 140-3 validated module \
+             (only --suite awslc built with the cipher-awslc-fips feature does)",
+            suite.name()
+        )));
+    }
     init_logging(config.log_format);
     if let Some(path) = &config.auth {
         let auth = Auth::new(load_policy(path)?);
@@ -68,14 +77,6 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
     };
     config.server.audit = audit.clone();
     let storage = choice::storage(&config.storage, config.cache_records).await?;
-    let suite = choice::suite(config.suite)?;
-    if config.require_fips && !suite.fips_validated() {
-        return Err(usage(format!(
-            "--require-fips: the {} cipher suite is not a FIPS 140-3 validated module in FIPS \
-             mode (only --suite awslc built with the cipher-awslc-fips feature is)",
-            suite.name()
-        )));
-    }
     let keys = KeyServer::new(suite, storage)
         .with_min_strength(config.strength)
         .with_allowed_strengths(&config.allow_strengths)

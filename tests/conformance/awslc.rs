@@ -72,3 +72,15 @@ async fn status_reports_whether_the_suite_is_a_fips_module() {
         server.shutdown().await;
     }
 }
+
+/// AWS-LC makes RSA keys in multiples of 128 bits: another size is refused
+/// with a policy error (code 4), never rounded down to a smaller key.
+#[test]
+fn an_rsa_size_awslc_cannot_make_exactly_is_refused() {
+    for bits in [3000, 3071, 4100] {
+        let err = AwsLc::new().generate_rsa(bits).unwrap_err();
+        assert_eq!(err.code(), 4, "{bits}: {err}");
+    }
+    let kek = keyserver::Kek::from_pkcs8_der(&AwsLc::new().generate_rsa(3072).unwrap()).unwrap();
+    assert_eq!(kek.bits(), 3072);
+}

@@ -22,7 +22,9 @@
 //! - `forgery`: a KEK forged from a public key gets no DEK anywhere;
 //! - `durability`: the fsync discipline, on the system calls (strace);
 //! - `secrets`: no key material in `Debug`, `Display` or errors;
-//! - `interop`: RustCrypto and OpenSSL read each other's keys, records and
+//! - `awslc`: the AWS-LC suite's hybrid keys across suites, and the FIPS
+//!   status over both protocols;
+//! - `interop`: RustCrypto, OpenSSL and AWS-LC read each other's keys, records and
 //!   ciphertexts, and the `openssl` command line agrees with both.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -72,7 +74,11 @@ mod ec;
 mod file;
 #[cfg(all(
     feature = "testing",
-    any(feature = "cipher-rustcrypto", feature = "cipher-openssl")
+    any(
+        feature = "cipher-rustcrypto",
+        feature = "cipher-openssl",
+        feature = "cipher-awslc"
+    )
 ))]
 mod forgery;
 mod formats;

@@ -135,23 +135,30 @@ pub(crate) async fn read_body(
 }
 
 /// `future`'s output, or `None` once `deadline` passes (as
-/// `tokio::time::timeout_at`), with the timer armed only if the future
-/// has to wait: a request answered in its first poll (a body already
-/// received, a lookup in memory) registers no timer. Registering one per
-/// request cost a wake-up of the thread parked on the timer wheel each
-/// time (an `eventfd` write and a context switch), a sixth of the cheap
-/// path's throughput (BENCHMARKS.md, issue 18).
+/// `tokio::time::timeout_at`), with the timer made only if the future has
+/// to wait: a request answered in its first poll (a body already received,
+/// a lookup in memory) never touches the timer wheel. With three
+/// `timeout_at` per request, `strace -c` counted one `eventfd` write (a
+/// wake-up of the parked runtime thread) per `get_wrapped`; with this, 0.02
+/// (BENCHMARKS.md, issue 18). The timer is polled outside the task's
+/// cooperative budget, so a future that spends the budget cannot starve
+/// the deadline.
 pub(crate) async fn within<F: std::future::Future>(
     deadline: Instant,
     future: F,
 ) -> Option<F::Output> {
     let mut future = std::pin::pin!(future);
-    let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let mut timer: Option<std::pin::Pin<Box<tokio::task::Unconstrained<tokio::time::Sleep>>>> =
+        None;
     std::future::poll_fn(|cx| {
         if let std::task::Poll::Ready(output) = future.as_mut().poll(cx) {
             return std::task::Poll::Ready(Some(output));
         }
-        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        let timer = timer.get_or_insert_with(|| {
+            Box::pin(tokio::task::unconstrained(tokio::time::sleep_until(
+                deadline,
+            )))
+        });
         std::future::Future::poll(timer.as_mut(), cx).map(|()| None)
     })
     .await

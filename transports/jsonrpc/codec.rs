@@ -38,10 +38,13 @@ fn any_json(value: &mut Json) -> Option<Value> {
         Json::Number(n) => Value::Int(n.as_i64()?),
         Json::Bool(b) => Value::Bool(*b),
         Json::String(s) => Value::Str(Zeroizing::new(std::mem::take(s))),
+        // A member this reader cannot represent (a null, a fraction) is
+        // left out, as a member it does not know: a newer server may send
+        // one, and the members read by name still come through.
         Json::Object(map) => Value::Struct(
             map.iter_mut()
-                .map(|(k, v)| Some((k.clone(), any_json(v)?)))
-                .collect::<Option<BTreeMap<_, _>>>()?,
+                .filter_map(|(k, v)| Some((k.clone(), any_json(v)?)))
+                .collect::<BTreeMap<_, _>>(),
         ),
         Json::Array(items) => Value::Array(items.iter_mut().map(any_json).collect::<Option<_>>()?),
         Json::Null => return None,
