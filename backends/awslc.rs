@@ -184,6 +184,35 @@ impl CipherSuite for AwsLc {
         Ok(())
     }
 
+    fn aes_gcm_seal_append(
+        &self,
+        key: &[u8],
+        nonce: &[u8; GCM_NONCE_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        if plaintext.len() as u64 > GCM_MAX_PLAINTEXT {
+            return Err(Error::TooLarge {
+                size: plaintext.len() as u64,
+                limit: GCM_MAX_PLAINTEXT,
+            });
+        }
+        ffi::gcm_seal_append(key, nonce, aad, plaintext, out)
+    }
+
+    fn aes_gcm_open_append(
+        &self,
+        key: &[u8],
+        nonce: &[u8; GCM_NONCE_LEN],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8; GCM_TAG_LEN],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        ffi::gcm_open_append(key, nonce, aad, ciphertext, tag, out)
+    }
+
     fn fill_random(&self, buf: &mut [u8]) -> Result<()> {
         aws_lc_rs::rand::fill(buf).map_err(|_| crypto("random number generator"))
     }
@@ -570,6 +599,147 @@ mod ffi {
         okm.len() > 255 * hash.len()
     }
 
+    /// An AES-GCM key schedule, on the stack, for one message: cleaned up
+    /// and wiped when dropped. Never moved once initialised (AWS-LC aligns
+    /// its state relative to the context's address).
+    struct GcmCtx(sys::EVP_AEAD_CTX);
+
+    impl GcmCtx {
+        fn init(&mut self, key: &[u8]) -> Result<()> {
+            // SAFETY: these return pointers to static AEAD tables.
+            let aead = unsafe {
+                match key.len() {
+                    16 => sys::EVP_aead_aes_128_gcm(),
+                    24 => sys::EVP_aead_aes_192_gcm(),
+                    32 => sys::EVP_aead_aes_256_gcm(),
+                    _ => return Err(invalid("wrong AES key length")),
+                }
+            };
+            // SAFETY: self.0 is a zeroed context owned here; key is read
+            // within its bounds; the default (16-byte) tag; no engine.
+            let rc = unsafe {
+                sys::EVP_AEAD_CTX_init(
+                    &mut self.0,
+                    aead,
+                    key.as_ptr(),
+                    key.len(),
+                    0,
+                    ptr::null_mut(),
+                )
+            };
+            ok(rc, || invalid("wrong AES key length"))
+        }
+    }
+
+    impl Drop for GcmCtx {
+        fn drop(&mut self) {
+            // SAFETY: cleanup accepts a zeroed or an initialised context;
+            // then the whole context (the key schedule) is wiped.
+            unsafe {
+                sys::EVP_AEAD_CTX_cleanup(&mut self.0);
+                sys::OPENSSL_cleanse(
+                    ptr::from_mut(&mut self.0).cast::<c_void>(),
+                    std::mem::size_of::<sys::EVP_AEAD_CTX>(),
+                );
+            }
+        }
+    }
+
+    fn gcm_ctx() -> GcmCtx {
+        // SAFETY: EVP_AEAD_CTX is plain data; all zeroes is the state
+        // EVP_AEAD_CTX_zero gives.
+        GcmCtx(unsafe { std::mem::zeroed() })
+    }
+
+    /// AES-GCM of `plaintext`, written after the bytes `out` already holds,
+    /// then the tag: straight into `out`'s spare capacity, no copy of the
+    /// plaintext first. On failure `out` is as it was.
+    pub(super) fn gcm_seal_append(
+        key: &[u8],
+        nonce: &[u8; super::GCM_NONCE_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let mut ctx = gcm_ctx();
+        ctx.init(key)?;
+        let room = plaintext.len() + super::GCM_TAG_LEN;
+        out.reserve(room);
+        let start = out.len();
+        let mut written = 0usize;
+        // SAFETY: the context is initialised; the output is out's spare
+        // capacity (at least room bytes, reserved above), which does not
+        // overlap plaintext, nonce or aad (shared borrows while out is
+        // borrowed mutably); AWS-LC writes at most room bytes and sets
+        // written.
+        let rc = unsafe {
+            sys::EVP_AEAD_CTX_seal(
+                &ctx.0,
+                out.as_mut_ptr().add(start),
+                &mut written,
+                room,
+                nonce.as_ptr(),
+                nonce.len(),
+                plaintext.as_ptr(),
+                plaintext.len(),
+                aad.as_ptr(),
+                aad.len(),
+            )
+        };
+        if rc != 1 || written != room {
+            // SAFETY: the spare capacity written to is wiped (it may hold
+            // part of a ciphertext; never plaintext, which was not copied).
+            unsafe { ptr::write_bytes(out.as_mut_ptr().add(start), 0, room) };
+            return fail(crypto("AES-GCM seal"));
+        }
+        // SAFETY: AWS-LC initialised exactly room bytes after start.
+        unsafe { out.set_len(start + room) };
+        Ok(())
+    }
+
+    /// Opens AES-GCM `ciphertext` with `tag`, writing the plaintext after
+    /// the bytes `out` already holds, straight into its spare capacity. On
+    /// failure `out` is as it was and what was written there is wiped.
+    pub(super) fn gcm_open_append(
+        key: &[u8],
+        nonce: &[u8; super::GCM_NONCE_LEN],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8; super::GCM_TAG_LEN],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let mut ctx = gcm_ctx();
+        ctx.init(key)?;
+        out.reserve(ciphertext.len());
+        let start = out.len();
+        // SAFETY: the context is initialised; the output is out's spare
+        // capacity (at least ciphertext.len() bytes), not overlapping any
+        // input; AWS-LC checks the tag and writes at most that many bytes.
+        let rc = unsafe {
+            sys::EVP_AEAD_CTX_open_gather(
+                &ctx.0,
+                out.as_mut_ptr().add(start),
+                nonce.as_ptr(),
+                nonce.len(),
+                ciphertext.as_ptr(),
+                ciphertext.len(),
+                tag.as_ptr(),
+                tag.len(),
+                aad.as_ptr(),
+                aad.len(),
+            )
+        };
+        if rc != 1 {
+            // SAFETY: whatever was written to the spare capacity is wiped:
+            // no unauthenticated plaintext stays behind.
+            unsafe { ptr::write_bytes(out.as_mut_ptr().add(start), 0, ciphertext.len()) };
+            return fail(Error::DecryptionFailed);
+        }
+        // SAFETY: on success AWS-LC wrote exactly ciphertext.len() bytes.
+        unsafe { out.set_len(start + ciphertext.len()) };
+        Ok(())
+    }
+
     pub(super) fn hkdf(
         hash: HkdfHash,
         ikm: &[u8],
@@ -800,5 +970,37 @@ mod ffi {
                 || crypto("SHAKE256"),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AwsLc;
+    use crate::{CipherSuite, Error};
+
+    /// AWS-LC decrypts into the output before it compares the tag: a
+    /// failed open leaves nothing of it in `out`'s spare capacity (AWS-LC
+    /// zeroes its output on failure, and `gcm_open_append` wipes it too).
+    #[test]
+    #[allow(unsafe_code)]
+    fn a_failed_open_wipes_the_memory_it_wrote_into() {
+        let suite = AwsLc::new();
+        let (key, nonce) = ([7u8; 16], [3u8; 12]);
+        let plaintext = vec![0x5c; 4096];
+        let sealed = suite.aes_gcm_seal(&key, &nonce, b"", &plaintext).unwrap();
+        let (body, tag) = sealed.split_at(plaintext.len());
+        let mut tag: [u8; 16] = tag.try_into().unwrap();
+        tag[0] ^= 1;
+        let mut out = vec![0xAA; 2 * plaintext.len()];
+        out.clear();
+        assert!(matches!(
+            suite.aes_gcm_open_append(&key, &nonce, b"", body, &tag, &mut out),
+            Err(Error::DecryptionFailed)
+        ));
+        assert!(out.is_empty());
+        // SAFETY: every byte of the capacity was initialised (the 0xAA
+        // fill, then what AWS-LC and the wipe wrote); out is not used again.
+        let spare = unsafe { std::slice::from_raw_parts(out.as_ptr(), plaintext.len()) };
+        assert!(spare.iter().all(|&b| b == 0), "unauthenticated bytes left");
     }
 }

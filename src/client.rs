@@ -604,7 +604,14 @@ impl<T: Transport> KeyClient<T> {
             UnwrapMode::Server => self.transport.get_key(kek).await,
             UnwrapMode::Client => {
                 let record = self.transport.get_wrapped(&kek.id()).await?;
-                unwrap_record(Arc::clone(&self.suite), kek, record, self.min_strength).await
+                unwrap_record(
+                    Arc::clone(&self.suite),
+                    kek,
+                    record,
+                    self.min_strength,
+                    None,
+                )
+                .await
             }
         }
     }

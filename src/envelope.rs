@@ -262,25 +262,19 @@ fn seal_parts<C: CipherSuite + ?Sized>(
     }
     .encode();
     let key = derive_key(suite, dek, &salt, HKDF_INFO, header[4])?;
-    // One copy: the plaintext is sealed where it lands (and at most one
-    // allocation, none when `out` is large enough already).
+    // Sealed straight into `out` where the suite can (no copy of the
+    // plaintext first), and at most one allocation, none when `out` is
+    // large enough already.
     grow_wiped(out, OVERHEAD + plaintext.len());
     out.extend_from_slice(&header);
-    out.extend_from_slice(plaintext);
     let sealed = with_aad(&header, context, |aad| {
-        suite.aes_gcm_seal_in_place(&key, &nonce, aad, &mut out[HEADER_LEN..])
+        suite.aes_gcm_seal_append(&key, &nonce, aad, plaintext, out)
     });
-    match sealed {
-        Ok(tag) => {
-            out.extend_from_slice(&tag);
-            Ok(())
-        }
-        Err(e) => {
-            // Never leave a copy of the plaintext behind.
-            zeroize::Zeroize::zeroize(out);
-            Err(e)
-        }
+    if sealed.is_err() {
+        // Never leave a copy of the plaintext behind.
+        zeroize::Zeroize::zeroize(out);
     }
+    sealed
 }
 
 /// Opens an envelope sealed under `dek` with the same `context`.
@@ -335,11 +329,11 @@ pub fn open_into<C: CipherSuite + ?Sized>(
     let (body, tag) = envelope[HEADER_LEN..].split_at(envelope.len() - OVERHEAD);
     let mut tag_bytes = [0u8; GCM_TAG_LEN];
     tag_bytes.copy_from_slice(tag);
-    // One copy, opened in place (zeroed by the suite if authentication fails).
+    // Opened straight into `out` where the suite can (no copy first);
+    // nothing unauthenticated is left there if authentication fails.
     grow_wiped(out, body.len());
-    out.extend_from_slice(body);
     let opened = with_aad(&envelope[..HEADER_LEN], context, |aad| {
-        suite.aes_gcm_open_in_place(&key, &header.nonce, aad, out, &tag_bytes)
+        suite.aes_gcm_open_append(&key, &header.nonce, aad, body, &tag_bytes, out)
     });
     if opened.is_err() {
         zeroize::Zeroize::zeroize(out);

@@ -255,9 +255,14 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     /// Proof of possession: `kek` is one consistent key pair (so its
     /// holder has the private key of `kek.id()`).
     async fn check_possession(&self, kek: &Kek) -> Result<()> {
+        if self.checked.contains(kek) {
+            return Ok(());
+        }
         let suite = Arc::clone(&self.suite);
-        let kek = kek.clone();
-        blocking(move || crate::record::check_key_pair(&*suite, &kek)).await?
+        let owned = kek.clone();
+        blocking(move || crate::record::check_key_pair(&*suite, &owned)).await??;
+        self.checked.insert(kek);
+        Ok(())
     }
 
     /// `suspend`, `resume`, `compromised`, `destroy`, `cancel_destroy` of
@@ -615,7 +620,14 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         rotatable(&meta, self.lifecycle.now())?;
         let record = self.storage.get(&old_id).await?;
         let dek_strength = record.strength();
-        let dek = unwrap_record(Arc::clone(&self.suite), kek, record, self.strength).await?;
+        let dek = unwrap_record(
+            Arc::clone(&self.suite),
+            kek,
+            record,
+            self.strength,
+            Some(&self.checked),
+        )
+        .await?;
         let kek_strength = strength.unwrap_or(self.strength.max(dek_strength));
         self.check_strength(kek_strength)?;
         // The new key belongs to the old key's owner; the caller's quota

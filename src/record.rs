@@ -395,6 +395,7 @@ pub(crate) fn unwrap_now<C: CipherSuite + ?Sized>(
     floor: Strength,
 ) -> Result<Dek> {
     check_record(kek, record, floor)?;
+    check_key_pair(suite, kek)?;
     let bytes = unwrap_blocking(suite, kek, record)?;
     Dek::from_zeroizing(bytes).map_err(|_| Error::CorruptRecord {
         key_id: kek.id(),
@@ -421,8 +422,8 @@ fn check_record(kek: &Kek, record: &WrappedDek, floor: Strength) -> Result<()> {
     check_kek(kek, record.strength(), floor)
 }
 
-/// Checks `kek` (one consistent key pair) and opens `record` with it: a
-/// failure to authenticate is [`Error::UnwrapFailed`].
+/// Opens `record` with `kek` (checked by the caller to be one consistent
+/// key pair): a failure to authenticate is [`Error::UnwrapFailed`].
 fn unwrap_blocking<C: CipherSuite + ?Sized>(
     suite: &C,
     kek: &Kek,
@@ -433,8 +434,6 @@ fn unwrap_blocking<C: CipherSuite + ?Sized>(
         Error::DecryptionFailed => Error::UnwrapFailed { key_id },
         other => other,
     };
-    // A KEK is one consistent key pair before it is used for anything.
-    check_key_pair(suite, kek)?;
     match kek.kind() {
         KekKind::Rsa { .. } => suite
             .rsa_oaep_unwrap(kek.pkcs8_der(), record.wrapped())
@@ -477,14 +476,61 @@ pub(crate) fn check_key_pair<C: CipherSuite + ?Sized>(suite: &C, kek: &Kek) -> R
     }
 }
 
+/// The private key documents that passed the key-pair check
+/// ([`check_key_pair`]) on this server, by the [`Kek::fingerprint`] of
+/// their exact bytes: the most recently used [`CheckedKeks::CAPACITY`].
+///
+/// The check is a function of those bytes alone, so a document seen and
+/// checked before needs no second check (for RSA it costs about a third of
+/// a `get_key`). A different document under the same key id (a forged or
+/// damaged private half) has another fingerprint and is checked. Only
+/// fingerprints are kept: SHA-256 of a private key is no use without the
+/// key itself. A failed check is not remembered.
+pub(crate) struct CheckedKeks(std::sync::Mutex<lru::LruCache<[u8; 32], ()>>);
+
+impl CheckedKeks {
+    /// Documents remembered: 32 bytes each, 128 KiB in all.
+    pub(crate) const CAPACITY: usize = 4096;
+
+    pub(crate) fn new() -> Self {
+        let capacity =
+            std::num::NonZeroUsize::new(Self::CAPACITY).unwrap_or(std::num::NonZeroUsize::MIN);
+        CheckedKeks(std::sync::Mutex::new(lru::LruCache::new(capacity)))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<[u8; 32], ()>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `kek`'s exact document passed the check here before.
+    pub(crate) fn contains(&self, kek: &Kek) -> bool {
+        self.lock().get(kek.fingerprint()).is_some()
+    }
+
+    /// Remembers that `kek`'s exact document passed the check.
+    pub(crate) fn insert(&self, kek: &Kek) {
+        self.lock().put(*kek.fingerprint(), ());
+    }
+
+    /// How many documents are remembered.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
 /// Unwraps the DEK of `record` with `kek`, on the blocking pool, after the
-/// policy checks: the one unwrap path of the server (server-side unwrap) and
-/// of the client (client-side unwrap).
+/// policy checks and the key-pair check (skipped for a document `checked`
+/// holds; remembered there once passed): the one unwrap path of the server
+/// (server-side unwrap) and of the client (client-side unwrap).
 pub(crate) async fn unwrap_record<C: CipherSuite + ?Sized>(
     suite: Arc<C>,
     kek: &Kek,
     record: WrappedDek,
     floor: Strength,
+    checked: Option<&CheckedKeks>,
 ) -> Result<Dek> {
     let key_id = kek.id();
     let corrupt = |reason: &'static str| Error::CorruptRecord {
@@ -493,8 +539,22 @@ pub(crate) async fn unwrap_record<C: CipherSuite + ?Sized>(
     };
     check_record(kek, &record, floor)?;
     let strength = record.strength();
-    let kek = kek.clone();
-    let bytes = blocking(move || unwrap_blocking(&*suite, &kek, &record)).await??;
+    let check = !checked.is_some_and(|checked| checked.contains(kek));
+    let owned = kek.clone();
+    let bytes = blocking(move || {
+        // A KEK is one consistent key pair before it is used for anything.
+        if check {
+            check_key_pair(&*suite, &owned)?;
+        }
+        Ok::<_, Error>((unwrap_blocking(&*suite, &owned, &record), check))
+    })
+    .await??;
+    let (bytes, checked_now) = bytes;
+    if let Some(checked) = checked.filter(|_| checked_now) {
+        // The check passed, whether or not the record opened.
+        checked.insert(kek);
+    }
+    let bytes = bytes?;
     let dek =
         Dek::from_zeroizing(bytes).map_err(|_| corrupt("unwrapped key has the wrong length"))?;
     if dek.strength() != strength {

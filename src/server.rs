@@ -63,6 +63,8 @@ pub struct KeyServer<C, S> {
     /// Lifecycle: the cryptoperiod, the destroy window, one state change
     /// at a time, and the live keys each owner has (counted on first use).
     pub(crate) lifecycle: crate::keeper::Keeper,
+    /// KEK documents that passed the key-pair check here (by fingerprint).
+    pub(crate) checked: crate::record::CheckedKeks,
 }
 
 /// Requests that may wait for a key-generation worker by default.
@@ -91,6 +93,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
                 DEFAULT_GENERATE_QUEUE,
             ),
             lifecycle: crate::keeper::Keeper::default(),
+            checked: crate::record::CheckedKeks::new(),
         }
     }
 
@@ -483,7 +486,14 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         };
         // The KEK is checked (and opens the record) before the key's state
         // is told: a wrong or forged KEK learns nothing of it.
-        let dek = unwrap_record(Arc::clone(&self.suite), kek, record, self.strength).await?;
+        let dek = unwrap_record(
+            Arc::clone(&self.suite),
+            kek,
+            record,
+            self.strength,
+            Some(&self.checked),
+        )
+        .await?;
         self.check_decrypt(&kek.id()).await?;
         Ok(dek)
     }
@@ -868,6 +878,69 @@ mod tests {
         let server = KeyServer::new(suite, storage);
         let err = runtime().block_on(server.get(&kek)).unwrap_err();
         assert!(matches!(err, Error::InvalidKey { .. }), "{err:?}");
+    }
+
+    /// `kek` with another private exponent: the same key id, another
+    /// private key document (a forged private half).
+    fn forged_twin(kek: &Kek) -> Kek {
+        use der::{Decode, Encode};
+        let info = pkcs8::PrivateKeyInfoRef::from_der(kek.pkcs8_der()).expect("PKCS#8"); // ok: unit test fixture
+        let mut rsa =
+            pkcs1::RsaPrivateKeyRef::from_der(info.private_key.as_bytes()).expect("PKCS#1"); // ok: unit test fixture
+        rsa.private_exponent = der::asn1::UintRef::new(&[3]).expect("an integer"); // ok: unit test fixture
+        let inner = rsa.to_der().expect("encodes"); // ok: unit test fixture
+        let forged = pkcs8::PrivateKeyInfoRef::new(
+            info.algorithm,
+            der::asn1::OctetStringRef::new(&inner).expect("an octet string"), // ok: unit test fixture
+        )
+        .to_der()
+        .expect("encodes"); // ok: unit test fixture
+        Kek::from_pkcs8_der(&forged).expect("parses") // ok: unit test fixture
+    }
+
+    /// The key-pair check runs once per private key document: a second
+    /// `get` with the same document skips it; another document under the
+    /// same key id (a forged private half) is checked, every time, since a
+    /// failed check is not remembered.
+    #[test]
+    fn the_key_pair_check_runs_once_per_document() {
+        let kek = fixture_kek();
+        let forged = forged_twin(&kek);
+        assert_eq!(forged.id(), kek.id());
+        assert_ne!(forged.fingerprint(), kek.fingerprint());
+        let record = record_for(&kek, Strength::S128);
+        let mut storage = MockKeyStorage::new();
+        storage.expect_keeps_lifecycle().return_const(false);
+        storage.expect_get().returning(move |_| Ok(record.clone()));
+        let genuine = kek.pkcs8_der().to_vec();
+        let mut suite = MockCipherSuite::new();
+        suite
+            .expect_rsa_check_key_pair()
+            .times(3)
+            .returning(move |der| {
+                if der == genuine.as_slice() {
+                    Ok(())
+                } else {
+                    Err(Error::InvalidKey {
+                        reason: "the private key does not match its public key".into(),
+                    })
+                }
+            });
+        suite
+            .expect_rsa_oaep_unwrap()
+            .times(3)
+            .returning(|_, _| Ok(zeroize::Zeroizing::new(vec![7; 16])));
+        let server = KeyServer::new(suite, storage);
+        runtime().block_on(async {
+            for _ in 0..3 {
+                server.get(&kek).await.expect("the genuine KEK"); // ok: unit test
+            }
+            for _ in 0..2 {
+                let err = server.get(&forged).await.unwrap_err();
+                assert!(matches!(err, Error::InvalidKey { .. }), "{err:?}");
+            }
+        });
+        assert_eq!(server.checked.len(), 1);
     }
 
     /// `with_min_strength` restarts the KEK pool at the new key size: every

@@ -1,6 +1,6 @@
 //! The [`CipherSuite`] trait: the cryptographic primitives a backend supplies.
 
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::{Curve, Error, Result};
 
@@ -189,6 +189,66 @@ pub trait CipherSuite: Send + Sync + 'static {
         buf: &mut [u8],
         tag: &[u8; GCM_TAG_LEN],
     ) -> Result<()>;
+
+    /// AES-GCM encryption of `plaintext`, appended to `out` (after what it
+    /// holds) followed by the 16-byte tag. On failure `out` is as it was.
+    ///
+    /// Provided on top of
+    /// [`aes_gcm_seal_in_place`](CipherSuite::aes_gcm_seal_in_place) (a copy,
+    /// then sealed in place); a suite that can encrypt from one buffer into
+    /// another overrides it to save the copy (the envelope uses it).
+    fn aes_gcm_seal_append(
+        &self,
+        key: &[u8],
+        nonce: &[u8; GCM_NONCE_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let start = out.len();
+        out.extend_from_slice(plaintext);
+        match self.aes_gcm_seal_in_place(key, nonce, aad, &mut out[start..]) {
+            Ok(tag) => {
+                out.extend_from_slice(&tag);
+                Ok(())
+            }
+            Err(e) => {
+                // The copy of the plaintext does not stay behind.
+                out[start..].zeroize();
+                out.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
+    /// AES-GCM decryption of `ciphertext` with `tag`, the plaintext
+    /// appended to `out` (after what it holds). On any failure the result
+    /// is [`Error::DecryptionFailed`](crate::Error::DecryptionFailed) and
+    /// `out` is as it was, with nothing unauthenticated left in its memory.
+    ///
+    /// Provided on top of
+    /// [`aes_gcm_open_in_place`](CipherSuite::aes_gcm_open_in_place) (a copy,
+    /// then opened in place); a suite that can decrypt from one buffer into
+    /// another overrides it to save the copy (the envelope uses it).
+    fn aes_gcm_open_append(
+        &self,
+        key: &[u8],
+        nonce: &[u8; GCM_NONCE_LEN],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8; GCM_TAG_LEN],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let start = out.len();
+        out.extend_from_slice(ciphertext);
+        let opened = self.aes_gcm_open_in_place(key, nonce, aad, &mut out[start..], tag);
+        if opened.is_err() {
+            // Zeroed by the suite already; gone from `out` too.
+            out[start..].zeroize();
+            out.truncate(start);
+        }
+        opened
+    }
 
     /// AES-GCM encryption into a new buffer: returns the ciphertext followed
     /// by the 16-byte tag. Provided on top of
@@ -389,6 +449,27 @@ impl<T: CipherSuite + ?Sized> CipherSuite for Box<T> {
         tag: &[u8; GCM_TAG_LEN],
     ) -> Result<()> {
         (**self).aes_gcm_open_in_place(key, nonce, aad, buf, tag)
+    }
+    fn aes_gcm_seal_append(
+        &self,
+        key: &[u8],
+        nonce: &[u8; GCM_NONCE_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        (**self).aes_gcm_seal_append(key, nonce, aad, plaintext, out)
+    }
+    fn aes_gcm_open_append(
+        &self,
+        key: &[u8],
+        nonce: &[u8; GCM_NONCE_LEN],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8; GCM_TAG_LEN],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        (**self).aes_gcm_open_append(key, nonce, aad, ciphertext, tag, out)
     }
     fn fill_random(&self, buf: &mut [u8]) -> Result<()> {
         (**self).fill_random(buf)

@@ -172,7 +172,10 @@ pub(crate) fn init_logging(format: LogFormat) {
     let no_bodies = tracing_subscriber::filter::filter_fn(|meta| {
         !(meta.target().starts_with("jsonrpsee") && *meta.level() > tracing::Level::INFO)
     });
-    let fmt = tracing_subscriber::fmt::layer().with_writer(logs::writer);
+    // Colours only on a terminal: not escape codes in a file or a pipe.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(logs::writer);
     let fmt = match format {
         LogFormat::Json => fmt.json().boxed(),
         LogFormat::Text => fmt.boxed(),

@@ -144,6 +144,62 @@ pub fn aes_gcm_in_place<C: CipherSuite>(suite: &C) {
     ));
 }
 
+/// The appending primitives (one buffer into another) give the same bytes
+/// as the allocating ones after whatever `out` held; a failure leaves `out`
+/// as it was.
+pub fn aes_gcm_append<C: CipherSuite>(suite: &C) {
+    let nonce = [5u8; 12];
+    let prefix = b"header".as_slice();
+    for len in [16, 24, 32] {
+        let key = vec![len as u8 ^ 0x33; len];
+        for size in [0usize, 1, 16, 17, 4096, 70_000] {
+            let plaintext = pattern(size);
+            let expected = suite
+                .aes_gcm_seal(&key, &nonce, b"aad", &plaintext)
+                .unwrap();
+            let mut out = prefix.to_vec();
+            suite
+                .aes_gcm_seal_append(&key, &nonce, b"aad", &plaintext, &mut out)
+                .unwrap();
+            assert_eq!(&out[..prefix.len()], prefix, "key {len}, size {size}");
+            assert_eq!(
+                &out[prefix.len()..],
+                &expected[..],
+                "key {len}, size {size}"
+            );
+
+            let (body, tag) = expected.split_at(size);
+            let tag: [u8; 16] = tag.try_into().unwrap();
+            let mut opened = prefix.to_vec();
+            suite
+                .aes_gcm_open_append(&key, &nonce, b"aad", body, &tag, &mut opened)
+                .unwrap();
+            assert_eq!(&opened[..prefix.len()], prefix);
+            assert_eq!(&opened[prefix.len()..], &plaintext[..]);
+
+            // Every failure: the same error and `out` unchanged. (That the
+            // memory written into is wiped is each implementation's to
+            // show: safe Rust cannot read a Vec's spare capacity.)
+            let mut bad_tag = tag;
+            bad_tag[0] ^= 1;
+            for (aad, tag) in [(&b"AAD"[..], tag), (&b"aad"[..], bad_tag)] {
+                let mut out = prefix.to_vec();
+                assert!(matches!(
+                    suite.aes_gcm_open_append(&key, &nonce, aad, body, &tag, &mut out),
+                    Err(Error::DecryptionFailed)
+                ));
+                assert_eq!(out, prefix, "key {len}, size {size}");
+            }
+        }
+    }
+    let mut out = b"kept".to_vec();
+    assert!(matches!(
+        suite.aes_gcm_seal_append(&[0; 20], &nonce, b"", b"abc", &mut out),
+        Err(Error::InvalidKey { .. })
+    ));
+    assert_eq!(out, b"kept");
+}
+
 /// HKDF edge cases agree between suites: RFC 5869 test case 3 (empty salt
 /// and info) and an empty output.
 pub fn hkdf_edges<C: CipherSuite>(suite: &C) {
@@ -645,6 +701,10 @@ macro_rules! cipher_conformance {
             #[test]
             fn aes_gcm_in_place() {
                 $crate::testing::cipher::aes_gcm_in_place(&$suite);
+            }
+            #[test]
+            fn aes_gcm_append() {
+                $crate::testing::cipher::aes_gcm_append(&$suite);
             }
             #[test]
             fn hkdf_edges() {

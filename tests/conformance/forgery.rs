@@ -86,9 +86,12 @@ pub async fn server_refuses_a_forged_kek<C: CipherSuite>(suite: C) {
     let victim = server.generate().await.unwrap();
     let secret = b"the victim's medical record";
     let sealed = server.encrypt(&victim, secret).await.unwrap();
+    // The victim's document passed the key-pair check and is remembered:
+    // each forgery has the same key id but other bytes, and is checked.
     for forged in forgeries(&victim) {
         let Ok(forged) = forged else { continue };
         refused(server.get(&forged).await, secret, "server get");
+        refused(server.get(&forged).await, secret, "server get, again");
         refused(
             server.decrypt(&forged, &sealed).await,
             secret,

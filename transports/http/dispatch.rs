@@ -264,11 +264,9 @@ fn access_line<T>(
             seconds,
         );
     }
-    let key_id = key_id.map(|k| k.to_string()).unwrap_or_else(|| "-".into());
+    let key_id = OrDash(key_id);
     let principal = request.caller.name();
-    let peer = request
-        .peer
-        .map_or_else(|| "-".to_string(), |p| p.to_string());
+    let peer = OrDash(request.peer.as_ref());
     match result {
         Ok(_) => tracing::info!(
             target: "keyserver::access",
@@ -293,6 +291,19 @@ fn access_line<T>(
                  {latency_ms:.2}ms from {peer}",
                 e.code()
             )
+        }
+    }
+}
+
+/// A value in an access-log line, `-` when there is none (formatted only
+/// if the line is written).
+struct OrDash<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str("-"),
         }
     }
 }

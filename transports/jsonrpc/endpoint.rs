@@ -40,25 +40,33 @@ fn json_response(status: StatusCode, value: &Value) -> Response {
     response
 }
 
-/// `value` as JSON text, written into a buffer of exactly its size: a
-/// growing buffer would leave copies of a key in the memory it moves out of.
+/// `value` as JSON text, in one pass. The buffer never grows in place: a
+/// reallocation would leave a copy of a key in the memory it moves out
+/// of, so it moves into a new one and wipes the old.
 fn to_text(value: &Value) -> String {
-    struct Count(usize);
-    impl std::io::Write for Count {
+    /// Most answers (all but `generate`'s and `list_keys`') fit at once.
+    const FIRST: usize = 1024;
+    struct Wiping(Vec<u8>);
+    impl std::io::Write for Wiping {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
+            let needed = self.0.len() + buf.len();
+            if needed > self.0.capacity() {
+                let mut bigger = Vec::with_capacity(needed.max(2 * self.0.capacity()));
+                bigger.extend_from_slice(&self.0);
+                zeroize::Zeroize::zeroize(&mut self.0);
+                self.0 = bigger;
+            }
+            self.0.extend_from_slice(buf);
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
     }
-    let mut count = Count(0);
-    let _ = serde_json::to_writer(&mut count, value);
-    let mut text = Vec::with_capacity(count.0);
+    let mut text = Wiping(Vec::with_capacity(FIRST));
     let _ = serde_json::to_writer(&mut text, value);
     // serde_json writes UTF-8.
-    String::from_utf8(text).unwrap_or_default()
+    String::from_utf8(std::mem::take(&mut text.0)).unwrap_or_default()
 }
 
 fn error_response(id: Value, error: Value) -> Value {
