@@ -192,6 +192,150 @@ fn read_chunk(input: &mut impl Read, buf: &mut Zeroizing<Vec<u8>>, size: usize) 
     Ok(filled)
 }
 
+/// Batches handed to the sealing (or opening) thread and not yet back.
+const IN_FLIGHT: usize = 2;
+
+/// Chunks are handed over in batches of about this many bytes (at least
+/// one chunk): one hand-over between threads per 64 KiB chunk would cost
+/// more than it overlaps.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// A chunk of a batch: its buffer, the bytes read into it, its index,
+/// whether it is the last, and (once transformed) the bytes to write.
+struct Chunk {
+    buf: Zeroizing<Vec<u8>>,
+    len: usize,
+    index: u32,
+    last: bool,
+    out: usize,
+}
+
+/// Reads chunks with `read` on this thread, runs `transform` (seal or open
+/// in place, returning the length to write) on a second thread, and writes
+/// the results in order on this one: reading overlaps sealing. A chunk of
+/// `full` bytes may have a successor, so each is read ahead of the one
+/// before being handed over (the last chunk's nonce differs). Nothing of a
+/// chunk that failed, nor anything after it, is written. Memory: at most
+/// `IN_FLIGHT + 1` batches and one chunk. Returns the bytes read and
+/// written in chunks; `overflow` is the error past 2^32 chunks, given the
+/// bytes read.
+fn pipeline<R, W, T, O>(
+    mut read: R,
+    output: &mut W,
+    full: usize,
+    transform: T,
+    overflow: O,
+) -> Result<(u64, u64)>
+where
+    R: FnMut(&mut Zeroizing<Vec<u8>>) -> Result<usize>,
+    W: Write,
+    T: Fn(&mut Zeroizing<Vec<u8>>, usize, u32, bool) -> Result<usize> + Sync,
+    O: Fn(u64) -> Error,
+{
+    let mut current = Zeroizing::new(Vec::new());
+    let mut len = read(&mut current)?;
+    if len < full {
+        // A stream of one chunk: no second thread.
+        let out = transform(&mut current, len, 0, true)?;
+        output
+            .write_all(&current[..out])
+            .map_err(|e| io_error("writing output", e))?;
+        return Ok((len as u64, out as u64));
+    }
+    let transform = &transform;
+    let per_batch = (BATCH_BYTES / full.max(1)).max(1);
+    std::thread::scope(|scope| {
+        let (to_worker, jobs) = std::sync::mpsc::sync_channel::<Vec<Chunk>>(IN_FLIGHT);
+        let (to_main, done) =
+            std::sync::mpsc::sync_channel::<(Vec<Chunk>, Result<()>)>(IN_FLIGHT + 1);
+        scope.spawn(move || {
+            for mut batch in jobs {
+                let mut result = Ok(());
+                for i in 0..batch.len() {
+                    let chunk = &mut batch[i];
+                    match transform(&mut chunk.buf, chunk.len, chunk.index, chunk.last) {
+                        Ok(out) => chunk.out = out,
+                        Err(e) => {
+                            // The chunks before it are written; it and
+                            // those after it are not (wiped on drop).
+                            batch.truncate(i);
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                }
+                let failed = result.is_err();
+                if to_main.send((batch, result)).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let mut written = 0u64;
+        // The next batch, in order, written out; its buffers come back.
+        let mut receive = |written: &mut u64| -> Result<Vec<Zeroizing<Vec<u8>>>> {
+            let (batch, result) = done
+                .recv()
+                .map_err(|_| Error::Internal("the stream worker stopped".into()))?;
+            let mut buffers = Vec::with_capacity(batch.len());
+            for chunk in batch {
+                output
+                    .write_all(&chunk.buf[..chunk.out])
+                    .map_err(|e| io_error("writing output", e))?;
+                *written += chunk.out as u64;
+                buffers.push(chunk.buf);
+            }
+            result.map(|()| buffers)
+        };
+        let mut in_flight = 0usize;
+        let mut index: u32 = 0;
+        let mut total = 0u64;
+        let mut ended = false;
+        while !ended {
+            // Buffers back from the worker (their chunks written), or,
+            // while fewer than IN_FLIGHT batches are out, new ones.
+            let mut spare = if in_flight >= IN_FLIGHT {
+                in_flight -= 1;
+                receive(&mut written)?
+            } else {
+                Vec::new()
+            };
+            let mut batch = Vec::with_capacity(per_batch);
+            while batch.len() < per_batch {
+                let mut next = spare.pop().unwrap_or_default();
+                let next_len = if len == full { read(&mut next)? } else { 0 };
+                let last = next_len == 0;
+                total += len as u64;
+                let chunk = std::mem::replace(&mut current, next);
+                batch.push(Chunk {
+                    buf: chunk,
+                    len,
+                    index,
+                    last,
+                    out: 0,
+                });
+                if last {
+                    ended = true;
+                    break;
+                }
+                index = index.checked_add(1).ok_or_else(|| overflow(total))?;
+                len = next_len;
+            }
+            if to_worker.send(batch).is_err() {
+                // The worker stopped at a failure: report it.
+                loop {
+                    receive(&mut written)?;
+                }
+            }
+            in_flight += 1;
+        }
+        drop(to_worker);
+        for _ in 0..in_flight {
+            receive(&mut written)?;
+        }
+        Ok((total, written))
+    })
+}
+
 fn nonce(prefix: &[u8; PREFIX_LEN], index: u32, last: bool) -> [u8; GCM_NONCE_LEN] {
     let mut n = [0u8; GCM_NONCE_LEN];
     n[..PREFIX_LEN].copy_from_slice(prefix);
@@ -254,42 +398,29 @@ pub fn encrypt_with_header<C: CipherSuite + ?Sized>(
         .write_all(&head)
         .map_err(|e| io_error("writing output", e))?;
     let size = header.chunk as usize;
-    // Two chunk buffers (the current one and one read ahead, to know which
-    // chunk is the last), each with room for the tag: every chunk is sealed
-    // in place and written with one call, without allocating per chunk.
-    let mut current = Zeroizing::new(vec![0u8; size + GCM_TAG_LEN]);
-    let mut next = Zeroizing::new(vec![0u8; size + GCM_TAG_LEN]);
-    let mut len = read_full(&mut input, &mut current[..size])?;
-    let mut index: u32 = 0;
-    let mut total = 0u64;
-    loop {
-        let next_len = if len == size {
-            read_full(&mut input, &mut next[..size])?
-        } else {
-            0
-        };
-        let last = next_len == 0;
+    let seal = |buf: &mut Zeroizing<Vec<u8>>, len: usize, index: u32, last: bool| {
         let tag = suite.aes_gcm_seal_in_place(
             &key,
             &nonce(&header.prefix, index, last),
             &head,
-            &mut current[..len],
+            &mut buf[..len],
         )?;
-        current[len..len + GCM_TAG_LEN].copy_from_slice(&tag);
-        output
-            .write_all(&current[..len + GCM_TAG_LEN])
-            .map_err(|e| io_error("writing output", e))?;
-        total += len as u64;
-        if last {
-            break;
+        buf[len..len + GCM_TAG_LEN].copy_from_slice(&tag);
+        Ok(len + GCM_TAG_LEN)
+    };
+    let read = |buf: &mut Zeroizing<Vec<u8>>| {
+        // Each buffer has room for a chunk and its tag: sealed in place and
+        // written with one call, allocated once.
+        if buf.len() < size + GCM_TAG_LEN {
+            *buf = Zeroizing::new(vec![0u8; size + GCM_TAG_LEN]);
         }
-        index = index.checked_add(1).ok_or(Error::TooLarge {
-            size: total,
-            limit: u64::from(u32::MAX) * u64::from(header.chunk),
-        })?;
-        std::mem::swap(&mut current, &mut next);
-        len = next_len;
-    }
+        read_full(&mut input, &mut buf[..size])
+    };
+    let limit = u64::from(u32::MAX) * u64::from(header.chunk);
+    let (total, _) = pipeline(read, &mut output, size, seal, |total| Error::TooLarge {
+        size: total,
+        limit,
+    })?;
     output.flush().map_err(|e| io_error("writing output", e))?;
     Ok(total)
 }
@@ -332,26 +463,13 @@ pub fn decrypt_after_header<C: CipherSuite + ?Sized>(
     let head = header.encode();
     let key = derive_key(suite, dek, &header.salt, HKDF_INFO, head[4])?;
     let size = header.chunk as usize + GCM_TAG_LEN;
-    // Chunks are opened in place, so these buffers hold plaintext: wiped on
-    // drop. They grow as the input arrives (see `read_chunk`).
-    let mut current = Zeroizing::new(Vec::new());
-    let mut next = Zeroizing::new(Vec::new());
-    let mut len = read_chunk(&mut input, &mut current, size)?;
-    let mut index: u32 = 0;
-    let mut total = 0u64;
-    loop {
+    let open = |buf: &mut Zeroizing<Vec<u8>>, len: usize, index: u32, last: bool| {
         if len < GCM_TAG_LEN {
             // Not even a tag: the final chunk is missing.
             return Err(Error::DecryptionFailed);
         }
-        let next_len = if len == size {
-            read_chunk(&mut input, &mut next, size)?
-        } else {
-            0
-        };
-        let last = next_len == 0;
         let body_len = len - GCM_TAG_LEN;
-        let (body, rest) = current.split_at_mut(body_len);
+        let (body, rest) = buf.split_at_mut(body_len);
         let mut tag = [0u8; GCM_TAG_LEN];
         tag.copy_from_slice(&rest[..GCM_TAG_LEN]);
         suite.aes_gcm_open_in_place(
@@ -361,17 +479,12 @@ pub fn decrypt_after_header<C: CipherSuite + ?Sized>(
             body,
             &tag,
         )?;
-        output
-            .write_all(body)
-            .map_err(|e| io_error("writing output", e))?;
-        total += body_len as u64;
-        if last {
-            break;
-        }
-        index = index.checked_add(1).ok_or(Error::DecryptionFailed)?;
-        std::mem::swap(&mut current, &mut next);
-        len = next_len;
-    }
+        Ok(body_len)
+    };
+    // Chunks are opened in place, so the buffers hold plaintext: wiped on
+    // drop. They grow as the input arrives (see `read_chunk`).
+    let read = |buf: &mut Zeroizing<Vec<u8>>| read_chunk(&mut input, buf, size);
+    let (_, total) = pipeline(read, &mut output, size, open, |_| Error::DecryptionFailed)?;
     output.flush().map_err(|e| io_error("writing output", e))?;
     Ok(total)
 }

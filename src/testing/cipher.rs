@@ -603,6 +603,77 @@ pub fn stream_vectors_and_round_trips<C: CipherSuite>(suite: &C) {
     assert!(opened == data);
 }
 
+/// A stream of many batches of chunks (sealed on a second thread while the
+/// next are read): a chunk altered far in is refused, with exactly the
+/// chunks before it written out and nothing after; an input or an output
+/// that fails midway is an I/O error, in both directions, never a hang.
+pub fn stream_failures_midway<C: CipherSuite>(suite: &C) {
+    struct FailingWriter(usize);
+    impl std::io::Write for FailingWriter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.0 < buf.len() {
+                return Err(std::io::Error::other("disk full"));
+            }
+            self.0 -= buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    struct FailingReader<'a>(&'a [u8]);
+    impl std::io::Read for FailingReader<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0.is_empty() {
+                return Err(std::io::Error::other("device gone"));
+            }
+            let n = buf.len().min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+    let dek = Dek::from_bytes(&[8; 16]).unwrap();
+    let chunk = 4096usize;
+    let data = pattern(3 << 20);
+    let header = stream_header(Strength::S128, chunk as u32);
+    let mut sealed = Vec::new();
+    stream::encrypt_with_header(suite, &dek, &header, &data[..], &mut sealed).unwrap();
+    let sealed_chunk = chunk + 16;
+    for bad in [0usize, 1, 300, 700] {
+        let mut altered = sealed.clone();
+        altered[stream::HEADER_LEN + bad * sealed_chunk + 7] ^= 1;
+        let mut out = Vec::new();
+        assert!(matches!(
+            stream::decrypt(suite, &dek, &altered[..], &mut out),
+            Err(Error::DecryptionFailed)
+        ));
+        assert_eq!(out.len(), bad * chunk, "chunk {bad} altered");
+        assert!(out[..] == data[..bad * chunk]);
+    }
+    for limit in [0usize, 10_000, 2 << 20] {
+        let err =
+            stream::encrypt_with_header(suite, &dek, &header, &data[..], FailingWriter(limit))
+                .unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        let err = stream::decrypt(suite, &dek, &sealed[..], FailingWriter(limit)).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        let err = stream::encrypt_with_header(
+            suite,
+            &dek,
+            &header,
+            FailingReader(&data[..limit]),
+            std::io::sink(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        let cut = limit.max(stream::HEADER_LEN);
+        let err = stream::decrypt(suite, &dek, FailingReader(&sealed[..cut]), std::io::sink())
+            .unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    }
+}
+
 /// Reordered, dropped, truncated, appended or altered chunks, a wrong DEK and
 /// a damaged header are all rejected.
 pub fn stream_rejections<C: CipherSuite>(suite: &C) {
@@ -725,6 +796,10 @@ macro_rules! cipher_conformance {
             #[test]
             fn stream_vectors_and_round_trips() {
                 $crate::testing::cipher::stream_vectors_and_round_trips(&$suite);
+            }
+            #[test]
+            fn stream_failures_midway() {
+                $crate::testing::cipher::stream_failures_midway(&$suite);
             }
             #[test]
             fn stream_rejections() {
