@@ -178,11 +178,75 @@ pub(crate) fn init_logging(format: LogFormat) {
         .with_writer(logs::writer);
     let fmt = match format {
         LogFormat::Json => fmt.json().boxed(),
-        LogFormat::Text => fmt.boxed(),
+        LogFormat::Text => fmt.event_format(access_text::Text::default()).boxed(),
     };
     let _ = tracing_subscriber::registry()
         .with(fmt.with_filter(filter).with_filter(no_bodies))
         .try_init();
+}
+
+/// The text log format: tracing-subscriber's own, except for access-log
+/// lines, which are written as their message alone. Their fields (for the
+/// JSON format) say again what the message says: written out too, they
+/// doubled every access line and the time spent formatting it.
+mod access_text {
+    use std::fmt;
+
+    use tracing::field::{Field, Visit};
+    use tracing::{Event, Subscriber};
+    use tracing_subscriber::fmt::format::{Format, Full, Writer};
+    use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+    use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+    use tracing_subscriber::registry::LookupSpan;
+
+    const ACCESS: &str = "keyserver::access";
+
+    #[derive(Default)]
+    pub(super) struct Text {
+        full: Format<Full>,
+    }
+
+    struct Message<'a, 'w> {
+        writer: &'a mut Writer<'w>,
+        result: fmt::Result,
+    }
+
+    impl Visit for Message<'_, '_> {
+        fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+            if field.name() == "message" {
+                self.result = write!(self.writer, "{value:?}");
+            }
+        }
+    }
+
+    impl<S, N> FormatEvent<S, N> for Text
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+    {
+        fn format_event(
+            &self,
+            ctx: &FmtContext<'_, S, N>,
+            mut writer: Writer<'_>,
+            event: &Event<'_>,
+        ) -> fmt::Result {
+            let meta = event.metadata();
+            if meta.target() != ACCESS {
+                return self.full.format_event(ctx, writer, event);
+            }
+            // As the full format lays a line out, without colours (access
+            // lines are for files and collectors).
+            SystemTime.format_time(&mut writer)?;
+            write!(writer, " {:>5} {ACCESS}: ", meta.level().as_str())?;
+            let mut message = Message {
+                writer: &mut writer,
+                result: Ok(()),
+            };
+            event.record(&mut message);
+            message.result?;
+            writeln!(writer)
+        }
+    }
 }
 
 /// Log lines go to stderr through a buffer that one background thread

@@ -45,6 +45,7 @@ use crate::{CipherSuite, KeyClient, KeyServer};
 pub mod cipher;
 pub mod ec;
 pub mod fixtures;
+pub mod fuzz;
 pub mod storage;
 pub mod transport;
 

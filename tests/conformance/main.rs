@@ -17,6 +17,7 @@
 //! - `docs`: the Python and curl examples of docs/PROTOCOL.md, run as written;
 //! - `cli`: the `keyserver` command end to end against a server process;
 //! - `formats`: known-answer vectors of the record format;
+//! - `fuzz_seeds`: every fuzz target's seed inputs, through the fuzz bodies;
 //! - `properties`: property tests of the envelope and the parsers;
 //! - `policy`: SP 800-57 strengths end to end, with fixture KEKs;
 //! - `forgery`: a KEK forged from a public key gets no DEK anywhere;
@@ -82,6 +83,8 @@ mod file;
 ))]
 mod forgery;
 mod formats;
+#[cfg(feature = "testing")]
+mod fuzz_seeds;
 #[cfg(all(
     feature = "cipher-rustcrypto",
     feature = "storage-memory",
