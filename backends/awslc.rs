@@ -664,7 +664,7 @@ mod ffi {
         let mut ctx = gcm_ctx();
         ctx.init(key)?;
         let room = plaintext.len() + super::GCM_TAG_LEN;
-        out.reserve(room);
+        crate::plugin::reserve_wiped(out, room);
         let start = out.len();
         let mut written = 0usize;
         // SAFETY: the context is initialised; the output is out's spare
@@ -710,7 +710,7 @@ mod ffi {
     ) -> Result<()> {
         let mut ctx = gcm_ctx();
         ctx.init(key)?;
-        out.reserve(ciphertext.len());
+        crate::plugin::reserve_wiped(out, ciphertext.len());
         let start = out.len();
         // SAFETY: the context is initialised; the output is out's spare
         // capacity (at least ciphertext.len() bytes), not overlapping any

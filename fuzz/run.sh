@@ -6,8 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${1:-60}"
-# AddressSanitizer by default; CI's brief runs use FUZZ_SANITIZER=none (the
-# fuzzed code is safe Rust: a panic or an abort is the finding, which
+# AddressSanitizer by default; FUZZ_SANITIZER=none for quick runs (the
+# fuzzed code is mostly safe Rust: a panic or an abort is the finding, which
 # libFuzzer catches without ASan, and the build takes a fraction of the time).
 sanitizer="${FUZZ_SANITIZER:-address}"
 export RUSTC_BOOTSTRAP=1

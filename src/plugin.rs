@@ -22,6 +22,7 @@ pub use crate::ec::{ec_pkcs8_der, ec_private_parts, ec_public_point, EcPrivatePa
 pub use crate::key::{rsa_public_parts, MAX_RSA_BITS, MIN_RSA_BITS};
 pub use crate::storage::{KeyLock, KeyStorage};
 pub use crate::suite::{
-    unsupported, CipherSuite, HkdfHash, MlKem, GCM_MAX_PLAINTEXT, GCM_NONCE_LEN, GCM_TAG_LEN,
+    reserve_wiped, unsupported, CipherSuite, HkdfHash, MlKem, GCM_MAX_PLAINTEXT, GCM_NONCE_LEN,
+    GCM_TAG_LEN,
 };
 pub use async_trait::async_trait;

@@ -63,7 +63,8 @@ pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 80;
 /// Default plaintext bytes per chunk: 64 KiB.
 pub const DEFAULT_CHUNK: u32 = 64 * 1024;
-/// Largest chunk size a reader accepts (bounds its memory).
+/// Largest chunk size a reader accepts (bounds its memory: three chunk
+/// buffers at most, see `pipeline`).
 pub const MAX_CHUNK: u32 = 16 * 1024 * 1024;
 const PREFIX_LEN: usize = 7;
 const SALT_LEN: usize = 32;
@@ -216,7 +217,9 @@ struct Chunk {
 /// `full` bytes may have a successor, so each is read ahead of the one
 /// before being handed over (the last chunk's nonce differs). Nothing of a
 /// chunk that failed, nor anything after it, is written. Memory: at most
-/// `IN_FLIGHT + 1` batches and one chunk. Returns the bytes read and
+/// `IN_FLIGHT` batches and one chunk (with chunks of 1 MiB or more, a batch
+/// is one chunk: three chunk buffers, 48 MiB at the largest chunk size).
+/// Returns the bytes read and
 /// written in chunks; `overflow` is the error past 2^32 chunks, given the
 /// bytes read.
 fn pipeline<R, W, T, O>(
@@ -248,7 +251,8 @@ where
         let (to_worker, jobs) = std::sync::mpsc::sync_channel::<Vec<Chunk>>(IN_FLIGHT);
         let (to_main, done) =
             std::sync::mpsc::sync_channel::<(Vec<Chunk>, Result<()>)>(IN_FLIGHT + 1);
-        scope.spawn(move || {
+        let worker = std::thread::Builder::new().name("keyserver-stream".into());
+        let spawned = worker.spawn_scoped(scope, move || {
             for mut batch in jobs {
                 let mut result = Ok(());
                 for i in 0..batch.len() {
@@ -270,6 +274,11 @@ where
                 }
             }
         });
+        if let Err(e) = spawned {
+            // No thread to be had (a process or container limit): a typed
+            // error, not a panic.
+            return Err(io_error("starting the stream's sealing thread", e));
+        }
         let mut written = 0u64;
         // The next batch, in order, written out; its buffers come back.
         let mut receive = |written: &mut u64| -> Result<Vec<Zeroizing<Vec<u8>>>> {

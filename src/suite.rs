@@ -78,6 +78,29 @@ pub fn unsupported(suite: &str, what: &str) -> Error {
     Error::policy(format!("the {suite} cipher suite does not offer {what}"))
 }
 
+/// Makes room for `additional` more bytes in `out` without leaving a copy
+/// of what it holds behind: a `Vec` that grows moves into a new block and
+/// frees the old one as it is, so when `out` is too small its bytes move
+/// into a new block here and the old block is wiped first. What a suite's
+/// `aes_gcm_*_append` writes into must be reserved this way.
+///
+/// ```
+/// let mut out = b"secret".to_vec();
+/// keyserver::plugin::reserve_wiped(&mut out, 1 << 20);
+/// assert_eq!(out, b"secret");
+/// assert!(out.capacity() >= 6 + (1 << 20));
+/// ```
+pub fn reserve_wiped(out: &mut Vec<u8>, additional: usize) {
+    let needed = out.len().saturating_add(additional);
+    if out.capacity() >= needed {
+        return;
+    }
+    let mut bigger = Vec::with_capacity(needed);
+    bigger.extend_from_slice(out);
+    out.zeroize();
+    *out = bigger;
+}
+
 /// The cryptographic primitives keyserver needs, and nothing more.
 ///
 /// A suite supplies primitives only; the core owns every format (KEK parsing
@@ -192,6 +215,8 @@ pub trait CipherSuite: Send + Sync + 'static {
 
     /// AES-GCM encryption of `plaintext`, appended to `out` (after what it
     /// holds) followed by the 16-byte tag. On failure `out` is as it was.
+    /// If `out` must grow, its old block is wiped first (see
+    /// [`reserve_wiped`]).
     ///
     /// Provided on top of
     /// [`aes_gcm_seal_in_place`](CipherSuite::aes_gcm_seal_in_place) (a copy,
@@ -206,6 +231,7 @@ pub trait CipherSuite: Send + Sync + 'static {
         out: &mut Vec<u8>,
     ) -> Result<()> {
         let start = out.len();
+        reserve_wiped(out, plaintext.len() + GCM_TAG_LEN);
         out.extend_from_slice(plaintext);
         match self.aes_gcm_seal_in_place(key, nonce, aad, &mut out[start..]) {
             Ok(tag) => {
@@ -222,9 +248,13 @@ pub trait CipherSuite: Send + Sync + 'static {
     }
 
     /// AES-GCM decryption of `ciphertext` with `tag`, the plaintext
-    /// appended to `out` (after what it holds). On any failure the result
-    /// is [`Error::DecryptionFailed`](crate::Error::DecryptionFailed) and
-    /// `out` is as it was, with nothing unauthenticated left in its memory.
+    /// appended to `out` (after what it holds). A failure to authenticate
+    /// (a wrong key, nonce, `aad` or `tag`, or a changed byte) is
+    /// [`Error::DecryptionFailed`](crate::Error::DecryptionFailed), a key
+    /// of the wrong length [`Error::InvalidKey`](crate::Error::InvalidKey);
+    /// either way `out` is as it was, with nothing unauthenticated left in
+    /// its memory. If `out` must grow, its old block is wiped first (see
+    /// [`reserve_wiped`]).
     ///
     /// Provided on top of
     /// [`aes_gcm_open_in_place`](CipherSuite::aes_gcm_open_in_place) (a copy,
@@ -240,6 +270,7 @@ pub trait CipherSuite: Send + Sync + 'static {
         out: &mut Vec<u8>,
     ) -> Result<()> {
         let start = out.len();
+        reserve_wiped(out, ciphertext.len());
         out.extend_from_slice(ciphertext);
         let opened = self.aes_gcm_open_in_place(key, nonce, aad, &mut out[start..], tag);
         if opened.is_err() {

@@ -190,7 +190,7 @@ pub(crate) fn init_logging(format: LogFormat) {
 /// JSON format) say again what the message says: written out too, they
 /// doubled every access line and the time spent formatting it.
 mod access_text {
-    use std::fmt;
+    use std::fmt::{self, Write as _};
 
     use tracing::field::{Field, Visit};
     use tracing::{Event, Subscriber};
@@ -214,8 +214,30 @@ mod access_text {
     impl Visit for Message<'_, '_> {
         fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
             if field.name() == "message" {
-                self.result = write!(self.writer, "{value:?}");
+                self.result = write!(Escaped(&mut *self.writer), "{value:?}");
             }
+        }
+    }
+
+    /// Writes control characters (escape sequences, line breaks) as Rust
+    /// escapes: a message may quote what a client sent (an unknown filter
+    /// member, say), and must neither drive the terminal of an operator
+    /// reading the log nor start a line of its own.
+    struct Escaped<'a, 'w>(&'a mut Writer<'w>);
+
+    impl fmt::Write for Escaped<'_, '_> {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            if !s.chars().any(char::is_control) {
+                return self.0.write_str(s);
+            }
+            for c in s.chars() {
+                if c.is_control() {
+                    write!(self.0, "{}", c.escape_default())?;
+                } else {
+                    self.0.write_char(c)?;
+                }
+            }
+            Ok(())
         }
     }
 

@@ -2,7 +2,7 @@
 //! each, so that `cargo fuzz` and the tests run the same checks: each fuzz
 //! target is one line calling its function here, and the conformance tests
 //! replay every seed input (`fuzz/seeds/TARGET/*`) through them on every
-//! `cargo test` (`tests/conformance/formats.rs`).
+//! `cargo test --all-features` (`tests/conformance/fuzz_seeds.rs`).
 //!
 //! Each function takes arbitrary bytes, never fails, and panics only when a
 //! check fails (a finding). The long runs are made by hand with

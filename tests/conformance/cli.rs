@@ -467,6 +467,70 @@ fn serve_reads_a_config_file_and_flags_win() {
 /// OpenSSL suite and every line it logs is one JSON object, the access log
 /// among them; the client's own `--suite openssl` reads the same bytes.
 #[cfg(feature = "cipher-openssl")]
+/// Text logs: an access line is its message alone (no repeated fields),
+/// and what a client sent that reaches it (an unknown filter member, with
+/// a terminal escape sequence and a line break in its name) is escaped:
+/// it neither drives the terminal of whoever reads the log nor forges a
+/// line of its own.
+#[test]
+fn text_access_lines_escape_what_clients_send() {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--storage",
+            "memory",
+            "--kek-pool",
+            "0",
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    std::thread::spawn(move || for _ in lines {});
+    let stderr_pipe = child.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        let mut all = String::new();
+        std::io::Read::read_to_string(&mut BufReader::new(stderr_pipe), &mut all).unwrap();
+        all
+    });
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"list_keys","params":[{"\u001b[31mevil\nFORGED LINE":1}]}"#;
+    let out = Command::new("curl")
+        .args(["-s", "-H", "Content-Type: application/json", "-d", body])
+        .arg(format!("{url}/jsonrpc"))
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(answer.contains(r#""code":-32602"#), "{answer}");
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(child.wait().unwrap().success());
+    let logs = logs.join().unwrap();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("keyserver::access: jsonrpc list_keys"))
+        .unwrap_or_else(|| panic!("no access line in:\n{logs}"));
+    assert!(
+        !logs.contains('\u{1b}'),
+        "a raw escape reached the log:\n{logs}"
+    );
+    assert!(
+        !logs.lines().any(|l| l.starts_with("FORGED LINE")),
+        "a client forged a log line:\n{logs}"
+    );
+    assert!(line.contains(r"\u{1b}[31mevil\nFORGED LINE"), "{line}");
+    assert!(!line.contains("protocol="), "fields repeated: {line}");
+}
+
 #[test]
 fn serve_with_the_openssl_suite_and_json_logs() {
     let tmp = tempfile::tempdir().unwrap();
