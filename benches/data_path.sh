@@ -54,6 +54,13 @@ say "criterion (benches/data_path.rs): limit, envelope, client, RSA-3072 fresh k
 (cd "$ROOT" && cargo bench --quiet --features full --bench data_path -- --noplot --warm-up-time 1 --measurement-time 3 2>/dev/null |
   grep -E "^(limit|per-message|envelope|client|rsa3072)|time:|thrpt:")
 
+say "RSA-3072 fresh-key limit on both cores at once: two processes of the same criterion bench"
+BENCH=$(ls -t "$ROOT"/target/release/deps/data_path-* | grep -v '\.d$' | head -1)
+for i in 1 2; do
+  "$BENCH" --bench "rsa3072-fresh-key/aws-lc-rs" --warm-up-time 1 --measurement-time 4 --noplot 2>&1 | grep "time:" &
+done
+wait
+
 say "peers from Python: Tink (AES128_GCM) and the AWS Encryption SDK (raw AES keyring)"
 python3 -m venv "$W/venv"
 "$W/venv/bin/pip" install --quiet tink aws-encryption-sdk

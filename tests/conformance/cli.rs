@@ -463,17 +463,10 @@ fn serve_reads_a_config_file_and_flags_win() {
     assert!(stderr(&out).contains("colour"), "{}", stderr(&out));
 }
 
-/// `--suite openssl` and `--log-format json` end to end: the server runs the
-/// OpenSSL suite and every line it logs is one JSON object, the access log
-/// among them; the client's own `--suite openssl` reads the same bytes.
-#[cfg(feature = "cipher-openssl")]
-/// Text logs: an access line is its message alone (no repeated fields),
-/// and what a client sent that reaches it (an unknown filter member, with
-/// a terminal escape sequence and a line break in its name) is escaped:
-/// it neither drives the terminal of whoever reads the log nor forges a
-/// line of its own.
-#[test]
-fn text_access_lines_escape_what_clients_send() {
+/// `keyserver serve` on a free loopback port with memory storage, no KEK
+/// pool, `extra` arguments and `RUST_LOG=info`, its stderr piped for the
+/// caller: the process, its URL and its first line (the banner).
+fn serve_on_loopback(extra: &[&str]) -> (std::process::Child, String, String) {
     let mut child = Command::new(BIN)
         .args([
             "serve",
@@ -484,6 +477,7 @@ fn text_access_lines_escape_what_clients_send() {
             "--kek-pool",
             "0",
         ])
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -497,6 +491,17 @@ fn text_access_lines_escape_what_clients_send() {
         .unwrap()
         .to_string();
     std::thread::spawn(move || for _ in lines {});
+    (child, url, first)
+}
+
+/// Text logs: an access line is its message alone (no repeated fields),
+/// and what a client sent that reaches it (an unknown filter member, with
+/// a terminal escape sequence and a line break in its name) is escaped:
+/// it neither drives the terminal of whoever reads the log nor forges a
+/// line of its own.
+#[test]
+fn text_access_lines_escape_what_clients_send() {
+    let (mut child, url, _) = serve_on_loopback(&[]);
     let stderr_pipe = child.stderr.take().unwrap();
     let logs = std::thread::spawn(move || {
         let mut all = String::new();
@@ -531,38 +536,17 @@ fn text_access_lines_escape_what_clients_send() {
     assert!(!line.contains("protocol="), "fields repeated: {line}");
 }
 
+/// `--suite openssl` and `--log-format json` end to end: the server runs the
+/// OpenSSL suite and every line it logs is one JSON object, the access log
+/// among them; the client's own `--suite openssl` reads the same bytes.
+#[cfg(feature = "cipher-openssl")]
 #[test]
 fn serve_with_the_openssl_suite_and_json_logs() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--storage",
-            "memory",
-            "--suite",
-            "openssl",
-            "--log-format",
-            "json",
-            "--kek-pool",
-            "0",
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
+    let (mut child, url, first) =
+        serve_on_loopback(&["--suite", "openssl", "--log-format", "json"]);
     assert!(first.contains("suite openssl"), "{first}");
-    let url = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
-    std::thread::spawn(move || for _ in lines {});
     let stderr_pipe = child.stderr.take().unwrap();
     let logs = std::thread::spawn(move || {
         BufReader::new(stderr_pipe)
