@@ -189,16 +189,6 @@ pub fn seal_into<C: CipherSuite + ?Sized>(
     seal_parts(suite, key_id, dek, context, plaintext, salt, nonce, out)
 }
 
-/// Makes room for `len` bytes in the empty buffer `out`. A buffer too small
-/// is wiped whole first: growing it moves it, and the block left behind
-/// (which may hold an earlier message's plaintext) is freed as it is.
-fn grow_wiped(out: &mut Vec<u8>, len: usize) {
-    if out.capacity() < len {
-        zeroize::Zeroize::zeroize(out);
-        out.reserve(len);
-    }
-}
-
 /// Runs `f` on the associated data `header || context`: on the stack when
 /// the context is small, so the common case allocates nothing.
 fn with_aad<R>(header: &[u8], context: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
@@ -265,7 +255,7 @@ fn seal_parts<C: CipherSuite + ?Sized>(
     // Sealed straight into `out` where the suite can (no copy of the
     // plaintext first), and at most one allocation, none when `out` is
     // large enough already.
-    grow_wiped(out, OVERHEAD + plaintext.len());
+    crate::suite::reserve_wiped(out, OVERHEAD + plaintext.len());
     out.extend_from_slice(&header);
     let sealed = with_aad(&header, context, |aad| {
         suite.aes_gcm_seal_append(&key, &nonce, aad, plaintext, out)
@@ -331,7 +321,7 @@ pub fn open_into<C: CipherSuite + ?Sized>(
     tag_bytes.copy_from_slice(tag);
     // Opened straight into `out` where the suite can (no copy first);
     // nothing unauthenticated is left there if authentication fails.
-    grow_wiped(out, body.len());
+    crate::suite::reserve_wiped(out, body.len());
     let opened = with_aad(&envelope[..HEADER_LEN], context, |aad| {
         suite.aes_gcm_open_append(&key, &header.nonce, aad, body, &tag_bytes, out)
     });

@@ -49,12 +49,10 @@ fn to_text(value: &Value) -> String {
     struct Wiping(Vec<u8>);
     impl std::io::Write for Wiping {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            let needed = self.0.len() + buf.len();
-            if needed > self.0.capacity() {
-                let mut bigger = Vec::with_capacity(needed.max(2 * self.0.capacity()));
-                bigger.extend_from_slice(&self.0);
-                zeroize::Zeroize::zeroize(&mut self.0);
-                self.0 = bigger;
+            if self.0.len() + buf.len() > self.0.capacity() {
+                // Doubling, as a Vec grows, but moving and wiping.
+                let more = buf.len().max(self.0.capacity());
+                crate::plugin::reserve_wiped(&mut self.0, more);
             }
             self.0.extend_from_slice(buf);
             Ok(buf.len())
