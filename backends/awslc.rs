@@ -63,6 +63,17 @@ fn invalid(reason: &'static str) -> Error {
     }
 }
 
+/// The SP 800-38D limit on one AES-GCM plaintext, as a typed error.
+fn check_gcm_len(len: usize) -> Result<()> {
+    if len as u64 > GCM_MAX_PLAINTEXT {
+        return Err(Error::TooLarge {
+            size: len as u64,
+            limit: GCM_MAX_PLAINTEXT,
+        });
+    }
+    Ok(())
+}
+
 fn gcm_key(key: &[u8]) -> Result<LessSafeKey> {
     let algorithm = match key.len() {
         16 => &AES_128_GCM,
@@ -192,13 +203,12 @@ impl CipherSuite for AwsLc {
         plaintext: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        if plaintext.len() as u64 > GCM_MAX_PLAINTEXT {
-            return Err(Error::TooLarge {
-                size: plaintext.len() as u64,
-                limit: GCM_MAX_PLAINTEXT,
-            });
-        }
+        check_gcm_len(plaintext.len())?;
         ffi::gcm_seal_append(key, nonce, aad, plaintext, out)
+    }
+
+    fn aes_gcm_prepare(&self, key: &[u8]) -> Result<Option<Box<dyn crate::suite::GcmKey>>> {
+        Ok(Some(Box::new(ffi::PreparedGcm::new(key)?)))
     }
 
     fn aes_gcm_open_append(
@@ -663,6 +673,62 @@ mod ffi {
     ) -> Result<()> {
         let mut ctx = gcm_ctx();
         ctx.init(key)?;
+        seal_with(&ctx, nonce, aad, plaintext, out)
+    }
+
+    /// An AES-GCM key schedule set up once and kept on the heap (where it
+    /// never moves), for many messages: envelope v2's session key.
+    pub(super) struct PreparedGcm(Box<GcmCtx>);
+
+    // SAFETY: the context is only read after `init` (every method below
+    // takes `&self` and passes a const pointer), and AWS-LC documents
+    // EVP_AEAD_CTX_seal and _open_gather as safe to call concurrently on one
+    // context for the AES-GCM AEADs (include/openssl/aead.h, "Concurrency",
+    // tested by its ConcurrentStability fixture). The raw pointer inside
+    // points to a static AEAD table.
+    unsafe impl Send for PreparedGcm {}
+    // SAFETY: as above.
+    unsafe impl Sync for PreparedGcm {}
+
+    impl PreparedGcm {
+        pub(super) fn new(key: &[u8]) -> Result<Self> {
+            let mut ctx = Box::new(gcm_ctx());
+            ctx.init(key)?;
+            Ok(PreparedGcm(ctx))
+        }
+    }
+
+    impl crate::suite::GcmKey for PreparedGcm {
+        fn seal_append(
+            &self,
+            nonce: &[u8; super::GCM_NONCE_LEN],
+            aad: &[u8],
+            plaintext: &[u8],
+            out: &mut Vec<u8>,
+        ) -> Result<()> {
+            super::check_gcm_len(plaintext.len())?;
+            seal_with(&self.0, nonce, aad, plaintext, out)
+        }
+
+        fn open_append(
+            &self,
+            nonce: &[u8; super::GCM_NONCE_LEN],
+            aad: &[u8],
+            ciphertext: &[u8],
+            tag: &[u8; super::GCM_TAG_LEN],
+            out: &mut Vec<u8>,
+        ) -> Result<()> {
+            open_with(&self.0, nonce, aad, ciphertext, tag, out)
+        }
+    }
+
+    fn seal_with(
+        ctx: &GcmCtx,
+        nonce: &[u8; super::GCM_NONCE_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         let room = plaintext.len() + super::GCM_TAG_LEN;
         crate::plugin::reserve_wiped(out, room);
         let start = out.len();
@@ -710,6 +776,17 @@ mod ffi {
     ) -> Result<()> {
         let mut ctx = gcm_ctx();
         ctx.init(key)?;
+        open_with(&ctx, nonce, aad, ciphertext, tag, out)
+    }
+
+    fn open_with(
+        ctx: &GcmCtx,
+        nonce: &[u8; super::GCM_NONCE_LEN],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8; super::GCM_TAG_LEN],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         crate::plugin::reserve_wiped(out, ciphertext.len());
         let start = out.len();
         // SAFETY: the context is initialised; the output is out's spare

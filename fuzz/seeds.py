@@ -16,6 +16,9 @@ vectors = root / "tests" / "vectors"
 for i, v in enumerate(json.loads((vectors / "envelope_v1.json").read_text())):
     if len(v["dek"]) == 32 and v["context"] == "":
         write("envelope", f"vector-{i}", bytes.fromhex(v["dek"]) + bytes.fromhex(v["envelope"]))
+for i, v in enumerate(json.loads((vectors / "envelope_v2.json").read_text())):
+    if len(v["dek"]) == 32 and v["context"] == "":
+        write("envelope", f"v2-vector-{i}", bytes.fromhex(v["dek"]) + bytes.fromhex(v["envelope"]))
 for i, v in enumerate(json.loads((vectors / "stream_v1.json").read_text())):
     if len(v["dek"]) == 32 and len(v["stream"]) < 20000:
         write("stream", f"vector-{i}", bytes.fromhex(v["dek"]) + bytes.fromhex(v["stream"]))

@@ -57,6 +57,11 @@ impl<V> Bounded<V> {
         self.map.get(key)
     }
 
+    /// The entry, to change it in place, marked as the most recently used.
+    pub(crate) fn get_mut(&mut self, key: &KeyId) -> Option<&mut V> {
+        self.map.get_mut(key)
+    }
+
     /// The entry, leaving the order as it is.
     pub(crate) fn peek(&self, key: &KeyId) -> Option<&V> {
         self.map.peek(key)

@@ -49,6 +49,18 @@ pub(crate) fn derive_key<C: CipherSuite + ?Sized>(
     label: &[u8],
     alg: u8,
 ) -> Result<Zeroizing<Vec<u8>>> {
+    derive(suite, dek, salt, label, alg, dek.as_bytes().len())
+}
+
+/// [`derive_key`] with an output of `len` bytes.
+pub(crate) fn derive<C: CipherSuite + ?Sized>(
+    suite: &C,
+    dek: &Dek,
+    salt: &[u8],
+    label: &[u8],
+    alg: u8,
+    len: usize,
+) -> Result<Zeroizing<Vec<u8>>> {
     let mut info = [0u8; MAX_LABEL + 1];
     let info = match info.get_mut(..label.len() + 1) {
         Some(info) => info,
@@ -56,7 +68,7 @@ pub(crate) fn derive_key<C: CipherSuite + ?Sized>(
     };
     info[..label.len()].copy_from_slice(label);
     info[label.len()] = alg;
-    let mut key = Zeroizing::new(vec![0u8; dek.as_bytes().len()]);
+    let mut key = Zeroizing::new(vec![0u8; len]);
     suite.hkdf_sha256(dek.as_bytes(), salt, info, &mut key)?;
     Ok(key)
 }

@@ -12,6 +12,43 @@ pub const GCM_TAG_LEN: usize = 16;
 /// bits).
 pub const GCM_MAX_PLAINTEXT: u64 = (1 << 36) - 32;
 
+/// An AES-GCM key with its key schedule set up once, for many messages
+/// under the same key: what [`CipherSuite::aes_gcm_prepare`] returns. Its
+/// methods behave exactly as
+/// [`CipherSuite::aes_gcm_seal_append`] and
+/// [`CipherSuite::aes_gcm_open_append`] with the key it was made from, and
+/// it wipes the key schedule when dropped.
+///
+/// It is shared between threads (an envelope v2 session seals from many at
+/// once), so an implementation's methods take `&self` and keep no
+/// per-message state in it.
+pub trait GcmKey: Send + Sync {
+    /// As [`CipherSuite::aes_gcm_seal_append`] with this key.
+    ///
+    /// # Errors
+    /// As there.
+    fn seal_append(
+        &self,
+        nonce: &[u8; GCM_NONCE_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()>;
+
+    /// As [`CipherSuite::aes_gcm_open_append`] with this key.
+    ///
+    /// # Errors
+    /// As there.
+    fn open_append(
+        &self,
+        nonce: &[u8; GCM_NONCE_LEN],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8; GCM_TAG_LEN],
+        out: &mut Vec<u8>,
+    ) -> Result<()>;
+}
+
 /// The hash function of an HKDF (RFC 5869) call.
 ///
 /// ```
@@ -281,6 +318,24 @@ pub trait CipherSuite: Send + Sync + 'static {
         opened
     }
 
+    /// An AES-GCM `key` (16, 24 or 32 bytes) with its key schedule set up
+    /// once, for sealing and opening many messages under it: envelope v2
+    /// keeps one per session ([`crate::envelope::Session`]), so a message
+    /// costs no key set-up.
+    ///
+    /// `None` (the default) means the suite has no such form: callers then
+    /// pass the key bytes to
+    /// [`aes_gcm_seal_append`](CipherSuite::aes_gcm_seal_append) for every
+    /// message, which gives the same bytes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`](crate::Error::InvalidKey) for a key of another
+    /// length.
+    fn aes_gcm_prepare(&self, key: &[u8]) -> Result<Option<Box<dyn GcmKey>>> {
+        let _ = key;
+        Ok(None)
+    }
+
     /// AES-GCM encryption into a new buffer: returns the ciphertext followed
     /// by the 16-byte tag. Provided on top of
     /// [`aes_gcm_seal_in_place`](CipherSuite::aes_gcm_seal_in_place).
@@ -501,6 +556,9 @@ impl<T: CipherSuite + ?Sized> CipherSuite for Box<T> {
         out: &mut Vec<u8>,
     ) -> Result<()> {
         (**self).aes_gcm_open_append(key, nonce, aad, ciphertext, tag, out)
+    }
+    fn aes_gcm_prepare(&self, key: &[u8]) -> Result<Option<Box<dyn GcmKey>>> {
+        (**self).aes_gcm_prepare(key)
     }
     fn fill_random(&self, buf: &mut [u8]) -> Result<()> {
         (**self).fill_random(buf)

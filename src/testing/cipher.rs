@@ -177,6 +177,31 @@ pub fn aes_gcm_append<C: CipherSuite>(suite: &C) {
             assert_eq!(&opened[..prefix.len()], prefix);
             assert_eq!(&opened[prefix.len()..], &plaintext[..]);
 
+            // A prepared key, where the suite offers one, gives the same
+            // bytes and the same failures.
+            if let Some(prepared) = suite.aes_gcm_prepare(&key).unwrap() {
+                let mut out = prefix.to_vec();
+                prepared
+                    .seal_append(&nonce, b"aad", &plaintext, &mut out)
+                    .unwrap();
+                assert_eq!(
+                    &out[prefix.len()..],
+                    &expected[..],
+                    "prepared {len}, {size}"
+                );
+                let mut opened = prefix.to_vec();
+                prepared
+                    .open_append(&nonce, b"aad", body, &tag, &mut opened)
+                    .unwrap();
+                assert_eq!(&opened[prefix.len()..], &plaintext[..]);
+                let mut out = prefix.to_vec();
+                assert!(matches!(
+                    prepared.open_append(&nonce, b"AAD", body, &tag, &mut out),
+                    Err(Error::DecryptionFailed)
+                ));
+                assert_eq!(out, prefix, "prepared {len}, {size}");
+            }
+
             // Every failure: the same error and `out` unchanged. (That the
             // memory written into is wiped is each implementation's to
             // show: safe Rust cannot read a Vec's spare capacity.)
@@ -198,6 +223,202 @@ pub fn aes_gcm_append<C: CipherSuite>(suite: &C) {
         Err(Error::InvalidKey { .. })
     ));
     assert_eq!(out, b"kept");
+    assert!(matches!(
+        suite.aes_gcm_prepare(&[0; 20]),
+        Err(Error::InvalidKey { .. }) | Ok(None)
+    ));
+}
+
+/// Seals each vector of tests/vectors/envelope_v2.json to exactly its bytes
+/// through a [`Session`](envelope::Session) at the vector's salt and
+/// message number, and opens it back.
+pub fn envelope_v2_vectors<C: CipherSuite>(suite: &C) {
+    let cases = vectors("envelope_v2.json");
+    assert!(cases.len() >= 7);
+    let mut out = Vec::new();
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let dek = Dek::from_bytes(&hex_field(case, "dek")).unwrap();
+        let key_id = KeyId::from_bytes(hex_field(case, "key_id").try_into().unwrap());
+        let salt: [u8; 32] = hex_field(case, "salt").try_into().unwrap();
+        let counter = case["counter"].as_u64().unwrap();
+        let context = hex_field(case, "context");
+        let plaintext = hex_field(case, "plaintext");
+        let expected = hex_field(case, "envelope");
+        let session =
+            envelope::Session::with_salt_and_counter(suite, &key_id, &dek, salt, counter).unwrap();
+        session
+            .seal_into(suite, &context, &plaintext, &mut out)
+            .unwrap();
+        assert_eq!(hex::encode(&out), hex::encode(&expected), "{name}");
+        assert_eq!(session.sealed(), counter + 1, "{name}");
+        let opened = envelope::open(suite, &dek, &context, &expected).unwrap();
+        assert_eq!(&opened[..], &plaintext[..], "{name}");
+        let header = Header::parse(&expected).unwrap();
+        assert_eq!(header.key_id, key_id, "{name}");
+        assert_eq!(header.salt, salt, "{name}");
+        assert_eq!(header.nonce[4..], counter.to_be_bytes(), "{name}");
+    }
+}
+
+/// Envelope v2 sessions: round trips at every strength through reused
+/// buffers; consecutive nonces under one salt, a new salt per session;
+/// many threads sealing through one session never share a nonce; a spent
+/// session seals nothing; and every wrong DEK, context, truncation and
+/// changed byte (the commitment's too) is refused with a typed error.
+pub fn envelope_v2_sessions<C: CipherSuite>(suite: &C) {
+    use envelope::{Session, HEADER_LEN_V2, OVERHEAD_V2, SESSION_MAX_MESSAGES};
+
+    let id = KeyId::from_bytes([7; 32]);
+    let (mut sealed, mut opened) = (pattern(50_000), pattern(50_000));
+    for strength in Strength::ALL {
+        let dek = Dek::from_bytes(&pattern(strength.aes_key_len())).unwrap();
+        let session = Session::new(suite, &id, &dek).unwrap();
+        assert_eq!((session.key_id(), session.strength()), (id, strength));
+        for (n, (size, context_len)) in [
+            (0usize, 0usize),
+            (1, 3),
+            (1 << 20, 0),
+            (10, 600),
+            (16_384, 5),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let plaintext = pattern(size);
+            let context = pattern(context_len);
+            session
+                .seal_into(suite, &context, &plaintext, &mut sealed)
+                .unwrap();
+            assert_eq!(sealed.len(), size + OVERHEAD_V2);
+            let header = Header::parse(&sealed).unwrap();
+            assert_eq!(header.nonce[..4], [0; 4]);
+            assert_eq!(
+                header.nonce[4..],
+                (n as u64).to_be_bytes(),
+                "{strength} {size}"
+            );
+            envelope::open_into(suite, &dek, &context, &sealed, &mut opened).unwrap();
+            assert!(opened == plaintext, "{strength} {size}");
+            let whole = envelope::open(suite, &dek, &context, &sealed).unwrap();
+            assert!(whole[..] == plaintext[..]);
+        }
+        assert_eq!(session.sealed(), 5);
+        assert!(!session.is_spent());
+    }
+
+    let dek = Dek::from_bytes(&[1; 16]).unwrap();
+    let (a, b) = (
+        Session::new(suite, &id, &dek).unwrap(),
+        Session::new(suite, &id, &dek).unwrap(),
+    );
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    a.seal_into(suite, b"", b"same", &mut first).unwrap();
+    b.seal_into(suite, b"", b"same", &mut second).unwrap();
+    assert_ne!(
+        Header::parse(&first).unwrap().salt,
+        Header::parse(&second).unwrap().salt,
+        "each session draws its own salt"
+    );
+    assert_ne!(first, second);
+
+    // Threads sharing one session take distinct message numbers.
+    let shared = std::sync::Arc::new(Session::new(suite, &id, &dek).unwrap());
+    let numbers: Vec<Vec<u64>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|t| {
+                let shared = std::sync::Arc::clone(&shared);
+                let dek = dek.clone();
+                scope.spawn(move || {
+                    let (mut sealed, mut opened) = (Vec::new(), Vec::new());
+                    (0..250)
+                        .map(|i| {
+                            let message = [t as u8, i as u8];
+                            shared
+                                .seal_into(suite, b"t", &message, &mut sealed)
+                                .unwrap();
+                            envelope::open_into(suite, &dek, b"t", &sealed, &mut opened).unwrap();
+                            assert_eq!(opened, message);
+                            let nonce = Header::parse(&sealed).unwrap().nonce;
+                            u64::from_be_bytes(nonce[4..].try_into().unwrap())
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let mut all: Vec<u64> = numbers.into_iter().flatten().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..1000).collect::<Vec<u64>>(), "every number once");
+
+    // The last message number is sealed; after it, nothing.
+    let last = Session::with_salt_and_counter(suite, &id, &dek, [3; 32], SESSION_MAX_MESSAGES - 1)
+        .unwrap();
+    let mut out = b"old".to_vec();
+    last.seal_into(suite, b"", b"last", &mut out).unwrap();
+    assert!(last.is_spent());
+    assert!(matches!(
+        last.seal_into(suite, b"", b"one more", &mut out),
+        Err(Error::Policy { .. })
+    ));
+    assert!(out.is_empty(), "a refused message leaves nothing");
+
+    // Rejections.
+    let session = Session::new(suite, &id, &dek).unwrap();
+    let mut sealed = Vec::new();
+    session
+        .seal_into(suite, b"ctx", b"Stephan Richter", &mut sealed)
+        .unwrap();
+    let other = Dek::from_bytes(&[2; 16]).unwrap();
+    let bigger = Dek::from_bytes(&[1; 32]).unwrap();
+    for (dek, context) in [
+        (&other, &b"ctx"[..]),
+        (&bigger, b"ctx"),
+        (&dek, b"ctx2"),
+        (&dek, b""),
+    ] {
+        assert!(matches!(
+            envelope::open(suite, dek, context, &sealed),
+            Err(Error::DecryptionFailed)
+        ));
+    }
+    for len in 0..sealed.len() {
+        let err = envelope::open(suite, &dek, b"ctx", &sealed[..len]).unwrap_err();
+        let expected = if len < OVERHEAD_V2 {
+            matches!(err, Error::MalformedCiphertext { .. })
+        } else {
+            matches!(err, Error::DecryptionFailed)
+        };
+        assert!(expected, "truncated to {len}: {err:?}");
+    }
+    let mut appended = sealed.clone();
+    appended.push(0);
+    assert!(envelope::open(suite, &dek, b"ctx", &appended).is_err());
+    for i in 0..sealed.len() {
+        let mut bad = sealed.clone();
+        bad[i] ^= 0x01;
+        let err = envelope::open(suite, &dek, b"ctx", &bad).unwrap_err();
+        let typed = matches!(
+            err,
+            Error::MalformedCiphertext { .. } | Error::DecryptionFailed
+        );
+        assert!(typed, "byte {i}: {err:?}");
+        if (HEADER_LEN..HEADER_LEN_V2).contains(&i) {
+            // A changed commitment fails before AES-GCM runs.
+            assert!(
+                matches!(err, Error::DecryptionFailed),
+                "commitment byte {i}"
+            );
+        }
+    }
+    // A version 2 envelope relabelled as version 1 is refused, not misread.
+    let mut relabelled = sealed.clone();
+    relabelled[3] = envelope::VERSION;
+    assert!(matches!(
+        envelope::open(suite, &dek, b"ctx", &relabelled),
+        Err(Error::DecryptionFailed)
+    ));
 }
 
 /// HKDF edge cases agree between suites: RFC 5869 test case 3 (empty salt
@@ -321,7 +542,7 @@ pub fn envelope_rejections<C: CipherSuite>(suite: &C) {
     assert!(envelope::open(suite, &dek, b"ctx", &appended).is_err());
 
     let mut future = sealed.clone();
-    future[3] = 2;
+    future[3] = 3;
     assert!(matches!(
         envelope::open(suite, &dek, b"ctx", &future),
         Err(Error::MalformedCiphertext {
@@ -784,6 +1005,14 @@ macro_rules! cipher_conformance {
             #[test]
             fn random_bytes() {
                 $crate::testing::cipher::random_bytes(&$suite);
+            }
+            #[test]
+            fn envelope_v2_vectors() {
+                $crate::testing::cipher::envelope_v2_vectors(&$suite);
+            }
+            #[test]
+            fn envelope_v2_sessions() {
+                $crate::testing::cipher::envelope_v2_sessions(&$suite);
             }
             #[test]
             fn envelope_round_trips() {

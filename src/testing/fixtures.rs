@@ -52,7 +52,7 @@ pub fn hpke_pq_vectors() -> Vec<serde_json::Value> {
         .clone()
 }
 
-/// A vector file of tests/vectors/ (`envelope_v1.json`, `stream_v1.json`,
+/// A vector file of tests/vectors/ (`envelope_v1.json`, `envelope_v2.json`, `stream_v1.json`,
 /// `record_v1.json`), parsed.
 ///
 /// # Panics
@@ -60,6 +60,7 @@ pub fn hpke_pq_vectors() -> Vec<serde_json::Value> {
 pub fn vectors(name: &str) -> Vec<serde_json::Value> {
     let text = match name {
         "envelope_v1.json" => include_str!("../../tests/vectors/envelope_v1.json"),
+        "envelope_v2.json" => include_str!("../../tests/vectors/envelope_v2.json"),
         "stream_v1.json" => include_str!("../../tests/vectors/stream_v1.json"),
         "record_v1.json" => include_str!("../../tests/vectors/record_v1.json"),
         other => panic!("no vector file {other}"),

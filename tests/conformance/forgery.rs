@@ -8,7 +8,7 @@ use std::sync::Arc;
 use der::asn1::UintRef;
 use keyserver::backends::MemoryStorage;
 use keyserver::transports::InProcess;
-use keyserver::{CipherSuite, Encryption, Error, Kek, KeyClient, KeyServer, UnwrapMode};
+use keyserver::{envelope, CipherSuite, Encryption, Error, Kek, KeyClient, KeyServer, UnwrapMode};
 
 /// A PKCS#8 RSA key with the victim's public key and `private` in every
 /// private field, as an attacker would write it by hand. `Err` if the core
@@ -60,24 +60,39 @@ fn refused(result: keyserver::Result<impl std::fmt::Debug>, secret: &[u8], what:
     }
 }
 
-/// A shared client, its cache warm with the victim's DEK.
+/// A shared client, its cache warm with the victim's DEK (and, writing
+/// envelope v2, with the victim's session).
 pub async fn client_cache_is_not_a_bypass<C: CipherSuite + Clone>(suite: C, mode: UnwrapMode) {
-    let server = Arc::new(KeyServer::new(suite.clone(), MemoryStorage::new()));
-    let client = KeyClient::new(InProcess::new(server), suite).with_unwrap_mode(mode);
-    let victim = client.generate().await.unwrap();
-    let secret = b"the victim's medical record";
-    let sealed = client.encrypt(&victim, secret).await.unwrap();
-    assert!(client.is_cached(&victim.id()), "the cache is warm");
-    for forged in forgeries(&victim) {
-        let Ok(forged) = forged else { continue };
-        refused(client.get(&forged).await, secret, "get");
-        refused(client.decrypt(&forged, &sealed).await, secret, "decrypt");
-        refused(client.encrypt(&forged, b"x").await, secret, "encrypt");
+    let server: Arc<dyn keyserver::KeyService> =
+        Arc::new(KeyServer::new(suite.clone(), MemoryStorage::new()));
+    for version in [envelope::Version::V1, envelope::Version::V2] {
+        let client = KeyClient::new(InProcess::new(Arc::clone(&server)), suite.clone())
+            .with_unwrap_mode(mode)
+            .with_envelope(version);
+        let victim = client.generate().await.unwrap();
+        let secret = b"the victim's medical record";
+        let sealed = client.encrypt(&victim, secret).await.unwrap();
+        assert!(client.is_cached(&victim.id()), "the cache is warm");
+        for forged in forgeries(&victim) {
+            let Ok(forged) = forged else { continue };
+            refused(client.get(&forged).await, secret, "get");
+            refused(client.decrypt(&forged, &sealed).await, secret, "decrypt");
+            refused(client.encrypt(&forged, b"x").await, secret, "encrypt");
+            let mut out = Vec::new();
+            refused(
+                client.encrypt_into(&forged, b"x", b"", &mut out).await,
+                secret,
+                "encrypt_into",
+            );
+            assert!(out.is_empty(), "{version:?}");
+        }
+        // The true holder is still served, from the cache.
+        let fetched = client.fetched_at(&victim.id());
+        assert_eq!(&client.decrypt(&victim, &sealed).await.unwrap()[..], secret);
+        let again = client.encrypt(&victim, secret).await.unwrap();
+        assert_eq!(&client.decrypt(&victim, &again).await.unwrap()[..], secret);
+        assert_eq!(client.fetched_at(&victim.id()), fetched, "{version:?}");
     }
-    // The true holder is still served, from the cache.
-    let fetched = client.fetched_at(&victim.id());
-    assert_eq!(&client.decrypt(&victim, &sealed).await.unwrap()[..], secret);
-    assert_eq!(client.fetched_at(&victim.id()), fetched);
 }
 
 /// The server refuses the forged KEK before it unwraps anything.

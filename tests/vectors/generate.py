@@ -3,7 +3,7 @@
 keyserver itself: HKDF-SHA256 and AES-GCM come from pyca/cryptography, the
 byte layouts are re-typed here from docs/FORMAT.md. Run it from this folder:
 
-    python3 generate.py    # rewrites envelope_v1.json, stream_v1.json, record_v1.json
+    python3 generate.py    # rewrites envelope_v1.json, envelope_v2.json, stream_v1.json, record_v1.json
 
 The Rust tests (the cipher kit, src/testing/cipher.rs, and tests/conformance/formats.rs) check that keyserver produces and
 accepts exactly these bytes with every cipher suite.
@@ -55,6 +55,44 @@ def envelope_cases():
             "context": context.hex(),
             "plaintext": plaintext.hex(),
             "envelope": envelope(dek, key_id, salt, nonce, context, plaintext).hex(),
+        })
+    return cases
+
+
+def envelope_v2(dek, key_id, salt, counter, context, plaintext):
+    alg = ALG[len(dek)]
+    key = HKDF(hashes.SHA256(), len(dek), salt, b"keyserver envelope v2 key" + bytes([alg])).derive(dek)
+    commitment = HKDF(hashes.SHA256(), 32, salt,
+                      b"keyserver envelope v2 commitment" + bytes([alg])).derive(dek)
+    nonce = counter.to_bytes(12, "big")
+    header = b"KSE" + bytes([2, alg]) + key_id + salt + nonce + commitment
+    return header + AESGCM(key).encrypt(nonce, plaintext, header + context)
+
+
+def envelope_v2_cases():
+    cases = []
+    for n, (dek_len, counter, context, plaintext) in enumerate([
+        (16, 0, b"", b"Stephan Richter"),
+        (16, 1, b"", b""),
+        (16, 2, b"tenant=acme;table=users", b"Stephan Richter"),
+        (24, 0, b"", b"Stephan Richter"),
+        (24, 2**32 - 1, b"ctx", bytes(range(256)) * 5),
+        (32, 0, b"", b"x"),
+        (32, 123456789, b"user=42", b"The quick brown fox jumps over the lazy dog"),
+    ]):
+        dek = pattern(dek_len, 11 + n)
+        key_id = hashlib.sha256(b"kek v2 %d" % n).digest()
+        salt = pattern(32, 110 + n)
+        cases.append({
+            "name": "v2 case %d: AES-%d, message %d, %d-byte plaintext, %d-byte context"
+                    % (n, dek_len * 8, counter, len(plaintext), len(context)),
+            "dek": dek.hex(),
+            "key_id": key_id.hex(),
+            "salt": salt.hex(),
+            "counter": counter,
+            "context": context.hex(),
+            "plaintext": plaintext.hex(),
+            "envelope": envelope_v2(dek, key_id, salt, counter, context, plaintext).hex(),
         })
     return cases
 
@@ -122,6 +160,9 @@ def stream_cases():
 if __name__ == "__main__":
     with open("envelope_v1.json", "w") as f:
         json.dump(envelope_cases(), f, indent=1)
+        f.write("\n")
+    with open("envelope_v2.json", "w") as f:
+        json.dump(envelope_v2_cases(), f, indent=1)
         f.write("\n")
     with open("stream_v1.json", "w") as f:
         json.dump(stream_cases(), f, indent=1)
