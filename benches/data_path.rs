@@ -9,6 +9,8 @@
 //! - `client/SUITE`: the same through [`KeyClient::encrypt_into`] and
 //!   [`KeyClient::decrypt_into`] with the DEK cached (an in-process server,
 //!   so no request is made): what an application calls.
+//! - `client-v2/SUITE`: the same client writing envelope v2 (a session per
+//!   cached DEK: no randomness, key derivation or key set-up per message).
 //! - `rsa3072-fresh-key`: the `get_key` limit of a server that keeps no KEK,
 //!   one core: parse the PKCS#8 KEK, then one RSA-OAEP-SHA256 decryption,
 //!   with aws-lc-rs alone, and with each suite (which also checks the key pair).
@@ -160,21 +162,27 @@ fn envelopes(c: &mut Criterion) {
 }
 
 fn clients(c: &mut Criterion) {
-    client(c, AwsLc::new());
-    client(c, RustCrypto::new());
-    client(c, OpenSsl::new());
+    for version in [envelope::Version::V1, envelope::Version::V2] {
+        client(c, AwsLc::new(), version);
+        client(c, RustCrypto::new(), version);
+        client(c, OpenSsl::new(), version);
+    }
 }
 
-fn client<C: CipherSuite + Clone>(c: &mut Criterion, suite: C) {
+fn client<C: CipherSuite + Clone>(c: &mut Criterion, suite: C, version: envelope::Version) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
     {
         let name = suite.name();
         let server = Arc::new(KeyServer::new(suite, MemoryStorage::new()));
-        let client = InProcess::client(server);
+        let client = InProcess::client(server).with_envelope(version);
         let kek = runtime.block_on(client.generate()).expect("generate");
-        let mut group = c.benchmark_group(format!("client/{name}"));
+        let group_name = match version {
+            envelope::Version::V1 => format!("client/{name}"),
+            _ => format!("client-v2/{name}"),
+        };
+        let mut group = c.benchmark_group(group_name);
         for size in SIZES {
             group.throughput(Throughput::Bytes(size as u64));
             let plaintext = vec![0x5au8; size];

@@ -54,6 +54,10 @@ struct Entry {
     /// The envelope v2 writer of this DEK, made at its first v2 message;
     /// it goes (and its key is wiped) with the entry.
     session: Option<Arc<envelope::Session>>,
+    /// The keys of the envelope v2 session this client last opened a
+    /// message of (another writer's): the next message of that session
+    /// opens without a key derivation.
+    opened: Option<Arc<envelope::SessionKey>>,
 }
 
 /// A client of a remote key server, over any [`Transport`].
@@ -268,6 +272,7 @@ impl<T: Transport> KeyClient<T> {
             fetched: Instant::now(),
             fetched_at: SystemTime::now(),
             session: None,
+            opened: None,
         };
         self.with_cache(|c| c.insert(kek.id(), entry));
     }
@@ -339,6 +344,54 @@ impl<T: Transport> KeyClient<T> {
         Err(crate::Error::policy(
             "no envelope session could be started (is the process forking repeatedly?)",
         ))
+    }
+
+    /// Opens `ciphertext` (either envelope version) into `out`.
+    async fn open_into(
+        &self,
+        kek: &Kek,
+        ciphertext: &[u8],
+        context: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        out.clear();
+        let header = envelope::Header::parse(ciphertext)?;
+        self.check_sealed_under(kek, &header.key_id).await?;
+        if ciphertext[3] != envelope::VERSION_2 {
+            let dek = self.get(kek).await?;
+            return envelope::open_into(&*self.suite, &dek, context, ciphertext, out);
+        }
+        let cached = self.with_cache(|c| {
+            let entry = c.get(&kek.id())?;
+            if !self.fresh(entry) || *entry.kek != *kek.fingerprint() {
+                return None;
+            }
+            let own = entry.session.as_ref().map(|s| s.key());
+            own.into_iter()
+                .chain(entry.opened.as_ref())
+                .find(|key| key.is_for(ciphertext))
+                .cloned()
+        });
+        if let Some(key) = cached {
+            return key.open_into(&*self.suite, context, ciphertext, out);
+        }
+        let dek = self.get(kek).await?;
+        if header.strength != dek.strength() {
+            return Err(crate::Error::DecryptionFailed);
+        }
+        let key = Arc::new(envelope::SessionKey::derive(
+            &*self.suite,
+            &dek,
+            header.salt,
+        )?);
+        self.with_cache(|c| {
+            if let Some(entry) = c.get_mut(&kek.id()) {
+                if *entry.kek == *kek.fingerprint() {
+                    entry.opened = Some(Arc::clone(&key));
+                }
+            }
+        });
+        key.open_into(&*self.suite, context, ciphertext, out)
     }
 
     /// The envelope v2 session of `kek`'s DEK: the cached one while the
@@ -586,11 +639,7 @@ impl<T: Transport> KeyClient<T> {
         context: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        out.clear();
-        let header = envelope::Header::parse(ciphertext)?;
-        self.check_sealed_under(kek, &header.key_id).await?;
-        let dek = self.get(kek).await?;
-        envelope::open_into(&*self.suite, &dek, context, ciphertext, out)
+        self.open_into(kek, ciphertext, context, out).await
     }
 
     /// Encrypts everything `input` gives into `output` in the stream format
@@ -787,10 +836,9 @@ impl<T: Transport> Encryption for KeyClient<T> {
         ciphertext: &[u8],
         context: &[u8],
     ) -> Result<Plaintext> {
-        let header = envelope::Header::parse(ciphertext)?;
-        self.check_sealed_under(kek, &header.key_id).await?;
-        let dek = self.get(kek).await?;
-        envelope::open(&*self.suite, &dek, context, ciphertext)
+        let mut out = Vec::new();
+        self.open_into(kek, ciphertext, context, &mut out).await?;
+        Ok(Plaintext::from(out))
     }
 }
 
@@ -919,6 +967,56 @@ mod tests {
         // Dropped with the cache.
         client.clear_cache();
         assert!(!client.is_cached(&kek.id()));
+    }
+
+    #[cfg(feature = "cipher-rustcrypto")]
+    #[tokio::test(start_paused = true)]
+    async fn other_writers_v2_messages_open_and_tampering_is_refused() {
+        let (kek, suite) = (kek(), crate::backends::RustCrypto::new());
+        let client = v2_client(counting_transport(1), Duration::from_secs(60));
+        let writers = [
+            envelope::Session::new(&suite, &kek.id(), &dek(1)).expect("a session"), // ok: test
+            envelope::Session::new(&suite, &kek.id(), &dek(1)).expect("a session"), // ok: test
+        ];
+        let mut sealed = Vec::new();
+        let mut opened = Vec::new();
+        // Alternating between two writers' sessions, each message twice
+        // (the second time from the kept session key).
+        for round in 0..3u8 {
+            for writer in &writers {
+                writer
+                    .seal_into(&suite, b"c", &[round], &mut sealed)
+                    .expect("sealed"); // ok: test
+                for _ in 0..2 {
+                    client
+                        .decrypt_into(&kek, &sealed, b"c", &mut opened)
+                        .await
+                        .expect("opens"); // ok: test
+                    assert_eq!(opened, [round]);
+                }
+                let refused = client.decrypt_into(&kek, &sealed, b"C", &mut opened).await;
+                assert!(matches!(refused, Err(Error::DecryptionFailed)));
+                assert!(opened.is_empty());
+                for at in [
+                    envelope::HEADER_LEN,
+                    envelope::HEADER_LEN_V2 - 1,
+                    sealed.len() - 1,
+                ] {
+                    let mut bad = sealed.clone();
+                    bad[at] ^= 1;
+                    let refused = client.decrypt_into(&kek, &bad, b"c", &mut opened).await;
+                    assert!(matches!(refused, Err(Error::DecryptionFailed)), "byte {at}");
+                }
+            }
+        }
+        // A session of another DEK under the same key id is refused at the
+        // commitment.
+        let stranger = envelope::Session::new(&suite, &kek.id(), &dek(9)).expect("a session"); // ok: test
+        stranger
+            .seal_into(&suite, b"c", b"x", &mut sealed)
+            .expect("sealed"); // ok: test
+        let refused = client.decrypt(&kek, &sealed).await;
+        assert!(matches!(refused, Err(Error::DecryptionFailed)));
     }
 
     #[cfg(feature = "cipher-rustcrypto")]

@@ -401,8 +401,10 @@ pub fn open_into<C: CipherSuite + ?Sized>(
     opened
 }
 
-/// Opens a version 2 envelope: the commitment first (a DEK that is not the
-/// sealing one fails there), then AES-GCM.
+/// Opens a version 2 envelope under `dek`: its session key is derived
+/// for this one message (a reader that opens many messages of one session
+/// keeps the [`SessionKey`] instead, as [`KeyClient`](crate::KeyClient)
+/// does).
 fn open_v2_into<C: CipherSuite + ?Sized>(
     suite: &C,
     dek: &Dek,
@@ -411,30 +413,144 @@ fn open_v2_into<C: CipherSuite + ?Sized>(
     header: &Header,
     out: &mut Vec<u8>,
 ) -> Result<()> {
-    let alg = envelope[4];
-    let commitment = derive(
-        suite,
-        dek,
-        &header.salt,
-        COMMITMENT_INFO_V2,
-        alg,
-        COMMITMENT_LEN,
-    )?;
-    if !equal(&commitment, &envelope[HEADER_LEN..HEADER_LEN_V2]) {
-        return Err(Error::DecryptionFailed);
+    SessionKey::derive(suite, dek, header.salt)?.open_into(suite, context, envelope, out)
+}
+
+/// The keys of one version 2 session of a DEK: the AES-GCM key (with its
+/// key schedule set up, where the suite can) and the commitment, both
+/// derived from the DEK and the session's salt. A [`Session`] seals with
+/// one; a reader that opens many messages of the same session keeps one,
+/// so that a message costs one comparison and AES-GCM.
+///
+/// ```
+/// # #[cfg(feature = "cipher-rustcrypto")] {
+/// use keyserver::{envelope, Dek, KeyId};
+/// use keyserver::backends::RustCrypto;
+///
+/// let (suite, dek, id) = (RustCrypto::new(), Dek::from_bytes(&[1; 16])?, KeyId::from_bytes([2; 32]));
+/// let session = envelope::Session::new(&suite, &id, &dek)?;
+/// let mut sealed = Vec::new();
+/// session.seal_into(&suite, b"", b"hello", &mut sealed)?;
+///
+/// let salt = envelope::Header::parse(&sealed)?.salt;
+/// let reader = envelope::SessionKey::derive(&suite, &dek, salt)?;
+/// assert!(reader.is_for(&sealed));
+/// let mut opened = Vec::new();
+/// reader.open_into(&suite, b"", &sealed, &mut opened)?;
+/// assert_eq!(opened, b"hello");
+/// # }
+/// # Ok::<(), keyserver::Error>(())
+/// ```
+pub struct SessionKey {
+    salt: [u8; SALT_LEN],
+    alg: u8,
+    commitment: [u8; COMMITMENT_LEN],
+    key: Zeroizing<Vec<u8>>,
+    prepared: Option<Box<dyn GcmKey>>,
+}
+
+impl std::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionKey")
+            .field("alg", &self.alg)
+            .field("key", &"<redacted>")
+            .finish_non_exhaustive()
     }
-    let key = derive_key(suite, dek, &header.salt, KEY_INFO_V2, alg)?;
-    let (body, tag) = envelope[HEADER_LEN_V2..].split_at(envelope.len() - OVERHEAD_V2);
-    let mut tag_bytes = [0u8; GCM_TAG_LEN];
-    tag_bytes.copy_from_slice(tag);
-    crate::suite::reserve_wiped(out, body.len());
-    let opened = with_aad(&envelope[..HEADER_LEN_V2], context, |aad| {
-        suite.aes_gcm_open_append(&key, &header.nonce, aad, body, &tag_bytes, out)
-    });
-    if opened.is_err() {
-        zeroize::Zeroize::zeroize(out);
+}
+
+impl SessionKey {
+    /// Derives the keys of the session `salt` of `dek`.
+    ///
+    /// # Errors
+    /// [`Error::Crypto`] if the key derivation fails; the suite's errors
+    /// preparing the key.
+    pub fn derive<C: CipherSuite + ?Sized>(
+        suite: &C,
+        dek: &Dek,
+        salt: [u8; SALT_LEN],
+    ) -> Result<Self> {
+        let alg = dek_alg_id(dek.strength());
+        let key = derive_key(suite, dek, &salt, KEY_INFO_V2, alg)?;
+        let derived = derive(suite, dek, &salt, COMMITMENT_INFO_V2, alg, COMMITMENT_LEN)?;
+        let mut commitment = [0u8; COMMITMENT_LEN];
+        commitment.copy_from_slice(&derived);
+        let prepared = suite.aes_gcm_prepare(&key)?;
+        Ok(SessionKey {
+            salt,
+            alg,
+            commitment,
+            key,
+            prepared,
+        })
     }
-    opened
+
+    /// The session's salt.
+    pub fn salt(&self) -> &[u8; SALT_LEN] {
+        &self.salt
+    }
+
+    /// Whether `envelope` is a version 2 envelope of this session (its
+    /// version, algorithm and salt; nothing is authenticated yet).
+    pub fn is_for(&self, envelope: &[u8]) -> bool {
+        envelope.len() >= HEADER_LEN
+            && envelope[3] == VERSION_2
+            && envelope[4] == self.alg
+            && envelope[37..69] == self.salt
+    }
+
+    /// Opens a version 2 envelope of this session into `out` (cleared
+    /// first): the commitment is compared first, then AES-GCM runs over
+    /// the header, `context` and the ciphertext. On failure `out` is left
+    /// empty and nothing unauthenticated reaches it.
+    ///
+    /// # Errors
+    /// [`Error::MalformedCiphertext`] for an envelope that does not parse;
+    /// [`Error::DecryptionFailed`] for one of another session or DEK, a
+    /// different context, or any changed byte.
+    pub fn open_into<C: CipherSuite + ?Sized>(
+        &self,
+        suite: &C,
+        context: &[u8],
+        envelope: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        out.clear();
+        let header = Header::parse(envelope)?;
+        if !self.is_for(envelope) || !equal(&self.commitment, &envelope[HEADER_LEN..HEADER_LEN_V2])
+        {
+            return Err(Error::DecryptionFailed);
+        }
+        let (body, tag) = envelope[HEADER_LEN_V2..].split_at(envelope.len() - OVERHEAD_V2);
+        let mut tag_bytes = [0u8; GCM_TAG_LEN];
+        tag_bytes.copy_from_slice(tag);
+        crate::suite::reserve_wiped(out, body.len());
+        let opened = with_aad(&envelope[..HEADER_LEN_V2], context, |aad| {
+            match &self.prepared {
+                Some(key) => key.open_append(&header.nonce, aad, body, &tag_bytes, out),
+                None => {
+                    suite.aes_gcm_open_append(&self.key, &header.nonce, aad, body, &tag_bytes, out)
+                }
+            }
+        });
+        if opened.is_err() {
+            zeroize::Zeroize::zeroize(out);
+        }
+        opened
+    }
+
+    fn seal_append<C: CipherSuite + ?Sized>(
+        &self,
+        suite: &C,
+        nonce: &[u8; GCM_NONCE_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        match &self.prepared {
+            Some(key) => key.seal_append(nonce, aad, plaintext, out),
+            None => suite.aes_gcm_seal_append(&self.key, nonce, aad, plaintext, out),
+        }
+    }
 }
 
 /// Whether two byte strings are equal, in time that depends on their
@@ -477,8 +593,7 @@ pub struct Session {
     strength: Strength,
     /// The header with a zero nonce: each message writes its number in.
     header: [u8; HEADER_LEN_V2],
-    key: Zeroizing<Vec<u8>>,
-    prepared: Option<Box<dyn GcmKey>>,
+    key: std::sync::Arc<SessionKey>,
     messages: AtomicU64,
     blocks: AtomicU64,
     born: fork::Stamp,
@@ -521,23 +636,19 @@ impl Session {
         salt: [u8; SALT_LEN],
         counter: u64,
     ) -> Result<Self> {
-        let alg = dek_alg_id(dek.strength());
-        let key = derive_key(suite, dek, &salt, KEY_INFO_V2, alg)?;
-        let commitment = derive(suite, dek, &salt, COMMITMENT_INFO_V2, alg, COMMITMENT_LEN)?;
+        let key = std::sync::Arc::new(SessionKey::derive(suite, dek, salt)?);
         let mut header = [0u8; HEADER_LEN_V2];
         header[..3].copy_from_slice(ENVELOPE_MAGIC);
         header[3] = VERSION_2;
-        header[4] = alg;
+        header[4] = key.alg;
         header[5..37].copy_from_slice(key_id.as_bytes());
         header[37..69].copy_from_slice(&salt);
-        header[HEADER_LEN..].copy_from_slice(&commitment);
-        let prepared = suite.aes_gcm_prepare(&key)?;
+        header[HEADER_LEN..].copy_from_slice(&key.commitment);
         Ok(Session {
             key_id: *key_id,
             strength: dek.strength(),
             header,
             key,
-            prepared,
             messages: AtomicU64::new(counter),
             blocks: AtomicU64::new(0),
             born: fork::Stamp::now(),
@@ -552,6 +663,11 @@ impl Session {
     /// The strength of the session's DEK.
     pub fn strength(&self) -> Strength {
         self.strength
+    }
+
+    /// The session's keys, which also open its messages.
+    pub fn key(&self) -> &std::sync::Arc<SessionKey> {
+        &self.key
     }
 
     /// Message numbers taken so far (including the first `counter` of
@@ -630,9 +746,8 @@ impl Session {
         header[69..HEADER_LEN].copy_from_slice(&nonce);
         crate::suite::reserve_wiped(out, OVERHEAD_V2 + plaintext.len());
         out.extend_from_slice(&header);
-        let sealed = with_aad(&header, context, |aad| match &self.prepared {
-            Some(key) => key.seal_append(&nonce, aad, plaintext, out),
-            None => suite.aes_gcm_seal_append(&self.key, &nonce, aad, plaintext, out),
+        let sealed = with_aad(&header, context, |aad| {
+            self.key.seal_append(suite, &nonce, aad, plaintext, out)
         });
         if sealed.is_err() {
             zeroize::Zeroize::zeroize(out);
@@ -744,8 +859,11 @@ mod tests {
         let (_, _, session) = session();
         let shown = format!("{session:?}");
         assert!(shown.contains("<redacted>"), "{shown}");
+        let key = format!("{:?}", &session.key.key[..]);
+        assert!(!shown.contains(&key), "{shown}");
+        let shown = format!("{:?}", session.key());
         assert!(
-            !shown.contains(&format!("{:?}", &session.key[..])),
+            shown.contains("<redacted>") && !shown.contains(&key),
             "{shown}"
         );
     }

@@ -321,6 +321,20 @@ pub fn envelope_v2_sessions<C: CipherSuite>(suite: &C) {
         "each session draws its own salt"
     );
     assert_ne!(first, second);
+    // A reader's session key opens its session's messages, and only those.
+    let reader =
+        envelope::SessionKey::derive(suite, &dek, Header::parse(&first).unwrap().salt).unwrap();
+    assert!(reader.is_for(&first) && !reader.is_for(&second));
+    let mut out = b"old".to_vec();
+    reader.open_into(suite, b"", &first, &mut out).unwrap();
+    assert_eq!(out, b"same");
+    assert!(matches!(
+        reader.open_into(suite, b"", &second, &mut out),
+        Err(Error::DecryptionFailed)
+    ));
+    assert!(out.is_empty());
+    a.key().open_into(suite, b"", &first, &mut out).unwrap();
+    assert_eq!(out, b"same");
 
     // Threads sharing one session take distinct message numbers.
     let shared = std::sync::Arc::new(Session::new(suite, &id, &dek).unwrap());
