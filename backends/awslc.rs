@@ -609,9 +609,10 @@ mod ffi {
         okm.len() > 255 * hash.len()
     }
 
-    /// An AES-GCM key schedule, on the stack, for one message: cleaned up
-    /// and wiped when dropped. Never moved once initialised (AWS-LC aligns
-    /// its state relative to the context's address).
+    /// An AES-GCM key schedule: on the stack for one message, or boxed for
+    /// a session ([`PreparedGcm`]). Cleaned up and wiped when dropped. Never
+    /// moved once initialised (AWS-LC aligns its state relative to the
+    /// context's address).
     struct GcmCtx(sys::EVP_AEAD_CTX);
 
     impl GcmCtx {

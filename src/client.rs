@@ -384,14 +384,17 @@ impl<T: Transport> KeyClient<T> {
             &dek,
             header.salt,
         )?);
+        key.open_into(&*self.suite, context, ciphertext, out)?;
+        // Kept only once a message of the session authenticated: forged
+        // salts cannot push out the key in use.
         self.with_cache(|c| {
             if let Some(entry) = c.get_mut(&kek.id()) {
                 if *entry.kek == *kek.fingerprint() {
-                    entry.opened = Some(Arc::clone(&key));
+                    entry.opened = Some(key);
                 }
             }
         });
-        key.open_into(&*self.suite, context, ciphertext, out)
+        Ok(())
     }
 
     /// The envelope v2 session of `kek`'s DEK: the cached one while the
@@ -804,6 +807,7 @@ impl<T: Transport> fmt::Debug for KeyClient<T> {
             .field("cache_ttl", &self.cache_ttl)
             .field("capacity", &self.capacity)
             .field("mode", &self.mode)
+            .field("envelope", &self.envelope)
             .field("cached", &self.cached_len())
             .finish()
     }
@@ -1017,6 +1021,74 @@ mod tests {
             .expect("sealed"); // ok: test
         let refused = client.decrypt(&kek, &sealed).await;
         assert!(matches!(refused, Err(Error::DecryptionFailed)));
+    }
+
+    #[cfg(feature = "cipher-rustcrypto")]
+    #[tokio::test(start_paused = true)]
+    async fn a_spent_session_is_replaced_by_a_new_one() {
+        let kek = kek();
+        let client = v2_client(counting_transport(1), Duration::from_secs(60));
+        let first = client.encrypt(&kek, b"a").await.expect("sealed"); // ok: test
+        let spent = client
+            .with_cache(|c| c.peek(&kek.id()).and_then(|e| e.session.clone()))
+            .expect("a session is kept"); // ok: test
+        spent.exhaust();
+        let second = client.encrypt(&kek, b"b").await.expect("sealed"); // ok: test
+        assert_ne!(session_of(&first).0, session_of(&second).0, "a new salt");
+        assert_eq!(session_of(&second).1, 0);
+        let kept = client
+            .with_cache(|c| c.peek(&kek.id()).and_then(|e| e.session.clone()))
+            .expect("a session is kept"); // ok: test
+        assert!(!Arc::ptr_eq(&spent, &kept) && !kept.is_spent());
+        // Both still open: the DEK is the same.
+        for sealed in [&first, &second] {
+            client.decrypt(&kek, sealed).await.expect("opens"); // ok: test
+        }
+    }
+
+    /// A reader derives a session's keys once (two HKDF calls: the key and
+    /// the commitment), then opens its further messages without.
+    #[tokio::test(start_paused = true)]
+    async fn a_v2_readers_session_key_is_derived_once_per_session() {
+        let kek = kek();
+        let mut suite = MockCipherSuite::new();
+        suite
+            .expect_hkdf_sha256()
+            .times(4)
+            .returning(|_, _, _, okm| {
+                okm.fill(0x11);
+                Ok(())
+            });
+        suite
+            .expect_aes_gcm_prepare()
+            .times(2)
+            .returning(|_| Ok(None));
+        suite
+            .expect_aes_gcm_open_append()
+            .times(4)
+            .returning(|_, _, _, ciphertext, _, out| {
+                out.extend_from_slice(ciphertext);
+                Ok(())
+            });
+        let client = KeyClient::new(with_describe(counting_transport(1)), suite);
+        let message = |salt: u8, number: u8| {
+            let mut m = b"KSE\x02\x01".to_vec();
+            m.extend_from_slice(kek.id().as_bytes());
+            m.extend_from_slice(&[salt; 32]);
+            m.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, number]);
+            m.extend_from_slice(&[0x11; 32]); // the commitment the mock derives
+            m.extend_from_slice(b"body");
+            m.extend_from_slice(&[0; 16]);
+            m
+        };
+        let mut out = Vec::new();
+        for (salt, number) in [(1, 0), (1, 1), (1, 2), (2, 0)] {
+            client
+                .decrypt_into(&kek, &message(salt, number), b"", &mut out)
+                .await
+                .expect("opens"); // ok: test
+            assert_eq!(out, b"body");
+        }
     }
 
     #[cfg(feature = "cipher-rustcrypto")]

@@ -125,9 +125,10 @@ pub struct Header {
     pub strength: Strength,
     /// The key id of the KEK whose DEK sealed the data.
     pub key_id: KeyId,
-    /// The random HKDF salt.
+    /// The random HKDF salt (in version 2, the session's).
     pub salt: [u8; SALT_LEN],
-    /// The random AES-GCM nonce.
+    /// The AES-GCM nonce: random in version 1; in version 2 the message
+    /// number of its session (4 zero bytes, then 8 big-endian).
     pub nonce: [u8; GCM_NONCE_LEN],
 }
 
@@ -401,6 +402,30 @@ pub fn open_into<C: CipherSuite + ?Sized>(
     opened
 }
 
+/// The format version of an envelope (1 or 2), checking only its first
+/// four bytes; a version 2 envelope adds [`OVERHEAD_V2`] bytes to its
+/// plaintext, a version 1 envelope [`OVERHEAD`].
+///
+/// ```
+/// assert_eq!(keyserver::envelope::version(b"KSE\x02rest").ok(), Some(2));
+/// assert!(keyserver::envelope::version(b"KSE\x03rest").is_err());
+/// ```
+///
+/// # Errors
+/// [`Error::MalformedCiphertext`] for a wrong magic or an unknown version.
+pub fn version(envelope: &[u8]) -> Result<u8> {
+    let malformed = |reason: &'static str| Error::MalformedCiphertext {
+        reason: reason.into(),
+    };
+    if envelope.len() < 4 || &envelope[..3] != ENVELOPE_MAGIC {
+        return Err(malformed("not a keyserver ciphertext"));
+    }
+    match envelope[3] {
+        v @ (VERSION | VERSION_2) => Ok(v),
+        _ => Err(malformed("unsupported format version")),
+    }
+}
+
 /// Opens a version 2 envelope under `dek`: its session key is derived
 /// for this one message (a reader that opens many messages of one session
 /// keeps the [`SessionKey`] instead, as [`KeyClient`](crate::KeyClient)
@@ -445,8 +470,14 @@ pub struct SessionKey {
     salt: [u8; SALT_LEN],
     alg: u8,
     commitment: [u8; COMMITMENT_LEN],
-    key: Zeroizing<Vec<u8>>,
-    prepared: Option<Box<dyn GcmKey>>,
+    key: AesKey,
+}
+
+/// A session's AES-GCM key: the suite's prepared form where it has one
+/// (then the raw bytes are not kept), else the bytes, wiped on drop.
+enum AesKey {
+    Prepared(Box<dyn GcmKey>),
+    Raw(Zeroizing<Vec<u8>>),
 }
 
 impl std::fmt::Debug for SessionKey {
@@ -474,13 +505,15 @@ impl SessionKey {
         let derived = derive(suite, dek, &salt, COMMITMENT_INFO_V2, alg, COMMITMENT_LEN)?;
         let mut commitment = [0u8; COMMITMENT_LEN];
         commitment.copy_from_slice(&derived);
-        let prepared = suite.aes_gcm_prepare(&key)?;
+        let key = match suite.aes_gcm_prepare(&key)? {
+            Some(prepared) => AesKey::Prepared(prepared),
+            None => AesKey::Raw(key),
+        };
         Ok(SessionKey {
             salt,
             alg,
             commitment,
             key,
-            prepared,
         })
     }
 
@@ -524,12 +557,10 @@ impl SessionKey {
         let mut tag_bytes = [0u8; GCM_TAG_LEN];
         tag_bytes.copy_from_slice(tag);
         crate::suite::reserve_wiped(out, body.len());
-        let opened = with_aad(&envelope[..HEADER_LEN_V2], context, |aad| {
-            match &self.prepared {
-                Some(key) => key.open_append(&header.nonce, aad, body, &tag_bytes, out),
-                None => {
-                    suite.aes_gcm_open_append(&self.key, &header.nonce, aad, body, &tag_bytes, out)
-                }
+        let opened = with_aad(&envelope[..HEADER_LEN_V2], context, |aad| match &self.key {
+            AesKey::Prepared(key) => key.open_append(&header.nonce, aad, body, &tag_bytes, out),
+            AesKey::Raw(key) => {
+                suite.aes_gcm_open_append(key, &header.nonce, aad, body, &tag_bytes, out)
             }
         });
         if opened.is_err() {
@@ -546,9 +577,9 @@ impl SessionKey {
         plaintext: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        match &self.prepared {
-            Some(key) => key.seal_append(nonce, aad, plaintext, out),
-            None => suite.aes_gcm_seal_append(&self.key, nonce, aad, plaintext, out),
+        match &self.key {
+            AesKey::Prepared(key) => key.seal_append(nonce, aad, plaintext, out),
+            AesKey::Raw(key) => suite.aes_gcm_seal_append(key, nonce, aad, plaintext, out),
         }
     }
 }
@@ -628,7 +659,8 @@ impl Session {
     /// with the same DEK and salt repeat nonces; use [`Session::new`].
     ///
     /// # Errors
-    /// As for [`Session::new`].
+    /// As for [`Session::new`]; [`Error::Policy`] for a `counter` above
+    /// [`SESSION_MAX_MESSAGES`].
     pub fn with_salt_and_counter<C: CipherSuite + ?Sized>(
         suite: &C,
         key_id: &KeyId,
@@ -636,6 +668,11 @@ impl Session {
         salt: [u8; SALT_LEN],
         counter: u64,
     ) -> Result<Self> {
+        if counter > SESSION_MAX_MESSAGES {
+            return Err(Error::policy(
+                "an envelope session numbers its messages below 2^32",
+            ));
+        }
         let key = std::sync::Arc::new(SessionKey::derive(suite, dek, salt)?);
         let mut header = [0u8; HEADER_LEN_V2];
         header[..3].copy_from_slice(ENVELOPE_MAGIC);
@@ -674,6 +711,13 @@ impl Session {
     /// [`Session::with_salt_and_counter`]).
     pub fn sealed(&self) -> u64 {
         self.messages.load(Ordering::Relaxed)
+    }
+
+    /// Spends the session as its message limit would (tests of the code
+    /// that renews sessions).
+    #[cfg(test)]
+    pub(crate) fn exhaust(&self) {
+        self.messages.store(SESSION_MAX_MESSAGES, Ordering::Relaxed);
     }
 
     /// Whether the session seals no more: its message or block limit is
@@ -859,7 +903,10 @@ mod tests {
         let (_, _, session) = session();
         let shown = format!("{session:?}");
         assert!(shown.contains("<redacted>"), "{shown}");
-        let key = format!("{:?}", &session.key.key[..]);
+        let AesKey::Raw(raw) = &session.key.key else {
+            panic!("RustCrypto keeps the raw key")
+        };
+        let key = format!("{:?}", &raw[..]);
         assert!(!shown.contains(&key), "{shown}");
         let shown = format!("{:?}", session.key());
         assert!(
@@ -883,8 +930,11 @@ mod tests {
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork failed");
         if pid == 0 {
+            // Were detection broken, sealing would allocate in a forked
+            // copy of a multi-threaded process (and might hang): it is
+            // tried only once the session says it is spent.
             let spent = session.is_spent();
-            let refused = session.try_seal_into(&suite, b"", b"", &mut out).is_none();
+            let refused = spent && session.try_seal_into(&suite, b"", b"", &mut out).is_none();
             // SAFETY: ends the child at once, running nothing of the parent's.
             unsafe { libc::_exit(if spent && refused { 0 } else { 1 }) };
         }

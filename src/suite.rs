@@ -329,8 +329,9 @@ pub trait CipherSuite: Send + Sync + 'static {
     /// message, which gives the same bytes.
     ///
     /// # Errors
-    /// [`Error::InvalidKey`](crate::Error::InvalidKey) for a key of another
-    /// length.
+    /// A suite that prepares keys: [`Error::InvalidKey`](crate::Error::InvalidKey)
+    /// for a key of another length. (The default prepares nothing and
+    /// fails nothing: the length is checked at each message instead.)
     fn aes_gcm_prepare(&self, key: &[u8]) -> Result<Option<Box<dyn GcmKey>>> {
         let _ = key;
         Ok(None)

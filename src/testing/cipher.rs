@@ -426,6 +426,44 @@ pub fn envelope_v2_sessions<C: CipherSuite>(suite: &C) {
             );
         }
     }
+    // The commitment is checked on its own: a message under the right
+    // session key and with a valid tag, but with another commitment (what
+    // a ciphertext made to open under two DEKs would need), is refused.
+    let salt = [9u8; 32];
+    let sealed_with = |commitment: &[u8]| {
+        let mut key = [0u8; 16];
+        suite
+            .hkdf_sha256(&[1; 16], &salt, b"keyserver envelope v2 key\x01", &mut key)
+            .unwrap();
+        let mut header = b"KSE\x02\x01".to_vec();
+        header.extend_from_slice(id.as_bytes());
+        header.extend_from_slice(&salt);
+        header.extend_from_slice(&[0; 12]);
+        header.extend_from_slice(commitment);
+        let body = suite
+            .aes_gcm_seal(&key, &[0; 12], &header, b"chosen")
+            .unwrap();
+        [header, body].concat()
+    };
+    let mut true_commitment = [0u8; 32];
+    suite
+        .hkdf_sha256(
+            &[1; 16],
+            &salt,
+            b"keyserver envelope v2 commitment\x01",
+            &mut true_commitment,
+        )
+        .unwrap();
+    let honest = sealed_with(&true_commitment);
+    assert_eq!(
+        &envelope::open(suite, &dek, b"", &honest).unwrap()[..],
+        b"chosen"
+    );
+    assert!(matches!(
+        envelope::open(suite, &dek, b"", &sealed_with(&[0xaa; 32])),
+        Err(Error::DecryptionFailed)
+    ));
+
     // A version 2 envelope relabelled as version 1 is refused, not misread.
     let mut relabelled = sealed.clone();
     relabelled[3] = envelope::VERSION;

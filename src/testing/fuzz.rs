@@ -53,8 +53,8 @@ pub fn envelope(input: &[u8]) {
         if data[3] == envelope::VERSION_2 {
             // A session numbers its messages below 2^32: other nonces are
             // readable, but no session writes them.
-            if header.nonce[..4] == [0; 4] {
-                let number = u64::from_be_bytes(header.nonce[4..].try_into().expect("8 bytes"));
+            let number = u64::from_be_bytes(header.nonce[4..].try_into().expect("8 bytes"));
+            if header.nonce[..4] == [0; 4] && number < envelope::SESSION_MAX_MESSAGES {
                 let session = envelope::Session::with_salt_and_counter(
                     &RustCrypto::new(),
                     &header.key_id,
