@@ -438,16 +438,6 @@ mod ffi {
         Ok(rsa)
     }
 
-    fn private_rsa(pkcs8_der: &[u8]) -> Result<Pkey> {
-        let key = parse(
-            pkcs8_der,
-            sys::EVP_parse_private_key,
-            "not a valid RSA private key",
-        )?;
-        rsa_of(&key, "not a valid RSA private key")?;
-        Ok(key)
-    }
-
     pub(super) fn rsa_generate(bits: usize) -> Result<Zeroizing<Vec<u8>>> {
         let ctx = PkeyCtx::for_id(sys::EVP_PKEY_RSA)?;
         let bits = c_int::try_from(bits).map_err(|_| crypto("RSA key size"))?;
@@ -565,8 +555,115 @@ mod ffi {
         Ok(out)
     }
 
+    /// An owned BIGNUM, cleared and freed on drop unless handed to an RSA
+    /// key.
+    struct Bn(*mut sys::BIGNUM);
+    impl Drop for Bn {
+        fn drop(&mut self) {
+            // SAFETY: the pointer came from BN_bin2bn, is non-null and owned
+            // here alone (a BIGNUM given to RSA_set0_* is released first).
+            unsafe { sys::BN_clear_free(self.0) }
+        }
+    }
+    impl Bn {
+        fn of(value: der::asn1::UintRef<'_>) -> Result<Self> {
+            let bytes = value.as_bytes();
+            // SAFETY: reads bytes within their bounds; a new BIGNUM is made.
+            let bn = unsafe { sys::BN_bin2bn(bytes.as_ptr(), bytes.len(), ptr::null_mut()) };
+            if bn.is_null() {
+                return fail(crypto("RSA key components"));
+            }
+            Ok(Bn(bn))
+        }
+        /// Gives up ownership (to an RSA key that now frees it).
+        fn release(self) -> *mut sys::BIGNUM {
+            let bn = self.0;
+            std::mem::forget(self);
+            bn
+        }
+    }
+
+    struct Rsa(*mut sys::RSA);
+    impl Drop for Rsa {
+        fn drop(&mut self) {
+            // SAFETY: non-null, from RSA_new, owned here alone until given
+            // to an EVP_PKEY (then released first). RSA_free clears the
+            // private components.
+            unsafe { sys::RSA_free(self.0) }
+        }
+    }
+
+    /// The RSA private key of a PKCS#8 document, built from its components
+    /// without the key-pair check AWS-LC's own parser runs on every parse
+    /// (`RSA_parse_private_key` calls `RSA_check_key`: a fifth of a fresh-key
+    /// unwrap). For unwrapping only: the core runs
+    /// `rsa_check` (the full `RSA_check_key`) on these exact bytes before
+    /// any unwrap, once per document (`record::CheckedKeks`), and AWS-LC's
+    /// private operation still verifies its result with the public exponent
+    /// (its fault-attack check), so an inconsistent key gives an error,
+    /// never a wrong answer. The OpenSSL suite loads keys the same way.
+    fn private_rsa_for_unwrap(pkcs8_der: &[u8]) -> Result<Pkey> {
+        use der::Decode;
+        let what = "not a valid RSA private key";
+        let info = pkcs8::PrivateKeyInfoRef::from_der(pkcs8_der).map_err(|_| invalid(what))?;
+        if info.algorithm.oid != pkcs1::ALGORITHM_OID {
+            return Err(invalid("not an RSA private key"));
+        }
+        let k = pkcs1::RsaPrivateKeyRef::from_der(info.private_key.as_bytes())
+            .map_err(|_| invalid(what))?;
+        if k.other_prime_infos.is_some() {
+            return Err(invalid("multi-prime RSA keys are not supported"));
+        }
+        // SAFETY: a new, empty RSA key.
+        let rsa = Rsa(unsafe { sys::RSA_new() });
+        if rsa.0.is_null() {
+            return fail(crypto("RSA key"));
+        }
+        let (n, e, d) = (
+            Bn::of(k.modulus)?,
+            Bn::of(k.public_exponent)?,
+            Bn::of(k.private_exponent)?,
+        );
+        // SAFETY: rsa is a fresh key; on success it owns n, e and d (so they
+        // are released only then), on failure they stay ours and are freed.
+        if unsafe { sys::RSA_set0_key(rsa.0, n.0, e.0, d.0) } != 1 {
+            return fail(invalid(what));
+        }
+        let _ = (n.release(), e.release(), d.release());
+        let (p, q) = (Bn::of(k.prime1)?, Bn::of(k.prime2)?);
+        // SAFETY: as above, for the factors.
+        if unsafe { sys::RSA_set0_factors(rsa.0, p.0, q.0) } != 1 {
+            return fail(invalid(what));
+        }
+        let _ = (p.release(), q.release());
+        let (dp, dq, qinv) = (
+            Bn::of(k.exponent1)?,
+            Bn::of(k.exponent2)?,
+            Bn::of(k.coefficient)?,
+        );
+        // SAFETY: as above, for the CRT values.
+        if unsafe { sys::RSA_set0_crt_params(rsa.0, dp.0, dq.0, qinv.0) } != 1 {
+            return fail(invalid(what));
+        }
+        let _ = (dp.release(), dq.release(), qinv.release());
+        // SAFETY: a new, empty EVP_PKEY.
+        let raw = unsafe { sys::EVP_PKEY_new() };
+        if raw.is_null() {
+            return fail(crypto("RSA key"));
+        }
+        let key = Pkey(raw);
+        // SAFETY: on success the EVP_PKEY owns the RSA key (released only
+        // then); on failure the guard frees it.
+        if unsafe { sys::EVP_PKEY_assign_RSA(key.0, rsa.0) } != 1 {
+            return fail(crypto("RSA key"));
+        }
+        std::mem::forget(rsa);
+        rsa_of(&key, what)?;
+        Ok(key)
+    }
+
     pub(super) fn rsa_oaep_decrypt(pkcs8_der: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        let key = private_rsa(pkcs8_der)?;
+        let key = private_rsa_for_unwrap(pkcs8_der)?;
         let ctx = PkeyCtx::for_key(&key)?;
         // SAFETY: ctx is a valid context for an RSA private key.
         ok(unsafe { sys::EVP_PKEY_decrypt_init(ctx.0) }, || {

@@ -776,12 +776,21 @@ pub fn rsa_key_pair_check<C: CipherSuite>(suite: &C) {
     bad.public_exponent = one;
     malformed.push(("e = 1".into(), rebuild(&bad)));
 
+    // The core never unwraps before the check, but a suite's unwrap may
+    // skip checks of its own (AWS-LC's parse-time one): given any of these
+    // keys it fails, or (a CRT key with a wrong d decrypts without d) it
+    // gives the right DEK; never another value, never a panic.
+    let dek = pattern(16);
+    let wrapped = suite.rsa_oaep_wrap(kek.public_key_der(), &dek).unwrap();
     for (name, der) in &malformed {
         let err = crate::Kek::from_pkcs8_der(der)
             .and_then(|kek| suite.rsa_check_key_pair(kek.pkcs8_der()))
             .expect_err(name);
         assert!(matches!(err, Error::InvalidKey { .. }), "{name}: {err:?}");
         assert_eq!(err.code(), 2, "{name}: {err}");
+        if let Ok(unwrapped) = suite.rsa_oaep_unwrap(der, &wrapped) {
+            assert_eq!(&unwrapped[..], &dek[..], "{name}: a wrong DEK");
+        }
     }
 }
 
