@@ -496,7 +496,9 @@ mod ffi {
 
     pub(super) fn rsa_check(pkcs8_der: &[u8]) -> Result<()> {
         let mismatch = "the private key does not match its public key";
-        let key = parse(pkcs8_der, sys::EVP_parse_private_key, mismatch)?;
+        // Built from the components, then checked once (AWS-LC's parser
+        // would check it too, then this a second time).
+        let key = private_rsa(pkcs8_der)?;
         let rsa = rsa_of(&key, mismatch)?;
         // SAFETY: rsa is a valid RSA borrowed from key. RSA_check_key
         // checks n = pq, that d inverts e, and the CRT values.
@@ -596,13 +598,14 @@ mod ffi {
     /// The RSA private key of a PKCS#8 document, built from its components
     /// without the key-pair check AWS-LC's own parser runs on every parse
     /// (`RSA_parse_private_key` calls `RSA_check_key`: a fifth of a fresh-key
-    /// unwrap). For unwrapping only: the core runs
+    /// unwrap). `rsa_check` runs that check once on the result; unwrapping
+    /// does not repeat it: the core runs
     /// `rsa_check` (the full `RSA_check_key`) on these exact bytes before
     /// any unwrap, once per document (`record::CheckedKeks`), and AWS-LC's
     /// private operation still verifies its result with the public exponent
     /// (its fault-attack check), so an inconsistent key gives an error,
     /// never a wrong answer. The OpenSSL suite loads keys the same way.
-    fn private_rsa_for_unwrap(pkcs8_der: &[u8]) -> Result<Pkey> {
+    fn private_rsa(pkcs8_der: &[u8]) -> Result<Pkey> {
         use der::Decode;
         let what = "not a valid RSA private key";
         let info = pkcs8::PrivateKeyInfoRef::from_der(pkcs8_der).map_err(|_| invalid(what))?;
@@ -663,7 +666,7 @@ mod ffi {
     }
 
     pub(super) fn rsa_oaep_decrypt(pkcs8_der: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        let key = private_rsa_for_unwrap(pkcs8_der)?;
+        let key = private_rsa(pkcs8_der)?;
         let ctx = PkeyCtx::for_key(&key)?;
         // SAFETY: ctx is a valid context for an RSA private key.
         ok(unsafe { sys::EVP_PKEY_decrypt_init(ctx.0) }, || {
