@@ -329,15 +329,13 @@ impl<T: Transport> KeyClient<T> {
             if let Some(sealed) = session.try_seal_into(&*self.suite, context, plaintext, out) {
                 return sealed;
             }
-            self.with_cache(|c| {
-                if let Some(entry) = c.get_mut(&kek.id()) {
-                    if entry
-                        .session
-                        .as_ref()
-                        .is_some_and(|s| Arc::ptr_eq(s, &session))
-                    {
-                        entry.session = None;
-                    }
+            self.with_entry(kek, |entry| {
+                if entry
+                    .session
+                    .as_ref()
+                    .is_some_and(|s| Arc::ptr_eq(s, &session))
+                {
+                    entry.session = None;
                 }
             });
         }
@@ -387,14 +385,20 @@ impl<T: Transport> KeyClient<T> {
         key.open_into(&*self.suite, context, ciphertext, out)?;
         // Kept only once a message of the session authenticated: forged
         // salts cannot push out the key in use.
+        self.with_entry(kek, |entry| entry.opened = Some(key));
+        Ok(())
+    }
+
+    /// Runs `f` on the cache entry of `kek`'s key id if that entry was
+    /// fetched with this very KEK document (fresh or not).
+    fn with_entry(&self, kek: &Kek, f: impl FnOnce(&mut Entry)) {
         self.with_cache(|c| {
             if let Some(entry) = c.get_mut(&kek.id()) {
                 if *entry.kek == *kek.fingerprint() {
-                    entry.opened = Some(key);
+                    f(entry);
                 }
             }
         });
-        Ok(())
     }
 
     /// The envelope v2 session of `kek`'s DEK: the cached one while the
@@ -418,12 +422,9 @@ impl<T: Transport> KeyClient<T> {
         // Checks the key's state, fetching the DEK if it is not cached.
         let dek = self.get_for_encrypt(kek).await?;
         let session = Arc::new(envelope::Session::new(&*self.suite, &kek.id(), &dek)?);
-        self.with_cache(|c| {
-            if let Some(entry) = c.get_mut(&kek.id()) {
-                let replace = entry.session.as_ref().is_none_or(|s| s.is_spent());
-                if *entry.kek == *kek.fingerprint() && replace {
-                    entry.session = Some(Arc::clone(&session));
-                }
+        self.with_entry(kek, |entry| {
+            if entry.session.as_ref().is_none_or(|s| s.is_spent()) {
+                entry.session = Some(Arc::clone(&session));
             }
         });
         Ok(session)
