@@ -562,8 +562,9 @@ mod ffi {
     struct Bn(*mut sys::BIGNUM);
     impl Drop for Bn {
         fn drop(&mut self) {
-            // SAFETY: the pointer came from BN_bin2bn, is non-null and owned
-            // here alone (a BIGNUM given to RSA_set0_* is released first).
+            // SAFETY: the pointer came from BN_bin2bn or BN_new and is owned
+            // here alone (a BIGNUM given to RSA_set0_* is released first);
+            // BN_clear_free accepts NULL.
             unsafe { sys::BN_clear_free(self.0) }
         }
     }
@@ -598,7 +599,8 @@ mod ffi {
     /// The RSA private key of a PKCS#8 document, built from its components
     /// without the key-pair check AWS-LC's own parser runs on every parse
     /// (`RSA_parse_private_key` calls `RSA_check_key`: a fifth of a fresh-key
-    /// unwrap). `rsa_check` runs that check once on the result; unwrapping
+    /// unwrap), keeping only what AWS-LC's arithmetic assumes (`factors_of`).
+    /// `rsa_check` runs the full check once on the result; unwrapping
     /// does not repeat it: the core runs
     /// `rsa_check` (the full `RSA_check_key`) on these exact bytes before
     /// any unwrap, once per document (`record::CheckedKeks`), and AWS-LC's
@@ -622,28 +624,31 @@ mod ffi {
         if rsa.0.is_null() {
             return fail(crypto("RSA key"));
         }
+        // Every component is made and checked before the key takes any:
+        // a guard is released only right after the call that took it.
         let (n, e, d) = (
             Bn::of(k.modulus)?,
             Bn::of(k.public_exponent)?,
             Bn::of(k.private_exponent)?,
         );
+        let (p, q) = (Bn::of(k.prime1)?, Bn::of(k.prime2)?);
+        let (dp, dq, qinv) = (
+            Bn::of(k.exponent1)?,
+            Bn::of(k.exponent2)?,
+            Bn::of(k.coefficient)?,
+        );
+        factors_of(&n, &e, &p, &q)?;
         // SAFETY: rsa is a fresh key; on success it owns n, e and d (so they
         // are released only then), on failure they stay ours and are freed.
         if unsafe { sys::RSA_set0_key(rsa.0, n.0, e.0, d.0) } != 1 {
             return fail(invalid(what));
         }
         let _ = (n.release(), e.release(), d.release());
-        let (p, q) = (Bn::of(k.prime1)?, Bn::of(k.prime2)?);
         // SAFETY: as above, for the factors.
         if unsafe { sys::RSA_set0_factors(rsa.0, p.0, q.0) } != 1 {
             return fail(invalid(what));
         }
         let _ = (p.release(), q.release());
-        let (dp, dq, qinv) = (
-            Bn::of(k.exponent1)?,
-            Bn::of(k.exponent2)?,
-            Bn::of(k.coefficient)?,
-        );
         // SAFETY: as above, for the CRT values.
         if unsafe { sys::RSA_set0_crt_params(rsa.0, dp.0, dq.0, qinv.0) } != 1 {
             return fail(invalid(what));
@@ -663,6 +668,43 @@ mod ffi {
         std::mem::forget(rsa);
         rsa_of(&key, what)?;
         Ok(key)
+    }
+
+    /// What AWS-LC's private operation assumes of a key and `RSA_check_key`
+    /// would otherwise have established first: e odd and of at most 33 bits
+    /// (its exponentiations in blinding and in the fault check cost time
+    /// linear in e's size), and n = p·q. AWS-LC's CRT code asserts that its
+    /// result is below n, which only n = p·q guarantees (a failed assertion
+    /// aborts where assertions are compiled in). One multiplication,
+    /// against a private operation's two exponentiations.
+    fn factors_of(n: &Bn, e: &Bn, p: &Bn, q: &Bn) -> Result<()> {
+        let bad = || invalid("the private key does not match its public key");
+        // SAFETY: reads of valid BIGNUMs owned by the guards.
+        let e_ok = unsafe { sys::BN_is_odd(e.0) == 1 && (2..=33).contains(&sys::BN_num_bits(e.0)) };
+        if !e_ok {
+            return Err(bad());
+        }
+        // SAFETY: a new context and a new BIGNUM, both freed below.
+        let (ctx, product) = unsafe { (sys::BN_CTX_new(), sys::BN_new()) };
+        let product = Bn(product);
+        if ctx.is_null() || product.0.is_null() {
+            // SAFETY: BN_CTX_free accepts NULL.
+            unsafe { sys::BN_CTX_free(ctx) };
+            return fail(crypto("RSA key components"));
+        }
+        // SAFETY: every pointer is a valid BIGNUM or the context made above;
+        // product does not alias p or q.
+        let multiplied = unsafe { sys::BN_mul(product.0, p.0, q.0, ctx) };
+        // SAFETY: made above, freed once.
+        unsafe { sys::BN_CTX_free(ctx) };
+        if multiplied != 1 {
+            return fail(crypto("RSA key components"));
+        }
+        // SAFETY: reads of valid BIGNUMs.
+        if unsafe { sys::BN_cmp(product.0, n.0) } != 0 {
+            return Err(bad());
+        }
+        Ok(())
     }
 
     pub(super) fn rsa_oaep_decrypt(pkcs8_der: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
