@@ -111,6 +111,12 @@ pub struct WrappedDek {
     strength: Strength,
     created: u64,
     wrapped: Vec<u8>,
+    /// The SHA-256 checksum of the encoding's body: a function of the
+    /// fields above (so equality is unaffected), computed once when the
+    /// record is made, or taken from the bytes it was decoded from once
+    /// verified, so that encoding a record read from storage (every
+    /// `get_wrapped` answer) does not hash it again.
+    sum: [u8; CHECKSUM_LEN],
 }
 
 impl WrappedDek {
@@ -156,6 +162,21 @@ impl WrappedDek {
         created: u64,
         wrapped: Vec<u8>,
     ) -> Result<Self> {
+        let mut record = Self::checked(alg, key_id, kek_bits, strength, created, wrapped)?;
+        record.sum = Sha256::digest(record.body()).into();
+        Ok(record)
+    }
+
+    /// The record of these fields if they are consistent, its checksum not
+    /// yet set (the caller's to set before the record is used).
+    fn checked(
+        alg: KekAlg,
+        key_id: KeyId,
+        kek_bits: usize,
+        strength: Strength,
+        created: u64,
+        wrapped: Vec<u8>,
+    ) -> Result<Self> {
         let invalid = |reason: &'static str| Error::InvalidKey {
             reason: reason.into(),
         };
@@ -193,6 +214,7 @@ impl WrappedDek {
             strength,
             created,
             wrapped,
+            sum: [0; CHECKSUM_LEN],
         })
     }
 
@@ -266,6 +288,13 @@ impl WrappedDek {
 
     /// The stable byte encoding (version 1).
     pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.body();
+        out.extend_from_slice(&self.sum);
+        out
+    }
+
+    /// The encoding without its checksum, with room for it.
+    fn body(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_LEN + self.wrapped.len() + CHECKSUM_LEN);
         out.extend_from_slice(RECORD_MAGIC);
         out.push(VERSION);
@@ -278,8 +307,6 @@ impl WrappedDek {
         // ok: wrapped.len() <= 2048, checked in with_alg().
         out.extend_from_slice(&(self.wrapped.len() as u16).to_be_bytes());
         out.extend_from_slice(&self.wrapped);
-        let sum = Sha256::digest(&out);
-        out.extend_from_slice(&sum);
         out
     }
 
@@ -333,7 +360,7 @@ impl WrappedDek {
         if wrap_bits.is_some_and(|bits| bits != kek_bits) {
             return Err(corrupt("KEK size does not match the wrap algorithm"));
         }
-        WrappedDek::with_alg(
+        let record = WrappedDek::checked(
             alg,
             key_id,
             kek_bits,
@@ -341,7 +368,12 @@ impl WrappedDek {
             created,
             body[HEADER_LEN..].to_vec(),
         )
-        .map_err(|_| corrupt("inconsistent KEK size"))
+        .map_err(|_| corrupt("inconsistent KEK size"))?;
+        Ok(WrappedDek {
+            // Verified above: the checksum of exactly these fields' body.
+            sum: fixed(sum),
+            ..record
+        })
     }
 }
 

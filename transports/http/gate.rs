@@ -42,9 +42,9 @@ impl Gate {
     /// Whether `host` (a `Host` header or an HTTP/2 authority, port
     /// included or not) names this listener.
     pub(crate) fn host_allowed(&self, host: &str) -> bool {
-        let host = host.trim().to_ascii_lowercase();
-        let name = strip_port(&host);
-        if self.allowed.iter().any(|a| a == name) {
+        // Compared without case, and without copying the header.
+        let name = strip_port(host.trim());
+        if self.allowed.iter().any(|a| a.eq_ignore_ascii_case(name)) {
             return true;
         }
         let ip = name
@@ -61,7 +61,13 @@ impl Gate {
                     || listen.is_unspecified()
                     || (ip.is_loopback() && listen.is_loopback())
             }
-            Err(_) => listen.is_loopback() && (name == "localhost" || name.ends_with(".localhost")),
+            Err(_) => {
+                const SUFFIX: &str = ".localhost";
+                let subdomain = name.len() >= SUFFIX.len()
+                    && name.is_char_boundary(name.len() - SUFFIX.len())
+                    && name[name.len() - SUFFIX.len()..].eq_ignore_ascii_case(SUFFIX);
+                listen.is_loopback() && (name.eq_ignore_ascii_case("localhost") || subdomain)
+            }
         }
     }
 }
@@ -83,15 +89,17 @@ fn strip_port(host: &str) -> &str {
 fn content_type_ok(path: &str, content_type: Option<&str>) -> bool {
     let Some(mime) = content_type
         .and_then(|v| v.split(';').next())
-        .map(|m| m.trim().to_ascii_lowercase())
+        .map(str::trim)
     else {
         return false;
     };
     match path {
         #[cfg(feature = "transport-xmlrpc-server")]
-        crate::transports::xmlrpc::XMLRPC_PATH => mime == "text/xml" || mime == "application/xml",
+        crate::transports::xmlrpc::XMLRPC_PATH => {
+            mime.eq_ignore_ascii_case("text/xml") || mime.eq_ignore_ascii_case("application/xml")
+        }
         #[cfg(feature = "transport-jsonrpc-server")]
-        crate::transports::jsonrpc::JSONRPC_PATH => mime == "application/json",
+        crate::transports::jsonrpc::JSONRPC_PATH => mime.eq_ignore_ascii_case("application/json"),
         // Other paths are the router's to refuse (404, 405).
         _ => true,
     }
@@ -102,8 +110,8 @@ fn content_type_ok(path: &str, content_type: Option<&str>) -> bool {
 pub(crate) async fn check(gate: Arc<Gate>, request: Request, next: Next) -> Response {
     let host = match request.headers().get(header::HOST) {
         // A Host that is not text names nothing here.
-        Some(h) => Some(h.to_str().map(str::to_owned).unwrap_or_default()),
-        None => request.uri().authority().map(|a| a.as_str().to_owned()),
+        Some(h) => Some(h.to_str().unwrap_or_default()),
+        None => request.uri().authority().map(|a| a.as_str()),
     };
     // A client without a Host (HTTP/1.0) is not a browser: let it through.
     if let Some(host) = host {
@@ -180,6 +188,8 @@ mod tests {
             "localhost:8731",
             "LOCALHOST",
             "app.localhost:1",
+            "App.LocalHost",
+            " localhost ",
             "[::1]:8731",
             "keys.example",
             "Keys.Example:443",
@@ -191,6 +201,7 @@ mod tests {
             "evil.example:8731",
             "10.0.0.1",
             "localhost.evil.example",
+            "localhost.",
             "",
         ] {
             assert!(!loopback.host_allowed(refused), "{refused}");
@@ -217,6 +228,10 @@ mod tests {
         #[cfg(feature = "transport-jsonrpc-server")]
         {
             assert!(content_type_ok("/jsonrpc", Some("application/json")));
+            assert!(content_type_ok(
+                "/jsonrpc",
+                Some(" Application/JSON ; charset=utf-8")
+            ));
             assert!(!content_type_ok(
                 "/jsonrpc",
                 Some("text/plain;charset=UTF-8")

@@ -4,7 +4,7 @@
 //! none) and a wire code.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -46,6 +46,10 @@ pub(crate) struct Metrics {
     audit_healthy: Gauge,
     /// Serialises scrapes (each updates the gauges, then encodes).
     scrape: Mutex<()>,
+    /// The success counter and latency histogram of each method of the
+    /// table (by its index there), looked up once: a call then costs no
+    /// label allocation, hashing or lock.
+    ok: Vec<OnceLock<(Counter, Histogram)>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -138,11 +142,41 @@ impl Metrics {
             audit_sync,
             audit_healthy,
             scrape: Mutex::new(()),
+            ok: crate::api::METHODS
+                .iter()
+                .map(|_| OnceLock::new())
+                .collect(),
         })
     }
 
     /// Counts a call of `method` answered with `code` after `seconds`.
     pub(crate) fn call(&self, method: &str, code: i32, seconds: f64) {
+        if code == 0 {
+            let index = crate::api::METHODS.iter().position(|m| {
+                // The name is nearly always the table's own string.
+                std::ptr::eq(m.name, method) || m.name == method
+            });
+            if let Some(handles) = index.and_then(|i| self.ok.get(i)) {
+                let (count, latency) = handles.get_or_init(|| {
+                    (
+                        self.requests
+                            .get_or_create(&CallLabels {
+                                method: method.to_owned(),
+                                code: 0,
+                            })
+                            .clone(),
+                        self.latency
+                            .get_or_create(&MethodLabels {
+                                method: method.to_owned(),
+                            })
+                            .clone(),
+                    )
+                });
+                count.inc();
+                latency.observe(seconds);
+                return;
+            }
+        }
         self.requests
             .get_or_create(&CallLabels {
                 method: method.to_owned(),
@@ -192,5 +226,64 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_are_counted_by_method_and_code_whichever_way_they_are_looked_up() {
+        let metrics = Metrics::new();
+        let table_name = crate::api::METHODS[2].name;
+        let copied = String::from(table_name);
+        for _ in 0..3 {
+            metrics.call(table_name, 0, 0.001);
+        }
+        metrics.call(&copied, 0, 0.001);
+        metrics.call(table_name, 4, 0.002);
+        metrics.call("-", 0, 0.003);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &metrics.registry).unwrap();
+        let line = |prefix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in {text}"))
+                .to_owned()
+        };
+        assert_eq!(
+            line(&format!(
+                "keyserver_calls_total{{method=\"{table_name}\",code=\"0\"}}"
+            ))
+            .rsplit(' ')
+            .next(),
+            Some("4")
+        );
+        assert_eq!(
+            line(&format!(
+                "keyserver_calls_total{{method=\"{table_name}\",code=\"4\"}}"
+            ))
+            .rsplit(' ')
+            .next(),
+            Some("1")
+        );
+        assert_eq!(
+            line("keyserver_calls_total{method=\"-\",code=\"0\"}")
+                .rsplit(' ')
+                .next(),
+            Some("1")
+        );
+        assert_eq!(
+            line(&format!(
+                "keyserver_call_duration_seconds_count{{method=\"{table_name}\"}}"
+            ))
+            .rsplit(' ')
+            .next(),
+            Some("5")
+        );
+        // A method never called has no series.
+        let unused = crate::api::METHODS[0].name;
+        assert!(!text.contains(&format!("method=\"{unused}\"")), "{text}");
     }
 }

@@ -31,6 +31,67 @@ pub(crate) fn to_json(value: Value) -> Json {
     }
 }
 
+/// Writes a neutral value as compact JSON without building the tree
+/// [`to_json`] makes: the bytes serde_json writes for that tree (objects in
+/// the same order, bytes as the same base64 strings; tested against it),
+/// with bytes base64-encoded straight into `out` through a small buffer
+/// that is wiped, and a string that needs no escape copied as it is.
+#[cfg(feature = "transport-jsonrpc-server")]
+pub(crate) fn write_json(out: &mut impl std::io::Write, value: &Value) -> std::io::Result<()> {
+    match value {
+        Value::Int(i) => write!(out, "{i}"),
+        Value::Bool(b) => out.write_all(if *b { b"true" } else { b"false" }),
+        Value::Str(text) => write_str(out, text),
+        Value::Bytes(bytes) => {
+            out.write_all(b"\"")?;
+            // 768 bytes make 1,024 characters and no padding but at the end.
+            let mut chunk = Zeroizing::new([0u8; 1024]);
+            for piece in bytes.chunks(768) {
+                let n = BASE64
+                    .encode_slice(piece, &mut chunk[..])
+                    .map_err(std::io::Error::other)?;
+                out.write_all(&chunk[..n])?;
+            }
+            out.write_all(b"\"")
+        }
+        Value::Struct(map) => {
+            out.write_all(b"{")?;
+            for (i, (name, member)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b",")?;
+                }
+                write_str(out, name)?;
+                out.write_all(b":")?;
+                write_json(out, member)?;
+            }
+            out.write_all(b"}")
+        }
+        Value::Array(items) => {
+            out.write_all(b"[")?;
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b",")?;
+                }
+                write_json(out, item)?;
+            }
+            out.write_all(b"]")
+        }
+    }
+}
+
+/// A JSON string: as it is when no byte needs an escape (serde_json escapes
+/// control characters, `"` and `\` only), else as serde_json escapes it.
+#[cfg(feature = "transport-jsonrpc-server")]
+fn write_str(out: &mut impl std::io::Write, text: &str) -> std::io::Result<()> {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.write_all(b"\"")?;
+        out.write_all(text.as_bytes())?;
+        out.write_all(b"\"")
+    } else {
+        serde_json::to_writer(out, text).map_err(std::io::Error::other)
+    }
+}
+
 /// A JSON value taken as it is (for [`Shape::Any`]): integers, booleans,
 /// strings, objects and arrays; `None` for null and non-integer numbers.
 fn any_json(value: &mut Json) -> Option<Value> {
@@ -305,5 +366,47 @@ mod tests {
         }
         flood.extend_from_slice(b"{}]");
         assert_eq!(check_values(&flood, MAX_VALUES), Err(Refused::TooMany));
+    }
+
+    #[test]
+    fn values_are_written_as_serde_json_writes_their_tree() {
+        let mut values = vec![
+            Value::Int(0),
+            Value::Int(-1),
+            Value::Int(i64::MIN),
+            Value::Int(i64::MAX),
+            Value::Bool(true),
+            Value::Bool(false),
+            Value::str(""),
+            Value::str("plain text"),
+            Value::str("quote \" backslash \\ slash / tab \t nul \0 del \u{7f} c1 \u{85}"),
+            Value::str("\u{e9}\u{43a}\u{1f511} \u{2028}"),
+            Value::Struct(BTreeMap::new()),
+            Value::Array(Vec::new()),
+        ];
+        for len in [0, 1, 2, 3, 4, 767, 768, 769, 1536, 2000] {
+            values.push(Value::bytes(
+                (0..len).map(|i| (i * 7 % 256) as u8).collect::<Vec<u8>>(),
+            ));
+        }
+        let nested = Value::Struct(BTreeMap::from([
+            ("b".to_string(), Value::Array(values.clone())),
+            ("a \"q\"".to_string(), Value::Int(5)),
+            (
+                "\u{e9}".to_string(),
+                Value::Struct(BTreeMap::from([("x".to_string(), Value::Bool(true))])),
+            ),
+        ]));
+        values.push(nested);
+        for value in values {
+            let mut ours = Vec::new();
+            write_json(&mut ours, &value).unwrap();
+            let theirs = serde_json::to_vec(&to_json(value.clone())).unwrap();
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                String::from_utf8(theirs).unwrap(),
+                "{value:?}"
+            );
+        }
     }
 }

@@ -31,8 +31,17 @@ pub(crate) fn router(dispatch: Arc<Dispatch>) -> Router {
     )
 }
 
-fn json_response(status: StatusCode, value: &Value) -> Response {
-    let mut response = (status, wiped_body(to_text(value))).into_response();
+fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    text_response(
+        status,
+        to_text(|out| {
+            let _ = serde_json::to_writer(out, value);
+        }),
+    )
+}
+
+fn text_response(status: StatusCode, text: String) -> Response {
+    let mut response = (status, wiped_body(text)).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -40,30 +49,33 @@ fn json_response(status: StatusCode, value: &Value) -> Response {
     response
 }
 
-/// `value` as JSON text, in one pass. The buffer never grows in place: a
-/// reallocation would leave a copy of a key in the memory it moves out
-/// of, so it moves into a new one and wipes the old.
-fn to_text(value: &Value) -> String {
+/// A buffer for an answer's text that never grows in place: a
+/// reallocation would leave a copy of a key in the memory it moves out of,
+/// so it moves into a new one and wipes the old.
+struct Wiping(Vec<u8>);
+
+impl std::io::Write for Wiping {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > self.0.capacity() {
+            // Doubling, as a Vec grows, but moving and wiping.
+            let more = buf.len().max(self.0.capacity());
+            crate::plugin::reserve_wiped(&mut self.0, more);
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The text `write` writes, in one pass.
+fn to_text(write: impl FnOnce(&mut Wiping)) -> String {
     /// Most answers (all but `generate`'s and `list_keys`') fit at once.
     const FIRST: usize = 1024;
-    struct Wiping(Vec<u8>);
-    impl std::io::Write for Wiping {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            if self.0.len() + buf.len() > self.0.capacity() {
-                // Doubling, as a Vec grows, but moving and wiping.
-                let more = buf.len().max(self.0.capacity());
-                crate::plugin::reserve_wiped(&mut self.0, more);
-            }
-            self.0.extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let mut text = Wiping(Vec::with_capacity(FIRST));
-    let _ = serde_json::to_writer(&mut text, value);
-    // serde_json writes UTF-8.
+    write(&mut text);
+    // Only UTF-8 is written (from JSON values and UTF-8 strings).
     String::from_utf8(std::mem::take(&mut text.0)).unwrap_or_default()
 }
 
@@ -87,6 +99,85 @@ async fn handle_http(dispatch: &Dispatch, headers: &HeaderMap, body: Body) -> Re
             return json_response(status, &error_response(Value::Null, rpc_error(&e)));
         }
     };
+    if let Some(mut single) = Single::parse(&body) {
+        return single.answer(dispatch, deadline).await;
+    }
+    general(dispatch, body, deadline, start).await
+}
+
+/// Largest body [`Single`] reads: any call but a `get_key` with a KEK of
+/// more than about 8,192 bits, which takes the general path.
+const SINGLE_MAX: usize = 8192;
+
+/// One call in its common form, `{"jsonrpc": "2.0", "method": m, "params":
+/// [...] or {...}, "id": number, string or null}`, each member once and no
+/// other, of a known method, read from the body in one typed pass: the
+/// request builds no JSON tree but its parameters, and the answer is
+/// written from the call's result directly. Everything else (a batch, a
+/// notification, an escaped name, an unknown or repeated member, a large
+/// body) takes the general path, which answers the same calls with the
+/// same bytes (tested below).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Single<'a> {
+    jsonrpc: &'a str,
+    method: &'a str,
+    params: Value,
+    id: Value,
+}
+
+impl Drop for Single<'_> {
+    fn drop(&mut self) {
+        // The parameters may hold a KEK.
+        codec::wipe(&mut self.params);
+    }
+}
+
+impl<'a> Single<'a> {
+    fn parse(body: &'a [u8]) -> Option<Self> {
+        if body.len() > SINGLE_MAX {
+            return None;
+        }
+        let single: Single<'a> = serde_json::from_slice(body).ok()?;
+        let common = single.jsonrpc == "2.0"
+            && matches!(single.id, Value::Null | Value::Number(_) | Value::String(_))
+            && matches!(single.params, Value::Array(_) | Value::Object(_))
+            && api::method(single.method).is_some();
+        common.then_some(single)
+    }
+
+    async fn answer(&mut self, dispatch: &Dispatch, deadline: tokio::time::Instant) -> Response {
+        match run(self.method, Some(&mut self.params), dispatch, deadline).await {
+            Ok(result) => text_response(
+                StatusCode::OK,
+                to_text(|out| {
+                    // Writing into memory cannot fail.
+                    let _ = write_answer(out, &self.id, &result);
+                }),
+            ),
+            Err(error) => json_response(StatusCode::OK, &error_response(self.id.clone(), error)),
+        }
+    }
+}
+
+/// `{"id":ID,"jsonrpc":"2.0","result":RESULT}`: the members in the order of
+/// the general path's (sorted) object.
+fn write_answer(out: &mut Wiping, id: &Value, result: &api::Value) -> std::io::Result<()> {
+    use std::io::Write;
+    out.write_all(br#"{"id":"#)?;
+    serde_json::to_writer(&mut *out, id)?;
+    out.write_all(br#","jsonrpc":"2.0","result":"#)?;
+    codec::write_json(out, result)?;
+    out.write_all(b"}")
+}
+
+/// Any request: a single call or a batch, checked in full.
+async fn general(
+    dispatch: &Dispatch,
+    body: RequestBody,
+    deadline: tokio::time::Instant,
+    start: Instant,
+) -> Response {
     // Scanned first (bounded: no value is built), then parsed; a large body
     // is handled on the blocking pool so the async workers keep serving.
     let parse = move |body: RequestBody| match codec::check_values(&body, codec::MAX_VALUES) {
@@ -224,17 +315,173 @@ async fn handle(
     dispatch: &Dispatch,
     deadline: tokio::time::Instant,
 ) -> std::result::Result<Value, Value> {
+    run(method, params, dispatch, deadline)
+        .await
+        .map(codec::to_json)
+}
+
+/// Runs a call of `method` with these parameters: its result, or the
+/// JSON-RPC error object to answer with.
+async fn run(
+    method: &str,
+    params: Option<&mut Value>,
+    dispatch: &Dispatch,
+    deadline: tokio::time::Instant,
+) -> std::result::Result<api::Value, Value> {
     let Some(row) = api::method(method) else {
         let e = api::unknown_method();
         log_refused("jsonrpc", "(unknown)", &e, Instant::now());
         return Err(rpc_error(&e));
     };
     let params = codec::params(row, params);
-    match dispatch
+    dispatch
         .run_named("jsonrpc", method, params, codec::BRACKETS, deadline)
         .await
-    {
-        Ok(value) => Ok(codec::to_json(value)),
-        Err(e) => Err(rpc_error(&e)),
+        .map_err(|e| rpc_error(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The single-call path against the general one: same calls, same bytes.
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::api::{Call, MockKeyService, Reply, Status};
+    use crate::{KeyId, WrappedDek};
+
+    fn dispatch() -> Dispatch {
+        let mut service = MockKeyService::new();
+        service.expect_call_as().returning(|_, call| match call {
+            Call::GetWrapped(id) if id == KeyId::from_bytes([1; 32]) => {
+                Ok(Reply::Wrapped(WrappedDek::test_record(1)))
+            }
+            Call::GetWrapped(id) => Err(Error::NotFound { key_id: id }),
+            Call::Contains(id) => Ok(Reply::Bool(id == KeyId::from_bytes([1; 32]))),
+            Call::Status => Ok(Reply::Status(Status {
+                keys: 1,
+                version: "v\u{e9}\"1\"".into(),
+                suite: "s".into(),
+                storage: "m".into(),
+                strength: 128,
+                kek_alg: "rsa".into(),
+                fips: false,
+            })),
+            _ => Err(Error::protocol(
+                ErrorCode::InvalidRequest,
+                "not in this test",
+            )),
+        });
+        Dispatch::new(Arc::new(service), Duration::from_secs(5))
+    }
+
+    async fn bytes_of(response: Response) -> (StatusCode, Vec<u8>) {
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, body.to_vec())
+    }
+
+    async fn general_answer(dispatch: &Dispatch, body: &str) -> (StatusCode, Vec<u8>) {
+        let deadline = dispatch.deadline();
+        let body = read_body(
+            &HeaderMap::new(),
+            Body::from(body.to_owned()),
+            dispatch.body_limits(deadline),
+        )
+        .await
+        .unwrap();
+        bytes_of(general(dispatch, body, deadline, Instant::now()).await).await
+    }
+
+    #[tokio::test]
+    async fn single_calls_are_answered_as_the_general_path_answers_them() {
+        let dispatch = dispatch();
+        let found = KeyId::from_bytes([1; 32]).to_string();
+        let missing = KeyId::from_bytes([2; 32]).to_string();
+        let call = |method: &str, params: &str, id: &str| {
+            format!(r#"{{"jsonrpc":"2.0","method":"{method}","params":{params},"id":{id}}}"#)
+        };
+        let single = [
+            call("get_wrapped", &format!(r#"["{found}"]"#), "1"),
+            call(
+                "get_wrapped",
+                &format!(r#"{{"key_id":"{found}"}}"#),
+                "\"abc\"",
+            ),
+            call("get_wrapped", &format!(r#"["{found}"]"#), "null"),
+            call("get_wrapped", &format!(r#"["{found}"]"#), "-7"),
+            call("get_wrapped", &format!(r#"["{found}"]"#), "1.5"),
+            call("get_wrapped", &format!(r#"["{found}"]"#), "1e2"),
+            call(
+                "get_wrapped",
+                &format!(r#"["{found}"]"#),
+                "\"\u{43a}\u{43b}\"",
+            ),
+            call("get_wrapped", &format!(r#"["{found}"]"#), "\"a\\\"b\""),
+            call("get_wrapped", &format!(r#"["{missing}"]"#), "2"),
+            call("get_wrapped", r#"["not hex"]"#, "3"),
+            call("get_wrapped", r#"[]"#, "4"),
+            call("get_wrapped", &format!(r#"["{found}", 1]"#), "5"),
+            call("get_wrapped", r#"[7]"#, "6"),
+            call("get_wrapped", r#"{"other":"x"}"#, "7"),
+            call("contains", &format!(r#"["{found}"]"#), "8"),
+            call("contains", &format!(r#"["{missing}"]"#), "9"),
+            call("status", "[]", "10"),
+            call("status", "{}", "11"),
+            format!(
+                r#" {{ "id" : 12 , "params" : [ "{found}" ] , "method" : "get_wrapped" , "jsonrpc" : "2.0" }} "#
+            ),
+        ];
+        for body in &single {
+            let mut parsed = Single::parse(body.as_bytes())
+                .unwrap_or_else(|| panic!("not taken by the single-call path: {body}"));
+            let fast = bytes_of(parsed.answer(&dispatch, dispatch.deadline()).await).await;
+            let general = general_answer(&dispatch, body).await;
+            assert_eq!(
+                String::from_utf8_lossy(&fast.1),
+                String::from_utf8_lossy(&general.1),
+                "{body}"
+            );
+            assert_eq!(fast, general, "{body}");
+        }
+        // The answer is what a client reads: a record that decodes.
+        let (_, answer) = general_answer(&dispatch, &single[0]).await;
+        let answer: Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(answer["result"]["key_id"], found.as_str());
+        assert_eq!(answer["id"], 1);
+
+        // Everything else is left to the general path.
+        let padded = format!(
+            r#"{{"jsonrpc":"2.0","method":"status","params":[]{}, "id":1}}"#,
+            " ".repeat(SINGLE_MAX)
+        );
+        let general_only = [
+            format!("[{}]", single[0]),
+            format!(r#"{{"jsonrpc":"2.0","method":"contains","params":["{found}"]}}"#),
+            format!(r#"{{"jsonrpc":"2.0","method":"status","params":[],"id":1,"x":0}}"#),
+            format!(r#"{{"jsonrpc":"2.0","method":"status","params":[],"id":1,"id":2}}"#),
+            format!(r#"{{"jsonrpc":"2.0","method":"st\u0061tus","params":[],"id":1}}"#),
+            format!(r#"{{"jsonrpc":"2\u002e0","method":"status","params":[],"id":1}}"#),
+            call("status", "[]", "1").replace("2.0", "1.0"),
+            call("status", "[]", "{}"),
+            call("status", "[]", "true"),
+            call("status", "[]", "[1]"),
+            call("status", "null", "1"),
+            call("status", "\"x\"", "1"),
+            format!(r#"{{"jsonrpc":"2.0","method":"status","id":1}}"#),
+            call("no_such_method", "[]", "1"),
+            format!("{} x", call("status", "[]", "1")),
+            "not json".to_owned(),
+            padded,
+        ];
+        for body in &general_only {
+            assert!(Single::parse(body.as_bytes()).is_none(), "{body}");
+            // And the general path answers it (an error or a result).
+            let (status, answer) = general_answer(&dispatch, body).await;
+            assert!(status.is_success(), "{body}");
+            assert!(!answer.is_empty() || body.contains("contains"), "{body}");
+        }
     }
 }
