@@ -13,9 +13,11 @@ const NAME: &str = "memory";
 
 /// Records kept in process memory: fast, and gone when the process ends.
 ///
-/// For tests, embedding, and servers whose keys need not outlive them. Records
-/// are kept in their encoded form, so what comes out went through the same
-/// checks as a record read from disk.
+/// For tests, embedding, and servers whose keys need not outlive them. A
+/// record (and a key's lifecycle entry) is encoded and decoded again on the
+/// way in, so what is kept went through the same checks as a record read
+/// from disk; it is kept decoded, so reading it back costs a copy, not a
+/// checksum.
 ///
 /// Feature `storage-memory`.
 ///
@@ -34,8 +36,8 @@ const NAME: &str = "memory";
 /// ```
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
-    records: RwLock<BTreeMap<KeyId, Vec<u8>>>,
-    metas: RwLock<BTreeMap<KeyId, Vec<u8>>>,
+    records: RwLock<BTreeMap<KeyId, WrappedDek>>,
+    metas: RwLock<BTreeMap<KeyId, KeyMeta>>,
     count: AtomicU64,
 }
 
@@ -61,14 +63,14 @@ impl KeyStorage for MemoryStorage {
     }
 
     async fn put(&self, record: &WrappedDek) -> Result<()> {
-        let encoded = record.encode();
+        let checked = WrappedDek::decode(&record.encode(), record.key_id())?;
         let mut map = self.records.write().map_err(|_| poisoned())?;
         match map.entry(*record.key_id()) {
             std::collections::btree_map::Entry::Occupied(_) => Err(Error::AlreadyExists {
                 key_id: *record.key_id(),
             }),
             std::collections::btree_map::Entry::Vacant(slot) => {
-                slot.insert(encoded);
+                slot.insert(checked);
                 self.count.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
@@ -78,7 +80,7 @@ impl KeyStorage for MemoryStorage {
     async fn get(&self, key_id: &KeyId) -> Result<WrappedDek> {
         let map = self.records.read().map_err(|_| poisoned())?;
         match map.get(key_id) {
-            Some(bytes) => WrappedDek::decode(bytes, key_id),
+            Some(record) => Ok(record.clone()),
             None => Err(Error::NotFound { key_id: *key_id }),
         }
     }
@@ -120,17 +122,15 @@ impl KeyStorage for MemoryStorage {
 
     async fn get_meta(&self, key_id: &KeyId) -> Result<Option<KeyMeta>> {
         let map = self.metas.read().map_err(|_| poisoned())?;
-        map.get(key_id)
-            .map(|bytes| KeyMeta::decode(bytes, key_id))
-            .transpose()
+        Ok(map.get(key_id).cloned())
     }
 
     async fn put_meta(&self, meta: &KeyMeta) -> Result<()> {
-        let encoded = meta.encode();
+        let checked = KeyMeta::decode(&meta.encode(), &meta.key_id)?;
         self.metas
             .write()
             .map_err(|_| poisoned())?
-            .insert(meta.key_id, encoded);
+            .insert(meta.key_id, checked);
         Ok(())
     }
 

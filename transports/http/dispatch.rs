@@ -121,9 +121,24 @@ impl Dispatch {
         brackets: (char, char),
         deadline: tokio::time::Instant,
     ) -> Result<Value> {
+        self.run_named_reply(protocol, name, params, brackets, deadline)
+            .await
+            .map(Reply::into_value)
+    }
+
+    /// [`Dispatch::run_named`], answering with the reply itself (for a
+    /// protocol that writes some replies without their neutral value).
+    pub(crate) async fn run_named_reply(
+        &self,
+        protocol: &'static str,
+        name: &str,
+        params: Result<Vec<Value>>,
+        brackets: (char, char),
+        deadline: tokio::time::Instant,
+    ) -> Result<Reply> {
         let start = Instant::now();
         match params.and_then(|params| Call::from_params(name, params, brackets)) {
-            Ok(call) => Ok(self.run(protocol, call, deadline).await?.into_value()),
+            Ok(call) => self.run(protocol, call, deadline).await,
             Err(e) => {
                 let shown = crate::api::method(name).map_or("(unknown)", |m| m.name);
                 log_refused(protocol, shown, &e, start);

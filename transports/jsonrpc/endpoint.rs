@@ -147,12 +147,24 @@ impl<'a> Single<'a> {
     }
 
     async fn answer(&mut self, dispatch: &Dispatch, deadline: tokio::time::Instant) -> Response {
-        match run(self.method, Some(&mut self.params), dispatch, deadline).await {
-            Ok(result) => text_response(
+        let params = api::method(self.method).map(|row| codec::params(row, Some(&mut self.params)));
+        let Some(params) = params else {
+            // parse() took known methods only.
+            return json_response(
+                StatusCode::OK,
+                &error_response(self.id.clone(), rpc_error(&api::unknown_method())),
+            );
+        };
+        let reply = dispatch
+            .run_named_reply("jsonrpc", self.method, params, codec::BRACKETS, deadline)
+            .await
+            .map_err(|e| rpc_error(&e));
+        match reply {
+            Ok(reply) => text_response(
                 StatusCode::OK,
                 to_text(|out| {
                     // Writing into memory cannot fail.
-                    let _ = write_answer(out, &self.id, &result);
+                    let _ = write_answer(out, &self.id, reply);
                 }),
             ),
             Err(error) => json_response(StatusCode::OK, &error_response(self.id.clone(), error)),
@@ -162,12 +174,12 @@ impl<'a> Single<'a> {
 
 /// `{"id":ID,"jsonrpc":"2.0","result":RESULT}`: the members in the order of
 /// the general path's (sorted) object.
-fn write_answer(out: &mut Wiping, id: &Value, result: &api::Value) -> std::io::Result<()> {
+fn write_answer(out: &mut Wiping, id: &Value, reply: api::Reply) -> std::io::Result<()> {
     use std::io::Write;
     out.write_all(br#"{"id":"#)?;
     serde_json::to_writer(&mut *out, id)?;
     out.write_all(br#","jsonrpc":"2.0","result":"#)?;
-    codec::write_json(out, result)?;
+    codec::write_reply(out, reply)?;
     out.write_all(b"}")
 }
 
