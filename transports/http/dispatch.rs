@@ -285,11 +285,28 @@ fn access_line<T>(
     let principal = request.caller.name();
     let peer = OrDash(request.peer.as_ref());
     match result {
-        Ok(_) => tracing::info!(
-            target: "keyserver::access",
-            protocol, method, key_id = %key_id, principal, peer = %peer, outcome = "ok", latency_ms,
-            "{protocol} {method} {key_id} {principal} ok {millis}ms from {peer}"
-        ),
+        Ok(_) => {
+            if !tracing::enabled!(target: "keyserver::access", tracing::Level::INFO) {
+                return;
+            }
+            // The message is laid out in a reused buffer first and handed
+            // over as one piece: the log formatter then checks and copies
+            // one string, not each of its parts.
+            LINE.with_borrow_mut(|line| {
+                use std::fmt::Write;
+                line.clear();
+                let _ = write!(
+                    line,
+                    "{protocol} {method} {key_id} {principal} ok {millis}ms from {peer}"
+                );
+                tracing::info!(
+                    target: "keyserver::access",
+                    protocol, method, key_id = %key_id, principal, peer = %peer, outcome = "ok",
+                    latency_ms,
+                    "{}", line.as_str()
+                );
+            });
+        }
         Err(e) => {
             // The causes go to the log only (a client gets the error's own
             // text, which names no server path).
@@ -310,6 +327,11 @@ fn access_line<T>(
             )
         }
     }
+}
+
+thread_local! {
+    /// The access line being written on this thread (no key is ever in it).
+    static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 /// A latency in milliseconds with two decimals (`0.05`), formatted from

@@ -115,7 +115,7 @@ pub(crate) async fn check(gate: Arc<Gate>, request: Request, next: Next) -> Resp
     };
     // A client without a Host (HTTP/1.0) is not a browser: let it through.
     if let Some(host) = host {
-        if !gate.host_allowed(&host) {
+        if !gate.host_allowed(host) {
             return refuse(
                 StatusCode::MISDIRECTED_REQUEST,
                 "this server does not answer to that host name (see --allowed-hosts)",
