@@ -110,6 +110,8 @@ pub use xmlrpc::XMLRPC_PATH;
 pub mod fuzzing {
     #[cfg(feature = "transport-jsonrpc-server")]
     pub use super::jsonrpc::codec::fuzz_request as jsonrpc_request;
+    #[cfg(feature = "transport-jsonrpc-server")]
+    pub use super::jsonrpc::endpoint::fuzz_single as jsonrpc_single;
     #[cfg(feature = "transport-xmlrpc-server")]
     pub use super::xmlrpc::codec::fuzz_request as xmlrpc_request;
 }

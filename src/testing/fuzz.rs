@@ -145,12 +145,24 @@ pub fn xmlrpc_request(data: &[u8]) {
 }
 
 /// The `/jsonrpc` request decoder, from raw body to calls of the wire API:
-/// errors are typed, with a wire code.
+/// errors are typed, with a wire code; and the endpoint's single-call path,
+/// on every body it takes, reads the same call (or the same error).
 #[cfg(feature = "transport-jsonrpc-server")]
 pub fn jsonrpc_request(data: &[u8]) {
-    for call in crate::transports::fuzzing::jsonrpc_request(data) {
+    let general = crate::transports::fuzzing::jsonrpc_request(data);
+    for call in &general {
         if let Err(e) = call {
             assert!(e.kind().is_some());
+        }
+    }
+    // The endpoint's single-call path, where it takes the body, reads the
+    // call the general decoder reads, or refuses it with the same error.
+    if let Some(single) = crate::transports::fuzzing::jsonrpc_single(data) {
+        assert_eq!(general.len(), 1, "the single-call path took a batch");
+        match (&single, &general[0]) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b),
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+            _ => panic!("the single-call path and the general decoder disagree"),
         }
     }
 }

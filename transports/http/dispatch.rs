@@ -286,26 +286,20 @@ fn access_line<T>(
     let peer = OrDash(request.peer.as_ref());
     match result {
         Ok(_) => {
-            if !tracing::enabled!(target: "keyserver::access", tracing::Level::INFO) {
-                return;
-            }
-            // The message is laid out in a reused buffer first and handed
-            // over as one piece: the log formatter then checks and copies
-            // one string, not each of its parts.
-            LINE.with_borrow_mut(|line| {
-                use std::fmt::Write;
-                line.clear();
-                let _ = write!(
-                    line,
-                    "{protocol} {method} {key_id} {principal} ok {millis}ms from {peer}"
-                );
-                tracing::info!(
-                    target: "keyserver::access",
-                    protocol, method, key_id = %key_id, principal, peer = %peer, outcome = "ok",
-                    latency_ms,
-                    "{}", line.as_str()
-                );
-            });
+            let line = OkLine {
+                protocol,
+                method,
+                key_id: &key_id,
+                principal,
+                millis: &millis,
+                peer: &peer,
+            };
+            tracing::info!(
+                target: "keyserver::access",
+                protocol, method, key_id = %key_id, principal, peer = %peer, outcome = "ok",
+                latency_ms,
+                "{line}"
+            );
         }
         Err(e) => {
             // The causes go to the log only (a client gets the error's own
@@ -332,6 +326,52 @@ fn access_line<T>(
 thread_local! {
     /// The access line being written on this thread (no key is ever in it).
     static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// The message of a successful call's access line. Laid out, when (and
+/// only if) the log writes it, in a reused per-thread buffer and handed to
+/// the formatter as one piece: the formatter then checks and copies one
+/// string, not each of the parts.
+struct OkLine<'a> {
+    protocol: &'a str,
+    method: &'a str,
+    key_id: &'a OrDash<&'a KeyId>,
+    principal: &'a str,
+    millis: &'a Millis,
+    peer: &'a OrDash<&'a std::net::SocketAddr>,
+}
+
+impl std::fmt::Display for OkLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        let OkLine {
+            protocol,
+            method,
+            key_id,
+            principal,
+            millis,
+            peer,
+        } = self;
+        let laid_out = LINE.try_with(|cell| {
+            // Taken already (a log layer that logs while formatting): the
+            // parts are written directly instead.
+            let mut line = cell.try_borrow_mut().ok()?;
+            line.clear();
+            // Writing into a String cannot fail.
+            let _ = write!(
+                line,
+                "{protocol} {method} {key_id} {principal} ok {millis}ms from {peer}"
+            );
+            Some(f.write_str(&line))
+        });
+        match laid_out {
+            Ok(Some(written)) => written,
+            _ => write!(
+                f,
+                "{protocol} {method} {key_id} {principal} ok {millis}ms from {peer}"
+            ),
+        }
+    }
 }
 
 /// A latency in milliseconds with two decimals (`0.05`), formatted from
@@ -406,6 +446,34 @@ mod tests {
         ] {
             assert_eq!(Millis(Duration::from_nanos(nanos)).to_string(), text);
         }
+    }
+
+    #[test]
+    fn ok_lines_read_the_same_however_they_are_laid_out() {
+        let id = KeyId::from_bytes([0xab; 32]);
+        let peer: std::net::SocketAddr = "127.0.0.1:4242".parse().unwrap();
+        let (key_id, no_key) = (OrDash(Some(&id)), OrDash(None));
+        let peer = OrDash(Some(&peer));
+        let millis = Millis(Duration::from_micros(1_234));
+        let line = |key_id| OkLine {
+            protocol: "jsonrpc",
+            method: "get_wrapped",
+            key_id,
+            principal: "app",
+            millis: &millis,
+            peer: &peer,
+        };
+        let expected = format!("jsonrpc get_wrapped {id} app ok 1.23ms from 127.0.0.1:4242");
+        assert_eq!(line(&key_id).to_string(), expected);
+        assert_eq!(
+            line(&no_key).to_string(),
+            "jsonrpc get_wrapped - app ok 1.23ms from 127.0.0.1:4242"
+        );
+        // With the per-thread buffer taken (a log layer logging while it
+        // formats), the parts are written directly: the same text.
+        LINE.with_borrow_mut(|_taken| {
+            assert_eq!(line(&key_id).to_string(), expected);
+        });
     }
 
     #[tokio::test]

@@ -100,6 +100,7 @@ async fn handle_http(dispatch: &Dispatch, headers: &HeaderMap, body: Body) -> Re
         }
     };
     if let Some(mut single) = Single::parse(&body) {
+        drop(body);
         return single.answer(dispatch, deadline).await;
     }
     general(dispatch, body, deadline, start).await
@@ -121,47 +122,70 @@ const _: () = assert!(SINGLE_MAX <= 2 * codec::MAX_VALUES);
 /// written from the call's result directly. Everything else (a batch, a
 /// notification, an escaped name, an unknown or repeated member, a large
 /// body) takes the general path, which answers the same calls with the
-/// same bytes (tested below).
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Single<'a> {
-    jsonrpc: &'a str,
-    method: &'a str,
-    params: Value,
+/// same bytes (tested below). It owns what it needs, so the body (and its
+/// share of the request memory) is let go before the call runs, as on the
+/// general path.
+struct Single {
+    method: &'static api::Method,
+    params: Wiped,
     id: Value,
 }
 
-impl Drop for Single<'_> {
+/// A call object's members as read from the body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Members<'a> {
+    jsonrpc: &'a str,
+    method: &'a str,
+    params: Wiped,
+    id: Value,
+}
+
+/// A JSON value wiped when dropped: the parameters may hold a KEK, also
+/// when the typed parse that read them fails on a later member (the body
+/// then goes to the general path, which parses it again).
+#[derive(serde::Deserialize)]
+#[serde(transparent)]
+struct Wiped(Value);
+
+impl Drop for Wiped {
     fn drop(&mut self) {
-        // The parameters may hold a KEK.
-        codec::wipe(&mut self.params);
+        codec::wipe(&mut self.0);
     }
 }
 
-impl<'a> Single<'a> {
-    fn parse(body: &'a [u8]) -> Option<Self> {
-        if body.len() > SINGLE_MAX {
+impl Single {
+    fn parse(body: &[u8]) -> Option<Self> {
+        // An object only: serde would also read the members from an array
+        // (`["2.0", "status", [], 1]`), which JSON-RPC reads as a batch.
+        if body.len() > SINGLE_MAX || body.trim_ascii_start().first() != Some(&b'{') {
             return None;
         }
-        let single: Single<'a> = serde_json::from_slice(body).ok()?;
-        let common = single.jsonrpc == "2.0"
-            && matches!(single.id, Value::Null | Value::Number(_) | Value::String(_))
-            && matches!(single.params, Value::Array(_) | Value::Object(_))
-            && api::method(single.method).is_some();
-        common.then_some(single)
+        let members: Members<'_> = serde_json::from_slice(body).ok()?;
+        let method = api::method(members.method)?;
+        let common = members.jsonrpc == "2.0"
+            && matches!(
+                members.id,
+                Value::Null | Value::Number(_) | Value::String(_)
+            )
+            && matches!(members.params.0, Value::Array(_) | Value::Object(_));
+        common.then_some(Single {
+            method,
+            params: members.params,
+            id: members.id,
+        })
     }
 
     async fn answer(&mut self, dispatch: &Dispatch, deadline: tokio::time::Instant) -> Response {
-        let params = api::method(self.method).map(|row| codec::params(row, Some(&mut self.params)));
-        let Some(params) = params else {
-            // parse() took known methods only.
-            return json_response(
-                StatusCode::OK,
-                &error_response(self.id.clone(), rpc_error(&api::unknown_method())),
-            );
-        };
+        let params = codec::params(self.method, Some(&mut self.params.0));
         let reply = dispatch
-            .run_named_reply("jsonrpc", self.method, params, codec::BRACKETS, deadline)
+            .run_named_reply(
+                "jsonrpc",
+                self.method.name,
+                params,
+                codec::BRACKETS,
+                deadline,
+            )
             .await
             .map_err(|e| rpc_error(&e));
         match reply {
@@ -186,6 +210,15 @@ fn write_answer(out: &mut Wiping, id: &Value, reply: api::Reply) -> std::io::Res
     out.write_all(br#","jsonrpc":"2.0","result":"#)?;
     codec::write_reply(out, reply)?;
     out.write_all(b"}")
+}
+
+/// For the fuzz target (`keyserver::testing::fuzz::jsonrpc_request`): the
+/// call the single-call path reads from `body`, or its error; `None` when
+/// it leaves the body to the general path.
+pub fn fuzz_single(body: &[u8]) -> Option<crate::Result<api::Call>> {
+    let mut single = Single::parse(body)?;
+    let params = codec::params(single.method, Some(&mut single.params.0));
+    Some(params.and_then(|p| api::Call::from_params(single.method.name, p, codec::BRACKETS)))
 }
 
 /// Any request: a single call or a batch, checked in full.
@@ -491,6 +524,8 @@ mod tests {
             call("no_such_method", "[]", "1"),
             format!("{} x", call("status", "[]", "1")),
             "not json".to_owned(),
+            r#"["2.0","status",[],1]"#.to_owned(),
+            format!(r#" [ "2.0", "get_wrapped", ["{found}"], 1 ]"#),
             padded,
         ];
         for body in &general_only {
