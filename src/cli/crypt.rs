@@ -39,10 +39,10 @@ pub(crate) async fn crypt(args: CryptArgs, encrypting: bool) -> Result<(), Failu
             let file = File::open(path)
                 .map_err(|e| io_failure(format!("cannot open {}", path.display()), e))?;
             let len = file.metadata().ok().map(|m| m.len());
-            (
-                Box::new(std::io::BufReader::with_capacity(1 << 16, file)),
-                len,
-            )
+            // Unbuffered: the stream reads whole chunks itself. A buffer
+            // in between copied every byte twice once a read no longer
+            // started on its boundary (a sealed chunk is 64 KiB and a tag).
+            (Box::new(file), len)
         }
         None => (Box::new(std::io::stdin()), None),
     };
