@@ -63,7 +63,7 @@ pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 80;
 /// Default plaintext bytes per chunk: 64 KiB.
 pub const DEFAULT_CHUNK: u32 = 64 * 1024;
-/// Largest chunk size a reader accepts (bounds its memory: three chunk
+/// Largest chunk size a reader accepts (bounds its memory: four chunk
 /// buffers at most, see `pipeline`).
 pub const MAX_CHUNK: u32 = 16 * 1024 * 1024;
 const PREFIX_LEN: usize = 7;
@@ -193,8 +193,11 @@ fn read_chunk(input: &mut impl Read, buf: &mut Zeroizing<Vec<u8>>, size: usize) 
     Ok(filled)
 }
 
-/// Batches handed to the sealing (or opening) thread and not yet back.
-const IN_FLIGHT: usize = 2;
+/// Batches handed to the sealing (or opening) thread and not yet back. With
+/// two, the reading and the sealing thread kept waiting for each other (a
+/// stream ran at about 0.7x of `dd` reading the same file); with three,
+/// at 0.8–1.0x (BENCHMARKS.md, issue 18).
+const IN_FLIGHT: usize = 3;
 
 /// Chunks are handed over in batches of about this many bytes (at least
 /// one chunk): one hand-over between threads per 64 KiB chunk would cost
@@ -218,7 +221,7 @@ struct Chunk {
 /// before being handed over (the last chunk's nonce differs). Nothing of a
 /// chunk that failed, nor anything after it, is written. Memory: at most
 /// `IN_FLIGHT` batches and one chunk (with chunks of 1 MiB or more, a batch
-/// is one chunk: three chunk buffers, 48 MiB at the largest chunk size).
+/// is one chunk: four chunk buffers, 64 MiB at the largest chunk size).
 /// Returns the bytes read and
 /// written in chunks; `overflow` is the error past 2^32 chunks, given the
 /// bytes read.
