@@ -323,36 +323,14 @@ mod clock {
         Some(Stamp(stamp))
     }
 
-    /// `YYYY-MM-DDTHH:MM:SS.` of a second since the epoch (proleptic
-    /// Gregorian calendar, days to civil date as in Howard Hinnant's
-    /// `civil_from_days`).
+    /// `YYYY-MM-DDTHH:MM:SS.` of a second since the epoch, from the
+    /// library's own RFC 3339 writer (once a second per thread).
     fn date_time(secs: u64) -> Option<[u8; PREFIX]> {
-        let days = i64::try_from(secs / 86_400).ok()?;
-        let of_day = u32::try_from(secs % 86_400).ok()?;
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        if !(1970..=9999).contains(&year) {
-            return None;
-        }
-        let mut out = *b"0000-00-00T00:00:00.";
-        let fields: [(usize, usize, u32); 6] = [
-            (0, 4, u32::try_from(year).ok()?),
-            (5, 2, u32::try_from(month).ok()?),
-            (8, 2, u32::try_from(day).ok()?),
-            (11, 2, of_day / 3600),
-            (14, 2, of_day / 60 % 60),
-            (17, 2, of_day % 60),
-        ];
-        for (at, width, value) in fields {
-            digits(&mut out[at..at + width], value);
-        }
+        // `YYYY-MM-DDTHH:MM:SSZ`: longer past the year 9999.
+        let text = keyserver::api::rfc3339(secs);
+        let seconds = text.as_bytes().get(..PREFIX - 1).filter(|_| text.len() == PREFIX)?;
+        let mut out = [b'.'; PREFIX];
+        out[..PREFIX - 1].copy_from_slice(seconds);
         Some(out)
     }
 
