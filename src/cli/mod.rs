@@ -328,7 +328,10 @@ mod clock {
     fn date_time(secs: u64) -> Option<[u8; PREFIX]> {
         // `YYYY-MM-DDTHH:MM:SSZ`: longer past the year 9999.
         let text = keyserver::api::rfc3339(secs);
-        let seconds = text.as_bytes().get(..PREFIX - 1).filter(|_| text.len() == PREFIX)?;
+        let seconds = text
+            .as_bytes()
+            .get(..PREFIX - 1)
+            .filter(|_| text.len() == PREFIX)?;
         let mut out = [b'.'; PREFIX];
         out[..PREFIX - 1].copy_from_slice(seconds);
         Some(out)
