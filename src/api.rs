@@ -179,12 +179,58 @@ pub trait KeyService: Send + Sync {
         Err(unknown_method())
     }
 
-    /// Runs `call` for `caller` (the principal the listener recognised):
-    /// a service that records owners or enforces quotas uses it; the
-    /// default ignores who calls.
-    async fn call_as(&self, caller: &CallerInfo, call: Call) -> Result<Reply> {
+    /// Runs `call` for `caller`: the one entry of every call that has a
+    /// caller (the listener's, in-process code's through the policy
+    /// layers, the server's own). A service that records owners, enforces
+    /// quotas or applies policy uses it; the default ignores who calls.
+    async fn call_as(&self, caller: &Caller, call: Call) -> Result<Reply> {
         let _ = caller;
         self.call(call).await
+    }
+
+    /// Who presents `credentials`, for a service that controls access
+    /// (the authorization layer); `None` (the default): this service does
+    /// no access control, and a listener calls every request anonymous.
+    fn authenticate<'a>(&self, credentials: &Credentials<'a>) -> Option<Identity> {
+        let _ = credentials;
+        None
+    }
+
+    /// Whether `caller` may read the metrics (`GET /metrics`). The default:
+    /// callers on the loopback interface (and in process).
+    fn may_read_metrics(&self, caller: &Caller) -> bool {
+        caller.peer.is_none_or(|p| p.ip().is_loopback())
+    }
+
+    /// Appends this service's metrics (the Prometheus text format, without
+    /// the closing `# EOF`) to `out`: a layer writes its own, then its
+    /// inner service's. The default writes none.
+    fn encode_metrics(&self, out: &mut String) {
+        let _ = out;
+    }
+
+    /// Records a request refused before it became a call (unreadable, too
+    /// large, of no known method): `method` is its name or `-`. The
+    /// default forgets it; the audit and metrics layers record it.
+    fn refused(&self, caller: &Caller, method: &str, error: &Error) {
+        let _ = (caller, method, error);
+    }
+
+    /// Whether the service can answer (for `/readyz`): by default its
+    /// status and a lookup that reads its storage; a layer adds its own
+    /// condition (the audit log can be written).
+    async fn ready(&self) -> Result<()> {
+        self.status().await?;
+        self.contains(&KeyId::from_bytes([0; 32])).await?;
+        Ok(())
+    }
+
+    /// The server's own periodic work, done as `caller` (normally
+    /// [`Caller::server`]): destroys the keys whose destruction is due and
+    /// returns their ids. The default does nothing.
+    async fn sweep(&self, caller: &Caller) -> Result<Vec<KeyId>> {
+        let _ = caller;
+        Ok(Vec::new())
     }
 
     /// What the service holds and does now, for monitoring (`/metrics`).
@@ -237,31 +283,10 @@ pub enum Call {
     ListKeys(KeyFilter),
 }
 
-/// Who makes a call, as the listener recognised them (see
-/// [`KeyService::call_as`]).
-///
-/// ```
-/// let caller = keyserver::api::CallerInfo::default();
-/// assert!(caller.principal.is_none());
-/// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CallerInfo {
-    /// The principal's name (`None`: no access control).
-    pub principal: Option<String>,
-    /// How many live keys it may own (its `max_keys`).
-    pub max_keys: Option<u64>,
-}
+pub use crate::caller::{Caller, Credentials, Identity, LifecycleRight, Quotas};
 
-impl CallerInfo {
-    /// A caller named `principal` owning at most `max_keys` keys.
-    pub fn new(principal: Option<String>, max_keys: Option<u64>) -> Self {
-        CallerInfo {
-            principal,
-            max_keys,
-        }
-    }
-}
+/// The former name of [`Caller`].
+pub type CallerInfo = Caller;
 
 /// What a service holds and does at one moment, for monitoring.
 ///

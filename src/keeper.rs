@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::api::CallerInfo;
+use crate::api::{Caller, LifecycleRight};
 use crate::blocking::blocking;
 use crate::lifecycle::{now, Change, KeyFilter, KeyInfo, KeyPage, Target, MAX_PAGE};
 use crate::record::{unwrap_record, wrap_dek};
@@ -254,7 +254,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
 
     /// Proof of possession: `kek` is one consistent key pair (so its
     /// holder has the private key of `kek.id()`).
-    async fn check_possession(&self, kek: &Kek) -> Result<()> {
+    pub(crate) async fn check_possession(&self, kek: &Kek) -> Result<()> {
         if self.checked.contains(kek) {
             return Ok(());
         }
@@ -274,9 +274,31 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     /// (the table in [`KeyState`]); [`Error::NotFound`]; [`Error::Policy`]
     /// for a storage that keeps no lifecycle; storage errors.
     pub async fn change_state(&self, change: Change, target: &Target) -> Result<KeyInfo> {
+        self.change_state_as(change, target, LifecycleRight::Full)
+            .await
+    }
+
+    /// [`KeyServer::change_state`] held to `right`: with
+    /// [`LifecycleRight::RestrictOnly`], only a change of a key whose KEK
+    /// is presented, and only one after which the key is usable for
+    /// nothing it was not usable for before. The check is made on the state
+    /// read under the state-change lock, so no concurrent change can slip
+    /// between the check and the write.
+    ///
+    /// # Errors
+    /// [`Error::NotPermitted`] for a change `right` does not allow; as for
+    /// [`KeyServer::change_state`].
+    pub async fn change_state_as(
+        &self,
+        change: Change,
+        target: &Target,
+        right: LifecycleRight,
+    ) -> Result<KeyInfo> {
         self.lifecycle_storage()?;
-        if let Target::Kek(kek) = target {
-            self.check_possession(kek).await?;
+        match target {
+            Target::Kek(kek) => self.check_possession(kek).await?,
+            Target::KeyId(_) if right != LifecycleRight::Full => return Err(Error::NotPermitted),
+            Target::KeyId(_) => {}
         }
         let key_id = target.key_id();
         let _one = self.lifecycle.changes.lock().await;
@@ -291,6 +313,9 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         // A rotated key never encrypts again, whatever it went through.
         if to == KeyState::Active && meta.rotated_to.is_some() {
             to = KeyState::Deactivated;
+        }
+        if right != LifecycleRight::Full && !narrows(from, to) {
+            return Err(Error::NotPermitted);
         }
         let mut next = meta.clone();
         next.state = to;
@@ -371,11 +396,19 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     /// # Errors
     /// Storage errors (keys destroyed before the error stay destroyed).
     pub async fn destroy_due(&self) -> Result<usize> {
+        self.destroy_due_keys().await.map(|ids| ids.len())
+    }
+
+    /// [`KeyServer::destroy_due`], naming the keys destroyed.
+    ///
+    /// # Errors
+    /// As for [`KeyServer::destroy_due`].
+    pub async fn destroy_due_keys(&self) -> Result<Vec<KeyId>> {
         if !self.storage.keeps_lifecycle() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let now = self.lifecycle.now();
-        let mut destroyed = 0;
+        let mut destroyed = Vec::new();
         let mut failed = 0;
         for id in self.storage.list_all().await? {
             // One unreadable key must not keep the others from their
@@ -393,7 +426,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
             };
             if due {
                 match self.destroy_if_due(&id).await {
-                    Ok(true) => destroyed += 1,
+                    Ok(true) => destroyed.push(id),
                     Ok(false) => {}
                     Err(e) => {
                         failed += 1;
@@ -406,7 +439,8 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
             return Err(Error::Storage {
                 backend: self.storage.name().into(),
                 message: format!(
-                    "{failed} keys could not be checked or destroyed ({destroyed} destroyed)"
+                    "{failed} keys could not be checked or destroyed ({} destroyed)",
+                    destroyed.len()
                 ),
                 source: None,
             });
@@ -470,10 +504,18 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     }
 
     /// Holds a quota place for `caller` (when it has a quota).
-    async fn reserve(&self, caller: &CallerInfo) -> Result<Option<Reservation<'_>>> {
-        let (Some(owner), Some(max)) = (&caller.principal, caller.max_keys) else {
+    async fn reserve(
+        &self,
+        owner: Option<&str>,
+        caller: &Caller,
+    ) -> Result<Option<Reservation<'_>>> {
+        let Some(owner) = owner else {
             return Ok(None);
         };
+        let Some(max) = caller.max_keys_of(owner) else {
+            return Ok(None);
+        };
+        let owner = owner.to_owned();
         if self.lifecycle.owned().is_none() {
             let counts = self.count_owned().await?;
             let mut owned = self.lifecycle.owned();
@@ -492,7 +534,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         *n += 1;
         Ok(Some(Reservation {
             keeper: &self.lifecycle,
-            owner: Some(owner.clone()),
+            owner: Some(owner),
             kept: false,
         }))
     }
@@ -515,7 +557,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         &self,
         kek: &Kek,
         strength: Strength,
-        caller: &CallerInfo,
+        owner: Option<&str>,
         reservation: Option<Reservation<'_>>,
         rotated_from: Option<(KeyId, u64)>,
     ) -> Result<()> {
@@ -523,7 +565,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         if let Some(mut r) = reservation {
             r.kept = true;
         }
-        if caller.principal.is_none() && rotated_from.is_none() {
+        if owner.is_none() && rotated_from.is_none() {
             // No owner to record: the record alone says "active".
             return Ok(());
         }
@@ -534,13 +576,13 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
             kek.id(),
             strength,
             self.lifecycle.now(),
-            caller.principal.clone(),
+            owner.map(str::to_owned),
         );
         meta.rotated_from = rotated_from.map(|(id, _)| id);
         meta.dek_created = rotated_from.map(|(_, dek_created)| dek_created);
         self.storage.put_meta(&meta).await?;
         if !counted {
-            self.lifecycle.count(caller.principal.as_deref(), true);
+            self.lifecycle.count(owner, true);
         }
         Ok(())
     }
@@ -555,14 +597,15 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         &self,
         strength: Option<Strength>,
         alg: Option<crate::KekAlg>,
-        caller: &CallerInfo,
+        caller: &Caller,
     ) -> Result<Kek> {
-        let reservation = self.reserve(caller).await?;
+        let owner = caller.principal();
+        let reservation = self.reserve(owner, caller).await?;
         let strength = strength.unwrap_or(self.strength);
         let kek = self
             .generate_with(strength, alg.unwrap_or(self.kek_alg))
             .await?;
-        self.record_owner(&kek, strength, caller, reservation, None)
+        self.record_owner(&kek, strength, owner, reservation, None)
             .await?;
         Ok(kek)
     }
@@ -599,9 +642,12 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         &self,
         kek: &Kek,
         strength: Option<Strength>,
-        caller: &CallerInfo,
+        caller: &Caller,
     ) -> Result<Kek> {
         self.lifecycle_storage()?;
+        // Proof of possession before anything about the key is told: a
+        // forged KEK learns nothing of its state.
+        self.check_possession(kek).await?;
         let old_id = kek.id();
         let rotatable = |meta: &KeyMeta, now: u64| {
             let from = meta.state_at(now, self.lifecycle.cryptoperiod);
@@ -630,18 +676,15 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         .await?;
         let kek_strength = strength.unwrap_or(self.strength.max(dek_strength));
         self.check_strength(kek_strength)?;
-        // The new key belongs to the old key's owner; the caller's quota
-        // applies when the caller is that owner.
-        let owner_name = meta.owner.clone().or_else(|| caller.principal.clone());
-        let owner = CallerInfo {
-            max_keys: if owner_name == caller.principal {
-                caller.max_keys
-            } else {
-                None
-            },
-            principal: owner_name,
-        };
-        let reservation = self.reserve(&owner).await?;
+        // The new key belongs to the old key's owner (the caller's, if it
+        // had none), and counts against that owner's quota whoever rotates
+        // it: otherwise anyone holding an owner's KEKs could grow its live
+        // keys past `max_keys`.
+        let owner = meta
+            .owner
+            .clone()
+            .or_else(|| caller.principal().map(str::to_owned));
+        let reservation = self.reserve(owner.as_deref(), caller).await?;
         let new = self
             .new_kek(self.rotation_alg(kek.alg())?, kek_strength)
             .await?;
@@ -658,7 +701,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         self.record_owner(
             &new,
             dek_strength,
-            &owner,
+            owner.as_deref(),
             reservation,
             Some((old_id, meta.dek_created.unwrap_or(meta.created))),
         )
@@ -677,4 +720,11 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         );
         Ok(new)
     }
+}
+
+/// Whether a key in state `to` is usable for nothing it was not usable for
+/// in state `from`: what a caller without the lifecycle grant may do.
+pub(crate) fn narrows(from: KeyState, to: KeyState) -> bool {
+    (!to.allows_decrypt() || from.allows_decrypt())
+        && (!to.allows_encrypt() || from.allows_encrypt())
 }

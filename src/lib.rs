@@ -26,6 +26,7 @@
 //! | [`api`] | everyone on the wire | the wire API, defined once: [`KeyService`] (one async method per wire method), [`api::Call`] / [`api::Reply`] and the method table |
 //! | [`transports`] | integrators | [`Transport`]s (the client side of a protocol): `XmlRpc`, `JsonRpc`, [`transports::InProcess`]; and `HttpServer`, which serves any [`KeyService`] |
 //! | [`backends`] | integrators | the cipher suites and storages this crate ships |
+//! | `policy` | servers | the policy layers around a [`KeyService`]: authorization, lifecycle permission, audit, metrics (feature `policy`) |
 //! | [`plugin`] | backend authors | the [`CipherSuite`] and [`KeyStorage`] traits and the helpers a backend needs |
 //! | `testing` | backend authors | the public conformance kit: one line per trait (feature `testing`) |
 //! | [`envelope`], [`stream`] | format readers | the byte formats (also in `docs/FORMAT.md`) |
@@ -69,6 +70,7 @@
 //! | `transport-jsonrpc-client` | `transports::JsonRpc` | via `transport-jsonrpc` |
 //! | `transport-jsonrpc-server` | JSON-RPC (`/jsonrpc`) in `transports::HttpServer` | via `transport-jsonrpc` |
 //! | `transport-xmlrpc`, `transport-jsonrpc` | both halves of the protocol | yes |
+//! | `policy` | `keyserver::policy`: the server's policy layers (authorization, lifecycle permission, audit, metrics) | with any server half |
 //! | `testing` | `keyserver::testing`, the conformance kit | no |
 //! | `cli` | the `keyserver` binary | yes |
 //! | `full` | all of the above | no |
@@ -105,6 +107,7 @@
 pub mod api;
 mod blocking;
 mod cache;
+mod caller;
 mod client;
 mod ec;
 mod encryption;
@@ -126,6 +129,10 @@ mod suite;
 pub mod transfer;
 mod transport;
 mod work;
+
+#[cfg(feature = "policy")]
+#[cfg_attr(docsrs, doc(cfg(feature = "policy")))]
+pub mod policy;
 
 #[path = "../backends/mod.rs"]
 pub mod backends;

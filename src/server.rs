@@ -473,6 +473,10 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     /// strength; [`Error::UnwrapFailed`] if it does not open the record;
     /// storage errors as they come.
     pub async fn get(&self, kek: &Kek) -> Result<Dek> {
+        // Proof of possession before anything about the key is told: a
+        // forged KEK (someone's public key with a made-up private part)
+        // gets one answer whatever the key's state, or whether it exists.
+        self.check_possession(kek).await?;
         let record = self.storage.get(&kek.id()).await;
         let record = match record {
             Ok(record) => record,
@@ -699,7 +703,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyService for KeyServer<C, S> {
     }
 
     async fn rotate(&self, kek: &Kek, strength: Option<Strength>) -> Result<Kek> {
-        self.rotate_for(kek, strength, &crate::api::CallerInfo::default())
+        self.rotate_for(kek, strength, &crate::api::Caller::local())
             .await
     }
 
@@ -717,11 +721,15 @@ impl<C: CipherSuite, S: KeyStorage> KeyService for KeyServer<C, S> {
 
     async fn call_as(
         &self,
-        caller: &crate::api::CallerInfo,
+        caller: &crate::api::Caller,
         call: crate::api::Call,
     ) -> Result<crate::api::Reply> {
         use crate::api::{Call, Reply};
         match call {
+            Call::Change(change, target) => Ok(Reply::Info(
+                self.change_state_as(change, &target, caller.lifecycle)
+                    .await?,
+            )),
             Call::Generate(strength, alg) => {
                 Ok(Reply::Kek(self.generate_for(strength, alg, caller).await?))
             }
@@ -730,6 +738,10 @@ impl<C: CipherSuite, S: KeyStorage> KeyService for KeyServer<C, S> {
             }
             call => self.call(call).await,
         }
+    }
+
+    async fn sweep(&self, _caller: &crate::api::Caller) -> Result<Vec<KeyId>> {
+        self.destroy_due_keys().await
     }
 
     fn gauges(&self) -> crate::api::Gauges {

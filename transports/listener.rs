@@ -11,7 +11,6 @@ use axum::Router;
 
 use crate::api::KeyService;
 use crate::transports::http::dispatch::Dispatch;
-use crate::transports::http::metrics::{Metrics, Sources};
 use crate::transports::http::{conn, gate};
 use crate::transports::TlsFiles;
 use crate::{Error, Result};
@@ -89,14 +88,6 @@ pub struct ServerConfig {
     /// How long [`HttpServer::shutdown`] waits for requests in flight before
     /// it closes their connections.
     pub shutdown_grace: Duration,
-    /// Who may do what ([`Auth`](crate::transports::Auth)). `None`: every
-    /// caller may call every method, which only a loopback listener (or one
-    /// with client certificates, or told `insecure`) accepts.
-    pub auth: Option<Arc<crate::transports::Auth>>,
-    /// Where every call is recorded ([`AuditLog`](crate::transports::AuditLog)):
-    /// a state-changing call is answered only once its line is on disk,
-    /// and while the log cannot be written every call is refused (code 5).
-    pub audit: Option<Arc<crate::transports::AuditLog>>,
 }
 
 impl Default for ServerConfig {
@@ -115,8 +106,6 @@ impl Default for ServerConfig {
             max_batch_expensive: DEFAULT_MAX_BATCH_EXPENSIVE,
             allowed_hosts: Vec::new(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
-            auth: None,
-            audit: None,
         }
     }
 }
@@ -169,10 +158,10 @@ impl HttpServer {
             )));
         }
         let mutual_tls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
-        if config.auth.is_none()
-            && !mutual_tls
-            && !config.insecure
-            && !config.listen.ip().is_loopback()
+        let controls_access = service
+            .authenticate(&crate::api::Credentials::default())
+            .is_some();
+        if !controls_access && !mutual_tls && !config.insecure && !config.listen.ip().is_loopback()
         {
             return Err(Error::policy(format!(
                 "refusing to serve {} without access control: anyone who reaches it could \
@@ -284,23 +273,33 @@ impl HttpServer {
     }
 }
 
-/// `GET /metrics` in the Prometheus text format: to callers on the loopback
-/// interface, and to principals granted `metrics`; 403 to anyone else.
-fn metrics_route(metrics: Arc<Metrics>, sources: Sources) -> Router {
+/// `GET /metrics` in the Prometheus text format, to callers the service
+/// lets read them ([`KeyService::may_read_metrics`]: by default those on the
+/// loopback interface; with the policy layers also principals granted
+/// `metrics`); 403 to anyone else. The listener's own gauges come first,
+/// then the service's metrics ([`KeyService::encode_metrics`]).
+fn metrics_route(dispatch: Arc<Dispatch>, connections: conn::Limit) -> Router {
     use axum::http::{header, StatusCode};
     use axum::response::IntoResponse;
-    let sources = Arc::new(sources);
+    let gauges = Arc::new(ListenerGauges::new());
     Router::new().route(
         "/metrics",
-        axum::routing::get(move || {
-            let metrics = Arc::clone(&metrics);
-            let sources = Arc::clone(&sources);
+        axum::routing::get(move |caller: Option<axum::Extension<crate::api::Caller>>| {
+            let dispatch = dispatch.bind(caller.map(|axum::Extension(c)| c));
+            let connections = connections.clone();
+            let gauges = Arc::clone(&gauges);
             async move {
-                let request = crate::transports::http::auth::current_request();
-                if !request.may_scrape() {
+                if !dispatch.service().may_read_metrics(dispatch.caller()) {
                     return (StatusCode::FORBIDDEN, "not permitted\n").into_response();
                 }
-                let text = metrics.render(&sources);
+                let mut text = String::new();
+                gauges.encode(
+                    &mut text,
+                    connections.open() as u64,
+                    dispatch.request_bytes_held() as u64,
+                );
+                dispatch.service().encode_metrics(&mut text);
+                text.push_str("# EOF\n");
                 (
                     [(
                         header::CONTENT_TYPE,
@@ -314,11 +313,54 @@ fn metrics_route(metrics: Arc<Metrics>, sources: Sources) -> Router {
     )
 }
 
+/// What the listener itself holds: connections and request bodies.
+struct ListenerGauges {
+    registry: prometheus_client::registry::Registry,
+    connections: prometheus_client::metrics::gauge::Gauge,
+    request_bytes: prometheus_client::metrics::gauge::Gauge,
+    scrape: std::sync::Mutex<()>,
+}
+
+impl ListenerGauges {
+    fn new() -> Self {
+        use prometheus_client::metrics::gauge::Gauge;
+        let mut registry = prometheus_client::registry::Registry::with_prefix("keyserver");
+        let connections = Gauge::default();
+        registry.register("connections_open", "Connections open", connections.clone());
+        let request_bytes = Gauge::default();
+        registry.register(
+            "request_bytes_held",
+            "Bytes of request bodies held in memory",
+            request_bytes.clone(),
+        );
+        ListenerGauges {
+            registry,
+            connections,
+            request_bytes,
+            scrape: std::sync::Mutex::new(()),
+        }
+    }
+
+    fn encode(&self, out: &mut String, connections: u64, request_bytes: u64) {
+        let _one = self
+            .scrape
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.connections
+            .set(i64::try_from(connections).unwrap_or(i64::MAX));
+        self.request_bytes
+            .set(i64::try_from(request_bytes).unwrap_or(i64::MAX));
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode_registry(out, &self.registry);
+    }
+}
+
 /// `GET /healthz` (the process serves: always 200) and `GET /readyz` (the
-/// service answers, its storage can be read, and the audit log, if any, can
-/// be written: 200, or 503 with a one-line reason), for load balancers and
-/// orchestrators. Neither needs credentials; neither says more than that.
-fn probes(dispatch: Arc<Dispatch>, audit: Option<Arc<crate::transports::AuditLog>>) -> Router {
+/// service is ready, [`KeyService::ready`]: it answers, its storage can be
+/// read, and with the policy layers the audit log can be written: 200, or
+/// 503 with a one-line reason), for load balancers and orchestrators.
+/// Neither needs credentials; neither says more than that.
+fn probes(dispatch: Arc<Dispatch>) -> Router {
     use axum::http::StatusCode;
     use axum::routing::get;
     Router::new()
@@ -327,10 +369,8 @@ fn probes(dispatch: Arc<Dispatch>, audit: Option<Arc<crate::transports::AuditLog
             "/readyz",
             get(move || {
                 let dispatch = Arc::clone(&dispatch);
-                let audit = audit.clone();
                 async move {
-                    let audited = audit.as_deref().map_or(Ok(()), |a| a.check());
-                    match audited.and(dispatch.ready().await) {
+                    match dispatch.ready().await {
                         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
                         Err(e) => (
                             StatusCode::SERVICE_UNAVAILABLE,
@@ -390,22 +430,12 @@ fn router(dispatch: &Arc<Dispatch>, config: &ServerConfig, limit: &conn::Limit) 
             dispatch,
         )));
     }
-    router = router.merge(probes(Arc::clone(dispatch), config.audit.clone()));
-    let metrics = Metrics::new();
-    router = router.merge(metrics_route(
-        Arc::clone(&metrics),
-        Sources {
-            dispatch: Arc::clone(dispatch),
-            connections: limit.clone(),
-            audit: config.audit.clone(),
-        },
-    ));
+    router = router.merge(probes(Arc::clone(dispatch)));
+    router = router.merge(metrics_route(Arc::clone(dispatch), limit.clone()));
     let gate = gate::Gate::new(
         config.listen,
         &config.allowed_hosts,
-        config.auth.clone(),
-        config.audit.clone(),
-        Some(metrics),
+        Some(Arc::clone(&dispatch.shared_service())),
     );
     router.layer(axum::middleware::from_fn(move |request, next| {
         gate::check(Arc::clone(&gate), request, next)

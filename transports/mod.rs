@@ -15,7 +15,10 @@
 //! - `HttpServer` (feature `transport-xmlrpc-server` or
 //!   `transport-jsonrpc-server`): one HTTP(S) listener serving any
 //!   `KeyService` over each protocol whose server feature is on. The
-//!   protocol is written down in `docs/PROTOCOL.md`.
+//!   protocol is written down in `docs/PROTOCOL.md`. It authenticates each
+//!   request's credentials through the service it serves and hands the
+//!   caller to it; the policy (who may do what, the audit log, metrics) is
+//!   the service's, as layers (`keyserver::policy`).
 //!
 //! `transport-xmlrpc` and `transport-jsonrpc` turn on both halves.
 
@@ -55,11 +58,6 @@ mod xmlrpc;
     )))
 )]
 pub use self::{
-    http::audit::{
-        verify_audit, AuditConfig, AuditKey, AuditLog, AuditReport, DEFAULT_AUDIT_ROTATE,
-        MIN_AUDIT_KEY,
-    },
-    http::auth::{Auth, AuthFile, AuthPolicy, Principal, PrincipalSpec, METRICS_GRANT},
     listener::{
         HttpServer, ServerConfig, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN,
         DEFAULT_MAX_BATCH_EXPENSIVE, DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS,

@@ -152,7 +152,7 @@ impl ServeConfig {
                     key,
                     rotate: o
                         .audit_rotate
-                        .unwrap_or(keyserver::transports::DEFAULT_AUDIT_ROTATE),
+                        .unwrap_or(keyserver::policy::DEFAULT_AUDIT_ROTATE),
                 }),
                 (Some(_), None) => return Err(usage(
                     "--audit-log needs --audit-key (keyserver audit new-key --out FILE makes one)",
@@ -210,8 +210,6 @@ impl ServeConfig {
                 shutdown_grace: o
                     .grace_period
                     .map_or(defaults.shutdown_grace, Duration::from_secs),
-                auth: None,
-                audit: None,
             },
             kek_pool: o.kek_pool.unwrap_or(8),
             kek_workers: o.kek_workers.unwrap_or(1),

@@ -98,7 +98,7 @@ fn new_token(name: &str) -> Result<(), Failure> {
     let entry = format!(
         "token: {}\n\n[[principal]]\nname = {name:?}\ntoken_sha256 = \"{}\"\nmethods = [\"status\"]\n",
         token.as_str(),
-        keyserver::transports::AuthPolicy::token_hash(&token)
+        keyserver::policy::AuthPolicy::token_hash(&token)
     );
     output::print_stdout(&entry)
 }
@@ -127,8 +127,8 @@ fn new_audit_key(out: &std::path::Path) -> Result<(), Failure> {
 /// `keyserver audit verify --audit-key FILE LOG...`.
 fn verify_audit(key: &std::path::Path, logs: &[std::path::PathBuf]) -> Result<(), Failure> {
     let key =
-        keyserver::transports::AuditKey::from_file(key).map_err(|e| exit::usage(e.to_string()))?;
-    let report = keyserver::transports::verify_audit(&key, logs).map_err(|e| Failure {
+        keyserver::policy::AuditKey::from_file(key).map_err(|e| exit::usage(e.to_string()))?;
+    let report = keyserver::policy::verify_audit(&key, logs).map_err(|e| Failure {
         code: 1,
         message: match e {
             keyserver::Error::Policy { reason } => format!("audit log does not verify: {reason}"),

@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use std::path::Path;
 
-use keyserver::transports::{
-    AuditConfig, AuditKey, AuditLog, Auth, AuthFile, AuthPolicy, HttpServer,
-};
-use keyserver::KeyServer;
+use keyserver::api::Caller;
+use keyserver::policy::{AuditConfig, AuditKey, AuditLog, Auth, AuthFile, AuthPolicy, Policy};
+use keyserver::transports::HttpServer;
+use keyserver::{KeyServer, KeyService};
 
 use super::args::{LogFormat, ServeArgs};
 use super::config::ServeConfig;
@@ -49,7 +49,7 @@ fn reload_on_sighup(path: std::path::PathBuf, auth: Arc<Auth>) -> Result<(), Fai
 }
 
 pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Result<(), Failure> {
-    let mut config = ServeConfig::resolve(args, log_format)?;
+    let config = ServeConfig::resolve(args, log_format)?;
     // Before anything is opened, created or connected to.
     let suite = choice::suite(config.suite)?;
     if config.require_fips && !suite.fips_validated() {
@@ -60,10 +60,11 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
         )));
     }
     init_logging(config.log_format);
+    let mut policy = Policy::new();
     if let Some(path) = &config.auth {
         let auth = Auth::new(load_policy(path)?);
         reload_on_sighup(path.clone(), Arc::clone(&auth))?;
-        config.server.auth = Some(auth);
+        policy = policy.with_auth(auth);
     }
     // A file-size limit (RLIMIT_FSIZE) reached must be a failed write,
     // which the storage and the audit log report, not the death of the
@@ -75,7 +76,9 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
         Some(settings) => Some(open_audit(settings)?),
         None => None,
     };
-    config.server.audit = audit.clone();
+    if let Some(audit) = &audit {
+        policy = policy.with_audit(Arc::clone(audit));
+    }
     let storage = choice::storage(&config.storage, config.cache_records).await?;
     let keys = KeyServer::new(suite, storage)
         .with_min_strength(config.strength)
@@ -95,13 +98,16 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
         })?;
     }
     let keys = Arc::new(keys.with_kek_pool(config.kek_pool, config.kek_workers));
-    destroy_when_due(Arc::clone(&keys));
     let status = keys.status();
+    // Everything that acts on keys goes through the policy layers: the
+    // listener's calls and the server's own sweeps alike.
+    let service = policy.wrap(keys);
+    destroy_when_due(Arc::clone(&service));
     // Listen for SIGTERM and SIGINT before saying we listen: a signal sent
     // as soon as the line below appears must stop the server gracefully,
     // not kill it with the default action.
     let stop = shutdown_signal()?;
-    let server = HttpServer::start(keys, config.server).await?;
+    let server = HttpServer::start(service, config.server).await?;
     // Best effort: a closed stdout must not stop the server.
     let _ = print_stdout(&format!(
         "keyserver listening on {} (XML-RPC at /RPC2, JSON-RPC at /jsonrpc); suite {}, \
@@ -131,14 +137,12 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
 /// minute (a pass reads every key's metadata; `describe` and the data path
 /// destroy a due key they meet at once, and a due key gives nothing in
 /// between).
-fn destroy_when_due<C: keyserver::CipherSuite, S: keyserver::KeyStorage>(
-    keys: Arc<KeyServer<C, S>>,
-) {
+fn destroy_when_due(service: Arc<dyn KeyService>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             tick.tick().await;
-            if let Err(e) = keys.destroy_due().await {
+            if let Err(e) = service.sweep(&Caller::server()).await {
                 tracing::warn!(target: "keyserver::lifecycle", "scheduled destruction failed: {e}");
             }
         }

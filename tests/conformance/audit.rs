@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keyserver::transports::AuthPolicy;
+use keyserver::policy::AuthPolicy;
 use keyserver::KeyService;
 
 const BIN: &str = env!("CARGO_BIN_EXE_keyserver");

@@ -8,10 +8,8 @@ use std::sync::Arc;
 
 use keyserver::api::Call;
 use keyserver::backends::{MemoryStorage, RustCrypto};
-use keyserver::transports::{
-    Auth, AuthFile, AuthPolicy, ClientOptions, HttpServer, JsonRpc, PrincipalSpec, ServerConfig,
-    Token, XmlRpc,
-};
+use keyserver::policy::{Auth, AuthFile, AuthPolicy, Policy, PrincipalSpec};
+use keyserver::transports::{ClientOptions, HttpServer, JsonRpc, ServerConfig, Token, XmlRpc};
 use keyserver::{KeyServer, KeyService, Strength, Transport};
 
 const APP_TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -52,10 +50,11 @@ async fn each_principal_may_call_what_it_is_granted_and_nothing_else() {
     })
     .unwrap();
     let http = HttpServer::start(
-        Arc::clone(&keys) as Arc<dyn KeyService>,
+        Policy::new()
+            .with_auth(Auth::new(policy))
+            .wrap(Arc::clone(&keys) as Arc<dyn KeyService>),
         ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
-            auth: Some(Auth::new(policy)),
             ..Default::default()
         },
     )
@@ -255,13 +254,13 @@ async fn a_public_listener_needs_access_control() {
             client_ca: client_ca.map(Into::into),
         })
     };
-    let config = |tls, auth| ServerConfig {
+    let config = |tls| ServerConfig {
         listen: "0.0.0.0:0".parse().unwrap(),
         tls,
-        auth,
         ..Default::default()
     };
-    let err = HttpServer::start(Arc::clone(&keys), config(tls(None), None))
+    let open = Policy::new().wrap(Arc::clone(&keys));
+    let err = HttpServer::start(open, config(tls(None)))
         .await
         .err()
         .unwrap();
@@ -270,11 +269,11 @@ async fn a_public_listener_needs_access_control() {
     // With a policy, or client certificates, it goes on (and here fails
     // later, on the missing TLS files).
     let policy = Auth::new(AuthPolicy::new(&AuthFile::default()).unwrap());
-    for (tls, auth) in [
-        (tls(None), Some(policy)),
-        (tls(Some("/nonexistent/ca.pem")), None),
+    for (tls, policy) in [
+        (tls(None), Policy::new().with_auth(policy)),
+        (tls(Some("/nonexistent/ca.pem")), Policy::new()),
     ] {
-        let err = HttpServer::start(Arc::clone(&keys), config(tls, auth))
+        let err = HttpServer::start(policy.wrap(Arc::clone(&keys)), config(tls))
             .await
             .err()
             .unwrap();
@@ -290,10 +289,11 @@ async fn serve_with(
         Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new()).with_kek_pool(4, 1));
     let policy = AuthPolicy::new(&AuthFile { principals }).unwrap();
     let http = HttpServer::start(
-        Arc::clone(&keys) as Arc<dyn KeyService>,
+        Policy::new()
+            .with_auth(Auth::new(policy))
+            .wrap(Arc::clone(&keys) as Arc<dyn KeyService>),
         ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
-            auth: Some(Auth::new(policy)),
             ..Default::default()
         },
     )
@@ -415,7 +415,9 @@ async fn client_certificates_identify_principals() {
     .unwrap();
     let keys = Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new()));
     let http = HttpServer::start(
-        Arc::clone(&keys) as Arc<dyn KeyService>,
+        Policy::new()
+            .with_auth(Auth::new(policy))
+            .wrap(Arc::clone(&keys) as Arc<dyn KeyService>),
         ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             tls: Some(TlsFiles {
@@ -423,7 +425,6 @@ async fn client_certificates_identify_principals() {
                 key: p("server.key"),
                 client_ca: Some(p("ca.pem")),
             }),
-            auth: Some(Auth::new(policy)),
             ..Default::default()
         },
     )

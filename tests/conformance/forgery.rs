@@ -13,7 +13,7 @@ use keyserver::{envelope, CipherSuite, Encryption, Error, Kek, KeyClient, KeySer
 /// A PKCS#8 RSA key with the victim's public key and `private` in every
 /// private field, as an attacker would write it by hand. `Err` if the core
 /// refuses to parse it at all (which is also a pass).
-fn forge(victim: &Kek, private: &[u8]) -> keyserver::Result<Kek> {
+pub(crate) fn forge(victim: &Kek, private: &[u8]) -> keyserver::Result<Kek> {
     let (n, e) = keyserver::plugin::rsa_public_parts(victim.public_key_der()).unwrap();
     let junk = UintRef::new(private).unwrap();
     let rsa = pkcs1::RsaPrivateKeyRef {

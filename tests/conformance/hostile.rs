@@ -1004,7 +1004,7 @@ impl KeyService for Unready {
 /// otherwise). Neither needs credentials, even under an auth policy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_readiness_probes() {
-    use keyserver::transports::{Auth, AuthFile, AuthPolicy};
+    use keyserver::policy::{Auth, AuthFile, AuthPolicy, Policy};
     let get = |addr: SocketAddr, path: &'static str| {
         tokio::task::spawn_blocking(move || {
             let mut s = TcpStream::connect(addr).unwrap();
@@ -1019,11 +1019,13 @@ async fn health_and_readiness_probes() {
     let auth = Auth::new(AuthPolicy::new(&AuthFile::default()).unwrap());
     let config = || ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        auth: Some(Arc::clone(&auth)),
         ..Default::default()
     };
-    let ready = HttpServer::start(keys(), config()).await.unwrap();
-    let unready = HttpServer::start(Arc::new(Unready), config())
+    let policy = Policy::new().with_auth(Arc::clone(&auth));
+    let ready = HttpServer::start(policy.wrap(keys()), config())
+        .await
+        .unwrap();
+    let unready = HttpServer::start(policy.wrap(Arc::new(Unready)), config())
         .await
         .unwrap();
     let answers = (

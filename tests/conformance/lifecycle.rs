@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyserver::backends::{FileStorage, MemoryStorage, RustCrypto};
-use keyserver::transports::{
-    Auth, AuthFile, AuthPolicy, HttpServer, JsonRpc, PrincipalSpec, ServerConfig, XmlRpc,
-};
+use keyserver::policy::{Auth, AuthFile, AuthPolicy, Policy, PrincipalSpec};
+use keyserver::transports::{HttpServer, JsonRpc, ServerConfig, XmlRpc};
 use keyserver::{
     Change, Encryption, KeyClient, KeyFilter, KeyServer, KeyService, KeyState, KeyStorage, Target,
     Transport,
@@ -64,10 +63,11 @@ fn policy() -> Arc<Auth> {
 
 async fn serve<S: KeyStorage>(keys: Arc<KeyServer<RustCrypto, S>>) -> HttpServer {
     HttpServer::start(
-        keys as Arc<dyn KeyService>,
+        Policy::new()
+            .with_auth(policy())
+            .wrap(keys as Arc<dyn KeyService>),
         ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
-            auth: Some(policy()),
             ..Default::default()
         },
     )
@@ -733,7 +733,7 @@ async fn a_rotated_key_stays_out_of_use_for_new_data() {
 async fn without_an_auth_file_off_loopback_there_are_no_operators() {
     let keys = server(Duration::from_secs(3600));
     let http = HttpServer::start(
-        Arc::clone(&keys) as Arc<dyn KeyService>,
+        Policy::new().wrap(Arc::clone(&keys) as Arc<dyn KeyService>),
         ServerConfig {
             listen: "0.0.0.0:0".parse().unwrap(),
             insecure: true,

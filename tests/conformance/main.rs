@@ -88,6 +88,13 @@ mod fuzz_seeds;
 #[cfg(all(
     feature = "cipher-rustcrypto",
     feature = "storage-memory",
+    feature = "policy",
+    feature = "testing"
+))]
+mod guarantees;
+#[cfg(all(
+    feature = "cipher-rustcrypto",
+    feature = "storage-memory",
     feature = "transport-xmlrpc",
     feature = "transport-jsonrpc",
     feature = "cli"

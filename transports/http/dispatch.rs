@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::api::{Call, KeyService, Reply, Value};
+use crate::api::{Call, Caller, Identity, KeyService, Reply, Value};
 use crate::transports::http::body::{timed_out, within, Budget, Limits};
 use crate::{Error, ErrorCode, KeyId, Result};
 
@@ -13,7 +13,7 @@ use crate::{Error, ErrorCode, KeyId, Result};
 pub(crate) const MAX_BATCH: usize = 64;
 
 /// The service behind a listener, with the limits every request is held to.
-pub(crate) struct Dispatch {
+struct Shared {
     service: Arc<dyn KeyService>,
     timeout: Duration,
     max_body: usize,
@@ -21,55 +21,84 @@ pub(crate) struct Dispatch {
     max_expensive: usize,
 }
 
+/// The service behind a listener, as one request's caller sees it: the
+/// listener's limits, and the caller its credentials made (which goes with
+/// each of the request's calls to [`KeyService::call_as`]).
+pub(crate) struct Dispatch {
+    shared: Arc<Shared>,
+    caller: Caller,
+}
+
 impl Dispatch {
     /// `service` with a per-request time limit and the listener's default
-    /// limits otherwise.
+    /// limits otherwise, called in process.
     #[cfg(test)]
     pub(crate) fn new(service: Arc<dyn KeyService>, timeout: Duration) -> Self {
         let defaults = crate::transports::ServerConfig::default();
         Dispatch {
-            service,
-            timeout,
-            max_body: defaults.max_body,
-            budget: Budget::new(defaults.max_request_memory),
-            max_expensive: defaults.max_batch_expensive,
+            shared: Arc::new(Shared {
+                service,
+                timeout,
+                max_body: defaults.max_body,
+                budget: Budget::new(defaults.max_request_memory),
+                max_expensive: defaults.max_batch_expensive,
+            }),
+            caller: Caller::local(),
         }
     }
 
-    /// `service` with the limits of `config`.
+    /// `service` with the limits of `config`; its caller, until a request
+    /// binds its own ([`Dispatch::bind`]), has bad credentials (it may do
+    /// nothing).
     pub(crate) fn with_config(
         service: Arc<dyn KeyService>,
         config: &crate::transports::ServerConfig,
     ) -> Self {
         Dispatch {
-            service,
-            timeout: config.request_timeout,
-            max_body: config.max_body,
-            budget: Budget::new(config.max_request_memory),
-            max_expensive: config.max_batch_expensive,
+            shared: Arc::new(Shared {
+                service,
+                timeout: config.request_timeout,
+                max_body: config.max_body,
+                budget: Budget::new(config.max_request_memory),
+                max_expensive: config.max_batch_expensive,
+            }),
+            caller: Caller::with_identity(Identity::BadCredentials),
+        }
+    }
+
+    /// The same service and limits, for a request of `caller`.
+    pub(crate) fn bind(&self, caller: Option<Caller>) -> Dispatch {
+        Dispatch {
+            shared: Arc::clone(&self.shared),
+            caller: caller.unwrap_or_else(|| Caller::with_identity(Identity::BadCredentials)),
         }
     }
 
     /// The service served.
     pub(crate) fn service(&self) -> &dyn KeyService {
-        &*self.service
+        &*self.shared.service
+    }
+
+    /// The service served, shared.
+    pub(crate) fn shared_service(&self) -> Arc<dyn KeyService> {
+        Arc::clone(&self.shared.service)
+    }
+
+    /// Who calls.
+    pub(crate) fn caller(&self) -> &Caller {
+        &self.caller
     }
 
     /// Bytes of request bodies held in memory now.
     pub(crate) fn request_bytes_held(&self) -> usize {
-        self.budget.held()
+        self.shared.budget.held()
     }
 
-    /// Whether the service can answer: its status, and a lookup that reads
-    /// its storage, each within the request time limit.
+    /// Whether the service can answer ([`KeyService::ready`]), within the
+    /// request time limit.
     pub(crate) async fn ready(&self) -> Result<()> {
         let deadline = self.deadline();
-        let check = async {
-            self.service.status().await?;
-            self.service.contains(&KeyId::from_bytes([0; 32])).await?;
-            Ok(())
-        };
-        tokio::time::timeout_at(deadline, check)
+        tokio::time::timeout_at(deadline, self.shared.service.ready())
             .await
             .unwrap_or_else(|_| Err(timed_out()))
     }
@@ -77,14 +106,14 @@ impl Dispatch {
     /// When a request that starts now must be answered: its body, its
     /// parsing and all its calls share this one deadline.
     pub(crate) fn deadline(&self) -> tokio::time::Instant {
-        tokio::time::Instant::now() + self.timeout
+        tokio::time::Instant::now() + self.shared.timeout
     }
 
     /// What reading a request's body is bound by.
     pub(crate) fn body_limits(&self, deadline: tokio::time::Instant) -> Limits<'_> {
         Limits {
-            max: self.max_body,
-            budget: &self.budget,
+            max: self.shared.max_body,
+            budget: &self.shared.budget,
             deadline,
         }
     }
@@ -95,14 +124,14 @@ impl Dispatch {
         let expensive = names
             .filter(|name| crate::api::method(name).is_some_and(|m| m.is_expensive()))
             .count();
-        if expensive > self.max_expensive {
+        if expensive > self.shared.max_expensive {
             return Err(Error::protocol(
                 ErrorCode::InvalidRequest,
                 format!(
                     "a batch holds at most {} expensive calls (generate, get_key, rotate, state \
                      changes, list_keys); send the others \
                      in another request",
-                    self.max_expensive
+                    self.shared.max_expensive
                 ),
             ));
         }
@@ -141,15 +170,17 @@ impl Dispatch {
             Ok(call) => self.run(protocol, call, deadline).await,
             Err(e) => {
                 let shown = crate::api::method(name).map_or("(unknown)", |m| m.name);
-                log_refused(protocol, shown, &e, start);
+                self.log_refused(protocol, shown, &e, start);
                 Err(e)
             }
         }
     }
 
-    /// Runs one call, cut off at the request's `deadline`, and logs it. A
-    /// call of a batch whose deadline has passed is answered with the
-    /// time-out error without running.
+    /// Runs one call as the request's caller, cut off at the request's
+    /// `deadline`, and logs it. A call of a batch whose deadline has passed
+    /// is answered with the time-out error without running. (A state
+    /// change cut off still runs to its end inside the service: see
+    /// `keyserver::policy::Audit`.)
     pub(crate) async fn run(
         &self,
         protocol: &'static str,
@@ -159,53 +190,20 @@ impl Dispatch {
         let start = Instant::now();
         let method = call.method();
         let mut key_id = call.key_id();
-        let request = super::auth::current_request();
-        let audited = request.audit.as_deref().map_or(Ok(()), |a| a.check());
-        let result = if let Err(e) = audited {
-            Err(e)
-        } else if let Err(e) = request.caller.check(&call) {
-            Err(e)
-        } else if tokio::time::Instant::now() >= deadline {
+        let result = if tokio::time::Instant::now() >= deadline {
             Err(timed_out())
         } else {
-            let caller = request.caller.info();
-            match within(deadline, self.service.call_as(&caller, call)).await {
+            match within(deadline, self.shared.service.call_as(&self.caller, call)).await {
                 Some(result) => result,
                 None => Err(timed_out()),
             }
         };
-        // generate: the new key; rotate: the key rotated, and the new one.
-        let mut new_key_id = None;
-        if let Ok(Reply::Kek(kek)) = &result {
-            if key_id.is_some() {
-                new_key_id = Some(kek.id());
-            } else {
-                key_id = Some(kek.id());
-            }
+        // generate: the new key.
+        if let (Ok(Reply::Kek(kek)), None) = (&result, &key_id) {
+            key_id = Some(kek.id());
         }
-        // A state-changing call is answered once its line is on disk; if
-        // it cannot be written, the caller hears so (and a new key's KEK is
-        // dropped: nothing was encrypted under it yet).
-        let result = match &request.audit {
-            Some(audit) => {
-                let mut entry = entry(
-                    &request,
-                    protocol,
-                    method.name,
-                    key_id.as_ref(),
-                    &result,
-                    start,
-                );
-                entry.new_key_id = new_key_id;
-                match audit.record(entry, method.audited_durably()).await {
-                    Ok(()) => result,
-                    Err(e) => Err(e),
-                }
-            }
-            None => result,
-        };
         access_line(
-            &request,
+            &self.caller,
             protocol,
             method.name,
             key_id.as_ref(),
@@ -214,56 +212,52 @@ impl Dispatch {
         );
         result
     }
-}
 
-/// The audit entry of a call.
-fn entry<T>(
-    request: &super::auth::RequestContext,
-    protocol: &'static str,
-    method: &str,
-    key_id: Option<&KeyId>,
-    result: &Result<T>,
-    start: Instant,
-) -> super::audit::Entry {
-    super::audit::Entry {
-        principal: request.caller.name().to_owned(),
-        peer: request.peer,
-        tls_subject: request.cert.0.as_ref().map(|c| c.subject.clone()),
-        protocol,
-        method: method.to_owned(),
-        key_id: key_id.copied(),
-        new_key_id: None,
-        code: result.as_ref().map_or_else(Error::code, |_| 0),
-        latency_ms: start.elapsed().as_secs_f64() * 1000.0,
+    /// One access-log line for a request that is not a call of the wire
+    /// API (XML-RPC's introspection), or was refused before it became one:
+    /// protocol, method, key id, outcome, latency. Never a key. A refusal
+    /// also reaches the service ([`KeyService::refused`]: the audit log and
+    /// the metrics).
+    pub(crate) fn log_request<T>(
+        &self,
+        protocol: &'static str,
+        method: &str,
+        key_id: Option<&KeyId>,
+        result: &Result<T>,
+        start: Instant,
+    ) {
+        if let Err(e) = result {
+            self.shared.service.refused(&self.caller, method, e);
+        }
+        access_line(&self.caller, protocol, method, key_id, result, start);
     }
-}
 
-/// One access-log line (and one audit line, not waited for) for a call
-/// that did not go through [`Dispatch::run`]: protocol, method, key id,
-/// outcome, latency. Never a key.
-pub(crate) fn log_request<T>(
-    protocol: &'static str,
-    method: &str,
-    key_id: Option<&KeyId>,
-    result: &Result<T>,
-    start: Instant,
-) {
-    let request = super::auth::current_request();
-    if let Some(audit) = &request.audit {
-        let entry = entry(&request, protocol, method, key_id, result, start);
-        // Not awaited beyond the hand-over: the writer owns it from here.
-        let audit = Arc::clone(audit);
-        tokio::spawn(async move {
-            let _ = audit.record(entry, false).await;
-        });
+    /// Logs a request refused before it became a call (unreadable, too
+    /// large, not a call of a known method): `method` is `-` when unknown.
+    pub(crate) fn log_refused(
+        &self,
+        protocol: &'static str,
+        method: &str,
+        error: &Error,
+        start: Instant,
+    ) {
+        self.log_request::<()>(
+            protocol,
+            method,
+            None,
+            &Err(Error::Remote {
+                code: error.code(),
+                message: error.to_string(),
+            }),
+            start,
+        );
     }
-    access_line(&request, protocol, method, key_id, result, start);
 }
 
 /// One access-log line: protocol, method, key id, principal, peer, outcome,
 /// latency. Never a key.
 fn access_line<T>(
-    request: &super::auth::RequestContext,
+    caller: &Caller,
     protocol: &str,
     method: &str,
     key_id: Option<&KeyId>,
@@ -274,16 +268,9 @@ fn access_line<T>(
     let seconds = elapsed.as_secs_f64();
     let latency_ms = seconds * 1000.0;
     let millis = Millis(elapsed);
-    if let Some(metrics) = &request.metrics {
-        metrics.call(
-            method,
-            result.as_ref().map_or_else(Error::code, |_| 0),
-            seconds,
-        );
-    }
     let key_id = OrDash(key_id);
-    let principal = request.caller.name();
-    let peer = OrDash(request.peer.as_ref());
+    let principal = caller.name();
+    let peer = OrDash(caller.peer.as_ref());
     match result {
         Ok(_) => {
             let line = OkLine {
@@ -396,21 +383,6 @@ impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
             None => f.write_str("-"),
         }
     }
-}
-
-/// Logs a request refused before it became a call (unreadable, too large,
-/// not a call of a known method): `method` is `-` when unknown.
-pub(crate) fn log_refused(protocol: &'static str, method: &str, error: &Error, start: Instant) {
-    log_request::<()>(
-        protocol,
-        method,
-        None,
-        &Err(Error::Remote {
-            code: error.code(),
-            message: error.to_string(),
-        }),
-        start,
-    );
 }
 
 #[cfg(test)]

@@ -13,29 +13,26 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-/// The hosts a listener answers to, and the policy it enforces.
+use crate::api::{Caller, Credentials, Identity, KeyService};
+
+/// The hosts a listener answers to, and the service that authenticates
+/// its callers.
 pub(crate) struct Gate {
     listen: SocketAddr,
     allowed: Vec<String>,
-    auth: Option<Arc<super::auth::Auth>>,
-    audit: Option<Arc<super::audit::AuditLog>>,
-    metrics: Option<Arc<super::metrics::Metrics>>,
+    service: Option<Arc<dyn KeyService>>,
 }
 
 impl Gate {
     pub(crate) fn new(
         listen: SocketAddr,
         allowed: &[String],
-        auth: Option<Arc<super::auth::Auth>>,
-        audit: Option<Arc<super::audit::AuditLog>>,
-        metrics: Option<Arc<super::metrics::Metrics>>,
+        service: Option<Arc<dyn KeyService>>,
     ) -> Arc<Self> {
         Arc::new(Gate {
             listen,
             allowed: allowed.iter().map(|h| h.to_ascii_lowercase()).collect(),
-            auth,
-            audit,
-            metrics,
+            service,
         })
     }
 
@@ -134,7 +131,9 @@ pub(crate) async fn check(gate: Arc<Gate>, request: Request, next: Next) -> Resp
             );
         }
     }
-    // Who is calling: each call of the request is checked against it.
+    // Who is calling, from the headers and the TLS handshake alone: the
+    // caller is known before a byte of the body is read, and travels with
+    // the request to each of its calls.
     let cert = request
         .extensions()
         .get::<super::peer::PeerCert>()
@@ -145,24 +144,67 @@ pub(crate) async fn check(gate: Arc<Gate>, request: Request, next: Next) -> Resp
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|info| info.0);
     let identities = cert.0.as_ref().map_or(&[][..], |c| &c.identities[..]);
-    let mut caller = super::auth::Caller::of(gate.auth.as_deref(), request.headers(), identities);
-    if matches!(caller, super::auth::Caller::Anyone) && !gate.listen.ip().is_loopback() {
-        caller = super::auth::Caller::AnyoneRemote;
-    }
-    let context = super::auth::RequestContext {
-        caller,
-        peer,
-        cert,
-        audit: gate.audit.clone(),
-        metrics: gate.metrics.clone(),
-    };
+    let token = bearer_or_basic(request.headers());
+    let credentials = Credentials::new(token.as_deref().map(String::as_str), identities);
+    let identity = gate
+        .service
+        .as_ref()
+        .and_then(|s| s.authenticate(&credentials))
+        .unwrap_or(Identity::Anonymous {
+            remote: !gate.listen.ip().is_loopback(),
+        });
+    drop(token);
+    let mut caller =
+        Caller::with_identity(identity).from_peer(peer, protocol_of(request.uri().path()));
+    caller.tls_subject = cert.0.as_ref().map(|c| c.subject.clone());
+    let mut request = request;
+    request.extensions_mut().insert(caller);
     // Counted as in flight on its connection until answered, so that the
     // connection limit never evicts a connection with a request running.
     let _in_flight = request
         .extensions()
         .get::<Arc<super::conn::ConnState>>()
         .map(super::conn::ConnState::request);
-    super::auth::REQUEST.scope(context, next.run(request)).await
+    next.run(request).await
+}
+
+/// The protocol a path serves (for the caller's `protocol`).
+fn protocol_of(path: &str) -> &'static str {
+    match path {
+        #[cfg(feature = "transport-xmlrpc-server")]
+        crate::transports::xmlrpc::XMLRPC_PATH => "xmlrpc",
+        #[cfg(feature = "transport-jsonrpc-server")]
+        crate::transports::jsonrpc::JSONRPC_PATH => "jsonrpc",
+        _ => "http",
+    }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header, or the password of
+/// `Basic` (the user name is ignored). A header of another scheme, or one
+/// that does not decode, is a token that matches nobody: credentials were
+/// presented, and they are wrong.
+fn bearer_or_basic(headers: &axum::http::HeaderMap) -> Option<zeroize::Zeroizing<String>> {
+    use base64::Engine;
+    let value = headers.get(axum::http::header::AUTHORIZATION)?;
+    let value = value.to_str().unwrap_or("");
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    let token = if scheme.eq_ignore_ascii_case("bearer") {
+        rest.trim().to_owned()
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = zeroize::Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(rest.trim())
+                .unwrap_or_default(),
+        );
+        std::str::from_utf8(&decoded)
+            .ok()
+            .and_then(|s| s.split_once(':'))
+            .map(|(_, password)| password.to_owned())
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    Some(zeroize::Zeroizing::new(token))
 }
 
 fn refuse(status: StatusCode, message: &'static str) -> Response {
@@ -178,8 +220,6 @@ mod tests {
         let loopback = Gate::new(
             "127.0.0.1:8731".parse().unwrap(),
             &["keys.example".into()],
-            None,
-            None,
             None,
         );
         for ok in [
@@ -206,13 +246,43 @@ mod tests {
         ] {
             assert!(!loopback.host_allowed(refused), "{refused}");
         }
-        let public = Gate::new("10.1.2.3:8731".parse().unwrap(), &[], None, None, None);
+        let public = Gate::new("10.1.2.3:8731".parse().unwrap(), &[], None);
         assert!(public.host_allowed("10.1.2.3:8731"));
         assert!(!public.host_allowed("localhost"));
         assert!(!public.host_allowed("10.1.2.4"));
-        let any = Gate::new("0.0.0.0:8731".parse().unwrap(), &[], None, None, None);
+        let any = Gate::new("0.0.0.0:8731".parse().unwrap(), &[], None);
         assert!(any.host_allowed("192.168.1.9:8731"));
         assert!(!any.host_allowed("keys.example"));
+    }
+
+    #[test]
+    fn bearer_tokens_and_basic_passwords() {
+        use base64::Engine;
+        let token = |value: Option<&str>| {
+            let mut headers = axum::http::HeaderMap::new();
+            if let Some(v) = value {
+                headers.insert(header::AUTHORIZATION, v.parse().unwrap());
+            }
+            bearer_or_basic(&headers).map(|t| t.to_string())
+        };
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("app:app-token")
+        );
+        assert_eq!(
+            token(Some("Bearer app-token")).as_deref(),
+            Some("app-token")
+        );
+        assert_eq!(
+            token(Some("bearer  app-token ")).as_deref(),
+            Some("app-token")
+        );
+        assert_eq!(token(Some(&basic)).as_deref(), Some("app-token"));
+        assert_eq!(token(None), None);
+        // Presented but unusable: a token that matches nobody.
+        for bad in ["Basic !!", "Token app-token", "Bearer"] {
+            assert_eq!(token(Some(bad)).as_deref(), Some(""), "{bad}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::{codec, JSONRPC_PATH};
 use crate::api;
 use crate::transports::http::body::{parse_body, read_body, wiped_body, RequestBody};
-use crate::transports::http::dispatch::{log_refused, Dispatch, MAX_BATCH};
+use crate::transports::http::dispatch::{Dispatch, MAX_BATCH};
 use crate::{Error, ErrorCode};
 
 /// The JSON-RPC 2.0 endpoint. The envelope (batches, notifications, ids,
@@ -24,10 +24,14 @@ use crate::{Error, ErrorCode};
 pub(crate) fn router(dispatch: Arc<Dispatch>) -> Router {
     Router::new().route(
         JSONRPC_PATH,
-        post(move |headers: HeaderMap, body: Body| {
-            let dispatch = Arc::clone(&dispatch);
-            async move { handle_http(&dispatch, &headers, body).await }
-        }),
+        post(
+            move |caller: Option<axum::Extension<crate::api::Caller>>,
+                  headers: HeaderMap,
+                  body: Body| {
+                let dispatch = dispatch.bind(caller.map(|axum::Extension(c)| c));
+                async move { handle_http(&dispatch, &headers, body).await }
+            },
+        ),
     )
 }
 
@@ -89,7 +93,7 @@ async fn handle_http(dispatch: &Dispatch, headers: &HeaderMap, body: Body) -> Re
     let body = match read_body(headers, body, dispatch.body_limits(deadline)).await {
         Ok(body) => body,
         Err(e) => {
-            log_refused("jsonrpc", "-", &e, start);
+            dispatch.log_refused("jsonrpc", "-", &e, start);
             let status = match e.kind() {
                 Some(ErrorCode::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
                 Some(ErrorCode::Busy) => StatusCode::SERVICE_UNAVAILABLE,
@@ -250,7 +254,7 @@ async fn general(
     let mut request = match parsed {
         Ok(request) => request,
         Err(e) => {
-            log_refused("jsonrpc", "-", &e, start);
+            dispatch.log_refused("jsonrpc", "-", &e, start);
             return json_response(StatusCode::OK, &error_response(Value::Null, rpc_error(&e)));
         }
     };
@@ -260,7 +264,7 @@ async fn general(
                 ErrorCode::InvalidRequest,
                 format!("a batch holds 1 to {MAX_BATCH} calls"),
             );
-            log_refused("jsonrpc", "-", &e, start);
+            dispatch.log_refused("jsonrpc", "-", &e, start);
             Some(error_response(Value::Null, rpc_error(&e)))
         }
         Value::Array(calls) => {
@@ -269,7 +273,7 @@ async fn general(
                 .filter_map(|c| c.get("method").and_then(Value::as_str));
             match dispatch.check_batch(names) {
                 Err(e) => {
-                    log_refused("jsonrpc", "-", &e, start);
+                    dispatch.log_refused("jsonrpc", "-", &e, start);
                     Some(error_response(Value::Null, rpc_error(&e)))
                 }
                 Ok(()) => {
@@ -303,7 +307,7 @@ async fn handle_one(
 ) -> Option<Value> {
     let Value::Object(fields) = call else {
         let e = Error::protocol(ErrorCode::InvalidRequest, "invalid request");
-        log_refused("jsonrpc", "-", &e, Instant::now());
+        dispatch.log_refused("jsonrpc", "-", &e, Instant::now());
         return Some(error_response(Value::Null, rpc_error(&e)));
     };
     let id = fields.get("id").cloned();
@@ -324,7 +328,7 @@ async fn handle_one(
             "invalid request: expected {\"jsonrpc\": \"2.0\", \"method\": string, \"params\": \
              array or object, \"id\": number or string}",
         );
-        log_refused("jsonrpc", "-", &e, Instant::now());
+        dispatch.log_refused("jsonrpc", "-", &e, Instant::now());
         return Some(error_response(
             if valid_id {
                 id.unwrap_or(Value::Null)
@@ -343,7 +347,7 @@ async fn handle_one(
                 "{method} cannot be a notification: its KEK would be lost; give the call an id"
             ),
         );
-        log_refused("jsonrpc", &method, &e, Instant::now());
+        dispatch.log_refused("jsonrpc", &method, &e, Instant::now());
         return Some(error_response(Value::Null, rpc_error(&e)));
     }
     let result = handle(&method, params, dispatch, deadline).await;
@@ -380,7 +384,7 @@ async fn run(
 ) -> std::result::Result<api::Value, Value> {
     let Some(row) = api::method(method) else {
         let e = api::unknown_method();
-        log_refused("jsonrpc", "(unknown)", &e, Instant::now());
+        dispatch.log_refused("jsonrpc", "(unknown)", &e, Instant::now());
         return Err(rpc_error(&e));
     };
     let params = codec::params(row, params);

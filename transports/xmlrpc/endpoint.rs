@@ -16,7 +16,7 @@ use super::codec::{self, BRACKETS};
 use super::XMLRPC_PATH;
 use crate::api;
 use crate::transports::http::body::{parse_body, read_body, wiped_body, RequestBody};
-use crate::transports::http::dispatch::{log_refused, Dispatch, MAX_BATCH};
+use crate::transports::http::dispatch::{Dispatch, MAX_BATCH};
 use crate::{Error, ErrorCode, Result};
 
 const MULTICALL: &str = "system.multicall";
@@ -47,10 +47,14 @@ const SYSTEM: [(&str, &str); 3] = [
 pub(crate) fn router(dispatch: Arc<Dispatch>) -> Router {
     Router::new().route(
         XMLRPC_PATH,
-        post(move |headers: HeaderMap, body: Body| {
-            let dispatch = Arc::clone(&dispatch);
-            async move { handle(&dispatch, &headers, body).await }
-        }),
+        post(
+            move |caller: Option<axum::Extension<crate::api::Caller>>,
+                  headers: HeaderMap,
+                  body: Body| {
+                let dispatch = dispatch.bind(caller.map(|axum::Extension(c)| c));
+                async move { handle(&dispatch, &headers, body).await }
+            },
+        ),
     )
 }
 
@@ -71,7 +75,7 @@ async fn handle(dispatch: &Dispatch, headers: &HeaderMap, body: Body) -> Respons
     let start = Instant::now();
     let deadline = dispatch.deadline();
     let refused = |e: Error| {
-        log_refused("xmlrpc", "-", &e, start);
+        dispatch.log_refused("xmlrpc", "-", &e, start);
         fault(&e)
     };
     let body = match read_body(headers, body, dispatch.body_limits(deadline)).await {
@@ -109,7 +113,7 @@ async fn handle(dispatch: &Dispatch, headers: &HeaderMap, body: Body) -> Respons
         MULTICALL => {
             let answer = multicall(dispatch, &mut call.params, deadline).await;
             if let Err(e) = &answer {
-                log_refused("xmlrpc", MULTICALL, e, start);
+                dispatch.log_refused("xmlrpc", MULTICALL, e, start);
             }
             answer
         }
@@ -119,7 +123,7 @@ async fn handle(dispatch: &Dispatch, headers: &HeaderMap, body: Body) -> Respons
             } else {
                 method_help(&call.params)
             };
-            crate::transports::http::dispatch::log_request("xmlrpc", &name, None, &answer, start);
+            dispatch.log_request("xmlrpc", &name, None, &answer, start);
             answer
         }
         _ => one(dispatch, &name, &mut call.params, deadline).await,

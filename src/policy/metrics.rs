@@ -1,10 +1,11 @@
-//! `GET /metrics`: what the server did and holds, in the Prometheus
-//! (OpenMetrics) text format. No key id is ever a label: the labels are a
-//! method name (from the method table, or `-` for a request that named
-//! none) and a wire code.
+//! The metrics layer: what the server did and holds, for `GET /metrics` in
+//! the Prometheus (OpenMetrics) text format. No key id is ever a label: the
+//! labels are a method name (from the method table, or `-` for a request
+//! that named none) and a wire code.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -12,6 +13,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
+
+use crate::api::{Call, Caller, Credentials, Identity, KeyService, Reply};
+use crate::{Error, KeyId, Result};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
@@ -29,8 +33,28 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 4.0, 11))
 }
 
-/// The server's metrics and the sources of its gauges.
-pub(crate) struct Metrics {
+/// The metrics layer around `inner`: counts every call by method and
+/// outcome, times it, and reads the inner service's gauges at each scrape.
+///
+/// ```
+/// # #[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))]
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use keyserver::backends::{MemoryStorage, RustCrypto};
+/// use keyserver::policy::Metrics;
+/// use keyserver::{KeyServer, KeyService};
+///
+/// let keys = Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new()));
+/// let metered = Metrics::new(keys);
+/// metered.status().await?;
+/// let mut text = String::new();
+/// metered.encode_metrics(&mut text);
+/// assert!(text.contains(r#"keyserver_calls_total{method="status",code="0"} 1"#), "{text}");
+/// # Ok::<(), keyserver::Error>(())
+/// # }).unwrap();
+/// ```
+pub struct Metrics {
+    inner: Arc<dyn KeyService>,
     registry: Registry,
     requests: Family<CallLabels, Counter>,
     latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
@@ -38,12 +62,6 @@ pub(crate) struct Metrics {
     kek_pool: Gauge,
     generate_running: Gauge,
     generate_waiting: Gauge,
-    connections: Gauge,
-    request_bytes: Gauge,
-    audit_lines: Counter,
-    audit_lines_seen: AtomicU64,
-    audit_sync: Histogram,
-    audit_healthy: Gauge,
     /// Serialises scrapes (each updates the gauges, then encodes).
     scrape: Mutex<()>,
     /// The success counter and latency histogram of each method of the
@@ -52,21 +70,15 @@ pub(crate) struct Metrics {
     ok: Vec<OnceLock<(Counter, Histogram)>>,
 }
 
-impl std::fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Metrics")
     }
 }
 
-/// Where the gauges are read at each scrape.
-pub(crate) struct Sources {
-    pub(crate) dispatch: Arc<super::dispatch::Dispatch>,
-    pub(crate) connections: super::conn::Limit,
-    pub(crate) audit: Option<Arc<super::audit::AuditLog>>,
-}
-
 impl Metrics {
-    pub(crate) fn new() -> Arc<Self> {
+    /// `inner`, measured.
+    pub fn new(inner: Arc<dyn KeyService>) -> Self {
         let mut registry = Registry::with_prefix("keyserver");
         let requests = Family::<CallLabels, Counter>::default();
         registry.register(
@@ -103,31 +115,8 @@ impl Metrics {
             "generate_waiting",
             "generate calls queued for a worker",
         );
-        let connections = gauge(&mut registry, "connections_open", "Connections open");
-        let request_bytes = gauge(
-            &mut registry,
-            "request_bytes_held",
-            "Bytes of request bodies held in memory",
-        );
-        let audit_lines = Counter::default();
-        registry.register(
-            "audit_lines",
-            "Audit log lines written by this process",
-            audit_lines.clone(),
-        );
-        let audit_sync = Histogram::new(exponential_buckets(0.00005, 4.0, 10));
-        registry.register_with_unit(
-            "audit_sync_duration",
-            "Time of each audit log fsync",
-            Unit::Seconds,
-            audit_sync.clone(),
-        );
-        let audit_healthy = gauge(
-            &mut registry,
-            "audit_writable",
-            "1 while the audit log can be written (0: every call is refused)",
-        );
-        Arc::new(Metrics {
+        Metrics {
+            inner,
             registry,
             requests,
             latency,
@@ -135,23 +124,18 @@ impl Metrics {
             kek_pool,
             generate_running,
             generate_waiting,
-            connections,
-            request_bytes,
-            audit_lines,
-            audit_lines_seen: AtomicU64::new(0),
-            audit_sync,
-            audit_healthy,
             scrape: Mutex::new(()),
             ok: crate::api::METHODS
                 .iter()
                 .map(|_| OnceLock::new())
                 .collect(),
-        })
+        }
     }
 
-    /// Counts a call of `method` answered with `code` after `seconds`.
-    pub(crate) fn call(&self, method: &str, code: i32, seconds: f64) {
-        if code == 0 {
+    /// Counts a call of `method` answered with `code` after `seconds`
+    /// (`None`: refused before it ran, not timed).
+    fn call_done(&self, method: &str, code: i32, seconds: Option<f64>) {
+        if let (0, Some(seconds)) = (code, seconds) {
             let index = crate::api::METHODS.iter().position(|m| {
                 // The name is nearly always the table's own string.
                 std::ptr::eq(m.name, method) || m.name == method
@@ -183,49 +167,72 @@ impl Metrics {
                 code,
             })
             .inc();
-        self.latency
-            .get_or_create(&MethodLabels {
-                method: method.to_owned(),
-            })
-            .observe(seconds);
+        if let Some(seconds) = seconds {
+            self.latency
+                .get_or_create(&MethodLabels {
+                    method: method.to_owned(),
+                })
+                .observe(seconds);
+        }
+    }
+}
+
+super::layer! {
+    Metrics,
+
+    async fn call_as(&self, caller: &Caller, call: Call) -> Result<Reply> {
+        let start = Instant::now();
+        let method = call.method().name;
+        let result = self.inner.call_as(caller, call).await;
+        self.call_done(
+            method,
+            result.as_ref().map_or_else(Error::code, |_| 0),
+            Some(start.elapsed().as_secs_f64()),
+        );
+        result
     }
 
-    /// The text of a scrape: the gauges read now.
-    pub(crate) fn render(&self, sources: &Sources) -> String {
-        let _one = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
-        let gauges = sources.dispatch.service().gauges();
-        let set = |gauge: &Gauge, value: u64| {
-            gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
-        };
-        set(&self.keys, gauges.keys);
-        set(&self.kek_pool, gauges.kek_pool_ready);
-        set(&self.generate_running, gauges.generate_running);
-        set(&self.generate_waiting, gauges.generate_waiting);
-        set(&self.connections, sources.connections.open() as u64);
-        set(
-            &self.request_bytes,
-            sources.dispatch.request_bytes_held() as u64,
-        );
-        if let Some(audit) = &sources.audit {
-            let stats = audit.stats();
-            let lines = stats.lines.load(Ordering::Relaxed);
-            let seen = self.audit_lines_seen.swap(lines, Ordering::Relaxed);
-            self.audit_lines.inc_by(lines.saturating_sub(seen));
-            let syncs = std::mem::take(
-                &mut *stats
-                    .recent_syncs
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner),
-            );
-            for s in syncs {
-                self.audit_sync.observe(s);
-            }
-            set(&self.audit_healthy, u64::from(audit.is_healthy()));
+    fn authenticate(&self, credentials: &Credentials<'_>) -> Option<Identity> {
+        self.inner.authenticate(credentials)
+    }
+
+    fn may_read_metrics(&self, caller: &Caller) -> bool {
+        self.inner.may_read_metrics(caller)
+    }
+
+    /// The calls, latencies and the inner service's gauges, read now.
+    fn encode_metrics(&self, out: &mut String) {
+        {
+            let _one = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
+            let gauges = self.inner.gauges();
+            let set = |gauge: &Gauge, value: u64| {
+                gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+            };
+            set(&self.keys, gauges.keys);
+            set(&self.kek_pool, gauges.kek_pool_ready);
+            set(&self.generate_running, gauges.generate_running);
+            set(&self.generate_waiting, gauges.generate_waiting);
+            // Writing to a String cannot fail.
+            let _ = prometheus_client::encoding::text::encode_registry(out, &self.registry);
         }
-        let mut text = String::new();
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
-        text
+        self.inner.encode_metrics(out);
+    }
+
+    fn refused(&self, caller: &Caller, method: &str, error: &Error) {
+        self.call_done(method, error.code(), None);
+        self.inner.refused(caller, method, error);
+    }
+
+    async fn ready(&self) -> Result<()> {
+        self.inner.ready().await
+    }
+
+    async fn sweep(&self, caller: &Caller) -> Result<Vec<KeyId>> {
+        self.inner.sweep(caller).await
+    }
+
+    fn gauges(&self) -> crate::api::Gauges {
+        self.inner.gauges()
     }
 }
 
@@ -235,15 +242,15 @@ mod tests {
 
     #[test]
     fn calls_are_counted_by_method_and_code_whichever_way_they_are_looked_up() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(Arc::new(crate::api::MockKeyService::new()));
         let table_name = crate::api::METHODS[2].name;
         let copied = String::from(table_name);
         for _ in 0..3 {
-            metrics.call(table_name, 0, 0.001);
+            metrics.call_done(table_name, 0, Some(0.001));
         }
-        metrics.call(&copied, 0, 0.001);
-        metrics.call(table_name, 4, 0.002);
-        metrics.call("-", 0, 0.003);
+        metrics.call_done(&copied, 0, Some(0.001));
+        metrics.call_done(table_name, 4, Some(0.002));
+        metrics.call_done("-", 0, Some(0.003));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &metrics.registry).unwrap();
         let line = |prefix: &str| {

@@ -1,6 +1,14 @@
-//! Who may do what: principals recognised by a bearer token, each granted a
-//! set of methods and strengths. The policy is read once (by the binary,
-//! from a TOML file) and can be replaced while the server runs.
+//! The authorization layer: who may call what. Principals are recognised by
+//! a bearer token or a client certificate, each granted a set of methods
+//! and strengths, a request rate and a key quota. The policy is read once
+//! (by the binary, from a TOML file) and can be replaced while the server
+//! runs.
+//!
+//! [`Authorize`] is a [`KeyService`] around a [`KeyService`]: it answers
+//! [`KeyService::authenticate`] for the listener, and admits each call of a
+//! [`Caller`] (or refuses it, code 13) before the inner service sees it.
+//! Lifecycle changes are left to the lifecycle layer
+//! ([`super::LifecyclePermission`]), which knows the holder's exception.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -9,13 +17,13 @@ use std::sync::{Arc, RwLock};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::api::Call;
-use crate::{Error, Result, Strength};
+use crate::api::{Call, Caller, Credentials, Identity, KeyService, Quotas, Reply};
+use crate::{Error, KeyId, Result, Strength};
 
 /// One `[[principal]]` of the auth file, as written.
 ///
 /// ```
-/// use keyserver::transports::PrincipalSpec;
+/// use keyserver::policy::PrincipalSpec;
 ///
 /// let spec: PrincipalSpec = serde_json::from_str(r#"{
 ///     "name": "app",
@@ -120,20 +128,18 @@ impl Principal {
         Ok(())
     }
 
-    /// Whether it may make `call`. `generate` without a strength is the
-    /// server's default strength, which the operator chose: allowed with the
-    /// method. A restrictive state change (`suspend`, `compromised`,
-    /// `destroy`) whose target is the KEK itself is always allowed (the KEK
-    /// is proof of possession: its holder may always take its own key out
-    /// of use); undoing one (`resume`, `cancel_destroy`), and any change by
-    /// key id, needs the method: a thief holding only a stolen KEK cannot
-    /// undo an operator's suspension.
+    /// Whether it is granted the method named `method`.
+    pub fn permits_method(&self, method: &str) -> bool {
+        self.methods.contains(method)
+    }
+
+    /// Whether it is granted `call`'s method (and, for `generate` and
+    /// `rotate` with a strength, that strength). `generate` without a
+    /// strength is the server's default strength, which the operator chose:
+    /// allowed with the method. What a holder of a KEK may do to its own key
+    /// without the grant is the lifecycle layer's to decide
+    /// ([`super::LifecyclePermission`]).
     pub fn permits(&self, call: &Call) -> bool {
-        if let Call::Change(change, crate::Target::Kek(_)) = call {
-            if change.restricts() {
-                return true;
-            }
-        }
         if !self.methods.contains(call.method().name) {
             return false;
         }
@@ -155,7 +161,7 @@ impl Principal {
 /// A checked set of principals.
 ///
 /// ```
-/// use keyserver::transports::{AuthFile, AuthPolicy, PrincipalSpec};
+/// use keyserver::policy::{AuthFile, AuthPolicy, PrincipalSpec};
 ///
 /// let file = AuthFile { principals: vec![PrincipalSpec {
 ///     name: "app".into(),
@@ -172,6 +178,7 @@ impl Principal {
 pub struct AuthPolicy {
     by_token: HashMap<[u8; 32], Arc<Principal>>,
     by_subject: HashMap<String, Arc<Principal>>,
+    by_name: HashMap<String, Arc<Principal>>,
     anonymous: Arc<Principal>,
 }
 
@@ -240,6 +247,7 @@ impl AuthPolicy {
         let mut names = HashSet::new();
         let mut by_token = HashMap::new();
         let mut by_subject = HashMap::new();
+        let mut by_name = HashMap::new();
         let mut anonymous = None;
         for spec in &file.principals {
             let name = &spec.name;
@@ -247,6 +255,7 @@ impl AuthPolicy {
                 return Err(invalid(format!("principal {name:?} is declared twice")));
             }
             let principal = Arc::new(principal(spec)?);
+            by_name.insert(name.clone(), Arc::clone(&principal));
             if name == "anonymous" {
                 if spec.token_sha256.is_some() || spec.tls_subject.is_some() {
                     return Err(invalid(
@@ -295,9 +304,13 @@ impl AuthPolicy {
                 ..PrincipalSpec::default()
             })?),
         };
+        by_name
+            .entry(anonymous.name.clone())
+            .or_insert_with(|| Arc::clone(&anonymous));
         Ok(AuthPolicy {
             by_token,
             by_subject,
+            by_name,
             anonymous,
         })
     }
@@ -449,163 +462,178 @@ impl Auth {
     }
 }
 
-tokio::task_local! {
-    /// The request being served: who calls, from where (set by the request
-    /// middleware around the handler; read by the dispatcher and the logs).
-    pub(crate) static REQUEST: RequestContext;
+/// The identity of `credentials` under `policy`: a token and a certificate
+/// must name the same principal; none at all is the principal `anonymous`.
+fn identify(policy: &AuthPolicy, credentials: &Credentials<'_>) -> Identity {
+    let Ok(by_cert) = policy.principal_for_subjects(credentials.tls_identities) else {
+        return Identity::BadCredentials;
+    };
+    let principal = match (credentials.token, by_cert) {
+        (None, Some(principal)) => principal,
+        (None, None) => policy.anonymous(),
+        (Some(token), by_cert) => match (policy.principal_for_token(token), by_cert) {
+            (Some(p), Some(q)) if !Arc::ptr_eq(&p, &q) => return Identity::BadCredentials,
+            (Some(principal), _) => principal,
+            (None, _) => return Identity::BadCredentials,
+        },
+    };
+    Identity::Principal(principal.name().to_owned())
 }
 
-/// Who sent the request being served, and from where.
-#[derive(Clone, Debug)]
-pub(crate) struct RequestContext {
-    /// The caller under the policy.
-    pub(crate) caller: Caller,
-    /// The peer's address.
-    pub(crate) peer: Option<std::net::SocketAddr>,
-    /// The client certificate of its connection, if any.
-    pub(crate) cert: super::peer::PeerCert,
-    /// Where its calls are recorded, if anywhere.
-    pub(crate) audit: Option<Arc<super::audit::AuditLog>>,
-    /// Where its calls are counted.
-    pub(crate) metrics: Option<Arc<super::metrics::Metrics>>,
-}
-
-impl RequestContext {
-    /// Whether this request may read `/metrics`: from the loopback
-    /// interface, or by a principal granted `metrics`.
-    pub(crate) fn may_scrape(&self) -> bool {
-        self.peer.is_some_and(|p| p.ip().is_loopback()) || self.caller.may_read_metrics()
+impl AuthPolicy {
+    /// The principal named `name`.
+    pub fn principal(&self, name: &str) -> Option<Arc<Principal>> {
+        self.by_name.get(name).cloned()
     }
 }
 
-/// The request this task serves (anyone, from nowhere, outside one).
-pub(crate) fn current_request() -> RequestContext {
-    REQUEST
-        .try_with(RequestContext::clone)
-        .unwrap_or(RequestContext {
-            caller: Caller::Anyone,
-            peer: None,
-            cert: super::peer::PeerCert::default(),
-            audit: None,
-            metrics: None,
-        })
+impl Quotas for AuthPolicy {
+    fn max_keys(&self, owner: &str) -> Option<u64> {
+        self.by_name.get(owner).and_then(|p| p.max_keys)
+    }
 }
 
-/// Who is calling, as the request middleware found out.
-#[derive(Clone, Debug)]
-pub(crate) enum Caller {
-    /// No policy: every caller may do everything (a loopback listener
-    /// without `--auth`, for development).
-    Anyone,
-    /// Authenticated (or anonymous) under the policy.
-    Principal(Arc<Principal>),
-    /// Credentials were given and are not valid: nothing is permitted.
-    Refused,
-    /// No policy on a listener off loopback (client certificates or
-    /// `insecure` let it start): the wire API as before access control, but
-    /// no operator methods (state changes by key id, `list_keys`), which
-    /// only an auth file can grant there.
-    AnyoneRemote,
+impl Auth {
+    /// The identity of `credentials` under the policy in force.
+    pub fn identify(&self, credentials: &Credentials<'_>) -> Identity {
+        identify(&self.policy(), credentials)
+    }
+
+    /// The policy in force.
+    pub fn current(&self) -> Arc<AuthPolicy> {
+        self.policy()
+    }
 }
 
-impl Caller {
-    /// The caller of a request with these headers, over a connection whose
-    /// client certificate has these identities (`CN=..`, `DNS:..`, ...;
-    /// none without mutual TLS), under `auth`. A token and a certificate
-    /// that name different principals are refused.
-    pub(crate) fn of(
-        auth: Option<&Auth>,
-        headers: &axum::http::HeaderMap,
-        subjects: &[String],
-    ) -> Caller {
-        let Some(auth) = auth else {
-            return Caller::Anyone;
+/// The authorization layer around `inner` (see the module docs).
+///
+/// Without a policy (`auth` = `None`) it does no access control, except
+/// that an anonymous caller of a listener reachable from other hosts may
+/// not list keys (and the lifecycle layer lets it only restrict keys whose
+/// KEK it holds).
+///
+/// ```
+/// # #[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))]
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use keyserver::api::{Call, Caller, Identity};
+/// use keyserver::backends::{MemoryStorage, RustCrypto};
+/// use keyserver::policy::{Auth, AuthFile, AuthPolicy, Authorize};
+/// use keyserver::{KeyServer, KeyService};
+///
+/// let keys = Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new()));
+/// let auth = Auth::new(AuthPolicy::new(&AuthFile::default())?);
+/// let guarded = Authorize::new(keys, Some(auth));
+/// // With an empty policy, a caller without credentials may ask the status only.
+/// let anonymous = Caller::with_identity(Identity::Principal("anonymous".into()));
+/// assert!(guarded.call_as(&anonymous, Call::Status).await.is_ok());
+/// let refused = guarded.call_as(&anonymous, Call::Generate(None, None)).await;
+/// assert_eq!(refused.unwrap_err().code(), 13);
+/// # Ok::<(), keyserver::Error>(())
+/// # }).unwrap();
+/// ```
+pub struct Authorize {
+    inner: Arc<dyn KeyService>,
+    auth: Option<Arc<Auth>>,
+}
+
+impl fmt::Debug for Authorize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authorize")
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authorize {
+    /// `inner`, with calls admitted by `auth` (`None`: no access control).
+    pub fn new(inner: Arc<dyn KeyService>, auth: Option<Arc<Auth>>) -> Self {
+        Authorize { inner, auth }
+    }
+
+    /// `caller` as the inner service sees it, if it may make `call`: its
+    /// quota and the policy's table of quotas filled in, its rate spent.
+    fn admit(&self, caller: &Caller, call: &Call) -> Result<Caller> {
+        let Some(auth) = &self.auth else {
+            return match (&caller.identity, call) {
+                (Identity::BadCredentials, _) => Err(Error::NotPermitted),
+                (Identity::Anonymous { remote: true }, Call::ListKeys(_)) => {
+                    Err(Error::NotPermitted)
+                }
+                _ => Ok(caller.clone()),
+            };
         };
         let policy = auth.policy();
-        let Ok(by_cert) = policy.principal_for_subjects(subjects) else {
-            return Caller::Refused;
+        let principal = match &caller.identity {
+            // In-process code and the server's own work own the server.
+            Identity::Local | Identity::Server => return Ok(caller.clone()),
+            Identity::BadCredentials => return Err(Error::NotPermitted),
+            Identity::Anonymous { .. } => policy.anonymous(),
+            Identity::Principal(name) => policy.principal(name).ok_or(Error::NotPermitted)?,
         };
-        match (bearer_or_basic(headers), by_cert) {
-            (None, Some(principal)) => Caller::Principal(principal),
-            (None, None) => Caller::Principal(policy.anonymous()),
-            (Some(token), by_cert) => match (policy.principal_for_token(&token), by_cert) {
-                (Some(p), Some(q)) if !Arc::ptr_eq(&p, &q) => Caller::Refused,
-                (Some(principal), _) => Caller::Principal(principal),
-                (None, _) => Caller::Refused,
-            },
+        // State changes: the lifecycle layer decides (a KEK's holder may
+        // restrict its own key without the grant).
+        if !matches!(call, Call::Change(..)) && !principal.permits(call) {
+            return Err(Error::NotPermitted);
         }
-    }
-
-    /// Whether this caller may make `call` now: permitted (else
-    /// [`Error::NotPermitted`]), and within its rate limits (else
-    /// [`Error::Busy`]; a call counts against them once permitted).
-    pub(crate) fn check(&self, call: &Call) -> Result<()> {
-        match self {
-            Caller::Anyone => Ok(()),
-            Caller::AnyoneRemote => match call {
-                Call::Change(change, crate::Target::Kek(_)) if change.restricts() => Ok(()),
-                Call::Change(..) | Call::ListKeys(_) => Err(Error::NotPermitted),
-                _ => Ok(()),
-            },
-            Caller::Principal(p) if p.permits(call) => p.spend(call),
-            Caller::Principal(_) | Caller::Refused => Err(Error::NotPermitted),
-        }
-    }
-
-    /// Whether this caller may read `GET /metrics` from off the loopback
-    /// interface.
-    pub(crate) fn may_read_metrics(&self) -> bool {
-        matches!(self, Caller::Principal(p) if p.may_read_metrics())
-    }
-
-    /// Who this is for the service: its principal's name and quota.
-    pub(crate) fn info(&self) -> crate::api::CallerInfo {
-        match self {
-            Caller::Principal(p) => {
-                crate::api::CallerInfo::new(Some(p.name().to_owned()), p.max_keys())
-            }
-            Caller::Anyone | Caller::AnyoneRemote | Caller::Refused => {
-                crate::api::CallerInfo::default()
-            }
-        }
-    }
-
-    /// The name for the access log.
-    pub(crate) fn name(&self) -> &str {
-        match self {
-            Caller::Anyone | Caller::AnyoneRemote => "-",
-            Caller::Principal(p) => p.name(),
-            Caller::Refused => "(bad credentials)",
-        }
+        principal.spend(call)?;
+        let mut admitted = caller.clone();
+        admitted.identity = Identity::Principal(principal.name().to_owned());
+        admitted.max_keys = principal.max_keys();
+        admitted.quotas = Some(policy as Arc<dyn Quotas>);
+        Ok(admitted)
     }
 }
 
-/// The token of `Authorization: Bearer TOKEN`, or the password of
-/// `Authorization: Basic` (so that `https://name:TOKEN@host/` works from
-/// any HTTP client). An `Authorization` header of another form is an
-/// empty token, which no principal has.
-fn bearer_or_basic(headers: &axum::http::HeaderMap) -> Option<zeroize::Zeroizing<String>> {
-    use base64::Engine;
-    let value = headers.get(axum::http::header::AUTHORIZATION)?;
-    let value = value.to_str().unwrap_or("");
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    let token = if scheme.eq_ignore_ascii_case("bearer") {
-        rest.trim().to_owned()
-    } else if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = zeroize::Zeroizing::new(
-            base64::engine::general_purpose::STANDARD
-                .decode(rest.trim())
-                .unwrap_or_default(),
-        );
-        std::str::from_utf8(&decoded)
-            .ok()
-            .and_then(|s| s.split_once(':'))
-            .map(|(_, password)| password.to_owned())
-            .unwrap_or_default()
-    } else {
-        String::new()
-    };
-    Some(zeroize::Zeroizing::new(token))
+super::layer! {
+    Authorize,
+
+    async fn call_as(&self, caller: &Caller, call: Call) -> Result<Reply> {
+        let admitted = self.admit(caller, &call)?;
+        self.inner.call_as(&admitted, call).await
+    }
+
+    fn authenticate(&self, credentials: &Credentials<'_>) -> Option<Identity> {
+        match &self.auth {
+            Some(auth) => Some(auth.identify(credentials)),
+            None => self.inner.authenticate(credentials),
+        }
+    }
+
+    fn may_read_metrics(&self, caller: &Caller) -> bool {
+        if caller.peer.is_none_or(|p| p.ip().is_loopback()) {
+            return true;
+        }
+        let (Some(auth), Identity::Principal(name)) = (&self.auth, &caller.identity) else {
+            return false;
+        };
+        auth.policy()
+            .principal(name)
+            .is_some_and(|p| p.may_read_metrics())
+    }
+
+    fn encode_metrics(&self, out: &mut String) {
+        self.inner.encode_metrics(out);
+    }
+
+    fn refused(&self, caller: &Caller, method: &str, error: &Error) {
+        self.inner.refused(caller, method, error);
+    }
+
+    async fn ready(&self) -> Result<()> {
+        self.inner.ready().await
+    }
+
+    async fn sweep(&self, caller: &Caller) -> Result<Vec<KeyId>> {
+        match caller.identity {
+            Identity::Server | Identity::Local => self.inner.sweep(caller).await,
+            _ => Err(Error::NotPermitted),
+        }
+    }
+
+    fn gauges(&self) -> crate::api::Gauges {
+        self.inner.gauges()
+    }
 }
 
 #[cfg(test)]
@@ -655,6 +683,20 @@ mod tests {
         .is_err());
     }
 
+    fn layer(auth: &Arc<Auth>) -> Authorize {
+        Authorize::new(
+            Arc::new(crate::api::MockKeyService::new()),
+            Some(Arc::clone(auth)),
+        )
+    }
+
+    fn caller_of(layer: &Authorize, token: Option<&str>) -> Caller {
+        let identity = layer
+            .authenticate(&Credentials::new(token, &[]))
+            .expect("a policy authenticates");
+        Caller::with_identity(identity)
+    }
+
     #[test]
     fn credentials_and_permissions() {
         let mut app = spec("app", Some("app-token"), &["generate", "status"]);
@@ -664,60 +706,44 @@ mod tests {
         })
         .unwrap();
         let auth = Auth::new(policy);
-        let headers = |value: Option<&str>| {
-            let mut h = axum::http::HeaderMap::new();
-            if let Some(v) = value {
-                h.insert(axum::http::header::AUTHORIZATION, v.parse().unwrap());
-            }
-            h
-        };
-        use base64::Engine;
-        let basic = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode("app:app-token")
-        );
-        for creds in [Some("Bearer app-token"), Some(basic.as_str())] {
-            let caller = Caller::of(Some(&auth), &headers(creds), &[]);
-            assert_eq!(caller.name(), "app");
-            assert!(caller.check(&Call::Status).is_ok());
-            assert!(caller.check(&Call::Generate(None, None)).is_ok());
-            assert!(caller
-                .check(&Call::Generate(Some(Strength::S128), None))
-                .is_ok());
-            let no = caller
-                .check(&Call::Generate(Some(Strength::S256), None))
-                .unwrap_err();
-            assert_eq!(no.code(), 13);
-            assert!(caller
-                .check(&Call::Contains(crate::KeyId::from_bytes([0; 32])))
-                .is_err());
-        }
+        let layer = layer(&auth);
+        let caller = caller_of(&layer, Some("app-token"));
+        assert_eq!(caller.name(), "app");
+        assert!(layer.admit(&caller, &Call::Status).is_ok());
+        assert!(layer.admit(&caller, &Call::Generate(None, None)).is_ok());
+        assert!(layer
+            .admit(&caller, &Call::Generate(Some(Strength::S128), None))
+            .is_ok());
+        let no = layer
+            .admit(&caller, &Call::Generate(Some(Strength::S256), None))
+            .unwrap_err();
+        assert_eq!(no.code(), 13);
+        assert!(layer
+            .admit(&caller, &Call::Contains(crate::KeyId::from_bytes([0; 32])))
+            .is_err());
         // No credentials: anonymous, status only. Bad ones: nothing.
-        let anonymous = Caller::of(Some(&auth), &headers(None), &[]);
-        assert!(anonymous.check(&Call::Status).is_ok());
-        assert!(anonymous.check(&Call::Generate(None, None)).is_err());
-        for bad in ["Bearer guess", "Basic !!", "Token app-token", "Bearer"] {
-            let caller = Caller::of(Some(&auth), &headers(Some(bad)), &[]);
-            assert!(caller.check(&Call::Status).is_err(), "{bad}");
+        let anonymous = caller_of(&layer, None);
+        assert_eq!(anonymous.name(), "anonymous");
+        assert!(layer.admit(&anonymous, &Call::Status).is_ok());
+        assert!(layer
+            .admit(&anonymous, &Call::Generate(None, None))
+            .is_err());
+        for bad in ["guess", ""] {
+            let caller = caller_of(&layer, Some(bad));
+            assert_eq!(caller.identity, Identity::BadCredentials);
+            assert!(layer.admit(&caller, &Call::Status).is_err(), "{bad}");
         }
         // Without a policy, anyone may do anything.
-        assert!(Caller::of(None, &headers(None), &[])
-            .check(&Call::Generate(None, None))
-            .is_ok());
+        let open = Authorize::new(Arc::new(crate::api::MockKeyService::new()), None);
+        let local = Caller::with_identity(Identity::Anonymous { remote: false });
+        assert!(open.admit(&local, &Call::Generate(None, None)).is_ok());
         // A new policy takes effect for the next request.
         auth.replace(AuthPolicy::new(&AuthFile::default()).unwrap());
-        let caller = Caller::of(Some(&auth), &headers(Some("Bearer app-token")), &[]);
-        assert!(caller.check(&Call::Status).is_err(), "revoked");
-    }
-
-    fn request(peer: &str, caller: Caller) -> RequestContext {
-        RequestContext {
-            caller,
-            peer: Some(peer.parse().unwrap()),
-            cert: Default::default(),
-            audit: None,
-            metrics: None,
-        }
+        let caller = caller_of(&layer, Some("app-token"));
+        assert!(layer.admit(&caller, &Call::Status).is_err(), "revoked");
+        // A caller authenticated before the change is held to the new policy.
+        let before = Caller::with_identity(Identity::Principal("app".into()));
+        assert!(layer.admit(&before, &Call::Status).is_err(), "revoked");
     }
 
     #[test]
@@ -737,19 +763,15 @@ mod tests {
             })
             .unwrap(),
         );
-        let as_token = |token: &str| {
-            let mut headers = axum::http::HeaderMap::new();
-            headers.insert(
-                axum::http::header::AUTHORIZATION,
-                format!("Bearer {token}").parse().unwrap(),
-            );
-            Caller::of(Some(&auth), &headers, &[])
+        let layer = layer(&auth);
+        let from = |peer: &str, token: Option<&str>| {
+            caller_of(&layer, token).from_peer(Some(peer.parse().unwrap()), "jsonrpc")
         };
-        assert!(request("127.0.0.1:1", Caller::Anyone).may_scrape());
-        assert!(request("[::1]:1", as_token("app-token")).may_scrape());
-        assert!(!request("10.0.0.5:1", Caller::AnyoneRemote).may_scrape());
-        assert!(!request("10.0.0.5:1", as_token("app-token")).may_scrape());
-        assert!(!request("10.0.0.5:1", as_token("guess")).may_scrape());
-        assert!(request("10.0.0.5:1", as_token("mon-token")).may_scrape());
+        assert!(layer.may_read_metrics(&from("127.0.0.1:1", None)));
+        assert!(layer.may_read_metrics(&from("[::1]:1", Some("app-token"))));
+        assert!(!layer.may_read_metrics(&from("10.0.0.5:1", None)));
+        assert!(!layer.may_read_metrics(&from("10.0.0.5:1", Some("app-token"))));
+        assert!(!layer.may_read_metrics(&from("10.0.0.5:1", Some("guess"))));
+        assert!(layer.may_read_metrics(&from("10.0.0.5:1", Some("mon-token"))));
     }
 }

@@ -1,0 +1,299 @@
+//! The audit layer: one line in the audit log ([`AuditLog`]) for every call
+//! that reaches it, whoever made it and however it ends.
+//!
+//! A state-changing call (`generate`, `rotate`, the lifecycle changes) runs
+//! to its end in a task of its own, and its line is written before that
+//! task finishes, so a client that goes away before the answer (a reset
+//! socket, a time-out) cannot leave a key stored without its line, or
+//! without its owner: the call is finished and recorded, and only the
+//! answer is lost. While the log cannot be written every call is refused
+//! (code 5): nothing happens that cannot be recorded.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+use super::audit_log::{AuditLog, Entry};
+use crate::api::{Call, Caller, Credentials, Identity, KeyService, Reply};
+use crate::{Error, KeyId, Result};
+
+/// The audit layer around `inner` (see the module docs). Without a log it
+/// records nothing, but state changes still run to their end when their
+/// caller goes away.
+///
+/// ```
+/// # #[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))]
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use keyserver::backends::{MemoryStorage, RustCrypto};
+/// use keyserver::policy::{Audit, AuditConfig, AuditKey, AuditLog, DEFAULT_AUDIT_ROTATE};
+/// use keyserver::{KeyServer, KeyService};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let key = AuditKey::new(vec![7; 32])?;
+/// let log = AuditLog::open(AuditConfig {
+///     path: dir.path().join("audit.log"),
+///     key,
+///     rotate_bytes: DEFAULT_AUDIT_ROTATE,
+/// })?;
+/// let keys = Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new()));
+/// let audited = Audit::new(keys, Some(Arc::clone(&log)));
+/// let kek = audited.generate(None).await?; // recorded as the principal "local"
+/// # drop(kek);
+/// # Ok::<(), keyserver::Error>(())
+/// # }).unwrap();
+/// ```
+pub struct Audit {
+    inner: Arc<dyn KeyService>,
+    log: Option<Arc<AuditLog>>,
+    metrics: AuditMetrics,
+}
+
+impl fmt::Debug for Audit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Audit")
+            .field("log", &self.log)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The audit log's own metrics.
+struct AuditMetrics {
+    registry: Registry,
+    lines: Counter,
+    lines_seen: AtomicU64,
+    sync: Histogram,
+    writable: Gauge,
+    scrape: Mutex<()>,
+}
+
+impl AuditMetrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("keyserver");
+        let lines = Counter::default();
+        registry.register(
+            "audit_lines",
+            "Audit log lines written by this process",
+            lines.clone(),
+        );
+        let sync = Histogram::new(exponential_buckets(0.00005, 4.0, 10));
+        registry.register_with_unit(
+            "audit_sync_duration",
+            "Time of each audit log fsync",
+            Unit::Seconds,
+            sync.clone(),
+        );
+        let writable = Gauge::default();
+        registry.register(
+            "audit_writable",
+            "1 while the audit log can be written (0: every call is refused)",
+            writable.clone(),
+        );
+        AuditMetrics {
+            registry,
+            lines,
+            lines_seen: AtomicU64::new(0),
+            sync,
+            writable,
+            scrape: Mutex::new(()),
+        }
+    }
+
+    fn encode(&self, log: &AuditLog, out: &mut String) {
+        let _one = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
+        let stats = log.stats();
+        let lines = stats.lines.load(Ordering::Relaxed);
+        let seen = self.lines_seen.swap(lines, Ordering::Relaxed);
+        self.lines.inc_by(lines.saturating_sub(seen));
+        let syncs = std::mem::take(
+            &mut *stats
+                .recent_syncs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for s in syncs {
+            self.sync.observe(s);
+        }
+        self.writable.set(i64::from(log.is_healthy()));
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode_registry(out, &self.registry);
+    }
+}
+
+/// The entry of a call by `caller` of `method`.
+fn entry(
+    caller: &Caller,
+    method: &str,
+    key_id: Option<KeyId>,
+    new_key_id: Option<KeyId>,
+    code: i32,
+    start: Instant,
+) -> Entry {
+    Entry {
+        principal: caller.name().to_owned(),
+        peer: caller.peer,
+        tls_subject: caller.tls_subject.clone(),
+        protocol: caller.protocol,
+        method: method.to_owned(),
+        key_id,
+        new_key_id,
+        code,
+        latency_ms: start.elapsed().as_secs_f64() * 1000.0,
+    }
+}
+
+impl Audit {
+    /// `inner`, with every call recorded in `log` (`None`: none).
+    pub fn new(inner: Arc<dyn KeyService>, log: Option<Arc<AuditLog>>) -> Self {
+        Audit {
+            inner,
+            log,
+            metrics: AuditMetrics::new(),
+        }
+    }
+
+    /// Runs `call` and records it: the whole of a call's work, moved into
+    /// its own task for a state change.
+    async fn run(
+        inner: Arc<dyn KeyService>,
+        log: Option<Arc<AuditLog>>,
+        caller: Caller,
+        call: Call,
+    ) -> Result<Reply> {
+        let start = Instant::now();
+        let method = call.method();
+        let mut key_id = call.key_id();
+        let result = inner.call_as(&caller, call).await;
+        let Some(log) = log else {
+            return result;
+        };
+        // generate: the new key; rotate: the key rotated, and the new one.
+        let mut new_key_id = None;
+        if let Ok(Reply::Kek(kek)) = &result {
+            if key_id.is_some() {
+                new_key_id = Some(kek.id());
+            } else {
+                key_id = Some(kek.id());
+            }
+        }
+        let code = result.as_ref().map_or_else(Error::code, |_| 0);
+        let line = entry(&caller, method.name, key_id, new_key_id, code, start);
+        // A state-changing call (and get_key) is answered once its line is
+        // on disk; if it cannot be written, the caller hears so (and a new
+        // key's KEK is dropped: nothing was encrypted under it yet).
+        log.record(line, method.audited_durably()).await?;
+        result
+    }
+}
+
+super::layer! {
+    Audit,
+
+    async fn call_as(&self, caller: &Caller, call: Call) -> Result<Reply> {
+        if let Some(log) = &self.log {
+            if let Err(e) = log.check() {
+                // Refused without running: a line is tried all the same
+                // (the log may be back by then).
+                let line = entry(caller, call.method().name, call.key_id(), None, e.code(), Instant::now());
+                let log = Arc::clone(log);
+                spawn_or_drop(async move {
+                    let _ = log.record(line, false).await;
+                });
+                return Err(e);
+            }
+        }
+        let changes_state = call.method().changes_state();
+        let work = Audit::run(
+            Arc::clone(&self.inner),
+            self.log.clone(),
+            caller.clone(),
+            call,
+        );
+        if !changes_state {
+            return work.await;
+        }
+        // A state change runs to its end, and is recorded, even if this
+        // future is dropped (the client went away, the request timed out).
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime.spawn(work).await.unwrap_or_else(|e| {
+                Err(Error::Internal(
+                    format!("a state change stopped before its end: {e}").into(),
+                ))
+            }),
+            Err(_) => work.await,
+        }
+    }
+
+    fn authenticate(&self, credentials: &Credentials<'_>) -> Option<Identity> {
+        self.inner.authenticate(credentials)
+    }
+
+    fn may_read_metrics(&self, caller: &Caller) -> bool {
+        self.inner.may_read_metrics(caller)
+    }
+
+    fn encode_metrics(&self, out: &mut String) {
+        if let Some(log) = &self.log {
+            self.metrics.encode(log, out);
+        }
+        self.inner.encode_metrics(out);
+    }
+
+    fn refused(&self, caller: &Caller, method: &str, error: &Error) {
+        if let Some(log) = &self.log {
+            let line = entry(caller, method, None, None, error.code(), Instant::now());
+            let log = Arc::clone(log);
+            // Not awaited beyond the hand-over: the writer owns it from here.
+            spawn_or_drop(async move {
+                let _ = log.record(line, false).await;
+            });
+        }
+        self.inner.refused(caller, method, error);
+    }
+
+    async fn ready(&self) -> Result<()> {
+        if let Some(log) = &self.log {
+            log.check()?;
+        }
+        self.inner.ready().await
+    }
+
+    /// The server's own work, one line per key destroyed (method
+    /// `destroyed`), each on disk before the sweep returns.
+    async fn sweep(&self, caller: &Caller) -> Result<Vec<KeyId>> {
+        let start = Instant::now();
+        let destroyed = self.inner.sweep(caller).await;
+        if let Some(log) = &self.log {
+            match &destroyed {
+                Ok(ids) => {
+                    for id in ids {
+                        log.record(entry(caller, "destroyed", Some(*id), None, 0, start), true)
+                            .await?;
+                    }
+                }
+                Err(e) => {
+                    log.record(entry(caller, "sweep", None, None, e.code(), start), true)
+                        .await?;
+                }
+            }
+        }
+        destroyed
+    }
+
+    fn gauges(&self) -> crate::api::Gauges {
+        self.inner.gauges()
+    }
+}
+
+/// Runs `work` on the current runtime, or not at all outside one.
+fn spawn_or_drop(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(work);
+    }
+}
