@@ -197,9 +197,9 @@ pub trait KeyService: Send + Sync {
     }
 
     /// Whether `caller` may read the metrics (`GET /metrics`). The default:
-    /// callers on the loopback interface (and in process).
+    /// callers on the loopback interface.
     fn may_read_metrics(&self, caller: &Caller) -> bool {
-        caller.peer.is_none_or(|p| p.ip().is_loopback())
+        caller.peer.is_some_and(|p| p.ip().is_loopback())
     }
 
     /// Appends this service's metrics (the Prometheus text format, without

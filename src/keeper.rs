@@ -300,6 +300,11 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
             Target::KeyId(_) if right != LifecycleRight::Full => return Err(Error::NotPermitted),
             Target::KeyId(_) => {}
         }
+        // Undoing (resume, cancel_destroy) is never a restriction, even
+        // between two unusable states.
+        if right != LifecycleRight::Full && !change.restricts() {
+            return Err(Error::NotPermitted);
+        }
         let key_id = target.key_id();
         let _one = self.lifecycle.changes.lock().await;
         let _shared = self.storage.lock_key(&key_id).await?;

@@ -724,8 +724,13 @@ impl<C: CipherSuite, S: KeyStorage> KeyService for KeyServer<C, S> {
         caller: &crate::api::Caller,
         call: crate::api::Call,
     ) -> Result<crate::api::Reply> {
-        use crate::api::{Call, Reply};
+        use crate::api::{Call, Identity, Reply};
         match call {
+            // Served without the policy layers, a listener reachable from
+            // other hosts without access control has no operators.
+            Call::ListKeys(_) if caller.identity == (Identity::Anonymous { remote: true }) => {
+                Err(Error::NotPermitted)
+            }
             Call::Change(change, target) => Ok(Reply::Info(
                 self.change_state_as(change, &target, caller.lifecycle)
                     .await?,
@@ -998,6 +1003,11 @@ mod tests {
             .expect_get()
             .returning(|id| Err(Error::NotFound { key_id: *id }));
         let mut suite = MockCipherSuite::new();
+        // The KEK proves itself first (a forged one learns nothing).
+        suite
+            .expect_rsa_check_key_pair()
+            .times(1)
+            .returning(|_| Ok(()));
         suite.expect_rsa_oaep_unwrap().times(0);
         let server = KeyServer::new(suite, storage);
         let err = runtime().block_on(server.get(&kek)).unwrap_err();
@@ -1013,6 +1023,7 @@ mod tests {
         storage.expect_keeps_lifecycle().return_const(false);
         storage.expect_get().returning(move |_| Ok(record.clone()));
         let mut suite = MockCipherSuite::new();
+        suite.expect_rsa_check_key_pair().returning(|_| Ok(()));
         suite.expect_rsa_oaep_unwrap().times(0);
         let server = KeyServer::new(suite, storage);
         let err = runtime().block_on(server.get(&kek)).unwrap_err();
@@ -1143,7 +1154,9 @@ mod tests {
         storage
             .expect_get()
             .returning(|id| Err(Error::NotFound { key_id: *id }));
-        let server = KeyServer::new(MockCipherSuite::new(), storage);
+        let mut suite = MockCipherSuite::new();
+        suite.expect_rsa_check_key_pair().returning(|_| Ok(()));
+        let server = KeyServer::new(suite, storage);
         let err = futures_executor_block_on(server.get(&kek)).unwrap_err();
         assert_eq!(err.code(), 1);
     }

@@ -161,15 +161,15 @@ impl Audit {
     /// Runs `call` and records it: the whole of a call's work, moved into
     /// its own task for a state change.
     async fn run(
-        inner: Arc<dyn KeyService>,
-        log: Option<Arc<AuditLog>>,
-        caller: Caller,
+        inner: &dyn KeyService,
+        log: Option<&AuditLog>,
+        caller: &Caller,
         call: Call,
     ) -> Result<Reply> {
         let start = Instant::now();
         let method = call.method();
         let mut key_id = call.key_id();
-        let result = inner.call_as(&caller, call).await;
+        let result = inner.call_as(caller, call).await;
         let Some(log) = log else {
             return result;
         };
@@ -183,7 +183,7 @@ impl Audit {
             }
         }
         let code = result.as_ref().map_or_else(Error::code, |_| 0);
-        let line = entry(&caller, method.name, key_id, new_key_id, code, start);
+        let line = entry(caller, method.name, key_id, new_key_id, code, start);
         // A state-changing call (and get_key) is answered once its line is
         // on disk; if it cannot be written, the caller hears so (and a new
         // key's KEK is dropped: nothing was encrypted under it yet).
@@ -208,18 +208,13 @@ super::layer! {
                 return Err(e);
             }
         }
-        let changes_state = call.method().changes_state();
-        let work = Audit::run(
-            Arc::clone(&self.inner),
-            self.log.clone(),
-            caller.clone(),
-            call,
-        );
-        if !changes_state {
-            return work.await;
+        if !call.method().changes_state() {
+            return Audit::run(&*self.inner, self.log.as_deref(), caller, call).await;
         }
         // A state change runs to its end, and is recorded, even if this
         // future is dropped (the client went away, the request timed out).
+        let (inner, log, caller) = (Arc::clone(&self.inner), self.log.clone(), caller.clone());
+        let work = async move { Audit::run(&*inner, log.as_deref(), &caller, call).await };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => runtime.spawn(work).await.unwrap_or_else(|e| {
                 Err(Error::Internal(

@@ -10,6 +10,7 @@
 //! Lifecycle changes are left to the lifecycle layer
 //! ([`super::LifecyclePermission`]), which knows the holder's exception.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, RwLock};
@@ -254,6 +255,13 @@ impl AuthPolicy {
             if !names.insert(name.clone()) {
                 return Err(invalid(format!("principal {name:?} is declared twice")));
             }
+            // Names the logs give callers that are not principals.
+            if ["server", "local", "-", "(bad credentials)", ""].contains(&name.as_str()) {
+                return Err(invalid(format!(
+                    "principal {name:?}: the name is reserved (the logs use it for callers that \
+                     are not principals)"
+                )));
+            }
             let principal = Arc::new(principal(spec)?);
             by_name.insert(name.clone(), Arc::clone(&principal));
             if name == "anonymous" {
@@ -428,9 +436,10 @@ fn parse_hash(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// The policy a listener enforces, replaceable while it runs (the binary
-/// re-reads its auth file on SIGHUP): requests already authenticated keep
-/// the principal they had; the next ones see the new policy.
+/// The policy in force, replaceable while the server runs (the binary
+/// re-reads its auth file on SIGHUP): every call admitted from then on,
+/// including those of requests already authenticated, is held to the new
+/// policy under its principal's name (a principal removed is refused).
 #[derive(Debug)]
 pub struct Auth {
     current: RwLock<Arc<AuthPolicy>>,
@@ -553,20 +562,20 @@ impl Authorize {
 
     /// `caller` as the inner service sees it, if it may make `call`: its
     /// quota and the policy's table of quotas filled in, its rate spent.
-    fn admit(&self, caller: &Caller, call: &Call) -> Result<Caller> {
+    fn admit<'c>(&self, caller: &'c Caller, call: &Call) -> Result<Cow<'c, Caller>> {
         let Some(auth) = &self.auth else {
             return match (&caller.identity, call) {
                 (Identity::BadCredentials, _) => Err(Error::NotPermitted),
                 (Identity::Anonymous { remote: true }, Call::ListKeys(_)) => {
                     Err(Error::NotPermitted)
                 }
-                _ => Ok(caller.clone()),
+                _ => Ok(Cow::Borrowed(caller)),
             };
         };
         let policy = auth.policy();
         let principal = match &caller.identity {
             // In-process code and the server's own work own the server.
-            Identity::Local | Identity::Server => return Ok(caller.clone()),
+            Identity::Local | Identity::Server => return Ok(Cow::Borrowed(caller)),
             Identity::BadCredentials => return Err(Error::NotPermitted),
             Identity::Anonymous { .. } => policy.anonymous(),
             Identity::Principal(name) => policy.principal(name).ok_or(Error::NotPermitted)?,
@@ -579,9 +588,12 @@ impl Authorize {
         principal.spend(call)?;
         let mut admitted = caller.clone();
         admitted.identity = Identity::Principal(principal.name().to_owned());
+        // Whatever the caller said, its lifecycle right is the lifecycle
+        // layer's to give: never more than restricting its own keys here.
+        admitted.lifecycle = crate::api::LifecycleRight::RestrictOnly;
         admitted.max_keys = principal.max_keys();
         admitted.quotas = Some(policy as Arc<dyn Quotas>);
-        Ok(admitted)
+        Ok(Cow::Owned(admitted))
     }
 }
 
@@ -601,7 +613,7 @@ super::layer! {
     }
 
     fn may_read_metrics(&self, caller: &Caller) -> bool {
-        if caller.peer.is_none_or(|p| p.ip().is_loopback()) {
+        if caller.peer.is_some_and(|p| p.ip().is_loopback()) {
             return true;
         }
         let (Some(auth), Identity::Principal(name)) = (&self.auth, &caller.identity) else {

@@ -9,12 +9,13 @@
 //!  in-process code ─────────────────────────────► Caller::local() ──────┤
 //!  the server's sweeps ─────────────────────────► Caller::server() ─────┤
 //!                                                                       ▼
-//!   Authorize            principal, methods, strengths, rate, quota table
-//!     └ LifecyclePermission   full right, restrict-only (KEK holder), or no
-//!         └ Audit              one MACed line per call; state changes run to
-//!             │                the end and are recorded even if the client
-//!             │                goes away
-//!             └ Metrics         calls, latencies, gauges
+//!   Metrics              calls (refused ones too), latencies, gauges
+//!     └ Audit              one MACed line per call, refused ones too; state
+//!         │                changes run to the end and are recorded even if
+//!         │                the client goes away
+//!         └ Authorize      principal, methods, strengths, rate, quota table
+//!             └ LifecyclePermission  full right, restrict-only (a KEK's
+//!                 │                  holder), or refused
 //!                 └ KeyServer<C, S>  the state table, quotas and the
 //!                                    restrict-only rule, under its locks
 //!                     └ KeyStorage
@@ -106,14 +107,17 @@ impl Policy {
         self.audit.as_ref()
     }
 
-    /// `service` inside the layers: authorization, lifecycle permission,
-    /// audit, metrics (outermost first).
+    /// `service` inside the layers: metrics, audit, authorization,
+    /// lifecycle permission (outermost first). Metrics and audit sit
+    /// outside the decisions so that a refused call is counted and
+    /// recorded like any other.
     pub fn wrap(&self, service: Arc<dyn KeyService>) -> Arc<dyn KeyService> {
-        let metered: Arc<dyn KeyService> = Arc::new(Metrics::new(service));
-        let audited: Arc<dyn KeyService> = Arc::new(Audit::new(metered, self.audit.clone()));
         let lifecycle: Arc<dyn KeyService> =
-            Arc::new(LifecyclePermission::new(audited, self.auth.clone()));
-        Arc::new(Authorize::new(lifecycle, self.auth.clone()))
+            Arc::new(LifecyclePermission::new(service, self.auth.clone()));
+        let authorized: Arc<dyn KeyService> =
+            Arc::new(Authorize::new(lifecycle, self.auth.clone()));
+        let audited: Arc<dyn KeyService> = Arc::new(Audit::new(authorized, self.audit.clone()));
+        Arc::new(Metrics::new(audited))
     }
 }
 

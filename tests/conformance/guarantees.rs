@@ -387,3 +387,102 @@ async fn max_keys_holds_through_rotation_by_another_principal() {
         .await;
     assert_eq!(rotated.unwrap_err().code(), 13);
 }
+
+/// 20 `generate` requests whose sockets are reset before the answer, with
+/// an auth file and an audit log: every key stored has its audit line and
+/// its owner (so it counts against `max_keys`), or nothing is stored.
+#[cfg(feature = "transport-jsonrpc-server")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generate_whose_client_hangs_up_is_stored_whole_or_not_at_all() {
+    use keyserver::policy::{AuditConfig, AuditKey, AuditLog, DEFAULT_AUDIT_ROTATE};
+    use keyserver::transports::{HttpServer, ServerConfig};
+    use tokio::io::AsyncWriteExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let key = AuditKey::new(vec![0x42; 32]).unwrap();
+    let log = AuditLog::open(AuditConfig {
+        path: path.clone(),
+        key: key.clone(),
+        rotate_bytes: DEFAULT_AUDIT_ROTATE,
+    })
+    .unwrap();
+    // RSA keys made on demand take long enough for the reset to arrive
+    // while the key is being made.
+    let keys = Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new()));
+    let service = Policy::new()
+        .with_auth(auth())
+        .with_audit(Arc::clone(&log))
+        .wrap(Arc::clone(&keys) as Arc<dyn KeyService>);
+    let http = HttpServer::start(
+        service,
+        ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let addr = http.local_addr();
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"generate","params":[]}"#;
+    let request = format!(
+        "POST /jsonrpc HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Authorization: Bearer other-token\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut hangups = Vec::new();
+    for i in 0..20u64 {
+        let request = request.clone();
+        hangups.push(tokio::spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.write_all(request.as_bytes()).await.unwrap();
+            // Some reset at once, some while the key is being made.
+            tokio::time::sleep(Duration::from_millis(5 * (i % 10))).await;
+            stream.set_zero_linger().unwrap();
+            drop(stream);
+        }));
+    }
+    for h in hangups {
+        h.await.unwrap();
+    }
+    // Whatever was started finishes (generation takes well under this).
+    let mut settled = 0;
+    for _ in 0..600 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let n = keys.len();
+        if n == settled
+            && keys.gauges().generate_running == 0
+            && keys.gauges().generate_waiting == 0
+        {
+            break;
+        }
+        settled = n;
+    }
+    http.shutdown().await;
+    let log_for_close = Arc::clone(&log);
+    tokio::task::spawn_blocking(move || log_for_close.close())
+        .await
+        .unwrap();
+    let stored = keys.storage().list_all().await.unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let audited: BTreeSet<String> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|v| v["method"] == "generate" && v["code"] == 0 && v["principal"] == "other")
+        .filter_map(|v| v["key_id"].as_str().map(str::to_owned))
+        .collect();
+    for id in &stored {
+        assert!(
+            audited.contains(&id.to_string()),
+            "key {id} stored without its audit line:\n{text}"
+        );
+        let meta = keys.storage().get_meta(id).await.unwrap();
+        assert_eq!(
+            meta.and_then(|m| m.owner).as_deref(),
+            Some("other"),
+            "key {id} stored without its owner"
+        );
+    }
+    assert_eq!(audited.len(), stored.len(), "every audited key is stored");
+    keyserver::policy::verify_audit(&key, &[path]).unwrap();
+}

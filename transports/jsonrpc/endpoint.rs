@@ -406,6 +406,7 @@ mod tests {
 
     fn dispatch() -> Dispatch {
         let mut service = MockKeyService::new();
+        service.expect_refused().returning(|_, _, _| ());
         service.expect_call_as().returning(|_, call| match call {
             Call::GetWrapped(id) if id == KeyId::from_bytes([1; 32]) => {
                 Ok(Reply::Wrapped(WrappedDek::test_record(1)))
