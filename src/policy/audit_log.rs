@@ -66,7 +66,7 @@ impl AuditKey {
     /// A key of these bytes.
     ///
     /// ```
-    /// use keyserver::transports::AuditKey;
+    /// use keyserver::policy::AuditKey;
     /// assert!(AuditKey::new(vec![7; 32]).is_ok());
     /// assert!(AuditKey::new(vec![7; 31]).is_err());
     /// ```

@@ -1,7 +1,7 @@
 //! The server's policy, as layers around the key service.
 //!
 //! Each layer is a [`KeyService`] around a [`KeyService`], in the way tower
-//! wraps one `Service` in another, and the [`Caller`] travels with each call
+//! wraps one `Service` in another, and the [`Caller`](crate::api::Caller) travels with each call
 //! ([`KeyService::call_as`]). A request takes one road, whoever makes it:
 //!
 //! ```text

@@ -160,7 +160,7 @@ async fn enumerate(policy: Policy, actors: Vec<Actor>) {
         async move {
             meta.state = state;
             meta.previous = previous;
-            meta.destroy_at = (state == KeyState::DestroyPending).then(|| u64::MAX / 4);
+            meta.destroy_at = (state == KeyState::DestroyPending).then_some(u64::MAX / 4);
             let storage = keys.storage();
             let _ = storage.delete(&id).await;
             if state != KeyState::Destroyed {
