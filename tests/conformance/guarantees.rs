@@ -458,6 +458,9 @@ async fn a_generate_whose_client_hangs_up_is_stored_whole_or_not_at_all() {
         }
         settled = n;
     }
+    // A task that stored its key has its owner and audit line written
+    // microseconds later: give the last ones time before the log closes.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     http.shutdown().await;
     let log_for_close = Arc::clone(&log);
     tokio::task::spawn_blocking(move || log_for_close.close())
