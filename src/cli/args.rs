@@ -171,7 +171,13 @@ pub(crate) enum AuditCommand {
         /// The audit key file.
         #[arg(long, env = "KEYSERVER_AUDIT_KEY")]
         audit_key: PathBuf,
-        /// The log files (the live one and any rotated ones).
+        /// Accept a last line without its newline (a crash, or a line
+        /// being written while the server runs) and check the lines before
+        /// it; without this, such a tail fails.
+        #[arg(long)]
+        allow_torn_tail: bool,
+        /// The log files (the live one and any rotated ones; the live
+        /// file's head record `FILE.head` is read beside it).
         #[arg(required = true)]
         logs: Vec<PathBuf>,
     },

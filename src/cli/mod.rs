@@ -75,9 +75,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 Command::Decrypt(args) => crypt::crypt(args, false).await,
                 Command::Token(args::TokenCommand::New { name }) => new_token(&name),
                 Command::Audit(args::AuditCommand::NewKey { out }) => new_audit_key(&out),
-                Command::Audit(args::AuditCommand::Verify { audit_key, logs }) => {
-                    verify_audit(&audit_key, &logs)
-                }
+                Command::Audit(args::AuditCommand::Verify {
+                    audit_key,
+                    allow_torn_tail,
+                    logs,
+                }) => verify_audit(&audit_key, &logs, allow_torn_tail),
                 Command::Copy { from, to } => transfer::copy(&from, &to).await,
                 Command::Backup { storage, out } => transfer::backup(&storage, &out).await,
                 Command::Restore { input, storage } => transfer::restore(&input, &storage).await,
@@ -124,11 +126,16 @@ fn new_audit_key(out: &std::path::Path) -> Result<(), Failure> {
     output::print_stdout(&format!("audit key written to {shown}\n"))
 }
 
-/// `keyserver audit verify --audit-key FILE LOG...`.
-fn verify_audit(key: &std::path::Path, logs: &[std::path::PathBuf]) -> Result<(), Failure> {
+/// `keyserver audit verify --audit-key FILE [--allow-torn-tail] LOG...`.
+fn verify_audit(
+    key: &std::path::Path,
+    logs: &[std::path::PathBuf],
+    allow_torn_tail: bool,
+) -> Result<(), Failure> {
     let key =
         keyserver::policy::AuditKey::from_file(key).map_err(|e| exit::usage(e.to_string()))?;
-    let report = keyserver::policy::verify_audit(&key, logs).map_err(|e| Failure {
+    let options = keyserver::policy::VerifyOptions { allow_torn_tail };
+    let report = keyserver::policy::verify_audit(&key, logs, options).map_err(|e| Failure {
         code: 1,
         message: match e {
             keyserver::Error::Policy { reason } => format!("audit log does not verify: {reason}"),
@@ -139,11 +146,30 @@ fn verify_audit(key: &std::path::Path, logs: &[std::path::PathBuf]) -> Result<()
         "audit log verifies: {} lines, seq {}..={}, last MAC {}\n",
         report.lines, report.first_seq, report.last_seq, report.last_mac
     );
+    match report.head_seq {
+        Some(seq) => text.push_str(&format!(
+            "head: reaches seq {seq} as its head record names\n"
+        )),
+        None => text.push_str(
+            "note: no head record was checked (only rotated files given, or a log from before \
+             head records)\n",
+        ),
+    }
+    text.push_str(&format!(
+        "starts: {}, after a crash or kill: {}; {}\n",
+        report.starts,
+        report.unclean_starts,
+        if report.stopped {
+            "the last run stopped cleanly"
+        } else {
+            "the last run has not stopped (running, or crashed)"
+        }
+    ));
     if !report.from_start {
         text.push_str("note: the chain starts after seq 1 (earlier files were not given)\n");
     }
     if report.incomplete_tail {
-        text.push_str("note: the last file ends in an incomplete line (a crash), not checked\n");
+        text.push_str("note: the last file ends in an incomplete line, not checked\n");
     }
     output::print_stdout(&text)
 }

@@ -113,6 +113,12 @@ impl AuditKey {
     fn verify(&self, prev: &[u8; 32], body: &[u8], mac: &[u8; 32]) -> bool {
         self.hmac(prev, body).verify_slice(mac).is_ok()
     }
+
+    /// The text a head record's tag covers. It starts with a word no line
+    /// starts with (lines start with `{`), so a tag is never a line's MAC.
+    fn head_body(seq: u64, mac: &[u8; 32]) -> String {
+        format!("keyserver-audit-head-v1\n{seq}\n{}", hex::encode(mac))
+    }
 }
 
 /// One call as the audit log records it. Never a key, a token or a body.
@@ -139,6 +145,17 @@ struct Line<'a> {
     event: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     prev: Option<String>,
+    /// On `open` lines: this log keeps a head record, so a verifier that
+    /// finds no head knows it was removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    anchored: Option<bool>,
+    /// On `start` lines: the server's version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<&'static str>,
+    /// On `repaired` lines: how many bytes of an incomplete last line were
+    /// cut off at start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    removed_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     principal: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -326,10 +343,85 @@ impl AuditLog {
     }
 }
 
+/// Size of the head record: one fixed-size block rewritten in place.
+const HEAD_LEN: usize = 160;
+/// How often, at most, the head record is synced under load.
+const HEAD_SYNC: Duration = Duration::from_secs(1);
+
+/// The head record `FILE.head`: the sequence number and MAC of the last
+/// line known to be on disk, tagged under the audit key. A log cut back at
+/// a line boundary ends before the line its head names, so neither the
+/// server nor `audit verify` takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Head {
+    seq: u64,
+    mac: [u8; 32],
+}
+
+impl Head {
+    fn path(log: &Path) -> PathBuf {
+        let mut path = log.as_os_str().to_owned();
+        path.push(".head");
+        PathBuf::from(path)
+    }
+
+    /// The record, padded with spaces to [`HEAD_LEN`] bytes.
+    fn encode(&self, key: &AuditKey) -> [u8; HEAD_LEN] {
+        let tag = key.mac(
+            &[0; 32],
+            AuditKey::head_body(self.seq, &self.mac).as_bytes(),
+        );
+        let text = format!(
+            "{{\"seq\":{},\"mac\":\"{}\",\"tag\":\"{}\"}}",
+            self.seq,
+            hex::encode(self.mac),
+            hex::encode(tag)
+        );
+        let mut out = [b' '; HEAD_LEN];
+        out[..text.len()].copy_from_slice(text.as_bytes());
+        out[HEAD_LEN - 1] = b'\n';
+        out
+    }
+
+    /// Reads the head record beside `log`: `None` if there is none (or it
+    /// is empty); an error if it does not verify under `key`.
+    fn read(key: &AuditKey, log: &Path) -> std::result::Result<Option<Head>, String> {
+        let path = Head::path(log);
+        let text = match std::fs::read(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        if text.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        let bad = || format!("the audit head {} does not verify", path.display());
+        let value: serde_json::Value = serde_json::from_slice(&text).map_err(|_| bad())?;
+        let seq = value["seq"].as_u64().ok_or_else(bad)?;
+        let hex32 = |field: &str| {
+            let mut out = [0u8; 32];
+            hex::decode_to_slice(value[field].as_str().unwrap_or(""), &mut out)
+                .map(|()| out)
+                .map_err(|_| bad())
+        };
+        let (mac, tag) = (hex32("mac")?, hex32("tag")?);
+        if !key.verify(&[0; 32], AuditKey::head_body(seq, &mac).as_bytes(), &tag) {
+            return Err(bad());
+        }
+        Ok(Some(Head { seq, mac }))
+    }
+}
+
 /// The writer thread's state.
 struct Writer {
     config: AuditConfig,
     file: File,
+    /// The head record, rewritten in place after every sync of the log.
+    head: File,
+    /// Whether the head was written since it was last synced, and when it
+    /// was last synced.
+    head_dirty: bool,
+    head_synced: Instant,
     /// Length of the file up to its last good line.
     good_len: u64,
     seq: u64,
@@ -339,9 +431,30 @@ struct Writer {
     stats: Arc<AuditStats>,
 }
 
+/// Verifies the complete lines of `text` (a file's bytes up to its last
+/// newline) into `chain`, naming `what` and the line in an error.
+fn verify_lines(chain: &mut Chain<'_>, text: &[u8], what: &str) -> Result<()> {
+    if text.is_empty() {
+        return Ok(());
+    }
+    for (i, line) in text[..text.len() - 1].split(|&b| b == b'\n').enumerate() {
+        chain.line(line).map_err(|reason| {
+            audit_error(
+                format!(
+                    "{what} does not verify at line {}: {reason}; move it and its head aside \
+                     (keep them as evidence) to start a new one",
+                    i + 1
+                ),
+                None,
+            )
+        })?;
+    }
+    Ok(())
+}
+
 impl Writer {
     fn open(config: AuditConfig) -> Result<Self> {
-        let path = &config.path;
+        let path = &config.path.clone();
         let shown = path.display().to_string();
         let mut file = OpenOptions::new()
             .read(true)
@@ -353,36 +466,77 @@ impl Writer {
         let mut text = Vec::new();
         file.read_to_end(&mut text)
             .map_err(|e| audit_error(format!("cannot read the audit log {shown}"), Some(e)))?;
-        // A line cut short by a crash was never acknowledged: drop it.
+        let head = Head::read(&config.key, path).map_err(|reason| {
+            audit_error(
+                format!("{reason}; move the log and its head aside (keep them as evidence)"),
+                None,
+            )
+        })?;
+        // A line cut short by a crash was never acknowledged: it goes (and
+        // a line saying so is the first written).
         let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let mut chain = Chain::new(&config.key);
+        chain.anchor = head;
+        verify_lines(
+            &mut chain,
+            &text[..complete],
+            &format!("the audit log {shown}"),
+        )?;
+        if complete == 0 {
+            // A new live file (the first ever, or after a crash between
+            // the two steps of a rotation) continues the chain of the
+            // newest rotated file, if there is one.
+            if let Some(last) = newest_rotated(path)? {
+                let text = std::fs::read(&last)
+                    .map_err(|e| audit_error(format!("cannot read {}", last.display()), Some(e)))?;
+                let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                verify_lines(
+                    &mut chain,
+                    &text[..complete],
+                    &format!("the rotated audit file {}", last.display()),
+                )?;
+            }
+        }
+        chain.finish(&Head::path(path)).map_err(|reason| {
+            audit_error(
+                format!(
+                    "the audit log {shown} {reason}; move it and its head aside (keep them as \
+                     evidence) to start a new one"
+                ),
+                None,
+            )
+        })?;
+        let (seq, mac) = (chain.seq, chain.mac);
+        let head_path = Head::path(path);
+        let head_file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&head_path)
+            .map_err(|e| audit_error(format!("cannot open {}", head_path.display()), Some(e)))?;
         let mut writer = Writer {
             config,
             file,
+            head: head_file,
+            head_dirty: false,
+            head_synced: Instant::now(),
             good_len: complete as u64,
-            seq: 0,
-            mac: [0; 32],
+            seq,
+            mac,
             unsynced: false,
             failed: Arc::default(),
             stats: Arc::default(),
         };
-        if complete > 0 {
-            let mut chain = Chain::new(&writer.config.key);
-            for (i, line) in text[..complete - 1].split(|&b| b == b'\n').enumerate() {
-                chain.line(line).map_err(|reason| {
-                    audit_error(
-                        format!(
-                            "the audit log {shown} does not verify at line {}: {reason}; move \
-                             it aside (keep it as evidence) to start a new one",
-                            i + 1
-                        ),
-                        None,
-                    )
-                })?;
-            }
-            writer.seq = chain.seq;
-            writer.mac = chain.mac;
-        }
-        if complete < text.len() {
+        // The head names the chain as verified before anything is added to
+        // it: a log that keeps a head always has one.
+        writer
+            .write_head()
+            .and_then(|()| writer.sync_head())
+            .and_then(|()| sync_dir(path))
+            .map_err(|e| audit_error(format!("cannot write {}", head_path.display()), Some(e)))?;
+        let torn = (text.len() - complete) as u64;
+        if torn > 0 {
             writer
                 .file
                 .set_len(writer.good_len)
@@ -392,55 +546,56 @@ impl Writer {
                 })?;
             tracing::warn!(
                 target: "keyserver::audit",
-                "the audit log {shown} ended in an incomplete line (a crash): removed it"
+                "the audit log {shown} ended in an incomplete line of {torn} bytes (a crash): \
+                 removed it, and recorded that in the log"
             );
         }
+        let mut buf = Vec::new();
         if writer.good_len == 0 {
-            // A new live file (the first ever, or one moved aside or lost
-            // in a crash during a rotation) continues the chain of the
-            // newest rotated file, if there is one.
-            if let Some(last) = newest_rotated(&writer.config.path)? {
-                let text = std::fs::read(&last)
-                    .map_err(|e| audit_error(format!("cannot read {}", last.display()), Some(e)))?;
-                let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-                let mut chain = Chain::new(&writer.config.key);
-                for (i, line) in text[..complete.saturating_sub(1)]
-                    .split(|&b| b == b'\n')
-                    .enumerate()
-                    .take_while(|_| complete > 0)
-                {
-                    chain.line(line).map_err(|reason| {
-                        audit_error(
-                            format!(
-                                "the rotated audit file {} does not verify at line {}: {reason}",
-                                last.display(),
-                                i + 1
-                            ),
-                            None,
-                        )
-                    })?;
-                }
-                writer.seq = chain.seq;
-                writer.mac = chain.mac;
-            }
-            writer.write_open_line()?;
+            writer.append_open_line(&mut buf);
         }
+        if torn > 0 {
+            let line = Line {
+                seq: writer.seq + 1,
+                time: rfc3339_now(),
+                event: Some("repaired"),
+                removed_bytes: Some(torn),
+                ..Line::empty()
+            };
+            writer.append(&line, &mut buf);
+        }
+        let line = Line {
+            seq: writer.seq + 1,
+            time: rfc3339_now(),
+            event: Some("start"),
+            version: Some(env!("CARGO_PKG_VERSION")),
+            ..Line::empty()
+        };
+        writer.append(&line, &mut buf);
+        writer
+            .write_and_sync(&buf)
+            .map_err(|e| audit_error(format!("cannot write the audit log {shown}"), Some(e)))?;
         Ok(writer)
     }
 
     /// The first line of a file: where its chain comes from.
-    fn write_open_line(&mut self) -> Result<()> {
-        let (seq, mac) = (self.seq, self.mac);
-        let prev = hex::encode(self.mac);
+    fn append_open_line(&mut self, buf: &mut Vec<u8>) {
         let line = Line {
             seq: self.seq + 1,
             time: rfc3339_now(),
             event: Some("open"),
-            prev: Some(prev),
+            prev: Some(hex::encode(self.mac)),
+            anchored: Some(true),
             ..Line::empty()
         };
+        self.append(&line, buf);
+    }
+
+    /// Writes the open line of a new file.
+    fn write_open_line(&mut self) -> Result<()> {
+        let (seq, mac) = (self.seq, self.mac);
         let mut buf = Vec::new();
-        self.append(&line, &mut buf);
+        self.append_open_line(&mut buf);
         self.write_and_sync(&buf).map_err(|e| {
             // The chain goes on from the last line that was written.
             self.seq = seq;
@@ -448,6 +603,27 @@ impl Writer {
             let _ = self.file.set_len(self.good_len);
             audit_error("cannot write the audit log", Some(e))
         })
+    }
+
+    /// Rewrites the head record with the chain's last line (call only when
+    /// every line up to it is on disk).
+    fn write_head(&mut self) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let record = Head {
+            seq: self.seq,
+            mac: self.mac,
+        }
+        .encode(&self.config.key);
+        self.head.write_all_at(&record, 0)?;
+        self.head_dirty = true;
+        Ok(())
+    }
+
+    fn sync_head(&mut self) -> io::Result<()> {
+        self.head.sync_data()?;
+        self.head_dirty = false;
+        self.head_synced = Instant::now();
+        Ok(())
     }
 
     /// Formats `line`, chains it and appends it to `buf`.
@@ -484,22 +660,25 @@ impl Writer {
             u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
-        let mut recent = self
-            .stats
-            .recent_syncs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if recent.len() < 65536 {
-            recent.push(took.as_secs_f64());
+        {
+            let mut recent = self
+                .stats
+                .recent_syncs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if recent.len() < 65536 {
+                recent.push(took.as_secs_f64());
+            }
         }
-        Ok(())
+        // Every line written is on disk: the head may name the last one.
+        self.write_head()
     }
 
     fn run(mut self, rx: &mpsc::Receiver<Pending>) {
         loop {
             let wait = if self.failed.load(Ordering::Acquire) {
                 RETRY
-            } else if self.unsynced {
+            } else if self.unsynced || self.head_dirty {
                 IDLE_SYNC
             } else {
                 Duration::from_secs(3600)
@@ -516,6 +695,9 @@ impl Writer {
                 if self.unsynced && self.sync().is_err() {
                     self.fail(None);
                 }
+                if self.head_dirty && self.sync_head().is_err() {
+                    self.fail(None);
+                }
                 continue;
             };
             let mut batch = vec![first];
@@ -526,12 +708,35 @@ impl Writer {
                 }
             }
             self.write_batch(batch);
+            if self.head_dirty
+                && self.head_synced.elapsed() >= HEAD_SYNC
+                && self.sync_head().is_err()
+            {
+                self.fail(None);
+            }
         }
         if self.failed.load(Ordering::Acquire) {
             // Leave the file at its last good line.
             let _ = self.file.set_len(self.good_len);
-        } else if self.unsynced {
-            let _ = self.sync();
+            return;
+        }
+        // A clean stop says so: a log whose last run has no stop line
+        // ended in a crash (or was cut).
+        let line = Line {
+            seq: self.seq + 1,
+            time: rfc3339_now(),
+            event: Some("stop"),
+            ..Line::empty()
+        };
+        let mut buf = Vec::new();
+        self.append(&line, &mut buf);
+        let stopped = self.write_and_sync(&buf).and_then(|()| self.sync_head());
+        if let Err(e) = stopped {
+            tracing::error!(
+                target: "keyserver::audit",
+                "cannot write the stop line of the audit log {}: {e}",
+                self.config.path.display()
+            );
         }
     }
 
@@ -682,17 +887,18 @@ impl Writer {
             .create_new(true)
             .mode(0o600)
             .open(&self.config.path)?;
-        if let Some(dir) = self.config.path.parent() {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            File::open(dir)?.sync_all()?;
-        }
+        sync_dir(&self.config.path)?;
         self.good_len = 0;
         self.write_open_line()
             .map_err(|_| io::Error::other("cannot start the new audit file"))
+    }
+}
+
+/// Makes the directory entries of the directory holding `path` durable.
+fn sync_dir(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
+        _ => File::open(".")?.sync_all(),
     }
 }
 
@@ -707,6 +913,9 @@ impl Line<'_> {
             time: String::new(),
             event: None,
             prev: None,
+            anchored: None,
+            version: None,
+            removed_bytes: None,
             principal: None,
             peer: None,
             tls_subject: None,
@@ -769,6 +978,15 @@ struct Chain<'k> {
     seq: u64,
     mac: [u8; 32],
     started: bool,
+    /// The head record the chain must reach, if there is one.
+    anchor: Option<Head>,
+    /// Whether a line said this log keeps a head record.
+    anchored: bool,
+    /// `start` lines seen, those that followed a run without a `stop`
+    /// line, and whether the last line is a `stop` line.
+    starts: u64,
+    unclean: u64,
+    stopped: bool,
 }
 
 impl<'k> Chain<'k> {
@@ -778,6 +996,29 @@ impl<'k> Chain<'k> {
             seq: 0,
             mac: [0; 32],
             started: false,
+            anchor: None,
+            anchored: false,
+            starts: 0,
+            unclean: 0,
+            stopped: false,
+        }
+    }
+
+    /// Checks that the chain reached its head record (or that it keeps
+    /// none): the end of the log is where the head says.
+    fn finish(&self, head_path: &Path) -> std::result::Result<(), String> {
+        match self.anchor {
+            Some(head) if head.seq > self.seq => Err(format!(
+                "ends at seq {} but its head {} names seq {}: lines were cut from its end",
+                self.seq,
+                head_path.display(),
+                head.seq
+            )),
+            None if self.anchored => Err(format!(
+                "keeps a head record, and {} is missing or empty: it was removed",
+                head_path.display()
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -820,6 +1061,21 @@ impl<'k> Chain<'k> {
         if !self.key.verify(&prev, body.as_bytes(), &mac) {
             return Err("its MAC is wrong (changed, inserted, moved or forged)".into());
         }
+        if self
+            .anchor
+            .is_some_and(|head| head.seq == seq && head.mac != mac)
+        {
+            return Err("it is not the line the head record names".into());
+        }
+        let event = value["event"].as_str();
+        if event == Some("start") {
+            if self.starts > 0 && !self.stopped {
+                self.unclean += 1;
+            }
+            self.starts += 1;
+        }
+        self.anchored |= event == Some("start") || value["anchored"] == true;
+        self.stopped = event == Some("stop");
         self.seq = seq;
         self.mac = mac;
         self.started = true;
@@ -842,18 +1098,56 @@ pub struct AuditReport {
     /// Whether the chain starts at the log's very first line (otherwise
     /// earlier files were not given).
     pub from_start: bool,
-    /// Whether the last file ends in an incomplete line (a crash while it
-    /// was written; never acknowledged, and not checked).
+    /// Whether the last file ends in an incomplete line (only with
+    /// [`VerifyOptions::allow_torn_tail`]; it is not checked).
     pub incomplete_tail: bool,
+    /// The sequence number the head record names, when the live file and
+    /// its head were checked (the chain reaches it).
+    pub head_seq: Option<u64>,
+    /// Server starts recorded in the files given.
+    pub starts: u64,
+    /// Starts that followed a run with no `stop` line (a crash, or a kill).
+    pub unclean_starts: u64,
+    /// Whether the last line is a clean stop (false while a server writes
+    /// the log, or after a crash).
+    pub stopped: bool,
+}
+
+/// How [`verify_audit`] checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// Accept a last line without its newline (a crash, or a line being
+    /// written while the log is read) and check everything before it.
+    /// Without it, such a tail fails: a forger could append anything there.
+    pub allow_torn_tail: bool,
+}
+
+/// Whether `path` is a rotated file's name (`FILE.` + 20 digits).
+fn is_rotated(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.len() == 20 && e.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Checks the audit files `files` (in any order: they are put in the order
-/// of their first lines) as one chain under `key`.
+/// of their first lines) as one chain under `key`. The head record beside
+/// the live file (`FILE.head`) anchors the chain's end:
+/// a log cut back before the line the head names fails.
 ///
 /// # Errors
 /// [`Error::Policy`] naming the file and line number of the first line
-/// that breaks the chain, or a file that cannot be read.
-pub fn verify_audit(key: &AuditKey, files: &[PathBuf]) -> Result<AuditReport> {
+/// that breaks the chain, a cut end, a missing or forged head record, a
+/// torn last line (unless allowed), or a file that cannot be read.
+pub fn verify_audit(
+    key: &AuditKey,
+    files: &[PathBuf],
+    options: VerifyOptions,
+) -> Result<AuditReport> {
+    // A head record given (as `audit.log*` does) is read beside its live
+    // file.
+    let files = files
+        .iter()
+        .filter(|f| f.extension().is_none_or(|e| e != "head"));
     let mut ordered = Vec::new();
     for file in files {
         let seq = first_seq(file)
@@ -862,26 +1156,50 @@ pub fn verify_audit(key: &AuditKey, files: &[PathBuf]) -> Result<AuditReport> {
     }
     ordered.sort();
     let mut chain = Chain::new(key);
+    // The live file (the newest, not a rotated name) is anchored by its
+    // head record.
+    let live = ordered.last().map(|(_, f)| *f).filter(|f| !is_rotated(f));
+    let head_path = live.map(|f| Head::path(f));
+    if let Some(live) = live {
+        // A running server rewrites the head in place: a read that races
+        // a rewrite is tried again before it counts as a bad head.
+        let mut tries = 0;
+        chain.anchor = loop {
+            match Head::read(key, live) {
+                Err(_) if tries < 3 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                read => break read.map_err(Error::policy)?,
+            }
+        };
+    }
     let mut lines = 0;
     let mut first_seq = None;
     let mut from_start = false;
     let mut incomplete_tail = false;
     let last = ordered.last().map(|(_, f)| *f);
-    let is_last = |file: &PathBuf| Some(file) == last;
     for (_, file) in &ordered {
         let file = *file;
         let text = std::fs::read(file)
             .map_err(|e| Error::policy(format!("cannot read {}: {e}", file.display())))?;
         let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         if complete < text.len() {
-            if is_last(file) {
-                incomplete_tail = true;
-            } else {
+            if Some(file) != last {
                 return Err(Error::policy(format!(
                     "{}: its last line is incomplete, and it is not the last file",
                     file.display()
                 )));
+            } else if !options.allow_torn_tail {
+                return Err(Error::policy(format!(
+                    "{}: line {}: incomplete (no newline): a crash, a line being written, or \
+                     one appended by hand; it is not checked (--allow-torn-tail checks the \
+                     lines before it)",
+                    file.display(),
+                    text[..complete].iter().filter(|&&b| b == b'\n').count() + 1
+                )));
             }
+            incomplete_tail = true;
         }
         let complete_lines = text[..complete.saturating_sub(1)].split(|&b| b == b'\n');
         for (i, line) in complete_lines.enumerate().take_while(|_| complete > 0) {
@@ -896,6 +1214,14 @@ pub fn verify_audit(key: &AuditKey, files: &[PathBuf]) -> Result<AuditReport> {
             lines += 1;
         }
     }
+    if let Some(head_path) = &head_path {
+        chain.finish(head_path).map_err(|reason| {
+            Error::policy(format!(
+                "{}: {reason}",
+                live.map_or_else(String::new, |l| l.display().to_string())
+            ))
+        })?;
+    }
     Ok(AuditReport {
         lines,
         first_seq: first_seq.unwrap_or(0),
@@ -903,6 +1229,10 @@ pub fn verify_audit(key: &AuditKey, files: &[PathBuf]) -> Result<AuditReport> {
         last_mac: hex::encode(chain.mac),
         from_start,
         incomplete_tail,
+        head_seq: chain.anchor.map(|h| h.seq),
+        starts: chain.starts,
+        unclean_starts: chain.unclean,
+        stopped: chain.stopped,
     })
 }
 
@@ -973,7 +1303,23 @@ mod tests {
     }
 
     fn verify(paths: &[PathBuf]) -> std::result::Result<AuditReport, String> {
-        verify_audit(&key(), paths).map_err(|e| e.to_string())
+        verify_audit(&key(), paths, VerifyOptions::default()).map_err(|e| e.to_string())
+    }
+
+    fn verify_torn(paths: &[PathBuf]) -> std::result::Result<AuditReport, String> {
+        let options = VerifyOptions {
+            allow_torn_tail: true,
+        };
+        verify_audit(&key(), paths, options).map_err(|e| e.to_string())
+    }
+
+    /// The log files in `dir` (not the head record).
+    fn log_files(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_none_or(|e| e != "head"))
+            .collect()
     }
 
     #[test]
@@ -981,10 +1327,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = log_of(dir.path(), 5, DEFAULT_AUDIT_ROTATE);
         let report = verify(std::slice::from_ref(&path)).unwrap();
-        assert_eq!((report.lines, report.first_seq, report.last_seq), (6, 1, 6));
+        // open, start, 5 calls, stop.
+        assert_eq!((report.lines, report.first_seq, report.last_seq), (8, 1, 8));
         assert!(report.from_start && !report.incomplete_tail);
+        assert_eq!(report.head_seq, Some(8));
+        assert_eq!((report.starts, report.unclean_starts), (1, 0));
+        assert!(report.stopped);
         let all = lines(&path);
-        let second: serde_json::Value = serde_json::from_str(&all[1]).unwrap();
+        assert!(all[0].contains(r#""event":"open""#) && all[0].contains(r#""anchored":true"#));
+        assert!(all[1].contains(r#""event":"start""#), "{}", all[1]);
+        assert!(all[7].contains(r#""event":"stop""#), "{}", all[7]);
+        let second: serde_json::Value = serde_json::from_str(&all[2]).unwrap();
         assert_eq!(second["method"], "generate");
         assert_eq!(second["principal"], "app");
         assert_eq!(second["peer"], "127.0.0.1:4000");
@@ -1005,8 +1358,8 @@ mod tests {
         };
         // One changed byte (the method of line 3).
         let mut changed = good.clone();
-        changed[2] = changed[2].replacen("status", "statuz", 1);
-        check(changed, "line 3: its MAC is wrong");
+        changed[3] = changed[3].replacen("status", "statuz", 1);
+        check(changed, "line 4: its MAC is wrong");
         // A deleted line.
         let mut deleted = good.clone();
         deleted.remove(3);
@@ -1043,7 +1396,12 @@ mod tests {
         write_lines(&path, &good);
         assert!(verify(std::slice::from_ref(&path)).is_ok());
         let wrong = AuditKey::new(vec![0x43; 32]).unwrap();
-        assert!(verify_audit(&wrong, std::slice::from_ref(&path)).is_err());
+        assert!(verify_audit(
+            &wrong,
+            std::slice::from_ref(&path),
+            VerifyOptions::default()
+        )
+        .is_err());
     }
 
     #[test]
@@ -1051,16 +1409,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = log_of(dir.path(), 3, DEFAULT_AUDIT_ROTATE);
         let mut text = std::fs::read(&path).unwrap();
-        text.extend_from_slice(br#"{"seq":5,"time":"2026-"#);
+        let torn = br#"{"seq":7,"time":"2026-"#;
+        text.extend_from_slice(torn);
         std::fs::write(&path, &text).unwrap();
-        let report = verify(std::slice::from_ref(&path)).unwrap();
+        // Unchecked bytes at the end fail, unless a torn tail is allowed.
+        let err = verify(std::slice::from_ref(&path)).unwrap_err();
+        assert!(err.contains("line 7: incomplete"), "{err}");
+        let report = verify_torn(std::slice::from_ref(&path)).unwrap();
         assert!(report.incomplete_tail);
-        assert_eq!(report.last_seq, 4);
-        // Reopened (a restart): the cut line goes, the chain continues.
+        assert_eq!(report.last_seq, 6);
+        // Reopened (a restart): the cut line goes, the log says so, and
+        // the chain continues.
         let again = log_of(dir.path(), 2, DEFAULT_AUDIT_ROTATE);
         let report = verify(&[again]).unwrap();
-        assert_eq!((report.lines, report.last_seq), (6, 6));
+        // + repaired, start, 2 calls, stop.
+        assert_eq!((report.lines, report.last_seq), (11, 11));
         assert!(!report.incomplete_tail);
+        let repaired: serde_json::Value = serde_json::from_str(&lines(&path)[6]).unwrap();
+        assert_eq!(repaired["event"], "repaired");
+        assert_eq!(repaired["removed_bytes"], torn.len());
     }
 
     #[test]
@@ -1068,11 +1435,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = log_of(dir.path(), 2, DEFAULT_AUDIT_ROTATE);
         let mut all = lines(&path);
-        all[1] = all[1].replacen("app", "apq", 1);
+        all[2] = all[2].replacen("app", "apq", 1);
         write_lines(&path, &all);
         let err = AuditLog::open(config(dir.path(), DEFAULT_AUDIT_ROTATE)).unwrap_err();
         assert_eq!(err.code(), 5);
-        assert!(err.to_string().contains("line 2"), "{err}");
+        assert!(err.to_string().contains("line 3"), "{err}");
         assert_eq!(lines(&path), all, "untouched");
     }
 
@@ -1080,16 +1447,13 @@ mod tests {
     fn rotated_files_continue_one_chain() {
         let dir = tempfile::tempdir().unwrap();
         let path = log_of(dir.path(), 40, 2000);
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
+        let mut files = log_files(dir.path());
         assert!(files.len() >= 3, "{files:?}");
         // In any order.
         files.reverse();
         let report = verify(&files).unwrap();
         let opens = files.len() as u64;
-        assert_eq!(report.lines, 40 + opens);
+        assert_eq!(report.lines, 40 + opens + 2);
         assert!(report.from_start);
         // A rotated file missing from the middle breaks the chain.
         files.sort_by_key(|f| first_seq(f).unwrap());
@@ -1145,9 +1509,10 @@ mod tests {
         writer.write_batch(vec![p]);
         assert!(rx.try_recv().unwrap().is_ok());
         let report = verify(std::slice::from_ref(&path)).unwrap();
-        // open, generate, resume, generate.
-        assert_eq!(report.lines, 4);
-        assert!(lines(&path)[2].contains("\"event\":\"resume\""));
+        // open, start, generate, resume, generate.
+        assert_eq!(report.lines, 5);
+        assert_eq!(report.head_seq, Some(5));
+        assert!(lines(&path)[3].contains("\"event\":\"resume\""));
     }
 
     #[test]
@@ -1170,7 +1535,7 @@ mod tests {
             }
         });
         let syncs = log.stats().syncs.load(Ordering::Relaxed);
-        assert_eq!(log.stats().lines.load(Ordering::Relaxed), 401);
+        assert_eq!(log.stats().lines.load(Ordering::Relaxed), 402);
         assert!(syncs < 400, "{syncs} syncs for 400 calls: no grouping");
         log.close();
     }
@@ -1179,21 +1544,150 @@ mod tests {
     fn a_lost_live_file_continues_from_the_newest_rotated_one() {
         let dir = tempfile::tempdir().unwrap();
         let path = log_of(dir.path(), 30, 2000);
-        // The live file is lost (a crash between the two steps of a
-        // rotation, or moved aside): the next start continues the chain of
-        // the newest rotated file instead of starting again at seq 1.
-        std::fs::remove_file(&path).unwrap();
+        // A crash between the two steps of a rotation: the live file has
+        // its rotated name and is gone under its own. The next start
+        // continues the chain of the newest rotated file instead of
+        // starting again at seq 1.
+        let mut rotated = path.clone().into_os_string();
+        rotated.push(format!(".{:020}", first_seq(&path).unwrap()));
+        std::fs::rename(&path, &rotated).unwrap();
         log_of(dir.path(), 3, 2000);
-        let files: Vec<PathBuf> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        let report = verify(&files).unwrap();
+        let report = verify(&log_files(dir.path())).unwrap();
         assert!(report.from_start, "one chain from seq 1");
         // The new file is private to the server's user.
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "{mode:o}");
+    }
+
+    #[test]
+    fn a_log_cut_at_a_line_boundary_is_refused_by_verify_and_by_the_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_of(dir.path(), 5, DEFAULT_AUDIT_ROTATE);
+        let good = lines(&path);
+        let open = || AuditLog::open(config(dir.path(), DEFAULT_AUDIT_ROTATE)).map(|_| ());
+        for keep in [good.len() - 1, 3, 1] {
+            write_lines(&path, &good[..keep]);
+            let err = verify(std::slice::from_ref(&path)).unwrap_err();
+            assert!(err.contains("lines were cut from its end"), "{keep}: {err}");
+            let err = open().unwrap_err().to_string();
+            assert!(err.contains("lines were cut from its end"), "{keep}: {err}");
+            assert_eq!(
+                lines(&path),
+                good[..keep],
+                "a refused log is not written to"
+            );
+        }
+        // Emptied, or removed: the head still names seq 8.
+        std::fs::write(&path, "").unwrap();
+        assert!(open().unwrap_err().to_string().contains("cut"));
+        std::fs::remove_file(&path).unwrap();
+        assert!(open().unwrap_err().to_string().contains("cut"));
+        // The whole log back, and its head removed, or forged.
+        write_lines(&path, &good);
+        let head = std::fs::read(Head::path(&path)).unwrap();
+        std::fs::remove_file(Head::path(&path)).unwrap();
+        let err = verify(std::slice::from_ref(&path)).unwrap_err();
+        assert!(err.contains("missing"), "{err}");
+        assert!(open().unwrap_err().to_string().contains("missing"));
+        let forged = Head {
+            seq: 3,
+            mac: [0; 32],
+        }
+        .encode(&AuditKey::new(vec![0x13; 32]).unwrap());
+        std::fs::write(Head::path(&path), forged).unwrap();
+        let err = verify(std::slice::from_ref(&path)).unwrap_err();
+        assert!(
+            err.contains("head") && err.contains("does not verify"),
+            "{err}"
+        );
+        // A genuine head of another log under the same key (one moved
+        // aside earlier) names a line that is not this log's.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let longer = log_of(elsewhere.path(), 6, DEFAULT_AUDIT_ROTATE);
+        std::fs::write(Head::path(&longer), &head).unwrap();
+        let err = verify(std::slice::from_ref(&longer)).unwrap_err();
+        assert!(
+            err.contains("line 8: it is not the line the head record names"),
+            "{err}"
+        );
+        std::fs::write(Head::path(&path), &head).unwrap();
+        let report = verify(std::slice::from_ref(&path)).unwrap();
+        assert_eq!(report.head_seq, Some(8));
+        open().unwrap();
+    }
+
+    #[test]
+    fn a_forged_tail_without_a_newline_fails_unless_allowed_and_is_recorded_when_repaired() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_of(dir.path(), 2, DEFAULT_AUDIT_ROTATE);
+        let mut text = std::fs::read(&path).unwrap();
+        let forged = br#"{"seq":6,"time":"2026-01-01T00:00:00.000000Z","principal":"admin","method":"destroy","code":0,"mac":"00"}"#;
+        text.extend_from_slice(forged);
+        std::fs::write(&path, &text).unwrap();
+        assert!(verify(std::slice::from_ref(&path))
+            .unwrap_err()
+            .contains("incomplete"));
+        assert!(
+            verify_torn(std::slice::from_ref(&path))
+                .unwrap()
+                .incomplete_tail
+        );
+        log_of(dir.path(), 0, DEFAULT_AUDIT_ROTATE);
+        let all = lines(&path);
+        assert!(!all.iter().any(|l| l.contains("admin")));
+        let repaired: serde_json::Value = serde_json::from_str(&all[5]).unwrap();
+        assert_eq!(repaired["event"], "repaired");
+        assert_eq!(repaired["removed_bytes"], forged.len());
+        verify(&[path]).unwrap();
+    }
+
+    #[test]
+    fn every_start_and_clean_stop_is_a_line_and_a_crash_shows() {
+        let dir = tempfile::tempdir().unwrap();
+        log_of(dir.path(), 1, DEFAULT_AUDIT_ROTATE);
+        log_of(dir.path(), 1, DEFAULT_AUDIT_ROTATE);
+        let path = dir.path().join("audit.log");
+        let report = verify(std::slice::from_ref(&path)).unwrap();
+        assert_eq!((report.starts, report.unclean_starts), (2, 0));
+        assert!(report.stopped);
+        // A run that ends without its stop line (kill -9): the writer is
+        // dropped without running.
+        drop(Writer::open(config(dir.path(), DEFAULT_AUDIT_ROTATE)).unwrap());
+        let report = verify(std::slice::from_ref(&path)).unwrap();
+        assert_eq!(report.starts, 3);
+        assert!(!report.stopped);
+        log_of(dir.path(), 1, DEFAULT_AUDIT_ROTATE);
+        let report = verify(std::slice::from_ref(&path)).unwrap();
+        assert_eq!((report.starts, report.unclean_starts), (4, 1));
+        assert!(report.stopped);
+    }
+
+    /// A log written before head records (open line without `anchored`,
+    /// no start lines, no head file) still verifies and is continued.
+    #[test]
+    fn a_log_from_before_head_records_stays_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let k = key();
+        let mut mac = [0u8; 32];
+        let mut text = String::new();
+        for body in [
+            format!(
+                r#"{{"seq":1,"time":"2026-11-29T14:57:19.634353Z","event":"open","prev":"{}""#,
+                hex::encode([0u8; 32])
+            ),
+            r#"{"seq":2,"time":"2026-11-29T14:57:21.374509Z","principal":"app","protocol":"xmlrpc","method":"generate","code":0,"latency_ms":2.5"#.to_string(),
+        ] {
+            mac = k.mac(&mac, body.as_bytes());
+            text.push_str(&format!("{body},\"mac\":\"{}\"}}\n", hex::encode(mac)));
+        }
+        std::fs::write(&path, &text).unwrap();
+        let report = verify(std::slice::from_ref(&path)).unwrap();
+        assert_eq!((report.lines, report.head_seq), (2, None));
+        log_of(dir.path(), 1, DEFAULT_AUDIT_ROTATE);
+        let report = verify(std::slice::from_ref(&path)).unwrap();
+        assert_eq!((report.lines, report.head_seq), (5, Some(5)));
     }
 
     #[test]

@@ -58,7 +58,8 @@ mod metrics;
 
 pub use audit::Audit;
 pub use audit_log::{
-    verify_audit, AuditConfig, AuditKey, AuditLog, AuditReport, DEFAULT_AUDIT_ROTATE, MIN_AUDIT_KEY,
+    verify_audit, AuditConfig, AuditKey, AuditLog, AuditReport, VerifyOptions,
+    DEFAULT_AUDIT_ROTATE, MIN_AUDIT_KEY,
 };
 pub use authorize::{
     Auth, AuthFile, AuthPolicy, Authorize, Principal, PrincipalSpec, METRICS_GRANT,

@@ -487,5 +487,6 @@ async fn a_generate_whose_client_hangs_up_is_stored_whole_or_not_at_all() {
         );
     }
     assert_eq!(audited.len(), stored.len(), "every audited key is stored");
-    keyserver::policy::verify_audit(&key, &[path]).unwrap();
+    keyserver::policy::verify_audit(&key, &[path], keyserver::policy::VerifyOptions::default())
+        .unwrap();
 }
