@@ -256,6 +256,7 @@ impl Inner {
             }
             Err(e) => return Err(path_error("reading the store marker", &marker, e)),
         }
+        check_layout(&dir)?;
         let count = recover(&dir)?;
         Ok(Inner {
             dir,
@@ -345,12 +346,12 @@ impl Inner {
 
     fn get(&self, id: &KeyId) -> Result<WrappedDek> {
         let path = self.path(id);
-        let file = match File::open(&path) {
+        let file = match open_no_follow(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 return Err(Error::NotFound { key_id: *id })
             }
-            Err(e) => return Err(io_error(format!("opening the record of {id}"), e)),
+            Err(e) => return Err(open_error(&format!("the record of {id}"), &path, e)),
         };
         let mut bytes = Vec::with_capacity(2200);
         file.take(MAX_RECORD_LEN + 1)
@@ -400,10 +401,10 @@ impl Inner {
 
     fn get_meta(&self, id: &KeyId) -> Result<Option<KeyMeta>> {
         let path = self.meta_path(id);
-        let file = match File::open(&path) {
+        let file = match open_no_follow(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_error(format!("opening the metadata of {id}"), e)),
+            Err(e) => return Err(open_error(&format!("the metadata of {id}"), &path, e)),
         };
         let mut bytes = Vec::with_capacity(512);
         file.take(MAX_META_LEN + 1)
@@ -449,7 +450,7 @@ impl Inner {
 
     fn list_all(&self) -> Result<Vec<KeyId>> {
         let mut ids = std::collections::BTreeSet::new();
-        for_each_entry(&self.dir, |_, name| {
+        for_each_entry(&self.dir, |_, name, _| {
             if let Some(id) = parse_record_name(name)
                 .or_else(|| name.strip_suffix(META_EXT).and_then(|hex| hex.parse().ok()))
             {
@@ -461,12 +462,99 @@ impl Inner {
     }
 }
 
+/// Opens `path` for reading, refusing a symbolic link (`O_NOFOLLOW`): a
+/// link would let whoever may write its target choose what the store reads.
+fn open_no_follow(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// The error for a file that could not be opened; a symbolic link (`ELOOP`
+/// under `O_NOFOLLOW`) says so.
+fn open_error(what: &str, path: &Path, e: std::io::Error) -> Error {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        return Error::Storage {
+            backend: NAME.into(),
+            message: format!(
+                "{what} ({}) is a symbolic link; refused (a store holds only its own files)",
+                path.display()
+            ),
+            source: None,
+        };
+    }
+    io_error(format!("opening {what}"), e)
+}
+
+/// Checks, at open, that every shard is a directory of its own (not a
+/// symbolic link) that only the owner may enter. (The files in them are
+/// checked by [`recover`]'s scan.)
+fn check_layout(dir: &Path) -> Result<()> {
+    let refuse = |message: String| Error::Storage {
+        backend: NAME.into(),
+        message,
+        source: None,
+    };
+    let entries =
+        fs::read_dir(dir).map_err(|e| path_error("reading the store directory", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| path_error("reading the store directory", dir, e))?;
+        if !is_shard_name(&entry.file_name()) {
+            continue;
+        }
+        let shard = entry.path();
+        let meta =
+            fs::symlink_metadata(&shard).map_err(|e| path_error("reading a shard", &shard, e))?;
+        if meta.file_type().is_symlink() {
+            return Err(refuse(format!(
+                "the shard {} is a symbolic link; a store holds only its own directories",
+                shard.display()
+            )));
+        }
+        if !meta.is_dir() {
+            continue;
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(refuse(format!(
+                "the shard {shown} is open to group or others (mode {mode:03o}); run: chmod 700 \
+                 {shown}",
+                shown = shard.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn is_shard_name(name: &std::ffi::OsStr) -> bool {
+    name.len() == 2
+        && name
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// Scans the store once at open: removes leftover temporary files from a
 /// crash and counts the records.
 fn recover(dir: &Path) -> Result<u64> {
     let mut count = 0u64;
     let mut removed = false;
-    for_each_entry(dir, |path, name| {
+    for_each_entry(dir, |path, name, link| {
+        if name.ends_with(EXT) || name.ends_with(META_EXT) {
+            // What the store reads is never a link (it is opened with
+            // O_NOFOLLOW too, for links made while it runs).
+            if link {
+                return Err(Error::Storage {
+                    backend: NAME.into(),
+                    message: format!(
+                        "{} is a symbolic link; a store holds only its own files (remove it, \
+                         or put the file it points to in its place)",
+                        path.display()
+                    ),
+                    source: None,
+                });
+            }
+        }
         if name.starts_with(TMP_PREFIX) {
             fs::remove_file(path).map_err(|e| path_error("removing a temporary file", path, e))?;
             removed = true;
@@ -487,7 +575,7 @@ fn parse_record_name(name: &str) -> Option<KeyId> {
 }
 
 fn for_each_record(dir: &Path, mut f: impl FnMut(KeyId)) -> Result<()> {
-    for_each_entry(dir, |_, name| {
+    for_each_entry(dir, |_, name, _| {
         if let Some(id) = parse_record_name(name) {
             f(id);
         }
@@ -500,26 +588,26 @@ fn for_each_shard(dir: &Path, mut f: impl FnMut(&Path) -> Result<()>) -> Result<
         fs::read_dir(dir).map_err(|e| path_error("reading the store directory", dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| path_error("reading the store directory", dir, e))?;
-        let name = entry.file_name();
-        let is_shard = name.len() == 2
-            && name
-                .to_str()
-                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_hexdigit()));
-        if is_shard && entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+        if is_shard_name(&entry.file_name())
+            && entry.file_type().map(|t| t.is_dir()).unwrap_or(false)
+        {
             f(&entry.path())?;
         }
     }
     Ok(())
 }
 
-fn for_each_entry(dir: &Path, mut f: impl FnMut(&Path, &str) -> Result<()>) -> Result<()> {
+/// Calls `f` with the path and name of every entry of every shard, and
+/// whether it is a symbolic link (from the directory entry: no `stat`).
+fn for_each_entry(dir: &Path, mut f: impl FnMut(&Path, &str, bool) -> Result<()>) -> Result<()> {
     for_each_shard(dir, |shard| {
         let entries =
             fs::read_dir(shard).map_err(|e| path_error("reading a shard directory", shard, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| path_error("reading a shard directory", shard, e))?;
             if let Some(name) = entry.file_name().to_str() {
-                f(&entry.path(), name)?;
+                let link = entry.file_type().is_ok_and(|t| t.is_symlink());
+                f(&entry.path(), name, link)?;
             }
         }
         Ok(())

@@ -305,6 +305,9 @@ pub struct Gauges {
     pub generate_running: u64,
     /// `generate` calls waiting for a worker.
     pub generate_waiting: u64,
+    /// Records a listing met and could not read (damaged, or of a newer
+    /// format), left out of it; counted since start, once per listing.
+    pub records_unreadable: u64,
 }
 
 /// The answer to a [`Call`].

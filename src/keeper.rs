@@ -31,6 +31,8 @@ pub(crate) struct Keeper {
     /// Live (not destroyed) keys per owner, counted from storage on first
     /// need; `None` until then.
     owned: Mutex<Option<HashMap<String, u64>>>,
+    /// Records a listing could not read and left out.
+    unreadable: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Keeper {
@@ -50,6 +52,7 @@ impl Default for Keeper {
             destroy_window: crate::DEFAULT_DESTROY_WINDOW,
             changes: tokio::sync::Mutex::new(()),
             owned: Mutex::new(None),
+            unreadable: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -58,6 +61,22 @@ impl Keeper {
     /// Now, by the server's clock.
     pub(crate) fn now(&self) -> u64 {
         (self.clock)()
+    }
+
+    /// Records a listing could not read, since start.
+    pub(crate) fn unreadable(&self) -> u64 {
+        self.unreadable.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts and names a record a listing leaves out, since it cannot be
+    /// read: one damaged record must not fail the listing for everyone.
+    fn left_out(&self, id: &KeyId, error: &Error) {
+        self.unreadable
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(
+            target: "keyserver::storage",
+            "key {id} left out of a listing: {error}"
+        );
     }
 
     fn owned(&self) -> std::sync::MutexGuard<'_, Option<HashMap<String, u64>>> {
@@ -453,10 +472,13 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         Ok(destroyed)
     }
 
-    /// `list_keys(filter)`: a page of keys in key id order.
+    /// `list_keys(filter)`: a page of keys in key id order. A record that
+    /// cannot be read (damaged, or of a newer format) is left out, named in
+    /// the log and counted (`keyserver_records_unreadable_total`): one
+    /// damaged record does not fail the listing for everyone.
     ///
     /// # Errors
-    /// Storage errors.
+    /// Storage errors (the store cannot be read).
     pub async fn list_keys(&self, filter: &KeyFilter) -> Result<KeyPage> {
         let limit = filter.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE) as usize;
         let now = self.lifecycle.now();
@@ -471,6 +493,10 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
                 Ok(meta) => meta,
                 // A record removed since the listing.
                 Err(Error::NotFound { .. }) => continue,
+                Err(e @ Error::CorruptRecord { .. }) => {
+                    self.lifecycle.left_out(&id, &e);
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             let info = KeyInfo::of(&meta, now, period);
@@ -548,7 +574,17 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     async fn count_owned(&self) -> Result<HashMap<String, u64>> {
         let mut counts = HashMap::new();
         for id in self.storage.list_all().await? {
-            if let Some(meta) = self.storage.get_meta(&id).await? {
+            let meta = match self.storage.get_meta(&id).await {
+                Ok(meta) => meta,
+                // Left out of the count (logged): one damaged record must
+                // not refuse every owner's generate.
+                Err(e @ Error::CorruptRecord { .. }) => {
+                    self.lifecycle.left_out(&id, &e);
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(meta) = meta {
                 if let (Some(owner), false) = (meta.owner, meta.state == KeyState::Destroyed) {
                     *counts.entry(owner).or_default() += 1;
                 }

@@ -755,6 +755,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyService for KeyServer<C, S> {
             kek_pool_ready: self.kek_pool_ready(),
             generate_running: self.generation.busy() as u64,
             generate_waiting: self.generation.waiting() as u64,
+            records_unreadable: self.lifecycle.unreadable(),
         }
     }
 }

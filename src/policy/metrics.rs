@@ -62,6 +62,7 @@ pub struct Metrics {
     kek_pool: Gauge,
     generate_running: Gauge,
     generate_waiting: Gauge,
+    records_unreadable: Counter,
     /// Serialises scrapes (each updates the gauges, then encodes).
     scrape: Mutex<()>,
     /// The success counter and latency histogram of each method of the
@@ -115,8 +116,15 @@ impl Metrics {
             "generate_waiting",
             "generate calls queued for a worker",
         );
+        let records_unreadable = Counter::default();
+        registry.register(
+            "records_unreadable",
+            "Records a listing could not read (damaged, or of a newer format) and left out",
+            records_unreadable.clone(),
+        );
         Metrics {
             inner,
+            records_unreadable,
             registry,
             requests,
             latency,
@@ -212,6 +220,9 @@ super::layer! {
             set(&self.kek_pool, gauges.kek_pool_ready);
             set(&self.generate_running, gauges.generate_running);
             set(&self.generate_waiting, gauges.generate_waiting);
+            self.records_unreadable
+                .inner()
+                .store(gauges.records_unreadable, std::sync::atomic::Ordering::Relaxed);
             // Writing to a String cannot fail.
             let _ = prometheus_client::encoding::text::encode_registry(out, &self.registry);
         }

@@ -470,3 +470,101 @@ async fn a_store_open_to_group_or_others_is_refused() {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     FileStorage::open(&dir).await.unwrap();
 }
+
+/// A record or metadata file that is a symbolic link is refused, whether
+/// it was there at open or made while the store runs; a shard directory
+/// that is a link, or that group or others may write, is refused at open.
+/// (A link would let whoever may write its target choose what the store
+/// reads.)
+#[tokio::test]
+async fn symbolic_links_and_open_shards_are_refused() {
+    use std::os::unix::fs::symlink;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = FileStorage::open(&dir).await.unwrap();
+    store.put(&record(0)).await.unwrap();
+    store.put(&record(1)).await.unwrap();
+    // A record replaced by a link to a valid copy of itself, while running.
+    let linked = record_path(&dir, 0);
+    let outside = tmp.path().join("outside.rec");
+    std::fs::rename(&linked, &outside).unwrap();
+    symlink(&outside, &linked).unwrap();
+    let err = store.get(record(0).key_id()).await.unwrap_err();
+    assert_eq!(err.code(), 5, "{err}");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    drop(store);
+    // At open: refused, naming it.
+    let err = FileStorage::open(&dir).await.unwrap_err();
+    assert!(
+        err.to_string().contains("symbolic link") && err.to_string().contains(".rec"),
+        "{err}"
+    );
+    std::fs::remove_file(&linked).unwrap();
+    std::fs::rename(&outside, &linked).unwrap();
+    // A shard directory that is a link.
+    let shard = record_path(&dir, 1).parent().unwrap().to_owned();
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::rename(&shard, &elsewhere).unwrap();
+    symlink(&elsewhere, &shard).unwrap();
+    let err = FileStorage::open(&dir).await.unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    std::fs::remove_file(&shard).unwrap();
+    std::fs::rename(&elsewhere, &shard).unwrap();
+    // A shard group or others may write (or enter).
+    for open in [0o770, 0o703, 0o750] {
+        std::fs::set_permissions(&shard, std::fs::Permissions::from_mode(open)).unwrap();
+        let err = FileStorage::open(&dir).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("chmod 700 {}", shard.display())),
+            "{open:o}: {err}"
+        );
+    }
+    std::fs::set_permissions(&shard, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let store = FileStorage::open(&dir).await.unwrap();
+    assert_eq!(store.get(record(0).key_id()).await.unwrap(), record(0));
+    assert_eq!(store.get(record(1).key_id()).await.unwrap(), record(1));
+}
+
+/// One damaged record does not make `list_keys` fail for everyone: it is
+/// left out, named in the log and counted in /metrics.
+#[cfg(all(feature = "cipher-rustcrypto", feature = "policy"))]
+#[tokio::test]
+async fn a_damaged_record_is_left_out_of_list_keys_and_counted() {
+    use keyserver::backends::RustCrypto;
+    use keyserver::{KeyFilter, KeyServer, KeyService};
+    use std::sync::Arc;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let keys = Arc::new(KeyServer::new(
+        RustCrypto::new(),
+        FileStorage::open(&dir).await.unwrap(),
+    ));
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(keys.generate().await.unwrap().id());
+    }
+    let id = ids[1].to_string();
+    let damaged = dir.join(&id[..2]).join(format!("{id}.rec"));
+    std::fs::write(&damaged, b"not a record").unwrap();
+    let service = keyserver::policy::Policy::new().wrap(Arc::clone(&keys) as Arc<dyn KeyService>);
+    let page = service.list_keys(&KeyFilter::default()).await.unwrap();
+    let listed: Vec<_> = page.keys.iter().map(|k| k.key_id).collect();
+    let mut expected = vec![ids[0], ids[2]];
+    expected.sort();
+    assert_eq!(listed, expected);
+    let mut metrics = String::new();
+    service.encode_metrics(&mut metrics);
+    assert!(
+        metrics.contains("keyserver_records_unreadable_total 1"),
+        "{metrics}"
+    );
+    // Listed again: counted again (each listing that met it).
+    service.list_keys(&KeyFilter::default()).await.unwrap();
+    let mut metrics = String::new();
+    service.encode_metrics(&mut metrics);
+    assert!(
+        metrics.contains("keyserver_records_unreadable_total 2"),
+        "{metrics}"
+    );
+}

@@ -67,6 +67,12 @@ fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &str) -> (
         "POST {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        request.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -254,6 +260,46 @@ async fn browsers_cross_origin_and_rebinding_are_refused() {
     .unwrap();
     let codes: Vec<u16> = cases.iter().map(|(c, _)| *c).collect();
     assert_eq!(codes, [415, 415, 415, 415, 421, 200], "{cases:?}");
+    // A request that names no host, or whose absolute-form target names
+    // another host than its Host header: 400 and 421; its own name in the
+    // target is served.
+    let targets = tokio::task::spawn_blocking(move || {
+        let raw = |line: &str, host: Option<&str>| {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            let host = host.map_or_else(String::new, |h| format!("Host: {h}\r\n"));
+            stream
+                .write_all(
+                    format!(
+                        "{line}\r\n{host}Content-Type: text/xml\r\nConnection: close\r\n\
+                         Content-Length: {}\r\n\r\n{STATUS_XML}",
+                        STATUS_XML.len()
+                    )
+                    .as_bytes(),
+                )
+                .unwrap();
+            let answer = read_until_closed(&mut stream, Duration::from_secs(30));
+            answer
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse::<u16>().ok())
+                .unwrap_or(0)
+        };
+        let ours = addr.to_string();
+        vec![
+            raw("POST /RPC2 HTTP/1.1", None),
+            raw("POST /RPC2 HTTP/1.0", None),
+            raw("POST http://evil.example/RPC2 HTTP/1.1", Some(&ours)),
+            raw("POST http://evil.example/RPC2 HTTP/1.1", None),
+            raw(&format!("POST http://{ours}/RPC2 HTTP/1.1"), Some(&ours)),
+            raw(
+                "POST http://keys.example/RPC2 HTTP/1.1",
+                Some("keys.example"),
+            ),
+        ]
+    })
+    .await
+    .unwrap();
+    assert_eq!(targets, [400, 400, 421, 421, 200, 200]);
     for (_, answer) in &cases {
         assert!(
             !answer.to_ascii_lowercase().contains("access-control-"),

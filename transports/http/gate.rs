@@ -102,22 +102,37 @@ fn content_type_ok(path: &str, content_type: Option<&str>) -> bool {
     }
 }
 
-/// The middleware: 421 for a foreign host, 415 for a wrong content type on
-/// a POST, before anything else happens. No CORS header is ever added.
+/// The middleware: 400 for a request that names no host, 421 for one that
+/// names a foreign host (in its `Host` header or in an absolute-form
+/// target, HTTP/2's `:authority`), 415 for a wrong content type on a POST,
+/// before anything else happens. No CORS header is ever added.
 pub(crate) async fn check(gate: Arc<Gate>, request: Request, next: Next) -> Response {
-    let host = match request.headers().get(header::HOST) {
-        // A Host that is not text names nothing here.
-        Some(h) => Some(h.to_str().unwrap_or_default()),
-        None => request.uri().authority().map(|a| a.as_str()),
-    };
-    // A client without a Host (HTTP/1.0) is not a browser: let it through.
-    if let Some(host) = host {
-        if !gate.host_allowed(host) {
-            return refuse(
-                StatusCode::MISDIRECTED_REQUEST,
-                "this server does not answer to that host name (see --allowed-hosts)",
-            );
-        }
+    // A Host that is not text names nothing here.
+    let header_host = request
+        .headers()
+        .get(header::HOST)
+        .map(|h| h.to_str().unwrap_or_default());
+    let target_host = request.uri().authority().map(|a| a.host());
+    if header_host.is_none() && target_host.is_none() {
+        // HTTP/1.1 requires a Host (RFC 9112, 3.2); HTTP/2 carries its
+        // `:authority` in the target. A request without either could be
+        // meant for any server.
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "a request names the host it is for (a Host header)",
+        );
+    }
+    // Both are checked when both are there: whichever a proxy on the way
+    // would follow names this server.
+    if [header_host, target_host]
+        .into_iter()
+        .flatten()
+        .any(|host| !gate.host_allowed(host))
+    {
+        return refuse(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this server does not answer to that host name (see --allowed-hosts)",
+        );
     }
     if request.method() == axum::http::Method::POST {
         let content_type = request
