@@ -56,6 +56,26 @@ impl Identity {
             Identity::BadCredentials => "(bad credentials)",
         }
     }
+
+    /// Whether the caller proved who it is: a principal other than
+    /// `anonymous` (the one of requests without credentials), or the
+    /// process itself. A listener gives the others a small share of its
+    /// resources, so that they cannot crowd out those who did.
+    ///
+    /// ```
+    /// use keyserver::api::Identity;
+    /// assert!(Identity::Principal("app".into()).is_authenticated());
+    /// assert!(!Identity::Principal("anonymous".into()).is_authenticated());
+    /// assert!(!Identity::BadCredentials.is_authenticated());
+    /// assert!(!Identity::Anonymous { remote: false }.is_authenticated());
+    /// ```
+    pub fn is_authenticated(&self) -> bool {
+        match self {
+            Identity::Local | Identity::Server => true,
+            Identity::Principal(name) => name != "anonymous",
+            Identity::Anonymous { .. } | Identity::BadCredentials => false,
+        }
+    }
 }
 
 /// What a caller may do to a key's lifecycle (decided by the lifecycle

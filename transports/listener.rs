@@ -23,6 +23,9 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default number of connections served at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default number of connections one peer address may hold: a quarter of
+/// the default cap.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 256;
 /// Default time a client may take to send a request's headers.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time a connection may stay without a byte in either direction.
@@ -31,6 +34,9 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_STREAMS: u32 = 32;
 /// Default budget of request-body bytes held in memory, all requests together.
 pub const DEFAULT_MAX_REQUEST_MEMORY: usize = 64 << 20;
+/// Default budget of request-body bytes of requests that did not
+/// authenticate (apart from the one above): 4 MiB.
+pub const DEFAULT_MAX_PREAUTH_MEMORY: usize = 4 << 20;
 /// Default number of `generate` and `get_key` calls one batch may hold.
 pub const DEFAULT_MAX_BATCH_EXPENSIVE: usize = 8;
 /// Default time shutdown waits for requests in flight.
@@ -63,6 +69,9 @@ pub struct ServerConfig {
     /// accepted. Never more than the process's descriptor limit allows
     /// (the soft limit is raised to the hard one at start).
     pub max_connections: usize,
+    /// Connections one peer address may hold at once (behind a proxy that
+    /// connects for every client, raise it to `max_connections`).
+    pub max_connections_per_peer: usize,
     /// Time a client may take to send a request's headers. HTTP/1 also
     /// closes a keep-alive connection that waits this long for its next
     /// request.
@@ -75,8 +84,14 @@ pub struct ServerConfig {
     pub max_streams: u32,
     /// Bytes of request bodies held in memory at once, all requests
     /// together. A request that would exceed it waits briefly for room,
-    /// then is answered "busy" (code 12, HTTP 503).
+    /// then is answered "busy" (code 12, HTTP 503). One peer address may
+    /// hold a quarter of it (or one body of `max_body`, if more).
     pub max_request_memory: usize,
+    /// When the service controls access: bytes of request bodies held at
+    /// once by requests that did not authenticate (no credentials, or
+    /// credentials of nobody), a budget apart from `max_request_memory`, so
+    /// that they cannot crowd out the principals who did.
+    pub max_preauth_memory: usize,
     /// `generate` and `get_key` calls (the ones that cost CPU) that one
     /// JSON-RPC batch or XML-RPC `system.multicall` may hold.
     pub max_batch_expensive: usize,
@@ -99,10 +114,12 @@ impl Default for ServerConfig {
             max_body: DEFAULT_MAX_BODY,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_streams: DEFAULT_MAX_STREAMS,
             max_request_memory: DEFAULT_MAX_REQUEST_MEMORY,
+            max_preauth_memory: DEFAULT_MAX_PREAUTH_MEMORY,
             max_batch_expensive: DEFAULT_MAX_BATCH_EXPENSIVE,
             allowed_hosts: Vec::new(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -170,7 +187,7 @@ impl HttpServer {
                 config.listen
             )));
         }
-        let dispatch = Arc::new(Dispatch::with_config(service, &config));
+        let dispatch = Arc::new(Dispatch::with_config(service, &config, controls_access));
         let room = conn::connection_room();
         let max_connections = config.max_connections.min(room);
         if max_connections < config.max_connections {
@@ -181,7 +198,11 @@ impl HttpServer {
                 config.max_connections
             );
         }
-        let limit = conn::Limit::new(max_connections, config.idle_timeout);
+        let limit = conn::Limit::new(
+            max_connections,
+            config.max_connections_per_peer,
+            config.idle_timeout,
+        );
         let router = router(&dispatch, &config, &limit);
         let listener = TcpListener::bind(config.listen)
             .map_err(|e| transport_error(format!("cannot listen on {}", config.listen), e))?;

@@ -357,6 +357,15 @@ pub(crate) struct ServeOptions {
     /// [default: 67108864].
     #[arg(long, env = "KEYSERVER_MAX_REQUEST_MEMORY")]
     pub max_request_memory: Option<usize>,
+    /// With --auth: bytes of request bodies held at once by requests that
+    /// did not authenticate, a budget apart from --max-request-memory
+    /// [default: 4194304].
+    #[arg(long, env = "KEYSERVER_MAX_PREAUTH_MEMORY")]
+    pub max_preauth_memory: Option<usize>,
+    /// Connections one client address may hold at once (behind a proxy,
+    /// raise it to --max-connections) [default: 256].
+    #[arg(long, env = "KEYSERVER_MAX_CONNECTIONS_PER_PEER")]
+    pub max_connections_per_peer: Option<usize>,
     /// Expensive calls (generate, get_key, rotate, state changes, list_keys)
     /// one batch or multicall may hold
     /// [default: 8].
@@ -415,7 +424,8 @@ impl ServeOptions {
             max_body, kek_pool, kek_workers, cache_records, allow_strengths, kek_alg,
             allow_kek_algs, generate_workers,
             generate_queue, request_timeout, max_connections, header_timeout, idle_timeout,
-            max_streams, max_request_memory, max_batch_expensive, allowed_hosts, auth, grace_period,
+            max_streams, max_request_memory, max_preauth_memory, max_connections_per_peer,
+            max_batch_expensive, allowed_hosts, auth, grace_period,
             audit_log, audit_key, audit_rotate, cryptoperiod, destroy_window, log_format)
     }
 }

@@ -193,6 +193,10 @@ impl ServeConfig {
                     .map_or(defaults.idle_timeout, Duration::from_secs),
                 max_streams: o.max_streams.unwrap_or(defaults.max_streams),
                 max_request_memory: o.max_request_memory.unwrap_or(defaults.max_request_memory),
+                max_preauth_memory: o.max_preauth_memory.unwrap_or(defaults.max_preauth_memory),
+                max_connections_per_peer: o
+                    .max_connections_per_peer
+                    .unwrap_or(defaults.max_connections_per_peer),
                 max_batch_expensive: o
                     .max_batch_expensive
                     .unwrap_or(defaults.max_batch_expensive),
@@ -427,6 +431,20 @@ mod tests {
                 show: |c| c.server.max_request_memory.to_string(),
             },
             Option3 {
+                flag: "--max-preauth-memory",
+                env: "KEYSERVER_MAX_PREAUTH_MEMORY",
+                key: "max_preauth_memory",
+                values: ["41000", "42000", "43000"],
+                show: |c| c.server.max_preauth_memory.to_string(),
+            },
+            Option3 {
+                flag: "--max-connections-per-peer",
+                env: "KEYSERVER_MAX_CONNECTIONS_PER_PEER",
+                key: "max_connections_per_peer",
+                values: ["44", "45", "46"],
+                show: |c| c.server.max_connections_per_peer.to_string(),
+            },
+            Option3 {
                 flag: "--max-batch-expensive",
                 env: "KEYSERVER_MAX_BATCH_EXPENSIVE",
                 key: "max_batch_expensive",
@@ -523,6 +541,8 @@ mod tests {
             | "idle_timeout"
             | "max_streams"
             | "max_request_memory"
+            | "max_preauth_memory"
+            | "max_connections_per_peer"
             | "max_batch_expensive"
             | "grace_period"
             | "audit_rotate" => value.to_string(),

@@ -1097,3 +1097,137 @@ async fn health_and_readiness_probes() {
     ready.shutdown().await;
     unready.shutdown().await;
 }
+
+/// Two floods from callers that did not authenticate, from five addresses at
+/// once: connections with a token nobody has, each parking most of a
+/// declared 1 MiB body (which used to exhaust the request-memory budget
+/// everyone shares), and more connections than the server holds, each
+/// sending one body byte every two seconds (which used to hold every
+/// connection slot for the whole request time). An authenticated
+/// principal's calls, on new connections and old, keep succeeding
+/// throughout: unauthenticated bodies draw on a budget of their own, each
+/// address holds at most its share of connections, and at the cap the
+/// slowest unauthenticated body senders make room first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authenticated_principal_is_served_through_floods_of_unauthenticated_requests() {
+    use keyserver::policy::{Auth, AuthFile, AuthPolicy, Policy, PrincipalSpec};
+    use keyserver::transports::{ClientOptions, JsonRpc, Token};
+    use keyserver::Transport;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use tokio::io::AsyncWriteExt;
+
+    let auth = Auth::new(
+        AuthPolicy::new(&AuthFile {
+            principals: vec![PrincipalSpec {
+                name: "app".into(),
+                token_sha256: Some(AuthPolicy::token_hash("app-token")),
+                methods: vec!["generate".into(), "get_key".into(), "status".into()],
+                ..PrincipalSpec::default()
+            }],
+        })
+        .unwrap(),
+    );
+    let keys = keys();
+    let service = Policy::new()
+        .with_auth(auth)
+        .wrap(Arc::clone(&keys) as Arc<dyn KeyService>);
+    let http = HttpServer::start(
+        service,
+        ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            max_connections: 48,
+            max_connections_per_peer: 16,
+            max_request_memory: 8 << 20,
+            max_preauth_memory: 1 << 20,
+            shutdown_grace: Duration::from_millis(500),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let addr = http.local_addr();
+    let url = http.url();
+    let options = ClientOptions {
+        token: Some(Token::new("app-token")),
+        ..Default::default()
+    };
+    let clients: Vec<Box<dyn Transport>> = vec![
+        Box::new(XmlRpc::with_options(&url, options.clone()).unwrap()),
+        Box::new(JsonRpc::with_options(&url, options.clone()).unwrap()),
+    ];
+    let kek = clients[0].generate(None).await.unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let mut flood = Vec::new();
+    for n in 0..80u8 {
+        let (stop, connections) = (Arc::clone(&stop), Arc::clone(&connections));
+        let source = std::net::Ipv4Addr::new(127, 0, 0, 2 + n % 5);
+        // Even: a token nobody has and 900 KiB of a 1 MiB body at once;
+        // odd: no credentials, one byte every two seconds.
+        let memory = n % 2 == 0;
+        flood.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind((source, 0).into()).unwrap();
+                let Ok(mut stream) = socket.connect(addr).await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                connections.fetch_add(1, Ordering::Relaxed);
+                let head = format!(
+                    "POST /RPC2 HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/xml\r\n{}\
+                     Content-Length: {}\r\n\r\n",
+                    if memory {
+                        "Authorization: Bearer nobody-has-this-token\r\n"
+                    } else {
+                        ""
+                    },
+                    if memory { 1 << 20 } else { 1000 }
+                );
+                let mut sent = stream.write_all(head.as_bytes()).await;
+                if memory && sent.is_ok() {
+                    sent = stream.write_all(&vec![b' '; 900 << 10]).await;
+                }
+                while sent.is_ok() && !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    sent = stream.write_all(b" ").await;
+                }
+            }
+        }));
+    }
+    // The floods take hold.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut served = 0;
+    for round in 0..20 {
+        for client in &clients {
+            client.status().await.unwrap_or_else(|e| {
+                panic!("round {round}: status refused during the floods: {e:?}")
+            });
+            client.get_key(&kek).await.unwrap_or_else(|e| {
+                panic!("round {round}: get_key refused during the floods: {e:?}")
+            });
+            served += 2;
+        }
+        // Every few rounds, a client with no connection yet: it must find
+        // a slot while the floods hold every one.
+        if round % 5 == 4 {
+            let fresh = JsonRpc::with_options(&url, options.clone()).unwrap();
+            fresh.status().await.unwrap_or_else(|e| {
+                panic!("round {round}: a new connection was not served: {e:?}")
+            });
+            served += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in flood {
+        task.abort();
+    }
+    assert_eq!(served, 84);
+    // The floods were real: more connections were made than the server
+    // holds (the slow senders were evicted and came back).
+    let made = connections.load(Ordering::Relaxed);
+    assert!(made > 48, "only {made} flood connections");
+    http.shutdown().await;
+}

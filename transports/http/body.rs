@@ -1,8 +1,10 @@
 //! Request bodies: read with a size limit, within the request's deadline and
 //! the listener's memory budget, into memory that is wiped on drop.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -22,18 +24,69 @@ const UNIT: usize = 1024;
 /// them never holds up the async workers that serve everyone else.
 pub(crate) const LARGE_BODY: usize = 64 * 1024;
 
-/// Bytes of request bodies held in memory at once, all requests together.
+/// Bytes of request bodies held in memory at once, all requests together,
+/// and by the requests of any one peer address (so that one host cannot
+/// take all of it).
 pub(crate) struct Budget {
     units: Arc<Semaphore>,
     total: usize,
+    per_peer: usize,
+    peers: PeerShares,
+}
+
+/// KiB held per peer address.
+type PeerShares = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// What a body holds of a [`Budget`]: given back when dropped.
+pub(crate) struct Held {
+    permit: Option<OwnedSemaphorePermit>,
+    peer: Option<(PeerShares, IpAddr, usize)>,
+}
+
+impl Held {
+    fn merge(&mut self, mut more: Held) {
+        if let Some(permit) = more.permit.take() {
+            match self.permit.as_mut() {
+                Some(mine) => mine.merge(permit),
+                None => self.permit = Some(permit),
+            }
+        }
+        if let (Some((_, _, units)), Some((_, _, more_units))) =
+            (self.peer.as_mut(), more.peer.as_mut())
+        {
+            *units += std::mem::take(more_units);
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some((peers, ip, units)) = self.peer.take() {
+            if units == 0 {
+                return;
+            }
+            let mut peers = peers.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(held) = peers.get_mut(&ip) {
+                *held = held.saturating_sub(units);
+                if *held == 0 {
+                    peers.remove(&ip);
+                }
+            }
+        }
+    }
 }
 
 impl Budget {
-    pub(crate) fn new(bytes: usize) -> Self {
+    /// A budget of `bytes`, of which one peer address may hold a quarter
+    /// (or one body of `max_body`, if that is more).
+    pub(crate) fn new(bytes: usize, max_body: usize) -> Self {
         let total = bytes.div_ceil(UNIT).clamp(1, Semaphore::MAX_PERMITS);
+        let per_peer = (total / 4).max(max_body.div_ceil(UNIT)).min(total);
         Budget {
             units: Arc::new(Semaphore::new(total)),
             total,
+            per_peer,
+            peers: Arc::default(),
         }
     }
 
@@ -48,22 +101,46 @@ impl Budget {
         self.total.saturating_sub(self.units.available_permits()) * UNIT
     }
 
-    /// Room for `units` more KiB, waiting briefly for it.
-    async fn reserve(&self, units: usize) -> Result<OwnedSemaphorePermit> {
+    /// Room for `units` more KiB for a request of `peer`, waiting briefly
+    /// for it. A peer over its share is refused at once.
+    async fn reserve(&self, units: usize, peer: Option<IpAddr>) -> Result<Held> {
         let busy = || Error::Busy {
             reason: "the server's memory budget for requests is in use".into(),
         };
         if units > self.total {
             return Err(busy());
         }
-        let units = u32::try_from(units).map_err(|_| busy())?;
-        match within(
+        let count = u32::try_from(units).map_err(|_| busy())?;
+        // The peer's share first (a hold given back if the budget has no
+        // room).
+        let peer = match peer {
+            Some(ip) => {
+                let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+                let held = peers.entry(ip).or_default();
+                if *held + units > self.per_peer {
+                    return Err(Error::Busy {
+                        reason: "this address holds its share of the server's memory for \
+                                 requests"
+                            .into(),
+                    });
+                }
+                *held += units;
+                Some((Arc::clone(&self.peers), ip, units))
+            }
+            None => None,
+        };
+        let permit = within(
             Instant::now() + BUDGET_WAIT,
-            Arc::clone(&self.units).acquire_many_owned(units),
+            Arc::clone(&self.units).acquire_many_owned(count),
         )
-        .await
-        {
-            Some(Ok(permit)) => Ok(permit),
+        .await;
+        let mut held = Held { permit: None, peer };
+        match permit {
+            Some(Ok(permit)) => {
+                held.permit = Some(permit);
+                Ok(held)
+            }
+            // `held` gives the peer's share back as it drops.
             _ => Err(busy()),
         }
     }
@@ -73,7 +150,7 @@ impl Budget {
 /// budget until then.
 pub(crate) struct RequestBody {
     bytes: Zeroizing<Vec<u8>>,
-    _held: Option<OwnedSemaphorePermit>,
+    _held: Option<Held>,
 }
 
 impl std::fmt::Debug for RequestBody {
@@ -111,8 +188,11 @@ pub(crate) fn wiped_body(text: String) -> axum::body::Body {
 pub(crate) struct Limits<'a> {
     /// Largest body accepted.
     pub max: usize,
-    /// The listener's memory budget.
+    /// The memory budget it draws on (the listener's, or the small one of
+    /// callers that have not authenticated).
     pub budget: &'a Budget,
+    /// The client's address, whose share of the budget it counts against.
+    pub peer: Option<IpAddr>,
     /// When the request's time is up.
     pub deadline: Instant,
 }
@@ -206,7 +286,7 @@ async fn read(
     // Nothing is reserved for a declared size: a client that announces a
     // large body and sends nothing holds no memory. The buffer grows, in
     // reserved steps, as bytes arrive.
-    let mut held: Option<OwnedSemaphorePermit> = None;
+    let mut held: Option<Held> = None;
     let mut held_units = 0usize;
     let mut buf = Zeroizing::new(Vec::new());
     let mut total = 0u64;
@@ -232,7 +312,10 @@ async fn read(
             };
             let units = capacity.div_ceil(UNIT);
             if units > held_units {
-                let more = limits.budget.reserve(units - held_units).await?;
+                let more = limits
+                    .budget
+                    .reserve(units - held_units, limits.peer)
+                    .await?;
                 match held.as_mut() {
                     Some(permit) => permit.merge(more),
                     None => held = Some(more),
@@ -276,13 +359,14 @@ mod tests {
         Limits {
             max,
             budget,
+            peer: None,
             deadline: Instant::now() + Duration::from_secs(30),
         }
     }
 
     #[tokio::test]
     async fn a_body_holds_its_share_of_the_budget_until_dropped() {
-        let budget = Budget::new(64 * 1024);
+        let budget = Budget::new(64 * 1024, 1 << 20);
         let headers = axum::http::HeaderMap::new();
         let body = read_body(
             &headers,
@@ -311,11 +395,54 @@ mod tests {
         assert_eq!(budget.available(), 64 * 1024);
     }
 
+    /// One address holds at most a quarter of the budget (or one largest
+    /// body): past it, its next body is refused at once, and others still
+    /// find room.
+    #[tokio::test]
+    async fn one_address_holds_at_most_its_share() {
+        let budget = Budget::new(64 * 1024, 8 * 1024);
+        let headers = axum::http::HeaderMap::new();
+        let from = |ip: &str| Limits {
+            peer: Some(ip.parse().unwrap()),
+            ..limits(&budget, 1 << 20)
+        };
+        let first = read_body(
+            &headers,
+            axum::body::Body::from(vec![7u8; 12_000]),
+            from("10.0.0.1"),
+        )
+        .await
+        .unwrap();
+        let start = Instant::now();
+        let err = read_body(
+            &headers,
+            axum::body::Body::from(vec![7u8; 8_000]),
+            from("10.0.0.1"),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), 12, "{err}");
+        assert!(start.elapsed() < BUDGET_WAIT, "refused without waiting");
+        let other = read_body(
+            &headers,
+            axum::body::Body::from(vec![7u8; 12_000]),
+            from("10.0.0.2"),
+        )
+        .await
+        .unwrap();
+        drop((first, other));
+        assert_eq!(budget.available(), 64 * 1024);
+        assert!(
+            budget.peers.lock().unwrap().is_empty(),
+            "every share given back"
+        );
+    }
+
     /// Announcing a large body reserves nothing: only bytes that arrive
     /// count, so headers alone cannot fill the budget.
     #[tokio::test(start_paused = true)]
     async fn a_declared_length_alone_holds_no_budget() {
-        let budget = Budget::new(8 * 1024);
+        let budget = Budget::new(8 * 1024, 1 << 20);
         let mut headers = axum::http::HeaderMap::new();
         headers.insert(
             axum::http::header::CONTENT_LENGTH,
@@ -343,7 +470,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_body_still_arriving_at_the_deadline_is_refused() {
         use futures_util::StreamExt;
-        let budget = Budget::new(1 << 20);
+        let budget = Budget::new(1 << 20, 1 << 20);
         // One chunk, then nothing more, ever: a slow client.
         let trickle = futures_util::stream::once(async {
             Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"<?xml"))
@@ -357,6 +484,7 @@ mod tests {
             Limits {
                 max: 1 << 20,
                 budget: &budget,
+                peer: None,
                 deadline,
             },
         )

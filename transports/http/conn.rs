@@ -1,13 +1,21 @@
-//! Connections: a cap on how many are served at once, and an idle timeout
-//! that closes a connection on which no byte has moved in either direction
-//! for a while (HTTP/2 connections included, which hyper's header timeout
-//! does not cover). At the cap, a new connection takes the place of the
-//! connection that has been quiet longest among those with no request in
-//! flight, so idle sockets cannot lock everyone else out; only when every
-//! connection is busy is the new one closed at once.
+//! Connections: a cap on how many are served at once, and on how many one
+//! peer address holds, and an idle timeout that closes a connection on
+//! which no byte has moved in either direction for a while (HTTP/2
+//! connections included, which hyper's header timeout does not cover).
+//!
+//! At the cap, a new connection takes the place of another, chosen in this
+//! order: the connection whose requests all come from callers that did not
+//! authenticate and are still receiving their bodies, slowest sender first;
+//! the connection quiet longest with no request in flight (unless a request
+//! starts arriving on it first); a connection whose requests are all still
+//! receiving bodies with no byte for [`SLOW_SENDER`], slowest first. A
+//! request past its body (being answered) is never cut off. Only when no connection qualifies is the new one closed at
+//! once: sockets that trickle bodies cannot lock everyone else out.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -21,13 +29,25 @@ use tokio::time::{Instant, Sleep};
 /// How long a new connection waits for the slot of one it evicted.
 const EVICT_WAIT: Duration = Duration::from_secs(2);
 
+/// A connection receiving a request body with no byte for this long is a
+/// slow sender, which a new connection may take the place of at the cap.
+pub(crate) const SLOW_SENDER: Duration = Duration::from_millis(250);
+
 /// What the listener knows of one connection. Shared by the stream wrapper
 /// (bytes moved) and the request middleware (requests in flight).
 pub(crate) struct ConnState {
-    /// Milliseconds since the listener's epoch of the last byte moved.
+    /// Milliseconds since the listener's epoch of the last byte moved, and
+    /// of the last byte read.
     last: AtomicU64,
+    last_read: AtomicU64,
     in_flight: AtomicUsize,
+    /// Requests in flight still receiving their bodies, and those of them
+    /// whose callers did not authenticate.
+    receiving: AtomicUsize,
+    receiving_unauthenticated: AtomicUsize,
+    /// Asked to close once idle; asked to close while receiving bodies.
     evict: AtomicBool,
+    evict_receiving: AtomicBool,
     waker: Mutex<Option<Waker>>,
 }
 
@@ -36,6 +56,37 @@ impl ConnState {
     pub(crate) fn request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(Arc::clone(self))
+    }
+
+    /// Counts a request receiving its body until the guard drops (with the
+    /// body), as from a caller that `authenticated` or not.
+    pub(crate) fn receiving(self: &Arc<Self>, authenticated: bool) -> Receiving {
+        self.receiving.fetch_add(1, Ordering::AcqRel);
+        if !authenticated {
+            self.receiving_unauthenticated
+                .fetch_add(1, Ordering::AcqRel);
+        }
+        Receiving {
+            conn: Arc::clone(self),
+            authenticated,
+        }
+    }
+
+    /// Whether every request in flight is receiving its body: from callers
+    /// that did not authenticate (with `unauthenticated`), or from any
+    /// caller with the last byte read at least [`SLOW_SENDER`] before
+    /// `now_ms`.
+    fn slow_sender(&self, now_ms: u64, unauthenticated: bool) -> bool {
+        let in_flight = self.in_flight.load(Ordering::Acquire);
+        if in_flight == 0 {
+            return false;
+        }
+        if unauthenticated {
+            return self.receiving_unauthenticated.load(Ordering::Acquire) >= in_flight;
+        }
+        let quiet = now_ms.saturating_sub(self.last_read.load(Ordering::Acquire));
+        self.receiving.load(Ordering::Acquire) >= in_flight
+            && u128::from(quiet) >= SLOW_SENDER.as_millis()
     }
 
     fn wake(&self) {
@@ -59,6 +110,55 @@ impl Drop for InFlight {
     }
 }
 
+/// A request receiving its body (see [`ConnState::receiving`]).
+pub(crate) struct Receiving {
+    conn: Arc<ConnState>,
+    authenticated: bool,
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        self.conn.receiving.fetch_sub(1, Ordering::AcqRel);
+        if !self.authenticated {
+            self.conn
+                .receiving_unauthenticated
+                .fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// The address a connection comes from.
+pub(crate) trait PeerIp {
+    fn peer_ip(&self) -> Option<IpAddr>;
+}
+
+impl PeerIp for tokio::net::TcpStream {
+    fn peer_ip(&self) -> Option<IpAddr> {
+        self.peer_addr().ok().map(|a| a.ip())
+    }
+}
+
+/// Connections open per peer address.
+type PeerCounts = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// A connection's place in its peer's count, given back when it closes.
+struct PeerSlot {
+    peers: PeerCounts,
+    ip: IpAddr,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = peers.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                peers.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Accepts a connection while fewer than the cap are open (evicting the
 /// quietest idle one at the cap), and wraps it in [`Guarded`]. Used directly
 /// for plain HTTP, and under the TLS acceptor.
@@ -66,6 +166,8 @@ impl Drop for InFlight {
 pub(crate) struct Limit {
     slots: Arc<Semaphore>,
     cap: usize,
+    per_peer: usize,
+    peers: PeerCounts,
     idle: Duration,
     epoch: Instant,
     open: Arc<Mutex<Vec<Weak<ConnState>>>>,
@@ -73,11 +175,13 @@ pub(crate) struct Limit {
 }
 
 impl Limit {
-    pub(crate) fn new(max_connections: usize, idle: Duration) -> Self {
+    pub(crate) fn new(max_connections: usize, per_peer: usize, idle: Duration) -> Self {
         let cap = max_connections.max(1);
         Limit {
             slots: Arc::new(Semaphore::new(cap)),
             cap,
+            per_peer: per_peer.max(1),
+            peers: PeerCounts::default(),
             idle,
             epoch: Instant::now(),
             open: Arc::new(Mutex::new(Vec::new())),
@@ -85,25 +189,69 @@ impl Limit {
         }
     }
 
-    /// Asks the connection quiet longest with no request in flight to
-    /// close; false if every connection is busy.
+    /// Asks one connection to close, in the order of the module's docs;
+    /// false if none qualifies.
     fn evict_one(&self) -> bool {
+        let now = self.now_ms();
         let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let quietest = open
+        let candidates: Vec<Arc<ConnState>> = open
             .iter()
             .filter_map(Weak::upgrade)
             .filter(|c| {
-                c.in_flight.load(Ordering::Acquire) == 0 && !c.evict.load(Ordering::Acquire)
+                !c.evict.load(Ordering::Acquire) && !c.evict_receiving.load(Ordering::Acquire)
             })
-            .min_by_key(|c| c.last.load(Ordering::Acquire));
-        match quietest {
-            Some(conn) => {
-                conn.evict.store(true, Ordering::Release);
-                conn.wake();
-                true
+            .collect();
+        drop(open);
+        let slowest = |unauthenticated: bool| {
+            candidates
+                .iter()
+                .filter(|c| c.slow_sender(now, unauthenticated))
+                .min_by_key(|c| c.last_read.load(Ordering::Acquire))
+        };
+        let chosen = if let Some(conn) = slowest(true) {
+            conn.evict_receiving.store(true, Ordering::Release);
+            conn
+        } else if let Some(conn) = candidates
+            .iter()
+            .filter(|c| c.in_flight.load(Ordering::Acquire) == 0)
+            .min_by_key(|c| c.last.load(Ordering::Acquire))
+        {
+            conn.evict.store(true, Ordering::Release);
+            conn
+        } else if let Some(conn) = slowest(false) {
+            conn.evict_receiving.store(true, Ordering::Release);
+            conn
+        } else {
+            return false;
+        };
+        chosen.wake();
+        true
+    }
+
+    /// A place in `ip`'s count, if it holds fewer connections than its cap.
+    fn peer_slot(&self, ip: Option<IpAddr>) -> io::Result<Option<PeerSlot>> {
+        let Some(ip) = ip else {
+            return Ok(None);
+        };
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = peers.entry(ip).or_default();
+        if *n >= self.per_peer {
+            let refused = self.refused.fetch_add(1, Ordering::Relaxed);
+            if refused.is_multiple_of(1024) {
+                tracing::warn!(
+                    target: "keyserver::server",
+                    refused = refused + 1,
+                    "{ip} holds its {} connections: closing its new ones",
+                    self.per_peer
+                );
             }
-            None => false,
+            return Err(io::Error::other("connection limit of the address reached"));
         }
+        *n += 1;
+        Ok(Some(PeerSlot {
+            peers: Arc::clone(&self.peers),
+            ip,
+        }))
     }
 
     async fn slot(&self) -> io::Result<OwnedSemaphorePermit> {
@@ -141,7 +289,7 @@ impl Limit {
 
 impl<I, S> axum_server::accept::Accept<I, S> for Limit
 where
-    I: Send + 'static,
+    I: PeerIp + Send + 'static,
     S: Send + 'static,
 {
     type Stream = Guarded<I>;
@@ -150,18 +298,28 @@ where
 
     fn accept(&self, stream: I, service: S) -> Self::Future {
         let limit = self.clone();
+        let peer = stream.peer_ip();
         Box::pin(async move {
             // A refused stream is dropped here, which closes it.
+            let peer_slot = limit.peer_slot(peer)?;
             let slot = limit.slot().await?;
+            let now = limit.now_ms();
             let state = Arc::new(ConnState {
-                last: AtomicU64::new(limit.now_ms()),
+                last: AtomicU64::new(now),
+                last_read: AtomicU64::new(now),
                 in_flight: AtomicUsize::new(0),
+                receiving: AtomicUsize::new(0),
+                receiving_unauthenticated: AtomicUsize::new(0),
                 evict: AtomicBool::new(false),
+                evict_receiving: AtomicBool::new(false),
                 waker: Mutex::new(None),
             });
             limit.register(&state);
             let service = tower_layer::Layer::layer(&axum::Extension(Arc::clone(&state)), service);
-            Ok((Guarded::new(stream, &limit, slot, state), service))
+            Ok((
+                Guarded::new(stream, &limit, slot, peer_slot, state),
+                service,
+            ))
         })
     }
 }
@@ -187,10 +345,17 @@ pub(crate) struct Guarded<I> {
     timer: Pin<Box<Sleep>>,
     state: Arc<ConnState>,
     _slot: OwnedSemaphorePermit,
+    _peer_slot: Option<PeerSlot>,
 }
 
 impl<I> Guarded<I> {
-    fn new(inner: I, limit: &Limit, slot: OwnedSemaphorePermit, state: Arc<ConnState>) -> Self {
+    fn new(
+        inner: I,
+        limit: &Limit,
+        slot: OwnedSemaphorePermit,
+        peer_slot: Option<PeerSlot>,
+        state: Arc<ConnState>,
+    ) -> Self {
         Guarded {
             inner,
             idle: limit.idle,
@@ -198,12 +363,28 @@ impl<I> Guarded<I> {
             timer: Box::pin(tokio::time::sleep(limit.idle)),
             state,
             _slot: slot,
+            _peer_slot: peer_slot,
         }
     }
 
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn touch(&self) {
-        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.state.last.store(self.now_ms(), Ordering::Release);
+    }
+
+    fn touch_read(&self) {
+        let now = self.now_ms();
         self.state.last.store(now, Ordering::Release);
+        self.state.last_read.store(now, Ordering::Release);
+        // Bytes arriving on an idle connection asked to close are a
+        // request starting: it is served (the eviction chose a connection
+        // that was idle; this one is not any more).
+        if self.state.in_flight.load(Ordering::Acquire) == 0 {
+            self.state.evict.store(false, Ordering::Release);
+        }
     }
 
     /// Whether the connection must close: evicted, or idle too long. Re-arms
@@ -211,12 +392,24 @@ impl<I> Guarded<I> {
     /// time, so the hot path never touches the timer wheel), and leaves the
     /// waker for an eviction.
     fn poll_closing(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.state.in_flight.load(Ordering::Acquire) > 0 {
+        let in_flight = self.state.in_flight.load(Ordering::Acquire);
+        if in_flight > 0 {
+            // Evicted as a slow sender, and every request still receiving
+            // its body: close.
+            if self.state.evict_receiving.load(Ordering::Acquire)
+                && self.state.receiving.load(Ordering::Acquire) >= in_flight
+            {
+                return true;
+            }
             // A request is being answered: neither an eviction (decided
-            // before it arrived) nor the idle time counts.
+            // before it arrived, or before its body was in) nor the idle
+            // time counts.
             self.state.evict.store(false, Ordering::Release);
+            self.state.evict_receiving.store(false, Ordering::Release);
             self.touch();
-        } else if self.state.evict.load(Ordering::Acquire) {
+        } else if self.state.evict.load(Ordering::Acquire)
+            || self.state.evict_receiving.load(Ordering::Acquire)
+        {
             return true;
         }
         *self
@@ -273,7 +466,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(result) => {
                 if buf.filled().len() > before {
-                    self.touch();
+                    self.touch_read();
                 }
                 Poll::Ready(result)
             }

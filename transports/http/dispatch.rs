@@ -18,6 +18,10 @@ struct Shared {
     timeout: Duration,
     max_body: usize,
     budget: Budget,
+    /// The small budget of requests that did not authenticate, when the
+    /// service controls access (without access control nobody does, and
+    /// every request draws on `budget`).
+    preauth: Option<Budget>,
     max_expensive: usize,
 }
 
@@ -40,7 +44,8 @@ impl Dispatch {
                 service,
                 timeout,
                 max_body: defaults.max_body,
-                budget: Budget::new(defaults.max_request_memory),
+                budget: Budget::new(defaults.max_request_memory, defaults.max_body),
+                preauth: None,
                 max_expensive: defaults.max_batch_expensive,
             }),
             caller: Caller::local(),
@@ -53,13 +58,16 @@ impl Dispatch {
     pub(crate) fn with_config(
         service: Arc<dyn KeyService>,
         config: &crate::transports::ServerConfig,
+        controls_access: bool,
     ) -> Self {
         Dispatch {
             shared: Arc::new(Shared {
                 service,
                 timeout: config.request_timeout,
                 max_body: config.max_body,
-                budget: Budget::new(config.max_request_memory),
+                budget: Budget::new(config.max_request_memory, config.max_body),
+                preauth: controls_access
+                    .then(|| Budget::new(config.max_preauth_memory, config.max_body)),
                 max_expensive: config.max_batch_expensive,
             }),
             caller: Caller::with_identity(Identity::BadCredentials),
@@ -91,7 +99,7 @@ impl Dispatch {
 
     /// Bytes of request bodies held in memory now.
     pub(crate) fn request_bytes_held(&self) -> usize {
-        self.shared.budget.held()
+        self.shared.budget.held() + self.shared.preauth.as_ref().map_or(0, Budget::held)
     }
 
     /// Whether the service can answer ([`KeyService::ready`]), within the
@@ -111,9 +119,14 @@ impl Dispatch {
 
     /// What reading a request's body is bound by.
     pub(crate) fn body_limits(&self, deadline: tokio::time::Instant) -> Limits<'_> {
+        let budget = match &self.shared.preauth {
+            Some(preauth) if !self.caller.identity.is_authenticated() => preauth,
+            _ => &self.shared.budget,
+        };
         Limits {
             max: self.shared.max_body,
-            budget: &self.shared.budget,
+            budget,
+            peer: self.caller.peer.map(|p| p.ip()),
             deadline,
         }
     }

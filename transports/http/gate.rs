@@ -172,14 +172,30 @@ pub(crate) async fn check(gate: Arc<Gate>, request: Request, next: Next) -> Resp
     let mut caller =
         Caller::with_identity(identity).from_peer(peer, protocol_of(request.uri().path()));
     caller.tls_subject = cert.0.as_ref().map(|c| c.subject.clone());
+    let authenticated = caller.identity.is_authenticated();
     let mut request = request;
     request.extensions_mut().insert(caller);
-    // Counted as in flight on its connection until answered, so that the
-    // connection limit never evicts a connection with a request running.
-    let _in_flight = request
+    let conn = request
         .extensions()
         .get::<Arc<super::conn::ConnState>>()
-        .map(super::conn::ConnState::request);
+        .cloned();
+    // Counted as in flight on its connection until answered, so that the
+    // connection limit never evicts a connection with a request running;
+    // and as receiving its body while the body lives (the endpoint drops
+    // it once read), so that a slow sender can be told from a request
+    // being answered.
+    let _in_flight = conn.as_ref().map(super::conn::ConnState::request);
+    if let Some(conn) = conn {
+        if !axum::body::HttpBody::is_end_stream(request.body()) {
+            let receiving = conn.receiving(authenticated);
+            request = request.map(|body| {
+                axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+                    let _ = &receiving;
+                    frame
+                }))
+            });
+        }
+    }
     next.run(request).await
 }
 
