@@ -716,6 +716,69 @@ impl<T: Transport> KeyClient<T> {
         blocking_io(|| stream::decrypt_after_header(&*self.suite, &dek, &header, input, output))
     }
 
+    /// Re-encrypts a stream sealed under `old` (or a key `old` was rotated
+    /// from) so that it opens under `new` only: decrypts and encrypts in
+    /// one pass, with the plaintext only in memory, a few chunks at a time,
+    /// and wiped. For rekeying data after a compromise: a rotated KEK wraps
+    /// the same DEK, which the compromised KEK has already exposed, so data
+    /// must move to a new key made by `generate`. Returns the plaintext
+    /// bytes.
+    ///
+    /// `old` may be in any state that still gives its DEK (active,
+    /// deactivated, compromised); `new` must be active. The new stream is
+    /// finished only once the old one verified to its end (see
+    /// [`stream::reencrypt`]); on error write nothing you keep.
+    ///
+    /// ```
+    /// # #[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))]
+    /// # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use keyserver::{Encryption, KeyServer};
+    /// use keyserver::backends::{MemoryStorage, RustCrypto};
+    /// use keyserver::transports::InProcess;
+    ///
+    /// let client = InProcess::client(Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new())));
+    /// let (old, new) = (client.generate().await?, client.generate().await?);
+    /// let mut sealed = Vec::new();
+    /// client.encrypt_stream(&old, &b"payroll"[..], &mut sealed).await?;
+    /// let mut rekeyed = Vec::new();
+    /// client.reencrypt_stream(&old, &new, &sealed[..], &mut rekeyed).await?;
+    /// let mut opened = Vec::new();
+    /// client.decrypt_stream(&new, &rekeyed[..], &mut opened).await?;
+    /// assert_eq!(opened, b"payroll");
+    /// assert!(client.decrypt_stream(&old, &rekeyed[..], &mut Vec::new()).await.is_err());
+    /// # Ok::<(), keyserver::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// As for [`KeyClient::decrypt_stream`] with `old` (first) and
+    /// [`KeyClient::encrypt_stream`] with `new`.
+    pub async fn reencrypt_stream(
+        &self,
+        old: &Kek,
+        new: &Kek,
+        mut input: impl Read + Send,
+        output: impl Write + Send,
+    ) -> Result<u64> {
+        let header = blocking_io(|| stream::StreamHeader::read_from(&mut input))?;
+        self.check_sealed_under(old, &header.key_id).await?;
+        let old_dek = self.get(old).await?;
+        let new_dek = self.get_for_encrypt(new).await?;
+        let new_id = new.id();
+        blocking_io(|| {
+            stream::reencrypt(
+                &*self.suite,
+                &old_dek,
+                &header,
+                input,
+                &new_id,
+                &new_dek,
+                output,
+            )
+        })
+    }
+
     /// The key's state, from `describe`; `None` when the server does not
     /// say (an older server without the method, or a principal not granted
     /// it: the server still refuses the DEK of a key whose state forbids

@@ -508,3 +508,249 @@ pub fn decrypt_after_header<C: CipherSuite + ?Sized>(
     output.flush().map_err(|e| io_error("writing output", e))?;
     Ok(total)
 }
+
+/// Decrypts a stream whose `header` was read from `input` under `old` and
+/// encrypts its plaintext under `new` (for `new_key_id`, with a fresh salt
+/// and nonce prefix) to `output`, in one pass: the plaintext exists only in
+/// memory, a few chunks at a time, and is wiped. For rekeying data after a
+/// compromise (a rotated KEK wraps the same DEK, which a compromised KEK
+/// has exposed). Returns the plaintext length.
+///
+/// The new stream is finished only once the old one has verified to its
+/// end: if any chunk of the old stream fails (tampering, truncation),
+/// `output` never gets a final chunk, so what was written cannot be read
+/// as a shorter valid stream. Still, write to a temporary file and keep it
+/// only on success.
+///
+/// # Errors
+/// As for [`decrypt_after_header`] (the old stream's errors come first) and
+/// [`encrypt`].
+pub fn reencrypt<C: CipherSuite + ?Sized + Sync>(
+    suite: &C,
+    old: &Dek,
+    header: &StreamHeader,
+    input: impl Read + Send,
+    new_key_id: &KeyId,
+    new: &Dek,
+    output: impl Write + Send,
+) -> Result<u64> {
+    let (writer, reader) = plaintext_pipe();
+    std::thread::scope(|scope| {
+        let opening = scope.spawn(move || {
+            let mut writer = writer;
+            let opened = decrypt_after_header(suite, old, header, input, &mut writer)?;
+            writer.finish()?;
+            Ok::<u64, Error>(opened)
+        });
+        let sealed = encrypt(suite, new_key_id, new, reader, output);
+        let opened = opening
+            .join()
+            .unwrap_or_else(|_| Err(Error::Internal("the decrypting thread panicked".into())));
+        // The old stream's failure is the cause of any failure of the new.
+        let opened = opened?;
+        let sealed = sealed?;
+        if opened != sealed {
+            return Err(Error::Internal(
+                "re-encryption sealed another length than it opened".into(),
+            ));
+        }
+        Ok(sealed)
+    })
+}
+
+/// Chunks of plaintext in flight between the two halves of [`reencrypt`].
+const PIPE_DEPTH: usize = 4;
+
+/// A bounded in-memory pipe of wiped buffers whose reader sees the end only
+/// when the writer says the data is complete ([`PipeWriter::finish`]); a
+/// writer dropped without it is an error to the reader, never an end.
+fn plaintext_pipe() -> (PipeWriter, PipeReader) {
+    let (tx, rx) = std::sync::mpsc::sync_channel(PIPE_DEPTH);
+    (
+        PipeWriter {
+            tx,
+            buf: Zeroizing::new(Vec::with_capacity(DEFAULT_CHUNK as usize)),
+        },
+        PipeReader {
+            rx,
+            current: Zeroizing::new(Vec::new()),
+            at: 0,
+            done: false,
+        },
+    )
+}
+
+/// What travels through the pipe: bytes, or the end of complete data.
+enum Piece {
+    Bytes(Zeroizing<Vec<u8>>),
+    End,
+}
+
+struct PipeWriter {
+    tx: std::sync::mpsc::SyncSender<Piece>,
+    buf: Zeroizing<Vec<u8>>,
+}
+
+impl PipeWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(
+            &mut self.buf,
+            Zeroizing::new(Vec::with_capacity(DEFAULT_CHUNK as usize)),
+        );
+        self.tx
+            .send(Piece::Bytes(full))
+            .map_err(|_| std::io::Error::new(ErrorKind::BrokenPipe, "the encrypting side stopped"))
+    }
+
+    /// Says the data is complete: the reader may now see its end.
+    fn finish(mut self) -> Result<()> {
+        self.send()
+            .and_then(|()| {
+                self.tx.send(Piece::End).map_err(|_| {
+                    std::io::Error::new(ErrorKind::BrokenPipe, "the encrypting side stopped")
+                })
+            })
+            .map_err(|e| io_error("writing output", e))
+    }
+}
+
+impl Write for PipeWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() == self.buf.capacity() {
+            self.send()?;
+        }
+        // Within the capacity: the buffer never moves (and leaves no
+        // unwiped copy behind).
+        let n = data.len().min(self.buf.capacity() - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        // The end of the data is said by `finish` only.
+        Ok(())
+    }
+}
+
+struct PipeReader {
+    rx: std::sync::mpsc::Receiver<Piece>,
+    current: Zeroizing<Vec<u8>>,
+    at: usize,
+    done: bool,
+}
+
+impl Read for PipeReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.current.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Piece::Bytes(bytes)) => {
+                    self.current = bytes;
+                    self.at = 0;
+                }
+                Ok(Piece::End) => self.done = true,
+                Err(_) => {
+                    return Err(std::io::Error::other(
+                        "the stream being re-encrypted did not verify to its end",
+                    ))
+                }
+            }
+        }
+        let n = out.len().min(self.current.len() - self.at);
+        out[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+#[cfg(all(test, feature = "cipher-rustcrypto"))]
+mod tests {
+    use super::*;
+    use crate::backends::RustCrypto;
+
+    fn dek(byte: u8) -> Dek {
+        Dek::from_bytes(&[byte; 32]).unwrap()
+    }
+
+    fn sealed(suite: &RustCrypto, id: &KeyId, dek: &Dek, plaintext: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encrypt(suite, id, dek, plaintext, &mut out).unwrap();
+        out
+    }
+
+    fn rekey(suite: &RustCrypto, old: &Dek, input: &[u8], new: &Dek) -> (Result<u64>, Vec<u8>) {
+        let mut input = input;
+        let header = StreamHeader::read_from(&mut input).unwrap();
+        let mut out = Vec::new();
+        let result = reencrypt(
+            suite,
+            old,
+            &header,
+            input,
+            &KeyId::from_bytes([2; 32]),
+            new,
+            &mut out,
+        );
+        (result, out)
+    }
+
+    #[test]
+    fn a_stream_rekeyed_opens_under_the_new_key_only() {
+        let suite = RustCrypto::new();
+        let old_id = KeyId::from_bytes([1; 32]);
+        // Empty, one byte, a chunk exactly, and several chunks and a part.
+        for len in [
+            0usize,
+            1,
+            DEFAULT_CHUNK as usize,
+            3 * DEFAULT_CHUNK as usize + 17,
+        ] {
+            let plaintext: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let old_stream = sealed(&suite, &old_id, &dek(1), &plaintext);
+            let (result, new_stream) = rekey(&suite, &dek(1), &old_stream, &dek(9));
+            assert_eq!(result.unwrap(), len as u64);
+            let mut reader = &new_stream[..];
+            let header = StreamHeader::read_from(&mut reader).unwrap();
+            assert_eq!(header.key_id, KeyId::from_bytes([2; 32]));
+            let mut opened = Vec::new();
+            decrypt(&suite, &dek(9), &new_stream[..], &mut opened).unwrap();
+            assert_eq!(opened, plaintext, "{len}");
+            let mut wrong = Vec::new();
+            assert!(decrypt(&suite, &dek(1), &new_stream[..], &mut wrong).is_err());
+        }
+    }
+
+    /// A tampered or truncated source fails with its own error, and what
+    /// was written of the new stream is never a valid shorter stream.
+    #[test]
+    fn a_bad_source_never_gives_a_valid_shorter_stream() {
+        let suite = RustCrypto::new();
+        let old_id = KeyId::from_bytes([1; 32]);
+        let plaintext = vec![7u8; 5 * DEFAULT_CHUNK as usize];
+        let good = sealed(&suite, &old_id, &dek(1), &plaintext);
+        let mut flipped = good.clone();
+        let at = good.len() - 100;
+        flipped[at] ^= 1;
+        let cut = good[..good.len() - DEFAULT_CHUNK as usize].to_vec();
+        for (what, bad) in [("a flipped bit", flipped), ("a cut stream", cut)] {
+            let (result, partial) = rekey(&suite, &dek(1), &bad, &dek(9));
+            assert!(
+                matches!(result, Err(Error::DecryptionFailed)),
+                "{what}: {result:?}"
+            );
+            let mut opened = Vec::new();
+            assert!(
+                decrypt(&suite, &dek(9), &partial[..], &mut opened).is_err(),
+                "{what}: the partial output opened as a stream"
+            );
+        }
+        // The wrong old key: nothing opens.
+        let (result, _) = rekey(&suite, &dek(3), &good, &dek(9));
+        assert!(matches!(result, Err(Error::DecryptionFailed)));
+    }
+}

@@ -56,6 +56,10 @@ pub(crate) enum Command {
     Encrypt(CryptArgs),
     /// Decrypt a file or stdin (streaming, bounded memory).
     Decrypt(CryptArgs),
+    /// Re-encrypt a file or stdin sealed under one key so that it opens
+    /// under another only: for rekeying data after a compromise. The
+    /// plaintext never reaches the disk.
+    Reencrypt(ReencryptArgs),
     /// Print the server's status.
     Status {
         #[command(flatten)]
@@ -497,6 +501,24 @@ pub(crate) struct ClientArgs {
         default_value = "awslc"
     )]
     pub local_suite: SuiteName,
+}
+
+#[derive(Args)]
+pub(crate) struct ReencryptArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The KEK the input is sealed under (PEM).
+    #[arg(long)]
+    pub kek: PathBuf,
+    /// The KEK to seal it under (PEM; an active key, made by `generate`).
+    #[arg(long)]
+    pub new_kek: PathBuf,
+    /// Input file; stdin if absent.
+    #[arg(long = "in")]
+    pub input: Option<PathBuf>,
+    /// Output file (written whole or not at all); stdout if absent.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args)]

@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Read};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::args::CryptArgs;
+use super::args::{CryptArgs, ReencryptArgs};
 use super::client::{client, read_kek};
 use super::exit::{io_failure, Failure};
 use super::output::Sink;
@@ -32,20 +32,49 @@ fn progress(total: Option<u64>) -> ProgressBar {
     bar
 }
 
-pub(crate) async fn crypt(args: CryptArgs, encrypting: bool) -> Result<(), Failure> {
-    let kek = read_kek(&args.kek)?;
-    let (input, total): (Box<dyn Read + Send>, Option<u64>) = match &args.input {
+/// The input file (unbuffered: the stream reads whole chunks itself; a
+/// buffer in between copied every byte twice once a read no longer started
+/// on its boundary) or stdin, and its length if known.
+fn open_input(
+    input: Option<&std::path::Path>,
+) -> Result<(Box<dyn Read + Send>, Option<u64>), Failure> {
+    Ok(match input {
         Some(path) => {
             let file = File::open(path)
                 .map_err(|e| io_failure(format!("cannot open {}", path.display()), e))?;
             let len = file.metadata().ok().map(|m| m.len());
-            // Unbuffered: the stream reads whole chunks itself. A buffer
-            // in between copied every byte twice once a read no longer
-            // started on its boundary (a sealed chunk is 64 KiB and a tag).
             (Box::new(file), len)
         }
         None => (Box::new(std::io::stdin()), None),
-    };
+    })
+}
+
+/// `keyserver reencrypt --kek OLD --new-kek NEW [--in FILE] [--out FILE]`.
+pub(crate) async fn reencrypt(args: ReencryptArgs) -> Result<(), Failure> {
+    let old = read_kek(&args.kek)?;
+    let new = read_kek(&args.new_kek)?;
+    let (input, total) = open_input(args.input.as_deref())?;
+    let bar = progress(total);
+    let input = bar.wrap_read(input);
+    let client = client(&args.client)?;
+    let mut sink = Sink::open(args.out.as_deref())?;
+    let result = client
+        .reencrypt_stream(&old, &new, input, sink.writer())
+        .await;
+    bar.finish_and_clear();
+    match result {
+        Ok(_) => sink.commit(),
+        Err(e) => {
+            // Dropping the sink removes its temporary file.
+            drop(sink);
+            Err(e.into())
+        }
+    }
+}
+
+pub(crate) async fn crypt(args: CryptArgs, encrypting: bool) -> Result<(), Failure> {
+    let kek = read_kek(&args.kek)?;
+    let (input, total) = open_input(args.input.as_deref())?;
     let bar = progress(total);
     let input = bar.wrap_read(input);
     let client = client(&args.client)?;

@@ -72,6 +72,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             match command {
                 Command::Bench(args) => bench::bench(args).await,
                 Command::Encrypt(args) => crypt::crypt(args, true).await,
+                Command::Reencrypt(args) => crypt::reencrypt(args).await,
                 Command::Decrypt(args) => crypt::crypt(args, false).await,
                 Command::Token(args::TokenCommand::New { name }) => new_token(&name),
                 Command::Audit(args::AuditCommand::NewKey { out }) => new_audit_key(&out),

@@ -729,6 +729,84 @@ fn lifecycle_commands() {
         "the rotated key encrypts nothing new"
     );
 
+    // Rekeying after a compromise: a key made by generate (a rotation
+    // would wrap the same DEK), and the file re-encrypted under it in one
+    // pass, the plaintext never on disk.
+    ok(&["generate", "--out", "fresh.pem"]);
+    ok(&[
+        "reencrypt",
+        "--kek",
+        "kek.pem",
+        "--new-kek",
+        "fresh.pem",
+        "--in",
+        "sealed",
+        "--out",
+        "rekeyed",
+    ]);
+    ok(&[
+        "decrypt",
+        "--kek",
+        "fresh.pem",
+        "--in",
+        "rekeyed",
+        "--out",
+        "reopened",
+    ]);
+    assert_eq!(
+        std::fs::read(dir.join("reopened")).unwrap(),
+        b"lifecycle through the CLI"
+    );
+    let out = run(
+        &[
+            "decrypt", "--kek", "kek2.pem", "--in", "rekeyed", "--out", "nothing",
+        ],
+        dir,
+        &env,
+    );
+    assert!(!out.status.success(), "the old key opens the rekeyed file");
+    assert!(!dir.join("nothing").exists());
+    // A damaged input: refused, and nothing written.
+    let mut damaged = std::fs::read(dir.join("sealed")).unwrap();
+    let at = damaged.len() - 5;
+    damaged[at] ^= 1;
+    std::fs::write(dir.join("damaged"), &damaged).unwrap();
+    let out = run(
+        &[
+            "reencrypt",
+            "--kek",
+            "kek.pem",
+            "--new-kek",
+            "fresh.pem",
+            "--in",
+            "damaged",
+            "--out",
+            "rekeyed2",
+        ],
+        dir,
+        &env,
+    );
+    assert!(!out.status.success(), "a damaged file was re-encrypted");
+    assert!(!dir.join("rekeyed2").exists(), "{}", stderr(&out));
+    // Data moves only to a key that may encrypt.
+    let out = run(
+        &[
+            "reencrypt",
+            "--kek",
+            "fresh.pem",
+            "--new-kek",
+            "kek.pem",
+            "--in",
+            "rekeyed",
+            "--out",
+            "back",
+        ],
+        dir,
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    assert!(!dir.join("back").exists());
+
     let info: serde_json::Value =
         serde_json::from_str(&ok(&["destroy", "--kek", "kek.pem"])).unwrap();
     assert_eq!(info["state"], "destroy-pending");
@@ -739,7 +817,7 @@ fn lifecycle_commands() {
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["state"].to_string())
         .collect();
-    assert_eq!(states.len(), 2, "{listed}");
+    assert_eq!(states.len(), 3, "{listed}");
     assert!(states.contains(&"\"deactivated\"".to_string()), "{listed}");
     let out = run(&["suspend", "--key-id", "not-hex"], dir, &env);
     assert_eq!(out.status.code(), Some(2));
