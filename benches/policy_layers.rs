@@ -22,7 +22,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use keyserver::api::{Call, Caller, Identity, KeyService};
 use keyserver::backends::{MemoryStorage, RustCrypto};
 use keyserver::policy::{
-    Auth, AuditConfig, AuditKey, AuditLog, AuthFile, AuthPolicy, Policy, PrincipalSpec,
+    AuditConfig, AuditKey, AuditLog, Auth, AuthFile, AuthPolicy, Policy, PrincipalSpec,
     DEFAULT_AUDIT_ROTATE,
 };
 use keyserver::KeyServer;

@@ -753,7 +753,9 @@ impl<T: Transport> KeyClient<T> {
     ///
     /// # Errors
     /// As for [`KeyClient::decrypt_stream`] with `old` (first) and
-    /// [`KeyClient::encrypt_stream`] with `new`.
+    /// [`KeyClient::encrypt_stream`] with `new`;
+    /// [`Error::Policy`](crate::Error::Policy) if `new` wraps the same DEK
+    /// as `old` (a key rotated from it, or itself).
     pub async fn reencrypt_stream(
         &self,
         old: &Kek,
@@ -765,6 +767,14 @@ impl<T: Transport> KeyClient<T> {
         self.check_sealed_under(old, &header.key_id).await?;
         let old_dek = self.get(old).await?;
         let new_dek = self.get_for_encrypt(new).await?;
+        // A key rotated from the old one (or the old one itself) wraps the
+        // same DEK: moving data to it changes nothing a leak exposed.
+        if same_key(old_dek.as_bytes(), new_dek.as_bytes()) {
+            return Err(crate::Error::policy(
+                "the new KEK wraps the same DEK as the old one (a rotation, or the same key): \
+                 re-encrypt under a key made by generate",
+            ));
+        }
         let new_id = new.id();
         blocking_io(|| {
             stream::reencrypt(
@@ -846,6 +856,12 @@ impl<T: Transport> KeyClient<T> {
 
 /// Runs blocking I/O without stalling the other tasks of a multi-threaded
 /// runtime; inline anywhere else (a current-thread runtime, no runtime).
+/// Whether two keys are equal, in time that depends only on their lengths.
+fn same_key(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && std::hint::black_box(a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y))) == 0
+}
+
 fn blocking_io<R>(f: impl FnOnce() -> R) -> R {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current() {

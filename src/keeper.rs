@@ -518,6 +518,20 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         Ok(KeyPage::new(keys, cursor))
     }
 
+    /// The state of the newest key of `meta`'s rotation chain (following
+    /// `rotated_to`), `None` if it cannot be read.
+    async fn newest_of_chain_state(&self, meta: &KeyMeta, now: u64) -> Option<KeyState> {
+        let mut next = meta.rotated_to?;
+        for _ in 0..32 {
+            let meta = self.key_meta(&next).await.ok()?;
+            match meta.rotated_to {
+                Some(to) => next = to,
+                None => return Some(meta.state_at(now, self.lifecycle.cryptoperiod)),
+            }
+        }
+        None
+    }
+
     /// Whether `key_id` was made by rotating (once or more) `ancestor`.
     pub(crate) async fn was_rotated_from(&self, key_id: &KeyId, ancestor: &KeyId) -> bool {
         let mut id = *key_id;
@@ -676,8 +690,10 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     /// (never weaker than the DEK).
     ///
     /// # Errors
-    /// [`Error::KeyState`] unless the old key is active or deactivated;
-    /// [`Error::NotPermitted`] over the caller's quota; as for
+    /// [`Error::KeyState`] unless the old key is active or deactivated, and
+    /// for a key already rotated whose chain's newest key is not active,
+    /// unless the caller has every lifecycle right; [`Error::NotPermitted`]
+    /// over the caller's quota; as for
     /// [`KeyServer::get`] and [`KeyServer::generate_with_strength`].
     pub async fn rotate_for(
         &self,
@@ -738,6 +754,21 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         let meta = self.key_meta(&old_id).await?;
         let now = self.lifecycle.now();
         let from = rotatable(&meta, now)?;
+        // A key already rotated, rotated again, gives its DEK one more
+        // active key. That widens nothing while the newest key of the
+        // chain is active (an answer lost, rotated again); once an
+        // operator restricted it (or its cryptoperiod ended), it would
+        // make the DEK usable for encryption again: only a caller with
+        // every lifecycle right may.
+        if meta.rotated_to.is_some()
+            && caller.lifecycle != crate::api::LifecycleRight::Full
+            && self.newest_of_chain_state(&meta, now).await != Some(KeyState::Active)
+        {
+            return Err(Error::KeyState {
+                key_id: old_id,
+                state: from,
+            });
+        }
         self.storage.put(&record).await?;
         self.record_owner(
             &new,

@@ -461,8 +461,32 @@ impl Writer {
             .append(true)
             .create(true)
             .mode(0o600)
+            // A link in its place would have the server write where the
+            // link's author chose.
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map_err(|e| audit_error(format!("cannot open the audit log {shown}"), Some(e)))?;
+        // A crash between the two steps of a rotation can leave the live
+        // name and the newest rotated name on the same file: finish the
+        // rotation (the rotated name keeps it) and start a new live file.
+        if let Some(last) = newest_rotated(path)? {
+            use std::os::unix::fs::MetadataExt;
+            let same = |a: &std::fs::Metadata, b: &std::fs::Metadata| {
+                a.dev() == b.dev() && a.ino() == b.ino()
+            };
+            let live = file.metadata().ok();
+            let rotated = std::fs::symlink_metadata(&last).ok();
+            if let (Some(live), Some(rotated)) = (live, rotated) {
+                if same(&live, &rotated) {
+                    std::fs::remove_file(path)
+                        .and_then(|()| sync_dir(path))
+                        .map_err(|e| {
+                            audit_error(format!("cannot finish rotating {shown}"), Some(e))
+                        })?;
+                    return Writer::open(config);
+                }
+            }
+        }
         let mut text = Vec::new();
         file.read_to_end(&mut text)
             .map_err(|e| audit_error(format!("cannot read the audit log {shown}"), Some(e)))?;
@@ -513,6 +537,7 @@ impl Writer {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&head_path)
             .map_err(|e| audit_error(format!("cannot open {}", head_path.display()), Some(e)))?;
         let mut writer = Writer {
@@ -829,6 +854,9 @@ impl Writer {
     /// records the outage in the chain. Until that works, the log stays
     /// failed (and the file ends at its last good line).
     fn recover(&mut self) {
+        // Cut back to the last good line; never lengthen the file.
+        let len = self.file.metadata().map_or(self.good_len, |m| m.len());
+        self.good_len = self.good_len.min(len);
         let repaired = self
             .file
             .set_len(self.good_len)
@@ -881,14 +909,18 @@ impl Writer {
         // that name stays (and this rotation fails, so the log says so).
         std::fs::hard_link(&self.config.path, &rotated)?;
         std::fs::remove_file(&self.config.path)?;
+        // From here the live name is a new, empty file: whatever fails
+        // next, the recovery starts it with its open line (and never
+        // writes the old length into it).
+        self.good_len = 0;
         self.file = OpenOptions::new()
             .read(true)
             .append(true)
             .create_new(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&self.config.path)?;
         sync_dir(&self.config.path)?;
-        self.good_len = 0;
         self.write_open_line()
             .map_err(|_| io::Error::other("cannot start the new audit file"))
     }
@@ -1155,12 +1187,24 @@ pub fn verify_audit(
         ordered.push((seq, file));
     }
     ordered.sort();
+    if ordered.is_empty() {
+        return Err(Error::policy("no audit log file given"));
+    }
     let mut chain = Chain::new(key);
     // The live file (the newest, not a rotated name) is anchored by its
-    // head record.
-    let live = ordered.last().map(|(_, f)| *f).filter(|f| !is_rotated(f));
-    let head_path = live.map(|f| Head::path(f));
-    if let Some(live) = live {
+    // head record. When only rotated files are given, the live file they
+    // belong to is found by name: if its head is there, the files given
+    // must still reach the line it names (a live file removed, or renamed
+    // as rotated after a cut, does not pass for an archive).
+    let newest = ordered.last().map(|(_, f)| *f);
+    let live_given = newest.filter(|f| !is_rotated(f));
+    let live: Option<PathBuf> = match (live_given, newest) {
+        (Some(live), _) => Some(live.clone()),
+        (None, Some(rotated)) => Some(rotated.with_extension("")),
+        (None, None) => None,
+    };
+    let head_path = live.as_deref().map(Head::path);
+    if let Some(live) = live.as_deref() {
         // A running server rewrites the head in place: a read that races
         // a rewrite is tried again before it counts as a bad head.
         let mut tries = 0;
@@ -1214,13 +1258,22 @@ pub fn verify_audit(
             lines += 1;
         }
     }
-    if let Some(head_path) = &head_path {
-        chain.finish(head_path).map_err(|reason| {
-            Error::policy(format!(
-                "{}: {reason}",
-                live.map_or_else(String::new, |l| l.display().to_string())
-            ))
-        })?;
+    if let (Some(head_path), Some(live)) = (&head_path, &live) {
+        match chain.finish(head_path) {
+            // Rotated files alone, with no head beside them: an archive.
+            Err(_) if live_given.is_none() && chain.anchor.is_none() => {}
+            Err(reason) if live_given.is_none() => {
+                return Err(Error::policy(format!(
+                    "{}: {reason} (the live file {} was not given)",
+                    newest.map_or_else(String::new, |f| f.display().to_string()),
+                    live.display()
+                )))
+            }
+            Err(reason) => {
+                return Err(Error::policy(format!("{}: {reason}", live.display())));
+            }
+            Ok(()) => {}
+        }
     }
     Ok(AuditReport {
         lines,
@@ -1688,6 +1741,63 @@ mod tests {
         log_of(dir.path(), 1, DEFAULT_AUDIT_ROTATE);
         let report = verify(std::slice::from_ref(&path)).unwrap();
         assert_eq!((report.lines, report.head_seq), (5, Some(5)));
+    }
+
+    /// `verify` is not fooled by a live file left out: removed, renamed as
+    /// a rotated file after a cut, or no log file at all (only its head).
+    #[test]
+    fn verify_needs_the_live_file_its_head_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_of(dir.path(), 40, 2000);
+        let rotated: Vec<PathBuf> = log_files(dir.path())
+            .into_iter()
+            .filter(|f| *f != path)
+            .collect();
+        assert!(!rotated.is_empty());
+        let err = verify(&rotated).unwrap_err();
+        assert!(err.contains("was not given"), "{err}");
+        // Without its head (an archive copied elsewhere), they verify.
+        let archive = tempfile::tempdir().unwrap();
+        let copies: Vec<PathBuf> = rotated
+            .iter()
+            .map(|f| {
+                let copy = archive.path().join(f.file_name().unwrap());
+                std::fs::copy(f, &copy).unwrap();
+                copy
+            })
+            .collect();
+        assert!(verify(&copies).is_ok());
+        // The live file cut and renamed as if rotated.
+        let mut all = lines(&path);
+        all.truncate(all.len() - 2);
+        let first = first_seq(&path).unwrap();
+        let mut renamed = path.clone().into_os_string();
+        renamed.push(format!(".{first:020}"));
+        write_lines(Path::new(&renamed), &all);
+        std::fs::remove_file(&path).unwrap();
+        let mut files = rotated.clone();
+        files.push(PathBuf::from(&renamed));
+        let err = verify(&files).unwrap_err();
+        assert!(err.contains("cut from its end"), "{err}");
+        // Nothing but the head.
+        let err = verify(&[Head::path(&path)]).unwrap_err();
+        assert!(err.contains("no audit log file"), "{err}");
+    }
+
+    /// A crash between link and unlink of a rotation leaves one file under
+    /// both names: the next start finishes the rotation.
+    #[test]
+    fn a_rotation_cut_between_link_and_unlink_is_finished_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_of(dir.path(), 3, DEFAULT_AUDIT_ROTATE);
+        let mut rotated = path.clone().into_os_string();
+        rotated.push(format!(".{:020}", first_seq(&path).unwrap()));
+        std::fs::hard_link(&path, &rotated).unwrap();
+        log_of(dir.path(), 2, DEFAULT_AUDIT_ROTATE);
+        let report = verify(&log_files(dir.path())).unwrap();
+        assert!(report.from_start);
+        assert_eq!(report.head_seq, Some(report.last_seq));
+        assert!(lines(&path)[0].contains(r#""event":"open""#));
     }
 
     #[test]

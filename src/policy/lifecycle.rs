@@ -110,6 +110,19 @@ super::layer! {
                 decided.lifecycle = self.right(caller, *change, target)?;
                 self.inner.call_as(&decided, call).await
             }
+            // Rotating a key already rotated makes a new active key for the
+            // same DEK: a widening (after an operator restricted the newer
+            // key) that needs the widening grant, `resume`; the server
+            // refuses it to anyone else.
+            Call::Rotate(..) => {
+                let mut decided = caller.clone();
+                decided.lifecycle = if self.granted(caller, Change::Resume) {
+                    LifecycleRight::Full
+                } else {
+                    LifecycleRight::RestrictOnly
+                };
+                self.inner.call_as(&decided, call).await
+            }
             _ => self.inner.call_as(caller, call).await,
         }
     }

@@ -321,6 +321,62 @@ async fn a_forged_kek_learns_nothing_of_the_state() {
     assert!(answers.values().all(|a| a.len() == 1), "{answers:#?}");
 }
 
+/// Rotating a key that was already rotated makes a new active key for the
+/// same DEK: after an operator restricted the newer key, that would make
+/// the DEK usable for encryption again. Only a caller granted the widening
+/// change (`resume`) may; a holder granted `rotate` alone is refused
+/// (code 14), and the operator's restriction stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_rotating_a_rotated_key_needs_the_lifecycle_grant() {
+    let keys =
+        Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new()).with_kek_alg(KekAlg::Ec));
+    let stack = Policy::new()
+        .with_auth(auth())
+        .wrap(Arc::clone(&keys) as Arc<dyn KeyService>);
+    let (other, ops) = (as_principal("other"), as_principal("ops"));
+    let Reply::Kek(first) = stack
+        .call_as(&other, Call::Generate(None, None))
+        .await
+        .unwrap()
+    else {
+        panic!("not a KEK")
+    };
+    let rotate = |kek: keyserver::Kek| {
+        let (stack, other) = (Arc::clone(&stack), other.clone());
+        async move {
+            match stack.call_as(&other, Call::Rotate(kek, None)).await {
+                Ok(Reply::Kek(new)) => Ok(new),
+                Ok(_) => panic!("not a KEK"),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    // While the newest key is active, rotating again widens nothing (an
+    // answer lost): allowed.
+    rotate(first.clone()).await.unwrap();
+    let second = rotate(first.clone()).await.unwrap();
+    stack
+        .call_as(
+            &ops,
+            Call::Change(Change::Suspend, Target::KeyId(second.id())),
+        )
+        .await
+        .unwrap();
+    let before = keys.len();
+    let err = rotate(first.clone()).await.unwrap_err();
+    assert_eq!(err.code(), 14, "{err}");
+    assert_eq!(keys.len(), before, "no key made");
+    assert_eq!(
+        keys.describe(&second.id()).await.unwrap().state,
+        KeyState::Suspended
+    );
+    // A caller with every right (here in-process code) may.
+    stack
+        .call_as(&Caller::local(), Call::Rotate(first, None))
+        .await
+        .unwrap();
+}
+
 /// `max_keys` bounds the live keys a principal owns whatever sequence of
 /// calls anyone makes: another principal rotating its keys (a rotated key
 /// stays live, deactivated) is refused at the owner's quota.

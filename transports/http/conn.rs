@@ -4,12 +4,13 @@
 //! connections included, which hyper's header timeout does not cover).
 //!
 //! At the cap, a new connection takes the place of another, chosen in this
-//! order: the connection whose requests all come from callers that did not
-//! authenticate and are still receiving their bodies, slowest sender first;
-//! the connection quiet longest with no request in flight (unless a request
-//! starts arriving on it first); a connection whose requests are all still
-//! receiving bodies with no byte for [`SLOW_SENDER`], slowest first. A
-//! request past its body (being answered) is never cut off. Only when no connection qualifies is the new one closed at
+//! order: a connection whose requests all come from callers that did not
+//! authenticate (no credentials, credentials of nobody, no verified client
+//! certificate) and are still receiving their bodies, the one whose last
+//! byte came longest ago first; then the connection quiet longest with no
+//! request in flight (unless a request starts arriving on it first). A
+//! request of a caller that authenticated, or one past its body (being
+//! answered), is never cut off. Only when no connection qualifies is the new one closed at
 //! once: sockets that trickle bodies cannot lock everyone else out.
 
 use std::collections::HashMap;
@@ -29,10 +30,6 @@ use tokio::time::{Instant, Sleep};
 /// How long a new connection waits for the slot of one it evicted.
 const EVICT_WAIT: Duration = Duration::from_secs(2);
 
-/// A connection receiving a request body with no byte for this long is a
-/// slow sender, which a new connection may take the place of at the cap.
-pub(crate) const SLOW_SENDER: Duration = Duration::from_millis(250);
-
 /// What the listener knows of one connection. Shared by the stream wrapper
 /// (bytes moved) and the request middleware (requests in flight).
 pub(crate) struct ConnState {
@@ -41,11 +38,11 @@ pub(crate) struct ConnState {
     last: AtomicU64,
     last_read: AtomicU64,
     in_flight: AtomicUsize,
-    /// Requests in flight still receiving their bodies, and those of them
-    /// whose callers did not authenticate.
-    receiving: AtomicUsize,
+    /// Requests in flight from callers that did not authenticate, still
+    /// receiving their bodies.
     receiving_unauthenticated: AtomicUsize,
-    /// Asked to close once idle; asked to close while receiving bodies.
+    /// Asked to close once idle; asked to close while receiving bodies
+    /// (of callers that did not authenticate).
     evict: AtomicBool,
     evict_receiving: AtomicBool,
     waker: Mutex<Option<Waker>>,
@@ -58,35 +55,19 @@ impl ConnState {
         InFlight(Arc::clone(self))
     }
 
-    /// Counts a request receiving its body until the guard drops (with the
-    /// body), as from a caller that `authenticated` or not.
-    pub(crate) fn receiving(self: &Arc<Self>, authenticated: bool) -> Receiving {
-        self.receiving.fetch_add(1, Ordering::AcqRel);
-        if !authenticated {
-            self.receiving_unauthenticated
-                .fetch_add(1, Ordering::AcqRel);
-        }
-        Receiving {
-            conn: Arc::clone(self),
-            authenticated,
-        }
+    /// Counts a request of a caller that did not authenticate as
+    /// receiving its body until the guard drops (with the body).
+    pub(crate) fn receiving_unauthenticated(self: &Arc<Self>) -> Receiving {
+        self.receiving_unauthenticated
+            .fetch_add(1, Ordering::AcqRel);
+        Receiving(Arc::clone(self))
     }
 
-    /// Whether every request in flight is receiving its body: from callers
-    /// that did not authenticate (with `unauthenticated`), or from any
-    /// caller with the last byte read at least [`SLOW_SENDER`] before
-    /// `now_ms`.
-    fn slow_sender(&self, now_ms: u64, unauthenticated: bool) -> bool {
+    /// Whether every request in flight comes from a caller that did not
+    /// authenticate and is still receiving its body.
+    fn unauthenticated_receiving(&self) -> bool {
         let in_flight = self.in_flight.load(Ordering::Acquire);
-        if in_flight == 0 {
-            return false;
-        }
-        if unauthenticated {
-            return self.receiving_unauthenticated.load(Ordering::Acquire) >= in_flight;
-        }
-        let quiet = now_ms.saturating_sub(self.last_read.load(Ordering::Acquire));
-        self.receiving.load(Ordering::Acquire) >= in_flight
-            && u128::from(quiet) >= SLOW_SENDER.as_millis()
+        in_flight > 0 && self.receiving_unauthenticated.load(Ordering::Acquire) >= in_flight
     }
 
     fn wake(&self) {
@@ -110,20 +91,15 @@ impl Drop for InFlight {
     }
 }
 
-/// A request receiving its body (see [`ConnState::receiving`]).
-pub(crate) struct Receiving {
-    conn: Arc<ConnState>,
-    authenticated: bool,
-}
+/// A request receiving its body (see
+/// [`ConnState::receiving_unauthenticated`]).
+pub(crate) struct Receiving(Arc<ConnState>);
 
 impl Drop for Receiving {
     fn drop(&mut self) {
-        self.conn.receiving.fetch_sub(1, Ordering::AcqRel);
-        if !self.authenticated {
-            self.conn
-                .receiving_unauthenticated
-                .fetch_sub(1, Ordering::AcqRel);
-        }
+        self.0
+            .receiving_unauthenticated
+            .fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -134,7 +110,9 @@ pub(crate) trait PeerIp {
 
 impl PeerIp for tokio::net::TcpStream {
     fn peer_ip(&self) -> Option<IpAddr> {
-        self.peer_addr().ok().map(|a| a.ip())
+        self.peer_addr()
+            .ok()
+            .map(|a| super::peer::address_group(a.ip()))
     }
 }
 
@@ -190,25 +168,28 @@ impl Limit {
     }
 
     /// Asks one connection to close, in the order of the module's docs;
-    /// false if none qualifies.
+    /// false if none qualifies and none asked before is still closing (a
+    /// slot is about to be free then: under a flood of new connections,
+    /// each evicting one, the ones asked may all be closing at once).
     fn evict_one(&self) -> bool {
-        let now = self.now_ms();
         let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut closing = false;
         let candidates: Vec<Arc<ConnState>> = open
             .iter()
             .filter_map(Weak::upgrade)
             .filter(|c| {
-                !c.evict.load(Ordering::Acquire) && !c.evict_receiving.load(Ordering::Acquire)
+                let asked =
+                    c.evict.load(Ordering::Acquire) || c.evict_receiving.load(Ordering::Acquire);
+                closing |= asked;
+                !asked
             })
             .collect();
         drop(open);
-        let slowest = |unauthenticated: bool| {
-            candidates
-                .iter()
-                .filter(|c| c.slow_sender(now, unauthenticated))
-                .min_by_key(|c| c.last_read.load(Ordering::Acquire))
-        };
-        let chosen = if let Some(conn) = slowest(true) {
+        let slowest = candidates
+            .iter()
+            .filter(|c| c.unauthenticated_receiving())
+            .min_by_key(|c| c.last_read.load(Ordering::Acquire));
+        let chosen = if let Some(conn) = slowest {
             conn.evict_receiving.store(true, Ordering::Release);
             conn
         } else if let Some(conn) = candidates
@@ -218,11 +199,8 @@ impl Limit {
         {
             conn.evict.store(true, Ordering::Release);
             conn
-        } else if let Some(conn) = slowest(false) {
-            conn.evict_receiving.store(true, Ordering::Release);
-            conn
         } else {
-            return false;
+            return closing;
         };
         chosen.wake();
         true
@@ -308,7 +286,6 @@ where
                 last: AtomicU64::new(now),
                 last_read: AtomicU64::new(now),
                 in_flight: AtomicUsize::new(0),
-                receiving: AtomicUsize::new(0),
                 receiving_unauthenticated: AtomicUsize::new(0),
                 evict: AtomicBool::new(false),
                 evict_receiving: AtomicBool::new(false),
@@ -397,7 +374,7 @@ impl<I> Guarded<I> {
             // Evicted as a slow sender, and every request still receiving
             // its body: close.
             if self.state.evict_receiving.load(Ordering::Acquire)
-                && self.state.receiving.load(Ordering::Acquire) >= in_flight
+                && self.state.receiving_unauthenticated.load(Ordering::Acquire) >= in_flight
             {
                 return true;
             }

@@ -126,7 +126,7 @@ impl Dispatch {
         Limits {
             max: self.shared.max_body,
             budget,
-            peer: self.caller.peer.map(|p| p.ip()),
+            peer: self.caller.peer.map(|p| super::peer::address_group(p.ip())),
             deadline,
         }
     }

@@ -172,7 +172,10 @@ pub(crate) async fn check(gate: Arc<Gate>, request: Request, next: Next) -> Resp
     let mut caller =
         Caller::with_identity(identity).from_peer(peer, protocol_of(request.uri().path()));
     caller.tls_subject = cert.0.as_ref().map(|c| c.subject.clone());
-    let authenticated = caller.identity.is_authenticated();
+    // A client certificate the TLS layer verified authenticates too (with
+    // client certificates and no auth file, every caller is anonymous to
+    // the policy, yet proved who it is).
+    let authenticated = caller.identity.is_authenticated() || cert.0.is_some();
     let mut request = request;
     request.extensions_mut().insert(caller);
     let conn = request
@@ -185,9 +188,9 @@ pub(crate) async fn check(gate: Arc<Gate>, request: Request, next: Next) -> Resp
     // it once read), so that a slow sender can be told from a request
     // being answered.
     let _in_flight = conn.as_ref().map(super::conn::ConnState::request);
-    if let Some(conn) = conn {
+    if let Some(conn) = conn.filter(|_| !authenticated) {
         if !axum::body::HttpBody::is_end_stream(request.body()) {
-            let receiving = conn.receiving(authenticated);
+            let receiving = conn.receiving_unauthenticated();
             request = request.map(|body| {
                 axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
                     let _ = &receiving;

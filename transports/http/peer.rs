@@ -98,3 +98,36 @@ where
         })
     }
 }
+
+/// The address a peer's limits are counted under: an IPv4 address (also
+/// when written as IPv4-mapped IPv6), or an IPv6 address's /64 (one host's
+/// usual allocation: otherwise a single host could be any number of
+/// peers).
+///
+/// ```ignore
+/// address_group("2001:db8::1".parse()?) == address_group("2001:db8::ffff".parse()?)
+/// ```
+pub(crate) fn address_group(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv6Addr};
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::address_group;
+
+    #[test]
+    fn a_v6_host_is_one_peer_and_mapped_v4_is_v4() {
+        let group = |s: &str| address_group(s.parse().unwrap());
+        assert_eq!(group("2001:db8:1:2::1"), group("2001:db8:1:2:ffff::9"));
+        assert_ne!(group("2001:db8:1:2::1"), group("2001:db8:1:3::1"));
+        assert_eq!(group("::ffff:10.0.0.7"), group("10.0.0.7"));
+        assert_ne!(group("10.0.0.7"), group("10.0.0.8"));
+    }
+}
