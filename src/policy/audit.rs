@@ -7,12 +7,61 @@
 //! socket, a time-out) cannot leave a key stored without its line, or
 //! without its owner: the call is finished and recorded, and only the
 //! answer is lost. While the log cannot be written every call is refused
-//! (code 5): nothing happens that cannot be recorded.
+//! (code 5); a call that ran while the log failed (a state change under
+//! way) is recorded once it can be written again, marked `late`.
+//!
+//! Callers that did not authenticate (no credentials, credentials of
+//! nobody) cannot fill the disk through the log: their lines are written
+//! at most [`UNAUTHENTICATED_LINES_PER_SECOND`] a second (bursts of
+//! [`UNAUTHENTICATED_BURST`]), and the next line written says how many were
+//! left out (`suppressed`); a call of theirs that changed a key or handed
+//! out a DEK is always written.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
+
+/// Lines a second written for calls of callers that did not authenticate.
+pub const UNAUTHENTICATED_LINES_PER_SECOND: f64 = 100.0;
+/// How many such lines may be written at once.
+pub const UNAUTHENTICATED_BURST: f64 = 1000.0;
+
+/// The token bucket of lines of callers that did not authenticate.
+struct Flood {
+    tokens: f64,
+    at: Instant,
+    /// Lines left out since the last one written.
+    suppressed: u64,
+    /// Lines left out since start.
+    total: u64,
+}
+
+/// Shared by the layer and the tasks of its state changes.
+type FloodLimit = Arc<Mutex<Flood>>;
+
+/// Whether the line of a call by `caller` is written, and with how many
+/// left out before it: always for a caller that authenticated, or a call
+/// that `ran` (a change made, a DEK handed out); within the bucket
+/// otherwise.
+fn admit(flood: &Mutex<Flood>, caller: &Caller, ran: bool) -> Option<u64> {
+    if ran || caller.identity.is_authenticated() {
+        return Some(0);
+    }
+    let mut f = flood.lock().unwrap_or_else(PoisonError::into_inner);
+    let now = Instant::now();
+    let refill = now.duration_since(f.at).as_secs_f64() * UNAUTHENTICATED_LINES_PER_SECOND;
+    f.tokens = (f.tokens + refill).min(UNAUTHENTICATED_BURST);
+    f.at = now;
+    if f.tokens >= 1.0 {
+        f.tokens -= 1.0;
+        Some(std::mem::take(&mut f.suppressed))
+    } else {
+        f.suppressed += 1;
+        f.total += 1;
+        None
+    }
+}
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -53,6 +102,7 @@ pub struct Audit {
     inner: Arc<dyn KeyService>,
     log: Option<Arc<AuditLog>>,
     metrics: AuditMetrics,
+    flood: FloodLimit,
 }
 
 impl fmt::Debug for Audit {
@@ -70,6 +120,8 @@ struct AuditMetrics {
     lines_seen: AtomicU64,
     sync: Histogram,
     writable: Gauge,
+    suppressed: Counter,
+    suppressed_seen: AtomicU64,
     scrape: Mutex<()>,
 }
 
@@ -95,18 +147,29 @@ impl AuditMetrics {
             "1 while the audit log can be written (0: every call is refused)",
             writable.clone(),
         );
+        let suppressed = Counter::default();
+        registry.register(
+            "audit_lines_suppressed",
+            "Audit lines of callers that did not authenticate left out over their rate",
+            suppressed.clone(),
+        );
         AuditMetrics {
             registry,
             lines,
             lines_seen: AtomicU64::new(0),
             sync,
             writable,
+            suppressed,
+            suppressed_seen: AtomicU64::new(0),
             scrape: Mutex::new(()),
         }
     }
 
-    fn encode(&self, log: &AuditLog, out: &mut String) {
+    fn encode(&self, log: &AuditLog, flood: &Mutex<Flood>, out: &mut String) {
         let _one = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
+        let total = flood.lock().unwrap_or_else(PoisonError::into_inner).total;
+        let seen = self.suppressed_seen.swap(total, Ordering::Relaxed);
+        self.suppressed.inc_by(total.saturating_sub(seen));
         let stats = log.stats();
         let lines = stats.lines.load(Ordering::Relaxed);
         let seen = self.lines_seen.swap(lines, Ordering::Relaxed);
@@ -145,6 +208,7 @@ fn entry(
         new_key_id,
         code,
         latency_ms: start.elapsed().as_secs_f64() * 1000.0,
+        suppressed: 0,
     }
 }
 
@@ -155,6 +219,12 @@ impl Audit {
             inner,
             log,
             metrics: AuditMetrics::new(),
+            flood: Arc::new(Mutex::new(Flood {
+                tokens: UNAUTHENTICATED_BURST,
+                at: Instant::now(),
+                suppressed: 0,
+                total: 0,
+            })),
         }
     }
 
@@ -163,6 +233,7 @@ impl Audit {
     async fn run(
         inner: &dyn KeyService,
         log: Option<&AuditLog>,
+        flood: &Mutex<Flood>,
         caller: &Caller,
         call: Call,
     ) -> Result<Reply> {
@@ -183,7 +254,12 @@ impl Audit {
             }
         }
         let code = result.as_ref().map_or_else(Error::code, |_| 0);
-        let line = entry(caller, method.name, key_id, new_key_id, code, start);
+        let ran = code == 0 && method.audited_durably();
+        let Some(suppressed) = admit(flood, caller, ran) else {
+            return result;
+        };
+        let mut line = entry(caller, method.name, key_id, new_key_id, code, start);
+        line.suppressed = suppressed;
         // A state-changing call (and get_key) is answered once its line is
         // on disk; if it cannot be written, the caller hears so (and a new
         // key's KEK is dropped: nothing was encrypted under it yet).
@@ -200,21 +276,26 @@ super::layer! {
             if let Err(e) = log.check() {
                 // Refused without running: a line is tried all the same
                 // (the log may be back by then).
-                let line = entry(caller, call.method().name, call.key_id(), None, e.code(), Instant::now());
-                let log = Arc::clone(log);
-                spawn_or_drop(async move {
-                    let _ = log.record(line, false).await;
-                });
+                if let Some(suppressed) = admit(&self.flood, caller, false) {
+                    let mut line = entry(caller, call.method().name, call.key_id(), None, e.code(), Instant::now());
+                    line.suppressed = suppressed;
+                    let log = Arc::clone(log);
+                    spawn_or_drop(async move {
+                        let _ = log.record(line, false).await;
+                    });
+                }
                 return Err(e);
             }
         }
         if !call.method().changes_state() {
-            return Audit::run(&*self.inner, self.log.as_deref(), caller, call).await;
+            return Audit::run(&*self.inner, self.log.as_deref(), &self.flood, caller, call).await;
         }
         // A state change runs to its end, and is recorded, even if this
         // future is dropped (the client went away, the request timed out).
         let (inner, log, caller) = (Arc::clone(&self.inner), self.log.clone(), caller.clone());
-        let work = async move { Audit::run(&*inner, log.as_deref(), &caller, call).await };
+        let flood = Arc::clone(&self.flood);
+        let work =
+            async move { Audit::run(&*inner, log.as_deref(), &flood, &caller, call).await };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => runtime.spawn(work).await.unwrap_or_else(|e| {
                 Err(Error::Internal(
@@ -235,14 +316,19 @@ super::layer! {
 
     fn encode_metrics(&self, out: &mut String) {
         if let Some(log) = &self.log {
-            self.metrics.encode(log, out);
+            self.metrics.encode(log, &self.flood, out);
         }
         self.inner.encode_metrics(out);
     }
 
     fn refused(&self, caller: &Caller, method: &str, error: &Error) {
-        if let Some(log) = &self.log {
-            let line = entry(caller, method, None, None, error.code(), Instant::now());
+        let admitted = self
+            .log
+            .as_ref()
+            .and_then(|log| Some((log, admit(&self.flood, caller, false)?)));
+        if let Some((log, suppressed)) = admitted {
+            let mut line = entry(caller, method, None, None, error.code(), Instant::now());
+            line.suppressed = suppressed;
             let log = Arc::clone(log);
             // Not awaited beyond the hand-over: the writer owns it from here.
             spawn_or_drop(async move {
@@ -290,5 +376,67 @@ super::layer! {
 fn spawn_or_drop(work: impl std::future::Future<Output = ()> + Send + 'static) {
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(work);
+    }
+}
+
+#[cfg(all(test, feature = "cipher-rustcrypto", feature = "storage-memory"))]
+mod tests {
+    use super::*;
+    use crate::backends::{MemoryStorage, RustCrypto};
+    use crate::policy::{AuditConfig, AuditKey, DEFAULT_AUDIT_ROTATE};
+    use crate::KeyServer;
+
+    /// A flood of calls by callers that did not authenticate writes at most
+    /// the burst and the rate of lines; the next line says how many were
+    /// left out, the metric counts them, and a principal's calls are all
+    /// written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unauthenticated_callers_cannot_flood_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(AuditConfig {
+            path: path.clone(),
+            key: AuditKey::new(vec![7; 32]).unwrap(),
+            rotate_bytes: DEFAULT_AUDIT_ROTATE,
+        })
+        .unwrap();
+        let keys = Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new()));
+        let audit = Audit::new(keys, Some(Arc::clone(&log)));
+        let nobody = Caller::with_identity(Identity::BadCredentials);
+        let app = Caller::with_identity(Identity::Principal("app".into()));
+        let start = Instant::now();
+        for _ in 0..3000 {
+            let _ = audit.call_as(&nobody, Call::Status).await;
+        }
+        let took = start.elapsed().as_secs_f64();
+        for _ in 0..5 {
+            audit.call_as(&app, Call::Status).await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let _ = audit.call_as(&nobody, Call::Status).await;
+        let mut metrics = String::new();
+        audit.encode_metrics(&mut metrics);
+        log.close();
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let of = |who: &str| lines.iter().filter(|l| l["principal"] == who).count();
+        let allowed = UNAUTHENTICATED_BURST + took * UNAUTHENTICATED_LINES_PER_SECOND + 1.0;
+        let written = of("(bad credentials)");
+        assert!(
+            (1000..=allowed as usize + 1).contains(&written),
+            "{written} lines of 3001 (at most {allowed})"
+        );
+        assert_eq!(of("app"), 5, "a principal's calls are all written");
+        let suppressed: u64 = lines.iter().filter_map(|l| l["suppressed"].as_u64()).sum();
+        assert_eq!(suppressed as usize + written, 3001, "every call counted");
+        assert!(
+            metrics.contains(&format!(
+                "keyserver_audit_lines_suppressed_total {suppressed}"
+            )),
+            "{metrics}"
+        );
     }
 }

@@ -134,6 +134,9 @@ pub(crate) struct Entry {
     pub(crate) new_key_id: Option<KeyId>,
     pub(crate) code: i32,
     pub(crate) latency_ms: f64,
+    /// Lines of unauthenticated callers left out since the last written
+    /// (the flood limit of the audit layer).
+    pub(crate) suppressed: u64,
 }
 
 /// A line as written (field order is the line's).
@@ -174,6 +177,14 @@ struct Line<'a> {
     code: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     latency_ms: Option<f64>,
+    /// Lines of calls by callers that did not authenticate left out before
+    /// this one (over the audit layer's rate for them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    suppressed: Option<u64>,
+    /// A call done while the log could not be written, recorded once it
+    /// could (its `time` is when the line was written).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    late: Option<bool>,
 }
 
 /// A line waiting for the writer, and who waits for it.
@@ -294,26 +305,36 @@ impl AuditLog {
         } else {
             (None, None)
         };
-        let sent = match self
-            .queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-        {
-            Some(queue) => queue.try_send(Pending { entry, done }),
-            None => return Err(audit_error("the audit log is closed", None)),
-        };
-        match sent {
-            Ok(()) => {}
-            // The disk is not keeping up: refuse rather than hold lines
-            // without bound.
-            Err(mpsc::TrySendError::Full(_)) => {
-                return Err(Error::Busy {
-                    reason: "the audit log is behind".into(),
-                })
-            }
-            Err(mpsc::TrySendError::Disconnected(_)) => {
-                return Err(audit_error("the audit writer stopped", None))
+        let mut pending = Pending { entry, done };
+        loop {
+            let sent = match self
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+            {
+                Some(queue) => queue.try_send(pending),
+                None => return Err(audit_error("the audit log is closed", None)),
+            };
+            match sent {
+                Ok(()) => break,
+                // The line of something done (a state change, a DEK handed
+                // out) waits for room: "busy" would tell its caller that
+                // nothing happened.
+                Err(mpsc::TrySendError::Full(back)) if durable => {
+                    pending = back;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                // Otherwise the disk is not keeping up: refuse rather than
+                // hold lines without bound.
+                Err(mpsc::TrySendError::Full(_)) => {
+                    return Err(Error::Busy {
+                        reason: "the audit log is behind".into(),
+                    })
+                }
+                Err(mpsc::TrySendError::Disconnected(_)) => {
+                    return Err(audit_error("the audit writer stopped", None))
+                }
             }
         }
         match wait {
@@ -429,6 +450,32 @@ struct Writer {
     unsynced: bool,
     failed: Arc<AtomicBool>,
     stats: Arc<AuditStats>,
+    /// Lines of calls that ran (state changes, DEKs handed out) and could
+    /// not be written: written after the `resume` line.
+    late: Vec<Entry>,
+}
+
+/// Most lines kept for writing after an outage.
+const MAX_LATE: usize = 65_536;
+
+/// The line of call `e`.
+fn call_line(seq: u64, e: &Entry, late: bool) -> Line<'_> {
+    Line {
+        seq,
+        time: rfc3339_now(),
+        principal: Some(&e.principal),
+        peer: e.peer.map(|p| p.to_string()),
+        tls_subject: e.tls_subject.as_deref(),
+        protocol: Some(e.protocol),
+        method: Some(&e.method),
+        key_id: e.key_id.map(|k| k.to_string()),
+        new_key_id: e.new_key_id.map(|k| k.to_string()),
+        code: Some(e.code),
+        latency_ms: Some((e.latency_ms * 1000.0).round() / 1000.0),
+        suppressed: (e.suppressed > 0).then_some(e.suppressed),
+        late: late.then_some(true),
+        ..Line::empty()
+    }
 }
 
 /// Verifies the complete lines of `text` (a file's bytes up to its last
@@ -552,6 +599,7 @@ impl Writer {
             unsynced: false,
             failed: Arc::default(),
             stats: Arc::default(),
+            late: Vec::new(),
         };
         // The head names the chain as verified before anything is added to
         // it: a log that keeps a head always has one.
@@ -741,8 +789,21 @@ impl Writer {
             }
         }
         if self.failed.load(Ordering::Acquire) {
+            // One last try, for the lines of calls that ran.
+            self.recover();
+        }
+        if self.failed.load(Ordering::Acquire) {
             // Leave the file at its last good line.
             let _ = self.file.set_len(self.good_len);
+            if !self.late.is_empty() {
+                tracing::error!(
+                    target: "keyserver::audit",
+                    "stopping with {} lines of calls made while the audit log {} could not be \
+                     written, never written",
+                    self.late.len(),
+                    self.config.path.display()
+                );
+            }
             return;
         }
         // A clean stop says so: a log whose last run has no stop line
@@ -765,13 +826,22 @@ impl Writer {
         }
     }
 
+    /// Keeps the lines of calls that ran (durable ones) for after the
+    /// outage, and tells their callers the log cannot be written now.
+    fn keep_late(&mut self, batch: Vec<Pending>) {
+        for p in batch {
+            if let Some(done) = p.done {
+                if self.late.len() < MAX_LATE {
+                    self.late.push(p.entry);
+                }
+                let _ = done.send(Err(audit_error("the audit log cannot be written", None)));
+            }
+        }
+    }
+
     fn write_batch(&mut self, batch: Vec<Pending>) {
         if self.failed.load(Ordering::Acquire) {
-            for p in batch {
-                if let Some(done) = p.done {
-                    let _ = done.send(Err(audit_error("the audit log cannot be written", None)));
-                }
-            }
+            self.keep_late(batch);
             return;
         }
         let (seq, mac) = (self.seq, self.mac);
@@ -779,21 +849,7 @@ impl Writer {
         let mut durable = false;
         for p in &batch {
             durable |= p.done.is_some();
-            let e = &p.entry;
-            let line = Line {
-                seq: self.seq + 1,
-                time: rfc3339_now(),
-                principal: Some(&e.principal),
-                peer: e.peer.map(|p| p.to_string()),
-                tls_subject: e.tls_subject.as_deref(),
-                protocol: Some(e.protocol),
-                method: Some(&e.method),
-                key_id: e.key_id.map(|k| k.to_string()),
-                new_key_id: e.new_key_id.map(|k| k.to_string()),
-                code: Some(e.code),
-                latency_ms: Some((e.latency_ms * 1000.0).round() / 1000.0),
-                ..Line::empty()
-            };
+            let line = call_line(self.seq + 1, &p.entry, false);
             self.append(&line, &mut buf);
         }
         let written = self.file.write_all(&buf).and_then(|()| {
@@ -804,34 +860,26 @@ impl Writer {
                 Ok(())
             }
         });
-        let result = match written {
-            Ok(()) => {
-                self.good_len += buf.len() as u64;
-                self.stats
-                    .lines
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(e) => {
-                // The chain goes on from the last good line; the part
-                // written is cut off (best effort: the recovery does it
-                // again).
-                self.seq = seq;
-                self.mac = mac;
-                let _ = self.file.set_len(self.good_len);
-                self.fail(Some(e));
-                Err(audit_error("the audit log cannot be written", None))
-            }
-        };
+        if let Err(e) = written {
+            // The chain goes on from the last good line; the part written
+            // is cut off (best effort: the recovery does it again).
+            self.seq = seq;
+            self.mac = mac;
+            let _ = self.file.set_len(self.good_len);
+            self.fail(Some(e));
+            self.keep_late(batch);
+            return;
+        }
+        self.good_len += buf.len() as u64;
+        self.stats
+            .lines
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         for p in batch {
             if let Some(done) = p.done {
-                let _ = done.send(match &result {
-                    Ok(()) => Ok(()),
-                    Err(_) => Err(audit_error("the audit log cannot be written", None)),
-                });
+                let _ = done.send(Ok(()));
             }
         }
-        if result.is_ok() && self.good_len >= self.config.rotate_bytes {
+        if self.good_len >= self.config.rotate_bytes {
             if let Err(e) = self.rotate() {
                 self.fail(Some(e));
             }
@@ -865,11 +913,8 @@ impl Writer {
         if repaired.is_err() {
             return;
         }
-        if self.good_len == 0 {
-            // A new file (after a rotation) starts with its open line.
-            if self.write_open_line().is_ok() {
-                self.failed.store(false, Ordering::Release);
-            }
+        // A new file (after a rotation) starts with its open line.
+        if self.good_len == 0 && self.write_open_line().is_err() {
             return;
         }
         let (seq, mac) = (self.seq, self.mac);
@@ -881,7 +926,14 @@ impl Writer {
         };
         let mut buf = Vec::new();
         self.append(&line, &mut buf);
+        // Then what was done while the log could not be written.
+        let late = std::mem::take(&mut self.late);
+        for e in &late {
+            let line = call_line(self.seq + 1, e, true);
+            self.append(&line, &mut buf);
+        }
         if self.write_and_sync(&buf).is_err() {
+            self.late = late;
             self.seq = seq;
             self.mac = mac;
             let _ = self.file.set_len(self.good_len);
@@ -957,6 +1009,8 @@ impl Line<'_> {
             new_key_id: None,
             code: None,
             latency_ms: None,
+            suppressed: None,
+            late: None,
         }
     }
 }
@@ -1562,10 +1616,19 @@ mod tests {
         writer.write_batch(vec![p]);
         assert!(rx.try_recv().unwrap().is_ok());
         let report = verify(std::slice::from_ref(&path)).unwrap();
-        // open, start, generate, resume, generate.
-        assert_eq!(report.lines, 5);
-        assert_eq!(report.head_seq, Some(5));
-        assert!(lines(&path)[3].contains("\"event\":\"resume\""));
+        // open, start, generate, resume, the two generates that could not
+        // be written (late), generate: a call that ran is never left out.
+        assert_eq!(report.lines, 7);
+        assert_eq!(report.head_seq, Some(7));
+        let all = lines(&path);
+        assert!(all[3].contains("\"event\":\"resume\""));
+        for late in &all[4..6] {
+            assert!(
+                late.contains("\"method\":\"generate\"") && late.contains("\"late\":true"),
+                "{late}"
+            );
+        }
+        assert!(!all[6].contains("\"late\":true"));
     }
 
     #[test]
