@@ -32,7 +32,7 @@ pub const DEFAULT_CACHE_CAPACITY: usize = 1024;
 #[non_exhaustive]
 pub enum UnwrapMode {
     /// The client sends the KEK (over TLS) and the server returns the DEK:
-    /// the seed's way, and the default.
+    /// the original key server's way, and the default.
     #[default]
     Server,
     /// The client fetches the wrapped record by key id and unwraps it
@@ -221,7 +221,7 @@ impl<T: Transport> KeyClient<T> {
         &self.transport
     }
 
-    /// Whether a DEK for `key_id` is cached and still fresh (the seed's
+    /// Whether a DEK for `key_id` is cached and still fresh (the original key server's
     /// `key in cache`).
     pub fn is_cached(&self, key_id: &KeyId) -> bool {
         self.with_cache(|c| c.peek(key_id).is_some_and(|e| self.fresh(e)))

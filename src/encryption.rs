@@ -1,4 +1,4 @@
-//! The [`Encryption`] trait: the seed's `IEncryption`.
+//! The [`Encryption`] trait: the original key server's `IEncryption`.
 
 use async_trait::async_trait;
 

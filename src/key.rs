@@ -271,7 +271,7 @@ impl FromStr for Strength {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum KekAlg {
-    /// RSA with RSA-OAEP-SHA256 wrapping (the seed's, and the default).
+    /// RSA with RSA-OAEP-SHA256 wrapping (the original key server's, and the default).
     #[default]
     Rsa,
     /// Elliptic curve (NIST P-curves) with HPKE wrapping.

@@ -3,10 +3,11 @@
 //! Envelope encryption with split knowledge (NIST SP 800-57): the key that
 //! encrypts the data never sits next to the data, nor in plain form anywhere.
 //!
-//! 1. [`KeyServer::generate`] creates a key-encryption key (KEK, an RSA key
-//!    pair) and a data-encryption key (DEK, an AES key), wraps the DEK with the
-//!    KEK's public half (RSA-OAEP-SHA256), stores only the wrapped DEK, and
-//!    returns the private KEK to the caller.
+//! 1. [`KeyServer::generate`] creates a key-encryption key (KEK, an
+//!    asymmetric key pair: RSA, EC or hybrid post-quantum) and a
+//!    data-encryption key (DEK, an AES key), wraps the DEK with the KEK's
+//!    public half (RSA-OAEP-SHA256, or HPKE for EC and hybrid KEKs), stores
+//!    only the wrapped DEK, and returns the private KEK to the caller.
 //! 2. The caller keeps the KEK. With it, [`KeyServer::get`] returns the DEK,
 //!    and [`KeyServer::encrypt`] / [`KeyServer::decrypt`] seal and open data
 //!    in the [`envelope`] format (HKDF-SHA256 per-message keys, AES-GCM).
@@ -61,10 +62,13 @@
 //!
 //! | feature | what it adds | default |
 //! | --- | --- | --- |
-//! | `cipher-rustcrypto` | `backends::RustCrypto` (rsa, aes-gcm, hkdf, sha2) | yes |
+//! | `cipher-rustcrypto` | `backends::RustCrypto` (rsa, aes-gcm, hkdf, sha2, the NIST curves, ml-kem) | yes |
 //! | `cipher-openssl` | `backends::OpenSsl` (the system's OpenSSL 3) | no |
+//! | `cipher-awslc` | `backends::AwsLc` (AWS-LC through aws-lc-rs; builds its C library) | via `cli` |
+//! | `cipher-awslc-fips` | `backends::AwsLc` on AWS-LC's FIPS 140-3 module (needs cmake and Go) | no |
 //! | `storage-memory` | `backends::MemoryStorage` | yes |
 //! | `storage-file` | `backends::FileStorage` (durable, crash-safe, locked) | yes |
+//! | `storage-postgres` | `backends::PostgresStorage` (any number of servers on one database) | via `cli` |
 //! | `transport-xmlrpc-client` | `transports::XmlRpc` | via `transport-xmlrpc` |
 //! | `transport-xmlrpc-server` | XML-RPC (`/RPC2`) in `transports::HttpServer` | via `transport-xmlrpc` |
 //! | `transport-jsonrpc-client` | `transports::JsonRpc` | via `transport-jsonrpc` |
@@ -72,8 +76,8 @@
 //! | `transport-xmlrpc`, `transport-jsonrpc` | both halves of the protocol | yes |
 //! | `policy` | `keyserver::policy`: the server's policy layers (authorization, lifecycle permission, audit, metrics) | with any server half |
 //! | `testing` | `keyserver::testing`, the conformance kit | no |
-//! | `cli` | the `keyserver` binary | yes |
-//! | `full` | all of the above | no |
+//! | `cli` | the `keyserver` binary (with `cipher-awslc` and `storage-postgres`) | yes |
+//! | `full` | all of the above but `cipher-awslc-fips` | no |
 //!
 //! A client-only application takes the `-client` feature of its protocol and
 //! compiles no server (no axum).
@@ -181,3 +185,72 @@ pub struct ReadmeDoctests;
 
 /// This crate's version, as reported by `status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[cfg(test)]
+mod feature_table {
+    /// The feature table above names every public feature of Cargo.toml,
+    /// and nothing else; its "yes" rows are the default features.
+    #[test]
+    fn the_feature_table_is_cargo_toml_s() {
+        let manifest = include_str!("../Cargo.toml");
+        let section = manifest
+            .split("\n[features]\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n[").next())
+            .unwrap_or_default();
+        let mut features = std::collections::BTreeSet::new();
+        let mut default = std::collections::BTreeSet::new();
+        for line in section.lines() {
+            let Some((name, value)) = line.split_once(" = ") else {
+                continue;
+            };
+            let name = name.trim();
+            if name == "default" {
+                default = value
+                    .split('"')
+                    .skip(1)
+                    .step_by(2)
+                    .map(str::to_owned)
+                    .collect();
+            } else if !name.starts_with('_') && !name.starts_with('#') {
+                features.insert(name.to_owned());
+            }
+        }
+        let docs = include_str!("lib.rs");
+        let mut tabled = std::collections::BTreeSet::new();
+        let mut tabled_default = std::collections::BTreeSet::new();
+        let rows = docs
+            .lines()
+            .skip_while(|l| *l != "//! | feature | what it adds | default |")
+            .skip(2)
+            .map_while(|l| l.strip_prefix("//! | "));
+        for row in rows {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let (Some(names), Some(default_cell)) = (cells.first(), cells.last()) else {
+                continue;
+            };
+            for name in names.split('`').skip(1).step_by(2) {
+                if default_cell.trim_end_matches(" |").trim() == "yes" {
+                    tabled_default.insert(name.to_owned());
+                }
+                tabled.insert(name.to_owned());
+            }
+        }
+        assert_eq!(
+            tabled, features,
+            "the feature table and Cargo.toml's [features]"
+        );
+        // `transport-xmlrpc` and `transport-jsonrpc` stand for both halves.
+        let expand =
+            |set: std::collections::BTreeSet<String>| -> std::collections::BTreeSet<String> {
+                set.into_iter()
+                    .filter(|f| !f.ends_with("-client") && !f.ends_with("-server"))
+                    .collect()
+            };
+        assert_eq!(
+            expand(tabled_default),
+            expand(default),
+            "the default features"
+        );
+    }
+}

@@ -361,7 +361,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         self.generate_with_strength(self.strength).await
     }
 
-    /// The seed workflow: make a KEK pair of `strength`, make a random DEK,
+    /// The original key server's workflow: make a KEK pair of `strength`, make a random DEK,
     /// wrap the DEK with the KEK's public half, store only the wrapped DEK
     /// under the KEK's id, and return the private KEK. The KEK is returned
     /// only once the record is stored.
@@ -570,7 +570,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         envelope::open(&*self.suite, &dek, context, ciphertext)
     }
 
-    /// Whether a wrapped DEK is stored under `key_id` (the seed's `key in keys`).
+    /// Whether a wrapped DEK is stored under `key_id` (the original key server's `key in keys`).
     ///
     /// # Errors
     /// Storage errors.

@@ -134,9 +134,38 @@ pub(crate) fn base_url(url: &str) -> crate::Result<String> {
     Ok(trimmed.to_string())
 }
 
+/// `url` as an error message may show it: without credentials in its
+/// authority (`user:password@`).
+pub(crate) fn shown_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find('/').unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://…@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shown_url_has_no_credentials() {
+        assert_eq!(
+            shown_url("http://127.0.0.1:1/RPC2"),
+            "http://127.0.0.1:1/RPC2"
+        );
+        assert_eq!(
+            shown_url("https://app:secret@keys.example:8731/jsonrpc"),
+            "https://…@keys.example:8731/jsonrpc"
+        );
+        assert_eq!(
+            shown_url("https://keys.example/a@b"),
+            "https://keys.example/a@b"
+        );
+    }
 
     #[test]
     fn loopback_hosts() {

@@ -438,6 +438,9 @@ impl ServeOptions {
 #[serde(rename_all = "lowercase")]
 pub(crate) enum SuiteName {
     Rustcrypto,
+    // Offered on the command line only by a binary built with it (a
+    // configuration file naming it is refused with the reason).
+    #[cfg_attr(not(feature = "cipher-openssl"), value(skip))]
     Openssl,
     Awslc,
 }

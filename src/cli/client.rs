@@ -27,6 +27,7 @@ pub(crate) fn client(args: &ClientArgs) -> Result<KeyClient<Box<dyn Transport>>,
         token: token(args)?,
     };
     let one = |url: &str| -> Result<Box<dyn Transport>, Failure> {
+        check_url(url)?;
         Ok(match args.transport {
             Protocol::Xmlrpc => Box::new(XmlRpc::with_options(url, options.clone())?),
             Protocol::Jsonrpc => Box::new(JsonRpc::with_options(url, options.clone())?),
@@ -53,6 +54,24 @@ pub(crate) fn client(args: &ClientArgs) -> Result<KeyClient<Box<dyn Transport>>,
         UnwrapMode::Server
     };
     Ok(KeyClient::new(transport, choice::suite(args.local_suite)?).with_unwrap_mode(mode))
+}
+
+/// A malformed server URL is a usage error (exit 2), not an unreachable
+/// server.
+fn check_url(url: &str) -> Result<(), Failure> {
+    let bad = |why: &str| {
+        usage(format!(
+            "--server {url:?}: {why} (give http://HOST:PORT or https://HOST:PORT)"
+        ))
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad("not an http or https URL"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    Ok(())
 }
 
 /// The token of `--token`, `KEYSERVER_TOKEN` or `--token-file`.

@@ -34,11 +34,18 @@ pub(crate) struct Failure {
 }
 
 impl From<Error> for Failure {
+    /// The error and every cause under it, each once: "cannot reach the key
+    /// server" says where and why (the URL, "Connection refused").
     fn from(e: Error) -> Self {
         let code = exit_code(&e);
         let mut message = e.to_string();
-        if let Some(source) = std::error::Error::source(&e) {
-            message = format!("{message}: {source}");
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !text.is_empty() && !message.contains(&text) {
+                message = format!("{message}: {text}");
+            }
+            source = cause.source();
         }
         Failure { code, message }
     }

@@ -378,6 +378,31 @@ fn cli_end_to_end() {
         "one clear line: {}",
         stderr(&out)
     );
+    // The line says where and why, over either protocol.
+    for transport in ["xmlrpc", "jsonrpc"] {
+        let out = run(
+            &[
+                "status",
+                "--server",
+                "http://127.0.0.1:1",
+                "--transport",
+                transport,
+            ],
+            dir,
+            &[],
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        assert!(
+            err.contains("127.0.0.1:1") && err.to_lowercase().contains("refused"),
+            "{transport}: {err}"
+        );
+    }
+    // A malformed URL is a usage error, not an unreachable server.
+    for url in ["not a url", "ftp://127.0.0.1:1", "http://"] {
+        let out = run(&["status", "--server", url], dir, &[]);
+        assert_eq!(out.status.code(), Some(2), "{url}: {}", stderr(&out));
+    }
     let out = run(
         &[
             "serve",

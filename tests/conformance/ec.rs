@@ -1,7 +1,7 @@
 //! Elliptic-curve KEKs end to end: the HPKE of the core against a second,
 //! independent HPKE (the `hpke` crate), both suites against each other at
 //! every strength (byte for byte), the `openssl` command line on the keys,
-//! the seed's narrative with an EC KEK, and the wire and client paths.
+//! the original key server's narrative with an EC KEK, and the wire and client paths.
 
 use std::sync::Arc;
 
@@ -221,7 +221,7 @@ fn the_openssl_command_line_reads_ec_keks() {
     }
 }
 
-/// The seed's narrative with EC KEKs at every strength, through a client
+/// The original key server's narrative with EC KEKs at every strength, through a client
 /// over the wire (in-process), with server-side and client-side unwrap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_narrative_with_ec_keks() {
@@ -403,7 +403,7 @@ fn hpke_public_key_der(kem_id: u16, pk: &[u8]) -> Vec<u8> {
 }
 
 /// Hybrid post-quantum KEKs at every strength, end to end on the RustCrypto
-/// suite: the PEM round trip and the key id, the seed narrative over the
+/// suite: the PEM round trip and the key id, the original key server's narrative over the
 /// wire with server- and client-side unwrap, the `hpke` crate opening
 /// keyserver's records and keyserver opening the `hpke` crate's
 /// ciphertexts, a forged key refused, and rotation of an RSA key to a

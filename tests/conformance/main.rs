@@ -6,7 +6,7 @@
 //! - `file`: what only the file backend promises (durability, locking,
 //!   permissions, corruption detection), and `crash`: kill -9 at random
 //!   moments loses no acknowledged record;
-//! - `seed`: the seed's narrative, step by step;
+//! - `seed`: the original key server's narrative, step by step;
 //! - `transport`: the client narrative and cache rules over every transport,
 //!   one macro line each (in-process, XML-RPC and JSON-RPC on loopback);
 //! - `auth`: principals, tokens and permissions, SIGHUP reloads;

@@ -1,4 +1,4 @@
-//! The seed's narrative, step by step, on a local `KeyServer`.
+//! The original key server's narrative, step by step, on a local `KeyServer`.
 
 use keyserver::backends::{MemoryStorage, RustCrypto};
 use keyserver::{Encryption, Error, Kek, KeyServer, KeyStorage};

@@ -104,7 +104,7 @@ where
 /// usual allocation: otherwise a single host could be any number of
 /// peers).
 ///
-/// ```ignore
+/// ```text
 /// address_group("2001:db8::1".parse()?) == address_group("2001:db8::ffff".parse()?)
 /// ```
 pub(crate) fn address_group(ip: std::net::IpAddr) -> std::net::IpAddr {

@@ -119,7 +119,10 @@ impl Transport for JsonRpc {
                         }
                     } else {
                         Error::Transport {
-                            message: "cannot reach the key server".into(),
+                            message: format!(
+                                "cannot reach the key server at {}{JSONRPC_PATH}",
+                                crate::transports::options::shown_url(&self.base)
+                            ),
                             source: Some(e),
                         }
                     }

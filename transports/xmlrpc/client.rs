@@ -91,7 +91,15 @@ impl Transport for XmlRpc {
             .body(body.as_bytes().to_vec())
             .send()
             .await
-            .map_err(|e| transport("cannot reach the key server", e))?;
+            .map_err(|e| {
+                transport(
+                    &format!(
+                        "cannot reach the key server at {}",
+                        crate::transports::options::shown_url(&self.endpoint)
+                    ),
+                    e,
+                )
+            })?;
         drop(body);
         let status = response.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
