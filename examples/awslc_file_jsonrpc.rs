@@ -1,4 +1,4 @@
-//! AwsLc cipher suite, FileStorage, JSON-RPC transport: the seed's narrative.
+//! AwsLc cipher suite, FileStorage, JSON-RPC transport: the original key server's narrative.
 //!
 //! `cargo run --example awslc_file_jsonrpc --features cipher-awslc,storage-file,transport-jsonrpc`
 

@@ -1,4 +1,4 @@
-//! AwsLc cipher suite, FileStorage, XML-RPC transport: the seed's narrative.
+//! AwsLc cipher suite, FileStorage, XML-RPC transport: the original key server's narrative.
 //!
 //! `cargo run --example awslc_file_xmlrpc --features cipher-awslc,storage-file,transport-xmlrpc`
 

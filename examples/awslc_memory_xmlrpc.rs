@@ -1,4 +1,4 @@
-//! AwsLc cipher suite, MemoryStorage, XML-RPC transport: the seed's narrative.
+//! AwsLc cipher suite, MemoryStorage, XML-RPC transport: the original key server's narrative.
 //!
 //! `cargo run --example awslc_memory_xmlrpc --features cipher-awslc,storage-memory,transport-xmlrpc`
 

@@ -1,4 +1,4 @@
-//! OpenSsl cipher suite, FileStorage, XML-RPC transport: the seed's narrative.
+//! OpenSsl cipher suite, FileStorage, XML-RPC transport: the original key server's narrative.
 //!
 //! `cargo run --example openssl_file_xmlrpc --features cipher-openssl,storage-file,transport-xmlrpc`
 

@@ -1,4 +1,4 @@
-//! OpenSsl cipher suite, MemoryStorage, JSON-RPC transport: the seed's narrative.
+//! OpenSsl cipher suite, MemoryStorage, JSON-RPC transport: the original key server's narrative.
 //!
 //! `cargo run --example openssl_memory_jsonrpc --features cipher-openssl,storage-memory,transport-jsonrpc`
 

@@ -1,4 +1,4 @@
-//! OpenSsl cipher suite, MemoryStorage, XML-RPC transport: the seed's narrative.
+//! OpenSsl cipher suite, MemoryStorage, XML-RPC transport: the original key server's narrative.
 //!
 //! `cargo run --example openssl_memory_xmlrpc --features cipher-openssl,storage-memory,transport-xmlrpc`
 

@@ -1,4 +1,4 @@
-//! RustCrypto cipher suite, FileStorage, JSON-RPC transport: the seed's narrative.
+//! RustCrypto cipher suite, FileStorage, JSON-RPC transport: the original key server's narrative.
 //!
 //! `cargo run --example rustcrypto_file_jsonrpc --features cipher-rustcrypto,storage-file,transport-jsonrpc`
 

@@ -1,4 +1,4 @@
-//! RustCrypto cipher suite, FileStorage, XML-RPC transport: the seed's narrative.
+//! RustCrypto cipher suite, FileStorage, XML-RPC transport: the original key server's narrative.
 //!
 //! `cargo run --example rustcrypto_file_xmlrpc --features cipher-rustcrypto,storage-file,transport-xmlrpc`
 

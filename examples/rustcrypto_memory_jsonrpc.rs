@@ -1,4 +1,4 @@
-//! RustCrypto cipher suite, MemoryStorage, JSON-RPC transport: the seed's narrative.
+//! RustCrypto cipher suite, MemoryStorage, JSON-RPC transport: the original key server's narrative.
 //!
 //! `cargo run --example rustcrypto_memory_jsonrpc --features cipher-rustcrypto,storage-memory,transport-jsonrpc`
 

@@ -1,4 +1,4 @@
-//! RustCrypto cipher suite, MemoryStorage, XML-RPC transport: the seed's narrative.
+//! RustCrypto cipher suite, MemoryStorage, XML-RPC transport: the original key server's narrative.
 //!
 //! `cargo run --example rustcrypto_memory_xmlrpc --features cipher-rustcrypto,storage-memory,transport-xmlrpc`
 

@@ -1,4 +1,4 @@
-//! The seed's narrative, shared by the one-file examples: a `KeyServer` with
+//! The original key server's narrative, shared by the one-file examples: a `KeyServer` with
 //! the chosen cipher suite and storage, served over HTTP on an ephemeral
 //! loopback port, used through a `KeyClient` over the chosen protocol.
 
@@ -18,6 +18,16 @@ where
     S: KeyStorage,
     T: Transport,
 {
+    // Which combination this example is: every example prints it first.
+    let transport = std::any::type_name::<T>()
+        .rsplit("::")
+        .next()
+        .unwrap_or("?");
+    println!(
+        "combination: the {} suite, {} storage, the {transport} transport",
+        suite.name(),
+        storage.name()
+    );
     // The key server, on its own "machine" (here: a loopback port).
     let keys = Arc::new(KeyServer::new(suite.clone(), storage));
     let config = ServerConfig {
