@@ -519,9 +519,13 @@ pub(crate) struct ReencryptArgs {
     /// Input file; stdin if absent.
     #[arg(long = "in")]
     pub input: Option<PathBuf>,
-    /// Output file (written whole or not at all); stdout if absent.
+    /// Output file (written whole or not at all; an existing file is
+    /// refused unless --force); stdout if absent.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace an existing --out file (whole, and only on success).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args)]
@@ -534,7 +538,11 @@ pub(crate) struct CryptArgs {
     /// Input file; stdin if absent.
     #[arg(long = "in")]
     pub input: Option<PathBuf>,
-    /// Output file (written whole or not at all); stdout if absent.
+    /// Output file (written whole or not at all; an existing file is
+    /// refused unless --force); stdout if absent.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace an existing --out file (whole, and only on success).
+    #[arg(long)]
+    pub force: bool,
 }

@@ -57,7 +57,7 @@ pub(crate) async fn reencrypt(args: ReencryptArgs) -> Result<(), Failure> {
     let bar = progress(total);
     let input = bar.wrap_read(input);
     let client = client(&args.client)?;
-    let mut sink = Sink::open(args.out.as_deref())?;
+    let mut sink = Sink::open(args.out.as_deref(), args.force)?;
     let result = client
         .reencrypt_stream(&old, &new, input, sink.writer())
         .await;
@@ -78,7 +78,7 @@ pub(crate) async fn crypt(args: CryptArgs, encrypting: bool) -> Result<(), Failu
     let bar = progress(total);
     let input = bar.wrap_read(input);
     let client = client(&args.client)?;
-    let mut sink = Sink::open(args.out.as_deref())?;
+    let mut sink = Sink::open(args.out.as_deref(), args.force)?;
     let result = {
         let writer = sink.writer();
         if encrypting {

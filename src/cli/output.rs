@@ -43,6 +43,8 @@ pub(crate) struct TmpOut {
     dest: PathBuf,
     file: File,
     done: bool,
+    /// Whether an existing `dest` may be replaced (`--force`).
+    replace: bool,
 }
 
 impl Drop for TmpOut {
@@ -54,7 +56,11 @@ impl Drop for TmpOut {
 }
 
 impl Sink {
-    pub fn open(out: Option<&Path>) -> Result<Self, Failure> {
+    /// The output `out` (stdout if `None`). An existing regular file is
+    /// refused before anything is read unless `replace` (`--force`), as
+    /// `generate --out` refuses: a file replaced by mistake can be data
+    /// lost.
+    pub fn open(out: Option<&Path>, replace: bool) -> Result<Self, Failure> {
         let Some(dest) = out else {
             return Ok(Sink::Stdout(std::io::stdout()));
         };
@@ -67,6 +73,12 @@ impl Sink {
                 // Refused before anything is read or decrypted.
                 return Err(usage(format!(
                     "--out {}: is a directory; name a file",
+                    dest.display()
+                )));
+            }
+            if meta.is_file() && !replace {
+                return Err(usage(format!(
+                    "--out {}: the file exists; --force replaces it (whole, and only on success)",
                     dest.display()
                 )));
             }
@@ -97,6 +109,7 @@ impl Sink {
             dest: dest.to_path_buf(),
             file,
             done: false,
+            replace,
         }))
     }
 
@@ -116,8 +129,17 @@ impl Sink {
             out.file
                 .sync_all()
                 .map_err(|e| io_failure(format!("cannot write {}", out.tmp.display()), e))?;
-            std::fs::rename(&out.tmp, &out.dest)
-                .map_err(|e| io_failure(format!("cannot create {}", out.dest.display()), e))?;
+            if out.replace {
+                std::fs::rename(&out.tmp, &out.dest)
+            } else {
+                // link(2) refuses an existing name: a file that appeared
+                // meanwhile is not replaced either.
+                std::fs::hard_link(&out.tmp, &out.dest)
+            }
+            .map_err(|e| io_failure(format!("cannot create {}", out.dest.display()), e))?;
+            if !out.replace {
+                let _ = std::fs::remove_file(&out.tmp);
+            }
             out.done = true;
         }
         Ok(())

@@ -720,6 +720,27 @@ fn lifecycle_commands() {
     ok(&[
         "encrypt", "--kek", "kek.pem", "--in", "plain", "--out", "sealed",
     ]);
+    // An existing output is refused (as `generate --out` refuses), before
+    // anything is read; --force replaces it whole.
+    let before = std::fs::read(dir.join("sealed")).unwrap();
+    let out = run(
+        &[
+            "encrypt", "--kek", "kek.pem", "--in", "plain", "--out", "sealed",
+        ],
+        dir,
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(dir.join("sealed")).unwrap(), before);
+    ok(&[
+        "encrypt", "--kek", "kek.pem", "--in", "plain", "--out", "sealed", "--force",
+    ]);
+    assert_ne!(
+        std::fs::read(dir.join("sealed")).unwrap(),
+        before,
+        "a new salt"
+    );
 
     let info: serde_json::Value =
         serde_json::from_str(&ok(&["suspend", "--kek", "kek.pem"])).unwrap();
