@@ -775,6 +775,23 @@ fn lifecycle_commands() {
         "the rotated key encrypts nothing new"
     );
 
+    // A URL whose path serves no key server: HTTP 404, said as such (exit
+    // 3), not "cannot reach".
+    for transport in ["xmlrpc", "jsonrpc"] {
+        let wrong = format!("{}/nothing-here", server.url);
+        let out = run(
+            &["status", "--server", &wrong, "--transport", transport],
+            dir,
+            &[],
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{transport}: {err}");
+        assert!(
+            err.contains("404") && err.contains("nothing-here") && !err.contains("cannot reach"),
+            "{transport}: {err}"
+        );
+    }
+
     // Rekeying after a compromise: a key made by generate (a rotation
     // would wrap the same DEK), and the file re-encrypted under it in one
     // pass, the plaintext never on disk.

@@ -109,7 +109,18 @@ impl Transport for JsonRpc {
                 },
                 ClientError::ParseError(_) => codec::garbage(),
                 ClientError::Transport(e) => {
-                    if e.to_string().contains("413") {
+                    let text = e.to_string();
+                    if text.contains("404") {
+                        // Reached, but nothing serves JSON-RPC there.
+                        Error::Transport {
+                            message: format!(
+                                "the server at {}{JSONRPC_PATH} answered HTTP 404: no key \
+                                 server there (check the URL's path)",
+                                crate::transports::options::shown_url(&self.base)
+                            ),
+                            source: None,
+                        }
+                    } else if text.contains("413") {
                         // The listener's answer to an oversized body: HTTP
                         // 413, whose JSON body the client library does not
                         // read.

@@ -110,8 +110,16 @@ impl Transport for XmlRpc {
             });
         }
         if !status.is_success() {
+            let hint = if status == StatusCode::NOT_FOUND {
+                ": no key server there (check the URL's path)"
+            } else {
+                ""
+            };
             return Err(Error::Transport {
-                message: format!("the server answered HTTP {status}"),
+                message: format!(
+                    "the server at {} answered HTTP {status}{hint}",
+                    crate::transports::options::shown_url(&self.endpoint)
+                ),
                 source: None,
             });
         }
