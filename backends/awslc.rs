@@ -404,6 +404,8 @@ mod ffi {
         // SAFETY: CBS is a plain (pointer, length) pair; CBS_init fills it
         // with der's bounds, and der outlives every use of cbs below.
         let mut cbs: sys::CBS = unsafe { std::mem::zeroed() };
+        // SAFETY: cbs is a CBS of our own; CBS_init only stores der's
+        // bounds in it.
         unsafe { sys::CBS_init(&mut cbs, der.as_ptr(), der.len()) };
         // SAFETY: cbs is initialised; the parser reads within its bounds.
         let key = unsafe { parser(&mut cbs) };
@@ -446,6 +448,7 @@ mod ffi {
             crypto("RSA key generation")
         })?;
         ok(
+            // SAFETY: ctx is initialised for key generation.
             unsafe { sys::EVP_PKEY_CTX_set_rsa_keygen_bits(ctx.0, bits) },
             || crypto("RSA key generation"),
         )?;
@@ -487,6 +490,8 @@ mod ffi {
         // SAFETY: data points to len initialised bytes that we now own;
         // they are copied, cleansed, then freed exactly once.
         let out = Zeroizing::new(unsafe { std::slice::from_raw_parts(data, len) }.to_vec());
+        // SAFETY: as above: AWS-LC's allocation of len bytes, ours to
+        // cleanse and free, once, after the copy.
         unsafe {
             sys::OPENSSL_cleanse(data.cast::<c_void>(), len);
             sys::OPENSSL_free(data.cast::<c_void>());
@@ -538,16 +543,16 @@ mod ffi {
         })?;
         oaep(&ctx)?;
         let mut len = 0usize;
-        // SAFETY: a null output asks for the ciphertext length.
         ok(
+            // SAFETY: a null output asks for the ciphertext length.
             unsafe {
                 sys::EVP_PKEY_encrypt(ctx.0, ptr::null_mut(), &mut len, dek.as_ptr(), dek.len())
             },
             || crypto("RSA-OAEP encryption"),
         )?;
         let mut out = vec![0u8; len];
-        // SAFETY: out has room for len bytes; len is updated to the length written.
         ok(
+            // SAFETY: out has room for len bytes; len is updated to the length written.
             unsafe {
                 sys::EVP_PKEY_encrypt(ctx.0, out.as_mut_ptr(), &mut len, dek.as_ptr(), dek.len())
             },
@@ -1052,18 +1057,19 @@ mod ffi {
             return Err(invalid("an ML-KEM seed is 64 bytes"));
         }
         let ctx = PkeyCtx::for_id(sys::EVP_PKEY_KEM)?;
-        // SAFETY: ctx is a KEM context; the NID is one AWS-LC defines.
         ok(
+            // SAFETY: ctx is a KEM context; the NID is one AWS-LC defines.
             unsafe { sys::EVP_PKEY_CTX_kem_set_params(ctx.0, ml_kem_nid(params)) },
             || crypto("ML-KEM parameters"),
         )?;
+        // SAFETY: ctx is a live KEM context with its parameters set.
         ok(unsafe { sys::EVP_PKEY_keygen_init(ctx.0) }, || {
             crypto("ML-KEM key generation")
         })?;
         let mut raw = ptr::null_mut();
         let mut seed_len = seed.len();
-        // SAFETY: seed holds seed_len bytes; raw receives a new key.
         ok(
+            // SAFETY: seed holds seed_len bytes; raw receives a new key.
             unsafe {
                 sys::EVP_PKEY_keygen_deterministic(ctx.0, &mut raw, seed.as_ptr(), &mut seed_len)
             },
@@ -1079,8 +1085,8 @@ mod ffi {
         let key = ml_kem_key(params, seed)?;
         let mut ek = vec![0u8; params.encapsulation_key_len()];
         let mut len = ek.len();
-        // SAFETY: ek has room for len bytes.
         ok(
+            // SAFETY: ek has room for len bytes; len is updated to the length written.
             unsafe { sys::EVP_PKEY_get_raw_public_key(key.0, ek.as_mut_ptr(), &mut len) },
             || crypto("ML-KEM key export"),
         )?;

@@ -12,6 +12,8 @@
 //! the server, 4 key not found, 5 authentication or decryption failure, 6
 //! the server is busy.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod cli;
 mod wipe;
 
