@@ -75,7 +75,7 @@
 //! | `transport-jsonrpc-server` | JSON-RPC (`/jsonrpc`) in `transports::HttpServer` | via `transport-jsonrpc` |
 //! | `transport-xmlrpc`, `transport-jsonrpc` | both halves of the protocol | yes |
 //! | `policy` | `keyserver::policy`: the server's policy layers (authorization, lifecycle permission, audit, metrics) | with any server half |
-//! | `testing` | `keyserver::testing`, the conformance kit | no |
+//! | `testing` | `keyserver::testing`: the conformance kit, and `MockTransport`, a ready mock of [`Transport`] | no |
 //! | `cli` | the `keyserver` binary (with `cipher-awslc` and `storage-postgres`) | yes |
 //! | `full` | all of the above but `cipher-awslc-fips` | no |
 //!

@@ -46,8 +46,11 @@ pub mod cipher;
 pub mod ec;
 pub mod fixtures;
 pub mod fuzz;
+pub mod mock;
 pub mod storage;
 pub mod transport;
+
+pub use mock::MockTransport;
 
 /// Runs `future` to completion on a new two-worker Tokio runtime (what the
 /// kit's macros use for each check).
