@@ -49,6 +49,19 @@ fn open_input(
     })
 }
 
+/// Ends a streaming command: the output kept on success, removed on error.
+fn finish(bar: &ProgressBar, sink: Sink, result: keyserver::Result<u64>) -> Result<(), Failure> {
+    bar.finish_and_clear();
+    match result {
+        Ok(_) => sink.commit(),
+        Err(e) => {
+            // Dropping the sink removes its temporary file.
+            drop(sink);
+            Err(e.into())
+        }
+    }
+}
+
 /// `keyserver reencrypt --kek OLD --new-kek NEW [--in FILE] [--out FILE]`.
 pub(crate) async fn reencrypt(args: ReencryptArgs) -> Result<(), Failure> {
     let old = read_kek(&args.kek)?;
@@ -61,15 +74,7 @@ pub(crate) async fn reencrypt(args: ReencryptArgs) -> Result<(), Failure> {
     let result = client
         .reencrypt_stream(&old, &new, input, sink.writer())
         .await;
-    bar.finish_and_clear();
-    match result {
-        Ok(_) => sink.commit(),
-        Err(e) => {
-            // Dropping the sink removes its temporary file.
-            drop(sink);
-            Err(e.into())
-        }
-    }
+    finish(&bar, sink, result)
 }
 
 pub(crate) async fn crypt(args: CryptArgs, encrypting: bool) -> Result<(), Failure> {
@@ -87,13 +92,5 @@ pub(crate) async fn crypt(args: CryptArgs, encrypting: bool) -> Result<(), Failu
             client.decrypt_stream(&kek, input, writer).await
         }
     };
-    bar.finish_and_clear();
-    match result {
-        Ok(_) => sink.commit(),
-        Err(e) => {
-            // Dropping the sink removes its temporary file.
-            drop(sink);
-            Err(e.into())
-        }
-    }
+    finish(&bar, sink, result)
 }
