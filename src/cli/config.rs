@@ -271,7 +271,7 @@ mod tests {
                 flag: "--suite",
                 env: "KEYSERVER_SUITE",
                 key: "suite",
-                values: ["openssl", "rustcrypto", "openssl"],
+                values: ["openssl", "rustcrypto", "awslc"],
                 show: |c| format!("{:?}", c.suite).to_lowercase(),
             },
             Option3 {
