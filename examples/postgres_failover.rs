@@ -21,7 +21,7 @@ async fn start(url: &str) -> keyserver::Result<HttpServer> {
     let store = PostgresStorage::connect(url).await?;
     let cache = Arc::new(RecordCache::new(store, 1024).with_ttl(Duration::from_secs(15)));
     let follower = Arc::clone(&cache);
-    drop(cache.inner().watch(move |feed| follower.follow(feed)));
+    drop(cache.inner().watch(move |feed| feed.apply_to(&follower)));
     let keys = Arc::new(KeyServer::new(RustCrypto::new(), cache));
     let config = ServerConfig {
         listen: "127.0.0.1:0".parse().expect("address"),

@@ -16,6 +16,12 @@
 //!
 //! # The shape of the crate
 //!
+//! This crate is the one name applications depend on. It re-exports
+//! `keyserver-core` (the key service, the formats and the plugin API) and,
+//! through its Cargo features, the backend crates: each cipher suite and
+//! storage is a crate of its own, built only on the public [`plugin`] API,
+//! as a third party's backend would be.
+//!
 //! The crate root is the application API: [`KeyServer`], [`KeyClient`], the
 //! [`Encryption`] trait both implement (code written against it runs locally
 //! or remotely unchanged), the key types ([`Kek`], [`Dek`], [`KeyId`],
@@ -62,25 +68,26 @@
 //!
 //! | feature | what it adds | default |
 //! | --- | --- | --- |
-//! | `cipher-rustcrypto` | `backends::RustCrypto` (rsa, aes-gcm, hkdf, sha2, the NIST curves, ml-kem) | yes |
-//! | `cipher-openssl` | `backends::OpenSsl` (the system's OpenSSL 3) | no |
-//! | `cipher-awslc` | `backends::AwsLc` (AWS-LC through aws-lc-rs; builds its C library) | via `cli` |
+//! | `cipher-rustcrypto` | `backends::RustCrypto` (crate `keyserver-rustcrypto`: rsa, aes-gcm, hkdf, sha2, the NIST curves, ml-kem) | yes |
+//! | `cipher-openssl` | `backends::OpenSsl` (crate `keyserver-openssl`: the system's OpenSSL 3) | no |
+//! | `cipher-awslc` | `backends::AwsLc` (crate `keyserver-awslc`: AWS-LC through aws-lc-rs; builds its C library) | no |
 //! | `cipher-awslc-fips` | `backends::AwsLc` on AWS-LC's FIPS 140-3 module (needs cmake and Go) | no |
-//! | `storage-memory` | `backends::MemoryStorage` | yes |
-//! | `storage-file` | `backends::FileStorage` (durable, crash-safe, locked) | yes |
-//! | `storage-postgres` | `backends::PostgresStorage` (any number of servers on one database) | via `cli` |
-//! | `transport-xmlrpc-client` | `transports::XmlRpc` | via `transport-xmlrpc` |
-//! | `transport-xmlrpc-server` | XML-RPC (`/RPC2`) in `transports::HttpServer` | via `transport-xmlrpc` |
-//! | `transport-jsonrpc-client` | `transports::JsonRpc` | via `transport-jsonrpc` |
-//! | `transport-jsonrpc-server` | JSON-RPC (`/jsonrpc`) in `transports::HttpServer` | via `transport-jsonrpc` |
-//! | `transport-xmlrpc`, `transport-jsonrpc` | both halves of the protocol | yes |
+//! | `storage-memory` | `backends::MemoryStorage` (crate `keyserver-memory`) | yes |
+//! | `storage-file` | `backends::FileStorage` (crate `keyserver-file`: durable, crash-safe, locked) | no |
+//! | `storage-postgres` | `backends::PostgresStorage` (crate `keyserver-postgres`: any number of servers on one database) | no |
+//! | `transport-xmlrpc-client` | `transports::XmlRpc` | yes |
+//! | `transport-xmlrpc-server` | XML-RPC (`/RPC2`) in `transports::HttpServer` | no |
+//! | `transport-jsonrpc-client` | `transports::JsonRpc` | yes |
+//! | `transport-jsonrpc-server` | JSON-RPC (`/jsonrpc`) in `transports::HttpServer` | no |
+//! | `transport-xmlrpc`, `transport-jsonrpc` | both halves of the protocol | no |
 //! | `policy` | `keyserver::policy`: the server's policy layers (authorization, lifecycle permission, audit, metrics) | with any server half |
-//! | `testing` | `keyserver::testing`: the conformance kit, and `MockTransport`, a ready mock of [`Transport`] | no |
-//! | `cli` | the `keyserver` binary (with `cipher-awslc` and `storage-postgres`) | yes |
+//! | `testing` | `keyserver::testing` (crate `keyserver-testing`): the conformance kit, and `MockTransport`, a ready mock of [`Transport`] | no |
 //! | `full` | all of the above but `cipher-awslc-fips` | no |
 //!
-//! A client-only application takes the `-client` feature of its protocol and
-//! compiles no server (no axum).
+//! The default is what a client application needs: one cipher suite, the
+//! clients of both protocols, and memory storage; no server, no C library,
+//! no PostgreSQL. A server takes the server half of its protocol (and a
+//! storage); the `keyserver` command is the package `keyserver-cli`.
 //!
 //! Always available: [`KeyServer`], [`KeyClient`] with its DEK cache, and
 //! [`transports::InProcess`]. The wire protocol is documented in
@@ -100,92 +107,73 @@
 //! opt-level = 2
 //! ```
 
-// No unsafe code, except one reviewed FFI module in each C-library suite
-// (`backends/openssl.rs`, `mod kdf`; `backends/awslc.rs`, `mod ffi`) and the two libc calls that read and
-// raise the descriptor limit (`transports/http/conn.rs`), which opt in
-// explicitly.
+// No unsafe code, except the two libc calls that read and raise the
+// descriptor limit (`transports/http/conn.rs`), which opt in explicitly.
+// (The FFI of the C-library suites is in their own crates.)
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod api;
-mod blocking;
-mod cache;
-mod caller;
-mod client;
-mod ec;
-mod encryption;
-pub mod envelope;
-pub mod error;
-mod format;
-pub mod hpke;
-pub mod hybrid;
-mod keeper;
-mod key;
-mod lifecycle;
-pub mod plugin;
-mod pool;
-mod record;
-mod server;
-mod storage;
-pub mod stream;
-mod suite;
-pub mod transfer;
-mod transport;
-mod work;
+#[doc(inline)]
+pub use keyserver_core::*;
 
-#[cfg(feature = "policy")]
-#[cfg_attr(docsrs, doc(cfg(feature = "policy")))]
-pub mod policy;
+/// The cipher suites and storages this crate ships, each a crate of its
+/// own, chosen by Cargo features; and the record cache any storage can sit
+/// behind.
+pub mod backends {
+    #[cfg(feature = "cipher-awslc")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cipher-awslc")))]
+    #[doc(inline)]
+    pub use keyserver_awslc::AwsLc;
+    #[cfg(feature = "storage-file")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "storage-file")))]
+    #[doc(inline)]
+    pub use keyserver_file::{Durability, FileStorage};
+    #[cfg(feature = "storage-memory")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "storage-memory")))]
+    #[doc(inline)]
+    pub use keyserver_memory::MemoryStorage;
+    #[cfg(feature = "cipher-openssl")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cipher-openssl")))]
+    #[doc(inline)]
+    pub use keyserver_openssl::OpenSsl;
+    #[cfg(feature = "storage-postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "storage-postgres")))]
+    #[doc(inline)]
+    pub use keyserver_postgres::{Feed, PostgresOptions, PostgresStorage, SCHEMA_VERSION};
+    #[cfg(feature = "cipher-rustcrypto")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cipher-rustcrypto")))]
+    #[doc(inline)]
+    pub use keyserver_rustcrypto::RustCrypto;
 
-#[path = "../backends/mod.rs"]
-pub mod backends;
+    #[doc(inline)]
+    pub use keyserver_core::plugin::{RecordCache, DEFAULT_CACHE_RECORDS};
+}
+
 #[path = "../transports/mod.rs"]
 pub mod transports;
 
+/// The public conformance kit (crate `keyserver-testing`): checks and
+/// macros any backend runs with one line per trait, and a ready mock of
+/// [`Transport`].
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
-pub mod testing;
+pub mod testing {
+    #[doc(inline)]
+    pub use keyserver_testing::*;
 
-pub use api::{KeyService, Status};
-#[allow(deprecated)]
-pub use client::DEFAULT_CACHE_TIMEOUT;
-pub use client::{KeyClient, UnwrapMode, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL};
-pub use ec::Curve;
-pub use encryption::Encryption;
-pub use error::{Error, ErrorCode, Result};
-pub use hybrid::HybridKem;
-pub use keeper::Clock;
-pub use key::{Dek, Kek, KekAlg, KeyId, Plaintext, Strength};
-pub use lifecycle::{
-    Change, KeyFilter, KeyInfo, KeyMeta, KeyPage, KeyState, Target, DEFAULT_CRYPTOPERIOD,
-    DEFAULT_DESTROY_WINDOW, MAX_PAGE,
-};
-pub use record::WrappedDek;
-pub use server::{default_generate_workers, KeyServer, DEFAULT_GENERATE_QUEUE};
-pub use storage::KeyStorage;
-pub use suite::{CipherSuite, HkdfHash, MlKem};
-pub use transport::Transport;
+    pub mod fuzz;
+}
 
-/// Re-exported for implementing this crate's async traits ([`KeyStorage`],
-/// [`KeyService`], [`Transport`]) outside it, with the same version.
-pub use async_trait::async_trait;
-
-// Former homes of the backend authors' helpers, now in `plugin`: kept so
-// code written against them still compiles.
-#[doc(hidden)]
-pub use plugin::{
-    blocking, rsa_public_parts, GCM_NONCE_LEN, GCM_TAG_LEN, MAX_RSA_BITS, MIN_RSA_BITS,
-};
+#[cfg(feature = "testing")]
+#[doc(inline)]
+pub use keyserver_testing::{cipher_conformance, storage_conformance, transport_conformance};
 
 /// The README's Rust examples, compiled and run as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
-
-/// This crate's version, as reported by `status`.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 #[cfg(test)]
 mod feature_table {

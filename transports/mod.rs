@@ -22,11 +22,8 @@
 //!
 //! `transport-xmlrpc` and `transport-jsonrpc` turn on both halves.
 
-mod failover;
-mod in_process;
-
-pub use failover::{Failover, DEFAULT_QUARANTINE};
-pub use in_process::InProcess;
+#[doc(inline)]
+pub use keyserver_core::transports::{Failover, InProcess, DEFAULT_QUARANTINE};
 
 // `_client` and `_server` are on with any protocol's client or server half.
 #[cfg(feature = "_server")]

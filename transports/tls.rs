@@ -48,8 +48,21 @@ fn tls_error(message: String) -> Error {
     }
 }
 
+/// The TLS crypto provider, handed to every configuration explicitly (never
+/// a process-wide default). With AWS-LC linked (feature `cipher-awslc`, as
+/// in the `keyserver` command) it is rustls's AWS-LC provider, whose key
+/// exchange leads with the post-quantum hybrid X25519MLKEM768: a recorded
+/// session stays secret against a future quantum computer, like a
+/// `hybrid-pq` KEK. Without, it is *ring*'s, classical ECDHE only (rustls
+/// deprecates it for that reason since 0.23.48; it keeps a client build free
+/// of any C library).
 pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    #[cfg(feature = "cipher-awslc")]
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    #[cfg(not(feature = "cipher-awslc"))]
+    #[allow(deprecated)]
+    let provider = rustls::crypto::ring::default_provider();
+    Arc::new(provider)
 }
 
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
@@ -133,5 +146,31 @@ pub(crate) fn client_config(tls: &ClientTls) -> Result<rustls::ClientConfig> {
         _ => Err(tls_error(
             "a client certificate needs both a certificate and a key file".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// With AWS-LC linked, TLS offers the post-quantum hybrid first.
+    #[cfg(feature = "cipher-awslc")]
+    #[test]
+    fn with_aws_lc_the_first_key_exchange_is_post_quantum() {
+        let groups: Vec<_> = super::provider()
+            .kx_groups
+            .iter()
+            .map(|g| g.name())
+            .collect();
+        assert_eq!(groups.first(), Some(&rustls::NamedGroup::X25519MLKEM768));
+    }
+
+    /// Without, the classical groups of *ring*.
+    #[cfg(not(feature = "cipher-awslc"))]
+    #[test]
+    fn without_aws_lc_the_key_exchange_is_classical() {
+        let provider = super::provider();
+        assert!(provider
+            .kx_groups
+            .iter()
+            .any(|g| g.name() == rustls::NamedGroup::X25519));
     }
 }

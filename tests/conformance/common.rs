@@ -4,20 +4,27 @@
 
 use keyserver::Kek;
 
+/// The checkout's root (these helpers are shared by the library's tests and
+/// the binary's, in `cli/`).
+pub fn root() -> std::path::PathBuf {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors()
+        .find(|dir| dir.join("tests/fixtures").is_dir())
+        .unwrap_or(here)
+        .to_path_buf()
+}
+
 /// The checked-in KEK of `bits` bits (2048, 3072, 7680, 15360), made with
 /// `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:BITS`.
 pub fn fixture_kek(bits: usize) -> Kek {
-    let path = format!(
-        "{}/tests/fixtures/kek-rsa{bits}.pem",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/fixtures/kek-rsa{bits}.pem", root().display());
     let pem = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     Kek::from_pem(&pem).unwrap()
 }
 
 /// A vector file under tests/vectors/, parsed.
 pub fn vectors(name: &str) -> Vec<serde_json::Value> {
-    let path = format!("{}/tests/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/tests/vectors/{name}", root().display());
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap()
 }
@@ -47,18 +54,15 @@ pub fn unavailable(what: &str, why: impl std::fmt::Display) {
 
 /// A raw HTTP client (HTTP/2 with prior knowledge if `http2`), with its TLS
 /// provider given explicitly (never a process-wide default).
-#[cfg(all(
-    feature = "transport-xmlrpc-client",
-    feature = "transport-jsonrpc-client"
-))]
+#[cfg(all(feature = "transport-xmlrpc", feature = "transport-jsonrpc"))]
 pub fn raw_http(http2: bool) -> reqwest::Client {
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(rustls::RootCertStore::empty())
-    .with_no_client_auth();
+    #[allow(deprecated)]
+    let provider = rustls::crypto::ring::default_provider();
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
     let builder = reqwest::Client::builder().use_preconfigured_tls(tls);
     let builder = if http2 {
         builder.http2_prior_knowledge()

@@ -95,6 +95,23 @@ fn start_child(
     (child, rx, reader)
 }
 
+/// Opens the store the test itself closed a moment ago or whose child was
+/// just killed. Another test of this binary that spawns a process at that
+/// moment shares every open file of this one, the store's lock included,
+/// between its fork and its exec: the lock may stay held that long.
+async fn reopen(dir: &std::path::Path) -> FileStorage {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match FileStorage::open(dir).await {
+            Ok(store) => return store,
+            Err(e) if e.to_string().contains("in use") && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("reopening {}: {e}", dir.display()),
+        }
+    }
+}
+
 #[tokio::test]
 async fn kill_9_loses_no_acknowledged_record() {
     let tmp = tempfile::tempdir().unwrap();
@@ -117,7 +134,7 @@ async fn kill_9_loses_no_acknowledged_record() {
         acked.extend(ids.iter().copied());
 
         // Reopen (the dead child's lock is gone) and check everything.
-        let store = FileStorage::open(&dir).await.unwrap();
+        let store = reopen(&dir).await;
         for id in &acked {
             let rec = store
                 .get(id)
@@ -148,7 +165,7 @@ async fn kill_9_loses_no_acknowledged_record() {
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }
-    let store = FileStorage::open(&dir).await.unwrap();
+    let store = reopen(&dir).await;
     println!(
         "crash test: {ROUNDS} SIGKILLs, {} records acknowledged, {} recovered, {} stored in all",
         acked.len(),

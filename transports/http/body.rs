@@ -255,7 +255,7 @@ where
     if body.len() <= LARGE_BODY {
         return parse(body);
     }
-    match within(deadline, crate::blocking::blocking(move || parse(body))).await {
+    match within(deadline, crate::plugin::blocking(move || parse(body))).await {
         Some(parsed) => parsed.and_then(|r| r),
         None => Err(timed_out()),
     }

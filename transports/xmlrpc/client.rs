@@ -141,8 +141,15 @@ fn transport(message: &str, e: reqwest::Error) -> Error {
     } else {
         message.to_string()
     };
+    // A connection never made proves the request unsent: `Failover` may
+    // then send even a state change to the next server.
+    let source: Box<dyn std::error::Error + Send + Sync> = if e.is_connect() {
+        Box::new(keyserver_core::plugin::NotSent(Box::new(e)))
+    } else {
+        Box::new(e)
+    };
     Error::Transport {
         message,
-        source: Some(Box::new(e)),
+        source: Some(source),
     }
 }

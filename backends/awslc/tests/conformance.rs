@@ -1,0 +1,4 @@
+//! The public conformance kit on this suite, from its own crate: what any
+//! third-party suite runs (on AWS-LC's FIPS module with the feature `fips`).
+
+keyserver_testing::cipher_conformance!(awslc, keyserver_awslc::AwsLc::new());

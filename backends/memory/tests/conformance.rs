@@ -1,0 +1,13 @@
+//! The public conformance kit on this storage, from its own crate: what any
+//! third-party storage runs; and the record cache in front of it, small
+//! enough that the checks evict.
+
+use keyserver_core::plugin::RecordCache;
+use keyserver_memory::MemoryStorage;
+
+keyserver_testing::storage_conformance!(memory, (MemoryStorage::new(), ()));
+
+keyserver_testing::storage_conformance!(
+    cached_memory,
+    (RecordCache::new(MemoryStorage::new(), 4), ())
+);

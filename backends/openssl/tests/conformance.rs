@@ -1,0 +1,4 @@
+//! The public conformance kit on this suite, from its own crate: what any
+//! third-party suite runs.
+
+keyserver_testing::cipher_conformance!(openssl, keyserver_openssl::OpenSsl::new());

@@ -1,0 +1,950 @@
+//! `PostgresStorage`: records and lifecycle metadata in PostgreSQL, shared
+//! by any number of stateless key servers.
+//!
+//! Schema (version 1, applied at connect under an advisory lock; see
+//! docs/OPERATIONS.md):
+//!
+//! ```text
+//! keyserver_schema   (id = 1, version)          the schema version
+//! keyserver_records  (key_id bytea PK, record)  docs/FORMAT.md's record, checksummed
+//! keyserver_meta     (key_id bytea PK, meta)    docs/FORMAT.md's key metadata
+//! ```
+//!
+//! Records are create-only in the database itself: a trigger refuses every
+//! `UPDATE` of `keyserver_records`. Every change of metadata and every
+//! deleted record is announced with `NOTIFY keyserver_keys, 'KEYID-HEX'` by
+//! a trigger, whoever made it (a server, `keyserver copy`, a DBA's SQL), so
+//! the record caches of the other servers forget the key
+//! ([`PostgresStorage::watch`]).
+//!
+//! A crate of [keyserver](https://github.com/keyserver/keyserver), built only on
+//! the public plugin API of `keyserver-core`, as a third party's backend would be.
+//! Applications reach it as `keyserver::backends` with its Cargo feature.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::{AsyncMessage, Config};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use keyserver_core::plugin::{KeyLock, KeyStorage, RecordCache};
+use keyserver_core::{Error, KeyId, KeyMeta, Result, WrappedDek};
+
+const NAME: &str = "postgres";
+
+/// The schema versions this build knows, in order: each is applied once, in
+/// its own transaction, under the migration lock.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("v1.sql"))];
+
+/// The newest schema version this build knows.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// The channel the triggers announce changed keys on.
+const CHANNEL: &str = "keyserver_keys";
+
+/// Advisory lock classes (the two-key form: class, object), so ours never
+/// meet another application's single-key locks in the same database.
+const LOCK_MIGRATE: i32 = 0x6b73_0001;
+const LOCK_KEY: i32 = 0x6b73_0002;
+
+/// How a [`PostgresStorage`] connects and how long it waits.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct PostgresOptions {
+    /// Connections in the pool (default 16).
+    pub pool_size: usize,
+    /// The longest any one operation may take, waiting for a connection
+    /// included (default 5 s): past it the call fails with a storage error
+    /// (code 5) instead of hanging while the database is away.
+    pub timeout: Duration,
+    /// The longest a new connection may take to open (default 2 s).
+    pub connect_timeout: Duration,
+    /// CA certificates (PEM) that vouch for the database's TLS certificate,
+    /// besides the system's roots: the URL's `sslrootcert`, else this, else
+    /// the file `PGSSLROOTCERT` names.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            pool_size: 16,
+            timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            ca_file: None,
+        }
+    }
+}
+
+/// Records and lifecycle metadata in a PostgreSQL database, shared by any
+/// number of key servers: no exclusive lock, every change one statement or
+/// one transaction, lifecycle changes serialised across servers by an
+/// advisory lock per key ([`KeyStorage::lock_key`]).
+///
+/// `url` is a libpq-style URL, `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`
+/// (or `postgresql://`), with its parameters (`sslmode`,
+/// `connect_timeout`, `application_name`...). With `sslmode=require` (or
+/// `prefer`, the default, against a server that offers TLS) the connection
+/// is TLS through rustls, and the server's certificate is verified against
+/// the system's roots and the CA file named by the URL's `sslrootcert`,
+/// [`PostgresOptions::ca_file`] or `PGSSLROOTCERT`.
+///
+/// `count` is this process's view: read at connect, followed by its own
+/// puts and deletes, and read again every minute by
+/// [`PostgresStorage::watch`].
+///
+/// To serve hot keys from memory, wrap it in a
+/// [`RecordCache`](keyserver_core::plugin::RecordCache) with a TTL and have
+/// [`PostgresStorage::watch`] invalidate it: the `keyserver` command does.
+///
+/// Feature `storage-postgres`.
+///
+/// # Example
+///
+/// ```no_run
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// use keyserver_core::{KeyId, KeyStorage, Strength, WrappedDek};
+/// use keyserver_postgres::PostgresStorage;
+///
+/// let store = PostgresStorage::connect("postgres://keyserver@127.0.0.1:5432/keyserver").await?;
+/// let rec = WrappedDek::new(KeyId::from_bytes([1; 32]), 3072, Strength::S128, 0, vec![0; 384])?;
+/// store.put(&rec).await?;
+/// assert_eq!(store.get(rec.key_id()).await?, rec);
+/// # Ok::<(), keyserver_core::Error>(())
+/// # }).unwrap();
+/// ```
+pub struct PostgresStorage {
+    pool: Pool,
+    config: Config,
+    tls: MakeRustlsConnect,
+    options: PostgresOptions,
+    count: Arc<AtomicU64>,
+    /// The sessions holding this process's key locks.
+    held: Held,
+}
+
+impl std::fmt::Debug for PostgresStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The configuration may hold a password: never printed.
+        f.debug_struct("PostgresStorage")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A storage error of this backend.
+fn failed(message: impl Into<String>, source: Option<tokio_postgres::Error>) -> Error {
+    Error::Storage {
+        backend: NAME.into(),
+        message: message.into(),
+        source: source.map(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
+    }
+}
+
+/// libpq's URL parameters that tokio-postgres does not take: `sslrootcert`
+/// (taken out: the CA file), and `sslmode=verify-ca` or `verify-full`
+/// (as `require`, which verifies the certificate and the host name here
+/// anyway). The URL for tokio-postgres and the CA file, if named.
+fn libpq_params(url: &str) -> (String, Option<std::path::PathBuf>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), None);
+    };
+    let mut ca = None;
+    let mut kept = Vec::new();
+    for param in query.split('&') {
+        match param.split_once('=') {
+            Some(("sslrootcert", path)) => ca = Some(std::path::PathBuf::from(path)),
+            Some(("sslmode", "verify-ca" | "verify-full")) => kept.push("sslmode=require"),
+            _ => kept.push(param),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    (url, ca)
+}
+
+/// Whether every host is this machine (a Unix socket, or a loopback name or
+/// address).
+fn all_local(hosts: &[tokio_postgres::config::Host]) -> bool {
+    use tokio_postgres::config::Host;
+    hosts.iter().all(|h| match h {
+        Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        Host::Unix(_) => true,
+    })
+}
+
+/// The client TLS configuration: the system's roots and `ca_file`.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<MakeRustlsConnect> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_file {
+        let shown = path.display();
+        let pem = std::fs::read(path)
+            .map_err(|e| Error::storage(NAME, format!("the CA file {shown}"), e))?;
+        let mut added = 0;
+        for der in pem_rfc7468_certs(&pem) {
+            roots.add(der.into()).map_err(|e| {
+                Error::storage(
+                    NAME,
+                    format!("the CA file {shown} holds a bad certificate"),
+                    e,
+                )
+            })?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(failed(
+                format!("the CA file {shown} holds no certificate"),
+                None,
+            ));
+        }
+    }
+    // *ring*'s provider, given explicitly: classical key exchange (rustls
+    // deprecates it for its lack of post-quantum groups since 0.23.48), and
+    // no C library in a build that asked for none.
+    #[allow(deprecated)]
+    let provider = rustls::crypto::ring::default_provider();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::storage(NAME, "TLS configuration", e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
+/// The DER of every `CERTIFICATE` block of a PEM file.
+fn pem_rfc7468_certs(pem: &[u8]) -> Vec<Vec<u8>> {
+    let text = String::from_utf8_lossy(pem);
+    let mut out = Vec::new();
+    let mut rest = text.as_ref();
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(len) = rest[start..].find(END) else {
+            break;
+        };
+        let block = &rest[start..start + len + END.len()];
+        if let Ok((_, der)) = pem_rfc7468::decode_vec(block.as_bytes()) {
+            out.push(der);
+        }
+        rest = &rest[start + len + END.len()..];
+    }
+    out
+}
+
+impl PostgresStorage {
+    /// Connects with [`PostgresOptions::default`].
+    ///
+    /// # Errors
+    /// As for [`PostgresStorage::connect_with`].
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, PostgresOptions::default()).await
+    }
+
+    /// Connects to the database at `url`, applies the schema changes it
+    /// lacks (under an advisory lock: servers starting together apply each
+    /// once), and counts the records.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] if the URL does not parse (the message never
+    /// repeats it: it may hold a password), the database cannot be reached
+    /// within the timeouts, or its schema is newer than this build knows.
+    pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(failed(
+                "the URL must start with postgres:// or postgresql://",
+                None,
+            ));
+        }
+        let (url, url_ca) = libpq_params(url);
+        let ca_file = url_ca
+            .or_else(|| options.ca_file.clone())
+            .or_else(|| std::env::var_os("PGSSLROOTCERT").map(Into::into));
+        let mut config = Config::from_str(&url)
+            .map_err(|e| failed("the database URL does not parse", Some(e)))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(options.connect_timeout);
+        }
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(30));
+        // libpq's default, `prefer`, lets anyone in the path answer "no
+        // TLS" and read or rewrite everything: off this machine, TLS is
+        // required unless the URL says otherwise.
+        if !url.contains("sslmode=") && !all_local(config.get_hosts()) {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("keyserver");
+        }
+        let tls = tls_config(ca_file.as_deref())?;
+        let manager = Manager::from_config(
+            config.clone(),
+            tls.clone(),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(2))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.timeout))
+            .build()
+            .map_err(|e| Error::storage(NAME, "connection pool", e))?;
+        let store = PostgresStorage {
+            pool,
+            config,
+            tls,
+            options,
+            count: Arc::new(AtomicU64::new(0)),
+            held: Held::default(),
+        };
+        store.migrate().await?;
+        store.recount().await?;
+        Ok(store)
+    }
+
+    /// A connection from the pool, within the time limit.
+    async fn conn(&self) -> Result<Object> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| Error::storage(NAME, "no connection to the database", e))
+    }
+
+    /// The session holding `key`'s lock in this process, if one does.
+    fn held_slot(&self, key: Option<&KeyId>) -> Option<Arc<tokio::sync::Mutex<Closing>>> {
+        let key = key?;
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    /// Runs `op` on a pooled connection within the time limit (on the
+    /// session that holds `key`'s lock, if this process holds it). A
+    /// connection whose statement was given up is closed, never reused.
+    async fn with_conn<T, F>(&self, what: &'static str, op: F) -> Result<T>
+    where
+        F: for<'c> FnOnce(&'c Object) -> Op<'c, T>,
+    {
+        self.with_key(None, what, op).await
+    }
+
+    /// [`PostgresStorage::with_conn`] for an operation on one key.
+    async fn with_key<T, F>(&self, key: Option<&KeyId>, what: &'static str, op: F) -> Result<T>
+    where
+        F: for<'c> FnOnce(&'c Object) -> Op<'c, T>,
+    {
+        let held = self.held_slot(key);
+        let run = async {
+            if let Some(slot) = held {
+                // This key's lock is held here: its reads and writes go
+                // through the locked session, so the unlock (queued on
+                // the same session when the lock is dropped) comes after
+                // them even if this call is given up.
+                let conn = slot.lock().await;
+                if let Some(conn) = conn.0.as_ref() {
+                    return op(conn).await.map_err(|e| failed(what, Some(e)));
+                }
+                // Released just now: the pool serves it like any other key.
+            }
+            let conn = Closing(Some(self.conn().await?));
+            let result = op(conn.get()).await;
+            conn.done();
+            result.map_err(|e| failed(what, Some(e)))
+        };
+        tokio::time::timeout(self.options.timeout, run)
+            .await
+            .unwrap_or_else(|_| {
+                Err(failed(
+                    format!(
+                        "{what}: the database did not answer within {:?}",
+                        self.options.timeout
+                    ),
+                    None,
+                ))
+            })
+    }
+
+    /// Applies the schema changes this database lacks, in one transaction
+    /// under the migration lock.
+    async fn migrate(&self) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let run = async {
+            // Up to date: nothing to do, and nothing that needs the right to
+            // create tables (a role with only row privileges runs a server).
+            let current = conn
+                .query_one(
+                    "SELECT CASE WHEN to_regclass('keyserver_schema') IS NULL THEN 0
+                     ELSE (SELECT coalesce(max(version), 0) FROM keyserver_schema) END",
+                    &[],
+                )
+                .await;
+            if let Ok(row) = current {
+                let found: i32 = row.get(0);
+                if found == SCHEMA_VERSION {
+                    return Ok(Ok(()));
+                }
+            }
+            let tx = conn.transaction().await?;
+            tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LOCK_MIGRATE])
+                .await?;
+            // "already exists, skipping" is the expected case, not news.
+            tx.batch_execute("SET LOCAL client_min_messages = warning")
+                .await?;
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS keyserver_schema (
+                     id integer PRIMARY KEY CHECK (id = 1),
+                     version integer NOT NULL
+                 )",
+            )
+            .await?;
+            let row = tx
+                .query_opt("SELECT version FROM keyserver_schema WHERE id = 1", &[])
+                .await?;
+            let found: i32 = row.map_or(0, |r| r.get(0));
+            if found > SCHEMA_VERSION {
+                return Ok(Err(failed(
+                    format!(
+                        "the database's schema is version {found}, newer than this keyserver \
+                         knows ({SCHEMA_VERSION}): upgrade keyserver"
+                    ),
+                    None,
+                )));
+            }
+            for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+                tx.batch_execute(sql).await?;
+                tx.execute(
+                    "INSERT INTO keyserver_schema (id, version) VALUES (1, $1)
+                     ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version",
+                    &[version],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(Ok(()))
+        };
+        tokio::time::timeout(self.options.timeout * 6, run)
+            .await
+            .map_err(|_| failed("migrating the schema took too long", None))?
+            .map_err(|e| failed("migrating the schema", Some(e)))?
+    }
+
+    /// Reads the number of records again.
+    async fn recount(&self) -> Result<u64> {
+        let n: i64 = self
+            .with_conn("counting the records", |c| {
+                Box::pin(async move {
+                    let row = c
+                        .query_one("SELECT count(*) FROM keyserver_records", &[])
+                        .await?;
+                    Ok(row.get(0))
+                })
+            })
+            .await?;
+        let n = u64::try_from(n).unwrap_or(0);
+        self.count.store(n, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    /// The one `bytea` column `sql` selects for `key_id` (its `$1`), if any.
+    async fn read_blob(
+        &self,
+        key_id: &KeyId,
+        what: &'static str,
+        sql: &'static str,
+    ) -> Result<Option<Vec<u8>>> {
+        let id = key_id.as_bytes().to_vec();
+        self.with_key(Some(key_id), what, |c| {
+            Box::pin(async move {
+                let stmt = c.prepare_cached(sql).await?;
+                Ok(c.query_opt(&stmt, &[&id]).await?.map(|row| row.get(0)))
+            })
+        })
+        .await
+    }
+
+    /// The schema version of the database.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn schema_version(&self) -> Result<i32> {
+        self.with_conn("reading the schema version", |c| {
+            Box::pin(async move {
+                let row = c
+                    .query_one("SELECT version FROM keyserver_schema WHERE id = 1", &[])
+                    .await?;
+                Ok(row.get(0))
+            })
+        })
+        .await
+    }
+
+    /// Listens for changes made through any server (or any SQL) and tells
+    /// `changed` about each ([`Feed`]). Runs until the returned task is
+    /// aborted, reconnecting with backoff (100 ms doubling to 5 s); proves
+    /// the listening connection alive every 10 s; recounts the records
+    /// every minute.
+    ///
+    /// The bound on how long another server's change goes unseen by a cache
+    /// fed by this is the time its notification takes to arrive
+    /// (PostgreSQL sends it at commit) while listening, and nothing while
+    /// not, if the cache keeps nothing then: [`Feed::apply_to`] does
+    /// exactly that.
+    pub fn watch(
+        &self,
+        changed: impl Fn(Feed) + Send + Sync + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let config = self.config.clone();
+        let tls = self.tls.clone();
+        let count = Arc::clone(&self.count);
+        let pool = self.pool.clone();
+        let timeout = self.options.timeout;
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let began = std::time::Instant::now();
+                let Err(e) = listen(&config, tls.clone(), &pool, &count, timeout, &changed).await;
+                tracing::warn!(
+                    target: "keyserver::storage",
+                    "postgres: not listening for changes of other servers ({e}); \
+                     serving without the record cache until it is back"
+                );
+                if began.elapsed() > Duration::from_secs(30) {
+                    // It had been listening for a while: a new outage.
+                    backoff = Duration::from_millis(100);
+                }
+                // Whatever was heard, the connection is gone: anything since
+                // may be missed.
+                changed(Feed::Lost);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        })
+    }
+}
+
+/// What [`PostgresStorage::watch`] hears.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Feed {
+    /// The key's metadata changed or its record was deleted.
+    Changed(KeyId),
+    /// Listening (again): every change from now on is heard; changes before
+    /// may have been missed.
+    Listening,
+    /// Not listening: changes are not heard until [`Feed::Listening`].
+    Lost,
+}
+
+impl Feed {
+    /// Applies this announcement to a [`RecordCache`] in front of the
+    /// storage: a changed key is forgotten; while announcements cannot be
+    /// heard, nothing is kept.
+    pub fn apply_to<S: KeyStorage>(self, cache: &RecordCache<S>) {
+        match self {
+            Feed::Changed(key_id) => cache.invalidate(&key_id),
+            Feed::Listening => cache.invalidate_all(false),
+            Feed::Lost => cache.invalidate_all(true),
+        }
+    }
+}
+
+/// One listening session: LISTEN, announce that the feed is live, then
+/// forward notifications until the connection ends.
+async fn listen(
+    config: &Config,
+    tls: MakeRustlsConnect,
+    pool: &Pool,
+    count: &Arc<AtomicU64>,
+    timeout: Duration,
+    changed: &(impl Fn(Feed) + Send + Sync),
+) -> std::result::Result<std::convert::Infallible, String> {
+    use futures_util::StreamExt;
+    let (client, mut connection) = tokio::time::timeout(timeout, config.connect(tls))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let pump = tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if tx.send(Some(n.payload().to_string())).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = tx.send(None);
+                    return Err(e.to_string());
+                }
+            }
+        }
+        let _ = tx.send(None);
+        Ok(())
+    });
+    let result = async {
+        tokio::time::timeout(timeout, client.batch_execute(&format!("LISTEN {CHANNEL}")))
+            .await
+            .map_err(|_| "LISTEN timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        // Listening from here on: forget what was kept before, keep again.
+        changed(Feed::Listening);
+        let mut recount = tokio::time::interval(Duration::from_secs(60));
+        recount.tick().await;
+        let mut probe = tokio::time::interval(Duration::from_secs(10));
+        probe.tick().await;
+        loop {
+            tokio::select! {
+                message = rx.recv() => match message {
+                    Some(Some(payload)) => match payload.parse::<KeyId>() {
+                        Ok(id) => changed(Feed::Changed(id)),
+                        // Not ours to read: forget everything to be safe.
+                        Err(_) => changed(Feed::Listening),
+                    },
+                    _ => return Err("the listening connection closed".to_string()),
+                },
+                _ = probe.tick() => {
+                    // A connection that died silently (no FIN) must not
+                    // leave the cache trusted: a query proves it alive.
+                    match tokio::time::timeout(timeout, client.simple_query("SELECT 1")).await {
+                        Ok(Ok(_)) => {}
+                        _ => return Err("the listening connection stopped answering".to_string()),
+                    }
+                }
+                _ = recount.tick() => {
+                    // On a task of its own: notifications are not held up.
+                    let (pool, count) = (pool.clone(), Arc::clone(count));
+                    tokio::spawn(async move {
+                        let Ok(conn) = pool.get().await else {
+                            return;
+                        };
+                        let counted = tokio::time::timeout(
+                            timeout,
+                            conn.query_one("SELECT count(*) FROM keyserver_records", &[]),
+                        )
+                        .await;
+                        if let Ok(Ok(row)) = counted {
+                            let n: i64 = row.get(0);
+                            count.store(u64::try_from(n).unwrap_or(0), Ordering::Relaxed);
+                        }
+                    });
+                }
+            }
+        }
+    }
+    .await;
+    pump.abort();
+    result
+}
+
+/// One database operation on a borrowed connection.
+type Op<'c, T> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>> + Send + 'c,
+    >,
+>;
+
+/// A pooled connection that is closed when dropped, unless [`Closing::done`]
+/// returns it to the pool: a statement given up half way (its future
+/// dropped) may still be running on it.
+struct Closing(Option<Object>);
+
+impl Closing {
+    fn get(&self) -> &Object {
+        // ok: Some until done() or drop.
+        self.0.as_ref().expect("a connection until done")
+    }
+
+    /// Back to the pool: nothing is pending on it.
+    fn done(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(Object::take(conn));
+        }
+    }
+}
+
+/// The sessions holding key locks in this process, by key.
+type Held = Arc<std::sync::Mutex<HashMap<KeyId, Arc<tokio::sync::Mutex<Closing>>>>>;
+
+/// A held advisory lock on one key: the session that holds it (which the
+/// key's reads and writes use meanwhile), unlocked and returned to the pool
+/// when dropped, or closed if that cannot be done, which releases the lock
+/// too. The unlock is queued on the session after whatever was sent on it.
+struct AdvisoryLock {
+    slot: Arc<tokio::sync::Mutex<Closing>>,
+    held: Held,
+    key_id: KeyId,
+    object: i32,
+}
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        {
+            let mut held = self
+                .held
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if held
+                .get(&self.key_id)
+                .is_some_and(|s| Arc::ptr_eq(s, &self.slot))
+            {
+                held.remove(&self.key_id);
+            }
+        }
+        let (slot, object) = (Arc::clone(&self.slot), self.object);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                // If this task never runs (the runtime is shutting down),
+                // the slot's `Closing` closes the session when the last
+                // reference goes: never back to the pool still locked.
+                runtime.spawn(async move {
+                    let conn = std::mem::replace(&mut *slot.lock().await, Closing(None));
+                    let Some(session) = conn.0.as_ref() else {
+                        return;
+                    };
+                    let unlocked = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        session.execute("SELECT pg_advisory_unlock($1, $2)", &[&LOCK_KEY, &object]),
+                    )
+                    .await;
+                    if matches!(unlocked, Ok(Ok(_))) {
+                        conn.done();
+                    }
+                });
+            }
+            Err(_) => {
+                // No runtime to unlock on: closing the session releases
+                // the lock (now, or when the last reference goes).
+                if let Ok(mut conn) = slot.try_lock() {
+                    drop(std::mem::replace(&mut *conn, Closing(None)));
+                }
+            }
+        }
+    }
+}
+
+/// The advisory lock object of a key: its first four bytes (two keys that
+/// share them only wait for each other).
+fn lock_object(key_id: &KeyId) -> i32 {
+    let b = key_id.as_bytes();
+    i32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+#[async_trait]
+impl KeyStorage for PostgresStorage {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn put(&self, record: &WrappedDek) -> Result<()> {
+        let id = record.key_id().as_bytes().to_vec();
+        let bytes = record.encode();
+        let inserted = self
+            .with_key(Some(record.key_id()), "storing a record", |c| {
+                Box::pin(async move {
+                    c.execute(
+                        "INSERT INTO keyserver_records (key_id, record) VALUES ($1, $2)
+                         ON CONFLICT (key_id) DO NOTHING",
+                        &[&id, &bytes],
+                    )
+                    .await
+                })
+            })
+            .await?;
+        if inserted == 0 {
+            return Err(Error::AlreadyExists {
+                key_id: *record.key_id(),
+            });
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn get(&self, key_id: &KeyId) -> Result<WrappedDek> {
+        let sql = "SELECT record FROM keyserver_records WHERE key_id = $1";
+        match self.read_blob(key_id, "reading a record", sql).await? {
+            Some(bytes) => WrappedDek::decode(&bytes, key_id),
+            None => Err(Error::NotFound { key_id: *key_id }),
+        }
+    }
+
+    async fn contains(&self, key_id: &KeyId) -> Result<bool> {
+        let id = key_id.as_bytes().to_vec();
+        self.with_key(Some(key_id), "looking up a record", |c| {
+            Box::pin(async move {
+                let stmt = c
+                    .prepare_cached("SELECT 1 FROM keyserver_records WHERE key_id = $1")
+                    .await?;
+                Ok(c.query_opt(&stmt, &[&id]).await?.is_some())
+            })
+        })
+        .await
+    }
+
+    fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    async fn delete(&self, key_id: &KeyId) -> Result<bool> {
+        let id = key_id.as_bytes().to_vec();
+        let deleted = self
+            .with_key(Some(key_id), "deleting a record", |c| {
+                Box::pin(async move {
+                    c.execute("DELETE FROM keyserver_records WHERE key_id = $1", &[&id])
+                        .await
+                })
+            })
+            .await?;
+        if deleted > 0 {
+            // Saturating: another server's put may not be counted here yet.
+            let _ = self
+                .count
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+        Ok(deleted > 0)
+    }
+
+    async fn list(&self) -> Result<Vec<KeyId>> {
+        let rows = self
+            .with_conn("listing the records", |c| {
+                Box::pin(async move {
+                    c.query("SELECT key_id FROM keyserver_records ORDER BY key_id", &[])
+                        .await
+                })
+            })
+            .await?;
+        rows.iter().map(|r| key_id_of(r.get(0))).collect()
+    }
+
+    fn keeps_lifecycle(&self) -> bool {
+        true
+    }
+
+    async fn get_meta(&self, key_id: &KeyId) -> Result<Option<KeyMeta>> {
+        let sql = "SELECT meta FROM keyserver_meta WHERE key_id = $1";
+        self.read_blob(key_id, "reading key metadata", sql)
+            .await?
+            .map(|bytes| KeyMeta::decode(&bytes, key_id))
+            .transpose()
+    }
+
+    async fn put_meta(&self, meta: &KeyMeta) -> Result<()> {
+        let id = meta.key_id.as_bytes().to_vec();
+        let bytes = meta.encode();
+        self.with_key(Some(&meta.key_id), "writing key metadata", |c| {
+            Box::pin(async move {
+                c.execute(
+                    "INSERT INTO keyserver_meta (key_id, meta) VALUES ($1, $2)
+                     ON CONFLICT (key_id) DO UPDATE SET meta = EXCLUDED.meta",
+                    &[&id, &bytes],
+                )
+                .await
+            })
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn list_all(&self) -> Result<Vec<KeyId>> {
+        let rows = self
+            .with_conn("listing the keys", |c| {
+                Box::pin(async move {
+                    c.query(
+                        "SELECT key_id FROM keyserver_records
+                         UNION SELECT key_id FROM keyserver_meta ORDER BY 1",
+                        &[],
+                    )
+                    .await
+                })
+            })
+            .await?;
+        rows.iter().map(|r| key_id_of(r.get(0))).collect()
+    }
+
+    async fn lock_key(&self, key_id: &KeyId) -> Result<KeyLock> {
+        // Closed unless the lock is granted and handed over: a request
+        // given up (timed out, or this future dropped) may still be granted
+        // later, and only closing the session makes sure nobody holds it.
+        let conn = Closing(Some(self.conn().await?));
+        let object = lock_object(key_id);
+        // Tried, not waited for in the database: a request given up leaves
+        // no backend queued for the lock (a closed session's backend runs
+        // what it was sent before it notices).
+        let locked = tokio::time::timeout(self.options.timeout, async {
+            loop {
+                let row = conn
+                    .get()
+                    .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&LOCK_KEY, &object])
+                    .await?;
+                if row.get::<_, bool>(0) {
+                    return Ok::<(), tokio_postgres::Error>(());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        match locked {
+            Ok(Ok(())) => {
+                let slot = Arc::new(tokio::sync::Mutex::new(conn));
+                self.held
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(*key_id, Arc::clone(&slot));
+                Ok(KeyLock::new(AdvisoryLock {
+                    slot,
+                    held: Arc::clone(&self.held),
+                    key_id: *key_id,
+                    object,
+                }))
+            }
+            Ok(Err(e)) => Err(failed("locking a key", Some(e))),
+            Err(_) => Err(failed(
+                format!(
+                    "locking a key: not granted within {:?} (another server holds it)",
+                    self.options.timeout
+                ),
+                None,
+            )),
+        }
+    }
+}
+
+/// A key id column.
+fn key_id_of(bytes: &[u8]) -> Result<KeyId> {
+    <[u8; 32]>::try_from(bytes)
+        .map(KeyId::from_bytes)
+        .map_err(|_| failed("a key id in the database is not 32 bytes", None))
+}

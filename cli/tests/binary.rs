@@ -1,0 +1,28 @@
+//! The `keyserver` command as a user runs it: a server process, its client
+//! commands, configuration, principals and audit, hostile connections, and
+//! several servers on one PostgreSQL database.
+//! - `cli`: the client commands end to end against a server process;
+//! - `auth`: principals, tokens and permissions, SIGHUP reloads;
+//! - `audit`: the audit log of a server process, its restarts and `verify`;
+//! - `hostile`: connections that never finish, more of them than the
+//!   server may hold, bodies that would pin its memory, web pages, and
+//!   SIGTERM with CPU work in flight;
+//! - `postgres`: several servers on one PostgreSQL database, a server
+//!   killed and the database crashed under load, copies and backups.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+// The helpers the library's tests use too (fixtures, vectors, servers).
+#[path = "../../tests/conformance/common.rs"]
+mod common;
+
+#[path = "binary/audit.rs"]
+mod audit;
+#[path = "binary/auth.rs"]
+mod auth;
+#[path = "binary/cli.rs"]
+mod cli;
+#[path = "binary/hostile.rs"]
+mod hostile;
+#[path = "binary/postgres.rs"]
+mod postgres;

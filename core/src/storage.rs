@@ -1,0 +1,187 @@
+//! The [`KeyStorage`] trait: where wrapped DEKs live.
+
+use async_trait::async_trait;
+
+use crate::{Error, KeyId, KeyMeta, Result, WrappedDek};
+
+/// A store of wrapped-DEK records keyed by [`KeyId`].
+///
+/// Records are create-only: [`KeyStorage::put`] never overwrites. A `put` that
+/// returned `Ok` must survive whatever the backend promises to survive (the
+/// file backend: a crash). Stored records contain nothing secret without the
+/// KEK.
+///
+/// Implementations: `MemoryStorage` (feature `storage-memory`).
+///
+/// # Errors
+///
+/// [`Error::NotFound`](crate::Error::NotFound) for a missing key,
+/// [`Error::AlreadyExists`](crate::Error::AlreadyExists) for a duplicate put,
+/// [`Error::CorruptRecord`](crate::Error::CorruptRecord) for a damaged record,
+/// [`Error::Storage`](crate::Error::Storage) for anything else.
+///
+/// # Example
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use keyserver::{KeyId, KeyStorage, Strength, WrappedDek};
+/// use keyserver::backends::MemoryStorage;
+///
+/// let store = MemoryStorage::new();
+/// let id = KeyId::from_bytes([1; 32]);
+/// let rec = WrappedDek::new(id, 3072, Strength::S128, 0, vec![0; 384])?;
+/// store.put(&rec).await?;
+/// assert!(store.put(&rec).await.is_err()); // create-only
+/// assert_eq!(store.get(&id).await?, rec);
+/// assert_eq!(store.count(), 1);
+/// # Ok::<(), keyserver::Error>(())
+/// # }).unwrap();
+/// ```
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait KeyStorage: Send + Sync + 'static {
+    /// A short stable name, such as `"memory"`.
+    fn name(&self) -> &'static str;
+
+    /// Stores a new record under its key id. Fails with
+    /// [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the id is present.
+    async fn put(&self, record: &WrappedDek) -> Result<()>;
+
+    /// The record stored under `key_id`.
+    async fn get(&self, key_id: &KeyId) -> Result<WrappedDek>;
+
+    /// Whether a record is stored under `key_id`.
+    async fn contains(&self, key_id: &KeyId) -> Result<bool>;
+
+    /// How many records are stored. Backends keep this in memory: O(1).
+    fn count(&self) -> u64;
+
+    /// Removes the record under `key_id`; `Ok(false)` if there was none.
+    /// The data encrypted under that key is lost for good.
+    async fn delete(&self, key_id: &KeyId) -> Result<bool>;
+
+    /// All stored key ids, in ascending order.
+    async fn list(&self) -> Result<Vec<KeyId>>;
+
+    /// Whether this storage keeps lifecycle metadata ([`KeyStorage::put_meta`]).
+    /// A storage that does not (the default, for backends written before
+    /// lifecycle existed) serves every key as active with no owner, and
+    /// the lifecycle methods answer that it cannot.
+    fn keeps_lifecycle(&self) -> bool {
+        false
+    }
+
+    /// The lifecycle metadata of `key_id`; `None` if none was ever written
+    /// (a record without metadata is an active key of no owner).
+    async fn get_meta(&self, key_id: &KeyId) -> Result<Option<KeyMeta>> {
+        let _ = key_id;
+        Ok(None)
+    }
+
+    /// Writes the metadata of `meta.key_id`, replacing what was there:
+    /// atomically (a reader sees the old or the new, never a mix) and as
+    /// durably as `put`. Metadata outlives the record: a destroyed key's
+    /// metadata is its tombstone.
+    async fn put_meta(&self, meta: &KeyMeta) -> Result<()> {
+        Err(Error::Storage {
+            backend: self.name().into(),
+            message: format!("cannot keep the lifecycle of key {}", meta.key_id),
+            source: None,
+        })
+    }
+
+    /// Every key id with a record or metadata (tombstones included), in
+    /// ascending order.
+    async fn list_all(&self) -> Result<Vec<KeyId>> {
+        self.list().await
+    }
+
+    /// Serialises lifecycle changes of `key_id` across every process that
+    /// shares this storage: the server takes it (after its own in-process
+    /// lock) around each read-decide-write of a key's metadata, and drops
+    /// the [`KeyLock`] when done. The default is no lock at all, right for
+    /// a storage that one process owns (the file storage's directory lock
+    /// makes it so); a storage that several servers share (PostgreSQL)
+    /// takes a lock they all see, and a cache in front of it forgets the
+    /// key, so what is read under the lock is what is stored.
+    async fn lock_key(&self, key_id: &KeyId) -> Result<KeyLock> {
+        let _ = key_id;
+        Ok(KeyLock::none())
+    }
+}
+
+/// A lock on one key's lifecycle, held until dropped
+/// ([`KeyStorage::lock_key`]).
+///
+/// ```
+/// use keyserver::plugin::KeyLock;
+/// let held = KeyLock::new(std::sync::Mutex::new(()));
+/// drop(held); // released
+/// let _nothing = KeyLock::none();
+/// ```
+#[must_use = "the lock is released when dropped"]
+pub struct KeyLock(Option<Box<dyn Send + Sync>>);
+
+impl KeyLock {
+    /// No lock: for a storage that one process owns.
+    pub fn none() -> Self {
+        KeyLock(None)
+    }
+
+    /// `guard`, whose drop releases the lock.
+    pub fn new(guard: impl Send + Sync + 'static) -> Self {
+        KeyLock(Some(Box::new(guard)))
+    }
+}
+
+impl std::fmt::Debug for KeyLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "KeyLock(held)"
+        } else {
+            "KeyLock(none)"
+        })
+    }
+}
+
+/// A shared storage is a storage: several servers (for example one per cipher
+/// suite during a migration) can use one store through an `Arc`.
+#[async_trait]
+impl<T: KeyStorage + ?Sized> KeyStorage for std::sync::Arc<T> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    async fn put(&self, record: &WrappedDek) -> Result<()> {
+        (**self).put(record).await
+    }
+    async fn get(&self, key_id: &KeyId) -> Result<WrappedDek> {
+        (**self).get(key_id).await
+    }
+    async fn contains(&self, key_id: &KeyId) -> Result<bool> {
+        (**self).contains(key_id).await
+    }
+    fn count(&self) -> u64 {
+        (**self).count()
+    }
+    async fn delete(&self, key_id: &KeyId) -> Result<bool> {
+        (**self).delete(key_id).await
+    }
+    async fn list(&self) -> Result<Vec<KeyId>> {
+        (**self).list().await
+    }
+    fn keeps_lifecycle(&self) -> bool {
+        (**self).keeps_lifecycle()
+    }
+    async fn get_meta(&self, key_id: &KeyId) -> Result<Option<KeyMeta>> {
+        (**self).get_meta(key_id).await
+    }
+    async fn put_meta(&self, meta: &KeyMeta) -> Result<()> {
+        (**self).put_meta(meta).await
+    }
+    async fn list_all(&self) -> Result<Vec<KeyId>> {
+        (**self).list_all().await
+    }
+    async fn lock_key(&self, key_id: &KeyId) -> Result<KeyLock> {
+        (**self).lock_key(key_id).await
+    }
+}

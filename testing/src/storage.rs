@@ -1,0 +1,222 @@
+//! Storage conformance: every [`KeyStorage`] must pass every check here
+//! (create-only puts, the documented reads, deletes and listing, lifecycle
+//! metadata and tombstones, and 1,000
+//! concurrent puts losing nothing). Run them all with one
+//! [`storage_conformance!`](crate::storage_conformance) line.
+
+use std::sync::Arc;
+
+use keyserver_core::{Error, KeyId, KeyMeta, KeyState, KeyStorage, Strength, WrappedDek};
+
+/// A record with a distinct key id for each `n`.
+pub fn record(n: u32) -> WrappedDek {
+    let mut id = [0u8; 32];
+    id[..4].copy_from_slice(&n.to_be_bytes());
+    id[31] = 0xa5;
+    WrappedDek::new(
+        KeyId::from_bytes(id),
+        3072,
+        Strength::S128,
+        1_700_000_000 + u64::from(n),
+        vec![(n % 251) as u8; 384],
+    )
+    .unwrap()
+}
+
+/// `put` never overwrites: a second put of the same id fails and the first
+/// record stays.
+pub async fn put_is_create_only<S: KeyStorage>(store: S) {
+    let first = record(1);
+    store.put(&first).await.unwrap();
+    let mut clash =
+        WrappedDek::new(*first.key_id(), 3072, Strength::S128, 5, vec![0xee; 384]).unwrap();
+    let err = store.put(&clash).await.unwrap_err();
+    assert!(
+        matches!(err, Error::AlreadyExists { key_id } if key_id == *first.key_id()),
+        "{err:?}"
+    );
+    assert_eq!(store.get(first.key_id()).await.unwrap(), first);
+    assert_eq!(store.count(), 1);
+    clash = record(2);
+    store.put(&clash).await.unwrap();
+    assert_eq!(store.count(), 2);
+}
+
+/// get / contains / delete / list / count behave as documented.
+pub async fn crud<S: KeyStorage>(store: S) {
+    let missing = *record(99).key_id();
+    assert_eq!(store.count(), 0);
+    assert!(store.list().await.unwrap().is_empty());
+    assert!(!store.contains(&missing).await.unwrap());
+    assert!(matches!(
+        store.get(&missing).await,
+        Err(Error::NotFound { key_id }) if key_id == missing
+    ));
+    assert!(!store.delete(&missing).await.unwrap());
+
+    let records: Vec<_> = (0..10).map(record).collect();
+    for r in records.iter().rev() {
+        store.put(r).await.unwrap();
+    }
+    assert_eq!(store.count(), 10);
+    for r in &records {
+        assert!(store.contains(r.key_id()).await.unwrap());
+        assert_eq!(&store.get(r.key_id()).await.unwrap(), r);
+    }
+    let mut expected: Vec<_> = records.iter().map(|r| *r.key_id()).collect();
+    expected.sort();
+    assert_eq!(store.list().await.unwrap(), expected, "ascending order");
+
+    assert!(store.delete(records[3].key_id()).await.unwrap());
+    assert!(!store.delete(records[3].key_id()).await.unwrap());
+    assert!(!store.contains(records[3].key_id()).await.unwrap());
+    assert_eq!(store.count(), 9);
+    assert_eq!(store.list().await.unwrap().len(), 9);
+    // A deleted id can be stored again.
+    store.put(&records[3]).await.unwrap();
+    assert_eq!(store.count(), 10);
+}
+
+/// 1,000 concurrent puts from many tasks lose nothing, and concurrent puts of
+/// one id let exactly one win.
+pub async fn concurrent_puts_lose_nothing<S: KeyStorage>(store: S) {
+    let store = Arc::new(store);
+    let mut tasks = Vec::new();
+    for t in 0..20u32 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50u32 {
+                store.put(&record(t * 50 + i)).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(store.count(), 1000);
+    assert_eq!(store.list().await.unwrap().len(), 1000);
+    for n in 0..1000 {
+        assert_eq!(store.get(record(n).key_id()).await.unwrap(), record(n));
+    }
+
+    let racers: Vec<_> = (0..16)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.put(&record(5000)).await.is_ok() })
+        })
+        .collect();
+    let mut wins = 0;
+    for r in racers {
+        wins += usize::from(r.await.unwrap());
+    }
+    assert_eq!(wins, 1, "exactly one concurrent put of one id succeeds");
+    assert_eq!(store.count(), 1001);
+}
+
+/// Lifecycle metadata: none until written, replaced whole by `put_meta`,
+/// kept after the record is deleted (the tombstone), and listed by
+/// `list_all` with or without a record. A storage that keeps no lifecycle
+/// (`keeps_lifecycle() == false`) must say so by refusing `put_meta`.
+pub async fn lifecycle_metadata<S: KeyStorage>(store: S) {
+    let rec = record(7);
+    let id = *rec.key_id();
+    if !store.keeps_lifecycle() {
+        assert!(store.get_meta(&id).await.unwrap().is_none());
+        let meta = KeyMeta::new(id, Strength::S128, 1, None);
+        assert!(store.put_meta(&meta).await.is_err());
+        return;
+    }
+    assert!(store.get_meta(&id).await.unwrap().is_none());
+    store.put(&rec).await.unwrap();
+    assert!(
+        store.get_meta(&id).await.unwrap().is_none(),
+        "no metadata until written"
+    );
+    let mut meta = KeyMeta::new(id, Strength::S128, rec.created(), Some("app".into()));
+    store.put_meta(&meta).await.unwrap();
+    assert_eq!(store.get_meta(&id).await.unwrap().as_ref(), Some(&meta));
+    meta.state = KeyState::Suspended;
+    meta.previous = Some(KeyState::Active);
+    meta.changed += 5;
+    store.put_meta(&meta).await.unwrap();
+    assert_eq!(
+        store.get_meta(&id).await.unwrap().as_ref(),
+        Some(&meta),
+        "replaced"
+    );
+    assert_eq!(store.count(), 1, "metadata is not a record");
+    // The tombstone outlives the record.
+    meta.state = KeyState::Destroyed;
+    store.put_meta(&meta).await.unwrap();
+    assert!(store.delete(&id).await.unwrap());
+    assert_eq!(store.get_meta(&id).await.unwrap().as_ref(), Some(&meta));
+    assert!(store.list().await.unwrap().is_empty());
+    assert_eq!(store.list_all().await.unwrap(), vec![id]);
+    // A second key with a record and no metadata: listed by both.
+    let other = record(3);
+    store.put(&other).await.unwrap();
+    let mut all = vec![id, *other.key_id()];
+    all.sort();
+    assert_eq!(store.list_all().await.unwrap(), all);
+    assert_eq!(store.list().await.unwrap(), vec![*other.key_id()]);
+}
+
+/// Runs the whole storage conformance kit on a backend: one module named
+/// `$name`, one `#[test]` per check. `$make` is evaluated in async context
+/// for each check and gives `(store, guard)`: the guard keeps alive whatever
+/// the store needs (a temporary directory), `()` if nothing. Attributes
+/// before `$name` go on every check: a backend that needs a service this
+/// machine may not run (a database) marks its checks `#[ignore = "why"]`,
+/// and they show as ignored until run with `cargo test -- --ignored`.
+///
+/// ```
+/// # mod demo {
+/// keyserver::storage_conformance!(memory, (keyserver::backends::MemoryStorage::new(), ()));
+/// keyserver::storage_conformance!(
+///     #[ignore = "an example of a check that needs a service"]
+///     ignored_memory,
+///     (keyserver::backends::MemoryStorage::new(), ())
+/// );
+/// # }
+/// ```
+#[macro_export]
+macro_rules! storage_conformance {
+    ($(#[$attr:meta])* $name:ident, $make:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[test]
+            $(#[$attr])*
+            fn put_is_create_only() {
+                $crate::run(async {
+                    let (store, _guard) = $make;
+                    $crate::storage::put_is_create_only(store).await;
+                });
+            }
+            #[test]
+            $(#[$attr])*
+            fn crud() {
+                $crate::run(async {
+                    let (store, _guard) = $make;
+                    $crate::storage::crud(store).await;
+                });
+            }
+            #[test]
+            $(#[$attr])*
+            fn concurrent_puts_lose_nothing() {
+                $crate::run(async {
+                    let (store, _guard) = $make;
+                    $crate::storage::concurrent_puts_lose_nothing(store).await;
+                });
+            }
+            #[test]
+            $(#[$attr])*
+            fn lifecycle_metadata() {
+                $crate::run(async {
+                    let (store, _guard) = $make;
+                    $crate::storage::lifecycle_metadata(store).await;
+                });
+            }
+        }
+    };
+}
