@@ -107,10 +107,9 @@
 //! opt-level = 2
 //! ```
 
-// No unsafe code, except the two libc calls that read and raise the
-// descriptor limit (`transports/http/conn.rs`), which opt in explicitly.
-// (The FFI of the C-library suites is in their own crates.)
-#![deny(unsafe_code)]
+// No unsafe code here: the FFI of the C-library suites and the descriptor
+// limit's libc calls are in their own crates.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -151,7 +150,8 @@ pub mod backends {
     pub use keyserver_core::plugin::{RecordCache, DEFAULT_CACHE_RECORDS};
 }
 
-#[path = "../transports/mod.rs"]
+#[cfg(feature = "_server")]
+mod listener;
 pub mod transports;
 
 /// The public conformance kit (crate `keyserver-testing`): checks and
@@ -241,5 +241,51 @@ mod feature_table {
             expand(default),
             "the default features"
         );
+    }
+
+    /// docs.rs badges name the features a user turns on, never the
+    /// internal `_client`/`_server`: every public item gated by one of
+    /// those says which public features it comes with.
+    #[test]
+    fn no_public_item_is_badged_with_an_internal_feature() {
+        for (name, text) in [
+            ("src/lib.rs", include_str!("lib.rs")),
+            ("src/transports.rs", include_str!("transports.rs")),
+        ] {
+            let lines: Vec<&str> = text.lines().collect();
+            for (i, line) in lines.iter().enumerate() {
+                let line = line.trim();
+                if line != "#[cfg(feature = \"_server\")]"
+                    && line != "#[cfg(feature = \"_client\")]"
+                {
+                    continue;
+                }
+                // The attributes up to the item they are on.
+                let item: Vec<&str> = lines[i..]
+                    .iter()
+                    .map(|l| l.trim())
+                    .take_while(|l| {
+                        !l.starts_with("pub ") && !l.starts_with("mod ") && !l.starts_with("fn ")
+                    })
+                    .collect();
+                let public = lines[i + item.len()..]
+                    .first()
+                    .is_some_and(|l| l.trim().starts_with("pub "));
+                // Attributes above the gate count too.
+                let above = lines[..i]
+                    .iter()
+                    .rev()
+                    .take_while(|l| l.trim().starts_with("#["))
+                    .any(|l| l.contains("doc(hidden)"));
+                let hidden = above || item.iter().any(|l| l.contains("doc(hidden)"));
+                if public && !hidden {
+                    assert!(
+                        item.iter().any(|l| l.contains("doc(cfg(")),
+                        "{name}:{}: a public item behind an internal feature needs doc(cfg(..))",
+                        i + 1
+                    );
+                }
+            }
+        }
     }
 }

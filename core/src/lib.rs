@@ -20,7 +20,7 @@
 
 // No unsafe code, except one reviewed FFI module in each C-library suite
 // (`backends/openssl.rs`, `mod kdf`; `backends/awslc.rs`, `mod ffi`) and the two libc calls that read and
-// raise the descriptor limit (`transports/http/conn.rs`), which opt in
+// raise the descriptor limit (`transports/http/src/server/conn.rs`), which opt in
 // explicitly.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

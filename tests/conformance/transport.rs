@@ -1,7 +1,7 @@
-//! Transport conformance: this crate's transports through the public kit
-//! (`keyserver::testing::transport`), one line each: in-process, and XML-RPC
-//! and JSON-RPC on real loopback sockets. Also the server and listener
-//! helpers the other test modules share.
+//! Transport conformance of the in-process transport through the public kit
+//! (`keyserver::testing::transport`); XML-RPC and JSON-RPC run it from their
+//! own crates (`transports/*/tests/conformance.rs`). Also the server and
+//! listener helpers the other test modules share.
 
 #![allow(dead_code)]
 
@@ -31,17 +31,3 @@ pub async fn loopback(server: Arc<dyn keyserver::KeyService>) -> keyserver::tran
         .await
         .unwrap()
 }
-
-#[cfg(feature = "transport-xmlrpc")]
-keyserver::transport_conformance!(xmlrpc, RustCrypto::new(), |s| async move {
-    let http = crate::transport::loopback(s).await;
-    let t = keyserver::transports::XmlRpc::new(&http.url()).unwrap();
-    (t, http)
-});
-
-#[cfg(feature = "transport-jsonrpc")]
-keyserver::transport_conformance!(jsonrpc, RustCrypto::new(), |s| async move {
-    let http = crate::transport::loopback(s).await;
-    let t = keyserver::transports::JsonRpc::new(&http.url()).unwrap();
-    (t, http)
-});

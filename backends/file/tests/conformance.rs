@@ -2,6 +2,8 @@
 //! third-party storage runs; and the record cache in front of it, small
 //! enough that the checks evict.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use keyserver_core::plugin::RecordCache;
 use keyserver_file::FileStorage;
 

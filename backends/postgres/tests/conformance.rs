@@ -6,6 +6,8 @@
 //! `export KEYSERVER_TEST_POSTGRES=$(scripts/pg-cluster start /tmp/ks-pg)`,
 //! then `cargo test -p keyserver-postgres -- --ignored` (what `.ci/run` does).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::api::{Call, Caller, Identity, KeyService, Reply, Value};
-use crate::transports::http::body::{timed_out, within, Budget, Limits};
-use crate::{Error, ErrorCode, KeyId, Result};
+use crate::server::body::{timed_out, within, Budget, Limits};
+use keyserver_core::api::{Call, Caller, Identity, KeyService, Reply, Value};
+use keyserver_core::{Error, ErrorCode, KeyId, Result};
 
 /// Largest number of calls in one JSON-RPC batch or XML-RPC
 /// `system.multicall`.
-pub(crate) const MAX_BATCH: usize = 64;
+pub const MAX_BATCH: usize = 64;
 
 /// The service behind a listener, with the limits every request is held to.
 struct Shared {
@@ -28,17 +28,16 @@ struct Shared {
 /// The service behind a listener, as one request's caller sees it: the
 /// listener's limits, and the caller its credentials made (which goes with
 /// each of the request's calls to [`KeyService::call_as`]).
-pub(crate) struct Dispatch {
+pub struct Dispatch {
     shared: Arc<Shared>,
     caller: Caller,
 }
 
 impl Dispatch {
     /// `service` with a per-request time limit and the listener's default
-    /// limits otherwise, called in process.
-    #[cfg(test)]
-    pub(crate) fn new(service: Arc<dyn KeyService>, timeout: Duration) -> Self {
-        let defaults = crate::transports::ServerConfig::default();
+    /// limits otherwise, called in process (an endpoint's unit tests).
+    pub fn new(service: Arc<dyn KeyService>, timeout: Duration) -> Self {
+        let defaults = crate::server::ServerConfig::default();
         Dispatch {
             shared: Arc::new(Shared {
                 service,
@@ -55,9 +54,9 @@ impl Dispatch {
     /// `service` with the limits of `config`; its caller, until a request
     /// binds its own ([`Dispatch::bind`]), has bad credentials (it may do
     /// nothing).
-    pub(crate) fn with_config(
+    pub fn with_config(
         service: Arc<dyn KeyService>,
-        config: &crate::transports::ServerConfig,
+        config: &crate::server::ServerConfig,
         controls_access: bool,
     ) -> Self {
         Dispatch {
@@ -75,7 +74,7 @@ impl Dispatch {
     }
 
     /// The same service and limits, for a request of `caller`.
-    pub(crate) fn bind(&self, caller: Option<Caller>) -> Dispatch {
+    pub fn bind(&self, caller: Option<Caller>) -> Dispatch {
         Dispatch {
             shared: Arc::clone(&self.shared),
             caller: caller.unwrap_or_else(|| Caller::with_identity(Identity::BadCredentials)),
@@ -83,28 +82,28 @@ impl Dispatch {
     }
 
     /// The service served.
-    pub(crate) fn service(&self) -> &dyn KeyService {
+    pub fn service(&self) -> &dyn KeyService {
         &*self.shared.service
     }
 
     /// The service served, shared.
-    pub(crate) fn shared_service(&self) -> Arc<dyn KeyService> {
+    pub fn shared_service(&self) -> Arc<dyn KeyService> {
         Arc::clone(&self.shared.service)
     }
 
     /// Who calls.
-    pub(crate) fn caller(&self) -> &Caller {
+    pub fn caller(&self) -> &Caller {
         &self.caller
     }
 
     /// Bytes of request bodies held in memory now.
-    pub(crate) fn request_bytes_held(&self) -> usize {
+    pub fn request_bytes_held(&self) -> usize {
         self.shared.budget.held() + self.shared.preauth.as_ref().map_or(0, Budget::held)
     }
 
     /// Whether the service can answer ([`KeyService::ready`]), within the
     /// request time limit.
-    pub(crate) async fn ready(&self) -> Result<()> {
+    pub async fn ready(&self) -> Result<()> {
         let deadline = self.deadline();
         tokio::time::timeout_at(deadline, self.shared.service.ready())
             .await
@@ -113,12 +112,12 @@ impl Dispatch {
 
     /// When a request that starts now must be answered: its body, its
     /// parsing and all its calls share this one deadline.
-    pub(crate) fn deadline(&self) -> tokio::time::Instant {
+    pub fn deadline(&self) -> tokio::time::Instant {
         tokio::time::Instant::now() + self.shared.timeout
     }
 
     /// What reading a request's body is bound by.
-    pub(crate) fn body_limits(&self, deadline: tokio::time::Instant) -> Limits<'_> {
+    pub fn body_limits(&self, deadline: tokio::time::Instant) -> Limits<'_> {
         let budget = match &self.shared.preauth {
             Some(preauth) if !self.caller.identity.is_authenticated() => preauth,
             _ => &self.shared.budget,
@@ -133,9 +132,9 @@ impl Dispatch {
 
     /// Refuses a batch (JSON-RPC) or multicall (XML-RPC) of these method
     /// names that holds more expensive calls than allowed.
-    pub(crate) fn check_batch<'a>(&self, names: impl Iterator<Item = &'a str>) -> Result<()> {
+    pub fn check_batch<'a>(&self, names: impl Iterator<Item = &'a str>) -> Result<()> {
         let expensive = names
-            .filter(|name| crate::api::method(name).is_some_and(|m| m.is_expensive()))
+            .filter(|name| keyserver_core::api::method(name).is_some_and(|m| m.is_expensive()))
             .count();
         if expensive > self.shared.max_expensive {
             return Err(Error::protocol(
@@ -155,7 +154,7 @@ impl Dispatch {
     /// protocol's codec, or the codec's error) and runs it; a call that does
     /// not parse is logged and refused. `brackets` are the protocol's, for
     /// the "invalid parameters" message.
-    pub(crate) async fn run_named(
+    pub async fn run_named(
         &self,
         protocol: &'static str,
         name: &str,
@@ -170,7 +169,7 @@ impl Dispatch {
 
     /// [`Dispatch::run_named`], answering with the reply itself (for a
     /// protocol that writes some replies without their neutral value).
-    pub(crate) async fn run_named_reply(
+    pub async fn run_named_reply(
         &self,
         protocol: &'static str,
         name: &str,
@@ -182,7 +181,7 @@ impl Dispatch {
         match params.and_then(|params| Call::from_params(name, params, brackets)) {
             Ok(call) => self.run(protocol, call, deadline).await,
             Err(e) => {
-                let shown = crate::api::method(name).map_or("(unknown)", |m| m.name);
+                let shown = keyserver_core::api::method(name).map_or("(unknown)", |m| m.name);
                 self.log_refused(protocol, shown, &e, start);
                 Err(e)
             }
@@ -194,7 +193,7 @@ impl Dispatch {
     /// is answered with the time-out error without running. (A state
     /// change cut off still runs to its end inside the service: see
     /// `keyserver::policy::Audit`.)
-    pub(crate) async fn run(
+    pub async fn run(
         &self,
         protocol: &'static str,
         call: Call,
@@ -231,7 +230,7 @@ impl Dispatch {
     /// protocol, method, key id, outcome, latency. Never a key. A refusal
     /// also reaches the service ([`KeyService::refused`]: the audit log and
     /// the metrics).
-    pub(crate) fn log_request<T>(
+    pub fn log_request<T>(
         &self,
         protocol: &'static str,
         method: &str,
@@ -247,13 +246,7 @@ impl Dispatch {
 
     /// Logs a request refused before it became a call (unreadable, too
     /// large, not a call of a known method): `method` is `-` when unknown.
-    pub(crate) fn log_refused(
-        &self,
-        protocol: &'static str,
-        method: &str,
-        error: &Error,
-        start: Instant,
-    ) {
+    pub fn log_refused(&self, protocol: &'static str, method: &str, error: &Error, start: Instant) {
         self.log_request::<()>(
             protocol,
             method,
@@ -403,9 +396,9 @@ mod tests {
     //! The dispatcher against a mocked service: no sockets, no sleeps.
 
     use super::*;
-    use crate::api::MockKeyService;
-    use crate::api::Status;
-    use crate::{async_trait, Dek, Kek, Strength, WrappedDek};
+    use keyserver_core::api::MockKeyService;
+    use keyserver_core::api::Status;
+    use keyserver_core::{async_trait, Dek, Kek, Strength, WrappedDek};
 
     fn status() -> Status {
         Status {

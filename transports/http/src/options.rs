@@ -1,6 +1,6 @@
 //! What the network clients share: their options and URL handling.
 
-use crate::transports::ClientTls;
+use crate::ClientTls;
 
 /// Options of the network clients (`XmlRpc`, `JsonRpc`).
 ///
@@ -18,7 +18,7 @@ pub struct ClientOptions {
     /// Allow calls that carry key material (`generate`, which answers with a
     /// KEK; `get_key`, which sends one and answers with a DEK) over plain
     /// `http://` to a host that is not loopback. Off by default: they are
-    /// refused with [`Error::Policy`](crate::Error::Policy) before anything
+    /// refused with [`Error::Policy`](keyserver_core::Error::Policy) before anything
     /// is sent. Only behind a TLS-terminating proxy on the same host.
     pub insecure: bool,
     /// A bearer token for a server with access control (sent as
@@ -55,9 +55,9 @@ impl Token {
     }
 
     /// The `Authorization` header value that carries it.
-    pub(crate) fn header(&self) -> crate::Result<http::HeaderValue> {
+    pub fn header(&self) -> keyserver_core::Result<http::HeaderValue> {
         let mut value = http::HeaderValue::from_str(&format!("Bearer {}", self.0.as_str()))
-            .map_err(|_| crate::Error::InvalidKey {
+            .map_err(|_| keyserver_core::Error::InvalidKey {
                 reason: "a token is printable ASCII".into(),
             })?;
         value.set_sensitive(true);
@@ -73,18 +73,18 @@ impl std::fmt::Debug for Token {
 
 /// Refuses `call` if it carries key material and `base` is plain HTTP to a
 /// host that is not loopback, unless `insecure`.
-pub(crate) fn check_clear(
+pub fn check_clear(
     base: &str,
-    call: &crate::api::Call,
+    call: &keyserver_core::api::Call,
     insecure: bool,
-) -> crate::Result<()> {
-    use crate::api::Call;
+) -> keyserver_core::Result<()> {
+    use keyserver_core::api::Call;
     let carries_keys = matches!(
         call,
         Call::Generate(..)
             | Call::GetKey(_)
             | Call::Rotate(..)
-            | Call::Change(_, crate::Target::Kek(_))
+            | Call::Change(_, keyserver_core::Target::Kek(_))
     );
     let Some(rest) = base.strip_prefix("http://") else {
         return Ok(());
@@ -92,7 +92,7 @@ pub(crate) fn check_clear(
     if !carries_keys || insecure || is_loopback_host(rest) {
         return Ok(());
     }
-    Err(crate::Error::Policy {
+    Err(keyserver_core::Error::Policy {
         reason: format!(
             "refusing to send {} over plain HTTP to {rest}: key material would cross the network \
              in clear. Use https://, or say insecure explicitly",
@@ -119,14 +119,14 @@ fn is_loopback_host(authority: &str) -> bool {
 }
 
 /// `http(s)://host[:port]` without a trailing slash or the protocol path.
-pub(crate) fn base_url(url: &str) -> crate::Result<String> {
+pub fn base_url(url: &str) -> keyserver_core::Result<String> {
     let trimmed = url.trim().trim_end_matches('/');
     let trimmed = trimmed
         .strip_suffix("/RPC2")
         .or_else(|| trimmed.strip_suffix("/jsonrpc"))
         .unwrap_or(trimmed);
     if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) {
-        return Err(crate::Error::Transport {
+        return Err(keyserver_core::Error::Transport {
             message: format!("not an http:// or https:// URL: {trimmed}"),
             source: None,
         });
@@ -136,7 +136,7 @@ pub(crate) fn base_url(url: &str) -> crate::Result<String> {
 
 /// `url` as an error message may show it: without credentials in its
 /// authority (`user:password@`).
-pub(crate) fn shown_url(url: &str) -> String {
+pub fn shown_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

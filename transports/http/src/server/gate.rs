@@ -13,32 +13,45 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::api::{Caller, Credentials, Identity, KeyService};
+use keyserver_core::api::{Caller, Credentials, Identity, KeyService};
+
+use super::Endpoint;
 
 /// The hosts a listener answers to, and the service that authenticates
 /// its callers.
-pub(crate) struct Gate {
+pub struct Gate {
     listen: SocketAddr,
     allowed: Vec<String>,
     service: Option<Arc<dyn KeyService>>,
+    endpoints: Vec<Endpoint>,
 }
 
 impl Gate {
-    pub(crate) fn new(
+    /// The gate of a listener on `listen` that also answers to the host
+    /// names `allowed`, authenticating through `service`, in front of
+    /// `endpoints`.
+    pub fn new(
         listen: SocketAddr,
         allowed: &[String],
         service: Option<Arc<dyn KeyService>>,
+        endpoints: &[Endpoint],
     ) -> Arc<Self> {
         Arc::new(Gate {
             listen,
             allowed: allowed.iter().map(|h| h.to_ascii_lowercase()).collect(),
             service,
+            endpoints: endpoints.to_vec(),
         })
+    }
+
+    /// The endpoint serving `path`, if any.
+    fn endpoint(&self, path: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.path == path)
     }
 
     /// Whether `host` (a `Host` header or an HTTP/2 authority, port
     /// included or not) names this listener.
-    pub(crate) fn host_allowed(&self, host: &str) -> bool {
+    pub fn host_allowed(&self, host: &str) -> bool {
         // Compared without case, and without copying the header.
         let name = strip_port(host.trim());
         if self.allowed.iter().any(|a| a.eq_ignore_ascii_case(name)) {
@@ -82,31 +95,29 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-/// The content types a path accepts (`/RPC2`: XML; `/jsonrpc`: JSON).
-fn content_type_ok(path: &str, content_type: Option<&str>) -> bool {
+/// Whether a body of `content_type` may go to `endpoint` (`/RPC2`: XML;
+/// `/jsonrpc`: JSON). Other paths are the router's to refuse (404, 405).
+fn content_type_ok(endpoint: Option<&Endpoint>, content_type: Option<&str>) -> bool {
+    let Some(endpoint) = endpoint else {
+        return true;
+    };
     let Some(mime) = content_type
         .and_then(|v| v.split(';').next())
         .map(str::trim)
     else {
         return false;
     };
-    match path {
-        #[cfg(feature = "transport-xmlrpc-server")]
-        crate::transports::xmlrpc::XMLRPC_PATH => {
-            mime.eq_ignore_ascii_case("text/xml") || mime.eq_ignore_ascii_case("application/xml")
-        }
-        #[cfg(feature = "transport-jsonrpc-server")]
-        crate::transports::jsonrpc::JSONRPC_PATH => mime.eq_ignore_ascii_case("application/json"),
-        // Other paths are the router's to refuse (404, 405).
-        _ => true,
-    }
+    endpoint
+        .media_types
+        .iter()
+        .any(|m| mime.eq_ignore_ascii_case(m))
 }
 
 /// The middleware: 400 for a request that names no host, 421 for one that
 /// names a foreign host (in its `Host` header or in an absolute-form
 /// target, HTTP/2's `:authority`), 415 for a wrong content type on a POST,
 /// before anything else happens. No CORS header is ever added.
-pub(crate) async fn check(gate: Arc<Gate>, request: Request, next: Next) -> Response {
+pub async fn check(gate: Arc<Gate>, request: Request, next: Next) -> Response {
     // A Host that is not text names nothing here.
     let header_host = request
         .headers()
@@ -139,7 +150,7 @@ pub(crate) async fn check(gate: Arc<Gate>, request: Request, next: Next) -> Resp
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
-        if !content_type_ok(request.uri().path(), content_type) {
+        if !content_type_ok(gate.endpoint(request.uri().path()), content_type) {
             return refuse(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "XML-RPC takes Content-Type: text/xml, JSON-RPC application/json",
@@ -169,8 +180,11 @@ pub(crate) async fn check(gate: Arc<Gate>, request: Request, next: Next) -> Resp
             remote: !gate.listen.ip().is_loopback(),
         });
     drop(token);
-    let mut caller =
-        Caller::with_identity(identity).from_peer(peer, protocol_of(request.uri().path()));
+    let mut caller = Caller::with_identity(identity).from_peer(
+        peer,
+        gate.endpoint(request.uri().path())
+            .map_or("http", |e| e.protocol),
+    );
     caller.tls_subject = cert.0.as_ref().map(|c| c.subject.clone());
     // A client certificate the TLS layer verified authenticates too (with
     // client certificates and no auth file, every caller is anonymous to
@@ -200,17 +214,6 @@ pub(crate) async fn check(gate: Arc<Gate>, request: Request, next: Next) -> Resp
         }
     }
     next.run(request).await
-}
-
-/// The protocol a path serves (for the caller's `protocol`).
-fn protocol_of(path: &str) -> &'static str {
-    match path {
-        #[cfg(feature = "transport-xmlrpc-server")]
-        crate::transports::xmlrpc::XMLRPC_PATH => "xmlrpc",
-        #[cfg(feature = "transport-jsonrpc-server")]
-        crate::transports::jsonrpc::JSONRPC_PATH => "jsonrpc",
-        _ => "http",
-    }
 }
 
 /// The token of an `Authorization: Bearer TOKEN` header, or the password of
@@ -255,6 +258,7 @@ mod tests {
             "127.0.0.1:8731".parse().unwrap(),
             &["keys.example".into()],
             None,
+            &[],
         );
         for ok in [
             "127.0.0.1:8731",
@@ -280,11 +284,11 @@ mod tests {
         ] {
             assert!(!loopback.host_allowed(refused), "{refused}");
         }
-        let public = Gate::new("10.1.2.3:8731".parse().unwrap(), &[], None);
+        let public = Gate::new("10.1.2.3:8731".parse().unwrap(), &[], None, &[]);
         assert!(public.host_allowed("10.1.2.3:8731"));
         assert!(!public.host_allowed("localhost"));
         assert!(!public.host_allowed("10.1.2.4"));
-        let any = Gate::new("0.0.0.0:8731".parse().unwrap(), &[], None);
+        let any = Gate::new("0.0.0.0:8731".parse().unwrap(), &[], None, &[]);
         assert!(any.host_allowed("192.168.1.9:8731"));
         assert!(!any.host_allowed("keys.example"));
     }
@@ -321,29 +325,40 @@ mod tests {
 
     #[test]
     fn content_types_per_protocol() {
-        #[cfg(feature = "transport-xmlrpc-server")]
-        {
-            assert!(content_type_ok("/RPC2", Some("text/xml")));
-            assert!(content_type_ok("/RPC2", Some("Text/XML; charset=utf-8")));
-            assert!(content_type_ok("/RPC2", Some("application/xml")));
-            assert!(!content_type_ok("/RPC2", Some("text/plain")));
-            assert!(!content_type_ok("/RPC2", None));
+        fn no_routes(_: Arc<crate::server::dispatch::Dispatch>) -> axum::Router {
+            axum::Router::new()
         }
-        #[cfg(feature = "transport-jsonrpc-server")]
-        {
-            assert!(content_type_ok("/jsonrpc", Some("application/json")));
-            assert!(content_type_ok(
-                "/jsonrpc",
-                Some(" Application/JSON ; charset=utf-8")
-            ));
-            assert!(!content_type_ok(
-                "/jsonrpc",
-                Some("text/plain;charset=UTF-8")
-            ));
-            assert!(!content_type_ok(
-                "/jsonrpc",
-                Some("application/x-www-form-urlencoded")
-            ));
-        }
+        let xml = Endpoint {
+            path: "/RPC2",
+            protocol: "xmlrpc",
+            media_types: &["text/xml", "application/xml"],
+            router: no_routes,
+        };
+        let json = Endpoint {
+            path: "/jsonrpc",
+            protocol: "jsonrpc",
+            media_types: &["application/json"],
+            router: no_routes,
+        };
+        assert!(content_type_ok(Some(&xml), Some("text/xml")));
+        assert!(content_type_ok(Some(&xml), Some("Text/XML; charset=utf-8")));
+        assert!(content_type_ok(Some(&xml), Some("application/xml")));
+        assert!(!content_type_ok(Some(&xml), Some("text/plain")));
+        assert!(!content_type_ok(Some(&xml), None));
+        assert!(content_type_ok(Some(&json), Some("application/json")));
+        assert!(content_type_ok(
+            Some(&json),
+            Some(" Application/JSON ; charset=utf-8")
+        ));
+        assert!(!content_type_ok(
+            Some(&json),
+            Some("text/plain;charset=UTF-8")
+        ));
+        assert!(!content_type_ok(
+            Some(&json),
+            Some("application/x-www-form-urlencoded")
+        ));
+        // A path no endpoint serves is the router's to refuse.
+        assert!(content_type_ok(None, None));
     }
 }

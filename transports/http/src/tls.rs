@@ -8,11 +8,11 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::RootCertStore;
 
-use crate::{Error, Result};
+use keyserver_core::{Error, Result};
 
 /// Certificate and key files (PEM) for TLS, and optionally the CA that client
 /// certificates must chain to (mutual TLS).
-#[cfg(feature = "_server")]
+#[cfg(feature = "server")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsFiles {
     /// The server's certificate chain, PEM.
@@ -29,7 +29,7 @@ pub struct TlsFiles {
 /// let tls = keyserver::transports::ClientTls::default();
 /// assert!(tls.ca_cert.is_none()); // the system's trusted roots
 /// ```
-#[cfg(feature = "_client")]
+#[cfg(feature = "client")]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientTls {
     /// CA certificate(s) (PEM) the server's certificate must chain to; `None`
@@ -56,10 +56,10 @@ fn tls_error(message: String) -> Error {
 /// `hybrid-pq` KEK. Without, it is *ring*'s, classical ECDHE only (rustls
 /// deprecates it for that reason since 0.23.48; it keeps a client build free
 /// of any C library).
-pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    #[cfg(feature = "cipher-awslc")]
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    #[cfg(feature = "aws-lc")]
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    #[cfg(not(feature = "cipher-awslc"))]
+    #[cfg(not(feature = "aws-lc"))]
     #[allow(deprecated)]
     let provider = rustls::crypto::ring::default_provider();
     Arc::new(provider)
@@ -94,8 +94,8 @@ fn roots(path: &Path) -> Result<RootCertStore> {
 }
 
 /// The server's TLS configuration (HTTP/1.1 and HTTP/2 by ALPN).
-#[cfg(feature = "_server")]
-pub(crate) fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>> {
+#[cfg(feature = "server")]
+pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>> {
     let provider = provider();
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
@@ -120,8 +120,8 @@ pub(crate) fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig
 }
 
 /// A client's TLS configuration.
-#[cfg(feature = "_client")]
-pub(crate) fn client_config(tls: &ClientTls) -> Result<rustls::ClientConfig> {
+#[cfg(feature = "client")]
+pub fn client_config(tls: &ClientTls) -> Result<rustls::ClientConfig> {
     let roots = match &tls.ca_cert {
         Some(ca) => roots(ca)?,
         None => {
@@ -152,7 +152,7 @@ pub(crate) fn client_config(tls: &ClientTls) -> Result<rustls::ClientConfig> {
 #[cfg(test)]
 mod tests {
     /// With AWS-LC linked, TLS offers the post-quantum hybrid first.
-    #[cfg(feature = "cipher-awslc")]
+    #[cfg(feature = "aws-lc")]
     #[test]
     fn with_aws_lc_the_first_key_exchange_is_post_quantum() {
         let groups: Vec<_> = super::provider()
@@ -164,7 +164,7 @@ mod tests {
     }
 
     /// Without, the classical groups of *ring*.
-    #[cfg(not(feature = "cipher-awslc"))]
+    #[cfg(not(feature = "aws-lc"))]
     #[test]
     fn without_aws_lc_the_key_exchange_is_classical() {
         let provider = super::provider();

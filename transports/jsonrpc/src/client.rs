@@ -9,16 +9,15 @@ use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
 use serde_json::Value;
 
 use super::{codec, JSONRPC_PATH};
-use crate::api::{Call, Reply};
-use crate::transports::ClientOptions;
-use crate::{Error, ErrorCode, Result, Transport};
+use keyserver_core::api::{Call, Reply};
+use keyserver_core::{Error, ErrorCode, Result, Transport};
+use keyserver_http::ClientOptions;
 
 /// A JSON-RPC 2.0 client of a keyserver (`URL/jsonrpc`), over HTTP or HTTPS.
 ///
 /// # Example
 ///
 /// ```no_run
-/// # #[cfg(feature = "cipher-rustcrypto")]
 /// # async fn demo() -> keyserver::Result<()> {
 /// use keyserver::{Encryption, KeyClient};
 /// use keyserver::backends::RustCrypto;
@@ -51,7 +50,7 @@ impl JsonRpc {
     /// # Errors
     /// As for [`JsonRpc::new`].
     pub fn with_options(url: &str, options: ClientOptions) -> Result<Self> {
-        let base = crate::transports::base_url(url)?;
+        let base = keyserver_http::base_url(url)?;
         // No RPC logger: jsonrpsee's logs the whole request (the KEK) at TRACE.
         let mut builder = HttpClientBuilder::default()
             .request_timeout(options.timeout)
@@ -62,8 +61,7 @@ impl JsonRpc {
             builder = builder.set_headers(headers);
         }
         if base.starts_with("https://") {
-            builder = builder
-                .with_custom_cert_store(crate::transports::tls::client_config(&options.tls)?);
+            builder = builder.with_custom_cert_store(keyserver_http::client_config(&options.tls)?);
         }
         let client = builder
             .build(format!("{base}{JSONRPC_PATH}"))
@@ -86,7 +84,7 @@ impl Transport for JsonRpc {
     }
 
     async fn send(&self, call: Call) -> Result<Reply> {
-        crate::transports::options::check_clear(&self.base, &call, self.insecure)?;
+        keyserver_http::check_clear(&self.base, &call, self.insecure)?;
         let method = call.method().name;
         let mut params = ArrayParams::new();
         for value in call.clone().into_params() {
@@ -116,7 +114,7 @@ impl Transport for JsonRpc {
                             message: format!(
                                 "the server at {}{JSONRPC_PATH} answered HTTP 404: no key \
                                  server there (check the URL's path)",
-                                crate::transports::options::shown_url(&self.base)
+                                keyserver_http::shown_url(&self.base)
                             ),
                             source: None,
                         }
@@ -132,7 +130,7 @@ impl Transport for JsonRpc {
                         Error::Transport {
                             message: format!(
                                 "cannot reach the key server at {}{JSONRPC_PATH}",
-                                crate::transports::options::shown_url(&self.base)
+                                keyserver_http::shown_url(&self.base)
                             ),
                             source: Some(e),
                         }

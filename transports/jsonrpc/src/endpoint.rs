@@ -12,10 +12,10 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use super::{codec, JSONRPC_PATH};
-use crate::api;
-use crate::transports::http::body::{parse_body, read_body, wiped_body, RequestBody};
-use crate::transports::http::dispatch::{Dispatch, MAX_BATCH};
-use crate::{Error, ErrorCode};
+use keyserver_core::api;
+use keyserver_core::{Error, ErrorCode};
+use keyserver_http::server::body::{parse_body, read_body, wiped_body, RequestBody};
+use keyserver_http::server::dispatch::{Dispatch, MAX_BATCH};
 
 /// The JSON-RPC 2.0 endpoint. The envelope (batches, notifications, ids,
 /// standard error codes) is handled here rather than by jsonrpsee's server,
@@ -25,7 +25,7 @@ pub(crate) fn router(dispatch: Arc<Dispatch>) -> Router {
     Router::new().route(
         JSONRPC_PATH,
         post(
-            move |caller: Option<axum::Extension<crate::api::Caller>>,
+            move |caller: Option<axum::Extension<keyserver_core::api::Caller>>,
                   headers: HeaderMap,
                   body: Body| {
                 let dispatch = dispatch.bind(caller.map(|axum::Extension(c)| c));
@@ -63,7 +63,7 @@ impl std::io::Write for Wiping {
         if self.0.len() + buf.len() > self.0.capacity() {
             // Doubling, as a Vec grows, but moving and wiping.
             let more = buf.len().max(self.0.capacity());
-            crate::plugin::reserve_wiped(&mut self.0, more);
+            keyserver_core::plugin::reserve_wiped(&mut self.0, more);
         }
         self.0.extend_from_slice(buf);
         Ok(buf.len())
@@ -219,7 +219,7 @@ fn write_answer(out: &mut Wiping, id: &Value, reply: api::Reply) -> std::io::Res
 /// For the fuzz target (`keyserver::testing::fuzz::jsonrpc_request`): the
 /// call the single-call path reads from `body`, or its error; `None` when
 /// it leaves the body to the general path.
-pub fn fuzz_single(body: &[u8]) -> Option<crate::Result<api::Call>> {
+pub fn fuzz_single(body: &[u8]) -> Option<keyserver_core::Result<api::Call>> {
     let mut single = Single::parse(body)?;
     let params = codec::params(single.method, Some(&mut single.params.0));
     Some(params.and_then(|p| api::Call::from_params(single.method.name, p, codec::BRACKETS)))
@@ -401,8 +401,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::api::{Call, MockKeyService, Reply, Status};
-    use crate::{KeyId, WrappedDek};
+    use keyserver_core::api::{Call, MockKeyService, Reply, Status};
+    use keyserver_core::{KeyId, WrappedDek};
 
     fn dispatch() -> Dispatch {
         let mut service = MockKeyService::new();

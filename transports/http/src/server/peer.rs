@@ -12,19 +12,19 @@ use x509_cert::der::Decode;
 
 /// What a verified client certificate says of its holder.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct ClientCert {
+pub struct ClientCert {
     /// The subject distinguished name, as RFC 4514 writes it (for the audit
     /// log).
-    pub(crate) subject: String,
+    pub subject: String,
     /// `CN=..` for each common name, `DNS:..`, `EMAIL:..`, `URI:..` for each
     /// subject alternative name of those kinds.
-    pub(crate) identities: Vec<String>,
+    pub identities: Vec<String>,
 }
 
 impl ClientCert {
     /// The identities of the DER certificate `der` (already verified by
     /// the TLS layer); an unreadable part adds nothing.
-    pub(crate) fn from_der(der: &[u8]) -> Self {
+    pub fn from_der(der: &[u8]) -> Self {
         let Ok(cert) = x509_cert::Certificate::from_der(der) else {
             return ClientCert::default();
         };
@@ -60,12 +60,12 @@ impl ClientCert {
 /// The client certificate of a connection, as an extension on each of its
 /// requests (`None`: plain HTTP, or TLS without a client certificate).
 #[derive(Clone, Debug, Default)]
-pub(crate) struct PeerCert(pub(crate) Option<Arc<ClientCert>>);
+pub struct PeerCert(pub Option<Arc<ClientCert>>);
 
 /// Wraps the TLS acceptor: after the handshake, reads the client
 /// certificate it verified and hands it to the connection's requests.
 #[derive(Clone)]
-pub(crate) struct PeerCerts<A>(pub(crate) A);
+pub struct PeerCerts<A>(pub A);
 
 impl<A, I, S, T> axum_server::accept::Accept<I, S> for PeerCerts<A>
 where
@@ -107,7 +107,7 @@ where
 /// ```text
 /// address_group("2001:db8::1".parse()?) == address_group("2001:db8::ffff".parse()?)
 /// ```
-pub(crate) fn address_group(ip: std::net::IpAddr) -> std::net::IpAddr {
+pub fn address_group(ip: std::net::IpAddr) -> std::net::IpAddr {
     use std::net::{IpAddr, Ipv6Addr};
     match ip {
         IpAddr::V4(_) => ip,

@@ -9,8 +9,8 @@ use base64::Engine;
 use serde_json::{Map, Value as Json};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::api::{Call, Method, Reply, Shape, Value};
-use crate::{Error, Result};
+use keyserver_core::api::{Call, Method, Reply, Shape, Value};
+use keyserver_core::{Error, Result};
 
 /// How JSON-RPC error messages write a parameter list: `[kek: string]`.
 pub(crate) const BRACKETS: (char, char) = ('[', ']');
@@ -36,7 +36,7 @@ pub(crate) fn to_json(value: Value) -> Json {
 /// the same order, bytes as the same base64 strings; tested against it),
 /// with bytes base64-encoded straight into `out` through a small buffer
 /// that is wiped, and a string that needs no escape copied as it is.
-#[cfg(feature = "transport-jsonrpc-server")]
+#[cfg(feature = "server")]
 pub(crate) fn write_json(out: &mut impl std::io::Write, value: &Value) -> std::io::Result<()> {
     match value {
         Value::Int(i) => write!(out, "{i}"),
@@ -70,7 +70,7 @@ pub(crate) fn write_json(out: &mut impl std::io::Write, value: &Value) -> std::i
 
 /// `bytes` as a JSON string of their base64 text, encoded through a small
 /// buffer that is wiped.
-#[cfg(feature = "transport-jsonrpc-server")]
+#[cfg(feature = "server")]
 pub(crate) fn write_base64(out: &mut impl std::io::Write, bytes: &[u8]) -> std::io::Result<()> {
     out.write_all(b"\"")?;
     // 768 bytes make 1,024 characters and no padding but at the end.
@@ -88,7 +88,7 @@ pub(crate) fn write_base64(out: &mut impl std::io::Write, bytes: &[u8]) -> std::
 /// (tested through the endpoint), with a stored record (`get_wrapped`, the
 /// cheapest and most frequent call) written from the record itself rather
 /// than through a struct of copies.
-#[cfg(feature = "transport-jsonrpc-server")]
+#[cfg(feature = "server")]
 pub(crate) fn write_reply(out: &mut impl std::io::Write, reply: Reply) -> std::io::Result<()> {
     match reply {
         Reply::Wrapped(record) => {
@@ -103,7 +103,7 @@ pub(crate) fn write_reply(out: &mut impl std::io::Write, reply: Reply) -> std::i
 
 /// A JSON string: as it is when no byte needs an escape (serde_json escapes
 /// control characters, `"` and `\` only), else as serde_json escapes it.
-#[cfg(feature = "transport-jsonrpc-server")]
+#[cfg(feature = "server")]
 fn write_str(out: &mut impl std::io::Write, text: &str) -> std::io::Result<()> {
     if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
         out.write_all(b"\"")?;
@@ -220,7 +220,7 @@ pub(crate) fn reply(call: &Call, mut result: Json) -> Result<Reply> {
     wipe(&mut result);
     match value {
         Some(value) => Reply::from_value(call, value),
-        None => Err(crate::api::garbage(call.method())),
+        None => Err(keyserver_core::api::garbage(call.method())),
     }
 }
 
@@ -234,11 +234,11 @@ pub(crate) fn garbage() -> Error {
 /// The `/jsonrpc` endpoint's decoder from a raw body to calls of the wire
 /// API, for the fuzz targets: JSON, then each request object of a single
 /// call or a batch, through the method table's parameter checks.
-#[cfg(feature = "transport-jsonrpc-server")]
+#[cfg(feature = "server")]
 pub fn fuzz_request(body: &[u8]) -> Vec<Result<Call>> {
     let Ok(mut request) = serde_json::from_slice::<Json>(body) else {
         return vec![Err(Error::protocol(
-            crate::ErrorCode::ParseError,
+            keyserver_core::ErrorCode::ParseError,
             "not JSON",
         ))];
     };
@@ -248,8 +248,8 @@ pub fn fuzz_request(body: &[u8]) -> Vec<Result<Call>> {
             .get("method")
             .and_then(Json::as_str)
             .map(str::to_owned);
-        let Some(method) = name.as_deref().and_then(crate::api::method) else {
-            return Err(crate::api::unknown_method());
+        let Some(method) = name.as_deref().and_then(keyserver_core::api::method) else {
+            return Err(keyserver_core::api::unknown_method());
         };
         let values = params(method, object.get_mut("params"))?;
         Call::from_params(method.name, values, BRACKETS)
@@ -270,11 +270,11 @@ pub fn fuzz_request(body: &[u8]) -> Vec<Result<Call>> {
 /// may hold: a batch of 64 calls needs well under a thousand. Checked before
 /// the request is built in memory, so that 1 MiB of tiny objects costs a
 /// scan, not a hundred megabytes of maps.
-#[cfg(feature = "transport-jsonrpc-server")]
+#[cfg(feature = "server")]
 pub(crate) const MAX_VALUES: usize = 4096;
 
 /// Why [`check_values`] refused a body.
-#[cfg(feature = "transport-jsonrpc-server")]
+#[cfg(feature = "server")]
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Refused {
     /// Not JSON.
@@ -284,7 +284,7 @@ pub(crate) enum Refused {
 }
 
 /// Scans `body` as JSON without building anything, counting its values.
-#[cfg(feature = "transport-jsonrpc-server")]
+#[cfg(feature = "server")]
 pub(crate) fn check_values(body: &[u8], max: usize) -> std::result::Result<(), Refused> {
     use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
     use std::cell::Cell;
@@ -369,7 +369,7 @@ pub(crate) fn check_values(body: &[u8], max: usize) -> std::result::Result<(), R
     }
 }
 
-#[cfg(all(test, feature = "transport-jsonrpc-server"))]
+#[cfg(all(test, feature = "server"))]
 mod tests {
     use super::*;
 

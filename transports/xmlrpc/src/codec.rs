@@ -5,8 +5,8 @@
 use dxr::{Fault, FaultResponse, MethodCall, MethodResponse};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::api::{Call, Reply, Value};
-use crate::{Error, Result};
+use keyserver_core::api::{Call, Reply, Value};
+use keyserver_core::{Error, Result};
 
 /// How XML-RPC error messages write a parameter list: `(kek: string)`.
 pub(crate) const BRACKETS: (char, char) = ('(', ')');
@@ -66,9 +66,9 @@ pub(crate) fn wipe(value: &mut dxr::Value) {
 pub(crate) fn params(name: &str, params: &mut [dxr::Value]) -> Result<Vec<Value>> {
     let converted: Option<Vec<Value>> = params.iter_mut().map(from_xml).collect();
     params.iter_mut().for_each(wipe);
-    converted.ok_or_else(|| match crate::api::method(name) {
+    converted.ok_or_else(|| match keyserver_core::api::method(name) {
         Some(method) => method.invalid_params(BRACKETS.0, BRACKETS.1),
-        None => crate::api::unknown_method(),
+        None => keyserver_core::api::unknown_method(),
     })
 }
 
@@ -130,7 +130,7 @@ pub(crate) fn decode_answer(text: &str, call: &Call) -> Result<Reply> {
             wipe(&mut response.value);
             return match value {
                 Some(value) => Reply::from_value(call, value),
-                None => Err(crate::api::garbage(call.method())),
+                None => Err(keyserver_core::api::garbage(call.method())),
             };
         }
         Err(e) => wipe_error(e),
@@ -159,12 +159,13 @@ pub(crate) fn garbage() -> Error {
 /// for the fuzz targets: UTF-8, the XML-RPC method call, then the method
 /// table's parameter checks. `system.*` methods are the endpoint's own and
 /// end here as their name.
-#[cfg(feature = "transport-xmlrpc-server")]
+#[cfg(feature = "server")]
 pub fn fuzz_request(body: &[u8]) -> Result<Call> {
     let text = std::str::from_utf8(body)
-        .map_err(|_| Error::protocol(crate::ErrorCode::ParseError, "not UTF-8"))?;
-    let mut call = parse_call(text)
-        .ok_or_else(|| Error::protocol(crate::ErrorCode::ParseError, "not a methodCall"))?;
+        .map_err(|_| Error::protocol(keyserver_core::ErrorCode::ParseError, "not UTF-8"))?;
+    let mut call = parse_call(text).ok_or_else(|| {
+        Error::protocol(keyserver_core::ErrorCode::ParseError, "not a methodCall")
+    })?;
     let name = call.name.to_string();
     let params = params(&name, &mut call.params);
     call.params.iter_mut().for_each(wipe);

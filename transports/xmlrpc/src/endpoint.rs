@@ -14,10 +14,10 @@ use axum::Router;
 
 use super::codec::{self, BRACKETS};
 use super::XMLRPC_PATH;
-use crate::api;
-use crate::transports::http::body::{parse_body, read_body, wiped_body, RequestBody};
-use crate::transports::http::dispatch::{Dispatch, MAX_BATCH};
-use crate::{Error, ErrorCode, Result};
+use keyserver_core::api;
+use keyserver_core::{Error, ErrorCode, Result};
+use keyserver_http::server::body::{parse_body, read_body, wiped_body, RequestBody};
+use keyserver_http::server::dispatch::{Dispatch, MAX_BATCH};
 
 const MULTICALL: &str = "system.multicall";
 /// Most XML tags (counted as `<`) a request may hold, checked before it is
@@ -48,7 +48,7 @@ pub(crate) fn router(dispatch: Arc<Dispatch>) -> Router {
     Router::new().route(
         XMLRPC_PATH,
         post(
-            move |caller: Option<axum::Extension<crate::api::Caller>>,
+            move |caller: Option<axum::Extension<keyserver_core::api::Caller>>,
                   headers: HeaderMap,
                   body: Body| {
                 let dispatch = dispatch.bind(caller.map(|axum::Extension(c)| c));

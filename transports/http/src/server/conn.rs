@@ -32,7 +32,7 @@ const EVICT_WAIT: Duration = Duration::from_secs(2);
 
 /// What the listener knows of one connection. Shared by the stream wrapper
 /// (bytes moved) and the request middleware (requests in flight).
-pub(crate) struct ConnState {
+pub struct ConnState {
     /// Milliseconds since the listener's epoch of the last byte moved, and
     /// of the last byte read.
     last: AtomicU64,
@@ -50,14 +50,14 @@ pub(crate) struct ConnState {
 
 impl ConnState {
     /// Counts a request in flight on this connection until the guard drops.
-    pub(crate) fn request(self: &Arc<Self>) -> InFlight {
+    pub fn request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(Arc::clone(self))
     }
 
     /// Counts a request of a caller that did not authenticate as
     /// receiving its body until the guard drops (with the body).
-    pub(crate) fn receiving_unauthenticated(self: &Arc<Self>) -> Receiving {
+    pub fn receiving_unauthenticated(self: &Arc<Self>) -> Receiving {
         self.receiving_unauthenticated
             .fetch_add(1, Ordering::AcqRel);
         Receiving(Arc::clone(self))
@@ -83,7 +83,7 @@ impl ConnState {
 }
 
 /// A request in flight (see [`ConnState::request`]).
-pub(crate) struct InFlight(Arc<ConnState>);
+pub struct InFlight(Arc<ConnState>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -93,7 +93,7 @@ impl Drop for InFlight {
 
 /// A request receiving its body (see
 /// [`ConnState::receiving_unauthenticated`]).
-pub(crate) struct Receiving(Arc<ConnState>);
+pub struct Receiving(Arc<ConnState>);
 
 impl Drop for Receiving {
     fn drop(&mut self) {
@@ -104,7 +104,8 @@ impl Drop for Receiving {
 }
 
 /// The address a connection comes from.
-pub(crate) trait PeerIp {
+pub trait PeerIp {
+    /// The peer's IP address, if the stream knows it.
     fn peer_ip(&self) -> Option<IpAddr>;
 }
 
@@ -141,7 +142,7 @@ impl Drop for PeerSlot {
 /// quietest idle one at the cap), and wraps it in [`Guarded`]. Used directly
 /// for plain HTTP, and under the TLS acceptor.
 #[derive(Clone)]
-pub(crate) struct Limit {
+pub struct Limit {
     slots: Arc<Semaphore>,
     cap: usize,
     per_peer: usize,
@@ -153,7 +154,10 @@ pub(crate) struct Limit {
 }
 
 impl Limit {
-    pub(crate) fn new(max_connections: usize, per_peer: usize, idle: Duration) -> Self {
+    /// At most `max_connections` at once, `per_peer` of them from one
+    /// address (an IPv6 /64 counts as one), each closed after `idle`
+    /// without a byte while no request on it is in flight.
+    pub fn new(max_connections: usize, per_peer: usize, idle: Duration) -> Self {
         let cap = max_connections.max(1);
         Limit {
             slots: Arc::new(Semaphore::new(cap)),
@@ -303,7 +307,7 @@ where
 
 impl Limit {
     /// Connections open now.
-    pub(crate) fn open(&self) -> usize {
+    pub fn open(&self) -> usize {
         self.cap.saturating_sub(self.slots.available_permits())
     }
 
@@ -315,7 +319,7 @@ impl Limit {
 /// A connection holding one of the cap's slots until it is dropped, failing
 /// with `TimedOut` once no byte has moved for the idle time, or once it is
 /// evicted while idle.
-pub(crate) struct Guarded<I> {
+pub struct Guarded<I> {
     inner: I,
     idle: Duration,
     epoch: Instant,
@@ -489,7 +493,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
 /// how many connections the result leaves room for (descriptors for files,
 /// the listener and the runtime are kept aside).
 #[allow(unsafe_code)]
-pub(crate) fn connection_room() -> usize {
+pub fn connection_room() -> usize {
     const RESERVED: u64 = 64;
     let mut limit = libc::rlimit {
         rlim_cur: 0,

@@ -25,27 +25,9 @@
 #[doc(inline)]
 pub use keyserver_core::transports::{Failover, InProcess, DEFAULT_QUARANTINE};
 
-// `_client` and `_server` are on with any protocol's client or server half.
-#[cfg(feature = "_server")]
-mod http;
-#[cfg(any(
-    feature = "transport-jsonrpc-client",
-    feature = "transport-jsonrpc-server"
-))]
-mod jsonrpc;
-#[cfg(feature = "_server")]
-mod listener;
-#[cfg(feature = "_client")]
-mod options;
-#[cfg(any(feature = "_client", feature = "_server"))]
-mod tls;
-#[cfg(any(
-    feature = "transport-xmlrpc-client",
-    feature = "transport-xmlrpc-server"
-))]
-mod xmlrpc;
-
-/// The HTTP(S) listener and its settings (a protocol's server half).
+/// The HTTP(S) listener and its settings (a protocol's server half): the
+/// listener is this crate's, composing the endpoints of the protocol crates
+/// whose server features are on; its building blocks are `keyserver-http`'s.
 #[cfg(feature = "_server")]
 #[cfg_attr(
     docsrs,
@@ -54,14 +36,24 @@ mod xmlrpc;
         feature = "transport-jsonrpc-server"
     )))
 )]
-pub use self::{
-    listener::{
-        HttpServer, ServerConfig, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN,
+pub use crate::listener::HttpServer;
+#[cfg(feature = "_server")]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(
+        feature = "transport-xmlrpc-server",
+        feature = "transport-jsonrpc-server"
+    )))
+)]
+#[doc(inline)]
+pub use keyserver_http::{
+    server::{
+        ServerConfig, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN,
         DEFAULT_MAX_BATCH_EXPENSIVE, DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS,
         DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_PREAUTH_MEMORY, DEFAULT_MAX_REQUEST_MEMORY,
         DEFAULT_MAX_STREAMS, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_GRACE,
     },
-    tls::TlsFiles,
+    TlsFiles,
 };
 
 /// What the network clients share (a protocol's client half).
@@ -73,29 +65,27 @@ pub use self::{
         feature = "transport-jsonrpc-client"
     )))
 )]
-pub use self::{
-    options::{ClientOptions, Token},
-    tls::ClientTls,
-};
-#[cfg(feature = "_client")]
-pub(crate) use options::base_url;
+#[doc(inline)]
+pub use keyserver_http::{ClientOptions, ClientTls, Token};
 
 #[cfg(feature = "transport-jsonrpc-client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "transport-jsonrpc-client")))]
-pub use jsonrpc::JsonRpc;
+#[doc(inline)]
+pub use keyserver_jsonrpc::JsonRpc;
 #[cfg(any(
     feature = "transport-jsonrpc-client",
     feature = "transport-jsonrpc-server"
 ))]
-pub use jsonrpc::JSONRPC_PATH;
+pub use keyserver_jsonrpc::JSONRPC_PATH;
 #[cfg(feature = "transport-xmlrpc-client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "transport-xmlrpc-client")))]
-pub use xmlrpc::XmlRpc;
+#[doc(inline)]
+pub use keyserver_xmlrpc::XmlRpc;
 #[cfg(any(
     feature = "transport-xmlrpc-client",
     feature = "transport-xmlrpc-server"
 ))]
-pub use xmlrpc::XMLRPC_PATH;
+pub use keyserver_xmlrpc::XMLRPC_PATH;
 
 /// Entry points for the fuzz targets in `fuzz/` (not a public API: it may
 /// change at any time). Each runs a request decoder exactly as its endpoint
@@ -104,9 +94,9 @@ pub use xmlrpc::XMLRPC_PATH;
 #[cfg(feature = "_server")]
 pub mod fuzzing {
     #[cfg(feature = "transport-jsonrpc-server")]
-    pub use super::jsonrpc::codec::fuzz_request as jsonrpc_request;
+    pub use keyserver_jsonrpc::fuzz_request as jsonrpc_request;
     #[cfg(feature = "transport-jsonrpc-server")]
-    pub use super::jsonrpc::endpoint::fuzz_single as jsonrpc_single;
+    pub use keyserver_jsonrpc::fuzz_single as jsonrpc_single;
     #[cfg(feature = "transport-xmlrpc-server")]
-    pub use super::xmlrpc::codec::fuzz_request as xmlrpc_request;
+    pub use keyserver_xmlrpc::fuzz_request as xmlrpc_request;
 }

@@ -5,16 +5,15 @@ use reqwest::{header, StatusCode};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::{codec, XMLRPC_PATH};
-use crate::api::{Call, Reply};
-use crate::transports::ClientOptions;
-use crate::{Error, ErrorCode, Result, Transport};
+use keyserver_core::api::{Call, Reply};
+use keyserver_core::{Error, ErrorCode, Result, Transport};
+use keyserver_http::ClientOptions;
 
 /// An XML-RPC client of a keyserver (`URL/RPC2`), over HTTP or HTTPS.
 ///
 /// # Example
 ///
 /// ```no_run
-/// # #[cfg(feature = "cipher-rustcrypto")]
 /// # async fn demo() -> keyserver::Result<()> {
 /// use keyserver::{Encryption, KeyClient};
 /// use keyserver::backends::RustCrypto;
@@ -49,8 +48,8 @@ impl XmlRpc {
     /// # Errors
     /// As for [`XmlRpc::new`].
     pub fn with_options(url: &str, options: ClientOptions) -> Result<Self> {
-        let base = crate::transports::base_url(url)?;
-        let tls = crate::transports::tls::client_config(&options.tls)?;
+        let base = keyserver_http::base_url(url)?;
+        let tls = keyserver_http::client_config(&options.tls)?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             // A redirect would re-send the request (a KEK) wherever the
@@ -80,7 +79,7 @@ impl Transport for XmlRpc {
     }
 
     async fn send(&self, call: Call) -> Result<Reply> {
-        crate::transports::options::check_clear(&self.base, &call, self.insecure)?;
+        keyserver_http::check_clear(&self.base, &call, self.insecure)?;
         let body = codec::encode_call(call.clone())?;
         let mut request = self.http.post(&self.endpoint);
         if let Some(authorization) = &self.authorization {
@@ -95,7 +94,7 @@ impl Transport for XmlRpc {
                 transport(
                     &format!(
                         "cannot reach the key server at {}",
-                        crate::transports::options::shown_url(&self.endpoint)
+                        keyserver_http::shown_url(&self.endpoint)
                     ),
                     e,
                 )
@@ -118,7 +117,7 @@ impl Transport for XmlRpc {
             return Err(Error::Transport {
                 message: format!(
                     "the server at {} answered HTTP {status}{hint}",
-                    crate::transports::options::shown_url(&self.endpoint)
+                    keyserver_http::shown_url(&self.endpoint)
                 ),
                 source: None,
             });

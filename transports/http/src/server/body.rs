@@ -11,7 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::{Error, Result};
+use keyserver_core::{Error, Result};
 
 /// How long a request waits for room in the memory budget before it is
 /// answered "busy".
@@ -22,12 +22,12 @@ const UNIT: usize = 1024;
 
 /// Bodies larger than this are parsed on the blocking pool, so that parsing
 /// them never holds up the async workers that serve everyone else.
-pub(crate) const LARGE_BODY: usize = 64 * 1024;
+pub const LARGE_BODY: usize = 64 * 1024;
 
 /// Bytes of request bodies held in memory at once, all requests together,
 /// and by the requests of any one peer address (so that one host cannot
 /// take all of it).
-pub(crate) struct Budget {
+pub struct Budget {
     units: Arc<Semaphore>,
     total: usize,
     per_peer: usize,
@@ -38,7 +38,7 @@ pub(crate) struct Budget {
 type PeerShares = Arc<Mutex<HashMap<IpAddr, usize>>>;
 
 /// What a body holds of a [`Budget`]: given back when dropped.
-pub(crate) struct Held {
+pub struct Held {
     permit: Option<OwnedSemaphorePermit>,
     peer: Option<(PeerShares, IpAddr, usize)>,
 }
@@ -79,7 +79,7 @@ impl Drop for Held {
 impl Budget {
     /// A budget of `bytes`, of which one peer address may hold a quarter
     /// (or one body of `max_body`, if that is more).
-    pub(crate) fn new(bytes: usize, max_body: usize) -> Self {
+    pub fn new(bytes: usize, max_body: usize) -> Self {
         let total = bytes.div_ceil(UNIT).clamp(1, Semaphore::MAX_PERMITS);
         let per_peer = (total / 4).max(max_body.div_ceil(UNIT)).min(total);
         Budget {
@@ -92,12 +92,12 @@ impl Budget {
 
     /// Bytes not held by any request now.
     #[cfg(test)]
-    pub(crate) fn available(&self) -> usize {
+    pub fn available(&self) -> usize {
         self.units.available_permits() * UNIT
     }
 
     /// Bytes held by requests now (in whole KiB).
-    pub(crate) fn held(&self) -> usize {
+    pub fn held(&self) -> usize {
         self.total.saturating_sub(self.units.available_permits()) * UNIT
     }
 
@@ -148,7 +148,7 @@ impl Budget {
 
 /// A request body: wiped when dropped, and holding its share of the memory
 /// budget until then.
-pub(crate) struct RequestBody {
+pub struct RequestBody {
     bytes: Zeroizing<Vec<u8>>,
     _held: Option<Held>,
 }
@@ -169,7 +169,7 @@ impl Deref for RequestBody {
 /// A response body that wipes its bytes when the HTTP stack drops them
 /// (after they are written): answers carry KEKs (`generate`) and DEKs
 /// (`get_key`).
-pub(crate) fn wiped_body(text: String) -> axum::body::Body {
+pub fn wiped_body(text: String) -> axum::body::Body {
     struct Wiped(Vec<u8>);
     impl AsRef<[u8]> for Wiped {
         fn as_ref(&self) -> &[u8] {
@@ -185,7 +185,7 @@ pub(crate) fn wiped_body(text: String) -> axum::body::Body {
 }
 
 /// What a body read is bound by.
-pub(crate) struct Limits<'a> {
+pub struct Limits<'a> {
     /// Largest body accepted.
     pub max: usize,
     /// The memory budget it draws on (the listener's, or the small one of
@@ -203,7 +203,7 @@ pub(crate) struct Limits<'a> {
 /// [`Error::TooLarge`]. Every byte kept is first reserved in the memory
 /// budget ([`Error::Busy`] when there is no room); a body still arriving at
 /// the deadline is refused with the time-out error.
-pub(crate) async fn read_body(
+pub async fn read_body(
     headers: &axum::http::HeaderMap,
     body: axum::body::Body,
     limits: Limits<'_>,
@@ -223,10 +223,7 @@ pub(crate) async fn read_body(
 /// (BENCHMARKS.md, issue 18). The timer is polled outside the task's
 /// cooperative budget, so a future that spends the budget cannot starve
 /// the deadline.
-pub(crate) async fn within<F: std::future::Future>(
-    deadline: Instant,
-    future: F,
-) -> Option<F::Output> {
+pub async fn within<F: std::future::Future>(deadline: Instant, future: F) -> Option<F::Output> {
     let mut future = std::pin::pin!(future);
     let mut timer: Option<std::pin::Pin<Box<tokio::task::Unconstrained<tokio::time::Sleep>>>> =
         None;
@@ -247,7 +244,7 @@ pub(crate) async fn within<F: std::future::Future>(
 /// Runs `parse` on `body`: inline for a small body, on the blocking pool
 /// for a large one (so the async workers keep serving), and never past the
 /// request's `deadline`.
-pub(crate) async fn parse_body<T, F>(body: RequestBody, deadline: Instant, parse: F) -> Result<T>
+pub async fn parse_body<T, F>(body: RequestBody, deadline: Instant, parse: F) -> Result<T>
 where
     T: Send + 'static,
     F: FnOnce(RequestBody) -> Result<T> + Send + 'static,
@@ -255,14 +252,19 @@ where
     if body.len() <= LARGE_BODY {
         return parse(body);
     }
-    match within(deadline, crate::plugin::blocking(move || parse(body))).await {
+    match within(
+        deadline,
+        keyserver_core::plugin::blocking(move || parse(body)),
+    )
+    .await
+    {
         Some(parsed) => parsed.and_then(|r| r),
         None => Err(timed_out()),
     }
 }
 
 /// The error of a request past its time limit (code 7).
-pub(crate) fn timed_out() -> Error {
+pub fn timed_out() -> Error {
     Error::Internal("the request timed out".into())
 }
 
