@@ -35,29 +35,26 @@ extern crate self as keyserver_core;
 
 pub mod api;
 mod blocking;
-mod cache;
 mod caller;
 mod client;
-mod ec;
 mod encryption;
-pub mod envelope;
 pub mod error;
 mod format;
-pub mod hpke;
-pub mod hybrid;
-mod keeper;
-mod key;
-mod lifecycle;
+mod kek;
 pub mod plugin;
-mod pool;
-mod record;
 mod server;
 mod storage;
-pub mod stream;
 mod suite;
-pub mod transfer;
-mod transport;
-mod work;
+
+// The public modules of the folders, where applications have always found
+// them, and short names for the crate's own paths (`crate::ec`).
+use client::transport;
+pub use client::transports;
+use format::record;
+pub use format::{envelope, stream, transfer};
+use kek::{ec, key};
+pub use kek::{hpke, hybrid};
+use server::{cache, keeper, lifecycle, pool, work};
 
 #[cfg(feature = "policy")]
 #[cfg_attr(docsrs, doc(cfg(feature = "policy")))]
@@ -93,8 +90,6 @@ pub use async_trait::async_trait;
 pub use plugin::{
     blocking, rsa_public_parts, GCM_NONCE_LEN, GCM_TAG_LEN, MAX_RSA_BITS, MIN_RSA_BITS,
 };
-
-pub mod transports;
 
 /// The backends the unit tests run on (see the file).
 #[cfg(test)]

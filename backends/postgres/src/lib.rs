@@ -103,7 +103,7 @@ impl Default for PostgresOptions {
 /// [`PostgresStorage::watch`].
 ///
 /// To serve hot keys from memory, wrap it in a
-/// [`RecordCache`](keyserver_core::plugin::RecordCache) with a TTL and have
+/// [`RecordCache`] with a TTL and have
 /// [`PostgresStorage::watch`] invalidate it: the `keyserver` command does.
 ///
 /// Feature `storage-postgres`.

@@ -387,8 +387,12 @@ fn fixed<const N: usize>(s: &[u8]) -> [u8; N] {
 }
 
 /// Wraps `dek` (of `strength`) under the public half of `kek` and makes its
-/// record, created at `created`: RSA-OAEP for an RSA KEK, HPKE for an EC
-/// one. The one wrap path of `generate` and `rotate`.
+/// record, created at `created` (seconds since the Unix epoch): RSA-OAEP for
+/// an RSA KEK, HPKE for an EC or hybrid one. The one wrap path of `generate`
+/// and `rotate`; see [`unwrap_now`] for an example.
+///
+/// # Errors
+/// A KEK weaker than `strength` asks for, or a failure of the suite.
 pub fn wrap_dek<C: CipherSuite + ?Sized>(
     suite: &C,
     kek: &Kek,
@@ -418,8 +422,25 @@ pub fn wrap_dek<C: CipherSuite + ?Sized>(
     WrappedDek::with_alg(kek.alg(), kek.id(), kek.bits(), strength, created, wrapped)
 }
 
-/// [`unwrap_record`] here and now, on the calling thread (for the
-/// conformance kit, which runs without a runtime).
+/// Unwraps `record`'s DEK with `kek` on the calling thread, after the
+/// checks a server makes: the record and the KEK agree, the strength is at
+/// least `floor`, the key pair is consistent. For tests and tools that run
+/// without a runtime (the conformance kit).
+///
+/// ```
+/// use keyserver::plugin::{unwrap_now, wrap_dek};
+/// use keyserver::{backends::RustCrypto, CipherSuite, Kek, Strength};
+/// let suite = RustCrypto::new();
+/// let kek = Kek::from_pkcs8_der(&suite.generate_ec(keyserver::Curve::P256)?)?;
+/// let record = wrap_dek(&suite, &kek, Strength::S128, &[7; 16], 0)?;
+/// let dek = unwrap_now(&suite, &kek, &record, Strength::S128)?;
+/// assert_eq!(dek.as_bytes(), &[7; 16]);
+/// # Ok::<(), keyserver::Error>(())
+/// ```
+///
+/// # Errors
+/// A record of another KEK or below `floor`, a KEK whose halves do not
+/// match, or a wrapped DEK that does not open, each as its own error.
 pub fn unwrap_now<C: CipherSuite + ?Sized>(
     suite: &C,
     kek: &Kek,

@@ -1,0 +1,1348 @@
+//! [`KeyClient`]: the application side, with a local DEK cache.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use async_trait::async_trait;
+
+use crate::api::KeyService;
+use crate::cache::Bounded;
+use crate::envelope;
+use crate::record::unwrap_record;
+use crate::stream;
+use crate::{CipherSuite, Dek, Encryption, Kek, KeyId, Plaintext, Result, Strength, Transport};
+
+/// Default time a fetched DEK is served from the cache: one hour.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(3600);
+
+/// The former name of [`DEFAULT_CACHE_TTL`].
+#[deprecated(note = "use DEFAULT_CACHE_TTL")]
+pub const DEFAULT_CACHE_TIMEOUT: Duration = DEFAULT_CACHE_TTL;
+/// Default number of DEKs the cache holds before evicting the least recently
+/// used one.
+pub const DEFAULT_CACHE_CAPACITY: usize = 1024;
+
+/// Where a DEK is unwrapped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UnwrapMode {
+    /// The client sends the KEK (over TLS) and the server returns the DEK:
+    /// the original key server's way, and the default.
+    #[default]
+    Server,
+    /// The client fetches the wrapped record by key id and unwraps it
+    /// locally: the private KEK never leaves the application host.
+    Client,
+}
+
+struct Entry {
+    dek: Dek,
+    /// The key's lifecycle state when the DEK was fetched (`None`: the
+    /// server did not say: an older server, or `describe` not granted).
+    state: Option<crate::KeyState>,
+    /// The fingerprint of the KEK that fetched it: a later caller gets the
+    /// DEK from the cache only by presenting the same private key document
+    /// (the key id alone is public).
+    kek: zeroize::Zeroizing<[u8; 32]>,
+    fetched: Instant,
+    fetched_at: SystemTime,
+    /// The envelope v2 writer of this DEK, made at its first v2 message;
+    /// it goes (and its key is wiped) with the entry.
+    session: Option<Arc<envelope::Session>>,
+    /// The keys of the envelope v2 session this client last opened a
+    /// message of (another writer's): the next message of that session
+    /// opens without a key derivation.
+    opened: Option<Arc<envelope::SessionKey>>,
+}
+
+/// A client of a remote key server, over any [`Transport`].
+///
+/// It fetches DEKs from the server, caches them locally (by key id, in memory
+/// that is wiped when an entry is evicted), and encrypts and decrypts locally
+/// with its own [`CipherSuite`], so the key server is never a bottleneck.
+/// `generate()` is forwarded: the new key is on the server at once.
+///
+/// The cache serves an entry for `timeout` after it was fetched (3600 s by
+/// default; zero means fetch every time), holds at most `capacity` entries
+/// (least recently used evicted first), and concurrent callers missing the
+/// same key make one request between them.
+///
+/// # Example
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use keyserver::{Encryption, KeyServer};
+/// use keyserver::backends::{MemoryStorage, RustCrypto};
+/// use keyserver::transports::InProcess;
+///
+/// let server = Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new()));
+/// let client = InProcess::client(Arc::clone(&server));
+/// assert_eq!(client.to_string(), "<KeyClient 'inprocess://keyserver'>");
+///
+/// let kek = client.generate().await?;
+/// assert!(server.contains(&kek.id()).await?);
+/// let sealed = client.encrypt(&kek, b"Stephan Richter").await?;
+/// assert!(client.is_cached(&kek.id()));
+/// assert_eq!(&server.decrypt(&kek, &sealed).await?[..], b"Stephan Richter");
+/// # Ok::<(), keyserver::Error>(())
+/// # }).unwrap();
+/// ```
+pub struct KeyClient<T> {
+    transport: T,
+    suite: Arc<dyn CipherSuite>,
+    cache_ttl: Duration,
+    capacity: usize,
+    mode: UnwrapMode,
+    min_strength: Strength,
+    envelope: envelope::Version,
+    cache: Mutex<Bounded<Entry>>,
+    inflight: Mutex<HashMap<KeyId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl<T: Transport> KeyClient<T> {
+    /// A client that talks through `transport` and encrypts locally with
+    /// `suite`; cache timeout 3600 s, capacity 1024, server-side unwrap.
+    pub fn new(transport: T, suite: impl CipherSuite) -> Self {
+        KeyClient {
+            transport,
+            suite: Arc::new(suite),
+            cache_ttl: DEFAULT_CACHE_TTL,
+            capacity: DEFAULT_CACHE_CAPACITY,
+            mode: UnwrapMode::default(),
+            min_strength: Strength::default(),
+            envelope: envelope::Version::default(),
+            cache: Mutex::new(Bounded::new(DEFAULT_CACHE_CAPACITY)),
+            inflight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sets the cache TTL: how long a fetched DEK is served from the cache;
+    /// zero fetches on every use. (The network time limit is the
+    /// transport's, `ClientOptions::timeout`.)
+    pub fn with_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache_ttl = ttl;
+        self
+    }
+
+    /// The former name of [`KeyClient::with_cache_ttl`].
+    #[deprecated(note = "use with_cache_ttl: this is the cache TTL, not a network timeout")]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.cache_ttl = timeout;
+        self
+    }
+
+    /// Sets how many DEKs the cache holds (at least one).
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self.with_cache(|c| c.set_capacity(self.capacity));
+        self
+    }
+
+    /// Chooses server-side or client-side unwrap.
+    pub fn with_unwrap_mode(mut self, mode: UnwrapMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The weakest KEK accepted for client-side unwrap (default 128 bits).
+    pub fn with_min_strength(mut self, strength: Strength) -> Self {
+        self.min_strength = strength;
+        self
+    }
+
+    /// Chooses the envelope version `encrypt` writes. Decryption opens
+    /// both, whatever this says.
+    ///
+    /// [`envelope::Version::V1`], the default, is opened by every keyserver
+    /// release. [`envelope::Version::V2`] seals a small message in about
+    /// half the time (no random bytes, key derivation or key set-up per
+    /// message: one [`envelope::Session`] per cached DEK, renewed with the
+    /// DEK, after its message or byte limit, and in a forked child), and
+    /// commits to the DEK; choose it once every reader and server that
+    /// opens your data is of this release or later.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use keyserver::{envelope, Encryption, KeyServer};
+    /// use keyserver::backends::{MemoryStorage, RustCrypto};
+    /// use keyserver::transports::InProcess;
+    ///
+    /// let server = Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new()));
+    /// let client = InProcess::client(Arc::clone(&server)).with_envelope(envelope::Version::V2);
+    /// let kek = client.generate().await?;
+    /// let sealed = client.encrypt(&kek, b"Stephan Richter").await?;
+    /// assert_eq!(sealed[3], envelope::VERSION_2);
+    /// assert_eq!(&server.decrypt(&kek, &sealed).await?[..], b"Stephan Richter");
+    /// # Ok::<(), keyserver::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn with_envelope(mut self, version: envelope::Version) -> Self {
+        self.envelope = version;
+        self
+    }
+
+    /// The envelope version `encrypt` writes ([`KeyClient::with_envelope`]).
+    pub fn envelope_version(&self) -> envelope::Version {
+        self.envelope
+    }
+
+    /// The cache TTL ([`KeyClient::with_cache_ttl`]).
+    pub fn cache_ttl(&self) -> Duration {
+        self.cache_ttl
+    }
+
+    /// The former name of [`KeyClient::cache_ttl`].
+    #[deprecated(note = "use cache_ttl")]
+    pub fn timeout(&self) -> Duration {
+        self.cache_ttl
+    }
+
+    /// The cache capacity.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The unwrap mode.
+    pub fn unwrap_mode(&self) -> UnwrapMode {
+        self.mode
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// Whether a DEK for `key_id` is cached and still fresh (the original key server's
+    /// `key in cache`).
+    pub fn is_cached(&self, key_id: &KeyId) -> bool {
+        self.with_cache(|c| c.peek(key_id).is_some_and(|e| self.fresh(e)))
+    }
+
+    /// When the cached DEK for `key_id` was fetched from the server, if there
+    /// is an entry (fresh or expired).
+    pub fn fetched_at(&self, key_id: &KeyId) -> Option<SystemTime> {
+        self.with_cache(|c| c.peek(key_id).map(|e| e.fetched_at))
+    }
+
+    /// Number of cache entries (fresh or expired).
+    pub fn cached_len(&self) -> usize {
+        self.with_cache(|c| c.len())
+    }
+
+    /// Drops every cached DEK (their memory is wiped).
+    pub fn clear_cache(&self) {
+        self.with_cache(|c| c.clear());
+    }
+
+    fn with_cache<R>(&self, f: impl FnOnce(&mut Bounded<Entry>) -> R) -> R {
+        // A panic while holding the lock cannot leave the map inconsistent
+        // (every update is a single insert or remove), so keep using it.
+        let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    fn fresh(&self, entry: &Entry) -> bool {
+        entry.fetched.elapsed() < self.cache_ttl
+    }
+
+    fn cached(&self, kek: &Kek) -> Option<(Dek, Option<crate::KeyState>)> {
+        self.with_cache(|c| {
+            let entry = c.get(&kek.id())?;
+            (self.fresh(entry) && *entry.kek == *kek.fingerprint())
+                .then(|| (entry.dek.clone(), entry.state))
+        })
+    }
+
+    /// Caches `dek`; when full, the least recently used entry is dropped
+    /// (and its key wiped).
+    fn insert(&self, kek: &Kek, dek: Dek, state: Option<crate::KeyState>) {
+        let entry = Entry {
+            dek,
+            state,
+            kek: zeroize::Zeroizing::new(*kek.fingerprint()),
+            fetched: Instant::now(),
+            fetched_at: SystemTime::now(),
+            session: None,
+            opened: None,
+        };
+        self.with_cache(|c| c.insert(kek.id(), entry));
+    }
+
+    /// The DEK of `kek`: from the cache when fresh, otherwise fetched (one
+    /// request however many callers miss the same key at once).
+    ///
+    /// The cache is keyed by the whole private key document, not by the
+    /// public key id: a cached DEK is served only to a caller presenting the
+    /// same KEK that fetched it, so a key forged from a public key (made-up
+    /// private fields) goes to the server, or to the local unwrap, and is
+    /// refused there as an [`Error::InvalidKey`](crate::Error::InvalidKey).
+    ///
+    /// # Errors
+    /// The transport's errors; for client-side unwrap also
+    /// [`Error::Policy`](crate::Error::Policy), [`Error::UnwrapFailed`](crate::Error::UnwrapFailed) and
+    /// [`Error::CorruptRecord`](crate::Error::CorruptRecord).
+    pub async fn get(&self, kek: &Kek) -> Result<Dek> {
+        Ok(self.get_with_state(kek).await?.0)
+    }
+
+    /// The DEK of `kek` for encrypting new data: refused with
+    /// [`Error::KeyState`](crate::Error::KeyState) unless the key is active
+    /// (as the server said when the DEK was fetched: a state change reaches
+    /// a cached DEK within the cache TTL).
+    async fn get_for_encrypt(&self, kek: &Kek) -> Result<Dek> {
+        let (dek, state) = self.get_with_state(kek).await?;
+        match state {
+            Some(state) if !state.allows_encrypt() => Err(crate::Error::KeyState {
+                key_id: kek.id(),
+                state,
+            }),
+            _ => Ok(dek),
+        }
+    }
+
+    /// Seals `plaintext` into `out` in the chosen envelope version.
+    async fn seal_into(
+        &self,
+        kek: &Kek,
+        plaintext: &[u8],
+        context: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        out.clear();
+        if self.envelope == envelope::Version::V1 {
+            let dek = self.get_for_encrypt(kek).await?;
+            return envelope::seal_into(&*self.suite, &kek.id(), &dek, context, plaintext, out);
+        }
+        // A fresh session is spent only if this process forks between its
+        // making and its first message: try a few.
+        for _ in 0..3 {
+            let session = self.session(kek).await?;
+            if let Some(sealed) = session.try_seal_into(&*self.suite, context, plaintext, out) {
+                return sealed;
+            }
+            self.with_entry(kek, |entry| {
+                if entry
+                    .session
+                    .as_ref()
+                    .is_some_and(|s| Arc::ptr_eq(s, &session))
+                {
+                    entry.session = None;
+                }
+            });
+        }
+        Err(crate::Error::policy(
+            "no envelope session could be started (is the process forking repeatedly?)",
+        ))
+    }
+
+    /// Opens `ciphertext` (either envelope version) into `out`.
+    async fn open_into(
+        &self,
+        kek: &Kek,
+        ciphertext: &[u8],
+        context: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        out.clear();
+        let header = envelope::Header::parse(ciphertext)?;
+        self.check_sealed_under(kek, &header.key_id).await?;
+        if ciphertext[3] != envelope::VERSION_2 {
+            let dek = self.get(kek).await?;
+            return envelope::open_into(&*self.suite, &dek, context, ciphertext, out);
+        }
+        let cached = self.with_cache(|c| {
+            let entry = c.get(&kek.id())?;
+            if !self.fresh(entry) || *entry.kek != *kek.fingerprint() {
+                return None;
+            }
+            let own = entry.session.as_ref().map(|s| s.key());
+            own.into_iter()
+                .chain(entry.opened.as_ref())
+                .find(|key| key.is_for(ciphertext))
+                .cloned()
+        });
+        if let Some(key) = cached {
+            return key.open_into(&*self.suite, context, ciphertext, out);
+        }
+        let dek = self.get(kek).await?;
+        if header.strength != dek.strength() {
+            return Err(crate::Error::DecryptionFailed);
+        }
+        let key = Arc::new(envelope::SessionKey::derive(
+            &*self.suite,
+            &dek,
+            header.salt,
+        )?);
+        key.open_into(&*self.suite, context, ciphertext, out)?;
+        // Kept only once a message of the session authenticated: forged
+        // salts cannot push out the key in use.
+        self.with_entry(kek, |entry| entry.opened = Some(key));
+        Ok(())
+    }
+
+    /// Runs `f` on the cache entry of `kek`'s key id if that entry was
+    /// fetched with this very KEK document (fresh or not).
+    fn with_entry(&self, kek: &Kek, f: impl FnOnce(&mut Entry)) {
+        self.with_cache(|c| {
+            if let Some(entry) = c.get_mut(&kek.id()) {
+                if *entry.kek == *kek.fingerprint() {
+                    f(entry);
+                }
+            }
+        });
+    }
+
+    /// The envelope v2 session of `kek`'s DEK: the cached one while the
+    /// DEK is fresh in the cache, for the same KEK document, and not spent;
+    /// otherwise a new one (kept in the DEK's cache entry).
+    async fn session(&self, kek: &Kek) -> Result<Arc<envelope::Session>> {
+        let cached = self.with_cache(|c| {
+            let entry = c.get(&kek.id())?;
+            let usable = self.fresh(entry)
+                && *entry.kek == *kek.fingerprint()
+                && entry.state.is_none_or(|s| s.allows_encrypt());
+            entry
+                .session
+                .as_ref()
+                .filter(|s| usable && !s.is_spent())
+                .cloned()
+        });
+        if let Some(session) = cached {
+            return Ok(session);
+        }
+        // Checks the key's state, fetching the DEK if it is not cached.
+        let dek = self.get_for_encrypt(kek).await?;
+        let session = Arc::new(envelope::Session::new(&*self.suite, &kek.id(), &dek)?);
+        self.with_entry(kek, |entry| {
+            if entry.session.as_ref().is_none_or(|s| s.is_spent()) {
+                entry.session = Some(Arc::clone(&session));
+            }
+        });
+        Ok(session)
+    }
+
+    /// The DEK of `kek` and the key's state as last learnt.
+    async fn get_with_state(&self, kek: &Kek) -> Result<(Dek, Option<crate::KeyState>)> {
+        let id = kek.id();
+        if let Some(found) = self.cached(kek) {
+            return Ok(found);
+        }
+        let gate = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(inflight.entry(id).or_default())
+        };
+        let result = {
+            let _turn = gate.lock().await;
+            // Someone ahead of us may have fetched it meanwhile.
+            match self.cached(kek) {
+                Some(found) => Ok(found),
+                None => match self.fetch(kek).await {
+                    Ok(dek) => {
+                        let state = self.learn_state(&id).await;
+                        self.insert(kek, dek.clone(), state);
+                        Ok((dek, state))
+                    }
+                    Err(e) => Err(e),
+                },
+            }
+        };
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        // The map's Arc plus ours: nobody else is waiting, so forget the gate.
+        if Arc::strong_count(&gate) <= 2 {
+            inflight.remove(&id);
+        }
+        result
+    }
+
+    /// The former name of [`KeyClient::get`].
+    ///
+    /// # Errors
+    /// As for [`KeyClient::get`].
+    #[deprecated(note = "use get (the one name for the DEK of a KEK)")]
+    pub async fn dek(&self, kek: &Kek) -> Result<Dek> {
+        self.get(kek).await
+    }
+
+    /// Asks the server for a KEK of `strength` (where
+    /// [`Encryption::generate`] takes the server's minimum strength).
+    ///
+    /// # Errors
+    /// [`Error::Policy`](crate::Error::Policy) for a strength below the
+    /// server's minimum; the transport's errors.
+    pub async fn generate_with_strength(&self, strength: Strength) -> Result<Kek> {
+        self.transport.generate(Some(strength)).await
+    }
+
+    /// Asks the server for a KEK of `strength` and `alg` (`None`: the
+    /// server's). A server older than KEK algorithms refuses an algorithm
+    /// with "invalid parameters" (code -32602).
+    ///
+    /// ```
+    /// # keyserver::testing::run(async {
+    /// use keyserver::{KekAlg, Strength};
+    /// use keyserver::backends::RustCrypto;
+    ///
+    /// let (_server, client) = keyserver::testing::set_up_rpc(RustCrypto::new());
+    /// // The in-process server allows only its own algorithm (rsa).
+    /// let err = client.generate_with(Some(Strength::S256), Some(KekAlg::Ec)).await.unwrap_err();
+    /// assert_eq!(err.code(), 4);
+    /// # Ok::<(), keyserver::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Policy`](crate::Error::Policy) for a strength or an
+    /// algorithm the server does not offer; the transport's errors.
+    pub async fn generate_with(
+        &self,
+        strength: Option<Strength>,
+        alg: Option<crate::KekAlg>,
+    ) -> Result<Kek> {
+        let kek = self.transport.generate_with_alg(strength, alg).await?;
+        if alg.is_some_and(|a| a != kek.alg())
+            || strength.is_some_and(|s| kek.security_bits() < s.bits())
+        {
+            return Err(crate::Error::Transport {
+                message: "the server answered with a KEK other than the one asked for".into(),
+                source: None,
+            });
+        }
+        Ok(kek)
+    }
+
+    /// Whether the server stores a key under `key_id`.
+    ///
+    /// # Errors
+    /// The transport's errors.
+    pub async fn contains(&self, key_id: &KeyId) -> Result<bool> {
+        self.transport.contains(key_id).await
+    }
+
+    /// The stored record of `key_id` (what client-side unwrap fetches).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound); the transport's errors.
+    pub async fn get_wrapped(&self, key_id: &KeyId) -> Result<crate::WrappedDek> {
+        self.transport.get_wrapped(key_id).await
+    }
+
+    /// The server's status.
+    ///
+    /// # Errors
+    /// The transport's errors.
+    pub async fn status(&self) -> Result<crate::Status> {
+        self.transport.status().await
+    }
+
+    /// The lifecycle of `key_id` (`describe`).
+    ///
+    /// # Errors
+    /// The transport's errors.
+    pub async fn describe(&self, key_id: &KeyId) -> Result<crate::KeyInfo> {
+        self.transport.describe(key_id).await
+    }
+
+    /// Rotates the key of `kek` (`rotate`): the new KEK's record wraps the
+    /// same DEK; the old key is deactivated. The old key's cached DEK is
+    /// dropped.
+    ///
+    /// # Errors
+    /// The transport's errors.
+    pub async fn rotate(&self, kek: &Kek, strength: Option<Strength>) -> Result<Kek> {
+        let rotated = self.transport.rotate(kek, strength).await;
+        self.with_cache(|c| c.remove(&kek.id()));
+        rotated
+    }
+
+    /// A state change of `target` (`suspend`, `resume`, `compromised`,
+    /// `destroy`, `cancel_destroy`); its cached DEK is dropped.
+    ///
+    /// # Errors
+    /// The transport's errors.
+    pub async fn change(
+        &self,
+        change: crate::Change,
+        target: &crate::Target,
+    ) -> Result<crate::KeyInfo> {
+        let changed = self.transport.change(change, target).await;
+        self.with_cache(|c| c.remove(&target.key_id()));
+        changed
+    }
+
+    /// A page of keys (`list_keys`).
+    ///
+    /// # Errors
+    /// The transport's errors.
+    pub async fn list_keys(&self, filter: &crate::KeyFilter) -> Result<crate::KeyPage> {
+        self.transport.list_keys(filter).await
+    }
+
+    /// [`Encryption::encrypt_with_context`] into the caller's buffer: `out`
+    /// is cleared, then holds the envelope. For callers that seal many small
+    /// messages: with the DEK cached and `out` reused, a message costs no
+    /// allocation and one copy (see [`envelope::seal_into`]).
+    ///
+    /// # Errors
+    /// As for [`Encryption::encrypt_with_context`]; on failure `out` is
+    /// left empty.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use keyserver::{Encryption, KeyServer};
+    /// use keyserver::backends::{MemoryStorage, RustCrypto};
+    /// use keyserver::transports::InProcess;
+    ///
+    /// let client = InProcess::client(Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new())));
+    /// let kek = client.generate().await?;
+    /// let (mut sealed, mut opened) = (Vec::new(), zeroize::Zeroizing::new(Vec::new()));
+    /// for message in [&b"one"[..], b"two", b"three"] {
+    ///     client.encrypt_into(&kek, message, b"ctx", &mut sealed).await?;
+    ///     client.decrypt_into(&kek, &sealed, b"ctx", &mut opened).await?;
+    ///     assert_eq!(&opened[..], message);
+    /// }
+    /// # Ok::<(), keyserver::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn encrypt_into(
+        &self,
+        kek: &Kek,
+        plaintext: &[u8],
+        context: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        self.seal_into(kek, plaintext, context, out).await
+    }
+
+    /// [`Encryption::decrypt_with_context`] into the caller's buffer: `out`
+    /// is cleared, then holds the plaintext (see [`envelope::open_into`]:
+    /// the ciphertext is only read, nothing unauthenticated reaches `out`,
+    /// and wiping the buffer is the caller's, for example with
+    /// `zeroize::Zeroizing<Vec<u8>>`).
+    ///
+    /// # Errors
+    /// As for [`Encryption::decrypt_with_context`]; on failure `out` is
+    /// left empty.
+    pub async fn decrypt_into(
+        &self,
+        kek: &Kek,
+        ciphertext: &[u8],
+        context: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        self.open_into(kek, ciphertext, context, out).await
+    }
+
+    /// Encrypts everything `input` gives into `output` in the stream format
+    /// ([`crate::stream`]: constant memory, any length), with this client's
+    /// suite and a DEK from its cache. Returns the plaintext bytes read.
+    ///
+    /// The reading and writing are blocking I/O: on a multi-threaded Tokio
+    /// runtime they run in place of the task without stalling others
+    /// ([`tokio::task::block_in_place`]); elsewhere they run inline.
+    ///
+    /// # Errors
+    /// The errors of [`KeyClient::get`]; [`Error::Io`](crate::Error::Io) if
+    /// reading or writing fails.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use keyserver::{Encryption, KeyServer};
+    /// use keyserver::backends::{MemoryStorage, RustCrypto};
+    /// use keyserver::transports::InProcess;
+    ///
+    /// let client = InProcess::client(Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new())));
+    /// let kek = client.generate().await?;
+    /// let mut sealed = Vec::new();
+    /// client.encrypt_stream(&kek, &b"a long file"[..], &mut sealed).await?;
+    /// let mut opened = Vec::new();
+    /// client.decrypt_stream(&kek, &sealed[..], &mut opened).await?;
+    /// assert_eq!(opened, b"a long file");
+    /// # Ok::<(), keyserver::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn encrypt_stream(
+        &self,
+        kek: &Kek,
+        input: impl Read + Send,
+        output: impl Write + Send,
+    ) -> Result<u64> {
+        let dek = self.get_for_encrypt(kek).await?;
+        let id = kek.id();
+        blocking_io(|| stream::encrypt(&*self.suite, &id, &dek, input, output))
+    }
+
+    /// Decrypts a stream written by [`KeyClient::encrypt_stream`] (or the
+    /// `keyserver encrypt` command) from `input` into `output`. The header is
+    /// read first: a stream sealed under another key is refused before the
+    /// DEK is asked for. Returns the plaintext bytes written.
+    ///
+    /// Nothing unauthenticated is written: each chunk is checked before it
+    /// is written, and a truncated or reordered stream is an error. On error,
+    /// `output` may hold the authentic chunks before the failure: write to a
+    /// temporary file and keep it only on success.
+    ///
+    /// # Errors
+    /// [`Error::KeyMismatch`](crate::Error::KeyMismatch),
+    /// [`Error::MalformedCiphertext`](crate::Error::MalformedCiphertext),
+    /// [`Error::DecryptionFailed`](crate::Error::DecryptionFailed); the errors
+    /// of [`KeyClient::get`]; [`Error::Io`](crate::Error::Io).
+    pub async fn decrypt_stream(
+        &self,
+        kek: &Kek,
+        mut input: impl Read + Send,
+        output: impl Write + Send,
+    ) -> Result<u64> {
+        let header = blocking_io(|| stream::StreamHeader::read_from(&mut input))?;
+        self.check_sealed_under(kek, &header.key_id).await?;
+        let dek = self.get(kek).await?;
+        blocking_io(|| stream::decrypt_after_header(&*self.suite, &dek, &header, input, output))
+    }
+
+    /// Re-encrypts a stream sealed under `old` (or a key `old` was rotated
+    /// from) so that it opens under `new` only: decrypts and encrypts in
+    /// one pass, with the plaintext only in memory, a few chunks at a time,
+    /// and wiped. For rekeying data after a compromise: a rotated KEK wraps
+    /// the same DEK, which the compromised KEK has already exposed, so data
+    /// must move to a new key made by `generate`. Returns the plaintext
+    /// bytes.
+    ///
+    /// `old` may be in any state that still gives its DEK (active,
+    /// deactivated, compromised); `new` must be active. The new stream is
+    /// finished only once the old one verified to its end (see
+    /// [`stream::reencrypt`]); on error write nothing you keep.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use keyserver::{Encryption, KeyServer};
+    /// use keyserver::backends::{MemoryStorage, RustCrypto};
+    /// use keyserver::transports::InProcess;
+    ///
+    /// let client = InProcess::client(Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new())));
+    /// let (old, new) = (client.generate().await?, client.generate().await?);
+    /// let mut sealed = Vec::new();
+    /// client.encrypt_stream(&old, &b"payroll"[..], &mut sealed).await?;
+    /// let mut rekeyed = Vec::new();
+    /// client.reencrypt_stream(&old, &new, &sealed[..], &mut rekeyed).await?;
+    /// let mut opened = Vec::new();
+    /// client.decrypt_stream(&new, &rekeyed[..], &mut opened).await?;
+    /// assert_eq!(opened, b"payroll");
+    /// assert!(client.decrypt_stream(&old, &rekeyed[..], &mut Vec::new()).await.is_err());
+    /// # Ok::<(), keyserver::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// As for [`KeyClient::decrypt_stream`] with `old` (first) and
+    /// [`KeyClient::encrypt_stream`] with `new`;
+    /// [`Error::Policy`](crate::Error::Policy) if `new` wraps the same DEK
+    /// as `old` (a key rotated from it, or itself).
+    pub async fn reencrypt_stream(
+        &self,
+        old: &Kek,
+        new: &Kek,
+        mut input: impl Read + Send,
+        output: impl Write + Send,
+    ) -> Result<u64> {
+        let header = blocking_io(|| stream::StreamHeader::read_from(&mut input))?;
+        self.check_sealed_under(old, &header.key_id).await?;
+        let old_dek = self.get(old).await?;
+        let new_dek = self.get_for_encrypt(new).await?;
+        // A key rotated from the old one (or the old one itself) wraps the
+        // same DEK: moving data to it changes nothing a leak exposed.
+        if same_key(old_dek.as_bytes(), new_dek.as_bytes()) {
+            return Err(crate::Error::policy(
+                "the new KEK wraps the same DEK as the old one (a rotation, or the same key): \
+                 re-encrypt under a key made by generate",
+            ));
+        }
+        let new_id = new.id();
+        blocking_io(|| {
+            stream::reencrypt(
+                &*self.suite,
+                &old_dek,
+                &header,
+                input,
+                &new_id,
+                &new_dek,
+                output,
+            )
+        })
+    }
+
+    /// The key's state, from `describe`; `None` when the server does not
+    /// say (an older server without the method, or a principal not granted
+    /// it: the server still refuses the DEK of a key whose state forbids
+    /// it, but this client cannot know to stop encrypting under a
+    /// deactivated one).
+    async fn learn_state(&self, key_id: &KeyId) -> Option<crate::KeyState> {
+        match self.transport.describe(key_id).await {
+            Ok(info) => Some(info.state),
+            Err(e) => {
+                tracing::debug!(
+                    target: "keyserver::client",
+                    "the state of key {key_id} is unknown (describe: error {})",
+                    e.code()
+                );
+                None
+            }
+        }
+    }
+
+    /// Whether the key of `kek` was made by rotating (once or more)
+    /// `ancestor`: its record wraps the same DEK, so data sealed under
+    /// `ancestor` opens with it.
+    async fn rotated_from(&self, kek: &Kek, ancestor: &KeyId) -> Result<bool> {
+        let mut id = kek.id();
+        for _ in 0..MAX_ROTATIONS {
+            match self.transport.describe(&id).await?.rotated_from {
+                Some(from) if from == *ancestor => return Ok(true),
+                Some(from) => id = from,
+                None => return Ok(false),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Refuses data sealed under another key than `kek`'s, unless `kek`
+    /// was rotated from it.
+    async fn check_sealed_under(&self, kek: &Kek, sealed_under: &KeyId) -> Result<()> {
+        if *sealed_under == kek.id() || self.rotated_from(kek, sealed_under).await.unwrap_or(false)
+        {
+            return Ok(());
+        }
+        Err(crate::Error::KeyMismatch {
+            expected: *sealed_under,
+            given: kek.id(),
+        })
+    }
+
+    async fn fetch(&self, kek: &Kek) -> Result<Dek> {
+        match self.mode {
+            UnwrapMode::Server => self.transport.get_key(kek).await,
+            UnwrapMode::Client => {
+                let record = self.transport.get_wrapped(&kek.id()).await?;
+                unwrap_record(
+                    Arc::clone(&self.suite),
+                    kek,
+                    record,
+                    self.min_strength,
+                    None,
+                )
+                .await
+            }
+        }
+    }
+}
+
+/// Runs blocking I/O without stalling the other tasks of a multi-threaded
+/// runtime; inline anywhere else (a current-thread runtime, no runtime).
+/// Whether two keys are equal, in time that depends only on their lengths.
+fn same_key(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && std::hint::black_box(a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y))) == 0
+}
+
+fn blocking_io<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+impl<T: Transport> fmt::Display for KeyClient<T> {
+    /// `<KeyClient 'URL'>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<KeyClient '{}'>", self.transport.endpoint())
+    }
+}
+
+impl<T: Transport> fmt::Debug for KeyClient<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyClient")
+            .field("endpoint", &self.transport.endpoint())
+            .field("suite", &self.suite.name())
+            .field("cache_ttl", &self.cache_ttl)
+            .field("capacity", &self.capacity)
+            .field("mode", &self.mode)
+            .field("envelope", &self.envelope)
+            .field("cached", &self.cached_len())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl<T: Transport> Encryption for KeyClient<T> {
+    async fn generate(&self) -> Result<Kek> {
+        self.transport.generate(None).await
+    }
+
+    async fn get(&self, kek: &Kek) -> Result<Dek> {
+        KeyClient::get(self, kek).await
+    }
+
+    async fn encrypt_with_context(
+        &self,
+        kek: &Kek,
+        plaintext: &[u8],
+        context: &[u8],
+    ) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.seal_into(kek, plaintext, context, &mut out).await?;
+        Ok(out)
+    }
+
+    async fn decrypt_with_context(
+        &self,
+        kek: &Kek,
+        ciphertext: &[u8],
+        context: &[u8],
+    ) -> Result<Plaintext> {
+        let mut out = Vec::new();
+        self.open_into(kek, ciphertext, context, &mut out).await?;
+        Ok(Plaintext::from(out))
+    }
+}
+
+/// Longest chain of rotations followed back to the key data was sealed
+/// under.
+const MAX_ROTATIONS: usize = 32;
+
+#[cfg(test)]
+mod tests {
+    //! The DEK cache against a mocked transport: no sockets, no sleeps (the
+    //! cache's clock is Tokio's, paused and advanced by hand).
+
+    use super::*;
+    use crate::api::{Call, Reply};
+    use crate::suite::MockCipherSuite;
+    use crate::transport::MockTransport;
+    use crate::{Error, WrappedDek};
+
+    const KEK_3072: &str = include_str!("../../../tests/fixtures/kek-rsa3072.pem");
+
+    fn kek() -> Kek {
+        Kek::from_pem(KEK_3072).expect("fixture KEK parses") // ok: unit test fixture
+    }
+
+    fn dek(byte: u8) -> Dek {
+        Dek::from_bytes(&[byte; 16]).expect("a 16-byte DEK") // ok: unit test fixture
+    }
+
+    /// A transport whose `get_key` answers `dek(n)` for the n-th call.
+    fn counting_transport(expected_calls: usize) -> MockTransport {
+        let mut transport = MockTransport::new();
+        let mut n = 0u8;
+        transport
+            .expect_send()
+            .withf(|call| matches!(call, Call::GetKey(_)))
+            .times(expected_calls)
+            .returning(move |_| {
+                n += 1;
+                Ok(Reply::Dek(dek(n)))
+            });
+        transport
+            .expect_endpoint()
+            .return_const("mock://".to_string());
+        transport
+    }
+
+    fn client(transport: MockTransport) -> KeyClient<MockTransport> {
+        KeyClient::new(with_describe(transport), MockCipherSuite::new())
+    }
+
+    /// `describe` answered as an older server would: unknown method (the
+    /// client then knows no state and serves the DEK as before).
+    fn with_describe(mut transport: MockTransport) -> MockTransport {
+        transport
+            .expect_send()
+            .withf(|call| matches!(call, Call::Describe(_)))
+            .returning(|_| Err(crate::api::unknown_method()));
+        transport
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fresh_entry_is_served_from_the_cache_until_its_ttl_passes() {
+        let kek = kek();
+        let client = client(counting_transport(2)).with_cache_ttl(Duration::from_secs(60));
+        assert_eq!(client.get(&kek).await.ok(), Some(dek(1)));
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(client.is_cached(&kek.id()));
+        assert_eq!(client.get(&kek).await.ok(), Some(dek(1)), "cached");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!client.is_cached(&kek.id()), "expired at the TTL");
+        assert_eq!(client.get(&kek).await.ok(), Some(dek(2)), "refetched");
+    }
+
+    /// The salt and message number of a version 2 envelope.
+    fn session_of(sealed: &[u8]) -> ([u8; 32], u64) {
+        assert_eq!(sealed[3], envelope::VERSION_2);
+        let header = envelope::Header::parse(sealed).expect("a v2 header"); // ok: test
+        let number = u64::from_be_bytes(header.nonce[4..].try_into().expect("8 bytes")); // ok: test
+        (header.salt, number)
+    }
+    fn v2_client(transport: MockTransport, ttl: Duration) -> KeyClient<MockTransport> {
+        KeyClient::new(
+            with_describe(transport),
+            crate::test_backends::RustCrypto::new(),
+        )
+        .with_cache_ttl(ttl)
+        .with_envelope(envelope::Version::V2)
+    }
+    #[tokio::test(start_paused = true)]
+    async fn a_v2_session_lives_and_dies_with_its_cached_dek() {
+        let (kek, suite) = (kek(), crate::test_backends::RustCrypto::new());
+        let client = v2_client(counting_transport(2), Duration::from_secs(60));
+        let mut sealed = Vec::new();
+        client
+            .encrypt_into(&kek, b"one", b"c", &mut sealed)
+            .await
+            .ok();
+        let (salt, first) = session_of(&sealed);
+        let second = client.encrypt(&kek, b"two").await.expect("sealed"); // ok: test
+        assert_eq!(
+            session_of(&second),
+            (salt, first + 1),
+            "one session, numbered"
+        );
+        assert_eq!(first, 0);
+        let opened = envelope::open(&suite, &dek(1), b"c", &sealed).expect("opens"); // ok: test
+        assert_eq!(&opened[..], b"one");
+        let mut plain = Vec::new();
+        client
+            .decrypt_into(&kek, &second, b"", &mut plain)
+            .await
+            .ok();
+        assert_eq!(plain, b"two");
+
+        // The DEK expires; the refetched DEK gets a new session.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let third = client.encrypt(&kek, b"three").await.expect("sealed"); // ok: test
+        let (new_salt, number) = session_of(&third);
+        assert_ne!(new_salt, salt);
+        assert_eq!(number, 0);
+        let opened = envelope::open(&suite, &dek(2), b"", &third).expect("under DEK 2"); // ok: test
+        assert_eq!(&opened[..], b"three");
+
+        // Dropped with the cache.
+        client.clear_cache();
+        assert!(!client.is_cached(&kek.id()));
+    }
+    #[tokio::test(start_paused = true)]
+    async fn other_writers_v2_messages_open_and_tampering_is_refused() {
+        let (kek, suite) = (kek(), crate::test_backends::RustCrypto::new());
+        let client = v2_client(counting_transport(1), Duration::from_secs(60));
+        let writers = [
+            envelope::Session::new(&suite, &kek.id(), &dek(1)).expect("a session"), // ok: test
+            envelope::Session::new(&suite, &kek.id(), &dek(1)).expect("a session"), // ok: test
+        ];
+        let mut sealed = Vec::new();
+        let mut opened = Vec::new();
+        // Alternating between two writers' sessions, each message twice
+        // (the second time from the kept session key).
+        for round in 0..3u8 {
+            for writer in &writers {
+                writer
+                    .seal_into(&suite, b"c", &[round], &mut sealed)
+                    .expect("sealed"); // ok: test
+                for _ in 0..2 {
+                    client
+                        .decrypt_into(&kek, &sealed, b"c", &mut opened)
+                        .await
+                        .expect("opens"); // ok: test
+                    assert_eq!(opened, [round]);
+                }
+                let refused = client.decrypt_into(&kek, &sealed, b"C", &mut opened).await;
+                assert!(matches!(refused, Err(Error::DecryptionFailed)));
+                assert!(opened.is_empty());
+                for at in [
+                    envelope::HEADER_LEN,
+                    envelope::HEADER_LEN_V2 - 1,
+                    sealed.len() - 1,
+                ] {
+                    let mut bad = sealed.clone();
+                    bad[at] ^= 1;
+                    let refused = client.decrypt_into(&kek, &bad, b"c", &mut opened).await;
+                    assert!(matches!(refused, Err(Error::DecryptionFailed)), "byte {at}");
+                }
+            }
+        }
+        // A session of another DEK under the same key id is refused at the
+        // commitment.
+        let stranger = envelope::Session::new(&suite, &kek.id(), &dek(9)).expect("a session"); // ok: test
+        stranger
+            .seal_into(&suite, b"c", b"x", &mut sealed)
+            .expect("sealed"); // ok: test
+        let refused = client.decrypt(&kek, &sealed).await;
+        assert!(matches!(refused, Err(Error::DecryptionFailed)));
+    }
+    #[tokio::test(start_paused = true)]
+    async fn a_spent_session_is_replaced_by_a_new_one() {
+        let kek = kek();
+        let client = v2_client(counting_transport(1), Duration::from_secs(60));
+        let first = client.encrypt(&kek, b"a").await.expect("sealed"); // ok: test
+        let spent = client
+            .with_cache(|c| c.peek(&kek.id()).and_then(|e| e.session.clone()))
+            .expect("a session is kept"); // ok: test
+        spent.exhaust();
+        let second = client.encrypt(&kek, b"b").await.expect("sealed"); // ok: test
+        assert_ne!(session_of(&first).0, session_of(&second).0, "a new salt");
+        assert_eq!(session_of(&second).1, 0);
+        let kept = client
+            .with_cache(|c| c.peek(&kek.id()).and_then(|e| e.session.clone()))
+            .expect("a session is kept"); // ok: test
+        assert!(!Arc::ptr_eq(&spent, &kept) && !kept.is_spent());
+        // Both still open: the DEK is the same.
+        for sealed in [&first, &second] {
+            client.decrypt(&kek, sealed).await.expect("opens"); // ok: test
+        }
+    }
+
+    /// A reader derives a session's keys once (two HKDF calls: the key and
+    /// the commitment), then opens its further messages without.
+    #[tokio::test(start_paused = true)]
+    async fn a_v2_readers_session_key_is_derived_once_per_session() {
+        let kek = kek();
+        let mut suite = MockCipherSuite::new();
+        suite
+            .expect_hkdf_sha256()
+            .times(4)
+            .returning(|_, _, _, okm| {
+                okm.fill(0x11);
+                Ok(())
+            });
+        suite
+            .expect_aes_gcm_prepare()
+            .times(2)
+            .returning(|_| Ok(None));
+        suite
+            .expect_aes_gcm_open_append()
+            .times(4)
+            .returning(|_, _, _, ciphertext, _, out| {
+                out.extend_from_slice(ciphertext);
+                Ok(())
+            });
+        let client = KeyClient::new(with_describe(counting_transport(1)), suite);
+        let message = |salt: u8, number: u8| {
+            let mut m = b"KSE\x02\x01".to_vec();
+            m.extend_from_slice(kek.id().as_bytes());
+            m.extend_from_slice(&[salt; 32]);
+            m.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, number]);
+            m.extend_from_slice(&[0x11; 32]); // the commitment the mock derives
+            m.extend_from_slice(b"body");
+            m.extend_from_slice(&[0; 16]);
+            m
+        };
+        let mut out = Vec::new();
+        for (salt, number) in [(1, 0), (1, 1), (1, 2), (2, 0)] {
+            client
+                .decrypt_into(&kek, &message(salt, number), b"", &mut out)
+                .await
+                .expect("opens"); // ok: test
+            assert_eq!(out, b"body");
+        }
+    }
+    #[tokio::test(start_paused = true)]
+    async fn ttl_zero_starts_a_v2_session_per_message() {
+        let kek = kek();
+        let client = v2_client(counting_transport(2), Duration::ZERO);
+        let a = client.encrypt(&kek, b"a").await.expect("sealed"); // ok: test
+        let b = client.encrypt(&kek, b"b").await.expect("sealed"); // ok: test
+        assert_ne!(session_of(&a).0, session_of(&b).0);
+        assert_eq!((session_of(&a).1, session_of(&b).1), (0, 0));
+    }
+    #[tokio::test(start_paused = true)]
+    async fn a_key_not_active_gets_no_v2_message() {
+        let kek = kek();
+        let mut transport = counting_transport(1);
+        transport
+            .expect_send()
+            .withf(|call| matches!(call, Call::Describe(_)))
+            .returning(|_| {
+                Ok(Reply::Info(crate::KeyInfo {
+                    key_id: KeyId::from_bytes([0; 32]),
+                    state: crate::KeyState::Suspended,
+                    strength: Strength::S128,
+                    created: 0,
+                    owner: None,
+                    deactivate_at: None,
+                    destroy_at: None,
+                    rotated_to: None,
+                    rotated_from: None,
+                    kek_alg: None,
+                }))
+            });
+        let client = KeyClient::new(transport, crate::test_backends::RustCrypto::new())
+            .with_envelope(envelope::Version::V2);
+        for _ in 0..2 {
+            let mut out = b"old".to_vec();
+            let refused = client.encrypt_into(&kek, b"x", b"", &mut out).await;
+            assert!(
+                matches!(refused, Err(Error::KeyState { .. })),
+                "{refused:?}"
+            );
+            assert!(out.is_empty());
+        }
+        // Its DEK still decrypts (what was sealed before the suspension).
+        assert_eq!(client.get(&kek).await.ok(), Some(dek(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ttl_zero_fetches_on_every_use() {
+        let kek = kek();
+        let client = client(counting_transport(3)).with_cache_ttl(Duration::ZERO);
+        for n in 1..=3 {
+            assert_eq!(client.get(&kek).await.ok(), Some(dek(n)));
+            assert!(!client.is_cached(&kek.id()));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cache_is_bounded_and_evicts_the_least_recently_used() {
+        // Three keys: fixture KEK and two derived key ids via client-side
+        // records would need real RSA; the bound is per key id, so use three
+        // generated-looking KEKs from the fixtures of other sizes.
+        let keks = [
+            kek(),
+            Kek::from_pem(include_str!("../../../tests/fixtures/kek-rsa7680.pem"))
+                .expect("fixture"), // ok: fixture
+            Kek::from_pem(include_str!("../../../tests/fixtures/kek-rsa15360.pem"))
+                .expect("fixture"), // ok: fixture
+        ];
+        let mut transport = MockTransport::new();
+        let fetched = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let log = std::sync::Arc::clone(&fetched);
+        transport
+            .expect_send()
+            .withf(|call| !matches!(call, Call::Describe(_)))
+            .returning(move |call| {
+                let id = call.key_id().expect("get_key names its key"); // ok: test
+                log.lock().expect("log").push(id); // ok: test
+                Ok(Reply::Dek(dek(1)))
+            });
+        let client = client(transport).with_capacity(2);
+        client.get(&keks[0]).await.ok();
+        client.get(&keks[1]).await.ok();
+        client.get(&keks[0]).await.ok(); // 0 is now more recent than 1
+        client.get(&keks[2]).await.ok(); // evicts 1
+        assert_eq!(client.cached_len(), 2);
+        assert!(client.is_cached(&keks[0].id()));
+        assert!(!client.is_cached(&keks[1].id()));
+        client.get(&keks[1]).await.ok();
+        let ids: Vec<KeyId> = keks.iter().map(Kek::id).collect();
+        assert_eq!(
+            *fetched.lock().expect("log"), // ok: test
+            vec![ids[0], ids[1], ids[2], ids[1]]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn errors_are_not_cached() {
+        let kek = kek();
+        let id = kek.id();
+        let mut transport = MockTransport::new();
+        let mut seq = mockall::Sequence::new();
+        transport
+            .expect_send()
+            .withf(|call| !matches!(call, Call::Describe(_)))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(move |_| Err(Error::NotFound { key_id: id }));
+        transport
+            .expect_send()
+            .withf(|call| !matches!(call, Call::Describe(_)))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(Reply::Dek(dek(5))));
+        let client = client(transport);
+        assert!(matches!(
+            client.get(&kek).await,
+            Err(Error::NotFound { key_id }) if key_id == id
+        ));
+        assert!(!client.is_cached(&id));
+        assert_eq!(client.get(&kek).await.ok(), Some(dek(5)));
+        assert!(client.is_cached(&id));
+    }
+
+    /// Callers that miss the same key together make one request: the
+    /// transport is held at a gate until every caller is waiting.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn concurrent_misses_make_one_request() {
+        struct Gated {
+            inner: MockTransport,
+            gate: std::sync::Arc<tokio::sync::Semaphore>,
+        }
+        #[async_trait]
+        impl Transport for Gated {
+            fn endpoint(&self) -> String {
+                self.inner.endpoint()
+            }
+            async fn send(&self, call: Call) -> Result<Reply> {
+                let _permit = self.gate.acquire().await;
+                self.inner.send(call).await
+            }
+        }
+        let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+        let transport = Gated {
+            inner: with_describe(counting_transport(1)),
+            gate: std::sync::Arc::clone(&gate),
+        };
+        let client = Arc::new(KeyClient::new(transport, MockCipherSuite::new()));
+        let kek = kek();
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let client = Arc::clone(&client);
+                let kek = kek.clone();
+                tokio::spawn(async move { client.get(&kek).await })
+            })
+            .collect();
+        // Let every task run until it waits (at the gate or for the fetch).
+        for _ in 0..64 {
+            tokio::task::yield_now().await;
+        }
+        gate.add_permits(1);
+        for task in tasks {
+            let dek_got = task.await.expect("task").expect("DEK"); // ok: test
+            assert_eq!(dek_got, dek(1));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn client_side_unwrap_fetches_the_record_and_never_sends_the_kek() {
+        let kek = kek();
+        let record =
+            WrappedDek::new(kek.id(), kek.bits(), Strength::S128, 0, vec![1; 384]).expect("record"); // ok: test fixture
+        let mut transport = MockTransport::new();
+        transport
+            .expect_send()
+            .withf(|call| matches!(call, Call::GetWrapped(_)))
+            .times(1)
+            .returning(move |_| Ok(Reply::Wrapped(record.clone())));
+        let mut suite = MockCipherSuite::new();
+        suite.expect_rsa_check_key_pair().returning(|_| Ok(()));
+        suite
+            .expect_rsa_oaep_unwrap()
+            .times(1)
+            .returning(|_, _| Ok(zeroize::Zeroizing::new(vec![9; 16])));
+        let client =
+            KeyClient::new(with_describe(transport), suite).with_unwrap_mode(UnwrapMode::Client);
+        assert_eq!(client.get(&kek).await.ok(), Some(dek(9)));
+        assert_eq!(client.get(&kek).await.ok(), Some(dek(9)), "cached");
+    }
+}
