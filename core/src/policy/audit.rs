@@ -69,7 +69,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
 use super::audit_log::{AuditLog, Entry};
-use crate::api::{Call, Caller, Credentials, Identity, KeyService, Reply};
+use crate::api::{Call, Caller, KeyService, Reply};
 use crate::{Error, KeyId, Result};
 
 /// The audit layer around `inner` (see the module docs). Without a log it
@@ -304,13 +304,12 @@ super::layer! {
             Err(_) => work.await,
         }
     }
+}
 
-    fn authenticate(&self, credentials: &Credentials<'_>) -> Option<Identity> {
-        self.inner.authenticate(credentials)
-    }
-
-    fn may_read_metrics(&self, caller: &Caller) -> bool {
-        self.inner.may_read_metrics(caller)
+#[async_trait::async_trait]
+impl super::Layer for Audit {
+    fn inner(&self) -> &dyn KeyService {
+        &*self.inner
     }
 
     fn encode_metrics(&self, out: &mut String) {
@@ -365,10 +364,6 @@ super::layer! {
         }
         destroyed
     }
-
-    fn gauges(&self) -> crate::api::Gauges {
-        self.inner.gauges()
-    }
 }
 
 /// Runs `work` on the current runtime, or not at all outside one.
@@ -381,6 +376,7 @@ fn spawn_or_drop(work: impl std::future::Future<Output = ()> + Send + 'static) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::Identity;
     use crate::policy::{AuditConfig, AuditKey, DEFAULT_AUDIT_ROTATE};
     use crate::test_backends::{MemoryStorage, RustCrypto};
     use crate::KeyServer;

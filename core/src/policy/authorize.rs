@@ -603,6 +603,13 @@ super::layer! {
         let admitted = self.admit(caller, &call)?;
         self.inner.call_as(&admitted, call).await
     }
+}
+
+#[async_trait::async_trait]
+impl super::Layer for Authorize {
+    fn inner(&self) -> &dyn KeyService {
+        &*self.inner
+    }
 
     fn authenticate(&self, credentials: &Credentials<'_>) -> Option<Identity> {
         match &self.auth {
@@ -623,27 +630,11 @@ super::layer! {
             .is_some_and(|p| p.may_read_metrics())
     }
 
-    fn encode_metrics(&self, out: &mut String) {
-        self.inner.encode_metrics(out);
-    }
-
-    fn refused(&self, caller: &Caller, method: &str, error: &Error) {
-        self.inner.refused(caller, method, error);
-    }
-
-    async fn ready(&self) -> Result<()> {
-        self.inner.ready().await
-    }
-
     async fn sweep(&self, caller: &Caller) -> Result<Vec<KeyId>> {
         match caller.identity {
             Identity::Server | Identity::Local => self.inner.sweep(caller).await,
             _ => Err(Error::NotPermitted),
         }
-    }
-
-    fn gauges(&self) -> crate::api::Gauges {
-        self.inner.gauges()
     }
 }
 

@@ -19,8 +19,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::Auth;
-use crate::api::{Call, Caller, Credentials, Identity, KeyService, LifecycleRight, Reply};
-use crate::{Change, Error, KeyId, Result, Target};
+use crate::api::{Call, Caller, Identity, KeyService, LifecycleRight, Reply};
+use crate::{Change, Error, Result, Target};
 
 /// The lifecycle permission layer around `inner` (see the module docs).
 ///
@@ -125,32 +125,11 @@ super::layer! {
             _ => self.inner.call_as(caller, call).await,
         }
     }
+}
 
-    fn authenticate(&self, credentials: &Credentials<'_>) -> Option<Identity> {
-        self.inner.authenticate(credentials)
-    }
-
-    fn may_read_metrics(&self, caller: &Caller) -> bool {
-        self.inner.may_read_metrics(caller)
-    }
-
-    fn encode_metrics(&self, out: &mut String) {
-        self.inner.encode_metrics(out);
-    }
-
-    fn refused(&self, caller: &Caller, method: &str, error: &Error) {
-        self.inner.refused(caller, method, error);
-    }
-
-    async fn ready(&self) -> Result<()> {
-        self.inner.ready().await
-    }
-
-    async fn sweep(&self, caller: &Caller) -> Result<Vec<KeyId>> {
-        self.inner.sweep(caller).await
-    }
-
-    fn gauges(&self) -> crate::api::Gauges {
-        self.inner.gauges()
+#[async_trait::async_trait]
+impl super::Layer for LifecyclePermission {
+    fn inner(&self) -> &dyn KeyService {
+        &*self.inner
     }
 }

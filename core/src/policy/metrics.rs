@@ -14,8 +14,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::api::{Call, Caller, Credentials, Identity, KeyService, Reply};
-use crate::{Error, KeyId, Result};
+use crate::api::{Call, Caller, KeyService, Reply};
+use crate::{Error, Result};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
@@ -198,13 +198,12 @@ super::layer! {
         );
         result
     }
+}
 
-    fn authenticate(&self, credentials: &Credentials<'_>) -> Option<Identity> {
-        self.inner.authenticate(credentials)
-    }
-
-    fn may_read_metrics(&self, caller: &Caller) -> bool {
-        self.inner.may_read_metrics(caller)
+#[async_trait::async_trait]
+impl super::Layer for Metrics {
+    fn inner(&self) -> &dyn KeyService {
+        &*self.inner
     }
 
     /// The calls, latencies and the inner service's gauges, read now.
@@ -219,9 +218,10 @@ super::layer! {
             set(&self.kek_pool, gauges.kek_pool_ready);
             set(&self.generate_running, gauges.generate_running);
             set(&self.generate_waiting, gauges.generate_waiting);
-            self.records_unreadable
-                .inner()
-                .store(gauges.records_unreadable, std::sync::atomic::Ordering::Relaxed);
+            self.records_unreadable.inner().store(
+                gauges.records_unreadable,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             // Writing to a String cannot fail.
             let _ = prometheus_client::encoding::text::encode_registry(out, &self.registry);
         }
@@ -231,18 +231,6 @@ super::layer! {
     fn refused(&self, caller: &Caller, method: &str, error: &Error) {
         self.call_done(method, error.code(), None);
         self.inner.refused(caller, method, error);
-    }
-
-    async fn ready(&self) -> Result<()> {
-        self.inner.ready().await
-    }
-
-    async fn sweep(&self, caller: &Caller) -> Result<Vec<KeyId>> {
-        self.inner.sweep(caller).await
-    }
-
-    fn gauges(&self) -> crate::api::Gauges {
-        self.inner.gauges()
     }
 }
 

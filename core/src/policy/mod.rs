@@ -121,8 +121,56 @@ impl Policy {
     }
 }
 
-/// A layer's `impl KeyService`: the items given (`call_as` and the
-/// listener-facing methods), and the typed methods, each made a call of
+/// What a policy layer changes of the service it wraps besides its calls:
+/// each hook forwards to the inner service unless the layer's `impl Layer`
+/// says otherwise, so a layer writes only what it changes. [`layer!`]
+/// makes the `KeyService` methods of the same names call these.
+#[async_trait::async_trait]
+pub(crate) trait Layer: Send + Sync {
+    /// The service this layer wraps.
+    fn inner(&self) -> &dyn KeyService;
+
+    /// As [`KeyService::authenticate`].
+    fn authenticate(
+        &self,
+        credentials: &crate::api::Credentials<'_>,
+    ) -> Option<crate::api::Identity> {
+        self.inner().authenticate(credentials)
+    }
+
+    /// As [`KeyService::may_read_metrics`].
+    fn may_read_metrics(&self, caller: &crate::api::Caller) -> bool {
+        self.inner().may_read_metrics(caller)
+    }
+
+    /// As [`KeyService::encode_metrics`].
+    fn encode_metrics(&self, out: &mut String) {
+        self.inner().encode_metrics(out);
+    }
+
+    /// As [`KeyService::refused`].
+    fn refused(&self, caller: &crate::api::Caller, method: &str, error: &crate::Error) {
+        self.inner().refused(caller, method, error);
+    }
+
+    /// As [`KeyService::ready`].
+    async fn ready(&self) -> crate::Result<()> {
+        self.inner().ready().await
+    }
+
+    /// As [`KeyService::sweep`].
+    async fn sweep(&self, caller: &crate::api::Caller) -> crate::Result<Vec<crate::KeyId>> {
+        self.inner().sweep(caller).await
+    }
+
+    /// As [`KeyService::gauges`].
+    fn gauges(&self) -> crate::api::Gauges {
+        self.inner().gauges()
+    }
+}
+
+/// A layer's `impl KeyService`: the items given (`call_as`), the hooks of
+/// its [`Layer`] impl, and the typed methods, each made a call of
 /// [`Caller::local`] through the layer's own `call_as`: in-process code that calls a typed
 /// method passes every layer, as a request does.
 ///
@@ -210,6 +258,37 @@ macro_rules! layer {
 
         async fn call(&self, call: $crate::api::Call) -> $crate::Result<$crate::api::Reply> {
             self.call_as(&$crate::api::Caller::local(), call).await
+        }
+
+        fn authenticate(
+            &self,
+            credentials: &$crate::api::Credentials<'_>,
+        ) -> Option<$crate::api::Identity> {
+            <$ty as $crate::policy::Layer>::authenticate(self, credentials)
+        }
+
+        fn may_read_metrics(&self, caller: &$crate::api::Caller) -> bool {
+            <$ty as $crate::policy::Layer>::may_read_metrics(self, caller)
+        }
+
+        fn encode_metrics(&self, out: &mut String) {
+            <$ty as $crate::policy::Layer>::encode_metrics(self, out);
+        }
+
+        fn refused(&self, caller: &$crate::api::Caller, method: &str, error: &$crate::Error) {
+            <$ty as $crate::policy::Layer>::refused(self, caller, method, error);
+        }
+
+        async fn ready(&self) -> $crate::Result<()> {
+            <$ty as $crate::policy::Layer>::ready(self).await
+        }
+
+        async fn sweep(&self, caller: &$crate::api::Caller) -> $crate::Result<Vec<$crate::KeyId>> {
+            <$ty as $crate::policy::Layer>::sweep(self, caller).await
+        }
+
+        fn gauges(&self) -> $crate::api::Gauges {
+            <$ty as $crate::policy::Layer>::gauges(self)
         }
 
         $($body)*
