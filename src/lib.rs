@@ -205,42 +205,44 @@ mod feature_table {
                 features.insert(name.to_owned());
             }
         }
-        let docs = include_str!("lib.rs");
-        let mut tabled = std::collections::BTreeSet::new();
-        let mut tabled_default = std::collections::BTreeSet::new();
-        let rows = docs
-            .lines()
-            .skip_while(|l| *l != "//! | feature | what it adds | default |")
-            .skip(2)
-            .map_while(|l| l.strip_prefix("//! | "));
-        for row in rows {
-            let cells: Vec<&str> = row.split(" | ").collect();
-            let (Some(names), Some(default_cell)) = (cells.first(), cells.last()) else {
-                continue;
-            };
-            for name in names.split('`').skip(1).step_by(2) {
-                if default_cell.trim_end_matches(" |").trim() == "yes" {
-                    tabled_default.insert(name.to_owned());
+        // The crate docs' table and README's say the same as Cargo.toml,
+        // default features included.
+        for (name, text, header, prefix) in [
+            (
+                "src/lib.rs",
+                include_str!("lib.rs"),
+                "//! | feature | what it adds | default |",
+                "//! | ",
+            ),
+            (
+                "README.md",
+                include_str!("../README.md"),
+                "| feature | adds | default |",
+                "| ",
+            ),
+        ] {
+            let mut tabled = std::collections::BTreeSet::new();
+            let mut tabled_default = std::collections::BTreeSet::new();
+            let rows = text
+                .lines()
+                .skip_while(|l| *l != header)
+                .skip(2)
+                .map_while(|l| l.strip_prefix(prefix));
+            for row in rows {
+                let cells: Vec<&str> = row.split(" | ").collect();
+                let (Some(names), Some(default_cell)) = (cells.first(), cells.last()) else {
+                    continue;
+                };
+                for feature in names.split('`').skip(1).step_by(2) {
+                    if default_cell.trim_end_matches(" |").trim() == "yes" {
+                        tabled_default.insert(feature.to_owned());
+                    }
+                    tabled.insert(feature.to_owned());
                 }
-                tabled.insert(name.to_owned());
             }
+            assert_eq!(tabled, features, "{name}'s feature table and Cargo.toml");
+            assert_eq!(tabled_default, default, "{name}'s default features");
         }
-        assert_eq!(
-            tabled, features,
-            "the feature table and Cargo.toml's [features]"
-        );
-        // `transport-xmlrpc` and `transport-jsonrpc` stand for both halves.
-        let expand =
-            |set: std::collections::BTreeSet<String>| -> std::collections::BTreeSet<String> {
-                set.into_iter()
-                    .filter(|f| !f.ends_with("-client") && !f.ends_with("-server"))
-                    .collect()
-            };
-        assert_eq!(
-            expand(tabled_default),
-            expand(default),
-            "the default features"
-        );
     }
 
     /// docs.rs badges name the features a user turns on, never the
