@@ -678,8 +678,7 @@ struct Closing(Option<Object>);
 
 impl Closing {
     fn get(&self) -> &Object {
-        // ok: Some until done() or drop.
-        self.0.as_ref().expect("a connection until done")
+        self.0.as_ref().expect("a connection until done") // ok: Some until done() or drop
     }
 
     /// Back to the pool: nothing is pending on it.
