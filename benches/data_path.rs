@@ -29,6 +29,7 @@ use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
 use aws_lc_rs::rsa::{OaepPrivateDecryptingKey, PrivateDecryptingKey, OAEP_SHA256_MGF1SHA256};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use keyserver::backends::{AwsLc, MemoryStorage, OpenSsl, RustCrypto};
+use keyserver::crypto::{Aead, Kdf, RsaKek, SecureRandom};
 use keyserver::transports::InProcess;
 use keyserver::{envelope, CipherSuite, Dek, Encryption, Kek, KeyServer};
 

@@ -4,12 +4,13 @@
 //!
 //! `Metered<C>` is what an operator might write: a suite that counts the
 //! primitives another suite runs (for a dashboard, or to see what a
-//! workload costs), forwarding each call. It implements the required part
-//! of `keyserver::plugin::CipherSuite` only: the EC and post-quantum
-//! primitives keep the trait's "unsupported" answer, so its KEKs are RSA,
-//! and the kit checks exactly what it offers (it skips EC and hybrid checks
-//! for a suite without them). Everything here uses only keyserver's public
-//! API.
+//! workload costs), forwarding each call. It implements the four required
+//! capabilities of `keyserver::crypto::CipherSuite` (AES-GCM, HKDF, random,
+//! RSA KEKs) and not the optional EC and hybrid ones, so its KEKs are RSA:
+//! a server asked for an EC key answers with a policy error naming this
+//! suite, and the kit checks exactly what it offers (it skips the EC and
+//! hybrid checks for a suite without them). Everything here uses only
+//! keyserver's public API.
 //!
 //! ```sh
 //! cargo run --example metered_suite --features "testing cipher-rustcrypto"
@@ -24,7 +25,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use keyserver::backends::{MemoryStorage, RustCrypto};
-use keyserver::plugin::{CipherSuite, GCM_NONCE_LEN, GCM_TAG_LEN};
+use keyserver::crypto::{
+    Aead, CipherSuite, HkdfHash, Kdf, RsaKek, SecureRandom, GCM_NONCE_LEN, GCM_TAG_LEN,
+};
 use keyserver::{KeyServer, Result};
 use zeroize::Zeroizing;
 
@@ -59,35 +62,7 @@ fn count(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-impl<C: CipherSuite> CipherSuite for Metered<C> {
-    fn name(&self) -> &'static str {
-        "metered"
-    }
-
-    fn generate_rsa(&self, bits: usize) -> Result<Zeroizing<Vec<u8>>> {
-        count(&self.meter.rsa_keys);
-        self.inner.generate_rsa(bits)
-    }
-
-    fn rsa_oaep_wrap(&self, spki_der: &[u8], dek: &[u8]) -> Result<Vec<u8>> {
-        count(&self.meter.rsa_wraps);
-        self.inner.rsa_oaep_wrap(spki_der, dek)
-    }
-
-    fn rsa_check_key_pair(&self, pkcs8_der: &[u8]) -> Result<()> {
-        self.inner.rsa_check_key_pair(pkcs8_der)
-    }
-
-    fn rsa_oaep_unwrap(&self, pkcs8_der: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        count(&self.meter.rsa_unwraps);
-        self.inner.rsa_oaep_unwrap(pkcs8_der, wrapped)
-    }
-
-    fn hkdf_sha256(&self, ikm: &[u8], salt: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
-        count(&self.meter.hkdf);
-        self.inner.hkdf_sha256(ikm, salt, info, okm)
-    }
-
+impl<C: CipherSuite> Aead for Metered<C> {
     fn aes_gcm_seal_in_place(
         &self,
         key: &[u8],
@@ -110,12 +85,59 @@ impl<C: CipherSuite> CipherSuite for Metered<C> {
         count(&self.meter.gcm_opens);
         self.inner.aes_gcm_open_in_place(key, nonce, aad, buf, tag)
     }
+}
 
+impl<C: CipherSuite> Kdf for Metered<C> {
+    fn hkdf_extract(&self, hash: HkdfHash, salt: &[u8], ikm: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        count(&self.meter.hkdf);
+        self.inner.hkdf_extract(hash, salt, ikm)
+    }
+
+    fn hkdf_expand(&self, hash: HkdfHash, prk: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
+        self.inner.hkdf_expand(hash, prk, info, okm)
+    }
+
+    // Provided on top of the two above; forwarded so the inner suite's
+    // one-call HKDF runs, and counted once.
+    fn hkdf_sha256(&self, ikm: &[u8], salt: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
+        count(&self.meter.hkdf);
+        self.inner.hkdf_sha256(ikm, salt, info, okm)
+    }
+}
+
+impl<C: CipherSuite> SecureRandom for Metered<C> {
     fn fill_random(&self, buf: &mut [u8]) -> Result<()> {
         self.meter
             .random_bytes
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
         self.inner.fill_random(buf)
+    }
+}
+
+impl<C: CipherSuite> RsaKek for Metered<C> {
+    fn generate_rsa(&self, bits: usize) -> Result<Zeroizing<Vec<u8>>> {
+        count(&self.meter.rsa_keys);
+        self.inner.generate_rsa(bits)
+    }
+
+    fn rsa_oaep_wrap(&self, spki_der: &[u8], dek: &[u8]) -> Result<Vec<u8>> {
+        count(&self.meter.rsa_wraps);
+        self.inner.rsa_oaep_wrap(spki_der, dek)
+    }
+
+    fn rsa_check_key_pair(&self, pkcs8_der: &[u8]) -> Result<()> {
+        self.inner.rsa_check_key_pair(pkcs8_der)
+    }
+
+    fn rsa_oaep_unwrap(&self, pkcs8_der: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        count(&self.meter.rsa_unwraps);
+        self.inner.rsa_oaep_unwrap(pkcs8_der, wrapped)
+    }
+}
+
+impl<C: CipherSuite> CipherSuite for Metered<C> {
+    fn name(&self) -> &'static str {
+        "metered"
     }
 }
 

@@ -37,6 +37,7 @@ pub mod api;
 mod blocking;
 mod caller;
 mod client;
+pub mod crypto;
 mod encryption;
 pub mod error;
 mod format;
@@ -44,7 +45,6 @@ mod kek;
 pub mod plugin;
 mod server;
 mod storage;
-mod suite;
 
 // The public modules of the folders, where applications have always found
 // them, and short names for the crate's own paths (`crate::ec`).
@@ -64,6 +64,7 @@ pub use api::{KeyService, Status};
 #[allow(deprecated)]
 pub use client::DEFAULT_CACHE_TIMEOUT;
 pub use client::{KeyClient, UnwrapMode, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL};
+pub use crypto::{CipherSuite, HkdfHash, MlKem};
 pub use ec::Curve;
 pub use encryption::Encryption;
 pub use error::{Error, ErrorCode, Result};
@@ -77,7 +78,6 @@ pub use lifecycle::{
 pub use record::WrappedDek;
 pub use server::{default_generate_workers, KeyServer, DEFAULT_GENERATE_QUEUE};
 pub use storage::KeyStorage;
-pub use suite::{CipherSuite, HkdfHash, MlKem};
 pub use transport::Transport;
 
 /// Re-exported for implementing this crate's async traits ([`KeyStorage`],

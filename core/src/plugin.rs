@@ -19,6 +19,10 @@
 
 pub use crate::blocking::blocking;
 pub use crate::cache::{RecordCache, DEFAULT_CACHE_RECORDS};
+pub use crate::crypto::{
+    ec_kek, hybrid_kek, reserve_wiped, unsupported, Aead, CipherSuite, EcKek, GcmKey, HkdfHash,
+    HybridKek, Kdf, MlKem, RsaKek, SecureRandom, GCM_MAX_PLAINTEXT, GCM_NONCE_LEN, GCM_TAG_LEN,
+};
 pub use crate::ec::{
     check_point_form, ec_pkcs8_der, ec_private_parts, ec_public_point, EcPrivateParts,
 };
@@ -26,8 +30,4 @@ pub use crate::error::NotSent;
 pub use crate::key::{rsa_public_parts, MAX_RSA_BITS, MIN_RSA_BITS};
 pub use crate::record::{unwrap_now, wrap_dek};
 pub use crate::storage::{KeyLock, KeyStorage};
-pub use crate::suite::{
-    reserve_wiped, unsupported, CipherSuite, GcmKey, HkdfHash, MlKem, GCM_MAX_PLAINTEXT,
-    GCM_NONCE_LEN, GCM_TAG_LEN,
-};
 pub use async_trait::async_trait;

@@ -110,7 +110,8 @@ pub fn stream(input: &[u8]) {
 #[cfg(feature = "cipher-rustcrypto")]
 pub fn kek(data: &[u8]) {
     use crate::backends::RustCrypto;
-    use crate::{CipherSuite, Kek, KekAlg};
+    use crate::crypto::{EcKek, RsaKek};
+    use crate::{Kek, KekAlg};
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = Kek::from_pem(text);
     }

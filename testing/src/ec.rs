@@ -8,6 +8,7 @@
 //! passes by refusing every EC primitive with a policy error (code 4),
 //! never a panic: [`ec_supported`] tells which.
 
+use keyserver_core::crypto::EcKek;
 use keyserver_core::hpke;
 use keyserver_core::plugin::{ec_pkcs8_der, ec_private_parts, ec_public_point};
 use keyserver_core::plugin::{unwrap_now, wrap_dek};
@@ -15,36 +16,41 @@ use keyserver_core::{CipherSuite, Curve, Dek, Error, Kek, KekAlg, Strength, Wrap
 
 use super::fixtures::{ec_fixture_kek, hex_field, hpke_vectors};
 
-/// Whether `suite` offers EC keys. If it does not, every EC primitive must
-/// say so with the same policy error (code 4); this checks that too.
+/// Whether `suite` offers EC keys ([`CipherSuite::ec`]). If it does not,
+/// the core's EC operations on it must say so with the same policy error
+/// (code 4), never a panic; this checks that too.
 pub fn ec_supported<C: CipherSuite>(suite: &C) -> bool {
-    match suite.generate_ec(Curve::P256) {
-        Ok(_) => true,
-        Err(e) => {
-            assert_eq!(
-                e.code(),
-                4,
-                "an unsupported EC primitive is a policy error: {e}"
-            );
-            let kek = ec_fixture_kek(Curve::P256);
-            let point = ec_public_point(kek.public_key_der()).unwrap().1.to_vec();
-            assert_eq!(
-                suite.ec_check_key_pair(kek.pkcs8_der()).unwrap_err().code(),
-                4
-            );
-            assert_eq!(suite.ecdh(kek.pkcs8_der(), &point).unwrap_err().code(), 4);
-            false
-        }
+    ec_capability(suite).is_some()
+}
+
+/// `suite`'s EC KEKs, after [`ec_supported`]'s checks.
+fn ec_capability<C: CipherSuite>(suite: &C) -> Option<&dyn EcKek> {
+    if let Some(ec) = suite.ec() {
+        return Some(ec);
     }
+    let kek = ec_fixture_kek(Curve::P256);
+    let err = keyserver_core::crypto::ec_kek(suite)
+        .err()
+        .map(|e| e.code());
+    assert_eq!(err, Some(4), "an absent EC capability is a policy error");
+    let dek = [0x5a; 16];
+    let err = wrap_dek(suite, &kek, Strength::S128, &dek, 7).unwrap_err();
+    assert_eq!(err.code(), 4, "an EC record without EC keys: {err}");
+    let (_, point) = ec_public_point(kek.public_key_der()).unwrap();
+    let err = hpke::setup_sender(suite, Curve::P256, point, b"", None)
+        .map(drop)
+        .unwrap_err();
+    assert_eq!(err.code(), 4, "HPKE without EC keys: {err}");
+    None
 }
 
 /// RFC 9180 A.3.1 (P-256) and A.6.1 (P-521), base mode: with the vectors'
 /// ephemeral key, `enc`, the ciphertexts of sequence numbers 0 and 1 and
 /// their opening come out exactly.
 pub fn hpke_rfc9180_vectors<C: CipherSuite>(suite: &C) {
-    if !ec_supported(suite) {
+    let Some(ec) = ec_capability(suite) else {
         return;
-    }
+    };
     let cases = hpke_vectors();
     assert_eq!(cases.len(), 2);
     for case in &cases {
@@ -58,8 +64,8 @@ pub fn hpke_rfc9180_vectors<C: CipherSuite>(suite: &C) {
         assert_eq!(u64::from(cs.aead_id), case["aead_id"].as_u64().unwrap());
         let sk_r = ec_pkcs8_der(curve, &hex_field(case, "skrm"), &hex_field(case, "pkrm")).unwrap();
         let sk_e = ec_pkcs8_der(curve, &hex_field(case, "skem"), &hex_field(case, "pkem")).unwrap();
-        suite.ec_check_key_pair(&sk_r).unwrap();
-        suite.ec_check_key_pair(&sk_e).unwrap();
+        ec.ec_check_key_pair(&sk_r).unwrap();
+        ec.ec_check_key_pair(&sk_e).unwrap();
         let info = hex_field(case, "info");
         let (enc, mut sender) =
             hpke::setup_sender(suite, curve, &hex_field(case, "pkrm"), &info, Some(&sk_e)).unwrap();
@@ -90,12 +96,12 @@ pub fn hpke_rfc9180_vectors<C: CipherSuite>(suite: &C) {
 /// key-pair check, ECDH in both directions and HPKE round trips on every
 /// curve.
 pub fn ec_keys_and_hpke<C: CipherSuite>(suite: &C) {
-    if !ec_supported(suite) {
+    let Some(ec) = ec_capability(suite) else {
         return;
-    }
+    };
     for curve in Curve::ALL {
-        let a = Kek::from_pkcs8_der(&suite.generate_ec(curve).unwrap()).unwrap();
-        let b = Kek::from_pkcs8_der(&suite.generate_ec(curve).unwrap()).unwrap();
+        let a = Kek::from_pkcs8_der(&ec.generate_ec(curve).unwrap()).unwrap();
+        let b = Kek::from_pkcs8_der(&ec.generate_ec(curve).unwrap()).unwrap();
         assert_eq!(
             (a.alg(), a.curve(), a.bits()),
             (KekAlg::Ec, Some(curve), curve.bits())
@@ -106,12 +112,12 @@ pub fn ec_keys_and_hpke<C: CipherSuite>(suite: &C) {
             a.id(),
             keyserver_core::KeyId::from_spki_der(a.public_key_der())
         );
-        suite.ec_check_key_pair(a.pkcs8_der()).unwrap();
+        ec.ec_check_key_pair(a.pkcs8_der()).unwrap();
         let (_, pa) = ec_public_point(a.public_key_der()).unwrap();
         let (_, pb) = ec_public_point(b.public_key_der()).unwrap();
-        let ab = suite.ecdh(a.pkcs8_der(), pb).unwrap();
+        let ab = ec.ecdh(a.pkcs8_der(), pb).unwrap();
         assert_eq!(ab.len(), curve.field_len());
-        assert_eq!(ab, suite.ecdh(b.pkcs8_der(), pa).unwrap());
+        assert_eq!(ab, ec.ecdh(b.pkcs8_der(), pa).unwrap());
         let (enc, ct) = hpke::seal(suite, curve, pa, b"info", b"aad", b"a data key").unwrap();
         assert_eq!(enc.len(), curve.point_len());
         let pt = hpke::open(suite, a.pkcs8_der(), &enc, b"info", b"aad", &ct).unwrap();
@@ -128,16 +134,13 @@ pub fn ec_keys_and_hpke<C: CipherSuite>(suite: &C) {
         // The checked-in fixture (made by `openssl genpkey`) is used alike,
         // and its point is its scalar's.
         let fixture = ec_fixture_kek(curve);
-        suite.ec_check_key_pair(fixture.pkcs8_der()).unwrap();
+        ec.ec_check_key_pair(fixture.pkcs8_der()).unwrap();
         let parts = ec_private_parts(fixture.pkcs8_der()).unwrap();
-        assert_eq!(
-            suite.ec_public_key(curve, parts.scalar).unwrap(),
-            parts.point
-        );
+        assert_eq!(ec.ec_public_key(curve, parts.scalar).unwrap(), parts.point);
         let zero = vec![0; curve.field_len()];
-        assert_eq!(suite.ec_public_key(curve, &zero).unwrap_err().code(), 2);
+        assert_eq!(ec.ec_public_key(curve, &zero).unwrap_err().code(), 2);
         let high = vec![0xff; curve.field_len()];
-        assert_eq!(suite.ec_public_key(curve, &high).unwrap_err().code(), 2);
+        assert_eq!(ec.ec_public_key(curve, &high).unwrap_err().code(), 2);
     }
 }
 
@@ -215,16 +218,16 @@ pub fn ec_records<C: CipherSuite>(suite: &C) {
 /// group order, a point off the curve, the identity, a point of another
 /// curve, a compressed point.
 pub fn ec_key_rejections<C: CipherSuite>(suite: &C) {
-    if !ec_supported(suite) {
+    let Some(ec) = ec_capability(suite) else {
         return;
-    }
+    };
     let code = |r: keyserver_core::Result<()>| match r {
         Ok(()) => 0,
         Err(e) => e.code(),
     };
     for curve in Curve::ALL {
         let a = ec_fixture_kek(curve);
-        let b = Kek::from_pkcs8_der(&suite.generate_ec(curve).unwrap()).unwrap();
+        let b = Kek::from_pkcs8_der(&ec.generate_ec(curve).unwrap()).unwrap();
         let pa = ec_private_parts(a.pkcs8_der()).unwrap();
         let pb = ec_private_parts(b.pkcs8_der()).unwrap();
         // A scalar with another key's point: parses, but is no key pair.
@@ -232,26 +235,22 @@ pub fn ec_key_rejections<C: CipherSuite>(suite: &C) {
         let forged_kek = Kek::from_pkcs8_der(&forged).unwrap();
         assert_eq!(forged_kek.id(), b.id(), "the id is the public point's");
         assert_eq!(
-            code(suite.ec_check_key_pair(&forged)),
+            code(ec.ec_check_key_pair(&forged)),
             2,
             "{curve}: mismatched pair"
         );
         let zero = ec_pkcs8_der(curve, &vec![0; curve.field_len()], pa.point).unwrap();
-        assert_eq!(
-            code(suite.ec_check_key_pair(&zero)),
-            2,
-            "{curve}: zero scalar"
-        );
+        assert_eq!(code(ec.ec_check_key_pair(&zero)), 2, "{curve}: zero scalar");
         let all_ones = ec_pkcs8_der(curve, &vec![0xff; curve.field_len()], pa.point).unwrap();
         assert_eq!(
-            code(suite.ec_check_key_pair(&all_ones)),
+            code(ec.ec_check_key_pair(&all_ones)),
             2,
             "{curve}: scalar >= order"
         );
         // Points: off the curve, the identity, compressed, another curve.
         let mut off = pb.point.to_vec();
         *off.last_mut().unwrap() ^= 1;
-        let ecdh = |point: &[u8]| suite.ecdh(a.pkcs8_der(), point).map(drop);
+        let ecdh = |point: &[u8]| ec.ecdh(a.pkcs8_der(), point).map(drop);
         assert_eq!(code(ecdh(&off)), 2, "{curve}: point off the curve");
         assert_eq!(code(ecdh(&[0])), 2, "{curve}: identity");
         let mut compressed = vec![2 | (pb.point[pb.point.len() - 1] & 1)];
@@ -271,37 +270,33 @@ pub fn ec_key_rejections<C: CipherSuite>(suite: &C) {
             "{curve}: enc off the curve"
         );
     }
-    assert_eq!(code(suite.ec_check_key_pair(b"not a key")), 2);
-    assert_eq!(code(suite.ecdh(b"not a key", &[4; 65]).map(drop)), 2);
+    assert_eq!(code(ec.ec_check_key_pair(b"not a key")), 2);
+    assert_eq!(code(ec.ecdh(b"not a key", &[4; 65]).map(drop)), 2);
 }
 
-/// Whether `suite` offers the hybrid KEKs (ML-KEM, SHA-3). If it does
-/// not, each of those primitives must say so with a policy error (code 4).
+/// Whether `suite` offers the hybrid KEKs ([`CipherSuite::hybrid`]):
+/// if it does, its SHA-3 is SHA-3 (FIPS 202 of the empty string); if it
+/// does not, the core's hybrid operations on it say so with a policy error
+/// (code 4).
 pub fn hybrid_supported<C: CipherSuite>(suite: &C) -> bool {
-    match suite.ml_kem_keygen(keyserver_core::MlKem::MlKem768, &[0; 64]) {
-        Ok(_) => true,
-        Err(e) => {
-            assert_eq!(e.code(), 4, "an unsupported ML-KEM is a policy error: {e}");
-            // SHA-3, if offered, is still SHA-3 (FIPS 202 of the empty string).
-            if let Ok(digest) = suite.sha3_256(b"") {
-                assert_eq!(
-                    hex::encode(digest),
-                    "a7ffc6f8bf1ed76651c14756a061d662f580ff4de43b49fa82d80a4b80f8434a"
-                );
-                let mut xof = [0u8; 32];
-                suite.shake256(b"", &mut xof).unwrap();
-                assert_eq!(
-                    hex::encode(xof),
-                    "46b9dd2b0ba88d13233b3feb743eeb243fcd52ea62b81b82b50c27646ed5762f"
-                );
-            }
-            let err =
-                keyserver_core::hybrid::generate(suite, keyserver_core::HybridKem::MlKem768P256)
-                    .unwrap_err();
-            assert_eq!(err.code(), 4, "{err}");
-            false
-        }
-    }
+    let Some(pq) = suite.hybrid() else {
+        let err = keyserver_core::hybrid::generate(suite, keyserver_core::HybridKem::MlKem768P256)
+            .unwrap_err();
+        assert_eq!(err.code(), 4, "{err}");
+        return false;
+    };
+    assert!(suite.ec().is_some(), "a hybrid KEK needs the EC capability");
+    assert_eq!(
+        hex::encode(pq.sha3_256(b"").unwrap()),
+        "a7ffc6f8bf1ed76651c14756a061d662f580ff4de43b49fa82d80a4b80f8434a"
+    );
+    let mut xof = [0u8; 32];
+    pq.shake256(b"", &mut xof).unwrap();
+    assert_eq!(
+        hex::encode(xof),
+        "46b9dd2b0ba88d13233b3feb743eeb243fcd52ea62b81b82b50c27646ed5762f"
+    );
+    true
 }
 
 /// The hybrid KEMs' HPKE vectors (draft-ietf-hpke-pq A.4 and A.6, and the

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyserver_core::api::{Call, Reply};
+use keyserver_core::crypto::RsaKek;
 use keyserver_core::{
     async_trait, CipherSuite, Encryption, Error, Kek, KeyClient, KeyId, KeyServer, KeyService,
     KeyStorage, Result, Strength, Transport, UnwrapMode, WrappedDek,
@@ -104,8 +105,7 @@ pub async fn client_side_unwrap<C: CipherSuite + Clone, T: Transport>(
     assert_eq!(&server.decrypt(&kek, &sealed).await.unwrap()[..], b"local");
     // A KEK that is not the one: not found by id.
     let stranger =
-        Kek::from_pkcs8_der(&CipherSuite::generate_rsa(&server.suite().clone(), 3072).unwrap())
-            .unwrap();
+        Kek::from_pkcs8_der(&RsaKek::generate_rsa(&server.suite().clone(), 3072).unwrap()).unwrap();
     assert!(matches!(
         client.get(&stranger).await,
         Err(e) if e.code() == 1
@@ -140,8 +140,7 @@ pub async fn calls_and_errors<C: CipherSuite + Clone, T: Transport>(
     // record is planted directly in the server's storage).
     let weak = fixture_kek(2048);
     let wrapped =
-        CipherSuite::rsa_oaep_wrap(&server.suite().clone(), weak.public_key_der(), &[1; 16])
-            .unwrap();
+        RsaKek::rsa_oaep_wrap(&server.suite().clone(), weak.public_key_der(), &[1; 16]).unwrap();
     let record = WrappedDek::new(weak.id(), 2048, Strength::S128, 0, wrapped).unwrap();
     KeyStorage::put(server.storage(), &record).await.unwrap();
     let err = transport.get_key(&weak).await.unwrap_err();
@@ -150,8 +149,8 @@ pub async fn calls_and_errors<C: CipherSuite + Clone, T: Transport>(
     // A record the KEK does not open: code 3 (a record under the fixture's
     // id, wrapped under another key).
     let other = fixture_kek(3072);
-    let wrong = CipherSuite::rsa_oaep_wrap(&server.suite().clone(), kek.public_key_der(), &[2; 16])
-        .unwrap();
+    let wrong =
+        RsaKek::rsa_oaep_wrap(&server.suite().clone(), kek.public_key_der(), &[2; 16]).unwrap();
     let record = WrappedDek::new(other.id(), 3072, Strength::S128, 0, wrong).unwrap();
     KeyStorage::put(server.storage(), &record).await.unwrap();
     let err = transport.get_key(&other).await.unwrap_err();

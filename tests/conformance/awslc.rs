@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use keyserver::backends::{AwsLc, MemoryStorage, RustCrypto};
+use keyserver::crypto::RsaKek;
 use keyserver::transports::{HttpServer, ServerConfig};
 use keyserver::{CipherSuite, KekAlg, KeyClient, KeyServer, KeyService, Strength};
 

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use keyserver::backends::{MemoryStorage, OpenSsl, RustCrypto};
+use keyserver::crypto::RsaKek;
 use keyserver::{
     envelope, CipherSuite, Dek, Kek, KeyId, KeyServer, KeyStorage, Strength, WrappedDek,
 };

@@ -94,7 +94,7 @@ async fn errors_never_carry_secrets() {
         errors.push(e); // InvalidKey (or a parse error: also InvalidKey)
     }
     // UnwrapFailed: a record under `other`'s id wrapped under `kek`.
-    let wrapped = keyserver::CipherSuite::rsa_oaep_wrap(
+    let wrapped = keyserver::crypto::RsaKek::rsa_oaep_wrap(
         &RustCrypto::new(),
         kek.public_key_der(),
         dek.as_bytes(),

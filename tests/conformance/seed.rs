@@ -148,7 +148,7 @@ trait FreshKek {
 
 impl FreshKek for RustCrypto {
     fn generate_rsa_kek_for_test(&self) -> Kek {
-        use keyserver::CipherSuite;
+        use keyserver::crypto::RsaKek;
         Kek::from_pkcs8_der(&self.generate_rsa(3072).unwrap()).unwrap()
     }
 }

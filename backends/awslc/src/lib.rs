@@ -20,6 +20,7 @@ use keyserver_core::plugin::{
     ec_pkcs8_der, ec_private_parts, CipherSuite, HkdfHash, MlKem, GCM_MAX_PLAINTEXT, GCM_NONCE_LEN,
     GCM_TAG_LEN, MAX_RSA_BITS, MIN_RSA_BITS,
 };
+use keyserver_core::plugin::{Aead, EcKek, HybridKek, Kdf, RsaKek, SecureRandom};
 use keyserver_core::{Curve, Error, Result};
 
 const NAME: &str = "awslc";
@@ -36,7 +37,8 @@ const NAME: &str = "awslc";
 /// # Example
 ///
 /// ```
-/// use keyserver_core::{CipherSuite, Kek};
+/// use keyserver_core::crypto::RsaKek;
+/// use keyserver_core::Kek;
 /// use keyserver_awslc::AwsLc;
 ///
 /// let suite = AwsLc::new();
@@ -119,45 +121,7 @@ fn ec_point(key: &agreement::PrivateKey) -> Result<Vec<u8>> {
     Ok(public.as_ref().to_vec())
 }
 
-impl CipherSuite for AwsLc {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn generate_rsa(&self, bits: usize) -> Result<Zeroizing<Vec<u8>>> {
-        if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
-            return Err(Error::Policy {
-                reason: format!("RSA key size {bits} outside 2048..=16384 bits"),
-            });
-        }
-        if !bits.is_multiple_of(128) {
-            // AWS-LC would round the size down (or, as the FIPS module,
-            // refuse it): say so rather than return a smaller key.
-            return Err(Error::Policy {
-                reason: format!(
-                    "the awslc suite makes RSA keys of a multiple of 128 bits, not {bits}"
-                ),
-            });
-        }
-        ffi::rsa_generate(bits)
-    }
-
-    fn rsa_oaep_wrap(&self, spki_der: &[u8], dek: &[u8]) -> Result<Vec<u8>> {
-        ffi::rsa_oaep_encrypt(spki_der, dek)
-    }
-
-    fn rsa_check_key_pair(&self, pkcs8_der: &[u8]) -> Result<()> {
-        ffi::rsa_check(pkcs8_der)
-    }
-
-    fn rsa_oaep_unwrap(&self, pkcs8_der: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        ffi::rsa_oaep_decrypt(pkcs8_der, wrapped)
-    }
-
-    fn hkdf_sha256(&self, ikm: &[u8], salt: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
-        ffi::hkdf(HkdfHash::Sha256, ikm, salt, info, okm)
-    }
-
+impl Aead for AwsLc {
     fn aes_gcm_seal_in_place(
         &self,
         key: &[u8],
@@ -234,11 +198,61 @@ impl CipherSuite for AwsLc {
     ) -> Result<()> {
         ffi::gcm_open_append(key, nonce, aad, ciphertext, tag, out)
     }
+}
 
+impl Kdf for AwsLc {
+    fn hkdf_sha256(&self, ikm: &[u8], salt: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
+        ffi::hkdf(HkdfHash::Sha256, ikm, salt, info, okm)
+    }
+
+    fn hkdf_extract(&self, hash: HkdfHash, salt: &[u8], ikm: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        ffi::hkdf_extract(hash, salt, ikm)
+    }
+
+    fn hkdf_expand(&self, hash: HkdfHash, prk: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
+        ffi::hkdf_expand(hash, prk, info, okm)
+    }
+}
+
+impl SecureRandom for AwsLc {
     fn fill_random(&self, buf: &mut [u8]) -> Result<()> {
         aws_lc_rs::rand::fill(buf).map_err(|_| crypto("random number generator"))
     }
+}
 
+impl RsaKek for AwsLc {
+    fn generate_rsa(&self, bits: usize) -> Result<Zeroizing<Vec<u8>>> {
+        if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
+            return Err(Error::Policy {
+                reason: format!("RSA key size {bits} outside 2048..=16384 bits"),
+            });
+        }
+        if !bits.is_multiple_of(128) {
+            // AWS-LC would round the size down (or, as the FIPS module,
+            // refuse it): say so rather than return a smaller key.
+            return Err(Error::Policy {
+                reason: format!(
+                    "the awslc suite makes RSA keys of a multiple of 128 bits, not {bits}"
+                ),
+            });
+        }
+        ffi::rsa_generate(bits)
+    }
+
+    fn rsa_oaep_wrap(&self, spki_der: &[u8], dek: &[u8]) -> Result<Vec<u8>> {
+        ffi::rsa_oaep_encrypt(spki_der, dek)
+    }
+
+    fn rsa_check_key_pair(&self, pkcs8_der: &[u8]) -> Result<()> {
+        ffi::rsa_check(pkcs8_der)
+    }
+
+    fn rsa_oaep_unwrap(&self, pkcs8_der: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        ffi::rsa_oaep_decrypt(pkcs8_der, wrapped)
+    }
+}
+
+impl EcKek for AwsLc {
     fn generate_ec(&self, curve: Curve) -> Result<Zeroizing<Vec<u8>>> {
         let key = agreement::PrivateKey::generate(ecdh_alg(curve)?)
             .map_err(|_| crypto("EC key generation"))?;
@@ -271,18 +285,12 @@ impl CipherSuite for AwsLc {
         )
     }
 
-    fn hkdf_extract(&self, hash: HkdfHash, salt: &[u8], ikm: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        ffi::hkdf_extract(hash, salt, ikm)
-    }
-
-    fn hkdf_expand(&self, hash: HkdfHash, prk: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
-        ffi::hkdf_expand(hash, prk, info, okm)
-    }
-
     fn ec_public_key(&self, curve: Curve, scalar: &[u8]) -> Result<Vec<u8>> {
         ec_point(&ec_secret(curve, scalar)?)
     }
+}
 
+impl HybridKek for AwsLc {
     fn ml_kem_keygen(&self, params: MlKem, seed: &[u8]) -> Result<Vec<u8>> {
         ffi::ml_kem_keygen(params, seed)
     }
@@ -310,6 +318,12 @@ impl CipherSuite for AwsLc {
     fn shake256(&self, data: &[u8], out: &mut [u8]) -> Result<()> {
         ffi::shake256(data, out)
     }
+}
+
+impl CipherSuite for AwsLc {
+    fn name(&self) -> &'static str {
+        NAME
+    }
 
     /// Whether the linked AWS-LC is the FIPS 140-3 validated module running
     /// in FIPS mode (feature `cipher-awslc-fips`), as AWS-LC itself reports
@@ -323,6 +337,14 @@ impl CipherSuite for AwsLc {
     /// ```
     fn fips_validated(&self) -> bool {
         aws_lc_rs::try_fips_mode().is_ok()
+    }
+
+    fn ec(&self) -> Option<&dyn EcKek> {
+        Some(self)
+    }
+
+    fn hybrid(&self) -> Option<&dyn HybridKek> {
+        Some(self)
     }
 }
 
@@ -342,7 +364,8 @@ mod ffi;
 #[cfg(test)]
 mod tests {
     use super::AwsLc;
-    use keyserver_core::{CipherSuite, Error};
+    use keyserver_core::crypto::Aead;
+    use keyserver_core::Error;
 
     /// AWS-LC decrypts into the output before it compares the tag: a
     /// failed open leaves nothing of it in `out`'s spare capacity (AWS-LC

@@ -28,9 +28,10 @@ use pkcs8::PrivateKeyInfoRef;
 use zeroize::{Zeroize, Zeroizing};
 
 use keyserver_core::plugin::{
-    ec_private_parts, rsa_public_parts, CipherSuite, EcPrivateParts, HkdfHash, MlKem,
-    GCM_MAX_PLAINTEXT, GCM_NONCE_LEN, GCM_TAG_LEN, MAX_RSA_BITS, MIN_RSA_BITS,
+    ec_private_parts, rsa_public_parts, CipherSuite, EcPrivateParts, HkdfHash, GCM_MAX_PLAINTEXT,
+    GCM_NONCE_LEN, GCM_TAG_LEN, MAX_RSA_BITS, MIN_RSA_BITS,
 };
+use keyserver_core::plugin::{Aead, EcKek, Kdf, RsaKek, SecureRandom};
 use keyserver_core::{Curve, Error, Result};
 
 const NAME: &str = "openssl";
@@ -50,7 +51,8 @@ const NAME: &str = "openssl";
 /// # Example
 ///
 /// ```
-/// use keyserver_core::{CipherSuite, Kek};
+/// use keyserver_core::crypto::RsaKek;
+/// use keyserver_core::Kek;
 /// use keyserver_openssl::OpenSsl;
 ///
 /// let suite = OpenSsl::new();
@@ -240,11 +242,119 @@ fn gcm_update_in_place(ctx: &mut CipherCtx, buf: &mut [u8]) -> std::result::Resu
     Ok(())
 }
 
-impl CipherSuite for OpenSsl {
-    fn name(&self) -> &'static str {
-        NAME
+impl Aead for OpenSsl {
+    fn aes_gcm_seal_in_place(
+        &self,
+        key: &[u8],
+        nonce: &[u8; GCM_NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> Result<[u8; GCM_TAG_LEN]> {
+        let cipher = gcm_cipher(key)?;
+        if buf.len() as u64 > GCM_MAX_PLAINTEXT {
+            return Err(Error::TooLarge {
+                size: buf.len() as u64,
+                limit: GCM_MAX_PLAINTEXT,
+            });
+        }
+        let fail = |_| crypto("AES-GCM encryption");
+        // A fresh context per message: dropping it cleanses the key schedule.
+        let mut ctx = CipherCtx::new().map_err(fail)?;
+        ctx.encrypt_init(Some(cipher), Some(key), Some(nonce))
+            .map_err(fail)?;
+        gcm_aad(&mut ctx, aad).map_err(|()| crypto("AES-GCM encryption"))?;
+        gcm_update_in_place(&mut ctx, buf).map_err(|()| crypto("AES-GCM encryption"))?;
+        ctx.cipher_final(&mut []).map_err(fail)?;
+        let mut tag = [0u8; GCM_TAG_LEN];
+        ctx.tag(&mut tag).map_err(fail)?;
+        Ok(tag)
     }
 
+    fn aes_gcm_open_in_place(
+        &self,
+        key: &[u8],
+        nonce: &[u8; GCM_NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; GCM_TAG_LEN],
+    ) -> Result<()> {
+        let cipher = gcm_cipher(key)?;
+        if buf.len() as u64 > GCM_MAX_PLAINTEXT {
+            return Err(Error::DecryptionFailed);
+        }
+        // OpenSSL decrypts before it checks the tag: on any failure, wipe
+        // the unauthenticated plaintext.
+        let result = (|| -> std::result::Result<(), ()> {
+            let mut ctx = CipherCtx::new().map_err(|_| ())?;
+            ctx.decrypt_init(Some(cipher), Some(key), Some(nonce))
+                .map_err(|_| ())?;
+            ctx.set_tag(tag).map_err(|_| ())?;
+            gcm_aad(&mut ctx, aad)?;
+            gcm_update_in_place(&mut ctx, buf)?;
+            ctx.cipher_final(&mut []).map_err(|_| ())?;
+            Ok(())
+        })();
+        result.map_err(|()| {
+            buf.zeroize();
+            Error::DecryptionFailed
+        })
+    }
+}
+
+impl Kdf for OpenSsl {
+    fn hkdf_sha256(&self, ikm: &[u8], salt: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
+        if okm.len() > 255 * 32 {
+            return Err(crypto("HKDF output too long"));
+        }
+        if okm.is_empty() {
+            return Ok(());
+        }
+        kdf::hkdf_sha256(ikm, salt, info, okm).map_err(|()| crypto("HKDF-SHA256"))
+    }
+
+    fn hkdf_extract(&self, hash: HkdfHash, salt: &[u8], ikm: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let mut prk = Zeroizing::new(vec![0u8; hash.len()]);
+        let mut ctx = hkdf_ctx(hash, HkdfMode::EXTRACT_ONLY)?;
+        let fail = |_| crypto("HKDF-Extract");
+        // An empty salt is HashLen zero bytes (RFC 5869), said explicitly.
+        let zeros = [0u8; 64];
+        let salt = if salt.is_empty() {
+            &zeros[..hash.len()]
+        } else {
+            salt
+        };
+        ctx.set_hkdf_salt(salt).map_err(fail)?;
+        ctx.set_hkdf_key(ikm).map_err(fail)?;
+        let n = ctx.derive(Some(&mut prk)).map_err(fail)?;
+        if n != hash.len() {
+            return Err(crypto("HKDF-Extract"));
+        }
+        Ok(prk)
+    }
+
+    fn hkdf_expand(&self, hash: HkdfHash, prk: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
+        if okm.len() > 255 * hash.len() || prk.len() < hash.len() {
+            return Err(crypto("HKDF-Expand"));
+        }
+        let mut ctx = hkdf_ctx(hash, HkdfMode::EXPAND_ONLY)?;
+        let fail = |_| crypto("HKDF-Expand");
+        ctx.set_hkdf_key(prk).map_err(fail)?;
+        ctx.add_hkdf_info(info).map_err(fail)?;
+        let n = ctx.derive(Some(okm)).map_err(fail)?;
+        if n != okm.len() {
+            return Err(crypto("HKDF-Expand"));
+        }
+        Ok(())
+    }
+}
+
+impl SecureRandom for OpenSsl {
+    fn fill_random(&self, buf: &mut [u8]) -> Result<()> {
+        getrandom::fill(buf).map_err(|_| crypto("random number generator"))
+    }
+}
+
+impl RsaKek for OpenSsl {
     fn generate_rsa(&self, bits: usize) -> Result<Zeroizing<Vec<u8>>> {
         if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
             return Err(Error::Policy {
@@ -307,74 +417,9 @@ impl CipherSuite for OpenSsl {
         out.truncate(n);
         Ok(out)
     }
+}
 
-    fn hkdf_sha256(&self, ikm: &[u8], salt: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
-        if okm.len() > 255 * 32 {
-            return Err(crypto("HKDF output too long"));
-        }
-        if okm.is_empty() {
-            return Ok(());
-        }
-        kdf::hkdf_sha256(ikm, salt, info, okm).map_err(|()| crypto("HKDF-SHA256"))
-    }
-
-    fn aes_gcm_seal_in_place(
-        &self,
-        key: &[u8],
-        nonce: &[u8; GCM_NONCE_LEN],
-        aad: &[u8],
-        buf: &mut [u8],
-    ) -> Result<[u8; GCM_TAG_LEN]> {
-        let cipher = gcm_cipher(key)?;
-        if buf.len() as u64 > GCM_MAX_PLAINTEXT {
-            return Err(Error::TooLarge {
-                size: buf.len() as u64,
-                limit: GCM_MAX_PLAINTEXT,
-            });
-        }
-        let fail = |_| crypto("AES-GCM encryption");
-        // A fresh context per message: dropping it cleanses the key schedule.
-        let mut ctx = CipherCtx::new().map_err(fail)?;
-        ctx.encrypt_init(Some(cipher), Some(key), Some(nonce))
-            .map_err(fail)?;
-        gcm_aad(&mut ctx, aad).map_err(|()| crypto("AES-GCM encryption"))?;
-        gcm_update_in_place(&mut ctx, buf).map_err(|()| crypto("AES-GCM encryption"))?;
-        ctx.cipher_final(&mut []).map_err(fail)?;
-        let mut tag = [0u8; GCM_TAG_LEN];
-        ctx.tag(&mut tag).map_err(fail)?;
-        Ok(tag)
-    }
-
-    fn aes_gcm_open_in_place(
-        &self,
-        key: &[u8],
-        nonce: &[u8; GCM_NONCE_LEN],
-        aad: &[u8],
-        buf: &mut [u8],
-        tag: &[u8; GCM_TAG_LEN],
-    ) -> Result<()> {
-        let cipher = gcm_cipher(key)?;
-        if buf.len() as u64 > GCM_MAX_PLAINTEXT {
-            return Err(Error::DecryptionFailed);
-        }
-        // OpenSSL decrypts before it checks the tag: on any failure, wipe
-        // the unauthenticated plaintext.
-        let result = (|| -> std::result::Result<(), ()> {
-            let mut ctx = CipherCtx::new().map_err(|_| ())?;
-            ctx.decrypt_init(Some(cipher), Some(key), Some(nonce))
-                .map_err(|_| ())?;
-            ctx.set_tag(tag).map_err(|_| ())?;
-            gcm_aad(&mut ctx, aad)?;
-            gcm_update_in_place(&mut ctx, buf)?;
-            ctx.cipher_final(&mut []).map_err(|_| ())?;
-            Ok(())
-        })();
-        result.map_err(|()| {
-            buf.zeroize();
-            Error::DecryptionFailed
-        })
-    }
-
+impl EcKek for OpenSsl {
     fn generate_ec(&self, curve: Curve) -> Result<Zeroizing<Vec<u8>>> {
         let group = ec_group(curve)?;
         let key = EcKey::generate(&group).map_err(|_| crypto("EC key generation"))?;
@@ -411,41 +456,6 @@ impl CipherSuite for OpenSsl {
             .map_err(|_| crypto("ECDH"))
     }
 
-    fn hkdf_extract(&self, hash: HkdfHash, salt: &[u8], ikm: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        let mut prk = Zeroizing::new(vec![0u8; hash.len()]);
-        let mut ctx = hkdf_ctx(hash, HkdfMode::EXTRACT_ONLY)?;
-        let fail = |_| crypto("HKDF-Extract");
-        // An empty salt is HashLen zero bytes (RFC 5869), said explicitly.
-        let zeros = [0u8; 64];
-        let salt = if salt.is_empty() {
-            &zeros[..hash.len()]
-        } else {
-            salt
-        };
-        ctx.set_hkdf_salt(salt).map_err(fail)?;
-        ctx.set_hkdf_key(ikm).map_err(fail)?;
-        let n = ctx.derive(Some(&mut prk)).map_err(fail)?;
-        if n != hash.len() {
-            return Err(crypto("HKDF-Extract"));
-        }
-        Ok(prk)
-    }
-
-    fn hkdf_expand(&self, hash: HkdfHash, prk: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
-        if okm.len() > 255 * hash.len() || prk.len() < hash.len() {
-            return Err(crypto("HKDF-Expand"));
-        }
-        let mut ctx = hkdf_ctx(hash, HkdfMode::EXPAND_ONLY)?;
-        let fail = |_| crypto("HKDF-Expand");
-        ctx.set_hkdf_key(prk).map_err(fail)?;
-        ctx.add_hkdf_info(info).map_err(fail)?;
-        let n = ctx.derive(Some(okm)).map_err(fail)?;
-        if n != okm.len() {
-            return Err(crypto("HKDF-Expand"));
-        }
-        Ok(())
-    }
-
     fn ec_public_key(&self, curve: Curve, scalar: &[u8]) -> Result<Vec<u8>> {
         if scalar.len() != curve.field_len() {
             return Err(invalid("the EC private scalar has the wrong length"));
@@ -467,57 +477,21 @@ impl CipherSuite for OpenSsl {
             .to_bytes(&group, PointConversionForm::UNCOMPRESSED, &mut ctx)
             .map_err(fail)
     }
-
-    fn sha3_256(&self, data: &[u8]) -> Result<[u8; 32]> {
-        let digest =
-            openssl::hash::hash(MessageDigest::sha3_256(), data).map_err(|_| crypto("SHA3-256"))?;
-        let mut out = [0u8; 32];
-        out.copy_from_slice(&digest);
-        Ok(out)
-    }
-
-    fn shake256(&self, data: &[u8], out: &mut [u8]) -> Result<()> {
-        let fail = |_| crypto("SHAKE256");
-        let mut hasher = openssl::hash::Hasher::new(MessageDigest::shake_256()).map_err(fail)?;
-        hasher.update(data).map_err(fail)?;
-        hasher.finish_xof(out).map_err(fail)
-    }
-
-    fn ml_kem_keygen(&self, params: MlKem, seed: &[u8]) -> Result<Vec<u8>> {
-        let _ = (params, seed);
-        Err(no_ml_kem())
-    }
-
-    fn ml_kem_encaps(
-        &self,
-        params: MlKem,
-        ek: &[u8],
-        m: &[u8],
-    ) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>)> {
-        let _ = (params, ek, m);
-        Err(no_ml_kem())
-    }
-
-    fn ml_kem_decaps(&self, params: MlKem, seed: &[u8], ct: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        let _ = (params, seed, ct);
-        Err(no_ml_kem())
-    }
-
-    fn fill_random(&self, buf: &mut [u8]) -> Result<()> {
-        getrandom::fill(buf).map_err(|_| crypto("random number generator"))
-    }
 }
 
-/// Why this suite has no ML-KEM: a typed policy error naming the linked
-/// OpenSSL. OpenSSL has ML-KEM from 3.5 on; this suite does not use it yet
-/// (it is untested here, where the system's OpenSSL is 3.0), so the hybrid
-/// KEKs need the RustCrypto suite.
-fn no_ml_kem() -> Error {
-    Error::policy(format!(
-        "the openssl cipher suite does not offer ML-KEM (hybrid-pq KEKs): the linked {} has none \
-         before 3.5, and this suite does not use it yet; use the rustcrypto suite",
-        openssl::version::version()
-    ))
+/// RSA and EC KEKs; no hybrid ones: OpenSSL has ML-KEM from 3.5 on, and
+/// this suite does not use it yet (it is untested here, where the system's
+/// OpenSSL is 3.0), so `hybrid()` is `None` and a hybrid request is a
+/// policy error naming this suite. The hybrid KEKs need the RustCrypto or
+/// AWS-LC suite.
+impl CipherSuite for OpenSsl {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn ec(&self) -> Option<&dyn EcKek> {
+        Some(self)
+    }
 }
 
 /// A secret big number: in OpenSSL's secure heap when it has one, and

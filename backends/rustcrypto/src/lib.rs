@@ -24,6 +24,7 @@ use keyserver_core::plugin::{
     ec_private_parts, rsa_public_parts, CipherSuite, HkdfHash, MlKem, GCM_MAX_PLAINTEXT,
     GCM_NONCE_LEN, GCM_TAG_LEN, MAX_RSA_BITS, MIN_RSA_BITS,
 };
+use keyserver_core::plugin::{Aead, EcKek, HybridKek, Kdf, RsaKek, SecureRandom};
 use keyserver_core::{Curve, Error, Result};
 
 type Aes192Gcm = AesGcm<Aes192, aes_gcm::aead::consts::U12>;
@@ -39,7 +40,8 @@ const NAME: &str = "rustcrypto";
 /// # Example
 ///
 /// ```
-/// use keyserver_core::{CipherSuite, Kek};
+/// use keyserver_core::crypto::RsaKek;
+/// use keyserver_core::Kek;
 /// use keyserver_rustcrypto::RustCrypto;
 ///
 /// let suite = RustCrypto::new();
@@ -261,11 +263,72 @@ where
         .map_err(|_| crypto("HKDF output too long"))
 }
 
-impl CipherSuite for RustCrypto {
-    fn name(&self) -> &'static str {
-        NAME
+impl Aead for RustCrypto {
+    fn aes_gcm_seal_in_place(
+        &self,
+        key: &[u8],
+        nonce: &[u8; GCM_NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> Result<[u8; GCM_TAG_LEN]> {
+        match key.len() {
+            16 => gcm_seal::<Aes128Gcm>(key, nonce, aad, buf),
+            24 => gcm_seal::<Aes192Gcm>(key, nonce, aad, buf),
+            32 => gcm_seal::<Aes256Gcm>(key, nonce, aad, buf),
+            _ => Err(invalid("wrong AES key length")),
+        }
     }
 
+    fn aes_gcm_open_in_place(
+        &self,
+        key: &[u8],
+        nonce: &[u8; GCM_NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; GCM_TAG_LEN],
+    ) -> Result<()> {
+        match key.len() {
+            16 => gcm_open::<Aes128Gcm>(key, nonce, aad, buf, tag),
+            24 => gcm_open::<Aes192Gcm>(key, nonce, aad, buf, tag),
+            32 => gcm_open::<Aes256Gcm>(key, nonce, aad, buf, tag),
+            _ => Err(invalid("wrong AES key length")),
+        }
+    }
+}
+
+impl Kdf for RustCrypto {
+    fn hkdf_sha256(&self, ikm: &[u8], salt: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
+        Hkdf::<Sha256>::new(Some(salt), ikm)
+            .expand(info, okm)
+            .map_err(|_| crypto("HKDF output too long"))
+    }
+
+    fn hkdf_extract(&self, hash: HkdfHash, salt: &[u8], ikm: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        Ok(match hash {
+            HkdfHash::Sha256 => hkdf_extract::<Sha256>(salt, ikm),
+            HkdfHash::Sha384 => hkdf_extract::<sha2::Sha384>(salt, ikm),
+            HkdfHash::Sha512 => hkdf_extract::<sha2::Sha512>(salt, ikm),
+            _ => return Err(keyserver_core::plugin::unsupported(NAME, "this HKDF hash")),
+        })
+    }
+
+    fn hkdf_expand(&self, hash: HkdfHash, prk: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
+        match hash {
+            HkdfHash::Sha256 => hkdf_expand::<Sha256>(prk, info, okm),
+            HkdfHash::Sha384 => hkdf_expand::<sha2::Sha384>(prk, info, okm),
+            HkdfHash::Sha512 => hkdf_expand::<sha2::Sha512>(prk, info, okm),
+            _ => Err(keyserver_core::plugin::unsupported(NAME, "this HKDF hash")),
+        }
+    }
+}
+
+impl SecureRandom for RustCrypto {
+    fn fill_random(&self, buf: &mut [u8]) -> Result<()> {
+        getrandom::fill(buf).map_err(|_| crypto("random number generator"))
+    }
+}
+
+impl RsaKek for RustCrypto {
     fn generate_rsa(&self, bits: usize) -> Result<Zeroizing<Vec<u8>>> {
         if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
             return Err(Error::Policy {
@@ -306,48 +369,9 @@ impl CipherSuite for RustCrypto {
             .map(Zeroizing::new)
             .map_err(|_| Error::DecryptionFailed)
     }
+}
 
-    fn hkdf_sha256(&self, ikm: &[u8], salt: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
-        Hkdf::<Sha256>::new(Some(salt), ikm)
-            .expand(info, okm)
-            .map_err(|_| crypto("HKDF output too long"))
-    }
-
-    fn aes_gcm_seal_in_place(
-        &self,
-        key: &[u8],
-        nonce: &[u8; GCM_NONCE_LEN],
-        aad: &[u8],
-        buf: &mut [u8],
-    ) -> Result<[u8; GCM_TAG_LEN]> {
-        match key.len() {
-            16 => gcm_seal::<Aes128Gcm>(key, nonce, aad, buf),
-            24 => gcm_seal::<Aes192Gcm>(key, nonce, aad, buf),
-            32 => gcm_seal::<Aes256Gcm>(key, nonce, aad, buf),
-            _ => Err(invalid("wrong AES key length")),
-        }
-    }
-
-    fn aes_gcm_open_in_place(
-        &self,
-        key: &[u8],
-        nonce: &[u8; GCM_NONCE_LEN],
-        aad: &[u8],
-        buf: &mut [u8],
-        tag: &[u8; GCM_TAG_LEN],
-    ) -> Result<()> {
-        match key.len() {
-            16 => gcm_open::<Aes128Gcm>(key, nonce, aad, buf, tag),
-            24 => gcm_open::<Aes192Gcm>(key, nonce, aad, buf, tag),
-            32 => gcm_open::<Aes256Gcm>(key, nonce, aad, buf, tag),
-            _ => Err(invalid("wrong AES key length")),
-        }
-    }
-
-    fn fill_random(&self, buf: &mut [u8]) -> Result<()> {
-        getrandom::fill(buf).map_err(|_| crypto("random number generator"))
-    }
-
+impl EcKek for RustCrypto {
     fn generate_ec(&self, curve: Curve) -> Result<Zeroizing<Vec<u8>>> {
         match curve {
             Curve::P256 => ec_p256::generate(),
@@ -378,24 +402,6 @@ impl CipherSuite for RustCrypto {
         }
     }
 
-    fn hkdf_extract(&self, hash: HkdfHash, salt: &[u8], ikm: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        Ok(match hash {
-            HkdfHash::Sha256 => hkdf_extract::<Sha256>(salt, ikm),
-            HkdfHash::Sha384 => hkdf_extract::<sha2::Sha384>(salt, ikm),
-            HkdfHash::Sha512 => hkdf_extract::<sha2::Sha512>(salt, ikm),
-            _ => return Err(keyserver_core::plugin::unsupported(NAME, "this HKDF hash")),
-        })
-    }
-
-    fn hkdf_expand(&self, hash: HkdfHash, prk: &[u8], info: &[u8], okm: &mut [u8]) -> Result<()> {
-        match hash {
-            HkdfHash::Sha256 => hkdf_expand::<Sha256>(prk, info, okm),
-            HkdfHash::Sha384 => hkdf_expand::<sha2::Sha384>(prk, info, okm),
-            HkdfHash::Sha512 => hkdf_expand::<sha2::Sha512>(prk, info, okm),
-            _ => Err(keyserver_core::plugin::unsupported(NAME, "this HKDF hash")),
-        }
-    }
-
     fn ec_public_key(&self, curve: Curve, scalar: &[u8]) -> Result<Vec<u8>> {
         if scalar.len() != curve.field_len() {
             return Err(invalid("the EC private scalar has the wrong length"));
@@ -407,7 +413,9 @@ impl CipherSuite for RustCrypto {
             _ => Err(keyserver_core::plugin::unsupported(NAME, "this curve")),
         }
     }
+}
 
+impl HybridKek for RustCrypto {
     fn ml_kem_keygen(&self, params: MlKem, seed: &[u8]) -> Result<Vec<u8>> {
         match params {
             MlKem::MlKem768 => ml_kem_768::keygen(seed),
@@ -457,5 +465,19 @@ impl CipherSuite for RustCrypto {
         xof.update(data);
         xof.finalize_xof().read(out);
         Ok(())
+    }
+}
+
+impl CipherSuite for RustCrypto {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn ec(&self) -> Option<&dyn EcKek> {
+        Some(self)
+    }
+
+    fn hybrid(&self) -> Option<&dyn HybridKek> {
+        Some(self)
     }
 }

@@ -931,7 +931,7 @@ mod tests {
 
     use super::*;
     use crate::api::{Call, Reply};
-    use crate::suite::MockCipherSuite;
+    use crate::crypto::MockCipherSuite;
     use crate::transport::MockTransport;
     use crate::{Error, WrappedDek};
 

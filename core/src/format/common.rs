@@ -6,7 +6,7 @@
 
 use zeroize::Zeroizing;
 
-use crate::suite::CipherSuite;
+use crate::crypto::CipherSuite;
 use crate::{Dek, Result, Strength};
 
 /// First bytes of a data envelope.

@@ -51,8 +51,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use zeroize::Zeroizing;
 
+use crate::crypto::{CipherSuite, GcmKey, GCM_NONCE_LEN, GCM_TAG_LEN};
 use crate::format::{dek_alg_id, derive, derive_key, strength_of_alg_id, ENVELOPE_MAGIC};
-use crate::suite::{CipherSuite, GcmKey, GCM_NONCE_LEN, GCM_TAG_LEN};
 use crate::{Dek, Error, KeyId, Plaintext, Result, Strength};
 
 /// The envelope format version [`seal`] writes (readers open 1 and 2).
@@ -102,7 +102,7 @@ pub const HEADER_LEN: usize = 3 + 1 + 1 + KeyId::LEN + SALT_LEN + GCM_NONCE_LEN;
 /// Bytes an envelope adds to the plaintext.
 pub const OVERHEAD: usize = HEADER_LEN + GCM_TAG_LEN;
 /// Largest plaintext AES-GCM allows under one key (SP 800-38D: 2^39 - 256 bits).
-pub const MAX_PLAINTEXT: u64 = crate::suite::GCM_MAX_PLAINTEXT;
+pub const MAX_PLAINTEXT: u64 = crate::crypto::GCM_MAX_PLAINTEXT;
 const HKDF_INFO: &[u8] = b"keyserver envelope v1";
 
 /// The clear header of an envelope.
@@ -323,7 +323,7 @@ fn seal_parts<C: CipherSuite + ?Sized>(
     // Sealed straight into `out` where the suite can (no copy of the
     // plaintext first), and at most one allocation, none when `out` is
     // large enough already.
-    crate::suite::reserve_wiped(out, OVERHEAD + plaintext.len());
+    crate::crypto::reserve_wiped(out, OVERHEAD + plaintext.len());
     out.extend_from_slice(&header);
     let sealed = with_aad(&header, context, |aad| {
         suite.aes_gcm_seal_append(&key, &nonce, aad, plaintext, out)
@@ -392,7 +392,7 @@ pub fn open_into<C: CipherSuite + ?Sized>(
     tag_bytes.copy_from_slice(tag);
     // Opened straight into `out` where the suite can (no copy first);
     // nothing unauthenticated is left there if authentication fails.
-    crate::suite::reserve_wiped(out, body.len());
+    crate::crypto::reserve_wiped(out, body.len());
     let opened = with_aad(&envelope[..HEADER_LEN], context, |aad| {
         suite.aes_gcm_open_append(&key, &header.nonce, aad, body, &tag_bytes, out)
     });
@@ -556,7 +556,7 @@ impl SessionKey {
         let (body, tag) = envelope[HEADER_LEN_V2..].split_at(envelope.len() - OVERHEAD_V2);
         let mut tag_bytes = [0u8; GCM_TAG_LEN];
         tag_bytes.copy_from_slice(tag);
-        crate::suite::reserve_wiped(out, body.len());
+        crate::crypto::reserve_wiped(out, body.len());
         let opened = with_aad(&envelope[..HEADER_LEN_V2], context, |aad| match &self.key {
             AesKey::Prepared(key) => key.open_append(&header.nonce, aad, body, &tag_bytes, out),
             AesKey::Raw(key) => {
@@ -788,7 +788,7 @@ impl Session {
         nonce[4..].copy_from_slice(&number.to_be_bytes());
         let mut header = self.header;
         header[69..HEADER_LEN].copy_from_slice(&nonce);
-        crate::suite::reserve_wiped(out, OVERHEAD_V2 + plaintext.len());
+        crate::crypto::reserve_wiped(out, OVERHEAD_V2 + plaintext.len());
         out.extend_from_slice(&header);
         let sealed = with_aad(&header, context, |aad| {
             self.key.seal_append(suite, &nonce, aad, plaintext, out)

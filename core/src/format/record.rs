@@ -29,9 +29,9 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 use crate::blocking::blocking;
+use crate::crypto::GCM_TAG_LEN;
 use crate::format::{dek_alg_id, strength_of_alg_id, RECORD_MAGIC};
 use crate::key::{check_kek, KekKind};
-use crate::suite::GCM_TAG_LEN;
 use crate::{CipherSuite, Curve, Dek, Error, HybridKem, Kek, KekAlg, KeyId, Result, Strength};
 
 const VERSION: u8 = 1;
@@ -429,7 +429,8 @@ pub fn wrap_dek<C: CipherSuite + ?Sized>(
 ///
 /// ```
 /// use keyserver::plugin::{unwrap_now, wrap_dek};
-/// use keyserver::{backends::RustCrypto, CipherSuite, Kek, Strength};
+/// use keyserver::crypto::EcKek;
+/// use keyserver::{backends::RustCrypto, Kek, Strength};
 /// let suite = RustCrypto::new();
 /// let kek = Kek::from_pkcs8_der(&suite.generate_ec(keyserver::Curve::P256)?)?;
 /// let record = wrap_dek(&suite, &kek, Strength::S128, &[7; 16], 0)?;
@@ -524,7 +525,7 @@ fn unwrap_blocking<C: CipherSuite + ?Sized>(
 pub(crate) fn check_key_pair<C: CipherSuite + ?Sized>(suite: &C, kek: &Kek) -> Result<()> {
     match kek.kind() {
         KekKind::Rsa { .. } => suite.rsa_check_key_pair(kek.pkcs8_der()),
-        KekKind::Ec { .. } => suite.ec_check_key_pair(kek.pkcs8_der()),
+        KekKind::Ec { .. } => crate::crypto::ec_kek(suite)?.ec_check_key_pair(kek.pkcs8_der()),
         KekKind::Hybrid { .. } => crate::hybrid::check_key_pair(suite, kek.pkcs8_der()),
     }
 }

@@ -53,8 +53,8 @@ use std::io::{ErrorKind, Read, Write};
 
 use zeroize::Zeroizing;
 
+use crate::crypto::{CipherSuite, GCM_NONCE_LEN, GCM_TAG_LEN};
 use crate::format::{dek_alg_id, derive_key, strength_of_alg_id, STREAM_MAGIC};
-use crate::suite::{CipherSuite, GCM_NONCE_LEN, GCM_TAG_LEN};
 use crate::{Dek, Error, KeyId, Result, Strength};
 
 /// The stream format version this crate writes.

@@ -176,7 +176,7 @@ pub fn check_point_form(curve: Curve, point: &[u8]) -> Result<()> {
 /// unencrypted PKCS#8 DER: the one parser the core and the cipher suites
 /// share. The public point must be present (OpenSSL and the RustCrypto
 /// crates always write it); its consistency with the scalar is the suite's
-/// check ([`CipherSuite::ec_check_key_pair`](crate::CipherSuite::ec_check_key_pair)).
+/// check ([`EcKek::ec_check_key_pair`](crate::crypto::EcKek::ec_check_key_pair)).
 ///
 /// # Errors
 /// [`Error::InvalidKey`] if it is not an EC key of P-256, P-384 or P-521,

@@ -25,7 +25,8 @@
 //!
 //! ```
 //! # {
-//! use keyserver::{CipherSuite, Curve, Kek};
+//! use keyserver::crypto::EcKek;
+//! use keyserver::{Curve, Kek};
 //! use keyserver::backends::RustCrypto;
 //! use keyserver::hpke;
 //!
@@ -44,8 +45,8 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
+use crate::crypto::{ec_kek, HkdfHash, GCM_NONCE_LEN, GCM_TAG_LEN};
 use crate::ec::{check_point_form, ec_private_parts};
-use crate::suite::{HkdfHash, GCM_NONCE_LEN, GCM_TAG_LEN};
 use crate::{CipherSuite, Curve, Error, Result};
 
 /// The KEM of an HPKE ciphersuite.
@@ -121,7 +122,7 @@ impl Ciphersuite {
     /// than AES-GCM.
     pub fn new(kem: Kem, kdf_id: u16, aead_id: u16) -> Result<Self> {
         if !(1..=3).contains(&kdf_id) || !(1..=2).contains(&aead_id) {
-            return Err(crate::suite::unsupported("HPKE", "this KDF or AEAD"));
+            return Err(crate::crypto::unsupported("HPKE", "this KDF or AEAD"));
         }
         Ok(Ciphersuite {
             kem,
@@ -207,7 +208,7 @@ fn labeled_expand<C: CipherSuite + ?Sized>(
     len: usize,
 ) -> Result<Zeroizing<Vec<u8>>> {
     let l =
-        u16::try_from(len).map_err(|_| crate::suite::unsupported(suite.name(), "this length"))?;
+        u16::try_from(len).map_err(|_| crate::crypto::unsupported(suite.name(), "this length"))?;
     let labeled_info = [&l.to_be_bytes()[..], VERSION_LABEL, suite_id, label, info].concat();
     let mut out = Zeroizing::new(vec![0u8; len]);
     suite.hkdf_expand(hash, prk, &labeled_info, &mut out)?;
@@ -298,7 +299,7 @@ impl Context {
     /// number moves on only once a message was sealed or opened.
     fn nonce(&self) -> Result<[u8; GCM_NONCE_LEN]> {
         if self.seq == u64::MAX {
-            return Err(crate::suite::unsupported(
+            return Err(crate::crypto::unsupported(
                 "HPKE",
                 "more messages per context",
             ));
@@ -347,7 +348,7 @@ impl Context {
 
 /// SetupBaseS(pkR, info) with the ephemeral key `ephemeral_pkcs8` (an EC
 /// private key in PKCS#8 of the same curve), or a fresh one from
-/// [`CipherSuite::generate_ec`] when `None`: returns `enc` and the sender's
+/// [`EcKek::generate_ec`](crate::crypto::EcKek::generate_ec) when `None`: returns `enc` and the sender's
 /// context. A fixed ephemeral key is for known-answer tests only; reusing
 /// one across messages would void HPKE's security.
 ///
@@ -367,7 +368,7 @@ pub fn setup_sender<C: CipherSuite + ?Sized>(
     let sk_e = match ephemeral_pkcs8 {
         Some(der) => der,
         None => {
-            fresh = suite.generate_ec(curve)?;
+            fresh = ec_kek(suite)?.generate_ec(curve)?;
             &fresh[..]
         }
     };
@@ -377,7 +378,7 @@ pub fn setup_sender<C: CipherSuite + ?Sized>(
             reason: "the ephemeral key is on another curve".into(),
         });
     }
-    let dh = suite.ecdh(sk_e, pk_r)?;
+    let dh = ec_kek(suite)?.ecdh(sk_e, pk_r)?;
     let enc = eph.point.to_vec();
     let kem_context = [&enc[..], pk_r].concat();
     let shared_secret = extract_and_expand(suite, curve, &dh, &kem_context)?;
@@ -400,7 +401,7 @@ pub fn setup_receiver<C: CipherSuite + ?Sized>(
     let recipient = ec_private_parts(sk_r_pkcs8)?;
     let cs = Ciphersuite::for_curve(recipient.curve);
     check_point_form(recipient.curve, enc)?;
-    let dh = suite.ecdh(sk_r_pkcs8, enc)?;
+    let dh = ec_kek(suite)?.ecdh(sk_r_pkcs8, enc)?;
     let kem_context = [enc, recipient.point].concat();
     let shared_secret = extract_and_expand(suite, recipient.curve, &dh, &kem_context)?;
     Context::schedule(suite, cs, &shared_secret, info)

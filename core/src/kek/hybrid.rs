@@ -44,9 +44,9 @@ use der::asn1::OctetStringRef;
 use der::{Decode, Encode};
 use zeroize::Zeroizing;
 
+use crate::crypto::{ec_kek, hybrid_kek, MlKem};
 use crate::ec::{check_point_form, ec_pkcs8_der};
 use crate::hpke::{Ciphersuite, Context};
-use crate::suite::MlKem;
 use crate::{CipherSuite, Curve, Error, Result, Strength};
 
 /// A hybrid ML-KEM + ECDH HPKE KEM (draft-ietf-hpke-pq).
@@ -277,8 +277,9 @@ fn random_scalar<C: CipherSuite + ?Sized>(
     curve: Curve,
     seed: &[u8],
 ) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>)> {
+    let ec = ec_kek(suite)?;
     for chunk in seed.chunks_exact(curve.field_len()) {
-        match suite.ec_public_key(curve, chunk) {
+        match ec.ec_public_key(curve, chunk) {
             Ok(point) => return Ok((Zeroizing::new(chunk.to_vec()), point)),
             Err(Error::InvalidKey { .. }) => continue,
             Err(e) => return Err(e),
@@ -294,8 +295,9 @@ fn random_scalar<C: CipherSuite + ?Sized>(
 /// bytes) and the EC seed.
 fn expand_key<C: CipherSuite + ?Sized>(suite: &C, kem: HybridKem, seed: &[u8]) -> Result<Expanded> {
     let mut full = Zeroizing::new(vec![0u8; 64 + kem.ec_seed_len()]);
-    suite.shake256(seed, &mut full)?;
-    let ek_pq = suite.ml_kem_keygen(kem.ml_kem(), &full[..64])?;
+    let pq = hybrid_kek(suite)?;
+    pq.shake256(seed, &mut full)?;
+    let ek_pq = pq.ml_kem_keygen(kem.ml_kem(), &full[..64])?;
     let (dk_t, ek_t) = random_scalar(suite, kem.curve(), &full[64..])?;
     Ok(Expanded {
         ml_kem_seed: Zeroizing::new(full[..64].to_vec()),
@@ -326,7 +328,7 @@ pub fn derive_seed<C: CipherSuite + ?Sized>(
         .concat(),
     );
     let mut seed = Zeroizing::new(vec![0u8; SEED_LEN]);
-    suite.shake256(&input, &mut seed)?;
+    hybrid_kek(suite)?.shake256(&input, &mut seed)?;
     Ok(seed)
 }
 
@@ -393,7 +395,9 @@ fn combine<C: CipherSuite + ?Sized>(
     ek_t: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>> {
     let input = Zeroizing::new([ss_pq, ss_t, ct_t, ek_t, kem.label().as_bytes()].concat());
-    Ok(Zeroizing::new(suite.sha3_256(&input)?.to_vec()))
+    Ok(Zeroizing::new(
+        hybrid_kek(suite)?.sha3_256(&input)?.to_vec(),
+    ))
 }
 
 /// Encap(pkR) with the randomness `ikm_e` (32 bytes for ML-KEM, then the
@@ -424,10 +428,11 @@ fn encap<C: CipherSuite + ?Sized>(
     if randomness.len() < 32 + kem.curve().field_len() {
         return Err(invalid("too little encapsulation randomness"));
     }
-    let (ct_pq, ss_pq) = suite.ml_kem_encaps(kem.ml_kem(), ek_pq, &randomness[..32])?;
+    let (ct_pq, ss_pq) =
+        hybrid_kek(suite)?.ml_kem_encaps(kem.ml_kem(), ek_pq, &randomness[..32])?;
     let (sk_e, ct_t) = random_scalar(suite, kem.curve(), &randomness[32..])?;
     let ephemeral = ec_pkcs8_der(kem.curve(), &sk_e, &ct_t)?;
-    let ss_t = suite.ecdh(&ephemeral, ek_t)?;
+    let ss_t = ec_kek(suite)?.ecdh(&ephemeral, ek_t)?;
     let ss = combine(suite, kem, &ss_pq, &ss_t, &ct_t, ek_t)?;
     Ok(([ct_pq, ct_t].concat(), ss))
 }
@@ -445,9 +450,9 @@ fn decap<C: CipherSuite + ?Sized>(
     let (ct_pq, ct_t) = enc.split_at(kem.ml_kem().ciphertext_len());
     check_point_form(kem.curve(), ct_t)?;
     let key = expand_key(suite, kem, seed)?;
-    let ss_pq = suite.ml_kem_decaps(kem.ml_kem(), &key.ml_kem_seed, ct_pq)?;
+    let ss_pq = hybrid_kek(suite)?.ml_kem_decaps(kem.ml_kem(), &key.ml_kem_seed, ct_pq)?;
     let private = ec_pkcs8_der(kem.curve(), &key.dk_t, &key.ek_t)?;
-    let ss_t = suite.ecdh(&private, ct_t)?;
+    let ss_t = ec_kek(suite)?.ecdh(&private, ct_t)?;
     combine(suite, kem, &ss_pq, &ss_t, ct_t, &key.ek_t)
 }
 

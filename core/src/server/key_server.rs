@@ -211,13 +211,10 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     pub fn check_kek_alg_support(&self, alg: KekAlg) -> Result<()> {
         match alg {
             KekAlg::Rsa => Ok(()),
-            KekAlg::Ec => {
-                let der = self.suite.generate_ec(Curve::P256)?;
-                self.suite.ec_check_key_pair(&der)
-            }
+            KekAlg::Ec => crate::crypto::ec_kek(&*self.suite).map(drop),
             KekAlg::HybridPq => {
-                let der = crate::hybrid::generate(&*self.suite, crate::HybridKem::MlKem768P256)?;
-                crate::hybrid::check_key_pair(&*self.suite, &der)
+                crate::crypto::ec_kek(&*self.suite)?;
+                crate::crypto::hybrid_kek(&*self.suite).map(drop)
             }
         }
     }
@@ -410,7 +407,8 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
                     let _worker = worker;
                     let der = match alg {
                         KekAlg::Rsa => suite.generate_rsa(bits)?,
-                        KekAlg::Ec => suite.generate_ec(Curve::for_strength(strength))?,
+                        KekAlg::Ec => crate::crypto::ec_kek(&*suite)?
+                            .generate_ec(Curve::for_strength(strength))?,
                         KekAlg::HybridPq => crate::hybrid::generate(
                             &*suite,
                             crate::HybridKem::for_strength(strength),
@@ -762,8 +760,8 @@ mod tests {
     //! Failure injection with mockall mocks of the suite and the storage.
 
     use super::*;
+    use crate::crypto::MockCipherSuite;
     use crate::storage::MockKeyStorage;
-    use crate::suite::MockCipherSuite;
     use mockall::predicate::always;
 
     const KEK_3072: &str = include_str!("../../../tests/fixtures/kek-rsa3072.pem");

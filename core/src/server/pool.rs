@@ -129,7 +129,7 @@ impl Drop for KekPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::suite::MockCipherSuite;
+    use crate::crypto::MockCipherSuite;
 
     fn instant_suite() -> Arc<MockCipherSuite> {
         let mut suite = MockCipherSuite::new();
