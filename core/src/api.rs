@@ -1190,7 +1190,7 @@ impl Reply {
 mod tests {
     use super::*;
 
-    const KEK_3072: &str = include_str!("../../tests/fixtures/kek-rsa3072.pem");
+    const KEK_3072: &str = include_str!("../../testing/fixtures/kek-rsa3072.pem");
 
     #[test]
     fn every_call_survives_its_parameters() {

@@ -10,7 +10,7 @@ use keyserver_core::{CipherSuite, Dek, Error, Kek, KeyId, Strength};
 
 use super::fixtures::{fixture_kek, hex_field, pattern, vectors};
 
-/// Seals each vector of tests/vectors/envelope_v1.json to exactly its bytes
+/// Seals each vector of testing/vectors/envelope_v1.json to exactly its bytes
 /// and opens it back.
 pub fn envelope_vectors<C: CipherSuite>(suite: &C) {
     let cases = vectors("envelope_v1.json");
@@ -229,7 +229,7 @@ pub fn aes_gcm_append<C: CipherSuite>(suite: &C) {
     ));
 }
 
-/// Seals each vector of tests/vectors/envelope_v2.json to exactly its bytes
+/// Seals each vector of testing/vectors/envelope_v2.json to exactly its bytes
 /// through a [`Session`](envelope::Session) at the vector's salt and
 /// message number, and opens it back.
 pub fn envelope_v2_vectors<C: CipherSuite>(suite: &C) {
@@ -836,7 +836,7 @@ fn stream_header(strength: Strength, chunk: u32) -> stream::StreamHeader {
     }
 }
 
-/// The stream format: known-answer vectors (tests/vectors/stream_v1.json)
+/// The stream format: known-answer vectors (testing/vectors/stream_v1.json)
 /// and round trips at every chunk boundary.
 pub fn stream_vectors_and_round_trips<C: CipherSuite>(suite: &C) {
     for case in &vectors("stream_v1.json") {

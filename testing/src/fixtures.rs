@@ -10,10 +10,10 @@ use keyserver_core::Kek;
 /// For any other size.
 pub fn fixture_kek(bits: usize) -> Kek {
     let pem = match bits {
-        2048 => include_str!("../../tests/fixtures/kek-rsa2048.pem"),
-        3072 => include_str!("../../tests/fixtures/kek-rsa3072.pem"),
-        7680 => include_str!("../../tests/fixtures/kek-rsa7680.pem"),
-        15360 => include_str!("../../tests/fixtures/kek-rsa15360.pem"),
+        2048 => include_str!("../fixtures/kek-rsa2048.pem"),
+        3072 => include_str!("../fixtures/kek-rsa3072.pem"),
+        7680 => include_str!("../fixtures/kek-rsa7680.pem"),
+        15360 => include_str!("../fixtures/kek-rsa15360.pem"),
         other => panic!("no fixture KEK of {other} bits"),
     };
     Kek::from_pem(pem).expect("the fixture KEKs parse")
@@ -24,18 +24,18 @@ pub fn fixture_kek(bits: usize) -> Kek {
 /// P-384, P-521).
 pub fn ec_fixture_kek(curve: keyserver_core::Curve) -> Kek {
     let pem = match curve {
-        keyserver_core::Curve::P256 => include_str!("../../tests/fixtures/kek-p256.pem"),
-        keyserver_core::Curve::P384 => include_str!("../../tests/fixtures/kek-p384.pem"),
-        keyserver_core::Curve::P521 => include_str!("../../tests/fixtures/kek-p521.pem"),
+        keyserver_core::Curve::P256 => include_str!("../fixtures/kek-p256.pem"),
+        keyserver_core::Curve::P384 => include_str!("../fixtures/kek-p384.pem"),
+        keyserver_core::Curve::P521 => include_str!("../fixtures/kek-p521.pem"),
         other => panic!("no fixture KEK for {other:?}"),
     };
     Kek::from_pem(pem).expect("the fixture KEKs parse")
 }
 
-/// The RFC 9180 test vectors of tests/vectors/hpke_rfc9180.json (P-256 and
+/// The RFC 9180 test vectors of testing/vectors/hpke_rfc9180.json (P-256 and
 /// P-521, base mode).
 pub fn hpke_vectors() -> Vec<serde_json::Value> {
-    let text = include_str!("../../tests/vectors/hpke_rfc9180.json");
+    let text = include_str!("../vectors/hpke_rfc9180.json");
     let file: serde_json::Value = serde_json::from_str(text).expect("the vector file parses");
     file["vectors"]
         .as_array()
@@ -43,9 +43,9 @@ pub fn hpke_vectors() -> Vec<serde_json::Value> {
         .clone()
 }
 
-/// The HPKE vectors of the hybrid KEMs, tests/vectors/hpke_pq.json.
+/// The HPKE vectors of the hybrid KEMs, testing/vectors/hpke_pq.json.
 pub fn hpke_pq_vectors() -> Vec<serde_json::Value> {
-    let text = include_str!("../../tests/vectors/hpke_pq.json");
+    let text = include_str!("../vectors/hpke_pq.json");
     let file: serde_json::Value = serde_json::from_str(text).expect("the vector file parses");
     file["vectors"]
         .as_array()
@@ -53,17 +53,17 @@ pub fn hpke_pq_vectors() -> Vec<serde_json::Value> {
         .clone()
 }
 
-/// A vector file of tests/vectors/ (`envelope_v1.json`, `envelope_v2.json`, `stream_v1.json`,
+/// A vector file of testing/vectors/ (`envelope_v1.json`, `envelope_v2.json`, `stream_v1.json`,
 /// `record_v1.json`), parsed.
 ///
 /// # Panics
 /// For any other name.
 pub fn vectors(name: &str) -> Vec<serde_json::Value> {
     let text = match name {
-        "envelope_v1.json" => include_str!("../../tests/vectors/envelope_v1.json"),
-        "envelope_v2.json" => include_str!("../../tests/vectors/envelope_v2.json"),
-        "stream_v1.json" => include_str!("../../tests/vectors/stream_v1.json"),
-        "record_v1.json" => include_str!("../../tests/vectors/record_v1.json"),
+        "envelope_v1.json" => include_str!("../vectors/envelope_v1.json"),
+        "envelope_v2.json" => include_str!("../vectors/envelope_v2.json"),
+        "stream_v1.json" => include_str!("../vectors/stream_v1.json"),
+        "record_v1.json" => include_str!("../vectors/record_v1.json"),
         other => panic!("no vector file {other}"),
     };
     serde_json::from_str(text).expect("the vector files parse")

@@ -9,7 +9,7 @@ use keyserver::Kek;
 pub fn root() -> std::path::PathBuf {
     let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     here.ancestors()
-        .find(|dir| dir.join("tests/fixtures").is_dir())
+        .find(|dir| dir.join("testing/fixtures").is_dir())
         .unwrap_or(here)
         .to_path_buf()
 }
@@ -17,14 +17,14 @@ pub fn root() -> std::path::PathBuf {
 /// The checked-in KEK of `bits` bits (2048, 3072, 7680, 15360), made with
 /// `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:BITS`.
 pub fn fixture_kek(bits: usize) -> Kek {
-    let path = format!("{}/tests/fixtures/kek-rsa{bits}.pem", root().display());
+    let path = format!("{}/testing/fixtures/kek-rsa{bits}.pem", root().display());
     let pem = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     Kek::from_pem(&pem).unwrap()
 }
 
-/// A vector file under tests/vectors/, parsed.
+/// A vector file under testing/vectors/, parsed.
 pub fn vectors(name: &str) -> Vec<serde_json::Value> {
-    let path = format!("{}/tests/vectors/{name}", root().display());
+    let path = format!("{}/testing/vectors/{name}", root().display());
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap()
 }

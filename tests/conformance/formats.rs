@@ -1,5 +1,5 @@
-//! Known-answer vectors of the stored record format (tests/vectors/record_v1.json,
-//! written by tests/vectors/generate.py independently of this crate).
+//! Known-answer vectors of the stored record format (testing/vectors/record_v1.json,
+//! written by testing/vectors/generate.py independently of this crate).
 
 use keyserver::{Error, KeyId, Strength, WrappedDek};
 

@@ -935,7 +935,7 @@ mod tests {
     use crate::transport::MockTransport;
     use crate::{Error, WrappedDek};
 
-    const KEK_3072: &str = include_str!("../../../tests/fixtures/kek-rsa3072.pem");
+    const KEK_3072: &str = include_str!("../../../testing/fixtures/kek-rsa3072.pem");
 
     fn kek() -> Kek {
         Kek::from_pem(KEK_3072).expect("fixture KEK parses") // ok: unit test fixture
@@ -1220,9 +1220,9 @@ mod tests {
         // generated-looking KEKs from the fixtures of other sizes.
         let keks = [
             kek(),
-            Kek::from_pem(include_str!("../../../tests/fixtures/kek-rsa7680.pem"))
+            Kek::from_pem(include_str!("../../../testing/fixtures/kek-rsa7680.pem"))
                 .expect("fixture"), // ok: fixture
-            Kek::from_pem(include_str!("../../../tests/fixtures/kek-rsa15360.pem"))
+            Kek::from_pem(include_str!("../../../testing/fixtures/kek-rsa15360.pem"))
                 .expect("fixture"), // ok: fixture
         ];
         let mut transport = MockTransport::new();

@@ -186,7 +186,7 @@ pub fn check_point_form(curve: Curve, point: &[u8]) -> Result<()> {
 /// ```
 /// # fn main() -> keyserver::Result<()> {
 /// let pem = std::fs::read_to_string(
-///     concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/kek-p256.pem")).unwrap();
+///     concat!(env!("CARGO_MANIFEST_DIR"), "/../testing/fixtures/kek-p256.pem")).unwrap();
 /// let kek = keyserver::Kek::from_pem(&pem)?;
 /// let parts = keyserver::plugin::ec_private_parts(kek.pkcs8_der())?;
 /// assert_eq!(parts.curve, keyserver::Curve::P256);

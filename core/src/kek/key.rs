@@ -630,7 +630,7 @@ impl Eq for Kek {}
 /// ```
 /// # fn main() -> keyserver::Result<()> {
 /// let pem = std::fs::read_to_string(
-///     concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/kek-rsa2048.pem")).unwrap();
+///     concat!(env!("CARGO_MANIFEST_DIR"), "/../testing/fixtures/kek-rsa2048.pem")).unwrap();
 /// let kek = keyserver::Kek::from_pem(&pem)?;
 /// let (n, e) = keyserver::plugin::rsa_public_parts(kek.public_key_der())?;
 /// assert_eq!(n.len(), 256);

@@ -764,7 +764,7 @@ mod tests {
     use crate::storage::MockKeyStorage;
     use mockall::predicate::always;
 
-    const KEK_3072: &str = include_str!("../../../tests/fixtures/kek-rsa3072.pem");
+    const KEK_3072: &str = include_str!("../../../testing/fixtures/kek-rsa3072.pem");
 
     fn fixture_kek() -> Kek {
         Kek::from_pem(KEK_3072).expect("fixture KEK parses") // ok: unit test fixture
@@ -961,7 +961,7 @@ mod tests {
     #[test]
     fn a_new_minimum_strength_restarts_the_kek_pool() {
         let k3072 = fixture_kek().pkcs8_der().to_vec();
-        let k7680 = Kek::from_pem(include_str!("../../../tests/fixtures/kek-rsa7680.pem"))
+        let k7680 = Kek::from_pem(include_str!("../../../testing/fixtures/kek-rsa7680.pem"))
             .expect("fixture") // ok: unit test fixture
             .pkcs8_der()
             .to_vec();
