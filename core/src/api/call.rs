@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-
 use crate::lifecycle::{Change, KeyFilter, KeyInfo, KeyPage, Target};
 use crate::{Dek, Error, ErrorCode, Kek, KekAlg, KeyId, Result, Strength, WrappedDek};
 
