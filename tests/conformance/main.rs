@@ -34,6 +34,8 @@ mod common;
     feature = "transport-jsonrpc"
 ))]
 mod awslc;
+#[cfg(all(feature = "storage-file", feature = "cipher-rustcrypto"))]
+mod compat;
 #[cfg(all(feature = "storage-file", feature = "testing"))]
 mod crash;
 #[cfg(all(feature = "storage-file", feature = "testing"))]

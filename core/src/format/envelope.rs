@@ -81,18 +81,19 @@ const COMMITMENT_INFO_V2: &[u8] = b"keyserver envelope v2 commitment";
 /// [`KeyClient::with_envelope`](crate::KeyClient::with_envelope) chooses.
 ///
 /// ```
-/// assert_eq!(keyserver::envelope::Version::default(), keyserver::envelope::Version::V1);
+/// assert_eq!(keyserver::envelope::Version::default(), keyserver::envelope::Version::V2);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Version {
     /// Version 1: a random salt and nonce, and so a key derivation, per
-    /// message. Opened by every keyserver release: the default.
-    #[default]
+    /// message; no key commitment. Still read by every release (data
+    /// written as v1 opens forever), written only when asked for.
     V1,
-    /// Version 2: a session per DEK, counter nonces, a key commitment.
-    /// About twice as fast for small messages; opened only by readers from
-    /// the release that introduced it.
+    /// Version 2, the default: a session per DEK, counter nonces, and a
+    /// commitment to the DEK in the header (a message opens under one key
+    /// only). About twice as fast for small messages.
+    #[default]
     V2,
 }
 /// Length of the random HKDF salt.

@@ -538,7 +538,11 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     ) -> Result<Vec<u8>> {
         self.check_encrypt(&kek.id()).await?;
         let dek = self.get(kek).await?;
-        envelope::seal(&*self.suite, &kek.id(), &dek, context, plaintext)
+        // Envelope v2, as `KeyClient` writes: one session per call.
+        let session = envelope::Session::new(&*self.suite, &kek.id(), &dek)?;
+        let mut sealed = Vec::new();
+        session.seal_into(&*self.suite, context, plaintext, &mut sealed)?;
+        Ok(sealed)
     }
 
     /// Decrypts a ciphertext made under `kek` with the same `context`.
