@@ -545,4 +545,13 @@ pub(crate) struct CryptArgs {
     /// Replace an existing --out file (whole, and only on success).
     #[arg(long)]
     pub force: bool,
+    /// encrypt: write one envelope message (the format `KeyClient::encrypt`
+    /// and the Python client write; the input is read whole, at most 256
+    /// MiB) instead of a stream. decrypt opens either, by its first bytes.
+    #[arg(long)]
+    pub message: bool,
+    /// A context bound to a message as associated data (it must be given
+    /// again to decrypt); messages only.
+    #[arg(long)]
+    pub context: Option<String>,
 }

@@ -2,14 +2,15 @@
 //! client, output replaced whole or not at all, a progress bar on a terminal.
 
 use std::fs::File;
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Write};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::args::{CryptArgs, ReencryptArgs};
 use super::client::{client, read_kek};
-use super::exit::{io_failure, Failure};
+use super::exit::{io_failure, usage, Failure};
 use super::output::Sink;
+use keyserver::Encryption;
 
 /// A progress bar with rate and time left on a terminal; nothing otherwise.
 fn progress(total: Option<u64>) -> ProgressBar {
@@ -77,14 +78,78 @@ pub(crate) async fn reencrypt(args: ReencryptArgs) -> Result<(), Failure> {
     finish(&bar, sink, result)
 }
 
+/// The most a message (`encrypt --message`, or an envelope given to
+/// `decrypt`) may be: it is read whole. Streams have no limit.
+const MAX_MESSAGE: u64 = 256 << 20;
+
+/// Reads all of `input` (a message), refusing more than [`MAX_MESSAGE`].
+fn read_message(input: impl Read, what: &str) -> Result<Vec<u8>, Failure> {
+    let mut data = Vec::new();
+    input
+        .take(MAX_MESSAGE + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| io_failure(format!("cannot read the {what}"), e))?;
+    if data.len() as u64 > MAX_MESSAGE {
+        return Err(usage(format!(
+            "the {what} is larger than a message may be (256 MiB): encrypt it as a stream \
+             (without --message)"
+        )));
+    }
+    Ok(data)
+}
+
 pub(crate) async fn crypt(args: CryptArgs, encrypting: bool) -> Result<(), Failure> {
     let kek = read_kek(&args.kek)?;
-    let (input, total) = open_input(args.input.as_deref())?;
+    let (mut input, total) = open_input(args.input.as_deref())?;
+    // decrypt tells a message from a stream by its magic ("KSE", "KSS").
+    let mut magic = Vec::new();
+    if !encrypting {
+        (&mut input)
+            .take(3)
+            .read_to_end(&mut magic)
+            .map_err(|e| io_failure("cannot read the input".into(), e))?;
+    }
+    let message = if encrypting {
+        args.message
+    } else {
+        magic == keyserver::envelope::MAGIC
+    };
+    if args.context.is_some() && !message {
+        return Err(usage(if encrypting {
+            "--context binds a message: add --message (a stream has no context)"
+        } else {
+            "--context is for messages: this input is a stream, which has none"
+        }));
+    }
+    let context = args.context.as_deref().unwrap_or_default().as_bytes();
     let bar = progress(total);
-    let input = bar.wrap_read(input);
+    let input = bar.wrap_read(std::io::Cursor::new(magic).chain(input));
     let client = client(&args.client)?;
     let mut sink = Sink::open(args.out.as_deref(), args.force)?;
-    let result = {
+    let result = if message {
+        let data = read_message(input, "input")?;
+        let out = if encrypting {
+            client.encrypt_with_context(&kek, &data, context).await
+        } else {
+            client
+                .decrypt_with_context(&kek, &data, context)
+                .await
+                .map(|plain| plain.to_vec())
+        };
+        match out {
+            Ok(bytes) => {
+                let mut writer = sink.writer();
+                writer
+                    .write_all(&bytes)
+                    .and_then(|()| writer.flush())
+                    .map(|()| bytes.len() as u64)
+                    .map_err(|e| {
+                        keyserver::Error::Internal(format!("cannot write the output: {e}").into())
+                    })
+            }
+            Err(e) => Err(e),
+        }
+    } else {
         let writer = sink.writer();
         if encrypting {
             client.encrypt_stream(&kek, input, writer).await

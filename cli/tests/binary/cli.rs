@@ -1195,3 +1195,98 @@ fn serve_with_the_awslc_suite_and_the_fips_policy() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("fips: yes"));
     }
 }
+
+/// `encrypt --message` writes one envelope (v2, as `KeyClient::encrypt`
+/// and the Python client do), with `--context` bound to it; `decrypt`
+/// tells a message from a stream by its first bytes and opens both; a
+/// context for a stream is a usage error.
+#[test]
+fn messages_with_a_context_and_streams_from_one_decrypt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let server = ServerProcess::start(dir, &[]);
+    let env = [("KEYSERVER_URL", server.url.as_str())];
+    let ok = |args: &[&str]| {
+        let out = run(args, dir, &env);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    };
+    ok(&["generate", "--out", "kek.pem"]);
+    std::fs::write(dir.join("plain"), b"Stephan Richter").unwrap();
+    ok(&[
+        "encrypt",
+        "--message",
+        "--context",
+        "row 42",
+        "--kek",
+        "kek.pem",
+        "--in",
+        "plain",
+        "--out",
+        "message",
+    ]);
+    ok(&[
+        "encrypt", "--kek", "kek.pem", "--in", "plain", "--out", "stream",
+    ]);
+    let message = std::fs::read(dir.join("message")).unwrap();
+    assert_eq!(&message[..4], b"KSE\x02");
+    assert_eq!(&std::fs::read(dir.join("stream")).unwrap()[..3], b"KSS");
+    ok(&[
+        "decrypt",
+        "--context",
+        "row 42",
+        "--kek",
+        "kek.pem",
+        "--in",
+        "message",
+        "--out",
+        "opened-message",
+    ]);
+    ok(&[
+        "decrypt",
+        "--kek",
+        "kek.pem",
+        "--in",
+        "stream",
+        "--out",
+        "opened-stream",
+    ]);
+    for opened in ["opened-message", "opened-stream"] {
+        assert_eq!(std::fs::read(dir.join(opened)).unwrap(), b"Stephan Richter");
+    }
+    // Without its context the message does not open (exit 4: not authentic).
+    let out = run(
+        &["decrypt", "--kek", "kek.pem", "--in", "message"],
+        dir,
+        &env,
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("decryption failed"),
+        "{}",
+        stderr(&out)
+    );
+    for args in [
+        &[
+            "encrypt",
+            "--context",
+            "x",
+            "--kek",
+            "kek.pem",
+            "--in",
+            "plain",
+        ][..],
+        &[
+            "decrypt",
+            "--context",
+            "x",
+            "--kek",
+            "kek.pem",
+            "--in",
+            "stream",
+        ][..],
+    ] {
+        let out = run(args, dir, &env);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--context"), "{}", stderr(&out));
+    }
+}

@@ -58,6 +58,10 @@ struct Entry {
     /// message of (another writer's): the next message of that session
     /// opens without a key derivation.
     opened: Option<Arc<envelope::SessionKey>>,
+    /// Messages sealed under this DEK since it was fetched.
+    messages: u64,
+    /// Plaintext bytes sealed under this DEK since it was fetched.
+    sealed_bytes: u64,
 }
 
 /// A client of a remote key server, over any [`Transport`].
@@ -101,6 +105,8 @@ pub struct KeyClient<T> {
     mode: UnwrapMode,
     min_strength: Strength,
     envelope: envelope::Version,
+    max_messages: Option<u64>,
+    max_bytes: Option<u64>,
     cache: Mutex<Bounded<Entry>>,
     inflight: Mutex<HashMap<KeyId, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -117,6 +123,8 @@ impl<T: Transport> KeyClient<T> {
             mode: UnwrapMode::default(),
             min_strength: Strength::default(),
             envelope: envelope::Version::default(),
+            max_messages: None,
+            max_bytes: None,
             cache: Mutex::new(Bounded::new(DEFAULT_CACHE_CAPACITY)),
             inflight: Mutex::new(HashMap::new()),
         }
@@ -186,6 +194,61 @@ impl<T: Transport> KeyClient<T> {
     /// ```
     pub fn with_envelope(mut self, version: envelope::Version) -> Self {
         self.envelope = version;
+        self
+    }
+
+    /// Limits how many messages one fetched DEK seals: after `messages`,
+    /// the next `encrypt` fetches the DEK again (and starts a new envelope
+    /// session), however fresh the cache entry is. The caching limits of the
+    /// AWS Encryption SDK's caching materials manager; none by default.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use keyserver::{Encryption, KeyServer};
+    /// use keyserver::backends::{MemoryStorage, RustCrypto};
+    /// use keyserver::transports::InProcess;
+    ///
+    /// let server = Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new()));
+    /// let client = InProcess::client(server).with_max_messages(2);
+    /// let kek = client.generate().await?;
+    /// client.encrypt(&kek, b"one").await?;
+    /// let first = client.fetched_at(&kek.id());
+    /// client.encrypt(&kek, b"two").await?;
+    /// assert_eq!(client.fetched_at(&kek.id()), first);
+    /// client.encrypt(&kek, b"three").await?; // fetched again
+    /// assert!(client.fetched_at(&kek.id()) > first);
+    /// # Ok::<(), keyserver::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn with_max_messages(mut self, messages: u64) -> Self {
+        self.max_messages = Some(messages);
+        self
+    }
+
+    /// Limits how many plaintext bytes one fetched DEK seals as messages: a
+    /// message that would take the total above `bytes` is sealed under a
+    /// DEK fetched again. None by default.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use keyserver::{Encryption, KeyServer};
+    /// use keyserver::backends::{MemoryStorage, RustCrypto};
+    /// use keyserver::transports::InProcess;
+    ///
+    /// let server = Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new()));
+    /// let client = InProcess::client(server).with_max_bytes(100);
+    /// let kek = client.generate().await?;
+    /// client.encrypt(&kek, &[0; 60]).await?;
+    /// let first = client.fetched_at(&kek.id());
+    /// client.encrypt(&kek, &[0; 60]).await?; // 120 > 100: fetched again
+    /// assert!(client.fetched_at(&kek.id()) > first);
+    /// # Ok::<(), keyserver::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn with_max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = Some(bytes);
         self
     }
 
@@ -272,8 +335,46 @@ impl<T: Transport> KeyClient<T> {
             fetched_at: SystemTime::now(),
             session: None,
             opened: None,
+            messages: 0,
+            sealed_bytes: 0,
         };
         self.with_cache(|c| c.insert(kek.id(), entry));
+    }
+
+    /// Counts one message of `len` bytes against the cached DEK of `kek`;
+    /// a DEK that has sealed its limit ([`KeyClient::with_max_messages`],
+    /// [`KeyClient::with_max_bytes`]) is dropped first, so this message
+    /// fetches it again and starts a new session.
+    fn charge(&self, kek: &Kek, len: u64) {
+        if self.max_messages.is_none() && self.max_bytes.is_none() {
+            return;
+        }
+        self.with_cache(|c| {
+            let id = kek.id();
+            let spent = match c.peek(&id) {
+                Some(entry) => {
+                    self.max_messages.is_some_and(|m| entry.messages >= m)
+                        || self
+                            .max_bytes
+                            .is_some_and(|b| entry.sealed_bytes.saturating_add(len) > b)
+                }
+                None => false,
+            };
+            if spent {
+                c.remove(&id);
+            }
+        });
+    }
+
+    /// Records one sealed message of `len` bytes on the cached DEK of `kek`.
+    fn count(&self, kek: &Kek, len: u64) {
+        if self.max_messages.is_none() && self.max_bytes.is_none() {
+            return;
+        }
+        self.with_entry(kek, |entry| {
+            entry.messages += 1;
+            entry.sealed_bytes = entry.sealed_bytes.saturating_add(len);
+        });
     }
 
     /// The DEK of `kek`: from the cache when fresh, otherwise fetched (one
@@ -310,6 +411,23 @@ impl<T: Transport> KeyClient<T> {
 
     /// Seals `plaintext` into `out` in the chosen envelope version.
     async fn seal_into(
+        &self,
+        kek: &Kek,
+        plaintext: &[u8],
+        context: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let len = plaintext.len() as u64;
+        self.charge(kek, len);
+        let sealed = self.seal_unmetered(kek, plaintext, context, out).await;
+        if sealed.is_ok() {
+            self.count(kek, len);
+        }
+        sealed
+    }
+
+    /// [`KeyClient::seal_into`] without the DEK's message and byte count.
+    async fn seal_unmetered(
         &self,
         kek: &Kek,
         plaintext: &[u8],

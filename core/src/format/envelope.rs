@@ -57,6 +57,9 @@ use crate::{Dek, Error, KeyId, Plaintext, Result, Strength};
 
 /// The envelope format version [`seal`] writes (readers open 1 and 2).
 pub const VERSION: u8 = 1;
+/// The first bytes of every envelope, `KSE` (a stream starts with
+/// [`stream::MAGIC`](crate::stream::MAGIC), `KSS`).
+pub const MAGIC: &[u8; 3] = ENVELOPE_MAGIC;
 /// The version a [`Session`] writes.
 pub const VERSION_2: u8 = 2;
 /// Length of the version 2 key commitment.

@@ -57,6 +57,8 @@ use crate::crypto::{CipherSuite, GCM_NONCE_LEN, GCM_TAG_LEN};
 use crate::format::{dek_alg_id, derive_key, strength_of_alg_id, STREAM_MAGIC};
 use crate::{Dek, Error, KeyId, Result, Strength};
 
+/// The first bytes of every stream, `KSS`.
+pub const MAGIC: &[u8; 3] = STREAM_MAGIC;
 /// The stream format version this crate writes.
 pub const VERSION: u8 = 1;
 /// Length of the stream header.
