@@ -11,7 +11,7 @@ import time
 from typing import Any, BinaryIO, Dict, Iterator, List, NamedTuple, Optional, Sequence, Union
 
 from . import formats
-from .errors import KeyMismatch, PolicyViolation
+from .errors import InvalidKey, KeyMismatch, KeyServerError, PolicyViolation, TransportError
 from .keys import Kek, KekLike, as_kek, is_key_id
 from .transport import Failover, JsonRpc, Transport, XmlRpc, ssl_context
 
@@ -37,20 +37,18 @@ class CacheEntry(NamedTuple):
 
 
 class _Entry:
+    # The DEK is immutable bytes: a caller that took an entry keeps a valid
+    # key even if another thread evicts it meanwhile. Python cannot wipe
+    # memory reliably (the README says so); the entry is dropped, not wiped.
     __slots__ = ("dek", "key_id", "fetched", "messages", "sealed_bytes", "session")
 
     def __init__(self, dek: bytes, key_id: str) -> None:
-        self.dek = bytearray(dek)
+        self.dek = bytes(dek)
         self.key_id = key_id
         self.fetched = time.monotonic()
         self.messages = 0
         self.sealed_bytes = 0
         self.session: Optional[formats.Session] = None
-
-    def wipe(self) -> None:
-        # Best effort: Python may have copied the bytes elsewhere.
-        for i in range(len(self.dek)):
-            self.dek[i] = 0
 
 
 class DekCache:
@@ -87,25 +85,20 @@ class DekCache:
 
     def _put(self, kek: Kek, entry: _Entry) -> None:
         with self._lock:
-            old = self._entries.pop(kek.fingerprint, None)
-            if old is not None:
-                old.wipe()
+            self._entries.pop(kek.fingerprint, None)
             self._entries[kek.fingerprint] = entry
             while len(self._entries) > self.capacity:
-                _, evicted = self._entries.popitem(last=False)
-                evicted.wipe()
+                self._entries.popitem(last=False)
 
-    def _drop(self, kek: Kek) -> None:
+    def _drop_key_id(self, key_id: str) -> None:
+        """Forgets every entry of ``key_id`` (whichever KEK document fetched it)."""
         with self._lock:
-            entry = self._entries.pop(kek.fingerprint, None)
-            if entry is not None:
-                entry.wipe()
+            for fingerprint in [f for f, e in self._entries.items() if e.key_id == key_id]:
+                del self._entries[fingerprint]
 
     def clear(self) -> None:
-        """Forgets (and wipes) every cached DEK."""
+        """Forgets every cached DEK."""
         with self._lock:
-            for entry in self._entries.values():
-                entry.wipe()
             self._entries.clear()
 
 
@@ -184,7 +177,6 @@ class KeyClient:
         if any(u.startswith("https:") for u in urls):
             context = ssl_context(ca_cert, client_cert, client_key)
         protocol = _PROTOCOLS[transport]
-        self.url = ",".join(urls)
         self.transport = transport
         self._servers = Failover(
             [
@@ -192,6 +184,8 @@ class KeyClient:
                 for u in urls
             ]
         )
+        #: The server URL(s), comma-separated, without any credentials.
+        self.url = ",".join(t.url for t in self._servers.transports)
         #: Seconds a fetched DEK is used before it is fetched again.
         self.timeout = timeout
         #: The DEK cache (``kek in client._cache``, ``client._cache[kek][0]``).
@@ -217,6 +211,21 @@ class KeyClient:
     def _call(self, method: str, *params: Any) -> Any:
         return self._servers.call(method, *params)
 
+    def _struct(self, method: str, *params: Any) -> Dict[str, Any]:
+        """A call whose answer must be a struct."""
+        result = self._call(method, *params)
+        if not isinstance(result, dict):
+            raise TransportError(f"the key server's answer to {method} does not fit the protocol")
+        return dict(result)
+
+    def _pem(self, method: str, *params: Any) -> str:
+        """A call whose answer must be a KEK this client can use."""
+        result = self._call(method, *params)
+        if not isinstance(result, str):
+            raise TransportError(f"the key server's answer to {method} does not fit the protocol")
+        Kek(result)
+        return result
+
     # -- keys ---------------------------------------------------------------
 
     def generate(self, strength: Optional[int] = None, alg: Optional[str] = None) -> str:
@@ -224,19 +233,21 @@ class KeyClient:
         ``alg`` ``"rsa"``, ``"ec"`` or ``"hybrid-pq"``) and returns it as PEM.
         The server keeps no copy: lose it and the data under its DEK is lost."""
         if alg is not None and strength is None:
-            strength = int(self.status()["strength"])
+            strength = self.status().get("strength")
+            if not isinstance(strength, int):
+                raise TransportError("the key server's status has no strength")
         params: List[Any] = [] if strength is None else [int(strength)]
         if alg is not None:
             params.append(alg)
-        pem = str(self._call("generate", *params))
-        Kek(pem)  # a KEK this client can use, or a clear error now
-        return pem
+        return self._pem("generate", *params)
 
     def get(self, kek: KekLike) -> bytes:
         """The DEK of ``kek``, from the cache while it is fresh."""
         return bytes(self._entry(as_kek(kek)).dek)
 
     def _entry(self, kek: Kek, sealing: int = -1) -> _Entry:
+        # Returns the entry itself: its DEK is immutable, so an eviction by
+        # another thread never changes the key a caller is using.
         entry = self._cache._get(kek)
         if entry is not None and self._fresh(entry, sealing):
             return entry
@@ -245,10 +256,14 @@ class KeyClient:
             if entry is not None and self._fresh(entry, sealing):
                 return entry
             if self.unwrap == "client":
-                record = self._call("get_wrapped", kek.key_id)["record"]
-                dek = kek.unwrap(bytes(record))
+                record = self._struct("get_wrapped", kek.key_id).get("record")
+                if not isinstance(record, bytes):
+                    raise TransportError("the key server's answer to get_wrapped does not fit the protocol")
+                dek = kek.unwrap(record)
             else:
-                dek = bytes(self._call("get_key", kek.pem))
+                dek = self._call("get_key", kek.pem)
+                if not isinstance(dek, bytes) or len(dek) not in (16, 24, 32):
+                    raise TransportError("the key server's answer to get_key is not a DEK")
             entry = _Entry(dek, kek.key_id)
             # With timeout 0 the entry is never reused (`_fresh` says no),
             # but it stays as the record of the last fetch.
@@ -271,19 +286,31 @@ class KeyClient:
 
     @staticmethod
     def _key_id(kek: Union[KekLike, str]) -> str:
-        if isinstance(kek, str) and is_key_id(kek):
-            return kek
-        return as_kek(kek).key_id
+        return KeyClient._target(kek)[1]
 
     @staticmethod
-    def _target(target: Union[KekLike, str]) -> str:
+    def _target(target: Union[KekLike, str]) -> "tuple[str, str]":
+        """The wire target (a key id, or the KEK's PEM) and its key id."""
         if isinstance(target, Kek):
-            return target.pem
-        if isinstance(target, bytes):
-            target = target.decode("ascii")
-        if is_key_id(target):
-            return target
-        return as_kek(target).pem
+            return target.pem, target.key_id
+        if isinstance(target, (bytes, bytearray)):
+            try:
+                target = bytes(target).decode("ascii")
+            except UnicodeDecodeError:
+                raise InvalidKey("invalid key: neither a key id nor a PEM KEK") from None
+        if isinstance(target, str) and is_key_id(target):
+            return target, target
+        kek = as_kek(target)
+        return kek.pem, kek.key_id
+
+    def _change(self, method: str, target: Union[KekLike, str]) -> Dict[str, Any]:
+        wire, key_id = self._target(target)
+        try:
+            return self._struct(method, wire)
+        finally:
+            # The key's state changed (or may have): its cached DEK goes, so
+            # the next use asks the server, as the Rust client does.
+            self._cache._drop_key_id(key_id)
 
     # -- data ---------------------------------------------------------------
 
@@ -333,54 +360,58 @@ class KeyClient:
         if key_id == kek.key_id:
             return
         current = kek.key_id
-        for _ in range(64):
-            previous = self._call("describe", current).get("rotated_from")
-            if previous is None:
-                break
-            if previous == key_id:
-                return
-            current = previous
+        try:
+            for _ in range(64):
+                previous = self._struct("describe", current).get("rotated_from")
+                if not isinstance(previous, str):
+                    break
+                if previous == key_id:
+                    return
+                current = previous
+        except KeyServerError:
+            pass  # not granted, or the chain ends: a mismatch, as in Rust
         raise KeyMismatch(f"sealed under key {key_id}, not {kek.key_id}")
 
     # -- lifecycle ------------------------------------------------------------
 
     def status(self) -> Dict[str, Any]:
         """The server's status: keys, version, suite, storage, strength, kek_alg, fips."""
-        return dict(self._call("status"))
+        return self._struct("status")
 
     def describe(self, kek: Union[KekLike, str]) -> Dict[str, Any]:
         """A key's lifecycle (state, strength, owner, times)."""
-        return dict(self._call("describe", self._key_id(kek)))
+        return self._struct("describe", self._key_id(kek))
 
     def rotate(self, kek: KekLike, strength: Optional[int] = None) -> str:
         """A new KEK (PEM) whose record wraps the same DEK; the old key is deactivated."""
-        params: List[Any] = [as_kek(kek).pem]
+        old = as_kek(kek)
+        params: List[Any] = [old.pem]
         if strength is not None:
             params.append(int(strength))
-        return str(self._call("rotate", *params))
+        try:
+            return self._pem("rotate", *params)
+        finally:
+            self._cache._drop_key_id(old.key_id)
 
     def suspend(self, target: Union[KekLike, str]) -> Dict[str, Any]:
         """Suspends a key (by KEK, or by key id for an operator)."""
-        return dict(self._call("suspend", self._target(target)))
+        return self._change("suspend", target)
 
     def resume(self, target: Union[KekLike, str]) -> Dict[str, Any]:
         """Resumes a suspended key (an operator's call)."""
-        return dict(self._call("resume", self._target(target)))
+        return self._change("resume", target)
 
     def compromised(self, target: Union[KekLike, str]) -> Dict[str, Any]:
         """Marks a key compromised: decrypt only, every use logged."""
-        return dict(self._call("compromised", self._target(target)))
+        return self._change("compromised", target)
 
     def destroy(self, target: Union[KekLike, str]) -> Dict[str, Any]:
         """Schedules a key's destruction; the cached DEK is forgotten."""
-        result = dict(self._call("destroy", self._target(target)))
-        if not isinstance(target, str) or not is_key_id(target):
-            self._cache._drop(as_kek(target))
-        return result
+        return self._change("destroy", target)
 
     def cancel_destroy(self, target: Union[KekLike, str]) -> Dict[str, Any]:
         """Cancels a scheduled destruction."""
-        return dict(self._call("cancel_destroy", self._target(target)))
+        return self._change("cancel_destroy", target)
 
     def list_keys(
         self,
@@ -400,7 +431,10 @@ class KeyClient:
             "limit": limit,
         }
         query = {k: v for k, v in query.items() if v is not None}
-        return dict(self._call("list_keys", *([query] if query else [])))
+        page = self._struct("list_keys", *([query] if query else []))
+        if not isinstance(page.get("keys"), list):
+            raise TransportError("the key server's answer to list_keys does not fit the protocol")
+        return page
 
     def iter_keys(self, **filters: Any) -> Iterator[Dict[str, Any]]:
         """Every key the filter matches, page after page."""

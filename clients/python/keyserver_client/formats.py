@@ -148,14 +148,15 @@ class Session:
         """Seals ``plaintext`` as a version 2 envelope, binding ``context``."""
         if len(plaintext) > MAX_PLAINTEXT:
             raise TooLarge("plaintext too large for one message")
+        blocks = (len(plaintext) + 15) // 16 + 1
         with self._lock:
-            if self.is_spent():
+            if self.is_spent() or self._blocks + blocks > SESSION_MAX_BLOCKS:
                 raise PolicyViolation(
                     "envelope session spent (message or byte limit, or a forked process): start a new one"
                 )
             number = self._messages
             self._messages += 1
-            self._blocks += (len(plaintext) + 15) // 16 + 1
+            self._blocks += blocks
         nonce = number.to_bytes(NONCE_LEN, "big")
         header = self._prefix + nonce + self._commitment
         return header + self._aead.encrypt(nonce, plaintext, header + context)

@@ -42,6 +42,12 @@ _WRAP_RSA = 1
 _WRAP_EC = {2: ("P-256", 256), 3: ("P-384", 384), 4: ("P-521", 521)}
 _WRAP_HYBRID = {5: 768, 6: 1024}
 _HYBRID_KEMS = {0x0050: (5, 768), 0x0051: (6, 1024)}
+# ML-KEM encapsulation key then the uncompressed point.
+_HYBRID_PUBLIC_LEN = {0x0050: 1184 + 65, 0x0051: 1568 + 97}
+# HPKE `enc` by record wrap algorithm (FORMAT.md).
+_ENC_LEN = {2: 65, 3: 97, 4: 133, 5: 1153, 6: 1665}
+MIN_RSA_BITS = 2048
+MAX_RSA_BITS = 16384
 RECORD_MAGIC = b"KSWR"
 RECORD_INFO = b"keyserver wrapped DEK v1"
 
@@ -91,7 +97,12 @@ class Kek:
     __slots__ = ("pem", "der", "kind", "key_id", "fingerprint", "bits", "_private", "_hybrid")
 
     def __init__(self, pem: Union[str, bytes]) -> None:
-        text = pem.decode("ascii", "replace") if isinstance(pem, (bytes, bytearray)) else pem
+        if isinstance(pem, (bytes, bytearray, memoryview)):
+            text = bytes(pem).decode("ascii", "replace")
+        elif isinstance(pem, str):
+            text = pem
+        else:
+            raise InvalidKey("invalid key: a KEK is PEM text")
         match = _PEM.search(text)
         if match is None:
             raise InvalidKey("invalid key: not a PEM private key")
@@ -99,8 +110,8 @@ class Kek:
             der = base64.b64decode("".join(match.group(2).split()), validate=True)
         except ValueError:
             raise InvalidKey("invalid key: bad base64 in the PEM") from None
-        #: The PEM as given.
-        self.pem: str = text
+        #: The PEM block (what is sent to the server; text around it is not).
+        self.pem: str = match.group(0) + "\n"
         #: The DER of the private key document.
         self.der: bytes = der
         #: SHA-256 of the whole private key document: the DEK cache's key,
@@ -117,9 +128,13 @@ class Kek:
             if isinstance(key, rsa.RSAPrivateKey):
                 self.kind = "rsa"
                 self.bits = key.key_size
+                if not MIN_RSA_BITS <= self.bits <= MAX_RSA_BITS:
+                    raise InvalidKey("invalid key: RSA outside 2048..16384 bits")
             elif isinstance(key, ec.EllipticCurvePrivateKey):
                 self.kind = "ec"
                 self.bits = key.curve.key_size
+                if key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
+                    raise InvalidKey("invalid key: an EC KEK is on P-256, P-384 or P-521")
             else:
                 raise InvalidKey("invalid key: neither RSA nor EC")
             self._private = key
@@ -136,7 +151,14 @@ class Kek:
             seed, at = _der_tlv(body, at, 0x04)
             public, at = _der_tlv(body, at, 0x04)
             kem_id = int.from_bytes(kem, "big")
-            if at != len(body) or version != b"\x01" or kem_id not in _HYBRID_KEMS or len(seed) != 32:
+            if (
+                at != len(body)
+                or version != b"\x01"
+                or kem_id not in _HYBRID_KEMS
+                or len(seed) != 32
+                or len(public) != _HYBRID_PUBLIC_LEN[kem_id]
+                or kem != _der_int(kem_id)[2:]
+            ):
                 raise InvalidKey("invalid key: not a keyserver HPKE private key")
             self.kind = "hybrid-pq"
             self.bits = _HYBRID_KEMS[kem_id][1]
@@ -166,6 +188,14 @@ class Kek:
         """
         w, a, wrapped = parse_record(record, self.key_id)
         dek_len = DEK_LEN[a]
+        corrupt = StorageError(f"corrupt record for key {self.key_id}")
+        expected = -(-self.bits // 8) if w == _WRAP_RSA else _ENC_LEN.get(w, -1) + dek_len + 16
+        if len(wrapped) != expected:
+            raise corrupt
+        if self.security_bits() < dek_len * 8:
+            raise PolicyViolation(
+                f"the KEK of key {self.key_id} ({self.security_bits()} bits) is weaker than its DEK"
+            )
         if self.kind == "rsa":
             if w != _WRAP_RSA or _record_bits(record) != self.bits:
                 raise StorageError(f"corrupt record for key {self.key_id}: not an RSA record of this key")
@@ -187,8 +217,16 @@ class Kek:
                 "use server-side unwrap (the default)"
             )
         if len(dek) != dek_len:
-            raise UnwrapFailed(f"unwrap failed for key {self.key_id}")
+            raise corrupt
         return dek
+
+    def security_bits(self) -> int:
+        """The KEK's security strength (SP 800-57 Part 1, Table 2)."""
+        if self.kind == "rsa":
+            return 256 if self.bits >= 15360 else 192 if self.bits >= 7680 else 128 if self.bits >= 3072 else 112
+        if self.kind == "ec":
+            return {256: 128, 384: 192, 521: 256}[self.bits]
+        return 128 if self.bits == 768 else 256
 
 
 def _record_bits(record: bytes) -> int:
@@ -208,6 +246,9 @@ def parse_record(record: bytes, key_id: str) -> Tuple[int, int, bytes]:
     if not hmac.compare_digest(hashlib.sha256(record[: 52 + n]).digest(), record[52 + n :]):
         raise corrupt
     if record[16:48].hex() != key_id:
+        raise corrupt
+    bits = struct.unpack(">H", record[48:50])[0]
+    if w == _WRAP_RSA and not MIN_RSA_BITS <= bits <= MAX_RSA_BITS:
         raise corrupt
     if w != _WRAP_RSA and w not in _WRAP_EC and w not in _WRAP_HYBRID:
         raise corrupt

@@ -25,6 +25,12 @@ CHANGES = frozenset(
 )
 # Methods whose request or answer holds key material.
 SECRET = frozenset({"generate", "get_key", "rotate"})
+# State changes whose target may be the KEK itself (then it is key material).
+TARGETED = frozenset({"suspend", "resume", "compromised", "destroy", "cancel_destroy"})
+
+
+def _is_key_id(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 class NotSent(TransportError):
@@ -70,12 +76,19 @@ class Transport:
         insecure: bool = False,
     ) -> None:
         parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise PolicyViolation(f"not a keyserver URL (http:// or https://): {url!r}")
-        self.url = url
+        # Credentials in the URL (https://app:TOKEN@host) become the token
+        # and never appear in the URL this client shows or puts in errors.
+        shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
+            raise PolicyViolation(f"not a keyserver URL (http:// or https://, a valid port): {shown!r}")
+        self.url = shown
         self.scheme = parts.scheme
         self.host = parts.hostname
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.port = port or (443 if parts.scheme == "https" else 80)
         self.path = parts.path if parts.path not in ("", "/") else self.default_path
         if parts.username is not None and token is None:
             token = urllib.parse.unquote(parts.password or "")
@@ -88,7 +101,8 @@ class Transport:
         return f"<{type(self).__name__} {self.url!r}>"
 
     def call(self, method: str, *params: Any) -> Any:
-        if method in SECRET and self.plain_off_loopback:
+        carries_kek = method in SECRET or (method in TARGETED and params and not _is_key_id(params[0]))
+        if carries_kek and self.plain_off_loopback:
             raise PolicyViolation(
                 f"refusing to send key material over plain http:// to {self.host} "
                 "(use https://, or insecure=True behind a TLS-terminating proxy)"
@@ -142,7 +156,9 @@ class XmlRpc(Transport):
         try:
             (result,), _ = xmlrpc.client.loads(answer, use_builtin_types=True)
         except xmlrpc.client.Fault as fault:
-            raise from_code(int(fault.faultCode), str(fault.faultString)) from None
+            if not isinstance(fault.faultCode, int):
+                raise TransportError(f"the key server's answer to {method} does not fit the protocol") from None
+            raise from_code(fault.faultCode, str(fault.faultString)) from None
         except Exception as e:
             raise TransportError(f"the key server's answer to {method} does not fit the protocol") from e
         return result
@@ -167,7 +183,9 @@ class JsonRpc(Transport):
             raise TransportError(f"the key server at {self.url} answered HTTP {status} to {method}, not JSON-RPC")
         if "error" in reply:
             error = reply["error"]
-            raise from_code(int(error.get("code", -32603)), str(error.get("message", "")))
+            if not isinstance(error, dict) or not isinstance(error.get("code"), int):
+                raise TransportError(f"the key server's answer to {method} does not fit the protocol")
+            raise from_code(error["code"], str(error.get("message", "")))
         if "result" not in reply:
             raise TransportError(f"the key server's answer to {method} does not fit the protocol")
         result = reply["result"]
