@@ -178,7 +178,9 @@ fn client<C: CipherSuite + Clone>(c: &mut Criterion, suite: C, version: envelope
         .expect("runtime");
     {
         let name = suite.name();
-        let server = Arc::new(KeyServer::new(suite, MemoryStorage::new()));
+        // No KEK pool: its refill threads would make RSA keys on the other
+        // core while the client is measured (seen in `perf`).
+        let server = Arc::new(KeyServer::new(suite, MemoryStorage::new()).with_kek_pool(0, 1));
         let client = InProcess::client(server).with_envelope(version);
         let kek = runtime.block_on(client.generate()).expect("generate");
         let group_name = match version {
