@@ -76,6 +76,8 @@ mod guarantees;
     feature = "transport-jsonrpc"
 ))]
 mod lifecycle;
+#[cfg(all(feature = "cipher-rustcrypto", feature = "storage-memory"))]
+mod limits;
 
 #[cfg(all(
     feature = "cipher-rustcrypto",

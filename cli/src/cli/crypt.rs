@@ -82,18 +82,29 @@ pub(crate) async fn reencrypt(args: ReencryptArgs) -> Result<(), Failure> {
 /// `decrypt`) may be: it is read whole. Streams have no limit.
 const MAX_MESSAGE: u64 = 256 << 20;
 
-/// Reads all of `input` (a message), refusing more than [`MAX_MESSAGE`].
-fn read_message(input: impl Read, what: &str) -> Result<Vec<u8>, Failure> {
-    let mut data = Vec::new();
+/// Reads all of `input` (a message: at most `limit` bytes, `total` if its
+/// length is known) into memory that is wiped when dropped.
+fn read_message(
+    input: impl Read,
+    total: Option<u64>,
+    limit: u64,
+    encrypting: bool,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, Failure> {
+    // Sized up front when the length is known, so growing leaves no copy.
+    let capacity = total.unwrap_or(0).min(limit + 1);
+    let mut data = zeroize::Zeroizing::new(Vec::with_capacity(capacity as usize));
     input
-        .take(MAX_MESSAGE + 1)
+        .take(limit + 1)
         .read_to_end(&mut data)
-        .map_err(|e| io_failure(format!("cannot read the {what}"), e))?;
-    if data.len() as u64 > MAX_MESSAGE {
-        return Err(usage(format!(
-            "the {what} is larger than a message may be (256 MiB): encrypt it as a stream \
+        .map_err(|e| io_failure("cannot read the input".into(), e))?;
+    if data.len() as u64 > limit {
+        return Err(usage(if encrypting {
+            "the input is larger than a message may be (256 MiB): encrypt it as a stream \
              (without --message)"
-        )));
+                .to_string()
+        } else {
+            format!("the input is larger than a message may be ({limit} bytes)")
+        }));
     }
     Ok(data)
 }
@@ -127,27 +138,42 @@ pub(crate) async fn crypt(args: CryptArgs, encrypting: bool) -> Result<(), Failu
     let client = client(&args.client)?;
     let mut sink = Sink::open(args.out.as_deref(), args.force)?;
     let result = if message {
-        let data = read_message(input, "input")?;
-        let out = if encrypting {
-            client.encrypt_with_context(&kek, &data, context).await
+        // The limit is on the plaintext; a sealed message is that and the
+        // envelope's overhead.
+        let limit = if encrypting {
+            MAX_MESSAGE
         } else {
-            client
-                .decrypt_with_context(&kek, &data, context)
-                .await
-                .map(|plain| plain.to_vec())
+            MAX_MESSAGE + keyserver::envelope::OVERHEAD_V2 as u64
         };
-        match out {
-            Ok(bytes) => {
-                let mut writer = sink.writer();
-                writer
-                    .write_all(&bytes)
-                    .and_then(|()| writer.flush())
-                    .map(|()| bytes.len() as u64)
-                    .map_err(|e| {
-                        keyserver::Error::Internal(format!("cannot write the output: {e}").into())
-                    })
+        match read_message(input, total, limit, encrypting) {
+            Err(failure) => {
+                bar.finish_and_clear();
+                return Err(failure);
             }
-            Err(e) => Err(e),
+            Ok(data) => {
+                let write = |bytes: &[u8], sink: &mut Sink| {
+                    let mut writer = sink.writer();
+                    writer
+                        .write_all(bytes)
+                        .and_then(|()| writer.flush())
+                        .map(|()| bytes.len() as u64)
+                        .map_err(|source| keyserver::Error::Io {
+                            what: "writing output",
+                            source,
+                        })
+                };
+                if encrypting {
+                    match client.encrypt_with_context(&kek, &data, context).await {
+                        Ok(sealed) => write(&sealed, &mut sink),
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    match client.decrypt_with_context(&kek, &data, context).await {
+                        Ok(plain) => write(&plain, &mut sink),
+                        Err(e) => Err(e),
+                    }
+                }
+            }
         }
     } else {
         let writer = sink.writer();

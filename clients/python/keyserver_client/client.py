@@ -11,7 +11,7 @@ import time
 from typing import Any, BinaryIO, Dict, Iterator, List, NamedTuple, Optional, Sequence, Union
 
 from . import formats
-from .errors import InvalidKey, KeyMismatch, KeyServerError, PolicyViolation, TransportError
+from .errors import Busy, InvalidKey, KeyMismatch, KeyServerError, PolicyViolation, TransportError
 from .keys import Kek, KekLike, as_kek, is_key_id
 from .transport import Failover, JsonRpc, Transport, XmlRpc, ssl_context
 
@@ -89,6 +89,12 @@ class DekCache:
             self._entries[kek.fingerprint] = entry
             while len(self._entries) > self.capacity:
                 self._entries.popitem(last=False)
+
+    def _drop_entry(self, kek: Kek, entry: "_Entry") -> None:
+        """Forgets ``kek``'s entry if it is still ``entry``."""
+        with self._lock:
+            if self._entries.get(kek.fingerprint) is entry:
+                del self._entries[kek.fingerprint]
 
     def _drop_key_id(self, key_id: str) -> None:
         """Forgets every entry of ``key_id`` (whichever KEK document fetched it)."""
@@ -273,12 +279,31 @@ class KeyClient:
     def _fresh(self, entry: _Entry, sealing: int) -> bool:
         if self.timeout <= 0 or time.monotonic() - entry.fetched >= self.timeout:
             return False
-        if sealing >= 0:
-            if self.max_messages is not None and entry.messages >= self.max_messages:
-                return False
-            if self.max_bytes is not None and entry.sealed_bytes + sealing > self.max_bytes:
-                return False
-        return True
+        return sealing < 0 or self._within_limits(entry, sealing)
+
+    def _within_limits(self, entry: _Entry, sealing: int) -> bool:
+        """Whether ``entry`` may seal one more message of ``sealing`` bytes.
+        A DEK that has sealed nothing may seal any one message (fetching it
+        again could not help)."""
+        if entry.messages == 0:
+            return True
+        if self.max_messages is not None and entry.messages >= self.max_messages:
+            return False
+        return self.max_bytes is None or entry.sealed_bytes + sealing <= self.max_bytes
+
+    def _reserve(self, kek: Kek, sealing: int) -> _Entry:
+        """The entry to seal one message of ``sealing`` bytes with, counted
+        under the cache's lock, so concurrent callers never seal past the
+        limits; a DEK whose limit another caller reached is fetched again."""
+        for _ in range(8):
+            entry = self._entry(kek, sealing)
+            with self._cache._lock:
+                if self._within_limits(entry, sealing):
+                    entry.messages += 1
+                    entry.sealed_bytes += sealing
+                    return entry
+                self._cache._drop_entry(kek, entry)
+        raise Busy("the DEK's message limit was reached by other callers eight times in a row")
 
     def __contains__(self, kek: Union[KekLike, str]) -> bool:
         """Whether the server holds a record for ``kek`` (or a key id)."""
@@ -319,10 +344,7 @@ class KeyClient:
         ``context`` (it must be given again to decrypt)."""
         kek = as_kek(kek)
         context = context or b""
-        entry = self._entry(kek, len(data))
-        with self._cache._lock:
-            entry.messages += 1
-            entry.sealed_bytes += len(data)
+        entry = self._reserve(kek, len(data))
         if self.envelope == formats.VERSION_1:
             return formats.seal_v1(bytes(entry.dek), kek.key_id, context, data)
         session = entry.session

@@ -191,3 +191,37 @@ def test_a_state_change_drops_the_cached_dek(server):
     assert kek in client._cache
     client.compromised(Kek(kek).key_id)
     assert kek not in client._cache
+
+
+def test_concurrent_callers_never_seal_past_the_message_limit(server):
+    client = KeyClient(server.url, max_messages=3)
+    kek = client.generate(128, "ec")
+    sealed = []
+    lock = threading.Lock()
+
+    def work():
+        for _ in range(8):
+            message = client.encrypt(kek, b"x")
+            with lock:
+                sealed.append(message)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    per_session = {}
+    for message in sealed:
+        per_session[message[37:69]] = per_session.get(message[37:69], 0) + 1
+    assert len(sealed) == 32 and max(per_session.values()) <= 3, per_session
+
+
+def test_a_message_above_the_byte_limit_still_seals_on_a_fresh_dek(server):
+    client = KeyClient(server.url, max_bytes=10)
+    kek = client.generate(128, "ec")
+    client.get(kek)
+    fetched = client._cache[kek][0]
+    client.encrypt(kek, bytes(100))
+    assert client._cache[kek][0] == fetched
+    client.encrypt(kek, bytes(5))
+    assert client._cache[kek][0] > fetched

@@ -341,29 +341,40 @@ impl<T: Transport> KeyClient<T> {
         self.with_cache(|c| c.insert(kek.id(), entry));
     }
 
-    /// Counts one message of `len` bytes against the cached DEK of `kek`;
-    /// a DEK that has sealed its limit ([`KeyClient::with_max_messages`],
-    /// [`KeyClient::with_max_bytes`]) is dropped first, so this message
-    /// fetches it again and starts a new session.
-    fn charge(&self, kek: &Kek, len: u64) {
+    /// Counts one message of `len` bytes against the cached DEK of `kek`,
+    /// check and count under one lock, so concurrent callers never seal
+    /// past the limit ([`KeyClient::with_max_messages`],
+    /// [`KeyClient::with_max_bytes`]). A DEK that has sealed its limit is
+    /// dropped instead, so this message fetches it again and starts a new
+    /// session; a DEK that has sealed nothing yet is kept whatever the
+    /// message's size (fetching again could not help). Returns whether the
+    /// message was counted (otherwise [`KeyClient::count`] counts it on the
+    /// DEK fetched for it).
+    fn charge(&self, kek: &Kek, len: u64) -> bool {
         if self.max_messages.is_none() && self.max_bytes.is_none() {
-            return;
+            return true;
         }
         self.with_cache(|c| {
             let id = kek.id();
-            let spent = match c.peek(&id) {
-                Some(entry) => {
-                    self.max_messages.is_some_and(|m| entry.messages >= m)
-                        || self
-                            .max_bytes
-                            .is_some_and(|b| entry.sealed_bytes.saturating_add(len) > b)
-                }
-                None => false,
+            let Some(entry) = c.get_mut(&id) else {
+                return false;
             };
+            if *entry.kek != *kek.fingerprint() {
+                return false;
+            }
+            let spent = entry.messages > 0
+                && (self.max_messages.is_some_and(|m| entry.messages >= m)
+                    || self
+                        .max_bytes
+                        .is_some_and(|b| entry.sealed_bytes.saturating_add(len) > b));
             if spent {
                 c.remove(&id);
+                return false;
             }
-        });
+            entry.messages += 1;
+            entry.sealed_bytes = entry.sealed_bytes.saturating_add(len);
+            true
+        })
     }
 
     /// Records one sealed message of `len` bytes on the cached DEK of `kek`.
@@ -418,9 +429,10 @@ impl<T: Transport> KeyClient<T> {
         out: &mut Vec<u8>,
     ) -> Result<()> {
         let len = plaintext.len() as u64;
-        self.charge(kek, len);
+        let counted = self.charge(kek, len);
         let sealed = self.seal_unmetered(kek, plaintext, context, out).await;
-        if sealed.is_ok() {
+        if sealed.is_ok() && !counted {
+            // Sealed under a DEK fetched for this message: its first.
             self.count(kek, len);
         }
         sealed
