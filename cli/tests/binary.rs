@@ -4,6 +4,7 @@
 //! - `cli`: the client commands end to end against a server process;
 //! - `auth`: principals, tokens and permissions, SIGHUP reloads;
 //! - `audit`: the audit log of a server process, its restarts and `verify`;
+//! - `custody`: a KEK and an audit key in custodian shares;
 //! - `hostile`: connections that never finish, more of them than the
 //!   server may hold, bodies that would pin its memory, web pages, and
 //!   SIGTERM with CPU work in flight;
@@ -22,6 +23,8 @@ mod audit;
 mod auth;
 #[path = "binary/cli.rs"]
 mod cli;
+#[path = "binary/custody.rs"]
+mod custody;
 #[path = "binary/hostile.rs"]
 mod hostile;
 #[path = "binary/postgres.rs"]

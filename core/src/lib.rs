@@ -44,6 +44,9 @@ mod format;
 mod kek;
 pub mod plugin;
 mod server;
+#[cfg(feature = "shares")]
+#[cfg_attr(docsrs, doc(cfg(feature = "shares")))]
+pub mod shares;
 mod storage;
 
 // The public modules of the folders, where applications have always found

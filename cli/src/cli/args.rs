@@ -35,8 +35,17 @@ pub(crate) enum Command {
         #[command(flatten)]
         client: ClientArgs,
         /// Write the KEK to this file (created 0600, never overwritten); stdout if absent.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "shares")]
         out: Option<PathBuf>,
+        /// Split the KEK into N custodian share files, any K of which
+        /// rebuild it ("K/N", e.g. "3/5"); no file holds the KEK. Needs
+        /// --out-dir.
+        #[arg(long, requires = "out_dir")]
+        shares: Option<String>,
+        /// The folder for the share files (share-I-of-N.pem, 0600; made
+        /// 0700 if absent; existing share files are never overwritten).
+        #[arg(long, requires = "shares")]
+        out_dir: Option<PathBuf>,
         /// Strength of the new key (128, 192, 256); the server's if absent.
         #[arg(long)]
         strength: Option<u32>,
@@ -48,9 +57,8 @@ pub(crate) enum Command {
     Get {
         #[command(flatten)]
         client: ClientArgs,
-        /// The KEK file (PEM).
-        #[arg(long)]
-        kek: PathBuf,
+        #[command(flatten)]
+        kek: KekArgs,
     },
     /// Encrypt a file or stdin (streaming, bounded memory).
     Encrypt(CryptArgs),
@@ -77,9 +85,9 @@ pub(crate) enum Command {
     Rotate {
         #[command(flatten)]
         client: ClientArgs,
-        /// The current KEK file (PEM).
-        #[arg(long)]
-        kek: PathBuf,
+        /// The current KEK.
+        #[command(flatten)]
+        kek: KekArgs,
         /// Write the new KEK to this file (created 0600, never overwritten).
         #[arg(long)]
         out: PathBuf,
@@ -125,6 +133,16 @@ pub(crate) enum Command {
     /// The audit log: make its key, verify its chain.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Rebuild a KEK (or an audit key) from K of its custodian share files.
+    Combine {
+        /// The share files (K of them, or more).
+        #[arg(long = "in", required = true, num_args = 1..)]
+        input: Vec<PathBuf>,
+        /// The file to write the rebuilt key to (created 0600, never
+        /// overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Copy every key (records and lifecycle metadata, tombstones included)
     /// from one storage to another, verifying each; run it again to resume:
     /// nothing doubles, and a key's state at the destination (suspended,
@@ -166,15 +184,21 @@ pub(crate) enum AuditCommand {
     /// Write a fresh random audit key (32 bytes, mode 0600) to a new file.
     NewKey {
         /// The key file to create (an existing file is never overwritten).
-        #[arg(long)]
-        out: PathBuf,
+        #[arg(long, required_unless_present = "shares", conflicts_with = "shares")]
+        out: Option<PathBuf>,
+        /// Split the key into N custodian share files, any K of which
+        /// rebuild it ("K/N"); no file holds the key. Needs --out-dir.
+        #[arg(long, requires = "out_dir")]
+        shares: Option<String>,
+        /// The folder for the share files.
+        #[arg(long, requires = "shares")]
+        out_dir: Option<PathBuf>,
     },
     /// Check the MAC chain of audit log files (any order); exit 0 if it
     /// holds, 1 naming the first bad line otherwise.
     Verify {
-        /// The audit key file.
-        #[arg(long, env = "KEYSERVER_AUDIT_KEY")]
-        audit_key: PathBuf,
+        #[command(flatten)]
+        audit_key: AuditKeyArgs,
         /// Accept a last line without its newline (a crash, or a line
         /// being written while the server runs) and check the lines before
         /// it; without this, such a tail fails.
@@ -187,6 +211,32 @@ pub(crate) enum AuditCommand {
     },
 }
 
+/// A KEK: its file, or K of its custodian share files.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub(crate) struct KekArgs {
+    /// The KEK file (PEM).
+    #[arg(long)]
+    pub kek: Option<PathBuf>,
+    /// Instead of --kek: K of the KEK's share files (`generate --shares`);
+    /// the KEK is rebuilt in memory only.
+    #[arg(long, num_args = 1..)]
+    pub kek_shares: Vec<PathBuf>,
+}
+
+/// The audit key: its file, or K of its custodian share files.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub(crate) struct AuditKeyArgs {
+    /// The audit key file.
+    #[arg(long, env = "KEYSERVER_AUDIT_KEY")]
+    pub audit_key: Option<PathBuf>,
+    /// Instead of --audit-key: K of the audit key's share files (`audit
+    /// new-key --shares`).
+    #[arg(long, num_args = 1..)]
+    pub audit_key_shares: Vec<PathBuf>,
+}
+
 /// The key a command is about: its KEK file, or its key id.
 #[derive(Args)]
 #[group(required = true, multiple = false)]
@@ -194,6 +244,9 @@ pub(crate) struct TargetArgs {
     /// The KEK file (PEM): proof of possession, allowed to its holder.
     #[arg(long)]
     pub kek: Option<PathBuf>,
+    /// Instead of --kek: K of the KEK's share files.
+    #[arg(long, num_args = 1..)]
+    pub kek_shares: Vec<PathBuf>,
     /// The key id (64 hex digits): for principals granted the method.
     #[arg(long)]
     pub key_id: Option<String>,
@@ -397,6 +450,11 @@ pub(crate) struct ServeOptions {
     /// `keyserver audit new-key`).
     #[arg(long, env = "KEYSERVER_AUDIT_KEY")]
     pub audit_key: Option<PathBuf>,
+    /// Instead of --audit-key: K of the audit key's custodian share files,
+    /// comma-separated (`keyserver audit new-key --shares K/N`), combined
+    /// in memory at start.
+    #[arg(long, env = "KEYSERVER_AUDIT_KEY_SHARES")]
+    pub audit_key_shares: Option<String>,
     /// Size in bytes at which the audit log rotates [default: 67108864].
     #[arg(long, env = "KEYSERVER_AUDIT_ROTATE")]
     pub audit_rotate: Option<u64>,
@@ -430,7 +488,7 @@ impl ServeOptions {
             generate_queue, request_timeout, max_connections, header_timeout, idle_timeout,
             max_streams, max_request_memory, max_preauth_memory, max_connections_per_peer,
             max_batch_expensive, allowed_hosts, auth, grace_period,
-            audit_log, audit_key, audit_rotate, cryptoperiod, destroy_window, log_format)
+            audit_log, audit_key, audit_key_shares, audit_rotate, cryptoperiod, destroy_window, log_format)
     }
 }
 
@@ -510,9 +568,9 @@ pub(crate) struct ClientArgs {
 pub(crate) struct ReencryptArgs {
     #[command(flatten)]
     pub client: ClientArgs,
-    /// The KEK the input is sealed under (PEM).
-    #[arg(long)]
-    pub kek: PathBuf,
+    /// The KEK the input is sealed under.
+    #[command(flatten)]
+    pub kek: KekArgs,
     /// The KEK to seal it under (PEM; an active key, made by `generate`).
     #[arg(long)]
     pub new_kek: PathBuf,
@@ -532,9 +590,8 @@ pub(crate) struct ReencryptArgs {
 pub(crate) struct CryptArgs {
     #[command(flatten)]
     pub client: ClientArgs,
-    /// The KEK file (PEM).
-    #[arg(long)]
-    pub kek: PathBuf,
+    #[command(flatten)]
+    pub kek: KekArgs,
     /// Input file; stdin if absent.
     #[arg(long = "in")]
     pub input: Option<PathBuf>,

@@ -3,14 +3,14 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::path::Path;
 use std::time::Duration;
 
 use keyserver::transports::{ClientOptions, ClientTls, Failover, JsonRpc, Token, XmlRpc};
-use keyserver::{Change, Encryption, Kek, KeyClient, Strength, Target, Transport, UnwrapMode};
+use keyserver::{Change, Encryption, KeyClient, Strength, Target, Transport, UnwrapMode};
 
 use super::args::{ChangeArgs, ClientArgs, Command, Protocol, TargetArgs};
 use super::choice;
+use super::custody::{self, read_kek};
 use super::exit::{io_failure, usage, Failure};
 use super::output::{create_private_file, print_stdout};
 
@@ -89,24 +89,14 @@ fn token(args: &ClientArgs) -> Result<Option<Token>, Failure> {
     Ok(Some(Token::new(text.as_str())))
 }
 
-/// Reads a KEK file (PEM, at most 64 KiB) into memory wiped on drop.
-pub(crate) fn read_kek(path: &Path) -> Result<Kek, Failure> {
-    let mut text = zeroize::Zeroizing::new(String::new());
-    File::open(path)
-        .and_then(|f| f.take(1 << 16).read_to_string(&mut text))
-        .map_err(|e| io_failure(format!("cannot read the KEK file {}", path.display()), e))?;
-    Kek::from_pem(&text).map_err(|e| Failure {
-        code: 1,
-        message: format!("{}: {e}", path.display()),
-    })
-}
-
 /// `generate`, `get` and `status`.
 pub(crate) async fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Generate {
             client: args,
             out,
+            shares,
+            out_dir,
             strength,
             alg,
         } => {
@@ -115,9 +105,14 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
                 .map(|a| a.parse::<keyserver::KekAlg>())
                 .transpose()
                 .map_err(|e| usage(format!("--alg: {e}")))?;
+            let split = shares.as_deref().map(custody::parse_split).transpose()?;
             let client = client(&args)?;
-            // Create the file before asking for a key: a KEK that cannot be
+            // Create the files before asking for a key: a KEK that cannot be
             // saved would leave the server with a key nobody can use.
+            let share_files = match (split, &out_dir) {
+                (Some((_, n)), Some(dir)) => Some(custody::ShareFiles::create(dir, n)?),
+                _ => None,
+            };
             let file = out.as_deref().map(create_private_file).transpose()?;
             let generated = match (strength, alg) {
                 (Some(strength), None) => client.generate_with_strength(strength).await,
@@ -133,6 +128,12 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
                     return Err(e.into());
                 }
             };
+            if let (Some(files), Some((k, n))) = (share_files, split) {
+                let split = keyserver::shares::split_kek(&kek, k, n).map_err(Failure::from)?;
+                let paths = files.write(&split)?;
+                let _ = writeln!(std::io::stderr(), "key id: {}", kek.id());
+                return custody::report_shares("the KEK", k, &paths);
+            }
             let pem = kek.to_pem();
             match file {
                 Some((path, mut file)) => file
@@ -145,7 +146,7 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Get { client: args, kek } => {
-            let kek = read_kek(&kek)?;
+            let kek = custody::read_kek_arg(&kek)?;
             let dek = client(&args)?.get(&kek).await?;
             let mut line = zeroize::Zeroizing::new(hex::encode(dek.as_bytes()));
             line.push('\n');
@@ -179,7 +180,7 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             strength,
         } => {
             let strength = strength_arg(strength)?;
-            let kek = read_kek(&kek)?;
+            let kek = custody::read_kek_arg(&kek)?;
             let client = client(&args)?;
             let (path, mut file) = create_private_file(&out)?;
             let new = match client.rotate(&kek, strength).await {
@@ -254,11 +255,16 @@ fn strength_arg(bits: Option<u32>) -> Result<Option<Strength>, Failure> {
 fn target_of(args: &TargetArgs) -> Result<Target, Failure> {
     match (&args.kek, &args.key_id) {
         (Some(path), _) => Ok(Target::Kek(read_kek(path)?)),
+        (None, None) if !args.kek_shares.is_empty() => {
+            Ok(Target::Kek(custody::kek_from_shares(&args.kek_shares)?))
+        }
         (None, Some(id)) => id
             .parse()
             .map(Target::KeyId)
             .map_err(|e: keyserver::Error| usage(format!("--key-id: {e}"))),
-        (None, None) => Err(usage("give --kek FILE or --key-id ID")),
+        (None, None) => Err(usage(
+            "give --kek FILE, --kek-shares FILE... or --key-id ID",
+        )),
     }
 }
 

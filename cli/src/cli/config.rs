@@ -37,8 +37,29 @@ pub(crate) struct ServeConfig {
 /// Where the audit log goes and its key file.
 pub(crate) struct AuditSettings {
     pub log: std::path::PathBuf,
-    pub key: std::path::PathBuf,
+    pub key: AuditKeySource,
     pub rotate: u64,
+}
+
+/// The audit key: a file, or custodian share files combined at start.
+pub(crate) enum AuditKeySource {
+    File(std::path::PathBuf),
+    Shares(Vec<std::path::PathBuf>),
+}
+
+impl AuditKeySource {
+    /// The file, or the share files comma-separated.
+    #[cfg(test)]
+    pub fn shown(&self) -> String {
+        match self {
+            AuditKeySource::File(path) => path.display().to_string(),
+            AuditKeySource::Shares(paths) => paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
 }
 
 /// `30s`, `15m`, `12h`, `7d` (or plain seconds) as a duration.
@@ -145,8 +166,22 @@ impl ServeConfig {
             (None, None) => None,
             _ => return Err(usage("--tls-cert and --tls-key go together")),
         };
+        let key = match (o.audit_key, o.audit_key_shares) {
+            (Some(_), Some(_)) => {
+                return Err(usage("give --audit-key or --audit-key-shares, not both"))
+            }
+            (Some(file), None) => Some(AuditKeySource::File(file)),
+            (None, Some(list)) => Some(AuditKeySource::Shares(
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(std::path::PathBuf::from)
+                    .collect(),
+            )),
+            (None, None) => None,
+        };
         let audit =
-            match (o.audit_log, o.audit_key) {
+            match (o.audit_log, key) {
                 (Some(log), Some(key)) => Some(AuditSettings {
                     log,
                     key,
@@ -485,11 +520,7 @@ mod tests {
                 env: "KEYSERVER_AUDIT_KEY",
                 key: "audit_key",
                 values: ["/key1", "/key2", "/key3"],
-                show: |c| {
-                    c.audit
-                        .as_ref()
-                        .map_or(String::new(), |a| a.key.display().to_string())
-                },
+                show: |c| c.audit.as_ref().map_or(String::new(), |a| a.key.shown()),
             },
             Option3 {
                 flag: "--audit-rotate",

@@ -7,7 +7,8 @@ use std::io::{IsTerminal, Read, Write};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::args::{CryptArgs, ReencryptArgs};
-use super::client::{client, read_kek};
+use super::client::client;
+use super::custody::{read_kek, read_kek_arg};
 use super::exit::{io_failure, usage, Failure};
 use super::output::Sink;
 use keyserver::Encryption;
@@ -65,7 +66,7 @@ fn finish(bar: &ProgressBar, sink: Sink, result: keyserver::Result<u64>) -> Resu
 
 /// `keyserver reencrypt --kek OLD --new-kek NEW [--in FILE] [--out FILE]`.
 pub(crate) async fn reencrypt(args: ReencryptArgs) -> Result<(), Failure> {
-    let old = read_kek(&args.kek)?;
+    let old = read_kek_arg(&args.kek)?;
     let new = read_kek(&args.new_kek)?;
     let (input, total) = open_input(args.input.as_deref())?;
     let bar = progress(total);
@@ -110,7 +111,7 @@ fn read_message(
 }
 
 pub(crate) async fn crypt(args: CryptArgs, encrypting: bool) -> Result<(), Failure> {
-    let kek = read_kek(&args.kek)?;
+    let kek = read_kek_arg(&args.kek)?;
     let (mut input, total) = open_input(args.input.as_deref())?;
     // decrypt tells a message from a stream by its magic ("KSE", "KSS").
     let mut magic = Vec::new();

@@ -10,6 +10,7 @@ mod choice;
 mod client;
 mod config;
 mod crypt;
+mod custody;
 mod exit;
 mod output;
 mod serve;
@@ -75,12 +76,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 Command::Reencrypt(args) => crypt::reencrypt(args).await,
                 Command::Decrypt(args) => crypt::crypt(args, false).await,
                 Command::Token(args::TokenCommand::New { name }) => new_token(&name),
-                Command::Audit(args::AuditCommand::NewKey { out }) => new_audit_key(&out),
+                Command::Audit(args::AuditCommand::NewKey {
+                    out,
+                    shares,
+                    out_dir,
+                }) => new_audit_key(out.as_deref(), shares.as_deref(), out_dir.as_deref()),
                 Command::Audit(args::AuditCommand::Verify {
                     audit_key,
                     allow_torn_tail,
                     logs,
                 }) => verify_audit(&audit_key, &logs, allow_torn_tail),
+                Command::Combine { input, out } => custody::combine(&input, &out),
                 Command::Copy { from, to } => transfer::copy(&from, &to).await,
                 Command::Backup { storage, out } => transfer::backup(&storage, &out).await,
                 Command::Restore { input, storage } => transfer::restore(&input, &storage).await,
@@ -107,13 +113,40 @@ fn new_token(name: &str) -> Result<(), Failure> {
 }
 
 /// `keyserver audit new-key --out FILE`: 32 random bytes from the OS in a
-/// new file only its owner can read.
-fn new_audit_key(out: &std::path::Path) -> Result<(), Failure> {
+/// new file only its owner can read; with `--shares K/N --out-dir DIR`,
+/// N share files of them instead, and no file holds the key.
+fn new_audit_key(
+    out: Option<&std::path::Path>,
+    shares: Option<&str>,
+    out_dir: Option<&std::path::Path>,
+) -> Result<(), Failure> {
     use std::os::unix::fs::OpenOptionsExt;
+    let split = shares.map(custody::parse_split).transpose()?;
+    let share_files = match (split, out_dir) {
+        (Some((_, n)), Some(dir)) => Some(custody::ShareFiles::create(dir, n)?),
+        _ => None,
+    };
     let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
     choice::suite(args::SuiteName::Rustcrypto)?
         .fill_random(&mut bytes[..])
         .map_err(Failure::from)?;
+    if let (Some(files), Some((k, n))) = (share_files, split) {
+        let id = keyserver::shares::audit_key_id(&bytes[..]);
+        let split = keyserver::shares::split_secret(
+            keyserver::shares::ShareKind::AuditKey,
+            id,
+            &bytes[..],
+            k,
+            n,
+        )
+        .map_err(Failure::from)?;
+        let paths = files.write(&split)?;
+        custody::report_shares(&format!("audit key {id}"), k, &paths)?;
+        return output::print_stdout(&format!("audit key {id} written as {n} shares\n"));
+    }
+    let Some(out) = out else {
+        return Err(exit::usage("give --out FILE or --shares K/N --out-dir DIR"));
+    };
     let shown = out.display();
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -129,12 +162,16 @@ fn new_audit_key(out: &std::path::Path) -> Result<(), Failure> {
 
 /// `keyserver audit verify --audit-key FILE [--allow-torn-tail] LOG...`.
 fn verify_audit(
-    key: &std::path::Path,
+    key: &args::AuditKeyArgs,
     logs: &[std::path::PathBuf],
     allow_torn_tail: bool,
 ) -> Result<(), Failure> {
-    let key =
-        keyserver::policy::AuditKey::from_file(key).map_err(|e| exit::usage(e.to_string()))?;
+    let key = match &key.audit_key {
+        Some(path) => {
+            keyserver::policy::AuditKey::from_file(path).map_err(|e| exit::usage(e.to_string()))?
+        }
+        None => custody::audit_key_from_shares(&key.audit_key_shares)?,
+    };
     let options = keyserver::policy::VerifyOptions { allow_torn_tail };
     let report = keyserver::policy::verify_audit(&key, logs, options).map_err(|e| Failure {
         code: 1,

@@ -10,7 +10,7 @@ use keyserver::transports::HttpServer;
 use keyserver::{KeyServer, KeyService};
 
 use super::args::{LogFormat, ServeArgs};
-use super::config::ServeConfig;
+use super::config::{AuditKeySource, ServeConfig};
 use super::exit::{io_failure, usage, Failure};
 use super::output::print_stdout;
 use super::{choice, init_logging};
@@ -149,24 +149,26 @@ fn destroy_when_due(service: Arc<dyn KeyService>) {
     });
 }
 
-/// The audit log of `settings`, its key file checked: private to its
-/// owner, and long enough.
+/// The audit log of `settings`, its key checked: a file private to its
+/// owner and long enough, or K custodian shares that rebuild it.
 fn open_audit(settings: &super::config::AuditSettings) -> Result<Arc<AuditLog>, Failure> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(&settings.key).map_err(|e| {
-        io_failure(
-            format!("cannot read the audit key {}", settings.key.display()),
-            e,
-        )
-    })?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(usage(format!(
-            "the audit key {} is readable by others: chmod 600 {}",
-            settings.key.display(),
-            settings.key.display()
-        )));
-    }
-    let key = AuditKey::from_file(&settings.key).map_err(|e| usage(e.to_string()))?;
+    let key = match &settings.key {
+        AuditKeySource::Shares(paths) => super::custody::audit_key_from_shares(paths)?,
+        AuditKeySource::File(path) => {
+            let meta = std::fs::metadata(path).map_err(|e| {
+                io_failure(format!("cannot read the audit key {}", path.display()), e)
+            })?;
+            if meta.permissions().mode() & 0o077 != 0 {
+                return Err(usage(format!(
+                    "the audit key {} is readable by others: chmod 600 {}",
+                    path.display(),
+                    path.display()
+                )));
+            }
+            AuditKey::from_file(path).map_err(|e| usage(e.to_string()))?
+        }
+    };
     Ok(AuditLog::open(AuditConfig {
         path: settings.log.clone(),
         key,
