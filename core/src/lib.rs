@@ -43,6 +43,7 @@ pub mod error;
 mod format;
 mod kek;
 pub mod plugin;
+pub mod seal;
 mod server;
 #[cfg(feature = "shares")]
 #[cfg_attr(docsrs, doc(cfg(feature = "shares")))]

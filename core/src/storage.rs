@@ -108,6 +108,25 @@ pub trait KeyStorage: Send + Sync + 'static {
         let _ = key_id;
         Ok(KeyLock::none())
     }
+
+    /// Replaces the record of a key that is stored with `record` (the same
+    /// key's record in another form: sealed under another master key, for
+    /// `keyserver reseal`), atomically and as durably as `put`.
+    /// [`Error::NotFound`] if no record is stored under its id (a
+    /// destroyed key stays destroyed). The default cannot.
+    async fn replace(&self, record: &WrappedDek) -> Result<()> {
+        Err(Error::Storage {
+            backend: self.name().into(),
+            message: format!("cannot replace the record of key {}", record.key_id()),
+            source: None,
+        })
+    }
+
+    /// Whether the storage can serve now, for `/readyz`: by default, a
+    /// lookup that reads it.
+    async fn ready(&self) -> Result<()> {
+        self.contains(&KeyId::from_bytes([0; 32])).await.map(drop)
+    }
 }
 
 /// A lock on one key's lifecycle, held until dropped
@@ -183,5 +202,11 @@ impl<T: KeyStorage + ?Sized> KeyStorage for std::sync::Arc<T> {
     }
     async fn lock_key(&self, key_id: &KeyId) -> Result<KeyLock> {
         (**self).lock_key(key_id).await
+    }
+    async fn replace(&self, record: &WrappedDek) -> Result<()> {
+        (**self).replace(record).await
+    }
+    async fn ready(&self) -> Result<()> {
+        (**self).ready().await
     }
 }

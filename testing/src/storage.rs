@@ -1,7 +1,7 @@
 //! Storage conformance: every [`KeyStorage`] must pass every check here
 //! (create-only puts, the documented reads, deletes and listing, lifecycle
-//! metadata and tombstones, and 1,000
-//! concurrent puts losing nothing). Run them all with one
+//! metadata and tombstones, replacing a record in one step without ever
+//! reviving a deleted one, and 1,000 concurrent puts losing nothing). Run them all with one
 //! [`storage_conformance!`](crate::storage_conformance) line.
 
 use std::sync::Arc;
@@ -21,6 +21,84 @@ pub fn record(n: u32) -> WrappedDek {
         vec![(n % 251) as u8; 384],
     )
     .unwrap()
+}
+
+/// A record sealed under a master key (record version 2) for each `n`:
+/// `record(n)` with 36 bytes of seal (a key reference, a nonce, a tag)
+/// around its wrapped DEK. A storage keeps it byte for byte like any
+/// other; only a seal could open it.
+pub fn sealed_record(n: u32) -> WrappedDek {
+    use sha2::{Digest, Sha256};
+    let plain = record(n).encode();
+    let body = &plain[..plain.len() - 32];
+    let mut out = body[..52].to_vec();
+    out[4] = 2; // version: sealed
+    out[7] = 1; // AES-256-GCM
+    let len = u16::from_be_bytes([out[50], out[51]]) + 36;
+    out[50..52].copy_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&[0x5e; 8]);
+    out.extend_from_slice(&[0x11; 12]);
+    out.extend_from_slice(&body[52..]);
+    out.extend_from_slice(&[0x22; 16]);
+    let sum = Sha256::digest(&out);
+    out.extend_from_slice(&sum);
+    WrappedDek::decode(&out, record(n).key_id()).unwrap()
+}
+
+/// `replace` swaps a stored record for another form of the same key's
+/// (sealed, or sealed under another master key) in one step: readers
+/// racing it see the old or the new, never neither; a key that is not
+/// stored (never put, or deleted) is [`Error::NotFound`] and stays absent,
+/// so a destroyed key is never brought back. Sealed records are kept byte
+/// for byte.
+pub async fn replace_never_revives<S: KeyStorage>(store: S) {
+    let store = Arc::new(store);
+    let plain = record(7);
+    let sealed = sealed_record(7);
+    let id = *plain.key_id();
+    assert!(matches!(
+        store.replace(&sealed).await,
+        Err(Error::NotFound { key_id }) if key_id == id
+    ));
+    assert!(!store.contains(&id).await.unwrap());
+    store.put(&plain).await.unwrap();
+    store.put(&sealed_record(8)).await.unwrap();
+    assert_eq!(
+        store.get(sealed_record(8).key_id()).await.unwrap(),
+        sealed_record(8)
+    );
+    store.replace(&sealed).await.unwrap();
+    let read = store.get(&id).await.unwrap();
+    assert!(read.is_sealed());
+    assert_eq!(read.encode(), sealed.encode());
+    assert_eq!(store.count(), 2);
+    // Readers racing replaces in both directions never miss the key.
+    let reader = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                let got = store.get(&id).await.unwrap();
+                assert_eq!(got.key_id(), &id);
+            }
+        })
+    };
+    for i in 0..50 {
+        let next = if i % 2 == 0 { &plain } else { &sealed };
+        store.replace(next).await.unwrap();
+    }
+    reader.await.unwrap();
+    assert_eq!(store.count(), 2);
+    assert!(store.delete(&id).await.unwrap());
+    assert!(matches!(
+        store.replace(&plain).await,
+        Err(Error::NotFound { key_id }) if key_id == id
+    ));
+    assert!(!store.contains(&id).await.unwrap());
+    assert_eq!(
+        store.list().await.unwrap(),
+        vec![*sealed_record(8).key_id()]
+    );
+    assert_eq!(store.count(), 1);
 }
 
 /// `put` never overwrites: a second put of the same id fails and the first
@@ -207,6 +285,14 @@ macro_rules! storage_conformance {
                 $crate::run(async {
                     let (store, _guard) = $make;
                     $crate::storage::concurrent_puts_lose_nothing(store).await;
+                });
+            }
+            #[test]
+            $(#[$attr])*
+            fn replace_never_revives() {
+                $crate::run(async {
+                    let (store, _guard) = $make;
+                    $crate::storage::replace_never_revives(store).await;
                 });
             }
             #[test]

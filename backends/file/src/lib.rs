@@ -334,6 +334,52 @@ impl Inner {
         }
     }
 
+    /// Replaces the record of `record`'s key, which must be there: the new
+    /// bytes go to a temporary file, which then swaps names with the record
+    /// in one step (`renameat2(RENAME_EXCHANGE)`). The swap fails if the
+    /// record is gone (a destroyed key is never brought back), and readers
+    /// see the old record or the new, never neither.
+    fn replace(&self, record: &WrappedDek) -> Result<()> {
+        let id = record.key_id();
+        let path = self.path(id);
+        let shard = self.shard(id);
+        let tmp = self.tmp_name(&shard, id, "");
+        let write = || -> std::io::Result<()> {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(&record.encode())?;
+            if self.sync() {
+                file.sync_all()?;
+            }
+            drop(file);
+            rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &tmp,
+                rustix::fs::CWD,
+                &path,
+                rustix::fs::RenameFlags::EXCHANGE,
+            )
+            .map_err(std::io::Error::from)
+        };
+        let result = write();
+        // The temporary name now holds the old record (or the unused new
+        // one): it goes in every case.
+        let _ = fs::remove_file(&tmp);
+        match result {
+            Ok(()) => {
+                if self.sync() {
+                    sync_dir(&shard)?;
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::NotFound { key_id: *id }),
+            Err(e) => Err(io_error(format!("replacing the record of {id}"), e)),
+        }
+    }
+
     fn put_via(&self, tmp: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         if path.exists() {
             return Err(ErrorKind::AlreadyExists.into());
@@ -666,6 +712,12 @@ impl KeyStorage for FileStorage {
         let inner = Arc::clone(&self.inner);
         let id = *key_id;
         blocking(move || inner.get(&id)).await?
+    }
+
+    async fn replace(&self, record: &WrappedDek) -> Result<()> {
+        let inner = Arc::clone(&self.inner);
+        let stored = record.clone();
+        blocking(move || inner.replace(&stored)).await?
     }
 
     async fn contains(&self, key_id: &KeyId) -> Result<bool> {

@@ -85,6 +85,20 @@ impl KeyStorage for MemoryStorage {
         }
     }
 
+    async fn replace(&self, record: &WrappedDek) -> Result<()> {
+        let checked = WrappedDek::decode(&record.encode(), record.key_id())?;
+        let mut map = self.records.write().map_err(|_| poisoned())?;
+        match map.get_mut(record.key_id()) {
+            Some(slot) => {
+                *slot = checked;
+                Ok(())
+            }
+            None => Err(Error::NotFound {
+                key_id: *record.key_id(),
+            }),
+        }
+    }
+
     async fn get(&self, key_id: &KeyId) -> Result<WrappedDek> {
         let map = self.records.read().map_err(|_| poisoned())?;
         match map.get(key_id) {

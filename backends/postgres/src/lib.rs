@@ -792,6 +792,30 @@ impl KeyStorage for PostgresStorage {
         Ok(())
     }
 
+    async fn replace(&self, record: &WrappedDek) -> Result<()> {
+        // One UPDATE: atomic, and it changes nothing if the key was
+        // destroyed meanwhile (a destroyed key is never brought back).
+        let id = record.key_id().as_bytes().to_vec();
+        let bytes = record.encode();
+        let updated = self
+            .with_key(Some(record.key_id()), "replacing a record", |c| {
+                Box::pin(async move {
+                    c.execute(
+                        "UPDATE keyserver_records SET record = $2 WHERE key_id = $1",
+                        &[&id, &bytes],
+                    )
+                    .await
+                })
+            })
+            .await?;
+        if updated == 0 {
+            return Err(Error::NotFound {
+                key_id: *record.key_id(),
+            });
+        }
+        Ok(())
+    }
+
     async fn get(&self, key_id: &KeyId) -> Result<WrappedDek> {
         let sql = "SELECT record FROM keyserver_records WHERE key_id = $1";
         match self.read_blob(key_id, "reading a record", sql).await? {

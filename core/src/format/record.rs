@@ -21,6 +21,14 @@
 //!     52     n  wrapped DEK
 //!   52+n    32  SHA-256 of bytes 0 .. 52+n
 //! ```
+//!
+//! Version 2 is a record sealed once more under a master key (an AES-256
+//! key kept in an HSM, [`crate::seal`]): byte 4 is 2, byte 7 the seal
+//! algorithm (1 = AES-256-GCM), and the `n` bytes at 52 are the master
+//! key's reference (8), a random nonce (12), the wrapped DEK encrypted
+//! under the master key and its tag (16), with bytes 0 .. 52 and the
+//! reference as associated data. Everything else is as in version 1, so a
+//! sealed record's metadata reads without the master key.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -32,9 +40,19 @@ use crate::blocking::blocking;
 use crate::crypto::GCM_TAG_LEN;
 use crate::format::{dek_alg_id, strength_of_alg_id, RECORD_MAGIC};
 use crate::key::{check_kek, KekKind};
+use crate::seal::SealKeyRef;
 use crate::{CipherSuite, Curve, Dek, Error, HybridKem, Kek, KekAlg, KeyId, Result, Strength};
 
 const VERSION: u8 = 1;
+/// The record version of a sealed record.
+const SEALED_VERSION: u8 = 2;
+/// Seal algorithm id: AES-256-GCM under a master key.
+pub const SEAL_AES256_GCM: u8 = 1;
+/// What sealing adds to a wrapped DEK: the master key reference, the
+/// nonce and the tag.
+pub const SEAL_OVERHEAD: usize = SEAL_KEY_REF_LEN + 12 + GCM_TAG_LEN;
+/// The length of a master key reference.
+pub const SEAL_KEY_REF_LEN: usize = 8;
 /// Wrap algorithm id: RSA-OAEP with SHA-256 and MGF1-SHA-256, empty label.
 pub const WRAP_RSA_OAEP_SHA256: u8 = 1;
 /// Wrap algorithm id: HPKE base mode, DHKEM(P-256, HKDF-SHA256),
@@ -110,7 +128,11 @@ pub struct WrappedDek {
     kek_bits: u16,
     strength: Strength,
     created: u64,
+    /// The wrapped DEK; in a sealed record, the master key's reference,
+    /// the nonce, the wrapped DEK sealed under the master key, and the tag.
     wrapped: Vec<u8>,
+    /// Whether `wrapped` is sealed under a master key (record version 2).
+    sealed: bool,
     /// The SHA-256 checksum of the encoding's body: a function of the
     /// fields above (so equality is unaffected), computed once when the
     /// record is made, or taken from the bytes it was decoded from once
@@ -162,9 +184,113 @@ impl WrappedDek {
         created: u64,
         wrapped: Vec<u8>,
     ) -> Result<Self> {
-        let mut record = Self::checked(alg, key_id, kek_bits, strength, created, wrapped)?;
+        let mut record = Self::checked(alg, key_id, kek_bits, strength, created, wrapped, false)?;
         record.sum = Sha256::digest(record.body()).into();
         Ok(record)
+    }
+
+    /// Whether this record is sealed under a master key (version 2): its
+    /// wrapped DEK must be unsealed ([`WrappedDek::unseal`]) before a KEK
+    /// can open it.
+    pub fn is_sealed(&self) -> bool {
+        self.sealed
+    }
+
+    /// The reference of the master key a sealed record is sealed under.
+    pub fn seal_key_ref(&self) -> Option<SealKeyRef> {
+        self.sealed
+            .then(|| SealKeyRef(fixed(&self.wrapped[..SEAL_KEY_REF_LEN])))
+    }
+
+    /// The first 52 bytes of this record's encoding as a sealed record
+    /// whose wrapped part is `len` bytes, then the master key reference:
+    /// what the seal authenticates.
+    fn seal_aad(&self, len: usize, key: SealKeyRef) -> Vec<u8> {
+        let mut header = Vec::with_capacity(HEADER_LEN + SEAL_KEY_REF_LEN);
+        self.header_into(&mut header, SEALED_VERSION, SEAL_AES256_GCM, len);
+        header.extend_from_slice(&key.0);
+        header
+    }
+
+    /// This record sealed under the master key `seal` uses for new records
+    /// (a sealed record is returned as it is).
+    ///
+    /// # Errors
+    /// The seal's failure (the token is gone, say).
+    pub fn seal(&self, seal: &dyn crate::seal::Seal) -> Result<WrappedDek> {
+        if self.sealed {
+            return Ok(self.clone());
+        }
+        let key = seal.current_key();
+        let len = self.wrapped.len() + SEAL_OVERHEAD;
+        let aad = self.seal_aad(len, key);
+        let sealed = seal.encrypt(key, &aad, &self.wrapped)?;
+        if sealed.len() != len - SEAL_KEY_REF_LEN {
+            return Err(Error::Internal(
+                "the seal returned a ciphertext of the wrong length".into(),
+            ));
+        }
+        let mut wrapped = Vec::with_capacity(len);
+        wrapped.extend_from_slice(&key.0);
+        wrapped.extend_from_slice(&sealed);
+        let mut record = Self::checked(
+            self.alg,
+            self.key_id,
+            self.kek_bits(),
+            self.strength,
+            self.created,
+            wrapped,
+            true,
+        )?;
+        record.sum = Sha256::digest(record.body()).into();
+        Ok(record)
+    }
+
+    /// This record with its wrapped DEK unsealed by `seal` (an unsealed
+    /// record is returned as it is).
+    ///
+    /// # Errors
+    /// [`Error::CorruptRecord`] if the sealed part does not authenticate
+    /// under its master key (it was changed); the seal's own error if the
+    /// master key it names is not there or the token fails.
+    pub fn unseal(&self, seal: &dyn crate::seal::Seal) -> Result<WrappedDek> {
+        let Some(key) = self.seal_key_ref() else {
+            return Ok(self.clone());
+        };
+        let aad = self.seal_aad(self.wrapped.len(), key);
+        let plain = seal
+            .decrypt(key, &aad, &self.wrapped[SEAL_KEY_REF_LEN..])
+            .map_err(|e| match e {
+                Error::DecryptionFailed => Error::CorruptRecord {
+                    key_id: self.key_id,
+                    reason: "the sealed record does not authenticate under its master key".into(),
+                },
+                other => other,
+            })?;
+        WrappedDek::with_alg(
+            self.alg,
+            self.key_id,
+            self.kek_bits(),
+            self.strength,
+            self.created,
+            plain.to_vec(),
+        )
+    }
+
+    /// The error for a sealed record met where no seal is configured.
+    pub(crate) fn sealed_error(&self) -> Error {
+        Error::Storage {
+            backend: "seal".into(),
+            message: format!(
+                "the record of {} is sealed under master key {}: this server has no master \
+                 key (--seal)",
+                self.key_id,
+                self.seal_key_ref()
+                    .map(|k| k.to_string())
+                    .unwrap_or_default()
+            ),
+            source: None,
+        }
     }
 
     /// The record of these fields if they are consistent, its checksum not
@@ -176,16 +302,25 @@ impl WrappedDek {
         strength: Strength,
         created: u64,
         wrapped: Vec<u8>,
+        sealed: bool,
     ) -> Result<Self> {
         let invalid = |reason: &'static str| Error::InvalidKey {
             reason: reason.into(),
+        };
+        let plain_len = if sealed {
+            wrapped
+                .len()
+                .checked_sub(SEAL_OVERHEAD)
+                .ok_or(invalid("sealed wrapped key is too short"))?
+        } else {
+            wrapped.len()
         };
         match alg {
             KekAlg::Rsa => {
                 if !(crate::key::MIN_RSA_BITS..=crate::key::MAX_RSA_BITS).contains(&kek_bits) {
                     return Err(invalid("KEK size outside 2048..=16384 bits"));
                 }
-                if wrapped.len() != kek_bits.div_ceil(8) {
+                if plain_len != kek_bits.div_ceil(8) {
                     return Err(invalid("wrapped key length does not match the KEK size"));
                 }
             }
@@ -194,14 +329,14 @@ impl WrappedDek {
                     .ok_or(invalid("an EC KEK is on P-256, P-384 or P-521"))?;
                 // A malformed point is the unwrap's failure (code 3), as
                 // for every other changed byte.
-                if wrapped.len() != curve.point_len() + strength.aes_key_len() + GCM_TAG_LEN {
+                if plain_len != curve.point_len() + strength.aes_key_len() + GCM_TAG_LEN {
                     return Err(invalid("wrapped key length does not match the KEK and DEK"));
                 }
             }
             KekAlg::HybridPq => {
                 let kem = HybridKem::from_bits(kek_bits)
                     .ok_or(invalid("a hybrid KEK is ML-KEM-768 or ML-KEM-1024"))?;
-                if wrapped.len() != kem.enc_len() + strength.aes_key_len() + GCM_TAG_LEN {
+                if plain_len != kem.enc_len() + strength.aes_key_len() + GCM_TAG_LEN {
                     return Err(invalid("wrapped key length does not match the KEK and DEK"));
                 }
             }
@@ -214,6 +349,7 @@ impl WrappedDek {
             strength,
             created,
             wrapped,
+            sealed,
             sum: [0; CHECKSUM_LEN],
         })
     }
@@ -297,18 +433,29 @@ impl WrappedDek {
     /// The encoding without its checksum, with room for it.
     fn body(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_LEN + self.wrapped.len() + CHECKSUM_LEN);
+        let (version, seal) = if self.sealed {
+            (SEALED_VERSION, SEAL_AES256_GCM)
+        } else {
+            (VERSION, 0)
+        };
+        self.header_into(&mut out, version, seal, self.wrapped.len());
+        out.extend_from_slice(&self.wrapped);
+        out
+    }
+
+    /// The 52-byte header of an encoding of `version` whose wrapped part is
+    /// `len` bytes.
+    fn header_into(&self, out: &mut Vec<u8>, version: u8, seal: u8, len: usize) {
         out.extend_from_slice(RECORD_MAGIC);
-        out.push(VERSION);
+        out.push(version);
         out.push(self.wrap_id());
         out.push(dek_alg_id(self.strength));
-        out.push(0);
+        out.push(seal);
         out.extend_from_slice(&self.created.to_be_bytes());
         out.extend_from_slice(self.key_id.as_bytes());
         out.extend_from_slice(&self.kek_bits.to_be_bytes());
-        // ok: wrapped.len() <= 2048, checked in with_alg().
-        out.extend_from_slice(&(self.wrapped.len() as u16).to_be_bytes());
-        out.extend_from_slice(&self.wrapped);
-        out
+        // ok: len <= 2048 + SEAL_OVERHEAD, checked in with_alg().
+        out.extend_from_slice(&(len as u16).to_be_bytes());
     }
 
     /// Parses and checks a record read from storage under `expected`.
@@ -332,9 +479,13 @@ impl WrappedDek {
         if &body[0..4] != RECORD_MAGIC {
             return Err(corrupt("not a keyserver record"));
         }
-        if body[4] != VERSION {
-            return Err(corrupt("unsupported record version"));
-        }
+        let sealed = match (body[4], body[7]) {
+            (VERSION, 0) => false,
+            (VERSION, _) => return Err(corrupt("reserved byte is not zero")),
+            (SEALED_VERSION, SEAL_AES256_GCM) => true,
+            (SEALED_VERSION, _) => return Err(corrupt("unknown seal algorithm")),
+            _ => return Err(corrupt("unsupported record version")),
+        };
         let (alg, wrap_bits) = match body[5] {
             WRAP_RSA_OAEP_SHA256 => (KekAlg::Rsa, None),
             WRAP_HPKE_P256 => (KekAlg::Ec, Some(Curve::P256.bits())),
@@ -345,9 +496,6 @@ impl WrappedDek {
             _ => return Err(corrupt("unknown wrap algorithm")),
         };
         let strength = strength_of_alg_id(body[6]).ok_or(corrupt("unknown DEK algorithm"))?;
-        if body[7] != 0 {
-            return Err(corrupt("reserved byte is not zero"));
-        }
         let created = u64::from_be_bytes(fixed(&body[8..16]));
         let key_id = KeyId::from_bytes(fixed(&body[16..48]));
         if key_id != *expected {
@@ -368,6 +516,7 @@ impl WrappedDek {
             strength,
             created,
             body[HEADER_LEN..].to_vec(),
+            sealed,
         )
         .map_err(|_| corrupt("inconsistent KEK size"))?;
         Ok(WrappedDek {
@@ -467,6 +616,9 @@ fn check_record(kek: &Kek, record: &WrappedDek, floor: Strength) -> Result<()> {
     };
     if *record.key_id() != key_id {
         return Err(corrupt("the record belongs to another key"));
+    }
+    if record.is_sealed() {
+        return Err(record.sealed_error());
     }
     if record.alg() != kek.alg() || record.kek_bits() != kek.bits() {
         return Err(corrupt(

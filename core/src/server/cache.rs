@@ -458,6 +458,24 @@ impl<S: KeyStorage> KeyStorage for RecordCache<S> {
         self.inner.list_all().await
     }
 
+    async fn replace(&self, record: &WrappedDek) -> Result<()> {
+        // As a delete: forgotten before and after, however it ends.
+        let key_id = record.key_id();
+        self.forget(key_id, false);
+        let mut forget = Forget {
+            cache: self,
+            key_id,
+            finished: false,
+        };
+        let replaced = self.inner.replace(record).await;
+        forget.finished = true;
+        replaced
+    }
+
+    async fn ready(&self) -> Result<()> {
+        self.inner.ready().await
+    }
+
     async fn lock_key(&self, key_id: &KeyId) -> Result<KeyLock> {
         let lock = self.inner.lock_key(key_id).await?;
         // Another process may have changed the key before the lock was

@@ -505,7 +505,13 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     /// destroyed).
     pub async fn get_wrapped(&self, key_id: &KeyId) -> Result<WrappedDek> {
         self.check_decrypt(key_id).await?;
-        self.storage.get(key_id).await
+        let record = self.storage.get(key_id).await?;
+        if record.is_sealed() {
+            // Sealed at rest, and this server cannot unseal it: no client
+            // could open it either.
+            return Err(record.sealed_error());
+        }
+        Ok(record)
     }
 
     /// Encrypts `plaintext` under the DEK of `kek` with an empty context.
@@ -695,6 +701,12 @@ impl<C: CipherSuite, S: KeyStorage> KeyService for KeyServer<C, S> {
 
     async fn status(&self) -> Result<Status> {
         Ok(KeyServer::status(self))
+    }
+
+    async fn ready(&self) -> Result<()> {
+        // The storage's own condition: it reads, and a sealed one's token
+        // can be used.
+        self.storage.ready().await
     }
 
     async fn describe(&self, key_id: &KeyId) -> Result<crate::KeyInfo> {
