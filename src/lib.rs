@@ -137,6 +137,10 @@ pub mod backends {
     #[cfg_attr(docsrs, doc(cfg(feature = "cipher-openssl")))]
     #[doc(inline)]
     pub use keyserver_openssl::OpenSsl;
+    #[cfg(feature = "seal-pkcs11")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "seal-pkcs11")))]
+    #[doc(inline)]
+    pub use keyserver_pkcs11::{Pkcs11Seal, Pkcs11Uri};
     #[cfg(feature = "storage-postgres")]
     #[cfg_attr(docsrs, doc(cfg(feature = "storage-postgres")))]
     #[doc(inline)]
