@@ -141,6 +141,14 @@ pub mod backends {
     #[cfg_attr(docsrs, doc(cfg(feature = "seal-pkcs11")))]
     #[doc(inline)]
     pub use keyserver_pkcs11::{Pkcs11Seal, Pkcs11Uri};
+    /// The PKCS#11 seal's token operations: making and destroying master
+    /// keys.
+    #[cfg(feature = "seal-pkcs11")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "seal-pkcs11")))]
+    pub mod pkcs11 {
+        #[doc(inline)]
+        pub use keyserver_pkcs11::{create_key, destroy_key, key_ref};
+    }
     #[cfg(feature = "storage-postgres")]
     #[cfg_attr(docsrs, doc(cfg(feature = "storage-postgres")))]
     #[doc(inline)]

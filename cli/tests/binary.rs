@@ -5,6 +5,7 @@
 //! - `auth`: principals, tokens and permissions, SIGHUP reloads;
 //! - `audit`: the audit log of a server process, its restarts and `verify`;
 //! - `custody`: a KEK and an audit key in custodian shares;
+//! - `seal`: records sealed under a master key in SoftHSM2;
 //! - `hostile`: connections that never finish, more of them than the
 //!   server may hold, bodies that would pin its memory, web pages, and
 //!   SIGTERM with CPU work in flight;
@@ -29,3 +30,5 @@ mod custody;
 mod hostile;
 #[path = "binary/postgres.rs"]
 mod postgres;
+#[path = "binary/seal.rs"]
+mod seal;

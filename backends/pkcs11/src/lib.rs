@@ -301,7 +301,8 @@ impl Pkcs11Seal {
     }
 
     /// Runs `op` with a session and `key`'s handle; if the session or the
-    /// token was lost, forgets them and tries once more with a new login.
+    /// token was lost, starts over ([`Pkcs11Seal::reset`]) and tries once
+    /// more.
     fn with_key<T>(
         &self,
         key: SealKeyRef,
@@ -309,17 +310,22 @@ impl Pkcs11Seal {
         op: impl Fn(&Session, ObjectHandle) -> std::result::Result<T, CkError>,
     ) -> Result<std::result::Result<T, CkError>> {
         for attempt in 0..2 {
-            let session = self.session()?;
+            let session = match self.session() {
+                Ok(session) => session,
+                // The token is not found, or will not log us in: after a
+                // reset the module looks again.
+                Err(e) if attempt == 0 => {
+                    tracing::warn!(token = %self.uri.token, error = %e, "PKCS#11 token not usable; initialising the module again");
+                    self.reset();
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let handle = self.handle(key, &session)?;
             match op(&session, handle) {
                 Err(e) if session_lost(&e) => {
-                    // Every session and handle may be stale: start over.
-                    let mut state = self.state();
-                    state.sessions.clear();
-                    state.keys.clear();
-                    state.slot = None;
-                    drop(state);
                     drop(session);
+                    self.reset();
                     if attempt == 1 {
                         return Err(seal_error(&self.uri, what, e));
                     }
@@ -332,6 +338,21 @@ impl Pkcs11Seal {
             }
         }
         Err(seal_error(&self.uri, what, "the token is not usable"))
+    }
+
+    /// Forgets every session and handle, and initialises the module again
+    /// (a token that was removed is only seen again by some modules,
+    /// SoftHSM2 among them, after `C_Finalize` and `C_Initialize`).
+    /// Serialised: one reset at a time.
+    fn reset(&self) {
+        let mut state = self.state();
+        state.sessions.clear();
+        state.keys.clear();
+        state.slot = None;
+        let _ = self.ctx.clone().finalize();
+        let _ = self
+            .ctx
+            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
     }
 
     /// The URI this seal was opened with (no PIN is part of it).

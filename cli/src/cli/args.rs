@@ -143,6 +143,29 @@ pub(crate) enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The master key in an HSM that seals stored records: make it,
+    /// destroy it.
+    #[command(subcommand)]
+    Seal(SealCommand),
+    /// Move every record of a storage under another master key (or from
+    /// none to sealed, or back to unsealed): each record is replaced in one
+    /// step, so a crash leaves every record readable, and running it again
+    /// resumes. PostgreSQL: while servers run. A file store is locked by
+    /// its server: stop it, or let the server do it (`serve --seal URI
+    /// --reseal`).
+    Reseal {
+        /// The storage ("file:DIR", "postgres://...").
+        #[arg(long, env = "KEYSERVER_STORAGE")]
+        storage: String,
+        /// The master key to seal under (a PKCS#11 URI), or "none" to
+        /// unseal the store.
+        #[arg(long)]
+        to: String,
+        /// The token that opens the records now, if it is not --to's
+        /// (records of every key on --to's token open without it).
+        #[arg(long)]
+        from: Option<String>,
+    },
     /// Copy every key (records and lifecycle metadata, tombstones included)
     /// from one storage to another, verifying each; run it again to resume:
     /// nothing doubles, and a key's state at the destination (suspended,
@@ -176,6 +199,27 @@ pub(crate) enum Command {
         /// The storage to write.
         #[arg(long, env = "KEYSERVER_STORAGE")]
         storage: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum SealCommand {
+    /// Make a master key in the token: AES-256, generated inside it,
+    /// sensitive and never extractable, labelled as the URI's object.
+    NewKey {
+        /// The PKCS#11 URI of the key to make.
+        #[arg(long, env = "KEYSERVER_SEAL")]
+        seal: String,
+    },
+    /// Destroy a master key in the token: every record sealed under it can
+    /// never be read again (reseal the store first to keep its keys).
+    DestroyKey {
+        /// The PKCS#11 URI of the key to destroy.
+        #[arg(long, env = "KEYSERVER_SEAL")]
+        seal: String,
+        /// Say that every record sealed under it may be lost.
+        #[arg(long)]
+        yes_destroy_every_record_sealed_under_it: bool,
     },
 }
 
@@ -466,6 +510,19 @@ pub(crate) struct ServeOptions {
     /// (`0s`: at once) [default: 7d].
     #[arg(long, env = "KEYSERVER_DESTROY_WINDOW")]
     pub destroy_window: Option<String>,
+    /// Seal every stored record under a master key in an HSM: a PKCS#11
+    /// URI (RFC 7512) naming the token, the key, the module and the PIN
+    /// file, like "pkcs11:token=ks;object=master-1?module-path=/usr/lib/
+    /// softhsm/libsofthsm2.so&pin-source=file:/etc/keyserver/pin" (or the
+    /// PIN in KEYSERVER_PKCS11_PIN) [default: none].
+    #[arg(long, env = "KEYSERVER_SEAL")]
+    pub seal: Option<String>,
+    /// With --seal: reseal, in the background while serving, every record
+    /// not yet under the --seal key (unsealed ones, or ones under another
+    /// key of the token); resumes where it stopped after a restart.
+    #[arg(long, env = "KEYSERVER_RESEAL")]
+    #[serde(default)]
+    pub reseal: bool,
     /// Log format (the global --log-format wins).
     #[arg(skip)]
     pub log_format: Option<LogFormat>,
@@ -474,7 +531,7 @@ pub(crate) struct ServeOptions {
 /// `self.x.or(other.x)` for each optional field.
 macro_rules! either {
     ($a:ident, $b:ident; $($field:ident),+) => {
-        ServeOptions { $($field: $a.$field.or($b.$field),)+ insecure: $a.insecure || $b.insecure, require_fips: $a.require_fips || $b.require_fips }
+        ServeOptions { $($field: $a.$field.or($b.$field),)+ insecure: $a.insecure || $b.insecure, require_fips: $a.require_fips || $b.require_fips, reseal: $a.reseal || $b.reseal }
     };
 }
 
@@ -488,7 +545,7 @@ impl ServeOptions {
             generate_queue, request_timeout, max_connections, header_timeout, idle_timeout,
             max_streams, max_request_memory, max_preauth_memory, max_connections_per_peer,
             max_batch_expensive, allowed_hosts, auth, grace_period,
-            audit_log, audit_key, audit_key_shares, audit_rotate, cryptoperiod, destroy_window, log_format)
+            audit_log, audit_key, audit_key_shares, audit_rotate, cryptoperiod, destroy_window, seal, log_format)
     }
 }
 

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use keyserver::seal::{Seal, SealedStorage};
 use keyserver::{backends, CipherSuite, KeyStorage};
 
 use super::args::SuiteName;
@@ -35,38 +36,101 @@ pub(crate) fn suite(name: SuiteName) -> Result<Box<dyn CipherSuite>, Failure> {
 }
 
 /// The storage `spec` names: `memory`, `file:DIR`, or a PostgreSQL URL,
-/// keeping `cache_records` verified records in memory.
+/// keeping `cache_records` verified records in memory; its records as
+/// stored (a copy, a backup, a reseal reads them sealed or not).
 pub(crate) async fn storage(
     spec: &str,
     cache_records: usize,
 ) -> Result<Arc<dyn KeyStorage>, Failure> {
+    Ok(stores(spec, cache_records, None).await?.serving)
+}
+
+/// A storage twice: as the server uses it (sealed by the seal, if any,
+/// with the record cache in front), and as it is stored (for resealing it
+/// in the background).
+pub(crate) struct Stores {
+    pub serving: Arc<dyn KeyStorage>,
+    pub raw: Arc<dyn KeyStorage>,
+}
+
+/// `backend`, sealed by `seal` if there is one.
+fn sealed<S: KeyStorage>(backend: S, seal: Option<Arc<dyn Seal>>) -> Arc<dyn KeyStorage> {
+    match seal {
+        Some(seal) => Arc::new(SealedStorage::new(backend, seal)),
+        None => Arc::new(backend),
+    }
+}
+
+/// The storage `spec` names, sealed by `seal` if there is one. The record
+/// cache sits under the seal and keeps records as stored (sealed): every
+/// read goes through the token, so a server whose token is gone (pulled,
+/// or its key destroyed) serves nothing more at once.
+pub(crate) async fn stores(
+    spec: &str,
+    cache_records: usize,
+    seal: Option<Arc<dyn Seal>>,
+) -> Result<Stores, Failure> {
     if spec == "memory" {
-        return Ok(Arc::new(backends::MemoryStorage::new()));
+        let raw = Arc::new(backends::MemoryStorage::new());
+        return Ok(Stores {
+            serving: sealed(Arc::clone(&raw), seal),
+            raw,
+        });
     }
     if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
-        let store = backends::PostgresStorage::connect(spec).await?;
+        let store = Arc::new(backends::PostgresStorage::connect(spec).await?);
         // Other servers change the database: the cache forgets what they
         // announce (LISTEN/NOTIFY), keeps nothing while it cannot hear
         // them, and serves nothing older than POSTGRES_CACHE_TTL whatever
         // happens (the bound docs/OPERATIONS.md gives).
-        let cache =
-            Arc::new(backends::RecordCache::new(store, cache_records).with_ttl(POSTGRES_CACHE_TTL));
+        let cache = Arc::new(
+            backends::RecordCache::new(Arc::clone(&store), cache_records)
+                .with_ttl(POSTGRES_CACHE_TTL),
+        );
         let follower = Arc::clone(&cache);
         // Runs for the life of the process.
-        drop(cache.inner().watch(move |feed| feed.apply_to(&follower)));
-        return Ok(cache);
+        drop(store.watch(move |feed| feed.apply_to(&follower)));
+        return Ok(Stores {
+            serving: sealed(cache, seal),
+            raw: store,
+        });
     }
     match spec.strip_prefix("file:") {
         Some(dir) if !dir.is_empty() => {
-            let store = backends::FileStorage::open(dir).await?;
+            let store = Arc::new(backends::FileStorage::open(dir).await?);
             // The directory lock makes this process the only writer: what
             // the record cache needs.
-            Ok(Arc::new(backends::RecordCache::new(store, cache_records)))
+            Ok(Stores {
+                serving: sealed(
+                    backends::RecordCache::new(Arc::clone(&store), cache_records),
+                    seal,
+                ),
+                raw: store,
+            })
         }
         _ => Err(usage(format!(
             "--storage: expected \"memory\", \"file:DIR\" or \"postgres://...\", not {:?}",
             redacted(spec)
         ))),
+    }
+}
+
+/// The master key of the PKCS#11 URI `uri` (`--seal`), opened: the token
+/// found, logged in, the key checked.
+pub(crate) async fn seal(flag: &str, uri: &str) -> Result<Arc<dyn Seal>, Failure> {
+    let uri: backends::Pkcs11Uri = uri
+        .parse()
+        .map_err(|e: keyserver::Error| usage(format!("{flag}: {e}")))?;
+    let opened = tokio::task::spawn_blocking(move || backends::Pkcs11Seal::open(&uri))
+        .await
+        .map_err(|_| usage(format!("{flag}: opening the token did not complete")))?;
+    match opened {
+        Ok(seal) => Ok(Arc::new(seal)),
+        Err(e) => {
+            let mut failure = Failure::from(e);
+            failure.message = format!("{flag}: {}", failure.message);
+            Err(failure)
+        }
     }
 }
 

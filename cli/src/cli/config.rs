@@ -13,6 +13,10 @@ use super::exit::{io_failure, usage, Failure};
 /// What `serve` runs with.
 pub(crate) struct ServeConfig {
     pub storage: String,
+    /// The master key's PKCS#11 URI, if records are sealed.
+    pub seal: Option<String>,
+    /// Reseal what is not under the seal's key, in the background.
+    pub reseal: bool,
     pub suite: SuiteName,
     pub require_fips: bool,
     pub strength: Strength,
@@ -203,11 +207,16 @@ impl ServeConfig {
             Some(text) => parse_duration("--destroy-window", text)?,
             None => keyserver::DEFAULT_DESTROY_WINDOW,
         };
+        if o.reseal && o.seal.is_none() {
+            return Err(usage("--reseal needs --seal (the key to reseal under)"));
+        }
         if o.audit_rotate == Some(0) {
             return Err(usage("--audit-rotate: a size above 0"));
         }
         Ok(ServeConfig {
             storage: o.storage.unwrap_or_else(|| "file:./keyserver-data".into()),
+            seal: o.seal,
+            reseal: o.reseal,
             suite: o.suite.unwrap_or(SuiteName::Awslc),
             require_fips: o.require_fips,
             strength,

@@ -1,6 +1,7 @@
-//! Custodian shares on the command line: `generate --shares K/N`, `audit
-//! new-key --shares K/N`, `combine`, and `--kek-shares` /
-//! `--audit-key-shares` wherever a KEK or the audit key is read.
+//! Custody on the command line: custodian shares (`generate --shares K/N`,
+//! `audit new-key --shares K/N`, `combine`, and `--kek-shares` /
+//! `--audit-key-shares` wherever a KEK or the audit key is read), and the
+//! master key in an HSM (`seal new-key`, `seal destroy-key`, `reseal`).
 
 use std::fs::{DirBuilder, File};
 use std::io::{Read, Write};
@@ -11,7 +12,8 @@ use keyserver::shares::{self, Share, ShareKind};
 use keyserver::Kek;
 use zeroize::Zeroizing;
 
-use super::args::KekArgs;
+use super::args::{KekArgs, SealCommand};
+use super::choice;
 use super::exit::{io_failure, usage, Failure};
 use super::output::{create_private_file, print_stdout};
 
@@ -190,6 +192,95 @@ pub(crate) fn report_shares(what: &str, k: u8, paths: &[PathBuf]) -> Result<(), 
     }
     let _ = std::io::stderr().write_all(text.as_bytes());
     Ok(())
+}
+
+/// `keyserver seal new-key` and `keyserver seal destroy-key`.
+pub(crate) async fn seal_command(command: SealCommand) -> Result<(), Failure> {
+    let (uri, destroy) = match command {
+        SealCommand::NewKey { seal } => (seal, false),
+        SealCommand::DestroyKey {
+            seal,
+            yes_destroy_every_record_sealed_under_it,
+        } => {
+            if !yes_destroy_every_record_sealed_under_it {
+                return Err(usage(
+                    "destroying a master key makes every record sealed under it unreadable for \
+                     good: add --yes-destroy-every-record-sealed-under-it",
+                ));
+            }
+            (seal, true)
+        }
+    };
+    let uri: keyserver::backends::Pkcs11Uri = uri
+        .parse()
+        .map_err(|e: keyserver::Error| usage(format!("--seal: {e}")))?;
+    let shown = uri.to_string();
+    let done = tokio::task::spawn_blocking(move || {
+        if destroy {
+            keyserver_pkcs11_destroy(&uri)
+        } else {
+            keyserver_pkcs11_create(&uri)
+        }
+    })
+    .await
+    .map_err(|_| usage("the token operation did not complete"))??;
+    print_stdout(&format!(
+        "master key {shown} (reference {done}) {}\n",
+        if destroy { "destroyed" } else { "made" }
+    ))
+}
+
+fn keyserver_pkcs11_create(
+    uri: &keyserver::backends::Pkcs11Uri,
+) -> Result<keyserver::seal::SealKeyRef, Failure> {
+    keyserver::backends::pkcs11::create_key(uri).map_err(Failure::from)
+}
+
+fn keyserver_pkcs11_destroy(
+    uri: &keyserver::backends::Pkcs11Uri,
+) -> Result<keyserver::seal::SealKeyRef, Failure> {
+    keyserver::backends::pkcs11::destroy_key(uri).map_err(Failure::from)
+}
+
+/// `keyserver reseal --storage S --to URI|none [--from URI]`.
+pub(crate) async fn reseal(storage: &str, to: &str, from: Option<&str>) -> Result<(), Failure> {
+    let to = match to {
+        "none" => None,
+        uri => Some(choice::seal("--to", uri).await?),
+    };
+    let from = match from {
+        Some(uri) => Some(choice::seal("--from", uri).await?),
+        None => None,
+    };
+    let store = choice::storage(storage, 0).await?;
+    let report = keyserver::seal::reseal_all(&*store, from.as_ref(), to.as_ref(), |r| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "reseal: {} keys examined, {} resealed",
+            r.examined,
+            r.resealed
+        );
+    })
+    .await
+    .map_err(|e| {
+        let mut failure = Failure::from(e);
+        failure.message = format!(
+            "reseal stopped (what was done stays done; run it again to resume): {}",
+            failure.message
+        );
+        failure
+    })?;
+    print_stdout(&format!(
+        "every record is {}: {} keys, {} resealed, {} already, {} gone\n",
+        match &to {
+            Some(seal) => format!("under master key {}", seal.current_key()),
+            None => "unsealed".to_string(),
+        },
+        report.examined,
+        report.resealed,
+        report.already,
+        report.gone
+    ))
 }
 
 #[cfg(test)]

@@ -87,6 +87,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     logs,
                 }) => verify_audit(&audit_key, &logs, allow_torn_tail),
                 Command::Combine { input, out } => custody::combine(&input, &out),
+                Command::Seal(command) => custody::seal_command(command).await,
+                Command::Reseal { storage, to, from } => {
+                    custody::reseal(&storage, &to, from.as_deref()).await
+                }
                 Command::Copy { from, to } => transfer::copy(&from, &to).await,
                 Command::Backup { storage, out } => transfer::backup(&storage, &out).await,
                 Command::Restore { input, storage } => transfer::restore(&input, &storage).await,

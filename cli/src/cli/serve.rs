@@ -6,6 +6,7 @@ use std::path::Path;
 
 use keyserver::api::Caller;
 use keyserver::policy::{AuditConfig, AuditKey, AuditLog, Auth, AuthFile, AuthPolicy, Policy};
+use keyserver::seal::Seal;
 use keyserver::transports::HttpServer;
 use keyserver::{KeyServer, KeyService};
 
@@ -79,8 +80,16 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
     if let Some(audit) = &audit {
         policy = policy.with_audit(Arc::clone(audit));
     }
-    let storage = choice::storage(&config.storage, config.cache_records).await?;
-    let keys = KeyServer::new(suite, storage)
+    // The token before the storage: without it the server does not start.
+    let seal = match &config.seal {
+        Some(uri) => Some(choice::seal("--seal", uri).await?),
+        None => None,
+    };
+    let stores = choice::stores(&config.storage, config.cache_records, seal.clone()).await?;
+    if let (Some(seal), true) = (&seal, config.reseal) {
+        reseal_in_background(Arc::clone(&stores.raw), Arc::clone(seal));
+    }
+    let keys = KeyServer::new(suite, stores.serving)
         .with_min_strength(config.strength)
         .with_allowed_strengths(&config.allow_strengths)
         .with_kek_alg(config.kek_alg)
@@ -174,6 +183,38 @@ fn open_audit(settings: &super::config::AuditSettings) -> Result<Arc<AuditLog>, 
         key,
         rotate_bytes: settings.rotate,
     })?)
+}
+
+/// `serve --reseal`: every record not under the seal's key, resealed while
+/// the server serves; progress and the end in the log.
+fn reseal_in_background(raw: Arc<dyn keyserver::KeyStorage>, seal: Arc<dyn Seal>) {
+    tokio::spawn(async move {
+        let result = keyserver::seal::reseal_all(&*raw, None, Some(&seal), |report| {
+            tracing::info!(
+                target: "keyserver::server",
+                "reseal: {} keys examined, {} resealed, {} already under {}",
+                report.examined,
+                report.resealed,
+                report.already,
+                seal.current_key()
+            );
+        })
+        .await;
+        match result {
+            Ok(report) => tracing::info!(
+                target: "keyserver::server",
+                "reseal done: every record is under master key {} ({} resealed, {} already, {} gone)",
+                seal.current_key(),
+                report.resealed,
+                report.already,
+                report.gone
+            ),
+            Err(e) => tracing::error!(
+                target: "keyserver::server",
+                "reseal stopped (restart with --reseal to resume): {e}"
+            ),
+        }
+    });
 }
 
 /// A future that completes on SIGTERM or SIGINT, with both handlers
