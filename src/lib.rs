@@ -82,6 +82,8 @@
 //! | `transport-xmlrpc`, `transport-jsonrpc` | both halves of the protocol | no |
 //! | `policy` | `keyserver::policy`: the server's policy layers (authorization, lifecycle permission, audit, metrics) | with any server half |
 //! | `testing` | `keyserver::testing` (crate `keyserver-testing`): the conformance kit, and `MockTransport`, a ready mock of [`Transport`] | no |
+//! | `shares` | `keyserver::shares`: a KEK or the audit key split into custodian shares, any K of N rebuild it (Shamir over GF(2^8), vsss-rs) | no |
+//! | `seal-pkcs11` | `backends::Pkcs11Seal` (crate `keyserver-pkcs11`): records sealed under a master key in an HSM, through PKCS#11 ([`seal`]) | no |
 //! | `full` | all of the above but `cipher-awslc-fips` | no |
 //!
 //! The default is what a client application needs: one cipher suite, the

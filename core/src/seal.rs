@@ -29,7 +29,8 @@
 //! # let seal: Arc<dyn Seal> = Arc::new(keyserver::seal::MemorySeal::new(
 //! #     Arc::new(keyserver::backends::RustCrypto::new()), [0x5e; 32]));
 //! let store = SealedStorage::new(MemoryStorage::new(), seal);
-//! let record = WrappedDek::test_record(3);
+//! # let id = keyserver::KeyId::from_bytes([3; 32]);
+//! let record = WrappedDek::new(id, 3072, keyserver::Strength::S128, 0, vec![3; 384])?;
 //! store.put(&record).await?;
 //! assert!(store.inner().get(record.key_id()).await?.is_sealed()); // at rest
 //! assert_eq!(store.get(record.key_id()).await?, record); // as served

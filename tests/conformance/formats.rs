@@ -131,7 +131,20 @@ pub fn field_changes() -> Vec<(&'static str, Change)> {
         ),
         (
             "unsupported record version",
+            Box::new(|b: &mut Vec<u8>| b[4] = 3),
+        ),
+        (
+            // Version 2 is a sealed record, which names its seal.
+            "unknown seal algorithm",
             Box::new(|b: &mut Vec<u8>| b[4] = 2),
+        ),
+        (
+            // A sealed record is 36 bytes longer than the wrapped DEK.
+            "inconsistent KEK size",
+            Box::new(|b: &mut Vec<u8>| {
+                b[4] = 2;
+                b[7] = 1;
+            }),
         ),
         (
             "unknown wrap algorithm",

@@ -40,6 +40,10 @@
 //! # Ok::<(), keyserver::Error>(())
 //! ```
 
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod uri;
 
 use std::collections::HashMap;

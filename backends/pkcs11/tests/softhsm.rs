@@ -79,7 +79,7 @@ fn uri(token: &str, object: &str) -> Pkcs11Uri {
 
 #[test]
 #[ignore = "needs SoftHSM2 (apt-get install softhsm2)"]
-fn the_token_seals_and_finds_every_change() {
+fn softhsm_the_token_seals_and_finds_every_change() {
     let uri = uri("basic", "master-1");
     let reference = create_key(&uri).unwrap();
     assert_eq!(reference, key_ref("basic", "master-1"));
@@ -130,7 +130,7 @@ fn the_token_seals_and_finds_every_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs SoftHSM2 (apt-get install softhsm2)"]
-async fn a_store_sealed_by_the_token_serves_and_is_shredded_with_its_key() {
+async fn softhsm_a_store_sealed_by_the_token_serves_and_is_shredded_with_its_key() {
     let uri = uri("store", "master-1");
     create_key(&uri).unwrap();
     let seal: Arc<dyn Seal> = Arc::new(Pkcs11Seal::open(&uri).unwrap());
@@ -172,7 +172,7 @@ async fn a_store_sealed_by_the_token_serves_and_is_shredded_with_its_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs SoftHSM2 (apt-get install softhsm2)"]
-async fn a_store_moves_between_two_token_keys_and_the_old_one_can_go() {
+async fn softhsm_a_store_moves_between_two_token_keys_and_the_old_one_can_go() {
     let one = uri("reseal", "master-1");
     let two = uri("reseal", "master-2");
     create_key(&one).unwrap();
@@ -218,7 +218,7 @@ async fn a_store_moves_between_two_token_keys_and_the_old_one_can_go() {
 
 #[test]
 #[ignore = "needs SoftHSM2 (apt-get install softhsm2)"]
-fn a_token_that_cannot_be_used_is_refused_saying_why() {
+fn softhsm_a_token_that_cannot_be_used_is_refused_saying_why() {
     let good = uri("refuse", "master-1");
     create_key(&good).unwrap();
     let (dir, _) = setup();
@@ -293,7 +293,7 @@ fn a_token_that_cannot_be_used_is_refused_saying_why() {
 
 #[test]
 #[ignore = "needs SoftHSM2 (apt-get install softhsm2)"]
-fn many_threads_share_one_seal() {
+fn softhsm_many_threads_share_one_seal() {
     let uri = uri("threads", "master-1");
     let reference = create_key(&uri).unwrap();
     let seal = Arc::new(Pkcs11Seal::open(&uri).unwrap());
