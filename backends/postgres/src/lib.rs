@@ -43,10 +43,10 @@ const NAME: &str = "postgres";
 
 /// The schema versions this build knows, in order: each is applied once, in
 /// its own transaction, under the migration lock.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("v1.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("v1.sql")), (2, include_str!("v2.sql"))];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The channel the triggers announce changed keys on.
 const CHANNEL: &str = "keyserver_keys";

@@ -89,8 +89,15 @@ pub(crate) enum Command {
         #[command(flatten)]
         kek: KekArgs,
         /// Write the new KEK to this file (created 0600, never overwritten).
-        #[arg(long)]
-        out: PathBuf,
+        #[arg(long, required_unless_present = "shares", conflicts_with = "shares")]
+        out: Option<PathBuf>,
+        /// Split the new KEK into N custodian share files, any K of which
+        /// rebuild it ("K/N"); no file holds it. Needs --out-dir.
+        #[arg(long, requires = "out_dir")]
+        shares: Option<String>,
+        /// The folder for the new KEK's share files.
+        #[arg(long, requires = "shares")]
+        out_dir: Option<PathBuf>,
         /// Strength of the new KEK (at least the DEK's); the server's if absent.
         #[arg(long)]
         strength: Option<u32>,

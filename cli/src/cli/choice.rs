@@ -45,9 +45,10 @@ pub(crate) async fn storage(
     Ok(stores(spec, cache_records, None).await?.serving)
 }
 
-/// A storage twice: as the server uses it (sealed by the seal, if any,
-/// with the record cache in front), and as it is stored (for resealing it
-/// in the background).
+/// A storage twice: as the server uses it (through the seal, if any), and
+/// as it is stored, records sealed or not, with the record cache (for
+/// resealing it in the background: a replaced record is forgotten by the
+/// cache, so no old form of it outlives its master key there).
 pub(crate) struct Stores {
     pub serving: Arc<dyn KeyStorage>,
     pub raw: Arc<dyn KeyStorage>,
@@ -91,8 +92,8 @@ pub(crate) async fn stores(
         // Runs for the life of the process.
         drop(store.watch(move |feed| feed.apply_to(&follower)));
         return Ok(Stores {
-            serving: sealed(cache, seal),
-            raw: store,
+            serving: sealed(Arc::clone(&cache), seal),
+            raw: cache,
         });
     }
     match spec.strip_prefix("file:") {
@@ -100,12 +101,10 @@ pub(crate) async fn stores(
             let store = Arc::new(backends::FileStorage::open(dir).await?);
             // The directory lock makes this process the only writer: what
             // the record cache needs.
+            let cache = Arc::new(backends::RecordCache::new(store, cache_records));
             Ok(Stores {
-                serving: sealed(
-                    backends::RecordCache::new(Arc::clone(&store), cache_records),
-                    seal,
-                ),
-                raw: store,
+                serving: sealed(Arc::clone(&cache), seal),
+                raw: cache,
             })
         }
         _ => Err(usage(format!(

@@ -177,28 +177,45 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
             client: args,
             kek,
             out,
+            shares,
+            out_dir,
             strength,
         } => {
             let strength = strength_arg(strength)?;
+            let split = shares.as_deref().map(custody::parse_split).transpose()?;
             let kek = custody::read_kek_arg(&kek)?;
             let client = client(&args)?;
-            let (path, mut file) = create_private_file(&out)?;
+            // Every file is made before the server is asked.
+            let share_files = match (split, &out_dir) {
+                (Some((_, n)), Some(dir)) => Some(custody::ShareFiles::create(dir, n)?),
+                _ => None,
+            };
+            let file = out.as_deref().map(create_private_file).transpose()?;
             let new = match client.rotate(&kek, strength).await {
                 Ok(new) => new,
                 Err(e) => {
-                    let _ = std::fs::remove_file(&path);
+                    if let Some((path, _)) = &file {
+                        let _ = std::fs::remove_file(path);
+                    }
                     return Err(e.into());
                 }
             };
-            file.write_all(new.to_pem().as_bytes())
-                .and_then(|()| file.sync_all())
-                .map_err(|e| io_failure(format!("cannot write {}", path.display()), e))?;
             let _ = writeln!(
                 std::io::stderr(),
                 "key id: {} (rotated from {})",
                 new.id(),
                 kek.id()
             );
+            if let (Some(files), Some((k, n))) = (share_files, split) {
+                let split = keyserver::shares::split_kek(&new, k, n).map_err(Failure::from)?;
+                let paths = files.write(&split)?;
+                return custody::report_shares("the new KEK", k, &paths);
+            }
+            if let Some((path, mut file)) = file {
+                file.write_all(new.to_pem().as_bytes())
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| io_failure(format!("cannot write {}", path.display()), e))?;
+            }
             Ok(())
         }
         Command::Suspend(a) => change(Change::Suspend, a).await,
