@@ -134,9 +134,27 @@ impl std::fmt::Debug for Pkcs11Seal {
     }
 }
 
-/// Loads and initialises the module of `uri`.
+/// The modules loaded in this process, each initialised once: a PKCS#11
+/// module is one library state per process, and `C_Initialize` (like
+/// `C_Finalize`) must not race itself, so every seal and key operation of
+/// the process shares one context per module path, made under this lock.
+static MODULES: Mutex<Option<HashMap<std::path::PathBuf, Pkcs11>>> = Mutex::new(None);
+
+fn modules() -> std::sync::MutexGuard<'static, Option<HashMap<std::path::PathBuf, Pkcs11>>> {
+    MODULES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The context of the module of `uri`, loaded and initialised once per
+/// process.
 fn context(uri: &Pkcs11Uri) -> Result<Pkcs11> {
     let module = uri.module()?;
+    let mut modules = modules();
+    let loaded = modules.get_or_insert_with(HashMap::new);
+    if let Some(ctx) = loaded.get(&module) {
+        return Ok(ctx.clone());
+    }
     let ctx = Pkcs11::new(&module).map_err(|e| {
         seal_error(
             uri,
@@ -145,9 +163,20 @@ fn context(uri: &Pkcs11Uri) -> Result<Pkcs11> {
         )
     })?;
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(ctx),
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {
+            loaded.insert(module, ctx.clone());
+            Ok(ctx)
+        }
         Err(e) => Err(seal_error(uri, "cannot initialise the module", e)),
     }
+}
+
+/// Finalises and initialises `ctx`'s module again, under the modules'
+/// lock (every session of the process on that module is closed by it).
+fn reinitialise(ctx: &Pkcs11) {
+    let _modules = modules();
+    let _ = ctx.clone().finalize();
+    let _ = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
 }
 
 /// The slot holding the token `uri` names.
@@ -353,10 +382,7 @@ impl Pkcs11Seal {
         state.sessions.clear();
         state.keys.clear();
         state.slot = None;
-        let _ = self.ctx.clone().finalize();
-        let _ = self
-            .ctx
-            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+        reinitialise(&self.ctx);
     }
 
     /// The URI this seal was opened with (no PIN is part of it).

@@ -170,7 +170,14 @@ fn a_kek_in_shares_is_used_without_ever_being_whole_on_disk() {
     // with the new key's shares.
     let out = run(
         &args_with(
-            &["rotate", "--shares", "2/3", "--out-dir", "rotated", "--kek-shares"],
+            &[
+                "rotate",
+                "--shares",
+                "2/3",
+                "--out-dir",
+                "rotated",
+                "--kek-shares",
+            ],
             &[s[0], s[1], s[2]],
         ),
         dir,
@@ -180,12 +187,24 @@ fn a_kek_in_shares_is_used_without_ever_being_whole_on_disk() {
     let rotated = shares_in(&dir.join("rotated"), 3);
     let r: Vec<String> = rotated.iter().map(|p| p.display().to_string()).collect();
     let out = run(
-        &["decrypt", "--kek-shares", &r[2], &r[0], "--in", "sealed", "--out", "again"],
+        &[
+            "decrypt",
+            "--kek-shares",
+            &r[2],
+            &r[0],
+            "--in",
+            "sealed",
+            "--out",
+            "again",
+        ],
         dir,
         &url,
     );
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(std::fs::read(dir.join("again")).unwrap(), b"custodians hold the key");
+    assert_eq!(
+        std::fs::read(dir.join("again")).unwrap(),
+        b"custodians hold the key"
+    );
 
     // Too few: refused, naming how many are needed; nothing is written.
     let out = run(
