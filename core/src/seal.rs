@@ -50,7 +50,7 @@ use crate::{Error, KeyId, KeyMeta, KeyStorage, Result, WrappedDek};
 
 /// The reference a sealed record gives of its master key: 8 bytes that
 /// the seal maps to one of its keys (the PKCS#11 seal: the first 8 bytes
-/// of SHA-256 over a label and the key object's `CKA_LABEL`).
+/// of SHA-256 over a label and the key object's `CKA_LABEL` and `CKA_ID`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SealKeyRef(pub [u8; 8]);
 

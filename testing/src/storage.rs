@@ -99,6 +99,30 @@ pub async fn replace_never_revives<S: KeyStorage>(store: S) {
         vec![*sealed_record(8).key_id()]
     );
     assert_eq!(store.count(), 1);
+    // A delete racing a replace: whichever runs first, the key ends deleted.
+    for n in 100..140 {
+        store.put(&record(n)).await.unwrap();
+        let replacing = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                match store.replace(&sealed_record(n)).await {
+                    Ok(()) | Err(Error::NotFound { .. }) => {}
+                    Err(e) => panic!("replace failed: {e:?}"),
+                }
+            })
+        };
+        let deleting = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.delete(record(n).key_id()).await.unwrap() })
+        };
+        replacing.await.unwrap();
+        assert!(deleting.await.unwrap());
+        assert!(
+            !store.contains(record(n).key_id()).await.unwrap(),
+            "a replace brought back key {n}"
+        );
+    }
+    assert_eq!(store.count(), 1);
 }
 
 /// `put` never overwrites: a second put of the same id fails and the first

@@ -13,14 +13,25 @@
 //! such a key); any other is refused.
 //!
 //! A record names its master key by an 8-byte reference: SHA-256 of a
-//! label, the token's label and the key's label, cut to 8 bytes. So the
-//! seal opens records of every AES key on its token by label, and a store
-//! being moved from one key to another reads throughout.
+//! label, the key's `CKA_LABEL` and its `CKA_ID` (random, set by `keyserver
+//! seal new-key`), cut to 8 bytes ([`key_ref`]). So the seal opens records
+//! of every AES key on its token, a store being moved from one key to
+//! another reads throughout, a copy of the key in a second HSM (cloned, so
+//! with the same label and id) opens the same records, and a new key of an
+//! old label is another key. Two keys of one label and id on a token are
+//! refused as ambiguous.
 //!
 //! If the token goes away (removed, the module's daemon restarted), calls
 //! fail with a storage error (code 5) and [`Seal::check`] (so `/readyz`)
-//! says why; the seal opens a new session and logs in again by itself
-//! when the token is back.
+//! says why; the seal initialises the module again (at most once a second,
+//! and only when no call is inside it) and logs in again by itself when
+//! the token is back. A wrong PIN is never tried twice: the seal stops
+//! logging in until it is opened again, so it cannot lock the token.
+//!
+//! At open, the key must be AES-256, private, sensitive, never
+//! extractable and generated inside the token (`CKA_LOCAL`), and a seal
+//! and open of a test block must give it back (a token that chooses its
+//! own GCM nonces writes it where the seal reads it from).
 //!
 //! # Example
 //!
@@ -47,7 +58,8 @@
 mod uri;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -64,18 +76,18 @@ use zeroize::Zeroizing;
 
 pub use uri::{Pkcs11Uri, MODULE_ENV, PIN_ENV};
 
-/// The reference a record gives of the key labelled `key` on the token
-/// labelled `token`.
-pub fn key_ref(token: &str, key: &str) -> SealKeyRef {
+/// The reference a record gives of the key with `CKA_LABEL` `label` and
+/// `CKA_ID` `id` (empty if it has none).
+pub fn key_ref(label: &str, id: &[u8]) -> SealKeyRef {
     let mut hash = Sha256::new();
-    hash.update(b"keyserver seal key v1\0");
-    hash.update(token.as_bytes());
-    hash.update([0]);
-    hash.update(key.as_bytes());
+    hash.update(b"keyserver seal key v2\0");
+    hash.update((label.len() as u64).to_be_bytes());
+    hash.update(label.as_bytes());
+    hash.update(id);
     let digest = hash.finalize();
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&digest[..8]);
-    SealKeyRef(id)
+    let mut reference = [0u8; 8];
+    reference.copy_from_slice(&digest[..8]);
+    SealKeyRef(reference)
 }
 
 /// A storage error of the seal (code 5), naming the token.
@@ -107,53 +119,33 @@ fn session_lost(e: &CkError) -> bool {
     )
 }
 
-/// A PKCS#11 token holding the master keys. See the crate documentation.
-pub struct Pkcs11Seal {
-    uri: Pkcs11Uri,
-    ctx: Pkcs11,
-    /// Kept to log in again when the token comes back; wiped on drop.
-    pin: Zeroizing<String>,
-    current: SealKeyRef,
-    state: Mutex<State>,
-}
-
-/// The slot, the open sessions (reused, one per call at a time), and the
-/// handles of the AES keys by reference.
-struct State {
-    slot: Option<Slot>,
-    sessions: Vec<Session>,
-    keys: HashMap<SealKeyRef, ObjectHandle>,
-}
-
-impl std::fmt::Debug for Pkcs11Seal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pkcs11Seal")
-            .field("uri", &self.uri.to_string())
-            .field("current", &self.current)
-            .finish_non_exhaustive()
-    }
+/// One loaded module: its context, and the gate every call into it passes.
+/// Calls hold the gate shared; `C_Finalize` and `C_Initialize` (a reset)
+/// hold it alone, so no call is ever inside the module while it is reset.
+/// The generation counts resets: sessions of an older generation are
+/// stale (their handles may now name another session) and are forgotten,
+/// never closed.
+struct Gate {
+    generation: RwLock<u64>,
+    last_reset: Mutex<Option<Instant>>,
 }
 
 /// The modules loaded in this process, each initialised once: a PKCS#11
 /// module is one library state per process, and `C_Initialize` (like
-/// `C_Finalize`) must not race itself, so every seal and key operation of
-/// the process shares one context per module path, made under this lock.
-static MODULES: Mutex<Option<HashMap<std::path::PathBuf, Pkcs11>>> = Mutex::new(None);
+/// `C_Finalize`) must not race itself.
+type Modules = HashMap<std::path::PathBuf, (Pkcs11, Arc<Gate>)>;
+static MODULES: Mutex<Option<Modules>> = Mutex::new(None);
 
-fn modules() -> std::sync::MutexGuard<'static, Option<HashMap<std::path::PathBuf, Pkcs11>>> {
-    MODULES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// The context of the module of `uri`, loaded and initialised once per
-/// process.
-fn context(uri: &Pkcs11Uri) -> Result<Pkcs11> {
+/// The context and gate of the module of `uri`, loaded and initialised
+/// once per process.
+fn context(uri: &Pkcs11Uri) -> Result<(Pkcs11, Arc<Gate>)> {
     let module = uri.module()?;
-    let mut modules = modules();
+    let mut modules = MODULES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let loaded = modules.get_or_insert_with(HashMap::new);
-    if let Some(ctx) = loaded.get(&module) {
-        return Ok(ctx.clone());
+    if let Some((ctx, gate)) = loaded.get(&module) {
+        return Ok((ctx.clone(), Arc::clone(gate)));
     }
     let ctx = Pkcs11::new(&module).map_err(|e| {
         seal_error(
@@ -164,19 +156,15 @@ fn context(uri: &Pkcs11Uri) -> Result<Pkcs11> {
     })?;
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {
-            loaded.insert(module, ctx.clone());
-            Ok(ctx)
+            let gate = Arc::new(Gate {
+                generation: RwLock::new(0),
+                last_reset: Mutex::new(None),
+            });
+            loaded.insert(module, (ctx.clone(), Arc::clone(&gate)));
+            Ok((ctx, gate))
         }
         Err(e) => Err(seal_error(uri, "cannot initialise the module", e)),
     }
-}
-
-/// Finalises and initialises `ctx`'s module again, under the modules'
-/// lock (every session of the process on that module is closed by it).
-fn reinitialise(ctx: &Pkcs11) {
-    let _modules = modules();
-    let _ = ctx.clone().finalize();
-    let _ = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
 }
 
 /// The slot holding the token `uri` names.
@@ -185,6 +173,7 @@ fn find_slot(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot> {
         .get_slots_with_token()
         .map_err(|e| seal_error(uri, "cannot list the slots", e))?;
     let mut seen = Vec::new();
+    let mut found = Vec::new();
     for slot in slots {
         let Ok(info) = ctx.get_token_info(slot) else {
             continue;
@@ -199,98 +188,299 @@ fn find_slot(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot> {
             .as_deref()
             .is_none_or(|m| info.manufacturer_id().trim_end() == m);
         if label == uri.token && serial_ok && maker_ok {
-            return Ok(slot);
+            found.push(slot);
         }
         seen.push(label);
     }
-    Err(seal_error(
-        uri,
-        "not found",
-        format!("the tokens present are {seen:?}"),
-    ))
+    match found[..] {
+        [slot] => Ok(slot),
+        [] => Err(seal_error(
+            uri,
+            "not found",
+            format!("the tokens present are {seen:?}"),
+        )),
+        _ => Err(seal_error(
+            uri,
+            "is ambiguous",
+            "several tokens have this label: add serial= to the URI",
+        )),
+    }
+}
+
+/// Why a login failed: for good (the PIN), or perhaps for now.
+enum LoginError {
+    Pin(Error),
+    Other(Error),
+}
+
+impl From<LoginError> for Error {
+    fn from(e: LoginError) -> Error {
+        match e {
+            LoginError::Pin(e) | LoginError::Other(e) => e,
+        }
+    }
 }
 
 /// A new session on `slot`, logged in as the user (the login is the
 /// application's: later sessions share it).
-fn login(ctx: &Pkcs11, slot: Slot, uri: &Pkcs11Uri, pin: &str, rw: bool) -> Result<Session> {
+fn login(
+    ctx: &Pkcs11,
+    slot: Slot,
+    uri: &Pkcs11Uri,
+    pin: &str,
+    rw: bool,
+) -> std::result::Result<Session, LoginError> {
     let session = if rw {
         ctx.open_rw_session(slot)
     } else {
         ctx.open_ro_session(slot)
     }
-    .map_err(|e| seal_error(uri, "cannot open a session", e))?;
+    .map_err(|e| LoginError::Other(seal_error(uri, "cannot open a session", e)))?;
     match session.login(UserType::User, Some(&AuthPin::new(pin.into()))) {
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
-        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
-            Err(seal_error(uri, "cannot log in", "the PIN is wrong"))
-        }
-        Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(seal_error(
+        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(LoginError::Pin(seal_error(
             uri,
             "cannot log in",
-            "the user PIN is locked (too many wrong PINs)",
+            "the PIN is wrong (it is not tried again until the seal is opened again)",
+        ))),
+        Err(CkError::Pkcs11(RvError::PinLocked | RvError::PinExpired, _)) => Err(LoginError::Pin(
+            seal_error(uri, "cannot log in", "the user PIN is locked or expired"),
         )),
-        Err(e) => Err(seal_error(uri, "cannot log in", e)),
+        Err(e) => Err(LoginError::Other(seal_error(uri, "cannot log in", e))),
     }
 }
 
-/// The AES secret keys on the token, by reference.
-fn list_keys(session: &Session, uri: &Pkcs11Uri) -> Result<HashMap<SealKeyRef, ObjectHandle>> {
+/// The AES secret keys of a token: by reference, with the labels of each
+/// (several keys of one reference make it ambiguous).
+struct Keys {
+    by_ref: HashMap<SealKeyRef, Vec<ObjectHandle>>,
+}
+
+/// Lists the token's AES secret keys.
+fn list_keys(session: &Session, uri: &Pkcs11Uri) -> Result<Keys> {
     let handles = session
         .find_objects(&[
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::AES),
         ])
         .map_err(|e| seal_error(uri, "cannot list its keys", e))?;
-    let mut keys = HashMap::new();
+    let mut by_ref: HashMap<SealKeyRef, Vec<ObjectHandle>> = HashMap::new();
     for handle in handles {
         let attrs = session
-            .get_attributes(handle, &[AttributeType::Label])
+            .get_attributes(handle, &[AttributeType::Label, AttributeType::Id])
             .map_err(|e| seal_error(uri, "cannot read a key's label", e))?;
+        let (mut label, mut id) = (None, Vec::new());
         for attr in attrs {
-            if let Attribute::Label(label) = attr {
-                let label = String::from_utf8_lossy(&label).into_owned();
-                keys.insert(key_ref(&uri.token, &label), handle);
+            match attr {
+                Attribute::Label(l) => label = Some(String::from_utf8_lossy(&l).into_owned()),
+                Attribute::Id(i) => id = i,
+                _ => {}
             }
         }
+        if let Some(label) = label {
+            by_ref.entry(key_ref(&label, &id)).or_default().push(handle);
+        }
     }
-    Ok(keys)
+    Ok(Keys { by_ref })
 }
 
+/// The one key `uri` names (its label, and its id if given): its handle
+/// and reference.
+fn find_key(session: &Session, uri: &Pkcs11Uri) -> Result<(ObjectHandle, SealKeyRef)> {
+    let mut template = vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Label(uri.object.as_bytes().to_vec()),
+    ];
+    if let Some(id) = &uri.id {
+        template.push(Attribute::Id(id.clone()));
+    }
+    let handles = session
+        .find_objects(&template)
+        .map_err(|e| seal_error(uri, "cannot look its keys up", e))?;
+    let handle = match handles[..] {
+        [handle] => handle,
+        [] => {
+            return Err(seal_error(
+                uri,
+                &format!("no AES key labelled {:?}", uri.object),
+                "make one with `keyserver seal new-key`",
+            ))
+        }
+        _ => {
+            return Err(seal_error(
+                uri,
+                &format!("several AES keys are labelled {:?}", uri.object),
+                "name one with id= in the URI",
+            ))
+        }
+    };
+    let id = session
+        .get_attributes(handle, &[AttributeType::Id])
+        .map_err(|e| seal_error(uri, "cannot read the key's id", e))?
+        .into_iter()
+        .find_map(|a| match a {
+            Attribute::Id(id) => Some(id),
+            _ => None,
+        })
+        .unwrap_or_default();
+    Ok((handle, key_ref(&uri.object, &id)))
+}
+
+/// Refuses a master key that is not AES-256, or is not private, or could
+/// ever have left the token or been known outside it.
+fn check_key(session: &Session, handle: ObjectHandle, uri: &Pkcs11Uri) -> Result<()> {
+    let wanted = [
+        AttributeType::ValueLen,
+        AttributeType::Private,
+        AttributeType::Sensitive,
+        AttributeType::AlwaysSensitive,
+        AttributeType::Extractable,
+        AttributeType::NeverExtractable,
+        AttributeType::Local,
+    ];
+    let attrs = session
+        .get_attributes(handle, &wanted)
+        .map_err(|e| seal_error(uri, "cannot read the key's attributes", e))?;
+    let refuse = |why: &str| {
+        seal_error(
+            uri,
+            &format!("key {:?} is refused", uri.object),
+            format!("{why}; make one with `keyserver seal new-key`"),
+        )
+    };
+    if attrs.len() != wanted.len() {
+        return Err(refuse("the token does not report all of its attributes"));
+    }
+    for attr in attrs {
+        let bad = match attr {
+            Attribute::ValueLen(len) if usize::from(len) != 32 => "it is not a 256-bit AES key",
+            Attribute::Private(false) => "it is usable without logging in (CKA_PRIVATE)",
+            Attribute::Sensitive(false) => "it is not sensitive (CKA_SENSITIVE)",
+            Attribute::AlwaysSensitive(false) => {
+                "it was not always sensitive (CKA_ALWAYS_SENSITIVE)"
+            }
+            Attribute::Extractable(true) => "it can leave the token (CKA_EXTRACTABLE)",
+            Attribute::NeverExtractable(false) => {
+                "it could once leave the token (CKA_NEVER_EXTRACTABLE)"
+            }
+            Attribute::Local(false) => "it was not generated in the token (CKA_LOCAL)",
+            _ => continue,
+        };
+        return Err(refuse(bad));
+    }
+    Ok(())
+}
+
+/// A PKCS#11 token holding the master keys. See the crate documentation.
+pub struct Pkcs11Seal {
+    uri: Pkcs11Uri,
+    ctx: Pkcs11,
+    gate: Arc<Gate>,
+    /// Kept to log in again when the token comes back; wiped on drop.
+    pin: Zeroizing<String>,
+    /// Set when the token refused the PIN: never tried again.
+    pin_refused: std::sync::atomic::AtomicBool,
+    current: SealKeyRef,
+    state: Mutex<State>,
+}
+
+/// The sessions of one generation of the module (reused, one call at a
+/// time each), the slot, and the keys by reference.
+struct State {
+    generation: u64,
+    slot: Option<Slot>,
+    sessions: Vec<Session>,
+    keys: Option<Keys>,
+}
+
+impl State {
+    /// Forgets what belongs to an older generation: its sessions are
+    /// leaked, not closed (their handles may name new sessions now).
+    fn renew(&mut self, generation: u64) {
+        if self.generation != generation {
+            for session in self.sessions.drain(..) {
+                std::mem::forget(session);
+            }
+            self.keys = None;
+            self.slot = None;
+            self.generation = generation;
+        }
+    }
+}
+
+impl std::fmt::Debug for Pkcs11Seal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pkcs11Seal")
+            .field("uri", &self.uri.to_string())
+            .field("current", &self.current)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The least time between two resets of a module.
+const RESET_INTERVAL: Duration = Duration::from_secs(1);
+
 impl Pkcs11Seal {
-    /// Opens the token `uri` names, logs in with its PIN, and finds its
-    /// master key.
+    /// Opens the token `uri` names, logs in with its PIN, finds its master
+    /// key, checks it, and seals and opens a test block with it.
     ///
     /// # Errors
     /// [`Error::InvalidKey`] for a URI without a module or PIN source;
     /// [`Error::Storage`] (code 5), saying why, if the module does not
     /// load, the token is not there, the PIN is wrong, or the key is
-    /// missing, not AES-256, or can leave the token.
+    /// missing, ambiguous, not AES-256, or can leave the token.
     pub fn open(uri: &Pkcs11Uri) -> Result<Self> {
         let pin = uri.pin()?;
-        let ctx = context(uri)?;
-        let slot = find_slot(&ctx, uri)?;
-        let session = login(&ctx, slot, uri, &pin, false)?;
-        let keys = list_keys(&session, uri)?;
-        let current = key_ref(&uri.token, &uri.object);
-        let handle = *keys.get(&current).ok_or_else(|| {
-            seal_error(
-                uri,
-                &format!("no AES key labelled {:?}", uri.object),
-                "make one with `keyserver seal new-key`",
-            )
-        })?;
-        check_key(&session, handle, uri)?;
-        Ok(Pkcs11Seal {
+        let (ctx, gate) = context(uri)?;
+        let generation = *gate
+            .generation
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (session, slot, current) = {
+            let _shared = gate
+                .generation
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let slot = find_slot(&ctx, uri)?;
+            let session = login(&ctx, slot, uri, &pin, false)?;
+            let (handle, current) = find_key(&session, uri)?;
+            check_key(&session, handle, uri)?;
+            (session, slot, current)
+        };
+        let seal = Pkcs11Seal {
             uri: uri.clone(),
             ctx,
+            gate,
             pin,
+            pin_refused: std::sync::atomic::AtomicBool::new(false),
             current,
             state: Mutex::new(State {
+                generation,
                 slot: Some(slot),
                 sessions: vec![session],
-                keys,
+                keys: None,
             }),
-        })
+        };
+        seal.self_test()?;
+        Ok(seal)
+    }
+
+    /// Seals and opens a test block: the key works, and the nonce the
+    /// record keeps is the one the token used.
+    fn self_test(&self) -> Result<()> {
+        let aad = b"keyserver seal self-test";
+        let block = [0x5a_u8; 48];
+        let sealed = self.encrypt(self.current, aad, &block)?;
+        let opened = self.decrypt(self.current, aad, &sealed);
+        match opened {
+            Ok(plain) if plain[..] == block[..] => Ok(()),
+            _ => Err(seal_error(
+                &self.uri,
+                "failed its self-test",
+                "a block sealed with the master key does not open again",
+            )),
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -299,24 +489,51 @@ impl Pkcs11Seal {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A session from the pool, or a new one (finding the token and
-    /// logging in again if it was lost).
-    fn session(&self) -> Result<Session> {
+    /// A session of `generation` from the pool, or a new one (finding the
+    /// token and logging in again if it was lost). The caller holds the
+    /// gate shared.
+    fn session(&self, generation: u64) -> std::result::Result<Session, LoginError> {
         let mut state = self.state();
+        state.renew(generation);
         if let Some(session) = state.sessions.pop() {
             return Ok(session);
+        }
+        if self.pin_refused.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(LoginError::Pin(seal_error(
+                &self.uri,
+                "cannot log in",
+                "the PIN was refused; open the seal again (restart) with the right PIN",
+            )));
         }
         let slot = match state.slot {
             Some(slot) => slot,
             None => {
-                let slot = find_slot(&self.ctx, &self.uri)?;
+                let slot = find_slot(&self.ctx, &self.uri).map_err(LoginError::Other)?;
                 state.slot = Some(slot);
                 slot
             }
         };
-        let session = login(&self.ctx, slot, &self.uri, &self.pin, false)?;
-        if state.keys.is_empty() {
-            state.keys = list_keys(&session, &self.uri)?;
+        let session = match login(&self.ctx, slot, &self.uri, &self.pin, false) {
+            Ok(session) => session,
+            Err(LoginError::Pin(e)) => {
+                self.pin_refused
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                return Err(LoginError::Pin(e));
+            }
+            Err(other) => return Err(other),
+        };
+        if state.keys.is_none() {
+            // After a reset: the master key is found and checked again.
+            let (handle, current) = find_key(&session, &self.uri).map_err(LoginError::Other)?;
+            if current != self.current {
+                return Err(LoginError::Other(seal_error(
+                    &self.uri,
+                    &format!("key {:?} has changed", self.uri.object),
+                    "it is not the key the seal was opened with",
+                )));
+            }
+            check_key(&session, handle, &self.uri).map_err(LoginError::Other)?;
+            state.keys = Some(list_keys(&session, &self.uri).map_err(LoginError::Other)?);
         }
         Ok(session)
     }
@@ -324,18 +541,29 @@ impl Pkcs11Seal {
     /// The handle of `key`, looking the token's keys up again once if it
     /// is not known (a key made since).
     fn handle(&self, key: SealKeyRef, session: &Session) -> Result<ObjectHandle> {
-        if let Some(handle) = self.state().keys.get(&key) {
-            return Ok(*handle);
+        let lookup = |keys: &Keys| -> Option<Result<ObjectHandle>> {
+            match keys.by_ref.get(&key).map(Vec::as_slice) {
+                Some([handle]) => Some(Ok(*handle)),
+                Some([]) | None => None,
+                Some(_) => Some(Err(seal_error(
+                    &self.uri,
+                    &format!("master key {key} is ambiguous"),
+                    "several keys of the token have its label and id",
+                ))),
+            }
+        };
+        if let Some(found) = self.state().keys.as_ref().and_then(&lookup) {
+            return found;
         }
         let keys = list_keys(session, &self.uri)?;
-        let found = keys.get(&key).copied();
-        self.state().keys = keys;
-        found.ok_or_else(|| missing_key(key, &format!("token {:?}", self.uri.token)))
+        let found = lookup(&keys);
+        self.state().keys = Some(keys);
+        found.unwrap_or_else(|| Err(missing_key(key, &format!("token {:?}", self.uri.token))))
     }
 
-    /// Runs `op` with a session and `key`'s handle; if the session or the
-    /// token was lost, starts over ([`Pkcs11Seal::reset`]) and tries once
-    /// more.
+    /// Runs `op` with a session and `key`'s handle, inside the module's
+    /// gate; if the session or the token was lost, resets the module and
+    /// tries once more.
     fn with_key<T>(
         &self,
         key: SealKeyRef,
@@ -343,26 +571,42 @@ impl Pkcs11Seal {
         op: impl Fn(&Session, ObjectHandle) -> std::result::Result<T, CkError>,
     ) -> Result<std::result::Result<T, CkError>> {
         for attempt in 0..2 {
-            let session = match self.session() {
+            let shared = self
+                .gate
+                .generation
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let generation = *shared;
+            let session = match self.session(generation) {
                 Ok(session) => session,
+                Err(LoginError::Pin(e)) => return Err(e),
                 // The token is not found, or will not log us in: after a
                 // reset the module looks again.
-                Err(e) if attempt == 0 => {
+                Err(LoginError::Other(e)) if attempt == 0 => {
+                    drop(shared);
                     tracing::warn!(token = %self.uri.token, error = %e, "PKCS#11 token not usable; initialising the module again");
-                    self.reset();
+                    self.reset(generation);
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(LoginError::Other(e)) => return Err(e),
             };
-            let handle = self.handle(key, &session)?;
+            let handle = match self.handle(key, &session) {
+                Ok(handle) => handle,
+                Err(e) => {
+                    self.state().sessions.push(session);
+                    return Err(e);
+                }
+            };
             match op(&session, handle) {
                 Err(e) if session_lost(&e) => {
+                    // Closed while no reset can run (the gate is held).
                     drop(session);
-                    self.reset();
+                    drop(shared);
                     if attempt == 1 {
                         return Err(seal_error(&self.uri, what, e));
                     }
-                    tracing::warn!(token = %self.uri.token, error = %e, "PKCS#11 session lost; logging in again");
+                    tracing::warn!(token = %self.uri.token, error = %e, "PKCS#11 session lost; initialising the module again");
+                    self.reset(generation);
                 }
                 result => {
                     self.state().sessions.push(session);
@@ -373,50 +617,40 @@ impl Pkcs11Seal {
         Err(seal_error(&self.uri, what, "the token is not usable"))
     }
 
-    /// Forgets every session and handle, and initialises the module again
-    /// (a token that was removed is only seen again by some modules,
-    /// SoftHSM2 among them, after `C_Finalize` and `C_Initialize`).
-    /// Serialised: one reset at a time.
-    fn reset(&self) {
-        let mut state = self.state();
-        state.sessions.clear();
-        state.keys.clear();
-        state.slot = None;
-        reinitialise(&self.ctx);
+    /// Finalises and initialises the module again (a token that was
+    /// removed is only seen again by some modules, SoftHSM2 among them,
+    /// after `C_Finalize` and `C_Initialize`): with the gate held alone,
+    /// so no call is inside the module, and only if no one reset it since
+    /// `seen` and not within the last [`RESET_INTERVAL`].
+    fn reset(&self, seen: u64) {
+        let mut generation = self
+            .gate
+            .generation
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *generation != seen {
+            return;
+        }
+        let mut last = self
+            .gate
+            .last_reset
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|at| at.elapsed() < RESET_INTERVAL) {
+            return;
+        }
+        let _ = self.ctx.clone().finalize();
+        let _ = self
+            .ctx
+            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+        *generation += 1;
+        *last = Some(Instant::now());
     }
 
     /// The URI this seal was opened with (no PIN is part of it).
     pub fn uri(&self) -> &Pkcs11Uri {
         &self.uri
     }
-}
-
-/// Refuses a master key that is not AES-256, or can leave the token.
-fn check_key(session: &Session, handle: ObjectHandle, uri: &Pkcs11Uri) -> Result<()> {
-    let attrs = session
-        .get_attributes(
-            handle,
-            &[
-                AttributeType::ValueLen,
-                AttributeType::Sensitive,
-                AttributeType::Extractable,
-            ],
-        )
-        .map_err(|e| seal_error(uri, "cannot read the key's attributes", e))?;
-    for attr in attrs {
-        let bad = match attr {
-            Attribute::ValueLen(len) if usize::from(len) != 32 => "it is not a 256-bit AES key",
-            Attribute::Sensitive(false) => "it is not sensitive (CKA_SENSITIVE)",
-            Attribute::Extractable(true) => "it can leave the token (CKA_EXTRACTABLE)",
-            _ => continue,
-        };
-        return Err(seal_error(
-            uri,
-            &format!("key {:?} is refused", uri.object),
-            format!("{bad}; make one with `keyserver seal new-key`"),
-        ));
-    }
-    Ok(())
 }
 
 impl Seal for Pkcs11Seal {
@@ -439,12 +673,24 @@ impl Seal for Pkcs11Seal {
         })?;
         let sealed = self.with_key(key, "cannot seal a record", |session, handle| {
             let mut iv = nonce;
-            let params = GcmParams::new(&mut iv, aad, 128.into())?;
-            session.encrypt(&Mechanism::AesGcm(params), handle, plaintext)
+            let sealed = {
+                let params = GcmParams::new(&mut iv, aad, 128.into())?;
+                session.encrypt(&Mechanism::AesGcm(params), handle, plaintext)?
+            };
+            // A token that makes its own nonces writes the one it used
+            // into the parameters: that is the one to keep.
+            Ok((iv, sealed))
         })?;
-        let sealed = sealed.map_err(|e| seal_error(&self.uri, "cannot seal a record", e))?;
+        let (iv, sealed) = sealed.map_err(|e| seal_error(&self.uri, "cannot seal a record", e))?;
+        if sealed.len() != plaintext.len() + 16 {
+            return Err(seal_error(
+                &self.uri,
+                "cannot seal a record",
+                "the token's ciphertext has the wrong length",
+            ));
+        }
         let mut out = Vec::with_capacity(12 + sealed.len());
-        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&iv);
         out.extend_from_slice(&sealed);
         Ok(out)
     }
@@ -462,15 +708,21 @@ impl Seal for Pkcs11Seal {
         })?;
         match opened {
             Ok(plain) => Ok(Zeroizing::new(plain)),
-            // The ciphertext or its associated data were changed: the
-            // token says so in one of these ways (SoftHSM2: the first).
+            // The ciphertext or its associated data were changed.
             Err(CkError::Pkcs11(
-                RvError::EncryptedDataInvalid
-                | RvError::EncryptedDataLenRange
-                | RvError::FunctionFailed
-                | RvError::GeneralError,
+                RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange,
                 _,
             )) => Err(Error::DecryptionFailed),
+            // Some tokens (SoftHSM2 among them) report a GCM tag that does
+            // not match as a general failure: it is the record's fault if
+            // the token is otherwise well, the token's if it is not.
+            Err(CkError::Pkcs11(RvError::GeneralError | RvError::FunctionFailed, _)) => {
+                match self.check() {
+                    Ok(()) => Err(Error::DecryptionFailed),
+                    Err(e) => Err(e),
+                }
+            }
+            // Anything else is the token's failure, not the record's.
             Err(e) => Err(seal_error(&self.uri, "cannot unseal a record", e)),
         }
     }
@@ -486,63 +738,88 @@ impl Seal for Pkcs11Seal {
     }
 }
 
+/// A logged-in read-write session on the token `uri` names, for making and
+/// destroying keys (inside the module's gate).
+fn admin<T>(uri: &Pkcs11Uri, f: impl FnOnce(&Session) -> Result<T>) -> Result<T> {
+    let pin = uri.pin()?;
+    let (ctx, gate) = context(uri)?;
+    let _shared = gate
+        .generation
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let slot = find_slot(&ctx, uri)?;
+    let session = login(&ctx, slot, uri, &pin, true)?;
+    f(&session)
+}
+
 /// Makes a new master key on the token `uri` names, labelled as its
-/// `object`: AES-256, generated inside the token, kept on it, sensitive
-/// and never extractable. Returns its reference.
+/// `object`, with a random 16-byte `CKA_ID` (or the URI's `id=`): AES-256,
+/// generated inside the token, kept on it, private, sensitive and never
+/// extractable. Returns its reference.
 ///
 /// # Errors
 /// As [`Pkcs11Seal::open`]; also if a key of that label already exists.
 pub fn create_key(uri: &Pkcs11Uri) -> Result<SealKeyRef> {
-    let pin = uri.pin()?;
-    let ctx = context(uri)?;
-    let slot = find_slot(&ctx, uri)?;
-    let session = login(&ctx, slot, uri, &pin, true)?;
-    let reference = key_ref(&uri.token, &uri.object);
-    if list_keys(&session, uri)?.contains_key(&reference) {
-        return Err(seal_error(
-            uri,
-            &format!("a key labelled {:?} exists already", uri.object),
-            "choose another label",
-        ));
-    }
-    session
-        .generate_key(
-            &Mechanism::AesKeyGen,
-            &[
+    admin(uri, |session| {
+        let existing = session
+            .find_objects(&[
                 Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::ValueLen(32.into()),
-                Attribute::Token(true),
-                Attribute::Private(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
-                Attribute::Encrypt(true),
-                Attribute::Decrypt(true),
-                Attribute::Wrap(false),
-                Attribute::Unwrap(false),
                 Attribute::Label(uri.object.as_bytes().to_vec()),
-            ],
-        )
-        .map_err(|e| seal_error(uri, "cannot generate the key", e))?;
-    Ok(reference)
+            ])
+            .map_err(|e| seal_error(uri, "cannot look its keys up", e))?;
+        if !existing.is_empty() {
+            return Err(seal_error(
+                uri,
+                &format!("a key labelled {:?} exists already", uri.object),
+                "choose another label",
+            ));
+        }
+        let id = match &uri.id {
+            Some(id) => id.clone(),
+            None => {
+                let mut id = vec![0u8; 16];
+                getrandom::fill(&mut id).map_err(|_| Error::Crypto {
+                    suite: "os",
+                    operation: "random key id",
+                })?;
+                id
+            }
+        };
+        session
+            .generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::Encrypt(true),
+                    Attribute::Decrypt(true),
+                    Attribute::Wrap(false),
+                    Attribute::Unwrap(false),
+                    Attribute::Label(uri.object.as_bytes().to_vec()),
+                    Attribute::Id(id.clone()),
+                ],
+            )
+            .map_err(|e| seal_error(uri, "cannot generate the key", e))?;
+        Ok(key_ref(&uri.object, &id))
+    })
 }
 
 /// Destroys the key `uri` names on its token: every record sealed under
 /// it can never be read again (crypto-shredding).
 ///
 /// # Errors
-/// As [`Pkcs11Seal::open`]; also if there is no such key.
+/// As [`Pkcs11Seal::open`]; also if there is no such key, or several.
 pub fn destroy_key(uri: &Pkcs11Uri) -> Result<SealKeyRef> {
-    let pin = uri.pin()?;
-    let ctx = context(uri)?;
-    let slot = find_slot(&ctx, uri)?;
-    let session = login(&ctx, slot, uri, &pin, true)?;
-    let reference = key_ref(&uri.token, &uri.object);
-    let handle = *list_keys(&session, uri)?
-        .get(&reference)
-        .ok_or_else(|| missing_key(reference, &format!("token {:?}", uri.token)))?;
-    session
-        .destroy_object(handle)
-        .map_err(|e| seal_error(uri, "cannot destroy the key", e))?;
-    Ok(reference)
+    admin(uri, |session| {
+        let (handle, reference) = find_key(session, uri)?;
+        session
+            .destroy_object(handle)
+            .map_err(|e| seal_error(uri, "cannot destroy the key", e))?;
+        Ok(reference)
+    })
 }

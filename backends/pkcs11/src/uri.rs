@@ -42,6 +42,9 @@ pub struct Pkcs11Uri {
     pub serial: Option<String>,
     /// The token's manufacturer (`manufacturer=`), if given.
     pub manufacturer: Option<String>,
+    /// The key object's `CKA_ID` (`id=`, percent-encoded bytes), if given:
+    /// it picks one key among several of the same label.
+    pub id: Option<Vec<u8>>,
     /// The module to load (`module-path=`), if given.
     pub module_path: Option<PathBuf>,
     /// Where the PIN is read from (`pin-source=`), if given.
@@ -67,8 +70,13 @@ fn invalid(reason: impl Into<String>) -> Error {
     }
 }
 
-/// RFC 3986 percent-decoding of one attribute value.
+/// RFC 3986 percent-decoding of one attribute value, as text.
 fn decode(value: &str) -> Result<String> {
+    String::from_utf8(decode_bytes(value)?).map_err(|_| invalid("an attribute that is not UTF-8"))
+}
+
+/// RFC 3986 percent-decoding of one attribute value, as bytes.
+fn decode_bytes(value: &str) -> Result<Vec<u8>> {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -85,7 +93,7 @@ fn decode(value: &str) -> Result<String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| invalid("an attribute that is not UTF-8"))
+    Ok(out)
 }
 
 impl std::str::FromStr for Pkcs11Uri {
@@ -101,6 +109,7 @@ impl std::str::FromStr for Pkcs11Uri {
             object: String::new(),
             serial: None,
             manufacturer: None,
+            id: None,
             module_path: None,
             pin_source: None,
         };
@@ -108,6 +117,10 @@ impl std::str::FromStr for Pkcs11Uri {
             let (name, value) = attr
                 .split_once('=')
                 .ok_or_else(|| invalid(format!("attribute {attr:?} has no '='")))?;
+            if name == "id" {
+                uri.id = Some(decode_bytes(value)?);
+                continue;
+            }
             let value = decode(value)?;
             match name {
                 "token" => uri.token = value,
@@ -199,7 +212,8 @@ impl Pkcs11Uri {
                         "the PIN file {shown} is readable by others: chmod 600 {shown}"
                     )));
                 }
-                let mut text = Zeroizing::new(String::new());
+                // Sized once: a growing buffer would leave unwiped copies.
+                let mut text = Zeroizing::new(String::with_capacity(4097));
                 (&mut file)
                     .take(4096)
                     .read_to_string(&mut text)
@@ -250,8 +264,11 @@ mod tests {
             let err = bad.parse::<Pkcs11Uri>().unwrap_err().to_string();
             assert!(!err.contains("1234"), "{err}");
         }
-        let spaced: Pkcs11Uri = "pkcs11:token=my%20token;object=k".parse().unwrap();
+        let spaced: Pkcs11Uri = "pkcs11:token=my%20token;object=k;id=%01%ff"
+            .parse()
+            .unwrap();
         assert_eq!(spaced.token, "my token");
+        assert_eq!(spaced.id.as_deref(), Some(&[1u8, 255][..]));
     }
 
     #[test]

@@ -221,8 +221,9 @@ pub(crate) enum SealCommand {
     /// Destroy a master key in the token: every record sealed under it can
     /// never be read again (reseal the store first to keep its keys).
     DestroyKey {
-        /// The PKCS#11 URI of the key to destroy.
-        #[arg(long, env = "KEYSERVER_SEAL")]
+        /// The PKCS#11 URI of the key to destroy (never taken from the
+        /// environment: a server's KEYSERVER_SEAL names its live key).
+        #[arg(long)]
         seal: String,
         /// Say that every record sealed under it may be lost.
         #[arg(long)]

@@ -74,17 +74,34 @@ pub(crate) fn audit_key_from_shares(
     keyserver::policy::AuditKey::new(key.to_vec()).map_err(|e| usage(e.to_string()))
 }
 
-/// Reads share files (each at most 256 KiB), naming the file that is bad.
+/// The largest share file read.
+const MAX_SHARE_FILE: u64 = 256 << 10;
+
+/// Reads share files (each at most 256 KiB, readable by its owner only),
+/// naming the file that is bad.
 fn read_shares(paths: &[PathBuf]) -> Result<Vec<Share>, Failure> {
+    use std::os::unix::fs::PermissionsExt;
     paths
         .iter()
         .map(|path| {
-            let mut text = Zeroizing::new(String::new());
-            File::open(path)
-                .and_then(|f| f.take(256 << 10).read_to_string(&mut text))
-                .map_err(|e| {
-                    io_failure(format!("cannot read the share file {}", path.display()), e)
-                })?;
+            let shown = path.display();
+            let file = File::open(path)
+                .map_err(|e| io_failure(format!("cannot read the share file {shown}"), e))?;
+            let meta = file
+                .metadata()
+                .map_err(|e| io_failure(format!("cannot read the share file {shown}"), e))?;
+            if meta.permissions().mode() & 0o077 != 0 {
+                return Err(usage(format!(
+                    "the share file {shown} is readable by others: chmod 600 {shown}"
+                )));
+            }
+            // Sized once: a growing buffer would leave unwiped copies.
+            let mut text = Zeroizing::new(String::with_capacity(
+                meta.len().min(MAX_SHARE_FILE) as usize + 1,
+            ));
+            file.take(MAX_SHARE_FILE)
+                .read_to_string(&mut text)
+                .map_err(|e| io_failure(format!("cannot read the share file {shown}"), e))?;
             Share::from_pem(&text).map_err(|e| Failure {
                 code: 1,
                 message: format!("{}: {e}", path.display()),
@@ -120,12 +137,26 @@ impl ShareFiles {
         Ok(files)
     }
 
-    /// Writes each share to its file and syncs them all.
+    /// Writes each share to its file and syncs them all. The key exists
+    /// by now: nothing is removed from here on, whatever fails (K shares
+    /// that were written still rebuild it), and a failure names the files
+    /// that were written.
     pub(crate) fn write(mut self, split: &[Share]) -> Result<Vec<PathBuf>, Failure> {
+        self.done = true;
+        let mut written = Vec::new();
         for ((path, file), share) in self.files.iter_mut().zip(split) {
             file.write_all(share.to_pem().as_bytes())
                 .and_then(|()| file.sync_all())
-                .map_err(|e| io_failure(format!("cannot write {}", path.display()), e))?;
+                .map_err(|e| {
+                    io_failure(
+                        format!(
+                            "cannot write {} (the key exists; written so far: {written:?})",
+                            path.display()
+                        ),
+                        e,
+                    )
+                })?;
+            written.push(path.display().to_string());
         }
         if let Some((path, _)) = self.files.first() {
             if let Some(dir) = path.parent() {
@@ -133,7 +164,6 @@ impl ShareFiles {
                 let _ = File::open(dir).and_then(|d| d.sync_all());
             }
         }
-        self.done = true;
         Ok(self.files.iter().map(|(p, _)| p.clone()).collect())
     }
 }
@@ -252,6 +282,14 @@ pub(crate) async fn reseal(storage: &str, to: &str, from: Option<&str>) -> Resul
         Some(uri) => Some(choice::seal("--from", uri).await?),
         None => None,
     };
+    if let (Some(from), Some(to)) = (&from, &to) {
+        if from.current_key() == to.current_key() {
+            return Err(usage(format!(
+                "--from and --to name the same master key ({}): nothing would move",
+                to.current_key()
+            )));
+        }
+    }
     let store = choice::storage(storage, 0).await?;
     let report = keyserver::seal::reseal_all(&*store, from.as_ref(), to.as_ref(), |r| {
         let _ = writeln!(

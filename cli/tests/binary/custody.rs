@@ -57,7 +57,7 @@ fn args_with<'a>(head: &[&'a str], paths: &'a [&'a str]) -> Vec<&'a str> {
 }
 
 #[test]
-fn a_kek_in_shares_is_used_without_ever_being_whole_on_disk() {
+fn a_kek_in_shares_is_used_without_being_whole_on_disk_until_combined() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let child = server(dir, &[]);
@@ -206,6 +206,19 @@ fn a_kek_in_shares_is_used_without_ever_being_whole_on_disk() {
         b"custodians hold the key"
     );
 
+    // A share others can read is refused before it is used.
+    let open = dir.join("open.pem");
+    std::fs::copy(&files[0], &open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let open = open.display().to_string();
+    let out = run(
+        &args_with(&["get", "--kek-shares"], &[&open, s[1], s[2]]),
+        dir,
+        &url,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("chmod 600"), "{}", text(&out));
+
     // Too few: refused, naming how many are needed; nothing is written.
     let out = run(
         &args_with(&["combine", "--out", "two.pem", "--in"], &[s[0], s[1]]),
@@ -237,6 +250,7 @@ fn a_kek_in_shares_is_used_without_ever_being_whole_on_disk() {
     let flipped = if &body[at..at + 1] == "A" { "B" } else { "A" };
     body.replace_range(at..at + 1, flipped);
     std::fs::write(&damaged, body).unwrap();
+    std::fs::set_permissions(&damaged, std::fs::Permissions::from_mode(0o600)).unwrap();
     let damaged = damaged.display().to_string();
     let out = run(
         &args_with(&["get", "--kek-shares"], &[s[0], &damaged, s[2]]),

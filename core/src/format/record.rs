@@ -226,9 +226,11 @@ impl WrappedDek {
         let aad = self.seal_aad(len, key);
         let sealed = seal.encrypt(key, &aad, &self.wrapped)?;
         if sealed.len() != len - SEAL_KEY_REF_LEN {
-            return Err(Error::Internal(
-                "the seal returned a ciphertext of the wrong length".into(),
-            ));
+            return Err(Error::Storage {
+                backend: "seal".into(),
+                message: format!("{}: a ciphertext of the wrong length", seal.describe()),
+                source: None,
+            });
         }
         let mut wrapped = Vec::with_capacity(len);
         wrapped.extend_from_slice(&key.0);
