@@ -25,7 +25,17 @@ fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
 }
 
-fn server(dir: &Path, extra: &[&str]) -> std::process::Child {
+/// A server process, killed if the test ends (or fails) before `stop`.
+struct Serving(std::process::Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn server(dir: &Path, extra: &[&str]) -> Serving {
     let (child, url) = crate::common::spawn_server(
         Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--kek-pool", "0"])
@@ -36,14 +46,14 @@ fn server(dir: &Path, extra: &[&str]) -> std::process::Child {
             .stderr(Stdio::null()),
     );
     std::fs::write(dir.join("url"), url).unwrap();
-    child
+    Serving(child)
 }
 
-fn stop(mut child: std::process::Child) {
+fn stop(mut serving: Serving) {
     let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &serving.0.id().to_string()])
         .status();
-    let _ = child.wait();
+    let _ = serving.0.wait();
 }
 
 fn shares_in(dir: &Path, n: usize) -> Vec<PathBuf> {

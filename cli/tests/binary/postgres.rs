@@ -845,3 +845,221 @@ async fn an_abandoned_key_lock_request_leaves_no_lock_behind() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+impl OwnCluster {
+    /// A synchronous standby of `primary` (a base backup, streaming), on a
+    /// free port.
+    fn standby_of(primary: &OwnCluster) -> (Self, String) {
+        let cluster = OwnCluster {
+            dir: tempfile::Builder::new()
+                .prefix("keyserver-pg-standby-")
+                .tempdir_in("/tmp")
+                .unwrap(),
+        };
+        let port = free_port().to_string();
+        assert!(
+            pg_cluster(&["standby", cluster.path(), &port, primary.path()]),
+            "a synchronous standby starts"
+        );
+        (cluster, port)
+    }
+}
+
+/// High availability: a primary with a synchronous standby, three servers
+/// on a multi-host URL (`target_session_attrs=read-write`), and a
+/// `generate` storm from four clients through them. The primary is killed
+/// (`pg_ctl -m immediate`) in the middle of it and, a second later, the
+/// standby promoted: every key a client was given reads afterwards (a
+/// commit was acknowledged only once the standby had it on disk); while
+/// no primary exists, calls fail with code 5 fast and `/readyz` answers
+/// 503; the servers serve again on their own; and a state change through
+/// one server is seen through the others (LISTEN moved to the new
+/// primary, or the caches keep nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: KEYSERVER_TEST_POSTGRES, then cargo test -- --ignored"]
+async fn failover_to_the_synchronous_standby_loses_no_acknowledged_key() {
+    if std::env::var_os("KEYSERVER_TEST_POSTGRES").is_none() {
+        unavailable(
+            "failover to a standby",
+            "KEYSERVER_TEST_POSTGRES is not set (PostgreSQL clusters can be made here)",
+        );
+        return;
+    }
+    let (primary, pport) = OwnCluster::start();
+    let (standby, sport) = OwnCluster::standby_of(&primary);
+    let url = format!(
+        "postgres://keyserver@127.0.0.1:{pport},127.0.0.1:{sport}/keyserver\
+         ?target_session_attrs=read-write"
+    );
+    let servers: Vec<Server> = (0..3)
+        .map(|_| {
+            Server::start(
+                &url,
+                &[
+                    "--kek-alg",
+                    "ec",
+                    "--kek-pool",
+                    "0",
+                    "--request-timeout",
+                    "10",
+                ],
+            )
+        })
+        .collect();
+    let acked = Arc::new(Mutex::new(Vec::<Kek>::new()));
+    let acked_at = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    let failed = Arc::new(Mutex::new(Vec::<(i32, Duration, Instant)>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut storm = Vec::new();
+    for _ in 0..4 {
+        let client = failover(&servers.iter().collect::<Vec<_>>());
+        let (acked, acked_at, failed, stop) = (
+            Arc::clone(&acked),
+            Arc::clone(&acked_at),
+            Arc::clone(&failed),
+            Arc::clone(&stop),
+        );
+        storm.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                match client.generate(None).await {
+                    Ok(kek) => {
+                        acked.lock().unwrap().push(kek);
+                        acked_at.lock().unwrap().push(Instant::now());
+                    }
+                    Err(e) => {
+                        failed
+                            .lock()
+                            .unwrap()
+                            .push((e.code(), started.elapsed(), Instant::now()));
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        }));
+    }
+    let warm = within(Duration::from_secs(60), || async {
+        acked.lock().unwrap().len() >= 40
+    })
+    .await;
+    assert!(warm.is_some(), "keys were made before the failover");
+
+    // The primary dies in the middle of the storm.
+    assert!(pg_cluster(&["crash", primary.path()]), "the primary dies");
+    let killed = Instant::now();
+    let down = within(Duration::from_secs(10), || async {
+        readyz(&servers[0].url).await == 503
+    })
+    .await;
+    assert!(
+        down.is_some(),
+        "/readyz answers 503 while no primary exists"
+    );
+    let direct = servers[1].client();
+    let started = Instant::now();
+    let err = direct.generate(None).await.unwrap_err();
+    assert_eq!(err.code(), 5, "{err}");
+    let fail_time = started.elapsed();
+    assert!(
+        fail_time < Duration::from_secs(10),
+        "fails fast: {fail_time:?}"
+    );
+    let acked_while_down = acked.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The standby takes over.
+    let promoting = Instant::now();
+    assert!(
+        pg_cluster(&["promote", standby.path()]),
+        "the standby is promoted"
+    );
+    let promoted = Instant::now();
+    let back = within(Duration::from_secs(60), || async {
+        acked.lock().unwrap().len() > acked_while_down + 8
+    })
+    .await;
+    let back = back.expect("the servers serve again after the promotion");
+    let ready = within(Duration::from_secs(30), || async {
+        let mut all = true;
+        for s in &servers {
+            all &= readyz(&s.url).await == 200;
+        }
+        all
+    })
+    .await;
+    assert!(ready.is_some(), "every server is ready again");
+    stop.store(true, Ordering::Relaxed);
+    for task in storm {
+        task.await.unwrap();
+    }
+
+    // No acknowledged key is lost: each one gives its DEK, through any
+    // server.
+    let acked = acked.lock().unwrap().clone();
+    let reader = failover(&servers.iter().collect::<Vec<_>>());
+    for kek in &acked {
+        reader
+            .get_key(kek)
+            .await
+            .unwrap_or_else(|e| panic!("key {} was acknowledged and is gone: {e}", kek.id()));
+    }
+    // Calls that failed while no primary existed failed with code 5 (or a
+    // change whose answer was lost, which a client sees as a transport
+    // error), and fast.
+    for (code, took, _) in failed.lock().unwrap().iter() {
+        assert!(matches!(code, 3 | 5 | 12), "code {code}");
+        assert!(*took < Duration::from_secs(11), "a call hung for {took:?}");
+    }
+
+    // The servers hear each other again (or keep nothing): a suspension
+    // through one is seen through the others within the notification bound.
+    let kek = &acked[0];
+    let first = servers[0].client();
+    first
+        .change(Change::Suspend, &Target::Kek(kek.clone()))
+        .await
+        .unwrap();
+    for s in &servers[1..] {
+        let client = s.client();
+        let seen = within(Duration::from_secs(3), || async {
+            client.get_key(kek).await.is_err_and(|e| e.code() == 14)
+        })
+        .await;
+        assert!(seen.is_some(), "a suspension is seen through every server");
+    }
+    // Nothing was acknowledged while no primary existed (beyond answers
+    // of commits made just before the kill, still on their way), and the
+    // first key after the promotion came within a bound.
+    let times = acked_at.lock().unwrap().clone();
+    let grace = killed + Duration::from_millis(200);
+    assert!(
+        !times.iter().any(|t| *t > grace && *t < promoting),
+        "a key was acknowledged while no primary existed"
+    );
+    let first_after = times
+        .iter()
+        .filter(|t| **t >= promoting)
+        .min()
+        .expect("keys after the promotion");
+    let outage = first_after.duration_since(killed);
+    let takeover = first_after.duration_since(promoting);
+    assert!(
+        takeover < Duration::from_secs(15),
+        "serving again {takeover:?} after the promotion began"
+    );
+    let (failures, slowest) = {
+        let failed = failed.lock().unwrap();
+        let slowest = failed.iter().map(|f| f.1).max().unwrap_or_default();
+        (failed.len(), slowest)
+    };
+    eprintln!(
+        "failover: {} keys acknowledged, {failures} calls failed (each within {slowest:?}); \
+         a call without a primary failed with code 5 in {fail_time:?}; first key \
+         {takeover:?} after the promotion began (pg_ctl promote took {:?}), every /readyz \
+         200 {:?} after it ended, {back:?} to 8 more keys; outage for clients {outage:?} \
+         (of which 500 ms waiting before promoting)",
+        acked.len(),
+        promoted.duration_since(promoting),
+        ready.unwrap_or_default(),
+    );
+}

@@ -73,7 +73,7 @@ impl Token {
     }
 
     /// `keyserver serve` on `data` with `extra`; its URL, or its failure.
-    fn serve(&self, data: &Path, extra: &[&str]) -> Result<(Child, String), Output> {
+    fn serve(&self, data: &Path, extra: &[&str]) -> Result<(Serving, String), Output> {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--kek-pool", "0"])
             .arg("--storage")
@@ -98,7 +98,7 @@ impl Token {
                 std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
                 let mut stderr = child.stderr.take().unwrap();
                 std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-                Ok((child, url))
+                Ok((Serving(child), url))
             }
             None => Err(child.wait_with_output().unwrap()),
         }
@@ -109,11 +109,22 @@ fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
 }
 
-fn stop(mut child: Child) {
+/// A server process, killed if the test ends (or fails) before `stop`.
+#[derive(Debug)]
+struct Serving(Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn stop(mut serving: Serving) {
     let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &serving.0.id().to_string()])
         .status();
-    let _ = child.wait();
+    let _ = serving.0.wait();
 }
 
 /// The status code of `GET /readyz`.
