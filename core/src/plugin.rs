@@ -29,5 +29,5 @@ pub use crate::ec::{
 pub use crate::error::NotSent;
 pub use crate::key::{rsa_public_parts, MAX_RSA_BITS, MIN_RSA_BITS};
 pub use crate::record::{unwrap_now, wrap_dek};
-pub use crate::storage::{KeyLock, KeyStorage};
+pub use crate::storage::{KeyLock, KeyStorage, Lease};
 pub use async_trait::async_trait;

@@ -209,6 +209,10 @@ impl<S: KeyStorage> KeyStorage for SealedStorage<S> {
         self.inner.replace(&sealed).await
     }
 
+    async fn try_lead(&self) -> Result<Option<Box<dyn crate::storage::Lease>>> {
+        self.inner.try_lead().await
+    }
+
     async fn ready(&self) -> Result<()> {
         self.inner.ready().await?;
         let seal = Arc::clone(&self.seal);

@@ -127,6 +127,36 @@ pub trait KeyStorage: Send + Sync + 'static {
     async fn ready(&self) -> Result<()> {
         self.contains(&KeyId::from_bytes([0; 32])).await.map(drop)
     }
+
+    /// Tries to make this process the one that does the periodic work of
+    /// every server sharing the storage (scheduled destructions): a
+    /// [`Lease`] while it leads, `None` while another process does. The
+    /// default, right for a storage one process owns, always leads; a
+    /// shared one (PostgreSQL) elects one leader, and another takes over
+    /// within a bound when the leader dies.
+    async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>> {
+        Ok(Some(Box::new(SoleLeader)))
+    }
+}
+
+/// Leadership of a storage's periodic work ([`KeyStorage::try_lead`]),
+/// held until dropped.
+#[async_trait]
+pub trait Lease: Send + Sync {
+    /// Whether it is still held: the leader checks before each pass, and
+    /// stops leading when it is not (its session died, or the database
+    /// ended it).
+    async fn held(&self) -> bool;
+}
+
+/// The lease of a storage that one process owns: always held.
+struct SoleLeader;
+
+#[async_trait]
+impl Lease for SoleLeader {
+    async fn held(&self) -> bool {
+        true
+    }
 }
 
 /// A lock on one key's lifecycle, held until dropped
@@ -208,5 +238,8 @@ impl<T: KeyStorage + ?Sized> KeyStorage for std::sync::Arc<T> {
     }
     async fn ready(&self) -> Result<()> {
         (**self).ready().await
+    }
+    async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>> {
+        (**self).try_lead().await
     }
 }

@@ -36,7 +36,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use tokio_postgres::{AsyncMessage, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use keyserver_core::plugin::{KeyLock, KeyStorage, RecordCache};
+use keyserver_core::plugin::{KeyLock, KeyStorage, Lease, RecordCache};
 use keyserver_core::{Error, KeyId, KeyMeta, Result, WrappedDek};
 
 const NAME: &str = "postgres";
@@ -55,6 +55,12 @@ const CHANNEL: &str = "keyserver_keys";
 /// meet another application's single-key locks in the same database.
 const LOCK_MIGRATE: i32 = 0x6b73_0001;
 const LOCK_KEY: i32 = 0x6b73_0002;
+/// The advisory lock whose holder runs the scheduled destructions.
+const LOCK_SWEEP: i32 = 0x6b73_0003;
+/// How long the database keeps the leader's session when the leader says
+/// nothing (it checks its lease every few seconds): a leader cut off from
+/// the database loses the lead within this.
+const LEASE_IDLE_TIMEOUT: &str = "30s";
 
 /// How a [`PostgresStorage`] connects and how long it waits.
 #[derive(Clone, Debug)]
@@ -917,6 +923,46 @@ impl KeyStorage for PostgresStorage {
         rows.iter().map(|r| key_id_of(r.get(0))).collect()
     }
 
+    async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>> {
+        // A session of its own, outside the pool: the lock lives as long
+        // as it does. Against a primary only (target_session_attrs in the
+        // URL): after a failover the old session is gone, and so the lead.
+        let (client, connection) = tokio::time::timeout(
+            self.options.connect_timeout,
+            self.config.connect(self.tls.clone()),
+        )
+        .await
+        .map_err(|_| failed("taking the lead: connect timed out", None))?
+        .map_err(|e| failed("taking the lead", Some(e)))?;
+        let driver = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let lease = PgLease {
+            client,
+            driver,
+            timeout: self.options.timeout,
+        };
+        let taken = tokio::time::timeout(self.options.timeout, async {
+            lease
+                .client
+                .batch_execute(&format!(
+                    "SET application_name = 'keyserver-leader'; \
+                     SET idle_session_timeout = '{LEASE_IDLE_TIMEOUT}'"
+                ))
+                .await?;
+            lease
+                .client
+                .query_one("SELECT pg_try_advisory_lock($1, 0)", &[&LOCK_SWEEP])
+                .await
+        })
+        .await
+        .map_err(|_| failed("taking the lead: timed out", None))?
+        .map_err(|e| failed("taking the lead", Some(e)))?;
+        Ok(taken
+            .get::<_, bool>(0)
+            .then(|| Box::new(lease) as Box<dyn Lease>))
+    }
+
     async fn lock_key(&self, key_id: &KeyId) -> Result<KeyLock> {
         // Closed unless the lock is granted and handed over: a request
         // given up (timed out, or this future dropped) may still be granted
@@ -962,6 +1008,33 @@ impl KeyStorage for PostgresStorage {
                 None,
             )),
         }
+    }
+}
+
+/// The lead of the scheduled destructions: a session of its own holding
+/// the advisory lock `LOCK_SWEEP`. Dropped, the session closes and the
+/// lock goes with it; if this process dies, its connection closes and the
+/// database releases the lock at once; if it is cut off, the database ends
+/// the idle session after `LEASE_IDLE_TIMEOUT`.
+struct PgLease {
+    client: tokio_postgres::Client,
+    driver: tokio::task::JoinHandle<()>,
+    timeout: Duration,
+}
+
+#[async_trait]
+impl Lease for PgLease {
+    async fn held(&self) -> bool {
+        matches!(
+            tokio::time::timeout(self.timeout, self.client.simple_query("SELECT 1")).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+impl Drop for PgLease {
+    fn drop(&mut self) {
+        self.driver.abort();
     }
 }
 

@@ -75,3 +75,66 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+/// One server at a time leads the scheduled destructions: of two stores on
+/// one database, one takes the lead and the other does not; the lead
+/// holds while its session lives; when the leader lets go, or its session
+/// is ended from the database (a leader that died or was cut off), the
+/// other takes it.
+#[test]
+#[ignore = "needs PostgreSQL: KEYSERVER_TEST_POSTGRES, then cargo test -- --ignored"]
+fn one_server_leads_and_another_takes_over() {
+    use keyserver_core::KeyStorage;
+    keyserver_testing::run(async {
+        let url = fresh_database().await;
+        let a = PostgresStorage::connect(&url).await.unwrap();
+        let b = PostgresStorage::connect(&url).await.unwrap();
+        let lead = a
+            .try_lead()
+            .await
+            .unwrap()
+            .expect("the first takes the lead");
+        assert!(
+            b.try_lead().await.unwrap().is_none(),
+            "one leader at a time"
+        );
+        assert!(a.try_lead().await.unwrap().is_none(), "even for itself");
+        assert!(lead.held().await);
+        drop(lead);
+        let mut taken = None;
+        for _ in 0..100 {
+            if let Some(l) = b.try_lead().await.unwrap() {
+                taken = Some(l);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let lead = taken.expect("the other takes the lead once it is let go");
+        // The database ends the leader's session (as it does for a leader
+        // that died or stayed silent): the lead is no longer held, and the
+        // other store takes it.
+        let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let task = tokio::spawn(connection);
+        admin
+            .batch_execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = 'keyserver-leader'",
+            )
+            .await
+            .unwrap();
+        let mut lost = false;
+        for _ in 0..100 {
+            if !lead.held().await {
+                lost = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(lost, "a lead whose session ended is not held");
+        assert!(a.try_lead().await.unwrap().is_some(), "and is free again");
+        drop(admin);
+        let _ = task.await;
+    });
+}

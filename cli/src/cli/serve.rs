@@ -89,6 +89,7 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
     if let (Some(seal), true) = (&seal, config.reseal) {
         reseal_in_background(Arc::clone(&stores.raw), Arc::clone(seal));
     }
+    let leader = Arc::clone(&stores.raw);
     let keys = KeyServer::new(suite, stores.serving)
         .with_min_strength(config.strength)
         .with_allowed_strengths(&config.allow_strengths)
@@ -111,7 +112,7 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
     // Everything that acts on keys goes through the policy layers: the
     // listener's calls and the server's own sweeps alike.
     let service = policy.wrap(keys);
-    destroy_when_due(Arc::clone(&service));
+    destroy_when_due(Arc::clone(&service), leader);
     // Listen for SIGTERM and SIGINT before saying we listen: a signal sent
     // as soon as the line below appears must stop the server gracefully,
     // not kill it with the default action.
@@ -142,15 +143,52 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
     Ok(())
 }
 
-/// Destroys keys whose destruction time has passed: at start, then every
-/// minute (a pass reads every key's metadata; `describe` and the data path
-/// destroy a due key they meet at once, and a due key gives nothing in
-/// between).
-fn destroy_when_due(service: Arc<dyn KeyService>) {
+/// How often a server checks (or tries to take) the lead of the
+/// scheduled destructions.
+const LEAD_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often the leader destroys the keys whose time has come.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Destroys keys whose destruction time has passed, on one server of those
+/// sharing the storage at a time: the one holding its lead
+/// ([`keyserver::KeyStorage::try_lead`]; a file or memory store's one
+/// server always does). At taking the lead, then every minute (a pass
+/// reads every key's metadata; `describe` and the data path destroy a due
+/// key they meet at once, and a due key gives nothing in between). The
+/// lead is checked every 5 s; when the leader dies another server takes
+/// it within that, after the database has released it (at once for a
+/// closed connection, within 30 s for a leader cut off).
+fn destroy_when_due(service: Arc<dyn KeyService>, storage: Arc<dyn keyserver::KeyStorage>) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        let mut lease: Option<Box<dyn keyserver::plugin::Lease>> = None;
+        let mut last_sweep: Option<std::time::Instant> = None;
+        let mut tick = tokio::time::interval(LEAD_CHECK);
         loop {
             tick.tick().await;
+            if let Some(held) = &lease {
+                if !held.held().await {
+                    tracing::warn!(target: "keyserver::lifecycle", "lost the lead of the scheduled destructions");
+                    lease = None;
+                }
+            }
+            if lease.is_none() {
+                match storage.try_lead().await {
+                    Ok(Some(taken)) => {
+                        tracing::info!(target: "keyserver::lifecycle", "this server now runs the scheduled destructions");
+                        lease = Some(taken);
+                        last_sweep = None;
+                    }
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(target: "keyserver::lifecycle", "cannot take the lead of the scheduled destructions: {e}");
+                        continue;
+                    }
+                }
+            }
+            if last_sweep.is_some_and(|at| at.elapsed() < SWEEP_EVERY) {
+                continue;
+            }
+            last_sweep = Some(std::time::Instant::now());
             if let Err(e) = service.sweep(&Caller::server()).await {
                 tracing::warn!(target: "keyserver::lifecycle", "scheduled destruction failed: {e}");
             }

@@ -476,6 +476,10 @@ impl<S: KeyStorage> KeyStorage for RecordCache<S> {
         self.inner.ready().await
     }
 
+    async fn try_lead(&self) -> Result<Option<Box<dyn crate::storage::Lease>>> {
+        self.inner.try_lead().await
+    }
+
     async fn lock_key(&self, key_id: &KeyId) -> Result<KeyLock> {
         let lock = self.inner.lock_key(key_id).await?;
         // Another process may have changed the key before the lock was
