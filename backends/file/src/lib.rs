@@ -109,8 +109,10 @@ struct Inner {
     count: AtomicU64,
     tmp_counter: AtomicU64,
     durability: Durability,
-    /// Held open for the lifetime of the store: the advisory lock dies with it.
-    _lock: File,
+    /// Held open for the lifetime of the store: the advisory lock dies with
+    /// it. `None` for a read-only view ([`FileStorage::open_read_only`]),
+    /// which takes no lock and writes nothing.
+    _lock: Option<File>,
 }
 
 fn io_error(message: String, e: std::io::Error) -> Error {
@@ -167,6 +169,24 @@ impl FileStorage {
     pub async fn open_with(dir: impl Into<PathBuf>, durability: Durability) -> Result<Self> {
         let dir = dir.into();
         let inner = blocking(move || Inner::open(dir, durability)).await??;
+        Ok(FileStorage {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// A read-only view of the store in `dir`, which a running server may
+    /// hold: for `keyserver backup` without stopping it. It takes no lock,
+    /// removes no temporary file and refuses every write. Each record and
+    /// metadata file it reads is whole (the server replaces them in one
+    /// step: `link`, `rename`, `renameat2`), so each key is read as it was
+    /// at one moment; keys changed while it reads are read before or after
+    /// the change.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] if `dir` is not a keyserver store.
+    pub async fn open_read_only(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        let inner = blocking(move || Inner::open_read_only(dir)).await??;
         Ok(FileStorage {
             inner: Arc::new(inner),
         })
@@ -271,7 +291,48 @@ impl Inner {
             count: AtomicU64::new(count),
             tmp_counter: AtomicU64::new(0),
             durability,
-            _lock: lock,
+            _lock: Some(lock),
+        })
+    }
+
+    /// A read-only view of the store in `dir`, beside the process that
+    /// holds it: no lock, no clean-up, nothing written.
+    fn open_read_only(dir: PathBuf) -> Result<Self> {
+        let shown = dir.display().to_string();
+        match fs::read_to_string(dir.join(MARKER)) {
+            Ok(text) if text == MARKER_TEXT => {}
+            Ok(_) => {
+                return Err(Error::Storage {
+                    backend: NAME.into(),
+                    message: format!("{shown} holds a store of an unknown version"),
+                    source: None,
+                })
+            }
+            Err(e) => return Err(path_error("reading the store marker", &dir.join(MARKER), e)),
+        }
+        let mut count = 0u64;
+        for_each_record(&dir, |_| count += 1)?;
+        Ok(Inner {
+            dir,
+            count: AtomicU64::new(count),
+            tmp_counter: AtomicU64::new(0),
+            durability: Durability::Fsync,
+            _lock: None,
+        })
+    }
+
+    /// Refuses a write to a read-only view.
+    fn writable(&self) -> Result<()> {
+        if self._lock.is_some() {
+            return Ok(());
+        }
+        Err(Error::Storage {
+            backend: NAME.into(),
+            message: format!(
+                "the store {} is open read-only (another process holds it)",
+                self.dir.display()
+            ),
+            source: None,
         })
     }
 
@@ -310,6 +371,7 @@ impl Inner {
     }
 
     fn put(&self, record: &WrappedDek) -> Result<()> {
+        self.writable()?;
         let id = record.key_id();
         let shard = self.ensure_shard(id)?;
         let tmp = self.tmp_name(&shard, id, "");
@@ -340,6 +402,7 @@ impl Inner {
     /// record is gone (a destroyed key is never brought back), and readers
     /// see the old record or the new, never neither.
     fn replace(&self, record: &WrappedDek) -> Result<()> {
+        self.writable()?;
         let id = record.key_id();
         let path = self.path(id);
         let shard = self.shard(id);
@@ -429,6 +492,7 @@ impl Inner {
     }
 
     fn delete(&self, id: &KeyId) -> Result<bool> {
+        self.writable()?;
         match fs::remove_file(self.path(id)) {
             Ok(()) => {
                 if self.sync() {
@@ -476,6 +540,7 @@ impl Inner {
     /// Writes the metadata through a temporary file, fsync, rename (atomic
     /// replacement) and a directory fsync.
     fn put_meta(&self, meta: &KeyMeta) -> Result<()> {
+        self.writable()?;
         let id = &meta.key_id;
         let shard = self.ensure_shard(id)?;
         let tmp = self.tmp_name(&shard, id, "-meta");

@@ -45,6 +45,18 @@ pub(crate) async fn storage(
     Ok(stores(spec, cache_records, None).await?.serving)
 }
 
+/// The storage `spec` names, to read from only (`backup`, the source of
+/// `copy`): a file store is opened as a read-only view beside the server
+/// that may hold it, so both run while it serves.
+pub(crate) async fn read_storage(spec: &str) -> Result<Arc<dyn KeyStorage>, Failure> {
+    match spec.strip_prefix("file:") {
+        Some(dir) if !dir.is_empty() => {
+            Ok(Arc::new(backends::FileStorage::open_read_only(dir).await?))
+        }
+        _ => storage(spec, 0).await,
+    }
+}
+
 /// A storage twice: as the server uses it (through the seal, if any), and
 /// as it is stored, records sealed or not, with the record cache (for
 /// resealing it in the background: a replaced record is forgotten by the

@@ -23,7 +23,7 @@ pub(crate) async fn copy(from: &str, to: &str) -> Result<(), Failure> {
     if from == to {
         return Err(usage("--from and --to name the same storage"));
     }
-    let source = choice::storage(from, 0).await?;
+    let source = choice::read_storage(from).await?;
     let dest = choice::storage(to, 0).await?;
     let report = transfer::copy_keys(&*source, &*dest).await?;
     print_stdout(&format!(
@@ -42,7 +42,7 @@ pub(crate) async fn backup(storage: &str, out: &Path) -> Result<(), Failure> {
             out.display()
         )));
     }
-    let store = choice::storage(storage, 0).await?;
+    let store = choice::read_storage(storage).await?;
     let name = out
         .file_name()
         .ok_or_else(|| usage(format!("--out {}: not a file name", out.display())))?;

@@ -1290,3 +1290,85 @@ fn messages_with_a_context_and_streams_from_one_decrypt() {
         assert!(stderr(&out).contains("--context"), "{}", stderr(&out));
     }
 }
+
+/// `keyserver backup` (and `copy --from`) of a file store while its server
+/// runs and makes keys: no stop, the server's files untouched, and every
+/// key made before the backup began is in it and restores with its DEK.
+#[test]
+fn a_running_file_store_backs_up_without_a_stop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let server = ServerProcess::start(dir, &["--kek-pool", "0", "--kek-alg", "ec"]);
+    let env = [("KEYSERVER_URL", server.url.as_str())];
+    let mut before = Vec::new();
+    for i in 0..20 {
+        let out = run(&["generate", "--out", &format!("k{i}.pem")], dir, &env);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let dek = run(&["get", "--kek", &format!("k{i}.pem")], dir, &env).stdout;
+        before.push((format!("k{i}.pem"), dek));
+    }
+    // Keys keep being made while the backup reads.
+    let url = server.url.clone();
+    let dir_path = dir.to_path_buf();
+    let maker = std::thread::spawn(move || {
+        for i in 0..20 {
+            let out = run(
+                &["generate", "--out", &format!("during{i}.pem")],
+                &dir_path,
+                &[("KEYSERVER_URL", url.as_str())],
+            );
+            assert!(out.status.success(), "{}", stderr(&out));
+        }
+    });
+    let storage = format!("file:{}", dir.join("data").display());
+    let out = run(
+        &["backup", "--storage", &storage, "--out", "live.backup"],
+        dir,
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(
+        &["copy", "--from", &storage, "--to", "file:copied"],
+        dir,
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    maker.join().unwrap();
+    // The server never noticed.
+    let out = run(&["get", "--kek", "k0.pem"], dir, &env);
+    assert_eq!(out.stdout, before[0].1);
+    assert_eq!(server.stop().code(), Some(0));
+
+    // Restored (and copied) elsewhere, every earlier key gives its DEK.
+    let out = run(
+        &[
+            "restore",
+            "--in",
+            "live.backup",
+            "--storage",
+            "file:restored",
+        ],
+        dir,
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    for store in ["restored", "copied"] {
+        let (child, url) = crate::common::spawn_server(
+            Command::new(BIN)
+                .args(["serve", "--listen", "127.0.0.1:0", "--storage"])
+                .arg(format!("file:{}", dir.join(store).display()))
+                .env("RUST_LOG", "warn")
+                .stderr(Stdio::null()),
+        );
+        let mut restored = ServerProcess { child, url };
+        for (kek, dek) in &before {
+            let out = run(
+                &["get", "--kek", kek],
+                dir,
+                &[("KEYSERVER_URL", restored.url.as_str())],
+            );
+            assert_eq!(&out.stdout, dek, "{store} {kek}: {}", stderr(&out));
+        }
+        let _ = restored.child.kill();
+    }
+}
