@@ -27,7 +27,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +61,8 @@ const LOCK_SWEEP: i32 = 0x6b73_0003;
 /// nothing (it checks its lease every few seconds): a leader cut off from
 /// the database loses the lead within this.
 const LEASE_IDLE_TIMEOUT: &str = "30s";
+/// How often the leader's session says something.
+const LEASE_HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// How a [`PostgresStorage`] connects and how long it waits.
 #[derive(Clone, Debug)]
@@ -130,6 +132,9 @@ impl Default for PostgresOptions {
 /// ```
 pub struct PostgresStorage {
     pool: Pool,
+    /// The time a new connection may take: the connect timeout for
+    /// each host of the URL.
+    create_timeout: Duration,
     config: Config,
     tls: MakeRustlsConnect,
     options: PostgresOptions,
@@ -304,6 +309,12 @@ impl PostgresStorage {
             config.application_name("keyserver");
         }
         let tls = tls_config(ca_file.as_deref())?;
+        // tokio-postgres tries the hosts of a multi-host URL in turn, each
+        // within the connect timeout: a connection may take that long per
+        // host (a failed primary that drops packets uses its whole share
+        // before the standby is tried).
+        let hosts = u32::try_from(config.get_hosts().len().max(1)).unwrap_or(u32::MAX);
+        let create_timeout = options.connect_timeout.saturating_mul(hosts) + Duration::from_secs(1);
         let manager = Manager::from_config(
             config.clone(),
             tls.clone(),
@@ -315,12 +326,13 @@ impl PostgresStorage {
             .max_size(options.pool_size.max(2))
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(options.timeout))
-            .create_timeout(Some(options.connect_timeout))
+            .create_timeout(Some(create_timeout))
             .recycle_timeout(Some(options.timeout))
             .build()
             .map_err(|e| Error::storage(NAME, "connection pool", e))?;
         let store = PostgresStorage {
             pool,
+            create_timeout,
             config,
             tls,
             options,
@@ -420,6 +432,9 @@ impl PostgresStorage {
             tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LOCK_MIGRATE])
                 .await?;
             // "already exists, skipping" is the expected case, not news.
+            // A schema change waits for no one's long read: queued behind
+            // one, its lock would stall every server's queries.
+            tx.batch_execute("SET LOCAL lock_timeout = '5s'").await?;
             tx.batch_execute("SET LOCAL client_min_messages = warning")
                 .await?;
             tx.batch_execute(
@@ -927,40 +942,74 @@ impl KeyStorage for PostgresStorage {
         // A session of its own, outside the pool: the lock lives as long
         // as it does. Against a primary only (target_session_attrs in the
         // URL): after a failover the old session is gone, and so the lead.
-        let (client, connection) = tokio::time::timeout(
-            self.options.connect_timeout,
-            self.config.connect(self.tls.clone()),
-        )
-        .await
-        .map_err(|_| failed("taking the lead: connect timed out", None))?
-        .map_err(|e| failed("taking the lead", Some(e)))?;
+        let (client, connection) =
+            tokio::time::timeout(self.create_timeout, self.config.connect(self.tls.clone()))
+                .await
+                .map_err(|_| failed("taking the lead: connect timed out", None))?
+                .map_err(|e| failed("taking the lead", Some(e)))?;
         let driver = tokio::spawn(async move {
             let _ = connection.await;
         });
-        let lease = PgLease {
-            client,
-            driver,
-            timeout: self.options.timeout,
-        };
+        let client = Arc::new(client);
         let taken = tokio::time::timeout(self.options.timeout, async {
-            lease
-                .client
-                .batch_execute(&format!(
-                    "SET application_name = 'keyserver-leader'; \
-                     SET idle_session_timeout = '{LEASE_IDLE_TIMEOUT}'"
-                ))
+            client
+                .batch_execute("SET application_name = 'keyserver-leader'")
                 .await?;
-            lease
-                .client
+            // The database ends the session of a leader that says nothing
+            // (cut off) within LEASE_IDLE_TIMEOUT. PostgreSQL 14 and later;
+            // before, the TCP keepalives end it (later).
+            let _ = client
+                .batch_execute(&format!(
+                    "SET idle_session_timeout = '{LEASE_IDLE_TIMEOUT}'"
+                ))
+                .await;
+            client
                 .query_one("SELECT pg_try_advisory_lock($1, 0)", &[&LOCK_SWEEP])
                 .await
         })
-        .await
-        .map_err(|_| failed("taking the lead: timed out", None))?
-        .map_err(|e| failed("taking the lead", Some(e)))?;
-        Ok(taken
-            .get::<_, bool>(0)
-            .then(|| Box::new(lease) as Box<dyn Lease>))
+        .await;
+        let taken = match taken {
+            Ok(Ok(row)) => row.get::<_, bool>(0),
+            Ok(Err(e)) => {
+                driver.abort();
+                return Err(failed("taking the lead", Some(e)));
+            }
+            Err(_) => {
+                driver.abort();
+                return Err(failed("taking the lead: timed out", None));
+            }
+        };
+        if !taken {
+            driver.abort();
+            return Ok(None);
+        }
+        // The lead's own heartbeat: its session is never idle while this
+        // process lives (however long a sweep takes), and the first failed
+        // beat marks it lost.
+        let alive = Arc::new(AtomicBool::new(true));
+        let heartbeat = {
+            let (client, alive, timeout) = (
+                Arc::clone(&client),
+                Arc::clone(&alive),
+                self.options.timeout,
+            );
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(LEASE_HEARTBEAT).await;
+                    let beat = tokio::time::timeout(timeout, client.simple_query("SELECT 1")).await;
+                    if !matches!(beat, Ok(Ok(_))) {
+                        alive.store(false, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            })
+        };
+        Ok(Some(Box::new(PgLease {
+            _client: client,
+            alive,
+            heartbeat,
+            driver,
+        })))
     }
 
     async fn lock_key(&self, key_id: &KeyId) -> Result<KeyLock> {
@@ -1012,28 +1061,29 @@ impl KeyStorage for PostgresStorage {
 }
 
 /// The lead of the scheduled destructions: a session of its own holding
-/// the advisory lock `LOCK_SWEEP`. Dropped, the session closes and the
-/// lock goes with it; if this process dies, its connection closes and the
-/// database releases the lock at once; if it is cut off, the database ends
-/// the idle session after `LEASE_IDLE_TIMEOUT`.
+/// the advisory lock `LOCK_SWEEP`, kept talking by a heartbeat every
+/// `LEASE_HEARTBEAT`. Dropped, the session closes and the lock goes with
+/// it; if this process dies, its connection closes and the database
+/// releases the lock at once; if it is cut off, the database ends the
+/// silent session after `LEASE_IDLE_TIMEOUT`. Needs a direct connection or
+/// session pooling: a transaction-pooling proxy cannot hold a session lock.
 struct PgLease {
-    client: tokio_postgres::Client,
+    _client: Arc<tokio_postgres::Client>,
+    alive: Arc<AtomicBool>,
+    heartbeat: tokio::task::JoinHandle<()>,
     driver: tokio::task::JoinHandle<()>,
-    timeout: Duration,
 }
 
 #[async_trait]
 impl Lease for PgLease {
     async fn held(&self) -> bool {
-        matches!(
-            tokio::time::timeout(self.timeout, self.client.simple_query("SELECT 1")).await,
-            Ok(Ok(_))
-        )
+        self.alive.load(Ordering::Relaxed) && !self.driver.is_finished()
     }
 }
 
 impl Drop for PgLease {
     fn drop(&mut self) {
+        self.heartbeat.abort();
         self.driver.abort();
     }
 }

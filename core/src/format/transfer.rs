@@ -78,17 +78,26 @@ pub struct KeyEntry {
 
 /// Reads one key from `from`.
 async fn read_entry<S: KeyStorage + ?Sized>(from: &S, key_id: KeyId) -> Result<KeyEntry> {
-    let meta = from.get_meta(&key_id).await?;
-    let record = match from.get(&key_id).await {
-        Ok(record) => Some(record),
-        Err(Error::NotFound { .. }) => None,
-        Err(e) => return Err(e),
-    };
-    Ok(KeyEntry {
-        key_id,
-        record,
-        meta,
-    })
+    // A store that servers change meanwhile: the metadata is read again
+    // after the record, and the pair is taken only if it did not change
+    // in between (tried a few times), so a key is read as one state.
+    let mut tries = 0;
+    loop {
+        let meta = from.get_meta(&key_id).await?;
+        let record = match from.get(&key_id).await {
+            Ok(record) => Some(record),
+            Err(Error::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        tries += 1;
+        if tries >= 4 || from.get_meta(&key_id).await? == meta {
+            return Ok(KeyEntry {
+                key_id,
+                record,
+                meta,
+            });
+        }
+    }
 }
 
 /// Writes one key to `to`, idempotently, under the key's lock (servers
@@ -231,6 +240,11 @@ pub async fn write_backup<S: KeyStorage + ?Sized>(
     let mut keys = 0u64;
     for id in from.list_all().await? {
         let entry = read_entry(from, id).await?;
+        if entry.record.is_none() && entry.meta.is_none() {
+            // Listed, then gone before it was read (a key of no metadata
+            // destroyed at once): nothing to keep.
+            continue;
+        }
         let line = serde_json::json!({
             "key_id": id.to_string(),
             "record": entry.record.as_ref().map(|r| hex::encode(r.encode())),
