@@ -141,6 +141,22 @@ pub struct PostgresStorage {
     count: Arc<AtomicU64>,
     /// The sessions holding this process's key locks.
     held: Held,
+    /// The session a server that does not lead tries the lead on, kept
+    /// between tries (one connection per follower, not one per try).
+    follower: tokio::sync::Mutex<Option<LeadSession>>,
+}
+
+/// A session of its own for the lead (outside the pool), and the task
+/// driving its connection (aborted when the session is dropped).
+struct LeadSession {
+    client: Arc<tokio_postgres::Client>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LeadSession {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
 }
 
 impl std::fmt::Debug for PostgresStorage {
@@ -338,10 +354,45 @@ impl PostgresStorage {
             options,
             count: Arc::new(AtomicU64::new(0)),
             held: Held::default(),
+            follower: tokio::sync::Mutex::new(None),
         };
         store.migrate().await?;
         store.recount().await?;
         Ok(store)
+    }
+
+    /// A new session for the lead: named, and ended by the database when
+    /// it says nothing for LEASE_IDLE_TIMEOUT (PostgreSQL 14 and later;
+    /// before, the TCP keepalives end it, later).
+    async fn lead_session(&self) -> Result<LeadSession> {
+        let (client, connection) =
+            tokio::time::timeout(self.create_timeout, self.config.connect(self.tls.clone()))
+                .await
+                .map_err(|_| failed("taking the lead: connect timed out", None))?
+                .map_err(|e| failed("taking the lead", Some(e)))?;
+        let session = LeadSession {
+            client: Arc::new(client),
+            driver: tokio::spawn(async move {
+                let _ = connection.await;
+            }),
+        };
+        tokio::time::timeout(
+            self.options.timeout,
+            session
+                .client
+                .batch_execute("SET application_name = 'keyserver-leader'"),
+        )
+        .await
+        .map_err(|_| failed("taking the lead: timed out", None))?
+        .map_err(|e| failed("taking the lead", Some(e)))?;
+        let _ = tokio::time::timeout(
+            self.options.timeout,
+            session.client.batch_execute(&format!(
+                "SET idle_session_timeout = '{LEASE_IDLE_TIMEOUT}'"
+            )),
+        )
+        .await;
+        Ok(session)
     }
 
     /// A connection from the pool, within the time limit.
@@ -942,45 +993,33 @@ impl KeyStorage for PostgresStorage {
         // A session of its own, outside the pool: the lock lives as long
         // as it does. Against a primary only (target_session_attrs in the
         // URL): after a failover the old session is gone, and so the lead.
-        let (client, connection) =
-            tokio::time::timeout(self.create_timeout, self.config.connect(self.tls.clone()))
-                .await
-                .map_err(|_| failed("taking the lead: connect timed out", None))?
-                .map_err(|e| failed("taking the lead", Some(e)))?;
-        let driver = tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        let client = Arc::new(client);
-        let taken = tokio::time::timeout(self.options.timeout, async {
-            client
-                .batch_execute("SET application_name = 'keyserver-leader'")
-                .await?;
-            // The database ends the session of a leader that says nothing
-            // (cut off) within LEASE_IDLE_TIMEOUT. PostgreSQL 14 and later;
-            // before, the TCP keepalives end it (later).
-            let _ = client
-                .batch_execute(&format!(
-                    "SET idle_session_timeout = '{LEASE_IDLE_TIMEOUT}'"
-                ))
-                .await;
-            client
-                .query_one("SELECT pg_try_advisory_lock($1, 0)", &[&LOCK_SWEEP])
-                .await
-        })
-        .await;
-        let taken = match taken {
-            Ok(Ok(row)) => row.get::<_, bool>(0),
-            Ok(Err(e)) => {
-                driver.abort();
-                return Err(failed("taking the lead", Some(e)));
-            }
-            Err(_) => {
-                driver.abort();
-                return Err(failed("taking the lead: timed out", None));
+        // A follower keeps its session between tries.
+        let mut follower = self.follower.lock().await;
+        let mut kept = follower.take().filter(|s| !s.driver.is_finished());
+        let (session, taken) = loop {
+            // A kept session may have died since (its end not yet seen):
+            // then once more on a new one.
+            let reused = kept.is_some();
+            let session = match kept.take() {
+                Some(session) => session,
+                None => self.lead_session().await?,
+            };
+            let tried = tokio::time::timeout(
+                self.options.timeout,
+                session
+                    .client
+                    .query_one("SELECT pg_try_advisory_lock($1, 0)", &[&LOCK_SWEEP]),
+            )
+            .await;
+            match tried {
+                Ok(Ok(row)) => break (session, row),
+                _ if reused => continue,
+                Ok(Err(e)) => return Err(failed("taking the lead", Some(e))),
+                Err(_) => return Err(failed("taking the lead: timed out", None)),
             }
         };
-        if !taken {
-            driver.abort();
+        if !taken.get::<_, bool>(0) {
+            *follower = Some(session);
             return Ok(None);
         }
         // The lead's own heartbeat: its session is never idle while this
@@ -989,7 +1028,7 @@ impl KeyStorage for PostgresStorage {
         let alive = Arc::new(AtomicBool::new(true));
         let heartbeat = {
             let (client, alive, timeout) = (
-                Arc::clone(&client),
+                Arc::clone(&session.client),
                 Arc::clone(&alive),
                 self.options.timeout,
             );
@@ -1005,10 +1044,9 @@ impl KeyStorage for PostgresStorage {
             })
         };
         Ok(Some(Box::new(PgLease {
-            _client: client,
+            session,
             alive,
             heartbeat,
-            driver,
         })))
     }
 
@@ -1068,23 +1106,22 @@ impl KeyStorage for PostgresStorage {
 /// silent session after `LEASE_IDLE_TIMEOUT`. Needs a direct connection or
 /// session pooling: a transaction-pooling proxy cannot hold a session lock.
 struct PgLease {
-    _client: Arc<tokio_postgres::Client>,
+    session: LeadSession,
     alive: Arc<AtomicBool>,
     heartbeat: tokio::task::JoinHandle<()>,
-    driver: tokio::task::JoinHandle<()>,
 }
 
 #[async_trait]
 impl Lease for PgLease {
     async fn held(&self) -> bool {
-        self.alive.load(Ordering::Relaxed) && !self.driver.is_finished()
+        self.alive.load(Ordering::Relaxed) && !self.session.driver.is_finished()
     }
 }
 
 impl Drop for PgLease {
     fn drop(&mut self) {
+        // The session (and with it the lock) goes when `session` drops.
         self.heartbeat.abort();
-        self.driver.abort();
     }
 }
 

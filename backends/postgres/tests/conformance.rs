@@ -99,6 +99,25 @@ fn one_server_leads_and_another_takes_over() {
             "one leader at a time"
         );
         assert!(a.try_lead().await.unwrap().is_none(), "even for itself");
+        // A follower tries on one kept session, not a new one per try.
+        for _ in 0..10 {
+            assert!(b.try_lead().await.unwrap().is_none());
+        }
+        let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let watcher = tokio::spawn(connection);
+        let sessions: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'keyserver-leader'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(sessions, 3, "the lead's session and one per follower");
+        drop(admin);
+        let _ = watcher.await;
         assert!(lead.held().await);
         drop(lead);
         let mut taken = None;
