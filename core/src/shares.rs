@@ -672,6 +672,22 @@ mod tests {
         assert!(split_secret(ShareKind::Kek, audit_key_id(b""), b"", 2, 3).is_err());
     }
 
+    proptest::proptest! {
+        /// Any bytes, and any text, parse to a share or to a typed error,
+        /// never a panic; a valid share with any suffix cut stays refused.
+        #[test]
+        fn any_input_is_a_share_or_a_typed_error(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400), cut in 0usize..200) {
+            let _ = Share::from_bytes(&bytes);
+            let _ = Share::from_pem(&String::from_utf8_lossy(&bytes));
+            let good = split(2, 3)[0].to_bytes();
+            let cut = cut.min(good.len());
+            proptest::prop_assert!(Share::from_bytes(&good[..good.len() - cut]).is_ok() == (cut == 0));
+            let mut framed = b"KSSH".to_vec();
+            framed.extend_from_slice(&bytes);
+            let _ = Share::from_bytes(&framed);
+        }
+    }
+
     #[test]
     fn debug_shows_no_values() {
         let shares = split(2, 2);

@@ -408,16 +408,7 @@ impl Inner {
         let shard = self.shard(id);
         let tmp = self.tmp_name(&shard, id, "");
         let write = || -> std::io::Result<()> {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.write_all(&record.encode())?;
-            if self.sync() {
-                file.sync_all()?;
-            }
-            drop(file);
+            self.write_tmp(&tmp, &record.encode())?;
             rustix::fs::renameat_with(
                 rustix::fs::CWD,
                 &tmp,
@@ -443,10 +434,9 @@ impl Inner {
         }
     }
 
-    fn put_via(&self, tmp: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-        if path.exists() {
-            return Err(ErrorKind::AlreadyExists.into());
-        }
+    /// Writes `bytes` to the new temporary file `tmp` (0600), synced if
+    /// the store is durable: the first step of every write.
+    fn write_tmp(&self, tmp: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -456,7 +446,14 @@ impl Inner {
         if self.sync() {
             file.sync_all()?;
         }
-        drop(file);
+        Ok(())
+    }
+
+    fn put_via(&self, tmp: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        if path.exists() {
+            return Err(ErrorKind::AlreadyExists.into());
+        }
+        self.write_tmp(tmp, bytes)?;
         // link(2) is atomic and refuses an existing name: create-only.
         fs::hard_link(tmp, path)
     }
@@ -544,19 +541,9 @@ impl Inner {
         let id = &meta.key_id;
         let shard = self.ensure_shard(id)?;
         let tmp = self.tmp_name(&shard, id, "-meta");
-        let written = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.write_all(&meta.encode())?;
-            if self.sync() {
-                file.sync_all()?;
-            }
-            drop(file);
-            fs::rename(&tmp, self.meta_path(id))
-        })();
+        let written = self
+            .write_tmp(&tmp, &meta.encode())
+            .and_then(|()| fs::rename(&tmp, self.meta_path(id)));
         if written.is_err() {
             let _ = fs::remove_file(&tmp);
         }

@@ -264,25 +264,7 @@ fn softhsm_a_token_that_cannot_be_used_is_refused_saying_why() {
             .unwrap();
         let session = ctx.open_rw_session(slot).unwrap();
         let _ = session.login(UserType::User, Some(&AuthPin::new(PIN.into())));
-        session
-            .generate_key(
-                &Mechanism::AesKeyGen,
-                &[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::KeyType(KeyType::AES),
-                    Attribute::ValueLen(32.into()),
-                    Attribute::Token(true),
-                    Attribute::Private(true),
-                    Attribute::Sensitive(false),
-                    Attribute::Extractable(true),
-                    Attribute::Encrypt(true),
-                    Attribute::Decrypt(true),
-                    Attribute::Label(b"leaky".to_vec()),
-                ],
-            )
-            .unwrap();
-        // Two keys of one label: which is the master key is ambiguous.
-        for _ in 0..2 {
+        let aes_key = |label: &[u8], sensitive: bool| {
             session
                 .generate_key(
                     &Mechanism::AesKeyGen,
@@ -292,15 +274,20 @@ fn softhsm_a_token_that_cannot_be_used_is_refused_saying_why() {
                         Attribute::ValueLen(32.into()),
                         Attribute::Token(true),
                         Attribute::Private(true),
-                        Attribute::Sensitive(true),
-                        Attribute::Extractable(false),
+                        Attribute::Sensitive(sensitive),
+                        Attribute::Extractable(!sensitive),
                         Attribute::Encrypt(true),
                         Attribute::Decrypt(true),
-                        Attribute::Label(b"twin".to_vec()),
+                        Attribute::Label(label.to_vec()),
                     ],
                 )
-                .unwrap();
-        }
+                .unwrap()
+        };
+        // A key that can leave the token.
+        aes_key(b"leaky", false);
+        // Two keys of one label: which is the master key is ambiguous.
+        aes_key(b"twin", true);
+        aes_key(b"twin", true);
     }
     let err = Pkcs11Seal::open(&uri("refuse", "twin")).unwrap_err();
     assert!(err.to_string().contains("several AES keys"), "{err}");
