@@ -213,6 +213,37 @@ impl<S: KeyStorage> KeyStorage for SealedStorage<S> {
         self.inner.try_lead().await
     }
 
+    async fn put_new<'m>(
+        &self,
+        record: &WrappedDek,
+        meta: Option<&'m KeyMeta>,
+        max_keys: Option<u64>,
+    ) -> Result<()> {
+        let sealed = seal_record(&self.seal, record).await?;
+        self.inner.put_new(&sealed, meta, max_keys).await
+    }
+
+    fn counts_owners(&self) -> bool {
+        self.inner.counts_owners()
+    }
+
+    async fn due_keys(
+        &self,
+        now: u64,
+        after: Option<(u64, KeyId)>,
+        limit: u32,
+    ) -> Result<Option<Vec<(u64, KeyId)>>> {
+        self.inner.due_keys(now, after, limit).await
+    }
+
+    async fn list_page(&self, after: Option<KeyId>, limit: u32) -> Result<Vec<KeyId>> {
+        self.inner.list_page(after, limit).await
+    }
+
+    async fn check_in(&self) -> Result<u32> {
+        self.inner.check_in().await
+    }
+
     async fn ready(&self) -> Result<()> {
         self.inner.ready().await?;
         let seal = Arc::clone(&self.seal);

@@ -90,6 +90,74 @@ pub trait KeyStorage: Send + Sync + 'static {
         })
     }
 
+    /// Stores a new key: its record and, if given, its metadata, as one
+    /// change where the storage can (PostgreSQL: one transaction; a crash
+    /// leaves both or neither). With `max_keys` and a storage that
+    /// [counts owners](KeyStorage::counts_owners), refuses with
+    /// [`Error::NotPermitted`], storing nothing, when `meta`'s owner already
+    /// owns `max_keys` live keys: counted by the storage in the same
+    /// change, so the quota is exact whatever number of servers share it.
+    ///
+    /// The default writes the record, then the metadata, and leaves
+    /// `max_keys` to the server (which counts per process).
+    async fn put_new<'m>(
+        &self,
+        record: &WrappedDek,
+        meta: Option<&'m KeyMeta>,
+        max_keys: Option<u64>,
+    ) -> Result<()> {
+        let _ = max_keys;
+        self.put(record).await?;
+        if let Some(meta) = meta {
+            self.put_meta(meta).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether [`KeyStorage::put_new`] enforces `max_keys` itself, from
+    /// live-key counts the storage keeps per owner. When it does not (the
+    /// default), the server counts the owners' keys once, at start, and
+    /// follows its own changes: exact for a storage one process owns.
+    fn counts_owners(&self) -> bool {
+        false
+    }
+
+    /// The keys that may need the sweeper at `now` (a destruction due, or
+    /// the record of a destroyed key left behind), read from an index of
+    /// due keys, in order of when they fell due (`(due, key id)`), after
+    /// `after`, at most `limit`; `None` if the storage keeps no such index
+    /// (the default: the sweeper reads every key's metadata instead).
+    async fn due_keys(
+        &self,
+        now: u64,
+        after: Option<(u64, KeyId)>,
+        limit: u32,
+    ) -> Result<Option<Vec<(u64, KeyId)>>> {
+        let _ = (now, after, limit);
+        Ok(None)
+    }
+
+    /// Up to `limit` key ids with a record or metadata (tombstones
+    /// included) after `after`, in ascending order: a page of
+    /// [`KeyStorage::list_all`]. The default reads the whole listing; a
+    /// storage with an ordered index reads only the page.
+    async fn list_page(&self, after: Option<KeyId>, limit: u32) -> Result<Vec<KeyId>> {
+        let mut all = self.list_all().await?;
+        all.retain(|id| after.is_none_or(|a| *id > a));
+        all.truncate(limit as usize);
+        Ok(all)
+    }
+
+    /// Says this server is alive to the others sharing the storage, and
+    /// answers how many servers (this one included) share it now: each
+    /// shares the cluster's rate limits by that number. The default, right
+    /// for a storage one process owns, is 1; PostgreSQL counts the servers
+    /// that checked in within the last 15 s (the `keyserver` command checks
+    /// in every 5 s).
+    async fn check_in(&self) -> Result<u32> {
+        Ok(1)
+    }
+
     /// Every key id with a record or metadata (tombstones included), in
     /// ascending order.
     async fn list_all(&self) -> Result<Vec<KeyId>> {
@@ -241,5 +309,30 @@ impl<T: KeyStorage + ?Sized> KeyStorage for std::sync::Arc<T> {
     }
     async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>> {
         (**self).try_lead().await
+    }
+    async fn put_new<'m>(
+        &self,
+        record: &WrappedDek,
+        meta: Option<&'m KeyMeta>,
+        max_keys: Option<u64>,
+    ) -> Result<()> {
+        (**self).put_new(record, meta, max_keys).await
+    }
+    fn counts_owners(&self) -> bool {
+        (**self).counts_owners()
+    }
+    async fn due_keys(
+        &self,
+        now: u64,
+        after: Option<(u64, KeyId)>,
+        limit: u32,
+    ) -> Result<Option<Vec<(u64, KeyId)>>> {
+        (**self).due_keys(now, after, limit).await
+    }
+    async fn list_page(&self, after: Option<KeyId>, limit: u32) -> Result<Vec<KeyId>> {
+        (**self).list_page(after, limit).await
+    }
+    async fn check_in(&self) -> Result<u32> {
+        (**self).check_in().await
     }
 }

@@ -1,7 +1,9 @@
 //! Storage conformance: every [`KeyStorage`] must pass every check here
 //! (create-only puts, the documented reads, deletes and listing, lifecycle
 //! metadata and tombstones, replacing a record in one step without ever
-//! reviving a deleted one, and 1,000 concurrent puts losing nothing). Run them all with one
+//! reviving a deleted one, 1,000 concurrent puts losing nothing, new keys
+//! stored with their metadata, paged listings, and, where the storage
+//! keeps them, exact owner quotas and an index of due keys). Run them all with one
 //! [`storage_conformance!`](crate::storage_conformance) line.
 
 use std::sync::Arc;
@@ -263,6 +265,172 @@ pub async fn lifecycle_metadata<S: KeyStorage>(store: S) {
     assert_eq!(store.list().await.unwrap(), vec![*other.key_id()]);
 }
 
+/// `put_new` stores a key's record and metadata together (an id already
+/// stored is [`Error::AlreadyExists`] and changes nothing), and
+/// `list_page` pages through exactly what `list_all` lists, in order, for
+/// any page size.
+pub async fn new_keys_and_pages<S: KeyStorage>(store: S) {
+    let mut ids = Vec::new();
+    for n in 0..23u32 {
+        let rec = record(n * 7919 % 1000);
+        let meta = (store.keeps_lifecycle() && n % 2 == 0).then(|| {
+            KeyMeta::new(
+                *rec.key_id(),
+                Strength::S128,
+                rec.created(),
+                Some("app".into()),
+            )
+        });
+        store.put_new(&rec, meta.as_ref(), None).await.unwrap();
+        assert_eq!(store.get(rec.key_id()).await.unwrap(), rec);
+        assert_eq!(store.get_meta(rec.key_id()).await.unwrap(), meta);
+        ids.push(*rec.key_id());
+    }
+    let again = record(0);
+    let other_meta = KeyMeta::new(*again.key_id(), Strength::S256, 1, Some("other".into()));
+    let stored_meta = store.get_meta(again.key_id()).await.unwrap();
+    assert!(matches!(
+        store
+            .put_new(
+                &again,
+                Some(&other_meta).filter(|_| store.keeps_lifecycle()),
+                None
+            )
+            .await,
+        Err(Error::AlreadyExists { .. })
+    ));
+    assert_eq!(
+        store.get_meta(again.key_id()).await.unwrap(),
+        stored_meta,
+        "a refused put_new writes no metadata"
+    );
+    assert_eq!(store.count(), 23);
+    ids.sort();
+    assert_eq!(store.list_all().await.unwrap(), ids);
+    for size in [1u32, 2, 5, 22, 23, 100] {
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.list_page(after, size).await.unwrap();
+            assert!(page.len() <= size as usize);
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().copied();
+            seen.extend(page);
+        }
+        assert_eq!(seen, ids, "pages of {size}");
+    }
+}
+
+/// A storage that [counts owners](KeyStorage::counts_owners) enforces
+/// `max_keys` in `put_new` exactly, concurrent puts included, and frees a
+/// place when a key is destroyed; a storage with an index of due keys
+/// names a destroy-pending key from its destruction time on, and a
+/// destroyed key while its record is still stored, in order of when they
+/// fell due.
+pub async fn owner_quota_and_due_keys<S: KeyStorage>(store: S) {
+    if !store.keeps_lifecycle() {
+        return;
+    }
+    let store = Arc::new(store);
+    if store.counts_owners() {
+        let tasks: Vec<_> = (0..20u32)
+            .map(|n| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let rec = record(100 + n);
+                    let meta = KeyMeta::new(*rec.key_id(), Strength::S128, 1, Some("q".into()));
+                    store.put_new(&rec, Some(&meta), Some(5)).await
+                })
+            })
+            .collect();
+        let mut stored = Vec::new();
+        for (n, task) in (0..20u32).zip(tasks) {
+            match task.await.unwrap() {
+                Ok(()) => stored.push(n),
+                Err(Error::NotPermitted) => {
+                    assert!(!store.contains(record(100 + n).key_id()).await.unwrap());
+                    assert!(store
+                        .get_meta(record(100 + n).key_id())
+                        .await
+                        .unwrap()
+                        .is_none());
+                }
+                Err(e) => panic!("put_new: {e}"),
+            }
+        }
+        assert_eq!(stored.len(), 5, "exactly max_keys stored");
+        // Another owner is not affected; a destroyed key frees a place.
+        let rec = record(200);
+        let meta = KeyMeta::new(*rec.key_id(), Strength::S128, 1, Some("r".into()));
+        store.put_new(&rec, Some(&meta), Some(5)).await.unwrap();
+        let rec = record(201);
+        let meta = KeyMeta::new(*rec.key_id(), Strength::S128, 1, Some("q".into()));
+        assert!(matches!(
+            store.put_new(&rec, Some(&meta), Some(5)).await,
+            Err(Error::NotPermitted)
+        ));
+        let gone = record(100 + stored[0]);
+        let mut tomb = store.get_meta(gone.key_id()).await.unwrap().unwrap();
+        tomb.state = KeyState::Destroyed;
+        store.put_meta(&tomb).await.unwrap();
+        store.put_new(&rec, Some(&meta), Some(5)).await.unwrap();
+    }
+    let Some(none) = store.due_keys(u64::MAX, None, 100).await.unwrap() else {
+        return;
+    };
+    let mut expect: Vec<(u64, KeyId)> = none;
+    let pending = |n: u32, at: u64| {
+        let rec = record(n);
+        let mut meta = KeyMeta::new(*rec.key_id(), Strength::S128, 1, None);
+        meta.state = KeyState::DestroyPending;
+        meta.previous = Some(KeyState::Active);
+        meta.destroy_at = Some(at);
+        (rec, meta)
+    };
+    for (n, at) in [(300u32, 5_000u64), (301, 4_000), (302, 6_000)] {
+        let (rec, meta) = pending(n, at);
+        store.put(&rec).await.unwrap();
+        store.put_meta(&meta).await.unwrap();
+        expect.push((at, *rec.key_id()));
+    }
+    expect.sort();
+    let due = |now: u64| {
+        let store = Arc::clone(&store);
+        async move { store.due_keys(now, None, 100).await.unwrap().unwrap() }
+    };
+    assert!(!due(3_999).await.iter().any(|(at, _)| *at >= 4_000));
+    let at_5000: Vec<_> = expect
+        .iter()
+        .filter(|(at, _)| *at <= 5_000)
+        .copied()
+        .collect();
+    assert_eq!(due(5_000).await, at_5000);
+    // Paged with a cursor.
+    let first = store.due_keys(u64::MAX, None, 1).await.unwrap().unwrap();
+    let rest = store
+        .due_keys(u64::MAX, first.last().copied(), 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!([first, rest].concat(), expect);
+    // Destroyed, its record still stored: due; its record deleted: not.
+    let (rec, mut meta) = pending(301, 4_000);
+    meta.state = KeyState::Destroyed;
+    meta.changed = 4_001;
+    store.put_meta(&meta).await.unwrap();
+    assert!(due(u64::MAX).await.contains(&(4_001, *rec.key_id())));
+    store.delete(rec.key_id()).await.unwrap();
+    assert!(!due(u64::MAX).await.iter().any(|(_, id)| id == rec.key_id()));
+    // Cancelled: not due.
+    let (rec, mut meta) = pending(300, 5_000);
+    meta.state = KeyState::Active;
+    meta.destroy_at = None;
+    store.put_meta(&meta).await.unwrap();
+    assert!(!due(u64::MAX).await.iter().any(|(_, id)| id == rec.key_id()));
+}
+
 /// Runs the whole storage conformance kit on a backend: one module named
 /// `$name`, one `#[test]` per check. `$make` is evaluated in async context
 /// for each check and gives `(store, guard)`: the guard keeps alive whatever
@@ -317,6 +485,22 @@ macro_rules! storage_conformance {
                 $crate::run(async {
                     let (store, _guard) = $make;
                     $crate::storage::replace_never_revives(store).await;
+                });
+            }
+            #[test]
+            $(#[$attr])*
+            fn new_keys_and_pages() {
+                $crate::run(async {
+                    let (store, _guard) = $make;
+                    $crate::storage::new_keys_and_pages(store).await;
+                });
+            }
+            #[test]
+            $(#[$attr])*
+            fn owner_quota_and_due_keys() {
+                $crate::run(async {
+                    let (store, _guard) = $make;
+                    $crate::storage::owner_quota_and_due_keys(store).await;
                 });
             }
             #[test]

@@ -43,10 +43,14 @@ const NAME: &str = "postgres";
 
 /// The schema versions this build knows, in order: each is applied once, in
 /// its own transaction, under the migration lock.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("v1.sql")), (2, include_str!("v2.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("v1.sql")),
+    (2, include_str!("v2.sql")),
+    (3, include_str!("v3.sql")),
+];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// The channel the triggers announce changed keys on.
 const CHANNEL: &str = "keyserver_keys";
@@ -144,6 +148,8 @@ pub struct PostgresStorage {
     /// The session a server that does not lead tries the lead on, kept
     /// between tries (one connection per follower, not one per try).
     follower: tokio::sync::Mutex<Option<LeadSession>>,
+    /// This process's name in `keyserver_servers`: 128 random bits.
+    server_id: String,
 }
 
 /// A session of its own for the lead (outside the pool), and the task
@@ -355,6 +361,7 @@ impl PostgresStorage {
             count: Arc::new(AtomicU64::new(0)),
             held: Held::default(),
             follower: tokio::sync::Mutex::new(None),
+            server_id: server_id()?,
         };
         store.migrate().await?;
         store.recount().await?;
@@ -827,6 +834,18 @@ impl Drop for AdvisoryLock {
     }
 }
 
+/// A new server id: 128 bits from the OS's CSPRNG, in hex.
+fn server_id() -> Result<String> {
+    let mut id = [0u8; 16];
+    // The same provider as the TLS connections (see `tls_config`).
+    #[allow(deprecated)]
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut id)
+        .map_err(|_| failed("no random bytes for the server id", None))?;
+    Ok(id.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// The advisory lock object of a key: its first four bytes (two keys that
 /// share them only wait for each other).
 fn lock_object(key_id: &KeyId) -> i32 {
@@ -987,6 +1006,134 @@ impl KeyStorage for PostgresStorage {
             })
             .await?;
         rows.iter().map(|r| key_id_of(r.get(0))).collect()
+    }
+
+    async fn put_new<'m>(
+        &self,
+        record: &WrappedDek,
+        meta: Option<&'m KeyMeta>,
+        max_keys: Option<u64>,
+    ) -> Result<()> {
+        let id = record.key_id().as_bytes().to_vec();
+        let bytes = record.encode();
+        let meta_bytes = meta.map(KeyMeta::encode);
+        let owner = meta.and_then(|m| m.owner.clone());
+        let max = max_keys.map(|m| i64::try_from(m).unwrap_or(i64::MAX));
+        let outcome: i32 = self
+            .with_key(Some(record.key_id()), "storing a new key", |c| {
+                Box::pin(async move {
+                    let stmt = c
+                        .prepare_cached("SELECT keyserver_put_new($1, $2, $3, $4, $5)")
+                        .await?;
+                    let row = c
+                        .query_one(&stmt, &[&id, &bytes, &meta_bytes, &owner, &max])
+                        .await?;
+                    Ok(row.get(0))
+                })
+            })
+            .await?;
+        match outcome {
+            0 => {
+                self.count.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            1 => Err(Error::NotPermitted),
+            2 => Err(Error::AlreadyExists {
+                key_id: *record.key_id(),
+            }),
+            n => Err(failed(
+                format!("storing a new key: unexpected outcome {n}"),
+                None,
+            )),
+        }
+    }
+
+    fn counts_owners(&self) -> bool {
+        true
+    }
+
+    async fn due_keys(
+        &self,
+        now: u64,
+        after: Option<(u64, KeyId)>,
+        limit: u32,
+    ) -> Result<Option<Vec<(u64, KeyId)>>> {
+        let clamp = |t: u64| i64::try_from(t).unwrap_or(i64::MAX);
+        let now = clamp(now);
+        let (after_at, after_id) = match after {
+            Some((at, id)) => (clamp(at), id.as_bytes().to_vec()),
+            None => (i64::MIN, Vec::new()),
+        };
+        let limit = i64::from(limit);
+        let rows = self
+            .with_conn("reading the due keys", |c| {
+                Box::pin(async move {
+                    let stmt = c
+                        .prepare_cached(
+                            "SELECT sweep_at, key_id FROM keyserver_meta
+                             WHERE sweep_at <= $1 AND (sweep_at, key_id) > ($2, $3)
+                             ORDER BY sweep_at, key_id LIMIT $4",
+                        )
+                        .await?;
+                    c.query(&stmt, &[&now, &after_at, &after_id, &limit]).await
+                })
+            })
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let at: i64 = r.get(0);
+                Ok((u64::try_from(at).unwrap_or(0), key_id_of(r.get(1))?))
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    async fn list_page(&self, after: Option<KeyId>, limit: u32) -> Result<Vec<KeyId>> {
+        let after = after.map_or_else(Vec::new, |id| id.as_bytes().to_vec());
+        let limit = i64::from(limit);
+        let rows = self
+            .with_conn("listing the keys", |c| {
+                Box::pin(async move {
+                    let stmt = c
+                        .prepare_cached(
+                            "SELECT key_id FROM (
+                                 (SELECT key_id FROM keyserver_records WHERE key_id > $1
+                                  ORDER BY key_id LIMIT $2)
+                                 UNION
+                                 (SELECT key_id FROM keyserver_meta WHERE key_id > $1
+                                  ORDER BY key_id LIMIT $2)
+                             ) k ORDER BY key_id LIMIT $2",
+                        )
+                        .await?;
+                    c.query(&stmt, &[&after, &limit]).await
+                })
+            })
+            .await?;
+        rows.iter().map(|r| key_id_of(r.get(0))).collect()
+    }
+
+    async fn check_in(&self) -> Result<u32> {
+        let me = self.server_id.clone();
+        let others: i64 = self
+            .with_conn("checking in", |c| {
+                Box::pin(async move {
+                    let stmt = c
+                        // A check-in counts for 15 s: three periods of the
+                        // `keyserver` command's check-ins (5 s).
+                        .prepare_cached(
+                            "WITH me AS (INSERT INTO keyserver_servers (id, seen) VALUES ($1, now())
+                                 ON CONFLICT (id) DO UPDATE SET seen = now()),
+                             old AS (DELETE FROM keyserver_servers
+                                 WHERE seen < now() - interval '1 hour')
+                             SELECT count(*) FROM keyserver_servers
+                             WHERE id <> $1 AND seen > now() - interval '15 seconds'",
+                        )
+                        .await?;
+                    Ok(c.query_one(&stmt, &[&me]).await?.get(0))
+                })
+            })
+            .await?;
+        Ok(u32::try_from(others).unwrap_or(u32::MAX - 1) + 1)
     }
 
     async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>> {

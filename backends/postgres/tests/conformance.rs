@@ -157,3 +157,90 @@ fn one_server_leads_and_another_takes_over() {
         let _ = task.await;
     });
 }
+
+/// A database that schema version 2 wrote (owned keys, a destroyed one, a
+/// destroy-pending one, damaged metadata) upgrades to version 3 with its
+/// owners counted and its due keys indexed, from the metadata itself.
+#[test]
+#[ignore = "needs PostgreSQL: KEYSERVER_TEST_POSTGRES, then cargo test -- --ignored"]
+fn version_3_counts_and_indexes_what_version_2_stored() {
+    use keyserver_core::{KeyMeta, KeyState, KeyStorage, Strength};
+    use keyserver_testing::storage::record;
+    keyserver_testing::run(async {
+        let url = fresh_database().await;
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let task = tokio::spawn(connection);
+        client
+            .batch_execute(concat!(
+                include_str!("../src/v1.sql"),
+                include_str!("../src/v2.sql"),
+                "CREATE TABLE keyserver_schema (id integer PRIMARY KEY CHECK (id = 1),
+                     version integer NOT NULL);
+                 INSERT INTO keyserver_schema VALUES (1, 2);"
+            ))
+            .await
+            .unwrap();
+        let mut metas = Vec::new();
+        for n in 0..5u32 {
+            let rec = record(n);
+            let mut meta = KeyMeta::new(*rec.key_id(), Strength::S128, 1, Some("a".into()));
+            match n {
+                3 => meta.state = KeyState::Destroyed,
+                4 => {
+                    meta.state = KeyState::DestroyPending;
+                    meta.destroy_at = Some(1_000);
+                }
+                _ => {}
+            }
+            if n != 3 {
+                client
+                    .execute(
+                        "INSERT INTO keyserver_records VALUES ($1, $2)",
+                        &[&rec.key_id().as_bytes().to_vec(), &rec.encode()],
+                    )
+                    .await
+                    .unwrap();
+            }
+            client
+                .execute(
+                    "INSERT INTO keyserver_meta VALUES ($1, $2)",
+                    &[&rec.key_id().as_bytes().to_vec(), &meta.encode()],
+                )
+                .await
+                .unwrap();
+            metas.push(meta);
+        }
+        // Damaged metadata: counted for nobody, never due, no failure.
+        client
+            .execute(
+                "INSERT INTO keyserver_meta VALUES ($1, $2)",
+                &[&vec![7u8; 32], &b"{\"owner\":\"a\"}\nnot-a-sum\n".to_vec()],
+            )
+            .await
+            .unwrap();
+        drop(client);
+        let _ = task.await;
+
+        let store = PostgresStorage::connect(&url).await.unwrap();
+        assert_eq!(store.schema_version().await.unwrap(), 3);
+        // Four live keys of "a" (the destroyed one does not count).
+        let rec = record(10);
+        let meta = KeyMeta::new(*rec.key_id(), Strength::S128, 1, Some("a".into()));
+        assert!(matches!(
+            store.put_new(&rec, Some(&meta), Some(4)).await,
+            Err(keyserver_core::Error::NotPermitted)
+        ));
+        store.put_new(&rec, Some(&meta), Some(5)).await.unwrap();
+        // The destroy-pending key is due from its destruction time.
+        let due = store.due_keys(u64::MAX, None, 10).await.unwrap().unwrap();
+        assert_eq!(due, vec![(1_000, metas[4].key_id)]);
+        assert!(store
+            .due_keys(999, None, 10)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_empty());
+    });
+}

@@ -62,9 +62,11 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
     }
     init_logging(config.log_format);
     let mut policy = Policy::new();
+    let mut shared_limits = None;
     if let Some(path) = &config.auth {
         let auth = Auth::new(load_policy(path)?);
         reload_on_sighup(path.clone(), Arc::clone(&auth))?;
+        shared_limits = Some(Arc::clone(&auth));
         policy = policy.with_auth(auth);
     }
     // A file-size limit (RLIMIT_FSIZE) reached must be a failed write,
@@ -109,6 +111,16 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
     }
     let keys = Arc::new(keys.with_kek_pool(config.kek_pool, config.kek_workers));
     let status = keys.status();
+    if let Some(auth) = shared_limits {
+        share_limits(auth, Arc::clone(&stores.raw));
+        // The owners' quotas counted now, not in a request.
+        let counting = Arc::clone(&keys);
+        tokio::spawn(async move {
+            if let Err(e) = counting.count_owners().await {
+                tracing::warn!(target: "keyserver::lifecycle", "cannot count the owners' keys (the first generate with a quota will): {e}");
+            }
+        });
+    }
     // Everything that acts on keys goes through the policy layers: the
     // listener's calls and the server's own sweeps alike.
     let service = policy.wrap(keys);
@@ -141,6 +153,34 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
     }
     let _ = print_stdout("keyserver stopped\n");
     Ok(())
+}
+
+/// How often a server checks in with the others sharing its storage.
+const CHECK_IN_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Shares the principals' rate limits among the servers sharing the
+/// storage: every 5 s this server checks in and learns how many servers
+/// checked in within 15 s ([`keyserver::KeyStorage::check_in`]); each
+/// admits its share. While the storage cannot be reached, the last share
+/// holds.
+fn share_limits(auth: Arc<Auth>, storage: Arc<dyn keyserver::KeyStorage>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CHECK_IN_EVERY);
+        loop {
+            tick.tick().await;
+            match storage.check_in().await {
+                Ok(servers) => {
+                    if servers != auth.servers() {
+                        tracing::info!(target: "keyserver::policy", "{servers} servers share the rate limits");
+                    }
+                    auth.share_limits(servers);
+                }
+                Err(e) => {
+                    tracing::warn!(target: "keyserver::policy", "cannot check in with the other servers (the rate limits stay shared by {}): {e}", auth.servers());
+                }
+            }
+        }
+    });
 }
 
 /// How often a server checks (or tries to take) the lead of the

@@ -1101,3 +1101,130 @@ async fn failover_to_the_synchronous_standby_loses_no_acknowledged_key() {
         ready.unwrap_or_default(),
     );
 }
+
+/// Three servers on one database hold one quota and one rate limit
+/// between them: a principal with `max_keys = 7` calling `generate`
+/// through all three at once gets exactly seven keys (counted in the
+/// database, in the transaction that stores each key), and a principal
+/// with `rate = 20` calling all three as fast as they answer is admitted
+/// about 20 calls a second in all, not 60 (each server admits a third,
+/// having counted the others' check-ins).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: KEYSERVER_TEST_POSTGRES, then cargo test -- --ignored"]
+async fn three_servers_hold_one_quota_and_one_rate_limit() {
+    use keyserver::policy::AuthPolicy;
+    const APP: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
+    const BUSY: &str = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
+    const RATE: f64 = 20.0;
+    let Some(db) = postgres_db("one quota and one rate over three servers").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let auth = dir.path().join("auth.toml");
+    std::fs::write(
+        &auth,
+        format!(
+            "[[principal]]\nname = \"app\"\ntoken_sha256 = \"{}\"\n\
+             methods = [\"generate\", \"status\"]\nmax_keys = 7\n\n\
+             [[principal]]\nname = \"busy\"\ntoken_sha256 = \"{}\"\n\
+             methods = [\"contains\", \"status\"]\nrate = {RATE}\n",
+            AuthPolicy::token_hash(APP),
+            AuthPolicy::token_hash(BUSY)
+        ),
+    )
+    .unwrap();
+    let auth = auth.to_str().unwrap();
+    let servers: Vec<Server> = (0..3)
+        .map(|_| Server::start(&db, &["--auth", auth, "--kek-alg", "ec"]))
+        .collect();
+
+    // The quota: twelve generates at once, four through each server.
+    let calls: Vec<_> = (0..12)
+        .map(|i| {
+            let client = crate::common::clients(&servers[i % 3].url, Some(APP)).remove(1);
+            tokio::spawn(async move { client.generate(None).await })
+        })
+        .collect();
+    let mut made = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => made += 1,
+            Err(e) => assert_eq!(e.code(), 13, "over the quota: not permitted ({e})"),
+        }
+    }
+    assert_eq!(made, 7, "exactly max_keys keys, whichever server made them");
+    assert_eq!(
+        sql_db(
+            &db,
+            "SELECT live::text FROM keyserver_owners WHERE owner = 'app'"
+        )
+        .await,
+        "7"
+    );
+
+    // The rate: once every server has counted the three check-ins (each
+    // checks in every 5 s), call all three as fast as they answer.
+    within(Duration::from_secs(20), || async {
+        sql_db(
+            &db,
+            "SELECT count(*)::text FROM keyserver_servers WHERE seen > now() - interval '15 seconds'",
+        )
+        .await
+            == "3"
+    })
+    .await
+    .expect("three servers check in");
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    let span = Duration::from_secs(4);
+    let start = Instant::now();
+    let loops: Vec<_> = servers
+        .iter()
+        .map(|s| {
+            let client = crate::common::clients(&s.url, Some(BUSY)).remove(1);
+            tokio::spawn(async move {
+                let (mut admitted, mut refused) = (0u32, 0u32);
+                let id = keyserver::KeyId::from_bytes([3; 32]);
+                while start.elapsed() < span {
+                    match client.contains(&id).await {
+                        Ok(_) => admitted += 1,
+                        Err(e) => {
+                            assert_eq!(e.code(), 12, "over the rate: busy ({e})");
+                            refused += 1;
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                        }
+                    }
+                }
+                (admitted, refused)
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for l in loops {
+        let (a, r) = l.await.unwrap();
+        eprintln!("one server: {a} admitted, {r} refused");
+        assert!(r > 0, "every server refuses past its share");
+        admitted += a;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    // The documented bound: rate * t + max(rate, servers), while the
+    // servers agree on their number.
+    let bound = RATE * secs + RATE;
+    eprintln!("{admitted} calls admitted in {secs:.2} s by three servers (rate {RATE}/s, bound {bound:.0})");
+    assert!(f64::from(admitted) <= bound + 1.0, "{admitted} > {bound}");
+    assert!(
+        f64::from(admitted) >= RATE * secs * 0.75,
+        "{admitted}: the shares add up to the rate"
+    );
+}
+
+/// The first column of the first row of `query` on `db`, as text.
+async fn sql_db(db: &str, query: &str) -> String {
+    let (client, connection) = tokio_postgres::connect(db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(connection);
+    let value: String = client.query_one(query, &[]).await.unwrap().get(0);
+    drop(client);
+    let _ = task.await;
+    value
+}

@@ -111,16 +111,18 @@ impl Principal {
     /// # Errors
     /// [`Error::Busy`] when its `rate` (or, for `generate`, its
     /// `generate_rate`) is used up for now.
-    fn spend(&self, call: &Call) -> Result<()> {
+    ///
+    /// `servers` servers share the limits: each takes its share.
+    fn spend(&self, call: &Call, servers: u32) -> Result<()> {
         if let Some(bucket) = &self.rate {
-            if !bucket.take() {
+            if !bucket.take(servers) {
                 return Err(Error::Busy {
                     reason: "this principal's request rate is used up".into(),
                 });
             }
         }
         if let (Call::Generate(..), Some(bucket)) = (call, &self.generate_rate) {
-            if !bucket.take() {
+            if !bucket.take(servers) {
                 return Err(Error::Busy {
                     reason: "this principal's generate rate is used up".into(),
                 });
@@ -193,7 +195,10 @@ impl fmt::Debug for AuthPolicy {
 }
 
 /// A token bucket: `rate` tokens a second, holding at most one second's
-/// worth (and at least one token), full at the start.
+/// worth (and at least one token), full at the start. Shared by `n`
+/// servers, each server's bucket fills at `rate / n` and holds
+/// `max(capacity / n, 1)`: over any `t` seconds the servers together admit
+/// at most `rate * t + max(rate, n)` calls while they agree on `n`.
 #[derive(Debug)]
 struct Bucket {
     rate: f64,
@@ -211,16 +216,18 @@ impl Bucket {
         }
     }
 
-    /// Takes a token if there is one.
-    fn take(&self) -> bool {
+    /// Takes a token if there is one, as one of `share` servers.
+    fn take(&self, share: u32) -> bool {
+        let share = f64::from(share.max(1));
+        let (rate, capacity) = (self.rate / share, (self.capacity / share).max(1.0));
         let mut state = self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = tokio::time::Instant::now();
         let (tokens, last) = *state;
-        let tokens = (tokens + now.saturating_duration_since(last).as_secs_f64() * self.rate)
-            .min(self.capacity);
+        let tokens =
+            (tokens + now.saturating_duration_since(last).as_secs_f64() * rate).min(capacity);
         if tokens >= 1.0 {
             *state = (tokens - 1.0, now);
             true
@@ -443,6 +450,9 @@ fn parse_hash(hex: &str) -> Option<[u8; 32]> {
 #[derive(Debug)]
 pub struct Auth {
     current: RwLock<Arc<AuthPolicy>>,
+    /// How many servers share the principals' rate limits (each takes its
+    /// share): 1 unless told ([`Auth::share_limits`]).
+    servers: std::sync::atomic::AtomicU32,
 }
 
 impl Auth {
@@ -450,7 +460,33 @@ impl Auth {
     pub fn new(policy: AuthPolicy) -> Arc<Self> {
         Arc::new(Auth {
             current: RwLock::new(Arc::new(policy)),
+            servers: std::sync::atomic::AtomicU32::new(1),
         })
+    }
+
+    /// From now on `servers` servers (at least 1) share the principals'
+    /// rate limits: each server admits its share, `rate / servers`, so
+    /// that together they admit what the policy says (the `keyserver`
+    /// command sets it from [`KeyStorage::check_in`](crate::KeyStorage::check_in)
+    /// every 5 s).
+    ///
+    /// ```
+    /// use keyserver::policy::{Auth, AuthFile, AuthPolicy};
+    ///
+    /// let auth = Auth::new(AuthPolicy::new(&AuthFile::default())?);
+    /// assert_eq!(auth.servers(), 1);
+    /// auth.share_limits(3);
+    /// assert_eq!(auth.servers(), 3);
+    /// # Ok::<(), keyserver::Error>(())
+    /// ```
+    pub fn share_limits(&self, servers: u32) {
+        self.servers
+            .store(servers.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many servers share the rate limits.
+    pub fn servers(&self) -> u32 {
+        self.servers.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Enforces `policy` from now on.
@@ -584,7 +620,7 @@ impl Authorize {
         if !matches!(call, Call::Change(..)) && !principal.permits(call) {
             return Err(Error::NotPermitted);
         }
-        principal.spend(call)?;
+        principal.spend(call, auth.servers())?;
         let mut admitted = caller.clone();
         admitted.identity = Identity::Principal(principal.name().to_owned());
         // Whatever the caller said, its lifecycle right is the lifecycle
@@ -649,6 +685,25 @@ mod tests {
             methods: methods.iter().map(|m| m.to_string()).collect(),
             ..PrincipalSpec::default()
         }
+    }
+
+    /// Shared by three servers, a bucket of 30 a second admits 10 a second
+    /// here (and holds 10): the three together admit the policy's rate.
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_bucket_admits_its_share() {
+        let bucket = Bucket::new(30.0);
+        let taken = (0..40).filter(|_| bucket.take(3)).count();
+        assert_eq!(taken, 10);
+        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        assert_eq!((0..40).filter(|_| bucket.take(3)).count(), 10);
+        tokio::time::advance(std::time::Duration::from_millis(500)).await;
+        assert_eq!((0..40).filter(|_| bucket.take(3)).count(), 5);
+        // Alone again: the whole rate (and a full second's burst).
+        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        assert_eq!((0..40).filter(|_| bucket.take(1)).count(), 30);
+        // A share below one token a second still holds one token.
+        let slow = Bucket::new(2.0);
+        assert_eq!((0..5).filter(|_| slow.take(8)).count(), 1);
     }
 
     #[test]

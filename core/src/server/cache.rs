@@ -235,6 +235,50 @@ impl<S: KeyStorage> RecordCache<S> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Runs `write`, a change of `key_id`'s metadata: the key's metadata
+    /// is forgotten (and the epoch moved) before the write starts, and
+    /// again after it, so a read racing the write leaves nothing stale in
+    /// memory. A write abandoned half way (its future dropped) may still be
+    /// finished by the storage later: its key is never kept again.
+    async fn write_meta<T>(
+        &self,
+        key_id: KeyId,
+        write: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        struct Guard<'a, S> {
+            cache: &'a RecordCache<S>,
+            key_id: KeyId,
+            finished: bool,
+        }
+        impl<S> Drop for Guard<'_, S> {
+            fn drop(&mut self) {
+                let mut state = self
+                    .cache
+                    .state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                state.meta_epoch += 1;
+                state.metas.remove(&self.key_id);
+                if !self.finished {
+                    state.abandoned.insert(self.key_id);
+                }
+            }
+        }
+        {
+            let mut state = self.state();
+            state.meta_epoch += 1;
+            state.metas.remove(&key_id);
+        }
+        let mut guard = Guard {
+            cache: self,
+            key_id,
+            finished: false,
+        };
+        let written = write.await;
+        guard.finished = true;
+        written
+    }
+
     /// Keeps `record`, read since `fill`, unless it may be stale: a delete
     /// or an announced change of it happened since, one may still be
     /// running, or changes cannot be heard.
@@ -416,42 +460,45 @@ impl<S: KeyStorage> KeyStorage for RecordCache<S> {
     }
 
     async fn put_meta(&self, meta: &KeyMeta) -> Result<()> {
-        // Forgotten (and the epoch moved) before the write starts, and
-        // again after it: a read racing the write leaves nothing stale in
-        // memory. A write abandoned half way (its future dropped) may still
-        // be finished by the storage later: its key is never kept again.
-        struct Guard<'a, S> {
-            cache: &'a RecordCache<S>,
-            key_id: KeyId,
-            finished: bool,
+        self.write_meta(meta.key_id, self.inner.put_meta(meta))
+            .await
+    }
+
+    async fn put_new<'m>(
+        &self,
+        record: &WrappedDek,
+        meta: Option<&'m KeyMeta>,
+        max_keys: Option<u64>,
+    ) -> Result<()> {
+        let fill = self.state().fill(false);
+        let stored = self.inner.put_new(record, meta, max_keys);
+        match meta {
+            Some(meta) => self.write_meta(meta.key_id, stored).await?,
+            None => stored.await?,
         }
-        impl<S> Drop for Guard<'_, S> {
-            fn drop(&mut self) {
-                let mut state = self
-                    .cache
-                    .state
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                state.meta_epoch += 1;
-                state.metas.remove(&self.key_id);
-                if !self.finished {
-                    state.abandoned.insert(self.key_id);
-                }
-            }
-        }
-        {
-            let mut state = self.state();
-            state.meta_epoch += 1;
-            state.metas.remove(&meta.key_id);
-        }
-        let mut guard = Guard {
-            cache: self,
-            key_id: meta.key_id,
-            finished: false,
-        };
-        let written = self.inner.put_meta(meta).await;
-        guard.finished = true;
-        written
+        self.remember(record, fill);
+        Ok(())
+    }
+
+    fn counts_owners(&self) -> bool {
+        self.inner.counts_owners()
+    }
+
+    async fn due_keys(
+        &self,
+        now: u64,
+        after: Option<(u64, KeyId)>,
+        limit: u32,
+    ) -> Result<Option<Vec<(u64, KeyId)>>> {
+        self.inner.due_keys(now, after, limit).await
+    }
+
+    async fn list_page(&self, after: Option<KeyId>, limit: u32) -> Result<Vec<KeyId>> {
+        self.inner.list_page(after, limit).await
+    }
+
+    async fn check_in(&self) -> Result<u32> {
+        self.inner.check_in().await
     }
 
     async fn list_all(&self) -> Result<Vec<KeyId>> {

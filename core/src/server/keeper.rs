@@ -12,6 +12,7 @@ use crate::lifecycle::{now, Change, KeyFilter, KeyInfo, KeyPage, Target, MAX_PAG
 use crate::record::{unwrap_record, wrap_dek};
 use crate::{
     CipherSuite, Error, Kek, KeyId, KeyMeta, KeyServer, KeyState, KeyStorage, Result, Strength,
+    WrappedDek,
 };
 
 /// Keys in a `list_keys` page when the filter names no limit.
@@ -31,6 +32,8 @@ pub(crate) struct Keeper {
     /// Live (not destroyed) keys per owner, counted from storage on first
     /// need; `None` until then.
     owned: Mutex<Option<HashMap<String, u64>>>,
+    /// One count of the owners at a time.
+    counting: tokio::sync::Mutex<()>,
     /// Records a listing could not read and left out.
     unreadable: std::sync::atomic::AtomicU64,
 }
@@ -52,6 +55,7 @@ impl Default for Keeper {
             destroy_window: crate::DEFAULT_DESTROY_WINDOW,
             changes: tokio::sync::Mutex::new(()),
             owned: Mutex::new(None),
+            counting: tokio::sync::Mutex::new(()),
             unreadable: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -434,7 +438,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         let now = self.lifecycle.now();
         let mut destroyed = Vec::new();
         let mut failed = 0;
-        for id in self.storage.list_all().await? {
+        for id in self.sweep_candidates(now).await? {
             // One unreadable key must not keep the others from their
             // destruction: each is tried, failures are counted and logged.
             let due = match self.storage.get_meta(&id).await {
@@ -472,6 +476,25 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         Ok(destroyed)
     }
 
+    /// The keys the sweeper looks at: those the storage's index of due
+    /// keys names, or, for a storage without one, every key.
+    async fn sweep_candidates(&self, now: u64) -> Result<Vec<KeyId>> {
+        const BATCH: u32 = 1_000;
+        let mut due = Vec::new();
+        let mut after = None;
+        loop {
+            let Some(batch) = self.storage.due_keys(now, after, BATCH).await? else {
+                return self.storage.list_all().await;
+            };
+            after = batch.last().copied();
+            let full = batch.len() == BATCH as usize;
+            due.extend(batch.into_iter().map(|(_, id)| id));
+            if !full {
+                return Ok(due);
+            }
+        }
+    }
+
     /// `list_keys(filter)`: a page of keys in key id order. A record that
     /// cannot be read (damaged, or of a newer format) is left out, named in
     /// the log and counted (`keyserver_records_unreadable_total`): one
@@ -485,10 +508,21 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         let period = self.lifecycle.cryptoperiod;
         let mut keys = Vec::new();
         let mut cursor = None;
-        for id in self.storage.list_all().await? {
-            if filter.cursor.is_some_and(|c| id <= c) {
+        // Read a page of ids at a time from the storage (one more than the
+        // page, to know whether another follows), until the page is full.
+        let chunk = u32::try_from(limit + 1).unwrap_or(MAX_PAGE);
+        let mut after = filter.cursor;
+        let mut ids = Vec::new().into_iter();
+        loop {
+            let Some(id) = ids.next() else {
+                let next = self.storage.list_page(after, chunk).await?;
+                if next.is_empty() {
+                    break;
+                }
+                after = next.last().copied();
+                ids = next.into_iter();
                 continue;
-            }
+            };
             let meta = match self.key_meta(&id).await {
                 Ok(meta) => meta,
                 // A record removed since the listing.
@@ -560,13 +594,13 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         let Some(max) = caller.max_keys_of(owner) else {
             return Ok(None);
         };
+        if self.storage.counts_owners() {
+            // Counted by the storage, in the change that stores the key.
+            return Ok(None);
+        }
         let owner = owner.to_owned();
         if self.lifecycle.owned().is_none() {
-            let counts = self.count_owned().await?;
-            let mut owned = self.lifecycle.owned();
-            if owned.is_none() {
-                *owned = Some(counts);
-            }
+            self.count_owners().await?;
         }
         let mut owned = self.lifecycle.owned();
         let n = owned
@@ -582,6 +616,28 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
             owner: Some(owner),
             kept: false,
         }))
+    }
+
+    /// Counts every owner's live keys now, for the quotas of a storage
+    /// that does not count them itself ([`KeyStorage::counts_owners`]), so
+    /// that no `generate` has to: the `keyserver` command calls it at
+    /// start, in the background. A `generate` with a quota that comes
+    /// before it is done waits for it. Nothing to do for a storage that
+    /// counts owners, or keeps no lifecycle.
+    ///
+    /// # Errors
+    /// Storage errors (the store cannot be listed).
+    pub async fn count_owners(&self) -> Result<()> {
+        if self.storage.counts_owners() || !self.storage.keeps_lifecycle() {
+            return Ok(());
+        }
+        let _one = self.lifecycle.counting.lock().await;
+        if self.lifecycle.owned().is_some() {
+            return Ok(());
+        }
+        let counts = self.count_owned().await?;
+        *self.lifecycle.owned() = Some(counts);
+        Ok(())
     }
 
     /// Live keys per owner, from storage.
@@ -607,25 +663,19 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         Ok(counts)
     }
 
-    /// Records the owner of a key just made (and its place in the quota).
-    async fn record_owner(
+    /// The metadata a key just made gets, if any: its owner, and the key
+    /// it was rotated from. A key of no owner, not rotated, has none (the
+    /// record alone says "active"); nor has any key of a storage that
+    /// keeps no lifecycle.
+    fn new_meta(
         &self,
         kek: &Kek,
         strength: Strength,
         owner: Option<&str>,
-        reservation: Option<Reservation<'_>>,
         rotated_from: Option<(KeyId, u64)>,
-    ) -> Result<()> {
-        let counted = reservation.is_some();
-        if let Some(mut r) = reservation {
-            r.kept = true;
-        }
-        if owner.is_none() && rotated_from.is_none() {
-            // No owner to record: the record alone says "active".
-            return Ok(());
-        }
-        if !self.storage.keeps_lifecycle() {
-            return Ok(());
+    ) -> Option<KeyMeta> {
+        if (owner.is_none() && rotated_from.is_none()) || !self.storage.keeps_lifecycle() {
+            return None;
         }
         let mut meta = KeyMeta::new(
             kek.id(),
@@ -635,9 +685,31 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         );
         meta.rotated_from = rotated_from.map(|(id, _)| id);
         meta.dek_created = rotated_from.map(|(_, dek_created)| dek_created);
-        self.storage.put_meta(&meta).await?;
-        if !counted {
-            self.lifecycle.count(owner, true);
+        Some(meta)
+    }
+
+    /// Stores a key just made, with its metadata, within its owner's
+    /// quota: counted by the storage in the same change when it counts
+    /// owners (exact across every server sharing it), otherwise by this
+    /// process (`reservation`, taken before the key was made).
+    async fn store_new(
+        &self,
+        record: &WrappedDek,
+        meta: Option<&KeyMeta>,
+        max_keys: Option<u64>,
+        reservation: Option<Reservation<'_>>,
+    ) -> Result<()> {
+        let by_storage = self.storage.counts_owners();
+        self.storage
+            .put_new(record, meta, max_keys.filter(|_| by_storage))
+            .await?;
+        match reservation {
+            Some(mut r) => r.kept = true,
+            None if !by_storage => {
+                self.lifecycle
+                    .count(meta.and_then(|m| m.owner.as_deref()), true);
+            }
+            None => {}
         }
         Ok(())
     }
@@ -657,10 +729,10 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         let owner = caller.principal();
         let reservation = self.reserve(owner, caller).await?;
         let strength = strength.unwrap_or(self.strength);
-        let kek = self
-            .generate_with(strength, alg.unwrap_or(self.kek_alg))
-            .await?;
-        self.record_owner(&kek, strength, owner, reservation, None)
+        let (kek, record) = self.new_key(strength, alg.unwrap_or(self.kek_alg)).await?;
+        let meta = self.new_meta(&kek, strength, owner, None);
+        let max_keys = owner.and_then(|o| caller.max_keys_of(o));
+        self.store_new(&record, meta.as_ref(), max_keys, reservation)
             .await?;
         Ok(kek)
     }
@@ -769,15 +841,15 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
                 state: from,
             });
         }
-        self.storage.put(&record).await?;
-        self.record_owner(
+        let new_meta = self.new_meta(
             &new,
             dek_strength,
             owner.as_deref(),
-            reservation,
             Some((old_id, meta.dek_created.unwrap_or(meta.created))),
-        )
-        .await?;
+        );
+        let max_keys = owner.as_deref().and_then(|o| caller.max_keys_of(o));
+        self.store_new(&record, new_meta.as_ref(), max_keys, reservation)
+            .await?;
         let mut old = meta;
         old.state = KeyState::Deactivated;
         old.changed = now;

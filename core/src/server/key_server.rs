@@ -376,6 +376,18 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     /// As for [`KeyServer::generate_with_strength`]; [`Error::Policy`] for
     /// an algorithm this server does not allow or its suite does not offer.
     pub async fn generate_with(&self, strength: Strength, alg: KekAlg) -> Result<Kek> {
+        let (kek, record) = self.new_key(strength, alg).await?;
+        self.storage.put(&record).await?;
+        Ok(kek)
+    }
+
+    /// A new KEK of `alg` and `strength` and the record of a new DEK
+    /// wrapped under it, not yet stored.
+    pub(crate) async fn new_key(
+        &self,
+        strength: Strength,
+        alg: KekAlg,
+    ) -> Result<(Kek, WrappedDek)> {
         self.check_strength(strength)?;
         self.check_alg(alg)?;
         let kek = self.new_kek(alg, strength).await?;
@@ -385,8 +397,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         // The public half is not kept: only the wrapped DEK is stored.
         let record = wrap_dek(&*self.suite, &kek, strength, &dek, self.lifecycle.now())?;
         drop(dek);
-        self.storage.put(&record).await?;
-        Ok(kek)
+        Ok((kek, record))
     }
 
     /// A new KEK of `alg` and `strength`: from the pool if it holds one,

@@ -1,0 +1,144 @@
+-- keyserver schema version 3: what the servers of a cluster need to agree
+-- on without reading every key.
+--
+-- * Each metadata row carries its owner, whether the key is live (not
+--   destroyed) and when the sweeper has work with it (`sweep_at`: the
+--   destruction time of a destroy-pending key; the time of destruction of
+--   a destroyed key whose record is still stored). The database derives
+--   them from the metadata itself (docs/FORMAT.md), whoever writes it.
+-- * keyserver_owners counts each owner's live keys, kept by a trigger in
+--   the transaction that changes the metadata: `keyserver_put_new` checks
+--   the quota against it under the owner's row lock, so `max_keys` is exact
+--   across any number of servers.
+-- * keyserver_meta_due indexes the keys with sweeper work: the sweep reads
+--   the due keys, not every key.
+-- * keyserver_servers: each server's heartbeat, so that the servers know
+--   how many of them share the rate limits.
+
+ALTER TABLE keyserver_meta
+    ADD COLUMN owner text,
+    ADD COLUMN live boolean NOT NULL DEFAULT true,
+    ADD COLUMN sweep_at bigint;
+
+CREATE TABLE keyserver_owners (
+    owner text PRIMARY KEY,
+    live bigint NOT NULL CHECK (live >= 0)
+);
+
+-- The derived columns, from the metadata's bytes: JSON, a newline, the
+-- SHA-256 of the JSON in hex. Metadata that does not check out counts for
+-- nobody and is never due (the servers report it damaged when they read it).
+CREATE FUNCTION keyserver_meta_fields() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    text_form text;
+    body text;
+    j jsonb;
+BEGIN
+    NEW.owner := NULL;
+    NEW.live := true;
+    NEW.sweep_at := NULL;
+    BEGIN
+        text_form := convert_from(NEW.meta, 'UTF8');
+        body := split_part(text_form, E'\n', 1);
+        IF encode(sha256(convert_to(body, 'UTF8')), 'hex') <> split_part(text_form, E'\n', 2) THEN
+            RETURN NEW;
+        END IF;
+        j := body::jsonb;
+        NEW.owner := j->>'owner';
+        NEW.live := coalesce(j->>'state', '') <> 'destroyed';
+        IF j->>'state' = 'destroy-pending' THEN
+            NEW.sweep_at := (j->>'destroy_at')::bigint;
+        ELSIF j->>'state' = 'destroyed'
+              AND EXISTS (SELECT 1 FROM keyserver_records r WHERE r.key_id = NEW.key_id) THEN
+            NEW.sweep_at := coalesce((j->>'changed')::bigint, 0);
+        END IF;
+    EXCEPTION WHEN others THEN
+        NEW.owner := NULL;
+        NEW.live := true;
+        NEW.sweep_at := NULL;
+    END;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER keyserver_meta_fields
+    BEFORE INSERT OR UPDATE ON keyserver_meta
+    FOR EACH ROW EXECUTE FUNCTION keyserver_meta_fields();
+
+-- The owners' counts follow every change of metadata.
+CREATE FUNCTION keyserver_count_owners() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND OLD.owner IS NOT DISTINCT FROM NEW.owner AND OLD.live = NEW.live THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.owner IS NOT NULL AND OLD.live THEN
+        UPDATE keyserver_owners SET live = live - 1 WHERE owner = OLD.owner;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') AND NEW.owner IS NOT NULL AND NEW.live THEN
+        INSERT INTO keyserver_owners (owner, live) VALUES (NEW.owner, 1)
+        ON CONFLICT (owner) DO UPDATE SET live = keyserver_owners.live + 1;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER keyserver_count_owners
+    AFTER INSERT OR UPDATE OR DELETE ON keyserver_meta
+    FOR EACH ROW EXECUTE FUNCTION keyserver_count_owners();
+
+-- A destroyed key's record gone: nothing left for the sweeper.
+CREATE FUNCTION keyserver_record_gone() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE keyserver_meta SET sweep_at = NULL
+    WHERE key_id = OLD.key_id AND sweep_at IS NOT NULL AND NOT live;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER keyserver_record_gone
+    AFTER DELETE ON keyserver_records
+    FOR EACH ROW EXECUTE FUNCTION keyserver_record_gone();
+
+-- The existing metadata, derived and counted (without announcing: no key
+-- changed).
+ALTER TABLE keyserver_meta DISABLE TRIGGER keyserver_meta_announce;
+UPDATE keyserver_meta SET meta = meta;
+ALTER TABLE keyserver_meta ENABLE TRIGGER keyserver_meta_announce;
+
+CREATE INDEX keyserver_meta_due ON keyserver_meta (sweep_at, key_id)
+    WHERE sweep_at IS NOT NULL;
+
+-- A new key, its record and its metadata in one transaction, within its
+-- owner's quota when `p_max` is given: 0 stored, 1 over the quota (nothing
+-- stored), 2 a record of that id exists (nothing stored).
+CREATE FUNCTION keyserver_put_new(p_key bytea, p_record bytea, p_meta bytea, p_owner text, p_max bigint)
+RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF p_owner IS NOT NULL AND p_max IS NOT NULL THEN
+        INSERT INTO keyserver_owners (owner, live) VALUES (p_owner, 0)
+        ON CONFLICT (owner) DO NOTHING;
+        SELECT live INTO n FROM keyserver_owners WHERE owner = p_owner FOR UPDATE;
+        IF n >= p_max THEN
+            RETURN 1;
+        END IF;
+    END IF;
+    INSERT INTO keyserver_records (key_id, record) VALUES (p_key, p_record)
+    ON CONFLICT (key_id) DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN 2;
+    END IF;
+    IF p_meta IS NOT NULL THEN
+        INSERT INTO keyserver_meta (key_id, meta) VALUES (p_key, p_meta)
+        ON CONFLICT (key_id) DO UPDATE SET meta = EXCLUDED.meta;
+    END IF;
+    RETURN 0;
+END
+$$;
+
+CREATE TABLE keyserver_servers (
+    id text PRIMARY KEY,
+    seen timestamptz NOT NULL
+);
