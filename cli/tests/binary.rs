@@ -10,7 +10,9 @@
 //!   server may hold, bodies that would pin its memory, web pages, and
 //!   SIGTERM with CPU work in flight;
 //! - `postgres`: several servers on one PostgreSQL database, a server
-//!   killed and the database crashed under load, copies and backups.
+//!   killed and the database crashed under load, copies and backups;
+//! - `partition`: the database and three servers on hosts of their own
+//!   (network namespaces), cut apart and healed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -28,6 +30,8 @@ mod cli;
 mod custody;
 #[path = "binary/hostile.rs"]
 mod hostile;
+#[path = "binary/partition.rs"]
+mod partition;
 #[path = "binary/postgres.rs"]
 mod postgres;
 #[path = "binary/seal.rs"]

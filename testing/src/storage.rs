@@ -400,7 +400,13 @@ pub async fn owner_quota_and_due_keys<S: KeyStorage>(store: S) {
         let store = Arc::clone(&store);
         async move { store.due_keys(now, None, 100).await.unwrap().unwrap() }
     };
-    assert!(!due(3_999).await.iter().any(|(at, _)| *at >= 4_000));
+    let before = due(3_999).await;
+    for n in [300u32, 301, 302] {
+        assert!(
+            !before.iter().any(|(_, id)| id == record(n).key_id()),
+            "not due before its destruction time"
+        );
+    }
     let at_5000: Vec<_> = expect
         .iter()
         .filter(|(at, _)| *at <= 5_000)

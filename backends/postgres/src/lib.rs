@@ -80,6 +80,22 @@ pub struct PostgresOptions {
     pub timeout: Duration,
     /// The longest a new connection may take to open (default 2 s).
     pub connect_timeout: Duration,
+    /// The longest a schema upgrade may take (default 10 min). An upgrade
+    /// that rewrites a table (version 3 derives columns of every key's
+    /// metadata: docs/OPERATIONS.md gives its measured rate) holds the
+    /// table meanwhile; past this the database gives it up and nothing
+    /// changes.
+    pub migrate_timeout: Duration,
+    /// How often a session of its own asks the database whether it
+    /// answers (default 200 ms).
+    pub probe_every: Duration,
+    /// How long the database may take to answer that probe (default
+    /// 500 ms). Past it, the database counts as unreachable: calls in
+    /// flight are given up and new ones refused at once (code 5), the
+    /// record cache keeps nothing and `/readyz` says 503, until a probe is
+    /// answered again. A server cut off from its database answers within
+    /// `probe_every + probe_timeout`, not after the whole `timeout`.
+    pub probe_timeout: Duration,
     /// CA certificates (PEM) that vouch for the database's TLS certificate,
     /// besides the system's roots: the URL's `sslrootcert`, else this, else
     /// the file `PGSSLROOTCERT` names.
@@ -92,6 +108,9 @@ impl Default for PostgresOptions {
             pool_size: 16,
             timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
+            migrate_timeout: Duration::from_secs(600),
+            probe_every: Duration::from_millis(200),
+            probe_timeout: Duration::from_millis(500),
             ca_file: None,
         }
     }
@@ -150,6 +169,16 @@ pub struct PostgresStorage {
     follower: tokio::sync::Mutex<Option<LeadSession>>,
     /// This process's name in `keyserver_servers`: 128 random bits.
     server_id: String,
+    /// `true` while the database does not answer the health probe.
+    down: tokio::sync::watch::Receiver<bool>,
+    /// The health probe, stopped with the storage.
+    probe: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PostgresStorage {
+    fn drop(&mut self) {
+        self.probe.abort();
+    }
 }
 
 /// A session of its own for the lead (outside the pool), and the task
@@ -352,7 +381,18 @@ impl PostgresStorage {
             .recycle_timeout(Some(options.timeout))
             .build()
             .map_err(|e| Error::storage(NAME, "connection pool", e))?;
+        let (health, down) = tokio::sync::watch::channel(false);
+        let probe = tokio::spawn(probe(
+            config.clone(),
+            tls.clone(),
+            health,
+            options.probe_every,
+            options.probe_timeout,
+            create_timeout,
+        ));
         let store = PostgresStorage {
+            down,
+            probe,
             pool,
             create_timeout,
             config,
@@ -435,6 +475,10 @@ impl PostgresStorage {
     where
         F: for<'c> FnOnce(&'c Object) -> Op<'c, T>,
     {
+        if *self.down.borrow() {
+            return Err(unreachable(what));
+        }
+        let mut down = self.down.clone();
         let held = self.held_slot(key);
         let run = async {
             if let Some(slot) = held {
@@ -453,9 +497,9 @@ impl PostgresStorage {
             conn.done();
             result.map_err(|e| failed(what, Some(e)))
         };
-        tokio::time::timeout(self.options.timeout, run)
-            .await
-            .unwrap_or_else(|_| {
+        let timed = tokio::time::timeout(self.options.timeout, run);
+        tokio::select! {
+            done = timed => done.unwrap_or_else(|_| {
                 Err(failed(
                     format!(
                         "{what}: the database did not answer within {:?}",
@@ -463,7 +507,11 @@ impl PostgresStorage {
                     ),
                     None,
                 ))
-            })
+            }),
+            // Given up the moment the probe finds the database unreachable:
+            // a partition costs a caller the probe's time, not `timeout`.
+            () = until_down(&mut down) => Err(unreachable(what)),
+        }
     }
 
     /// Applies the schema changes this database lacks, in one transaction
@@ -493,6 +541,14 @@ impl PostgresStorage {
             // A schema change waits for no one's long read: queued behind
             // one, its lock would stall every server's queries.
             tx.batch_execute("SET LOCAL lock_timeout = '5s'").await?;
+            // The database stops an upgrade that takes too long itself:
+            // a session closed on our side might not be noticed until it
+            // is done.
+            tx.batch_execute(&format!(
+                "SET LOCAL statement_timeout = {}",
+                self.options.migrate_timeout.as_millis().max(1)
+            ))
+            .await?;
             tx.batch_execute("SET LOCAL client_min_messages = warning")
                 .await?;
             tx.batch_execute(
@@ -527,10 +583,14 @@ impl PostgresStorage {
             tx.commit().await?;
             Ok(Ok(()))
         };
-        tokio::time::timeout(self.options.timeout * 6, run)
-            .await
-            .map_err(|_| failed("migrating the schema took too long", None))?
-            .map_err(|e| failed("migrating the schema", Some(e)))?
+        let limit = self.options.migrate_timeout + self.options.timeout;
+        let outcome = tokio::time::timeout(limit, run).await;
+        let Ok(outcome) = outcome else {
+            // Never back to the pool with the upgrade's transaction open.
+            drop(Object::take(conn));
+            return Err(failed("migrating the schema took too long", None));
+        };
+        outcome.map_err(|e| failed("migrating the schema", Some(e)))?
     }
 
     /// Reads the number of records again.
@@ -603,11 +663,21 @@ impl PostgresStorage {
         let count = Arc::clone(&self.count);
         let pool = self.pool.clone();
         let timeout = self.options.timeout;
+        let down = self.down.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
                 let began = std::time::Instant::now();
-                let Err(e) = listen(&config, tls.clone(), &pool, &count, timeout, &changed).await;
+                let mut unreachable = down.clone();
+                let Err(e) = tokio::select! {
+                    heard = listen(&config, tls.clone(), &pool, &count, timeout, &changed) => heard,
+                    // Cut off from the database, nothing said on this
+                    // connection can be trusted to arrive: the cache keeps
+                    // nothing until it listens again.
+                    () = until_down(&mut unreachable) => {
+                        Err("the database does not answer the health probe".to_string())
+                    }
+                };
                 tracing::warn!(
                     target: "keyserver::storage",
                     "postgres: not listening for changes of other servers ({e}); \
@@ -829,6 +899,85 @@ impl Drop for AdvisoryLock {
                 if let Ok(mut conn) = slot.try_lock() {
                     drop(std::mem::replace(&mut *conn, Closing(None)));
                 }
+            }
+        }
+    }
+}
+
+/// Until the health probe finds the database unreachable (forever if the
+/// probe stopped: then only the timeouts apply).
+async fn until_down(down: &mut tokio::sync::watch::Receiver<bool>) {
+    if down.wait_for(|down| *down).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The error of a call made or given up while the database does not
+/// answer the health probe.
+fn unreachable(what: impl std::fmt::Display) -> Error {
+    failed(
+        format!("{what}: the database is unreachable (it does not answer the health probe)"),
+        None,
+    )
+}
+
+/// The health probe: every `every`, `SELECT 1` on a session of its own
+/// (connected as the pool's sessions are, so after a failover it finds
+/// the new primary), answered within `timeout` or the database counts as
+/// unreachable (`true` on `down`) until a probe is answered again.
+async fn probe(
+    config: Config,
+    tls: MakeRustlsConnect,
+    down: tokio::sync::watch::Sender<bool>,
+    every: Duration,
+    timeout: Duration,
+    connect_timeout: Duration,
+) {
+    let mut session: Option<LeadSession> = None;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if session.as_ref().is_some_and(|s| s.driver.is_finished()) {
+            session = None;
+        }
+        let mut why = None;
+        if session.is_none() {
+            match tokio::time::timeout(connect_timeout, config.connect(tls.clone())).await {
+                Ok(Ok((client, connection))) => {
+                    session = Some(LeadSession {
+                        client: Arc::new(client),
+                        driver: tokio::spawn(async move {
+                            let _ = connection.await;
+                        }),
+                    });
+                }
+                Ok(Err(e)) => why = Some(e.to_string()),
+                Err(_) => why = Some(format!("no connection within {connect_timeout:?}")),
+            }
+        }
+        if let Some(s) = &session {
+            match tokio::time::timeout(timeout, s.client.simple_query("SELECT 1")).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => why = Some(e.to_string()),
+                Err(_) => why = Some(format!("no answer within {timeout:?}")),
+            }
+        }
+        if why.is_some() {
+            // A session that failed once is not trusted again.
+            session = None;
+        }
+        let is_down = why.is_some();
+        if down.send_replace(is_down) != is_down {
+            match why {
+                Some(why) => tracing::warn!(
+                    target: "keyserver::storage",
+                    "postgres: the database is unreachable ({why}): calls fail at once until it answers"
+                ),
+                None => tracing::info!(
+                    target: "keyserver::storage",
+                    "postgres: the database answers again"
+                ),
             }
         }
     }
@@ -1120,14 +1269,7 @@ impl KeyStorage for PostgresStorage {
                     let stmt = c
                         // A check-in counts for 15 s: three periods of the
                         // `keyserver` command's check-ins (5 s).
-                        .prepare_cached(
-                            "WITH me AS (INSERT INTO keyserver_servers (id, seen) VALUES ($1, now())
-                                 ON CONFLICT (id) DO UPDATE SET seen = now()),
-                             old AS (DELETE FROM keyserver_servers
-                                 WHERE seen < now() - interval '1 hour')
-                             SELECT count(*) FROM keyserver_servers
-                             WHERE id <> $1 AND seen > now() - interval '15 seconds'",
-                        )
+                        .prepare_cached("SELECT keyserver_check_in($1)")
                         .await?;
                     Ok(c.query_one(&stmt, &[&me]).await?.get(0))
                 })

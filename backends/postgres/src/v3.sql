@@ -26,10 +26,16 @@ CREATE TABLE keyserver_owners (
 );
 
 -- The derived columns, from the metadata's bytes: JSON, a newline, the
--- SHA-256 of the JSON in hex. Metadata that does not check out counts for
--- nobody and is never due (the servers report it damaged when they read it).
+-- SHA-256 of the JSON in hex. Metadata that does not check out (or names
+-- another key) counts for nobody and is never due (the servers report it
+-- damaged when they read it). A time past PostgreSQL's bigint is taken as
+-- the largest: never due in practice, and the owner still counted.
+--
+-- Every function here runs with its owner's rights (SECURITY DEFINER,
+-- with the search path of the migration pinned): a server's role needs
+-- no rights beyond those on keyserver_records and keyserver_meta.
 CREATE FUNCTION keyserver_meta_fields() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
     text_form text;
     body text;
@@ -45,17 +51,22 @@ BEGIN
             RETURN NEW;
         END IF;
         j := body::jsonb;
-        NEW.owner := j->>'owner';
-        NEW.live := coalesce(j->>'state', '') <> 'destroyed';
+    EXCEPTION WHEN others THEN
+        RETURN NEW;
+    END;
+    IF jsonb_typeof(j) <> 'object' OR j->>'key_id' IS DISTINCT FROM encode(NEW.key_id, 'hex') THEN
+        RETURN NEW;
+    END IF;
+    NEW.owner := j->>'owner';
+    NEW.live := coalesce(j->>'state', '') <> 'destroyed';
+    BEGIN
         IF j->>'state' = 'destroy-pending' THEN
-            NEW.sweep_at := (j->>'destroy_at')::bigint;
+            NEW.sweep_at := LEAST((j->>'destroy_at')::numeric, 9223372036854775807)::bigint;
         ELSIF j->>'state' = 'destroyed'
               AND EXISTS (SELECT 1 FROM keyserver_records r WHERE r.key_id = NEW.key_id) THEN
-            NEW.sweep_at := coalesce((j->>'changed')::bigint, 0);
+            NEW.sweep_at := coalesce(LEAST((j->>'changed')::numeric, 9223372036854775807)::bigint, 0);
         END IF;
     EXCEPTION WHEN others THEN
-        NEW.owner := NULL;
-        NEW.live := true;
         NEW.sweep_at := NULL;
     END;
     RETURN NEW;
@@ -67,13 +78,13 @@ CREATE TRIGGER keyserver_meta_fields
 
 -- The owners' counts follow every change of metadata.
 CREATE FUNCTION keyserver_count_owners() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
     IF TG_OP = 'UPDATE' AND OLD.owner IS NOT DISTINCT FROM NEW.owner AND OLD.live = NEW.live THEN
         RETURN NULL;
     END IF;
     IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.owner IS NOT NULL AND OLD.live THEN
-        UPDATE keyserver_owners SET live = live - 1 WHERE owner = OLD.owner;
+        UPDATE keyserver_owners SET live = GREATEST(live - 1, 0) WHERE owner = OLD.owner;
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') AND NEW.owner IS NOT NULL AND NEW.live THEN
         INSERT INTO keyserver_owners (owner, live) VALUES (NEW.owner, 1)
@@ -88,7 +99,7 @@ CREATE TRIGGER keyserver_count_owners
 
 -- A destroyed key's record gone: nothing left for the sweeper.
 CREATE FUNCTION keyserver_record_gone() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
     UPDATE keyserver_meta SET sweep_at = NULL
     WHERE key_id = OLD.key_id AND sweep_at IS NOT NULL AND NOT live;
@@ -113,7 +124,7 @@ CREATE INDEX keyserver_meta_due ON keyserver_meta (sweep_at, key_id)
 -- stored), 2 a record of that id exists (nothing stored).
 CREATE FUNCTION keyserver_put_new(p_key bytea, p_record bytea, p_meta bytea, p_owner text, p_max bigint)
 RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
     n bigint;
 BEGIN
@@ -142,3 +153,32 @@ CREATE TABLE keyserver_servers (
     id text PRIMARY KEY,
     seen timestamptz NOT NULL
 );
+
+-- A server checks in (`p_id`, its random id) and learns how many others
+-- checked in within 15 s; check-ins older than an hour are forgotten.
+CREATE FUNCTION keyserver_check_in(p_id text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+    n bigint;
+BEGIN
+    INSERT INTO keyserver_servers (id, seen) VALUES (p_id, now())
+    ON CONFLICT (id) DO UPDATE SET seen = now();
+    DELETE FROM keyserver_servers WHERE seen < now() - interval '1 hour';
+    SELECT count(*) INTO n FROM keyserver_servers
+    WHERE id <> p_id AND seen > now() - interval '15 seconds';
+    RETURN n;
+END
+$$;
+
+-- For a DBA: the owners' counts made again from the metadata (after a
+-- restore that ran with the triggers off, say). Run it alone.
+CREATE FUNCTION keyserver_recount_owners() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+BEGIN
+    LOCK TABLE keyserver_owners IN EXCLUSIVE MODE;
+    UPDATE keyserver_owners SET live = 0;
+    INSERT INTO keyserver_owners (owner, live)
+    SELECT owner, count(*) FROM keyserver_meta WHERE owner IS NOT NULL AND live GROUP BY owner
+    ON CONFLICT (owner) DO UPDATE SET live = EXCLUDED.live;
+END
+$$;

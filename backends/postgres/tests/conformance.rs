@@ -183,14 +183,20 @@ fn version_3_counts_and_indexes_what_version_2_stored() {
             .await
             .unwrap();
         let mut metas = Vec::new();
-        for n in 0..5u32 {
+        for n in 0..7u32 {
             let rec = record(n);
             let mut meta = KeyMeta::new(*rec.key_id(), Strength::S128, 1, Some("a".into()));
             match n {
-                3 => meta.state = KeyState::Destroyed,
+                // Destroyed: without its record (done), with it (due).
+                3 | 5 => meta.state = KeyState::Destroyed,
                 4 => {
                     meta.state = KeyState::DestroyPending;
                     meta.destroy_at = Some(1_000);
+                }
+                // A time past PostgreSQL's bigint: still counted.
+                6 => {
+                    meta.state = KeyState::DestroyPending;
+                    meta.destroy_at = Some(u64::MAX);
                 }
                 _ => {}
             }
@@ -212,11 +218,19 @@ fn version_3_counts_and_indexes_what_version_2_stored() {
                 .unwrap();
             metas.push(meta);
         }
-        // Damaged metadata: counted for nobody, never due, no failure.
+        // Damaged metadata, and metadata of another key: counted for
+        // nobody, never due, no failure.
         client
             .execute(
                 "INSERT INTO keyserver_meta VALUES ($1, $2)",
                 &[&vec![7u8; 32], &b"{\"owner\":\"a\"}\nnot-a-sum\n".to_vec()],
+            )
+            .await
+            .unwrap();
+        client
+            .execute(
+                "INSERT INTO keyserver_meta VALUES ($1, $2)",
+                &[&vec![8u8; 32], &metas[0].encode()],
             )
             .await
             .unwrap();
@@ -225,22 +239,99 @@ fn version_3_counts_and_indexes_what_version_2_stored() {
 
         let store = PostgresStorage::connect(&url).await.unwrap();
         assert_eq!(store.schema_version().await.unwrap(), 3);
-        // Four live keys of "a" (the destroyed one does not count).
+        // Five live keys of "a" (the destroyed ones do not count).
         let rec = record(10);
         let meta = KeyMeta::new(*rec.key_id(), Strength::S128, 1, Some("a".into()));
         assert!(matches!(
-            store.put_new(&rec, Some(&meta), Some(4)).await,
+            store.put_new(&rec, Some(&meta), Some(5)).await,
             Err(keyserver_core::Error::NotPermitted)
         ));
-        store.put_new(&rec, Some(&meta), Some(5)).await.unwrap();
-        // The destroy-pending key is due from its destruction time.
+        store.put_new(&rec, Some(&meta), Some(6)).await.unwrap();
+        // The destroyed key whose record is still stored is due; the
+        // destroy-pending keys from their destruction times.
         let due = store.due_keys(u64::MAX, None, 10).await.unwrap().unwrap();
-        assert_eq!(due, vec![(1_000, metas[4].key_id)]);
+        assert_eq!(
+            due,
+            vec![
+                (1, metas[5].key_id),
+                (1_000, metas[4].key_id),
+                (i64::MAX as u64, metas[6].key_id)
+            ]
+        );
+        assert_eq!(
+            store.due_keys(999, None, 10).await.unwrap().unwrap(),
+            vec![(1, metas[5].key_id)]
+        );
+    });
+}
+
+/// A server whose role has only the rights docs/OPERATIONS.md lists
+/// (`SELECT`, `INSERT`, `UPDATE`, `DELETE` on the records and metadata,
+/// `SELECT` on the schema version) does everything a server does on
+/// schema version 3: keys within a quota, state changes and destruction
+/// (which the owners' counts follow), the due keys, pages, check-ins.
+#[test]
+#[ignore = "needs PostgreSQL: KEYSERVER_TEST_POSTGRES, then cargo test -- --ignored"]
+fn a_role_with_only_the_documented_rights_serves() {
+    use keyserver_core::{Error, KeyMeta, KeyState, KeyStorage, Strength};
+    use keyserver_testing::storage::record;
+    keyserver_testing::run(async {
+        let url = fresh_database().await;
+        // The owner's role makes the schema.
+        drop(PostgresStorage::connect(&url).await.unwrap());
+        let role = format!("ks_server_{}", std::process::id());
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let task = tokio::spawn(connection);
+        client
+            .batch_execute(&format!(
+                "DROP ROLE IF EXISTS {role};
+                 CREATE ROLE {role} LOGIN;
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON keyserver_records, keyserver_meta TO {role};
+                 GRANT SELECT ON keyserver_schema TO {role};"
+            ))
+            .await
+            .unwrap();
+        let (base, db) = url.rsplit_once('/').unwrap();
+        let (scheme, rest) = base.split_once("://").unwrap();
+        let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        let as_server = format!("{scheme}://{role}@{host}/{db}");
+        let store = PostgresStorage::connect(&as_server).await.unwrap();
+        for n in 0..3u32 {
+            let rec = record(n);
+            let meta = KeyMeta::new(*rec.key_id(), Strength::S128, 1, Some("app".into()));
+            store.put_new(&rec, Some(&meta), Some(3)).await.unwrap();
+        }
+        let rec = record(3);
+        let meta = KeyMeta::new(*rec.key_id(), Strength::S128, 1, Some("app".into()));
+        assert!(matches!(
+            store.put_new(&rec, Some(&meta), Some(3)).await,
+            Err(Error::NotPermitted)
+        ));
+        let mut gone = store.get_meta(record(0).key_id()).await.unwrap().unwrap();
+        gone.state = KeyState::Destroyed;
+        gone.changed = 10;
+        store.put_meta(&gone).await.unwrap();
+        assert_eq!(
+            store.due_keys(u64::MAX, None, 10).await.unwrap().unwrap(),
+            vec![(10, gone.key_id)],
+            "destroyed, its record still stored"
+        );
+        assert!(store.delete(&gone.key_id).await.unwrap());
         assert!(store
-            .due_keys(999, None, 10)
+            .due_keys(u64::MAX, None, 10)
             .await
             .unwrap()
             .unwrap()
             .is_empty());
+        store.put_new(&rec, Some(&meta), Some(3)).await.unwrap();
+        assert_eq!(store.list_page(None, 10).await.unwrap().len(), 4);
+        assert_eq!(store.check_in().await.unwrap(), 1);
+        let other = PostgresStorage::connect(&as_server).await.unwrap();
+        assert_eq!(other.check_in().await.unwrap(), 2);
+        let _lock = store.lock_key(rec.key_id()).await.unwrap();
+        drop(client);
+        let _ = task.await;
     });
 }

@@ -111,20 +111,17 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
     }
     let keys = Arc::new(keys.with_kek_pool(config.kek_pool, config.kek_workers));
     let status = keys.status();
+    let count_owners = shared_limits.is_some().then(|| {
+        let keys = Arc::clone(&keys);
+        Box::pin(async move { keys.count_owners().await }) as CountOwners
+    });
     if let Some(auth) = shared_limits {
         share_limits(auth, Arc::clone(&stores.raw));
-        // The owners' quotas counted now, not in a request.
-        let counting = Arc::clone(&keys);
-        tokio::spawn(async move {
-            if let Err(e) = counting.count_owners().await {
-                tracing::warn!(target: "keyserver::lifecycle", "cannot count the owners' keys (the first generate with a quota will): {e}");
-            }
-        });
     }
     // Everything that acts on keys goes through the policy layers: the
     // listener's calls and the server's own sweeps alike.
     let service = policy.wrap(keys);
-    destroy_when_due(Arc::clone(&service), leader);
+    destroy_when_due(Arc::clone(&service), leader, count_owners);
     // Listen for SIGTERM and SIGINT before saying we listen: a signal sent
     // as soon as the line below appears must stop the server gracefully,
     // not kill it with the default action.
@@ -154,6 +151,11 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
     let _ = print_stdout("keyserver stopped\n");
     Ok(())
 }
+
+/// The count of the owners' keys, to run before the first sweep
+/// ([`KeyServer::count_owners`]).
+type CountOwners =
+    std::pin::Pin<Box<dyn std::future::Future<Output = keyserver::Result<()>> + Send>>;
 
 /// How often a server checks in with the others sharing its storage.
 const CHECK_IN_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -198,8 +200,21 @@ const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// lead is checked every 5 s; when the leader dies another server takes
 /// it within that, after the database has released it (at once for a
 /// closed connection, within 30 s for a leader cut off).
-fn destroy_when_due(service: Arc<dyn KeyService>, storage: Arc<dyn keyserver::KeyStorage>) {
+///
+/// With `count_owners`, the owners' keys are counted first (for a storage
+/// that does not count them itself), before any sweep, so no request has
+/// to and no destruction races the count.
+fn destroy_when_due(
+    service: Arc<dyn KeyService>,
+    storage: Arc<dyn keyserver::KeyStorage>,
+    count_owners: Option<CountOwners>,
+) {
     tokio::spawn(async move {
+        if let Some(count) = count_owners {
+            if let Err(e) = count.await {
+                tracing::warn!(target: "keyserver::lifecycle", "cannot count the owners' keys (the first generate with a quota will): {e}");
+            }
+        }
         let mut lease: Option<Box<dyn keyserver::plugin::Lease>> = None;
         let mut last_sweep: Option<std::time::Instant> = None;
         let mut tick = tokio::time::interval(LEAD_CHECK);

@@ -508,14 +508,19 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         let period = self.lifecycle.cryptoperiod;
         let mut keys = Vec::new();
         let mut cursor = None;
-        // Read a page of ids at a time from the storage (one more than the
-        // page, to know whether another follows), until the page is full.
-        let chunk = u32::try_from(limit + 1).unwrap_or(MAX_PAGE);
+        // Read ids from the storage a chunk at a time, until the page is
+        // full: first one more than the page (to know whether another
+        // follows), then twice as many each time, so a filter that keeps
+        // few keys costs a storage without an ordered index (whose
+        // `list_page` reads its whole listing) a few listings, not one per
+        // page of ids.
+        let mut chunk = u32::try_from(limit + 1).unwrap_or(MAX_PAGE);
         let mut after = filter.cursor;
         let mut ids = Vec::new().into_iter();
         loop {
             let Some(id) = ids.next() else {
                 let next = self.storage.list_page(after, chunk).await?;
+                chunk = chunk.saturating_mul(2).min(1 << 20);
                 if next.is_empty() {
                     break;
                 }
@@ -623,19 +628,25 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     /// that no `generate` has to: the `keyserver` command calls it at
     /// start, in the background. A `generate` with a quota that comes
     /// before it is done waits for it. Nothing to do for a storage that
-    /// counts owners, or keeps no lifecycle.
+    /// counts owners.
     ///
     /// # Errors
     /// Storage errors (the store cannot be listed).
     pub async fn count_owners(&self) -> Result<()> {
-        if self.storage.counts_owners() || !self.storage.keeps_lifecycle() {
+        if self.storage.counts_owners() {
             return Ok(());
         }
         let _one = self.lifecycle.counting.lock().await;
         if self.lifecycle.owned().is_some() {
             return Ok(());
         }
-        let counts = self.count_owned().await?;
+        // A storage that keeps no lifecycle records no owner: its keys are
+        // counted from now on, in this process.
+        let counts = if self.storage.keeps_lifecycle() {
+            self.count_owned().await?
+        } else {
+            HashMap::new()
+        };
         *self.lifecycle.owned() = Some(counts);
         Ok(())
     }
