@@ -87,14 +87,16 @@ pub struct PostgresOptions {
     /// changes.
     pub migrate_timeout: Duration,
     /// How often a session of its own asks the database whether it
-    /// answers (default 200 ms).
+    /// answers (default 150 ms; at least 10 ms).
     pub probe_every: Duration,
     /// How long the database may take to answer that probe (default
-    /// 500 ms). Past it, the database counts as unreachable: calls in
-    /// flight are given up and new ones refused at once (code 5), the
-    /// record cache keeps nothing and `/readyz` says 503, until a probe is
-    /// answered again. A server cut off from its database answers within
-    /// `probe_every + probe_timeout`, not after the whole `timeout`.
+    /// 300 ms; at least 10 ms). Two probes in a row unanswered in time, or
+    /// one refused or closed session, and the database counts as
+    /// unreachable: calls in flight are given up and new ones refused at
+    /// once (code 5), the record cache keeps nothing and `/readyz` says
+    /// 503, until a probe is answered again. A server cut off from its
+    /// database in silence answers within `2 × probe_timeout +
+    /// probe_every` (750 ms), not after the whole `timeout`.
     pub probe_timeout: Duration,
     /// CA certificates (PEM) that vouch for the database's TLS certificate,
     /// besides the system's roots: the URL's `sslrootcert`, else this, else
@@ -109,8 +111,8 @@ impl Default for PostgresOptions {
             timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
             migrate_timeout: Duration::from_secs(600),
-            probe_every: Duration::from_millis(200),
-            probe_timeout: Duration::from_millis(500),
+            probe_every: Duration::from_millis(150),
+            probe_timeout: Duration::from_millis(300),
             ca_file: None,
         }
     }
@@ -359,13 +361,18 @@ impl PostgresStorage {
         if config.get_application_name().is_none() {
             config.application_name("keyserver");
         }
+
         let tls = tls_config(ca_file.as_deref())?;
         // tokio-postgres tries the hosts of a multi-host URL in turn, each
         // within the connect timeout: a connection may take that long per
         // host (a failed primary that drops packets uses its whole share
         // before the standby is tried).
         let hosts = u32::try_from(config.get_hosts().len().max(1)).unwrap_or(u32::MAX);
-        let create_timeout = options.connect_timeout.saturating_mul(hosts) + Duration::from_secs(1);
+        let per_host = config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(options.connect_timeout);
+        let create_timeout = per_host.saturating_mul(hosts) + Duration::from_secs(1);
         let manager = Manager::from_config(
             config.clone(),
             tls.clone(),
@@ -379,8 +386,25 @@ impl PostgresStorage {
             .wait_timeout(Some(options.timeout))
             .create_timeout(Some(create_timeout))
             .recycle_timeout(Some(options.timeout))
+            // The database's side of each pooled session probes a silent
+            // peer too, so that the sessions (and the key locks they hold)
+            // of a server cut off altogether end within about 25 s, not
+            // the system's two hours. Plain `SET`s: a pooler in session
+            // mode passes them on.
+            .post_create(deadpool_postgres::Hook::async_fn(|client, _| {
+                Box::pin(async move {
+                    client
+                        .batch_execute(
+                            "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; \
+                             SET tcp_keepalives_count = 3",
+                        )
+                        .await
+                        .map_err(deadpool_postgres::HookError::Backend)
+                })
+            }))
             .build()
             .map_err(|e| Error::storage(NAME, "connection pool", e))?;
+        let server_id = server_id()?;
         let (health, down) = tokio::sync::watch::channel(false);
         let probe = tokio::spawn(probe(
             config.clone(),
@@ -401,7 +425,7 @@ impl PostgresStorage {
             count: Arc::new(AtomicU64::new(0)),
             held: Held::default(),
             follower: tokio::sync::Mutex::new(None),
-            server_id: server_id()?,
+            server_id,
         };
         store.migrate().await?;
         store.recount().await?;
@@ -499,6 +523,9 @@ impl PostgresStorage {
         };
         let timed = tokio::time::timeout(self.options.timeout, run);
         tokio::select! {
+            // A call that finished keeps its answer, even if the probe
+            // finds the database away at the same moment.
+            biased;
             done = timed => done.unwrap_or_else(|_| {
                 Err(failed(
                     format!(
@@ -549,6 +576,16 @@ impl PostgresStorage {
                 self.options.migrate_timeout.as_millis().max(1)
             ))
             .await?;
+            // And one whose client gave up (PostgreSQL 14 and later notice
+            // a closed connection while a statement runs).
+            let version: i32 = tx
+                .query_one("SELECT current_setting('server_version_num')::int", &[])
+                .await?
+                .get(0);
+            if version >= 140_000 {
+                tx.batch_execute("SET LOCAL client_connection_check_interval = 1000")
+                    .await?;
+            }
             tx.batch_execute("SET LOCAL client_min_messages = warning")
                 .await?;
             tx.batch_execute(
@@ -933,9 +970,14 @@ async fn probe(
     timeout: Duration,
     connect_timeout: Duration,
 ) {
+    let every = every.max(Duration::from_millis(10));
+    let timeout = timeout.max(Duration::from_millis(10));
     let mut session: Option<LeadSession> = None;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Probes in a row not answered in time: one may be a hiccup (a busy
+    // database, a starved runtime), two are not.
+    let mut late = 0u32;
     loop {
         tick.tick().await;
         if session.as_ref().is_some_and(|s| s.driver.is_finished()) {
@@ -958,14 +1000,28 @@ async fn probe(
         }
         if let Some(s) = &session {
             match tokio::time::timeout(timeout, s.client.simple_query("SELECT 1")).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => why = Some(e.to_string()),
-                Err(_) => why = Some(format!("no answer within {timeout:?}")),
+                Ok(Ok(_)) => late = 0,
+                Ok(Err(e)) => {
+                    // A session that failed is not trusted again.
+                    why = Some(e.to_string());
+                    session = None;
+                }
+                Err(_) => {
+                    // Kept: the answer may still come.
+                    late += 1;
+                    if late >= 2 {
+                        why = Some(format!(
+                            "{late} probes in a row not answered within {timeout:?}"
+                        ));
+                    }
+                }
             }
         }
-        if why.is_some() {
-            // A session that failed once is not trusted again.
+        if late >= 4 {
+            // Still silent: try a new session (after a failover the
+            // primary is elsewhere).
             session = None;
+            late = 2;
         }
         let is_down = why.is_some();
         if down.send_replace(is_down) != is_down {
@@ -1343,12 +1399,20 @@ impl KeyStorage for PostgresStorage {
         // Closed unless the lock is granted and handed over: a request
         // given up (timed out, or this future dropped) may still be granted
         // later, and only closing the session makes sure nobody holds it.
-        let conn = Closing(Some(self.conn().await?));
+        if *self.down.borrow() {
+            return Err(unreachable("locking a key"));
+        }
+        let mut down = self.down.clone();
+        let conn = tokio::select! {
+            biased;
+            conn = self.conn() => Closing(Some(conn?)),
+            () = until_down(&mut down) => return Err(unreachable("locking a key")),
+        };
         let object = lock_object(key_id);
         // Tried, not waited for in the database: a request given up leaves
         // no backend queued for the lock (a closed session's backend runs
         // what it was sent before it notices).
-        let locked = tokio::time::timeout(self.options.timeout, async {
+        let trying = tokio::time::timeout(self.options.timeout, async {
             loop {
                 let row = conn
                     .get()
@@ -1359,8 +1423,14 @@ impl KeyStorage for PostgresStorage {
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-        })
-        .await;
+        });
+        let locked = tokio::select! {
+            biased;
+            locked = trying => locked,
+            // The session is closed (never pooled) when `conn` goes: a
+            // grant that comes later dies with it.
+            () = until_down(&mut down) => return Err(unreachable("locking a key")),
+        };
         match locked {
             Ok(Ok(())) => {
                 let slot = Arc::new(tokio::sync::Mutex::new(conn));

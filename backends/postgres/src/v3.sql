@@ -31,11 +31,12 @@ CREATE TABLE keyserver_owners (
 -- damaged when they read it). A time past PostgreSQL's bigint is taken as
 -- the largest: never due in practice, and the owner still counted.
 --
--- Every function here runs with its owner's rights (SECURITY DEFINER,
--- with the search path of the migration pinned): a server's role needs
--- no rights beyond those on keyserver_records and keyserver_meta.
+-- Every function here runs with its caller's rights (none is SECURITY
+-- DEFINER: no role gains a right by calling one). The roles that may
+-- write keyserver_meta are given the same rights on the two new tables,
+-- at the end of this migration.
 CREATE FUNCTION keyserver_meta_fields() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
     text_form text;
     body text;
@@ -78,7 +79,7 @@ CREATE TRIGGER keyserver_meta_fields
 
 -- The owners' counts follow every change of metadata.
 CREATE FUNCTION keyserver_count_owners() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'UPDATE' AND OLD.owner IS NOT DISTINCT FROM NEW.owner AND OLD.live = NEW.live THEN
         RETURN NULL;
@@ -93,13 +94,10 @@ BEGIN
     RETURN NULL;
 END
 $$;
-CREATE TRIGGER keyserver_count_owners
-    AFTER INSERT OR UPDATE OR DELETE ON keyserver_meta
-    FOR EACH ROW EXECUTE FUNCTION keyserver_count_owners();
 
 -- A destroyed key's record gone: nothing left for the sweeper.
 CREATE FUNCTION keyserver_record_gone() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE keyserver_meta SET sweep_at = NULL
     WHERE key_id = OLD.key_id AND sweep_at IS NOT NULL AND NOT live;
@@ -110,11 +108,16 @@ CREATE TRIGGER keyserver_record_gone
     AFTER DELETE ON keyserver_records
     FOR EACH ROW EXECUTE FUNCTION keyserver_record_gone();
 
--- The existing metadata, derived and counted (without announcing: no key
--- changed).
+-- The existing metadata, derived (without announcing: no key changed),
+-- then counted in one pass; from then on the trigger counts every change.
 ALTER TABLE keyserver_meta DISABLE TRIGGER keyserver_meta_announce;
 UPDATE keyserver_meta SET meta = meta;
 ALTER TABLE keyserver_meta ENABLE TRIGGER keyserver_meta_announce;
+INSERT INTO keyserver_owners (owner, live)
+SELECT owner, count(*) FROM keyserver_meta WHERE owner IS NOT NULL AND live GROUP BY owner;
+CREATE TRIGGER keyserver_count_owners
+    AFTER INSERT OR UPDATE OR DELETE ON keyserver_meta
+    FOR EACH ROW EXECUTE FUNCTION keyserver_count_owners();
 
 CREATE INDEX keyserver_meta_due ON keyserver_meta (sweep_at, key_id)
     WHERE sweep_at IS NOT NULL;
@@ -124,7 +127,7 @@ CREATE INDEX keyserver_meta_due ON keyserver_meta (sweep_at, key_id)
 -- stored), 2 a record of that id exists (nothing stored).
 CREATE FUNCTION keyserver_put_new(p_key bytea, p_record bytea, p_meta bytea, p_owner text, p_max bigint)
 RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
     n bigint;
 BEGIN
@@ -157,7 +160,7 @@ CREATE TABLE keyserver_servers (
 -- A server checks in (`p_id`, its random id) and learns how many others
 -- checked in within 15 s; check-ins older than an hour are forgotten.
 CREATE FUNCTION keyserver_check_in(p_id text) RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
     n bigint;
 BEGIN
@@ -173,12 +176,34 @@ $$;
 -- For a DBA: the owners' counts made again from the metadata (after a
 -- restore that ran with the triggers off, say). Run it alone.
 CREATE FUNCTION keyserver_recount_owners() RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql AS $$
 BEGIN
     LOCK TABLE keyserver_owners IN EXCLUSIVE MODE;
     UPDATE keyserver_owners SET live = 0;
     INSERT INTO keyserver_owners (owner, live)
     SELECT owner, count(*) FROM keyserver_meta WHERE owner IS NOT NULL AND live GROUP BY owner
     ON CONFLICT (owner) DO UPDATE SET live = EXCLUDED.live;
+END
+$$;
+
+-- The roles that could write keyserver_meta (the servers' roles) may now
+-- write what its triggers and the servers write: a server upgraded from
+-- version 2 needs no new GRANT.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT a.grantee::regrole::text AS who
+        FROM pg_class c, aclexplode(c.relacl) a
+        WHERE c.oid = 'keyserver_meta'::regclass
+          AND a.privilege_type = 'UPDATE'
+          AND a.grantee <> 0
+          AND a.grantee <> c.relowner
+    LOOP
+        EXECUTE format(
+            'GRANT SELECT, INSERT, UPDATE, DELETE ON keyserver_owners, keyserver_servers TO %s',
+            r.who);
+    END LOOP;
 END
 $$;

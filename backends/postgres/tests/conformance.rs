@@ -265,11 +265,13 @@ fn version_3_counts_and_indexes_what_version_2_stored() {
     });
 }
 
-/// A server whose role has only the rights docs/OPERATIONS.md lists
-/// (`SELECT`, `INSERT`, `UPDATE`, `DELETE` on the records and metadata,
-/// `SELECT` on the schema version) does everything a server does on
-/// schema version 3: keys within a quota, state changes and destruction
-/// (which the owners' counts follow), the due keys, pages, check-ins.
+/// A server whose role has only the rights docs/OPERATIONS.md lists for
+/// schema version 2 (`SELECT`, `INSERT`, `UPDATE`, `DELETE` on the records
+/// and metadata, `SELECT` on the schema version) does everything a server
+/// does once the owner's role upgraded the database to version 3 (which
+/// gives it the same rights on the new tables): keys within a quota, state
+/// changes and destruction (which the owners' counts follow), the due
+/// keys, pages, check-ins. A role with no rights on them is refused.
 #[test]
 #[ignore = "needs PostgreSQL: KEYSERVER_TEST_POSTGRES, then cargo test -- --ignored"]
 fn a_role_with_only_the_documented_rights_serves() {
@@ -277,26 +279,57 @@ fn a_role_with_only_the_documented_rights_serves() {
     use keyserver_testing::storage::record;
     keyserver_testing::run(async {
         let url = fresh_database().await;
-        // The owner's role makes the schema.
-        drop(PostgresStorage::connect(&url).await.unwrap());
-        let role = format!("ks_server_{}", std::process::id());
+        // A version-2 database whose server role has the version-2 rights.
+        let role = format!(
+            "ks_server_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_micros()
+        );
         let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
             .await
             .unwrap();
         let task = tokio::spawn(connection);
         client
-            .batch_execute(&format!(
-                "DROP ROLE IF EXISTS {role};
-                 CREATE ROLE {role} LOGIN;
-                 GRANT SELECT, INSERT, UPDATE, DELETE ON keyserver_records, keyserver_meta TO {role};
-                 GRANT SELECT ON keyserver_schema TO {role};"
+            .batch_execute(concat!(
+                include_str!("../src/v1.sql"),
+                include_str!("../src/v2.sql"),
+                "CREATE TABLE keyserver_schema (id integer PRIMARY KEY CHECK (id = 1),
+                     version integer NOT NULL);
+                 INSERT INTO keyserver_schema VALUES (1, 2);"
             ))
             .await
             .unwrap();
+        let grant = |role: &str| {
+            format!(
+                "CREATE ROLE {role} LOGIN;
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON keyserver_records, keyserver_meta TO {role};
+                 GRANT SELECT ON keyserver_schema TO {role};"
+            )
+        };
+        client.batch_execute(&grant(&role)).await.unwrap();
+        // The owner's role upgrades it.
+        drop(PostgresStorage::connect(&url).await.unwrap());
+        // A role given only the version-2 rights after the upgrade has no
+        // right to the owners' counts: refused, nothing stored.
+        let late = format!("{role}_late");
+        client.batch_execute(&grant(&late)).await.unwrap();
         let (base, db) = url.rsplit_once('/').unwrap();
         let (scheme, rest) = base.split_once("://").unwrap();
         let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
         let as_server = format!("{scheme}://{role}@{host}/{db}");
+        let refused = PostgresStorage::connect(&format!("{scheme}://{late}@{host}/{db}"))
+            .await
+            .unwrap();
+        let rec = record(9);
+        let meta = KeyMeta::new(*rec.key_id(), Strength::S128, 1, Some("app".into()));
+        assert!(matches!(
+            refused.put_new(&rec, Some(&meta), Some(3)).await,
+            Err(Error::Storage { .. })
+        ));
+        assert!(!refused.contains(rec.key_id()).await.unwrap());
         let store = PostgresStorage::connect(&as_server).await.unwrap();
         for n in 0..3u32 {
             let rec = record(n);
