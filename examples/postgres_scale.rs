@@ -125,8 +125,7 @@ async fn sizes(url: &str, n: u64) -> Result<(), Box<dyn std::error::Error>> {
     for table in ["keyserver_records", "keyserver_meta"] {
         let row = client
             .query_one(
-                "SELECT pg_table_size($1::regclass), pg_indexes_size($1::regclass), \
-                 (SELECT count(*) FROM pg_class WHERE relname = $1)",
+                "SELECT pg_table_size($1::text::regclass), pg_indexes_size($1::text::regclass)",
                 &[&table],
             )
             .await?;

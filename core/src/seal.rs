@@ -244,6 +244,19 @@ impl<S: KeyStorage> KeyStorage for SealedStorage<S> {
         self.inner.check_in().await
     }
 
+    fn reachable(&self) -> bool {
+        self.inner.reachable()
+    }
+
+    async fn list_owned(
+        &self,
+        owner: &str,
+        after: Option<KeyId>,
+        limit: u32,
+    ) -> Result<Option<Vec<KeyId>>> {
+        self.inner.list_owned(owner, after, limit).await
+    }
+
     async fn ready(&self) -> Result<()> {
         self.inner.ready().await?;
         let seal = Arc::clone(&self.seal);

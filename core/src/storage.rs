@@ -148,6 +148,31 @@ pub trait KeyStorage: Send + Sync + 'static {
         Ok(all)
     }
 
+    /// Up to `limit` ids of the keys `owner` made (live or destroyed),
+    /// after `after`, in ascending order, from an index of owners; `None`
+    /// if the storage keeps no such index (the default: `list_keys` then
+    /// reads every key's metadata to find them).
+    async fn list_owned(
+        &self,
+        owner: &str,
+        after: Option<KeyId>,
+        limit: u32,
+    ) -> Result<Option<Vec<KeyId>>> {
+        let _ = (owner, after, limit);
+        Ok(None)
+    }
+
+    /// Whether the storage can be reached now, as far as this process
+    /// knows without asking (a cheap check on every call). `false` makes
+    /// the server refuse calls before it does anything, with
+    /// [`Error::Busy`](crate::Error::Busy) (code 12, "nothing was done"),
+    /// so a client of several servers sends even a `generate` to another
+    /// one. The default is `true`; PostgreSQL answers from its health
+    /// probe.
+    fn reachable(&self) -> bool {
+        true
+    }
+
     /// Says this server is alive to the others sharing the storage, and
     /// answers how many servers (this one included) share it now: each
     /// shares the cluster's rate limits by that number. The default, right
@@ -334,5 +359,16 @@ impl<T: KeyStorage + ?Sized> KeyStorage for std::sync::Arc<T> {
     }
     async fn check_in(&self) -> Result<u32> {
         (**self).check_in().await
+    }
+    fn reachable(&self) -> bool {
+        (**self).reachable()
+    }
+    async fn list_owned(
+        &self,
+        owner: &str,
+        after: Option<KeyId>,
+        limit: u32,
+    ) -> Result<Option<Vec<KeyId>>> {
+        (**self).list_owned(owner, after, limit).await
     }
 }

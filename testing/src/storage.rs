@@ -321,6 +321,36 @@ pub async fn new_keys_and_pages<S: KeyStorage>(store: S) {
         }
         assert_eq!(seen, ids, "pages of {size}");
     }
+    // An owner's keys, where the storage indexes owners: exactly those
+    // with that owner in their metadata, in order, paged.
+    if let Some(first) = store.list_owned("app", None, 5).await.unwrap() {
+        let mut owned: Vec<KeyId> = Vec::new();
+        for id in &ids {
+            if store
+                .get_meta(id)
+                .await
+                .unwrap()
+                .and_then(|m| m.owner)
+                .as_deref()
+                == Some("app")
+            {
+                owned.push(*id);
+            }
+        }
+        assert_eq!(first, owned[..5]);
+        let rest = store
+            .list_owned("app", first.last().copied(), 100)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!([first, rest].concat(), owned);
+        assert!(store
+            .list_owned("nobody", None, 5)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_empty());
+    }
 }
 
 /// A storage that [counts owners](KeyStorage::counts_owners) enforces

@@ -1317,6 +1317,38 @@ impl KeyStorage for PostgresStorage {
         rows.iter().map(|r| key_id_of(r.get(0))).collect()
     }
 
+    async fn list_owned(
+        &self,
+        owner: &str,
+        after: Option<KeyId>,
+        limit: u32,
+    ) -> Result<Option<Vec<KeyId>>> {
+        let owner = owner.to_owned();
+        let after = after.map_or_else(Vec::new, |id| id.as_bytes().to_vec());
+        let limit = i64::from(limit);
+        let rows = self
+            .with_conn("listing an owner's keys", |c| {
+                Box::pin(async move {
+                    let stmt = c
+                        .prepare_cached(
+                            "SELECT key_id FROM keyserver_meta
+                             WHERE owner = $1 AND key_id > $2 ORDER BY key_id LIMIT $3",
+                        )
+                        .await?;
+                    c.query(&stmt, &[&owner, &after, &limit]).await
+                })
+            })
+            .await?;
+        rows.iter()
+            .map(|r| key_id_of(r.get(0)))
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    fn reachable(&self) -> bool {
+        !*self.down.borrow()
+    }
+
     async fn check_in(&self) -> Result<u32> {
         let me = self.server_id.clone();
         let others: i64 = self

@@ -11,7 +11,8 @@
 --   the quota against it under the owner's row lock, so `max_keys` is exact
 --   across any number of servers.
 -- * keyserver_meta_due indexes the keys with sweeper work: the sweep reads
---   the due keys, not every key.
+--   the due keys, not every key; keyserver_meta_owner an owner's keys, for
+--   list_keys by owner.
 -- * keyserver_servers: each server's heartbeat, so that the servers know
 --   how many of them share the rate limits.
 
@@ -121,6 +122,9 @@ CREATE TRIGGER keyserver_count_owners
 
 CREATE INDEX keyserver_meta_due ON keyserver_meta (sweep_at, key_id)
     WHERE sweep_at IS NOT NULL;
+-- An owner's keys, for list_keys filtered by owner.
+CREATE INDEX keyserver_meta_owner ON keyserver_meta (owner, key_id)
+    WHERE owner IS NOT NULL;
 
 -- A new key, its record and its metadata in one transaction, within its
 -- owner's quota when `p_max` is given: 0 stored, 1 over the quota (nothing

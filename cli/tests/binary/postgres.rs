@@ -411,7 +411,8 @@ async fn the_database_crashed_and_restarted_under_load_loses_nothing() {
     );
     let started = Instant::now();
     let err = client.generate(None).await.unwrap_err();
-    assert_eq!(err.code(), 5, "{err}");
+    // 12 once the server knows the database is away (nothing was done).
+    assert!(err.code() == 5 || err.code() == 12, "{err}");
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "failed fast: {:?}",
@@ -451,8 +452,8 @@ async fn the_database_crashed_and_restarted_under_load_loses_nothing() {
     );
     for (code, took) in &failures {
         assert!(
-            *code == 5 || *code == 11,
-            "a failed call has code {code} (storage or transport)"
+            *code == 5 || *code == 11 || *code == 12,
+            "a failed call has code {code} (storage, transport, or nothing done)"
         );
         assert!(*took < Duration::from_secs(10), "a call hung for {took:?}");
     }
@@ -983,7 +984,7 @@ async fn failover_to_the_synchronous_standby_loses_no_acknowledged_key() {
     let direct = servers[1].client();
     let started = Instant::now();
     let err = direct.generate(None).await.unwrap_err();
-    assert_eq!(err.code(), 5, "{err}");
+    assert!(err.code() == 5 || err.code() == 12, "{err}");
     let fail_time = started.elapsed();
     assert!(
         fail_time < Duration::from_secs(10),

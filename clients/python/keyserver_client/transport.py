@@ -202,8 +202,9 @@ class JsonRpc(Transport):
 class Failover:
     """Several servers sharing one storage. Reads move to the next server on
     a transport failure, a storage failure (code 5) or a busy server (code
-    12); a state change moves only when the request
-    certainly never left (:class:`NotSent`), so nothing is done twice. The
+    12); a state change moves only when the request certainly never left
+    (:class:`NotSent`) or the server answered that it did nothing (code 12:
+    at a limit, or cut off from its storage), so nothing is done twice. The
     server that answered last is tried first next time."""
 
     def __init__(self, transports: Sequence[Transport]) -> None:
@@ -225,8 +226,10 @@ class Failover:
             except KeyServerError as e:
                 # As the Rust client: a read moves on after a transport
                 # failure, a storage failure (a server cut off from the
-                # database) or a busy server; a change only if never sent.
-                if method in CHANGES or e.code not in (5, 11, 12):
+                # database) or a busy server; a change only if never sent,
+                # or if the server did nothing (busy).
+                retry = (12,) if method in CHANGES else (5, 11, 12)
+                if e.code not in retry:
                     raise
                 last = e
                 continue

@@ -103,3 +103,32 @@ def test_failover_past_a_server_that_is_down(server, transport, tmp_path):
     assert kek in client
     with pytest.raises(TransportError):
         KeyClient(dead_url, transport=transport).status()
+
+
+def test_failover_moves_a_change_only_past_a_server_that_did_nothing():
+    from keyserver_client.errors import Busy, StorageError
+    from keyserver_client.transport import Failover
+
+    class Fake:
+        def __init__(self, *answers):
+            self.answers = list(answers)
+            self.calls = 0
+
+        def call(self, method, *params):
+            self.calls += 1
+            answer = self.answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+    # Busy (a server cut off from its storage): it did nothing, so even a
+    # generate goes to the next server.
+    cut, healthy = Fake(Busy("this server cannot reach its storage now")), Fake("kek")
+    assert Failover([cut, healthy]).call("generate") == "kek"
+    # A storage failure during a change: it may have been done; not moved.
+    failed, other = Fake(StorageError("down")), Fake("kek")
+    with pytest.raises(StorageError):
+        Failover([failed, other]).call("generate")
+    assert other.calls == 0
+    # A read moves on after either.
+    assert Failover([Fake(StorageError("down")), Fake(True)]).call("contains", "00") is True

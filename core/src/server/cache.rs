@@ -501,6 +501,19 @@ impl<S: KeyStorage> KeyStorage for RecordCache<S> {
         self.inner.check_in().await
     }
 
+    fn reachable(&self) -> bool {
+        self.inner.reachable()
+    }
+
+    async fn list_owned(
+        &self,
+        owner: &str,
+        after: Option<KeyId>,
+        limit: u32,
+    ) -> Result<Option<Vec<KeyId>>> {
+        self.inner.list_owned(owner, after, limit).await
+    }
+
     async fn list_all(&self) -> Result<Vec<KeyId>> {
         self.inner.list_all().await
     }

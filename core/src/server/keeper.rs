@@ -519,7 +519,15 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         let mut ids = Vec::new().into_iter();
         loop {
             let Some(id) = ids.next() else {
-                let next = self.storage.list_page(after, chunk).await?;
+                let next = match &filter.owner {
+                    // One owner's keys from the storage's index of owners,
+                    // where it keeps one.
+                    Some(owner) => match self.storage.list_owned(owner, after, chunk).await? {
+                        Some(ids) => ids,
+                        None => self.storage.list_page(after, chunk).await?,
+                    },
+                    None => self.storage.list_page(after, chunk).await?,
+                };
                 chunk = chunk.saturating_mul(2).min(1 << 20);
                 if next.is_empty() {
                     break;

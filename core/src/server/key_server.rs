@@ -747,6 +747,17 @@ impl<C: CipherSuite, S: KeyStorage> KeyService for KeyServer<C, S> {
         call: crate::api::Call,
     ) -> Result<crate::api::Reply> {
         use crate::api::{Call, Identity, Reply};
+        // Cut off from its storage (as far as it knows), a server does
+        // nothing and says so: "busy" promises nothing was done, so a
+        // client of several servers sends the call, even a change, to
+        // another one. `status` still answers.
+        if !matches!(call, Call::Status) && !self.storage.reachable() {
+            return Err(Error::Busy {
+                reason: "this server cannot reach its storage now; nothing was done \
+                         (another server of the same storage may answer)"
+                    .into(),
+            });
+        }
         match call {
             // Served without the policy layers, a listener reachable from
             // other hosts without access control has no operators.

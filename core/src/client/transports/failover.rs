@@ -25,7 +25,9 @@ pub const DEFAULT_QUARANTINE: Duration = Duration::from_secs(10);
 ///   answers that its storage failed (code 5) or that it is busy (code 12);
 /// - a call that changes something (`generate`, `rotate`, the state
 ///   changes) goes to the next endpoint only when the request certainly did
-///   not reach the server (the connection was refused or never made):
+///   not reach the server (the connection was refused or never made), or
+///   the server answered that it did nothing (code 12, busy: at a limit,
+///   or cut off from its storage):
 ///   otherwise the server may have done it, and doing it twice is not the
 ///   same (a second `generate` makes a second key). The error is returned
 ///   and the caller decides; docs/OPERATIONS.md says what a retried
@@ -172,7 +174,8 @@ pub(crate) fn certainly_unsent(error: &Error) -> bool {
 /// Whether a call that failed with `error` may go to another endpoint.
 fn may_retry(call: &Call, error: &Error) -> bool {
     if call.method().changes_state() {
-        return certainly_unsent(error);
+        // "Busy" says the server did nothing (code 12's promise).
+        return certainly_unsent(error) || matches!(error.kind(), Some(ErrorCode::Busy));
     }
     matches!(
         error.kind(),
@@ -308,6 +311,29 @@ mod tests {
         .unwrap();
         let err = f.send(Call::Generate(None, None)).await.unwrap_err();
         assert!(!certainly_unsent(&err), "{err:?}");
+        // Busy: a did nothing (a server cut off from its storage says
+        // so): b makes the key.
+        let busy = Error::Busy {
+            reason: "this server cannot reach its storage now".into(),
+        };
+        let f = Failover::new(vec![
+            endpoint("a", vec![Err(busy)]),
+            endpoint("b", vec![Ok(Reply::Bool(true))]),
+        ])
+        .unwrap();
+        assert!(f.send(Call::Generate(None, None)).await.is_ok());
+        // A storage failure during a change: a may have done it; not retried.
+        let storage = Error::Storage {
+            backend: "postgres".into(),
+            message: "down".into(),
+            source: None,
+        };
+        let f = Failover::new(vec![
+            endpoint("a", vec![Err(storage)]),
+            endpoint("b", vec![]),
+        ])
+        .unwrap();
+        assert!(f.send(Call::Generate(None, None)).await.is_err());
     }
 
     #[tokio::test]
