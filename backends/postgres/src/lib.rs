@@ -703,12 +703,14 @@ impl PostgresStorage {
         let timeout = self.options.timeout;
         let down = self.down.clone();
         tokio::spawn(async move {
+            // What the last count of the records took, across reconnects.
+            let cost_ms = Arc::new(AtomicU64::new(0));
             let mut backoff = Duration::from_millis(100);
             loop {
                 let began = std::time::Instant::now();
                 let mut unreachable = down.clone();
                 let Err(e) = tokio::select! {
-                    heard = listen(&config, tls.clone(), &pool, &count, timeout, &changed) => heard,
+                    heard = listen(&config, tls.clone(), &pool, &count, timeout, &cost_ms, &changed) => heard,
                     // Cut off from the database, nothing said on this
                     // connection can be trusted to arrive: the cache keeps
                     // nothing until it listens again.
@@ -769,6 +771,7 @@ async fn listen(
     pool: &Pool,
     count: &Arc<AtomicU64>,
     timeout: Duration,
+    cost_ms: &Arc<AtomicU64>,
     changed: &(impl Fn(Feed) + Send + Sync),
 ) -> std::result::Result<std::convert::Infallible, String> {
     use futures_util::StreamExt;
@@ -805,12 +808,11 @@ async fn listen(
         changed(Feed::Listening);
         // Every minute, or less often when counting is costly (2.1 s at
         // ten million records): never more than about 1 % of the time.
-        let cost_ms = Arc::new(AtomicU64::new(0));
         let next_recount = |cost: &AtomicU64| {
             let cost = Duration::from_millis(cost.load(Ordering::Relaxed));
             tokio::time::Instant::now() + Duration::from_secs(60).max(cost * 100)
         };
-        let recount = tokio::time::sleep_until(next_recount(&cost_ms));
+        let recount = tokio::time::sleep_until(next_recount(cost_ms));
         tokio::pin!(recount);
         let mut probe = tokio::time::interval(Duration::from_secs(10));
         probe.tick().await;
@@ -835,26 +837,30 @@ async fn listen(
                 () = &mut recount => {
                     // On a task of its own: notifications are not held up.
                     let (pool, count) = (pool.clone(), Arc::clone(count));
-                    let cost = Arc::clone(&cost_ms);
+                    let cost = Arc::clone(cost_ms);
                     tokio::spawn(async move {
                         let Ok(conn) = pool.get().await else {
                             return;
                         };
+                        // Closed, never pooled, if the count is given up:
+                        // it may still be running on the session.
+                        let conn = Closing(Some(conn));
                         let began = std::time::Instant::now();
                         let counted = tokio::time::timeout(
                             timeout,
-                            conn.query_one("SELECT count(*) FROM keyserver_records", &[]),
+                            conn.get().query_one("SELECT count(*) FROM keyserver_records", &[]),
                         )
                         .await;
                         let took = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
                         cost.store(took, Ordering::Relaxed);
                         if let Ok(Ok(row)) = counted {
+                            conn.done();
                             let n: i64 = row.get(0);
                             count.store(u64::try_from(n).unwrap_or(0), Ordering::Relaxed);
                         }
                     });
                     // The cost of the count before this one sets the pace.
-                    recount.as_mut().reset(next_recount(&cost_ms));
+                    recount.as_mut().reset(next_recount(cost_ms));
                 }
             }
         }
