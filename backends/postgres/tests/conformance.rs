@@ -158,6 +158,28 @@ fn one_server_leads_and_another_takes_over() {
     });
 }
 
+/// The schema as version 2 left it, on the database at `url`, and a
+/// session on it (with the task driving its connection).
+async fn version_2_database(url: &str) -> (tokio_postgres::Client, tokio::task::JoinHandle<()>) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+        .batch_execute(concat!(
+            include_str!("../src/v1.sql"),
+            include_str!("../src/v2.sql"),
+            "CREATE TABLE keyserver_schema (id integer PRIMARY KEY CHECK (id = 1),
+                 version integer NOT NULL);
+             INSERT INTO keyserver_schema VALUES (1, 2);"
+        ))
+        .await
+        .unwrap();
+    (client, task)
+}
+
 /// A database that schema version 2 wrote (owned keys, a destroyed one, a
 /// destroy-pending one, damaged metadata) upgrades to version 3 with its
 /// owners counted and its due keys indexed, from the metadata itself.
@@ -168,20 +190,7 @@ fn version_3_counts_and_indexes_what_version_2_stored() {
     use keyserver_testing::storage::record;
     keyserver_testing::run(async {
         let url = fresh_database().await;
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        let task = tokio::spawn(connection);
-        client
-            .batch_execute(concat!(
-                include_str!("../src/v1.sql"),
-                include_str!("../src/v2.sql"),
-                "CREATE TABLE keyserver_schema (id integer PRIMARY KEY CHECK (id = 1),
-                     version integer NOT NULL);
-                 INSERT INTO keyserver_schema VALUES (1, 2);"
-            ))
-            .await
-            .unwrap();
+        let (client, task) = version_2_database(&url).await;
         let mut metas = Vec::new();
         for n in 0..7u32 {
             let rec = record(n);
@@ -288,20 +297,7 @@ fn a_role_with_only_the_documented_rights_serves() {
                 .unwrap()
                 .as_micros()
         );
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        let task = tokio::spawn(connection);
-        client
-            .batch_execute(concat!(
-                include_str!("../src/v1.sql"),
-                include_str!("../src/v2.sql"),
-                "CREATE TABLE keyserver_schema (id integer PRIMARY KEY CHECK (id = 1),
-                     version integer NOT NULL);
-                 INSERT INTO keyserver_schema VALUES (1, 2);"
-            ))
-            .await
-            .unwrap();
+        let (client, task) = version_2_database(&url).await;
         let grant = |role: &str| {
             format!(
                 "CREATE ROLE {role} LOGIN;

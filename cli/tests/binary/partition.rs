@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use keyserver::transports::{Failover, JsonRpc};
 use keyserver::{Kek, KeyService};
 
+use crate::postgres::within;
+
 const BIN: &str = env!("CARGO_BIN_EXE_keyserver");
 
 /// The network of one test: a bridge on this machine (the client's
@@ -278,23 +280,6 @@ async fn readyz(url: &str) -> u16 {
         Ok(r) => r.status().as_u16(),
         Err(_) => 0,
     }
-}
-
-/// Polls `check` every 10 ms until it holds or `limit` passes: how long
-/// it took, or `None`.
-async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check().await {
-            return Some(start.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    None
 }
 
 /// Reads every key through the client of all three servers, over and

@@ -66,7 +66,7 @@ fn failover(servers: &[&Server]) -> Failover<JsonRpc> {
 
 /// Polls `check` every 5 ms until it holds or `limit` passes; how long it
 /// took, or `None`.
-async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
+pub(crate) async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
