@@ -116,6 +116,16 @@ pub(crate) async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> Res
         Box::pin(async move { keys.count_owners().await }) as CountOwners
     });
     if let Some(auth) = shared_limits {
+        // The first check-in before serving: a server that cannot check in
+        // (its role lacks the rights, say) would admit the whole rate on
+        // its own, so it does not start.
+        let servers = stores.raw.check_in().await.map_err(|e| {
+            usage(format!(
+                "cannot check in with the other servers of this storage, which share the rate \
+                 limits: {e}"
+            ))
+        })?;
+        auth.share_limits(servers);
         share_limits(auth, Arc::clone(&stores.raw));
     }
     // Everything that acts on keys goes through the policy layers: the

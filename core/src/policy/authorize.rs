@@ -238,6 +238,9 @@ impl Bucket {
     }
 }
 
+/// The longest principal name, in bytes.
+const MAX_NAME: usize = 256;
+
 fn invalid(message: String) -> Error {
     Error::Policy { reason: message }
 }
@@ -261,6 +264,14 @@ impl AuthPolicy {
             let name = &spec.name;
             if !names.insert(name.clone()) {
                 return Err(invalid(format!("principal {name:?} is declared twice")));
+            }
+            // A name is a key's owner in the storage (an indexed column in
+            // PostgreSQL) and a field of every log line: short and printable.
+            if name.len() > MAX_NAME || name.chars().any(char::is_control) {
+                return Err(invalid(format!(
+                    "principal {name:?}: a name is at most {MAX_NAME} bytes, with no control \
+                     characters"
+                )));
             }
             // Names the logs give callers that are not principals.
             if ["server", "local", "-", "(bad credentials)", ""].contains(&name.as_str()) {
@@ -717,6 +728,12 @@ mod tests {
             (vec![spec("a", None, &[])], "no token_sha256"),
             (vec![spec("anonymous", Some("t"), &[])], "has no token"),
             (vec![spec("a", Some("t"), &["metrix"])], "unknown method"),
+            (
+                vec![spec(&"n".repeat(257), Some("t"), &[])],
+                "at most 256 bytes",
+            ),
+            (vec![spec("a\0b", Some("t"), &[])], "no control characters"),
+            (vec![spec("a\nb", Some("t"), &[])], "no control characters"),
             (
                 vec![spec("a", Some("t"), &[]), spec("b", Some("t"), &[])],
                 "another principal",

@@ -715,6 +715,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         &self,
         record: &WrappedDek,
         meta: Option<&KeyMeta>,
+        owner: Option<&str>,
         max_keys: Option<u64>,
         reservation: Option<Reservation<'_>>,
     ) -> Result<()> {
@@ -725,8 +726,8 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         match reservation {
             Some(mut r) => r.kept = true,
             None if !by_storage => {
-                self.lifecycle
-                    .count(meta.and_then(|m| m.owner.as_deref()), true);
+                // The key's owner, whether or not the storage keeps it.
+                self.lifecycle.count(owner, true);
             }
             None => {}
         }
@@ -751,7 +752,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         let (kek, record) = self.new_key(strength, alg.unwrap_or(self.kek_alg)).await?;
         let meta = self.new_meta(&kek, strength, owner, None);
         let max_keys = owner.and_then(|o| caller.max_keys_of(o));
-        self.store_new(&record, meta.as_ref(), max_keys, reservation)
+        self.store_new(&record, meta.as_ref(), owner, max_keys, reservation)
             .await?;
         Ok(kek)
     }
@@ -867,8 +868,14 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
             Some((old_id, meta.dek_created.unwrap_or(meta.created))),
         );
         let max_keys = owner.as_deref().and_then(|o| caller.max_keys_of(o));
-        self.store_new(&record, new_meta.as_ref(), max_keys, reservation)
-            .await?;
+        self.store_new(
+            &record,
+            new_meta.as_ref(),
+            owner.as_deref(),
+            max_keys,
+            reservation,
+        )
+        .await?;
         let mut old = meta;
         old.state = KeyState::Deactivated;
         old.changed = now;
