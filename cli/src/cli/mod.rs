@@ -12,6 +12,7 @@ mod config;
 mod crypt;
 mod custody;
 mod exit;
+mod log_writer;
 mod output;
 mod serve;
 mod transfer;
@@ -229,24 +230,24 @@ fn report_peak_rss() {
     }
 }
 
-/// Log lines go to stderr through tracing-appender's non-blocking writer:
-/// a request pays a copy into a channel for its access-log line, not a
-/// `write` system call of its own (BENCHMARKS.md). Its one thread writes
-/// through a 64 KiB buffer, flushed whenever the channel is empty, so lines
-/// under load leave in batches. A writer waits while the channel is full
-/// rather than drop a line (lossy off). Log lines keep their order among
-/// themselves (not against what is written to stderr directly); what is
-/// pending is written when the process ends ([`flush_logs`]).
-static LOG_GUARD: std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> =
-    std::sync::Mutex::new(None);
+/// Log lines go to stderr through [`log_writer`]: a request pays a lock and
+/// a copy for its access-log line, not a `write` system call or a thread
+/// wake-up; one thread writes what has gathered every 50 ms. A writer
+/// waits while 8 MiB are pending rather than drop a line. Log lines keep
+/// their order among themselves (not against what is written to stderr
+/// directly); what is pending is written when the process ends
+/// ([`flush_logs`]).
+static LOG_FLUSHER: std::sync::Mutex<Option<log_writer::Flusher>> = std::sync::Mutex::new(None);
 
 /// Writes every pending log line and stops the log thread.
 fn flush_logs() {
-    let guard = LOG_GUARD
+    let flusher = LOG_FLUSHER
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .take();
-    drop(guard);
+    if let Some(flusher) = flusher {
+        flusher.finish();
+    }
 }
 
 pub(crate) fn init_logging(format: LogFormat) {
@@ -260,16 +261,16 @@ pub(crate) fn init_logging(format: LogFormat) {
     let no_bodies = tracing_subscriber::filter::filter_fn(|meta| {
         !(meta.target().starts_with("jsonrpsee") && *meta.level() > tracing::Level::INFO)
     });
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("keyserver-log")
-        .finish(std::io::BufWriter::with_capacity(
-            64 << 10,
-            std::io::stderr(),
-        ));
-    *LOG_GUARD
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(guard);
+    let writer = match log_writer::LogWriter::start("keyserver-log", std::io::stderr()) {
+        Some((writer, flusher)) => {
+            *LOG_FLUSHER
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(flusher);
+            tracing_subscriber::fmt::writer::BoxMakeWriter::new(writer)
+        }
+        // No thread for the log: each line written directly.
+        None => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+    };
     // Colours only on a terminal: not escape codes in a file or a pipe.
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -303,6 +303,64 @@ fn concurrent_durable_calls_share_syncs() {
     log.close();
 }
 
+/// Waits (bounded) until the log has written `n` lines.
+fn wait_for_lines(log: &AuditLog, n: u64) {
+    let start = Instant::now();
+    while log.stats().lines.load(Ordering::Relaxed) < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{} of {n} lines written after 10 s",
+            log.stats().lines.load(Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn lines_nobody_waits_for_are_written_without_waking_the_writer_for_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), DEFAULT_AUDIT_ROTATE);
+    let path = config.path.clone();
+    let log = AuditLog::open(config).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    // A burst of read-only lines (more than wake the writer at once), then,
+    // once the log is idle, one alone: each reaches the file (open and
+    // start lines first), within the linger, not at the next durable line.
+    rt.block_on(async {
+        for _ in 0..3000 {
+            log.record(entry("get_wrapped"), false).await.unwrap();
+        }
+    });
+    wait_for_lines(&log, 3002);
+    std::thread::sleep(LINGER * 3);
+    rt.block_on(async { log.record(entry("status"), false).await.unwrap() });
+    wait_for_lines(&log, 3003);
+    // A durable line after lingering ones is answered at once, and the
+    // chain keeps the order in which lines were handed over.
+    rt.block_on(async {
+        log.record(entry("describe"), false).await.unwrap();
+        log.record(entry("generate"), true).await.unwrap();
+    });
+    assert_eq!(log.stats().lines.load(Ordering::Relaxed), 3005);
+    log.close();
+    let all = lines(&path);
+    assert!(
+        all[3003].contains("\"method\":\"describe\""),
+        "{}",
+        all[3003]
+    );
+    assert!(
+        all[3004].contains("\"method\":\"generate\""),
+        "{}",
+        all[3004]
+    );
+    let report = verify(&log_files(dir.path())).unwrap();
+    assert!(report.from_start);
+}
+
 #[test]
 fn a_lost_live_file_continues_from_the_newest_rotated_one() {
     let dir = tempfile::tempdir().unwrap();
