@@ -192,6 +192,15 @@ impl<S: KeyStorage> KeyStorage for SealedStorage<S> {
         self.inner.get_meta(key_id).await
     }
 
+    async fn get_with_meta(&self, key_id: &KeyId) -> Result<(Option<WrappedDek>, Option<KeyMeta>)> {
+        let (record, meta) = self.inner.get_with_meta(key_id).await?;
+        let record = match record {
+            Some(record) => Some(unseal_record(&self.seal, record).await?),
+            None => None,
+        };
+        Ok((record, meta))
+    }
+
     async fn put_meta(&self, meta: &KeyMeta) -> Result<()> {
         self.inner.put_meta(meta).await
     }

@@ -78,6 +78,43 @@ pub trait KeyStorage: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// The record under `key_id` and its lifecycle metadata, read
+    /// together: what `get_wrapped` and `get_key` need, in one round trip
+    /// where the storage can (PostgreSQL: one query, so one snapshot). The
+    /// record is `None` when none is stored (never put, or a destroyed
+    /// key's, whose metadata stays as its tombstone); the metadata is `None`
+    /// when none was written, and always for a storage that does not
+    /// [keep lifecycle](KeyStorage::keeps_lifecycle).
+    ///
+    /// The default reads the metadata, then the record.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use keyserver::backends::MemoryStorage;
+    /// use keyserver::{KeyId, KeyStorage};
+    /// let store = MemoryStorage::new();
+    /// let (record, meta) = store.get_with_meta(&KeyId::from_bytes([1; 32])).await.unwrap();
+    /// assert!(record.is_none() && meta.is_none());
+    /// # });
+    /// ```
+    ///
+    /// # Errors
+    /// Storage errors, and a record or metadata that fails its checks;
+    /// never [`Error::NotFound`](crate::Error::NotFound).
+    async fn get_with_meta(&self, key_id: &KeyId) -> Result<(Option<WrappedDek>, Option<KeyMeta>)> {
+        let meta = if self.keeps_lifecycle() {
+            self.get_meta(key_id).await?
+        } else {
+            None
+        };
+        let record = match self.get(key_id).await {
+            Ok(record) => Some(record),
+            Err(crate::Error::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        Ok((record, meta))
+    }
+
     /// Writes the metadata of `meta.key_id`, replacing what was there:
     /// atomically (a reader sees the old or the new, never a mix) and as
     /// durably as `put`. Metadata outlives the record: a destroyed key's
@@ -316,6 +353,9 @@ impl<T: KeyStorage + ?Sized> KeyStorage for std::sync::Arc<T> {
     }
     async fn get_meta(&self, key_id: &KeyId) -> Result<Option<KeyMeta>> {
         (**self).get_meta(key_id).await
+    }
+    async fn get_with_meta(&self, key_id: &KeyId) -> Result<(Option<WrappedDek>, Option<KeyMeta>)> {
+        (**self).get_with_meta(key_id).await
     }
     async fn put_meta(&self, meta: &KeyMeta) -> Result<()> {
         (**self).put_meta(meta).await

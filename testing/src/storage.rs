@@ -224,21 +224,39 @@ pub async fn concurrent_puts_lose_nothing<S: KeyStorage>(store: S) {
 pub async fn lifecycle_metadata<S: KeyStorage>(store: S) {
     let rec = record(7);
     let id = *rec.key_id();
+    // get_with_meta reads what get and get_meta read, in one go.
+    async fn both<S: KeyStorage>(store: &S, id: &KeyId) -> (Option<WrappedDek>, Option<KeyMeta>) {
+        store.get_with_meta(id).await.unwrap()
+    }
     if !store.keeps_lifecycle() {
         assert!(store.get_meta(&id).await.unwrap().is_none());
         let meta = KeyMeta::new(id, Strength::S128, 1, None);
         assert!(store.put_meta(&meta).await.is_err());
+        assert_eq!(both(&store, &id).await, (None, None));
+        store.put(&rec).await.unwrap();
+        assert_eq!(both(&store, &id).await, (Some(rec), None));
         return;
     }
     assert!(store.get_meta(&id).await.unwrap().is_none());
+    assert_eq!(both(&store, &id).await, (None, None), "nothing stored");
     store.put(&rec).await.unwrap();
     assert!(
         store.get_meta(&id).await.unwrap().is_none(),
         "no metadata until written"
     );
+    assert_eq!(
+        both(&store, &id).await,
+        (Some(rec.clone()), None),
+        "a record alone"
+    );
     let mut meta = KeyMeta::new(id, Strength::S128, rec.created(), Some("app".into()));
     store.put_meta(&meta).await.unwrap();
     assert_eq!(store.get_meta(&id).await.unwrap().as_ref(), Some(&meta));
+    assert_eq!(
+        both(&store, &id).await,
+        (Some(rec.clone()), Some(meta.clone())),
+        "a record and its metadata"
+    );
     meta.state = KeyState::Suspended;
     meta.previous = Some(KeyState::Active);
     meta.changed += 5;
@@ -254,6 +272,11 @@ pub async fn lifecycle_metadata<S: KeyStorage>(store: S) {
     store.put_meta(&meta).await.unwrap();
     assert!(store.delete(&id).await.unwrap());
     assert_eq!(store.get_meta(&id).await.unwrap().as_ref(), Some(&meta));
+    assert_eq!(
+        both(&store, &id).await,
+        (None, Some(meta.clone())),
+        "a tombstone"
+    );
     assert!(store.list().await.unwrap().is_empty());
     assert_eq!(store.list_all().await.unwrap(), vec![id]);
     // A second key with a record and no metadata: listed by both.

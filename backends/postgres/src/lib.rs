@@ -1200,6 +1200,34 @@ impl KeyStorage for PostgresStorage {
             .transpose()
     }
 
+    /// One query, one round trip, one snapshot: the key id joined to its
+    /// record and its metadata (each may be absent).
+    async fn get_with_meta(&self, key_id: &KeyId) -> Result<(Option<WrappedDek>, Option<KeyMeta>)> {
+        let id = key_id.as_bytes().to_vec();
+        let (record, meta): (Option<Vec<u8>>, Option<Vec<u8>>) = self
+            .with_key(Some(key_id), "reading a record and its metadata", |c| {
+                Box::pin(async move {
+                    let stmt = c
+                        .prepare_cached(
+                            "SELECT r.record, m.meta FROM (SELECT $1::bytea AS key_id) k
+                             LEFT JOIN keyserver_records r ON r.key_id = k.key_id
+                             LEFT JOIN keyserver_meta m ON m.key_id = k.key_id",
+                        )
+                        .await?;
+                    let row = c.query_one(&stmt, &[&id]).await?;
+                    Ok((row.get(0), row.get(1)))
+                })
+            })
+            .await?;
+        let record = record
+            .map(|bytes| WrappedDek::decode(&bytes, key_id))
+            .transpose()?;
+        let meta = meta
+            .map(|bytes| KeyMeta::decode(&bytes, key_id))
+            .transpose()?;
+        Ok((record, meta))
+    }
+
     async fn put_meta(&self, meta: &KeyMeta) -> Result<()> {
         let id = meta.key_id.as_bytes().to_vec();
         let bytes = meta.encode();

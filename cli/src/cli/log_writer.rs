@@ -10,7 +10,10 @@
 //! production configuration; BENCHMARKS.md.) Lines keep their order. A
 //! writer waits while [`MAX_PENDING`] bytes are already waiting (stderr
 //! blocked) rather than drop a line. What is pending is written by
-//! [`LogWriter::finish`] when the process ends.
+//! [`Flusher::finish`] when the process ends (waiting at most
+//! [`FINISH_WAIT`] for a blocked stderr), and by the panic hook
+//! ([`LogWriter::write_pending_now`]) before a panic's message; a process
+//! killed outright loses at most the last [`FLUSH_EVERY`] of lines.
 
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -22,6 +25,8 @@ const FLUSH_EVERY: Duration = Duration::from_millis(50);
 const FLUSH_AT: usize = 256 << 10;
 /// Bytes waiting beyond which a writer waits for the thread.
 const MAX_PENDING: usize = 8 << 20;
+/// How long the end of the process waits for the last lines to be written.
+const FINISH_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Pending {
@@ -31,6 +36,8 @@ struct Pending {
     /// Writers wait on `room`.
     full: bool,
     closed: bool,
+    /// The thread has written everything and stopped.
+    done: bool,
 }
 
 #[derive(Default)]
@@ -85,12 +92,42 @@ impl LogWriter {
 }
 
 impl Flusher {
-    /// Writes every pending line and stops the thread.
+    /// Writes every pending line and stops the thread: waits at most
+    /// [`FINISH_WAIT`] (a stderr nobody reads must not keep the process
+    /// from exiting).
     pub(crate) fn finish(mut self) {
-        self.shared.lock().closed = true;
+        let mut pending = self.shared.lock();
+        pending.closed = true;
         self.shared.wake.notify_one();
+        let deadline = std::time::Instant::now() + FINISH_WAIT;
+        while !pending.done {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return;
+            }
+            pending = self
+                .shared
+                .room
+                .wait_timeout(pending, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        drop(pending);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+impl LogWriter {
+    /// Writes what is pending to stderr from this thread, if the lock is
+    /// free (the panic hook: the lines before a panic are the ones most
+    /// wanted).
+    pub(crate) fn write_pending_now(&self) {
+        if let Ok(mut pending) = self.shared.pending.try_lock() {
+            let bytes = std::mem::take(&mut pending.bytes);
+            drop(pending);
+            let _ = io::stderr().write_all(&bytes);
         }
     }
 }
@@ -123,8 +160,13 @@ fn run<W: Write>(shared: &Shared, mut out: W) {
             // Keep the buffer's capacity, but not a burst's.
             batch.shrink_to(FLUSH_AT * 2);
         }
-        if closed && shared.lock().bytes.is_empty() {
-            return;
+        if closed {
+            let mut pending = shared.lock();
+            if pending.bytes.is_empty() {
+                pending.done = true;
+                shared.room.notify_all();
+                return;
+            }
         }
     }
 }
@@ -132,6 +174,14 @@ fn run<W: Write>(shared: &Shared, mut out: W) {
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut pending = self.shared.lock();
+        if pending.done {
+            // After the end (work left running past shutdown): bounded, and
+            // written only by a later panic hook.
+            if pending.bytes.len() < MAX_PENDING {
+                pending.bytes.extend_from_slice(buf);
+            }
+            return Ok(buf.len());
+        }
         while pending.bytes.len() >= MAX_PENDING && !pending.closed {
             pending.full = true;
             if pending.asleep {
@@ -213,6 +263,29 @@ mod tests {
                 .collect();
             assert_eq!(own, (0..20_000).collect::<Vec<_>>(), "thread {t}");
         }
+    }
+
+    /// A sink that never returns from a write: a stderr nobody reads.
+    struct Stuck;
+
+    impl Write for Stuck {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            loop {
+                std::thread::park();
+            }
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_end_does_not_wait_for_a_blocked_stderr() {
+        let (mut writer, flusher) = LogWriter::start("test-log", Stuck).unwrap();
+        writer.write_all(b"never read\n").unwrap();
+        let start = std::time::Instant::now();
+        flusher.finish();
+        assert!(start.elapsed() < Duration::from_secs(10));
     }
 
     #[test]

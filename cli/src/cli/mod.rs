@@ -266,6 +266,13 @@ pub(crate) fn init_logging(format: LogFormat) {
             *LOG_FLUSHER
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(flusher);
+            // The lines before a panic are written before its message.
+            let previous = std::panic::take_hook();
+            let pending = writer.clone();
+            std::panic::set_hook(Box::new(move |info| {
+                pending.write_pending_now();
+                previous(info);
+            }));
             tracing_subscriber::fmt::writer::BoxMakeWriter::new(writer)
         }
         // No thread for the log: each line written directly.

@@ -459,6 +459,44 @@ impl<S: KeyStorage> KeyStorage for RecordCache<S> {
         Ok(meta)
     }
 
+    async fn get_with_meta(&self, key_id: &KeyId) -> Result<(Option<WrappedDek>, Option<KeyMeta>)> {
+        // Both in memory: no storage access. Otherwise both are read in one
+        // go (one round trip), and both kept.
+        let (record_fill, meta_fill) = {
+            let mut state = self.state();
+            let ttl = state.ttl;
+            let record = match state.records.get(key_id) {
+                Some((record, at)) if fresh(*at, ttl) => Some(record.clone()),
+                Some(_) => {
+                    state.records.remove(key_id);
+                    None
+                }
+                None => None,
+            };
+            let meta = match state.metas.get(key_id) {
+                Some((meta, at)) if fresh(*at, ttl) => Some(meta.clone()),
+                Some(_) => {
+                    state.metas.remove(key_id);
+                    None
+                }
+                None => None,
+            };
+            if let (Some(record), Some(meta)) = (record, meta) {
+                return Ok((Some(record), meta));
+            }
+            (state.fill(false), state.fill(true))
+        };
+        let (record, meta) = self.inner.get_with_meta(key_id).await?;
+        if let Some(record) = &record {
+            self.remember(record, record_fill);
+        }
+        let mut state = self.state();
+        if state.meta_epoch == meta_fill.epoch && state.may_keep(key_id, &meta_fill) {
+            state.metas.insert(*key_id, (meta.clone(), meta_fill.at));
+        }
+        Ok((record, meta))
+    }
+
     async fn put_meta(&self, meta: &KeyMeta) -> Result<()> {
         self.write_meta(meta.key_id, self.inner.put_meta(meta))
             .await

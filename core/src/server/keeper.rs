@@ -216,14 +216,34 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         Ok(info)
     }
 
-    /// The state of `key_id` for handing out its DEK: refused unless it
-    /// allows decryption. Without lifecycle metadata (or a storage that
-    /// keeps none) a key is active.
-    pub(crate) async fn check_decrypt(&self, key_id: &KeyId) -> Result<()> {
-        if !self.storage.keeps_lifecycle() {
-            return Ok(());
+    /// The record of `key_id` and its metadata, read together (one round
+    /// trip where the storage can): the metadata `None` for a storage that
+    /// keeps no lifecycle, the record `None` if none is stored.
+    pub(crate) async fn record_and_meta(
+        &self,
+        key_id: &KeyId,
+    ) -> Result<(Option<WrappedDek>, Option<KeyMeta>)> {
+        if self.storage.keeps_lifecycle() {
+            return self.storage.get_with_meta(key_id).await;
         }
-        let Some(meta) = self.storage.get_meta(key_id).await? else {
+        match self.storage.get(key_id).await {
+            Ok(record) => Ok((Some(record), None)),
+            Err(Error::NotFound { .. }) => Ok((None, None)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The state of `key_id` for handing out its DEK, from its metadata
+    /// (`None`: no lifecycle kept or written, an active key): refused
+    /// unless it allows decryption. A compromised key's DEK is handed out
+    /// with a warning; a key whose destruction time has passed is destroyed
+    /// now.
+    pub(crate) async fn decrypt_allowed(
+        &self,
+        key_id: &KeyId,
+        meta: Option<&KeyMeta>,
+    ) -> Result<()> {
+        let Some(meta) = meta else {
             return Ok(());
         };
         let state = meta.state_at(self.lifecycle.now(), self.lifecycle.cryptoperiod);

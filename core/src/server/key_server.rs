@@ -483,16 +483,13 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         // forged KEK (someone's public key with a made-up private part)
         // gets one answer whatever the key's state, or whether it exists.
         self.check_possession(kek).await?;
-        let record = self.storage.get(&kek.id()).await;
-        let record = match record {
-            Ok(record) => record,
-            // A destroyed key's record is gone: say "destroyed", not
-            // "not found".
-            Err(e @ Error::NotFound { .. }) => {
-                self.check_decrypt(&kek.id()).await?;
-                return Err(e);
-            }
-            Err(e) => return Err(e),
+        // The record and the key's state in one read (one round trip).
+        let (record, meta) = self.record_and_meta(&kek.id()).await?;
+        let Some(record) = record else {
+            // A destroyed key's record is gone: say "destroyed", not "not
+            // found".
+            self.decrypt_allowed(&kek.id(), meta.as_ref()).await?;
+            return Err(Error::NotFound { key_id: kek.id() });
         };
         // The KEK is checked (and opens the record) before the key's state
         // is told: a wrong or forged KEK learns nothing of it.
@@ -504,7 +501,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
             Some(&self.checked),
         )
         .await?;
-        self.check_decrypt(&kek.id()).await?;
+        self.decrypt_allowed(&kek.id(), meta.as_ref()).await?;
         Ok(dek)
     }
 
@@ -515,8 +512,10 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
     /// key whose state gives no DEK (suspended, destroy-pending,
     /// destroyed).
     pub async fn get_wrapped(&self, key_id: &KeyId) -> Result<WrappedDek> {
-        self.check_decrypt(key_id).await?;
-        let record = self.storage.get(key_id).await?;
+        // The record and the key's state in one read (one round trip).
+        let (record, meta) = self.record_and_meta(key_id).await?;
+        self.decrypt_allowed(key_id, meta.as_ref()).await?;
+        let record = record.ok_or(Error::NotFound { key_id: *key_id })?;
         if record.is_sealed() {
             // Sealed at rest, and this server cannot unseal it: no client
             // could open it either.

@@ -237,7 +237,7 @@ pub struct AuditConfig {
 /// The lines handed to the writer, and whether it sleeps.
 #[derive(Default)]
 struct Queue {
-    lines: Vec<Pending>,
+    lines: std::collections::VecDeque<Pending>,
     /// Lines in `lines` that a caller waits for.
     durable: usize,
     /// The writer waits on the condition variable.
@@ -371,7 +371,7 @@ impl AuditLog {
                     pending = Some(line);
                     false
                 } else {
-                    queue.lines.push(line);
+                    queue.lines.push_back(line);
                     queue.durable += usize::from(durable);
                     let wake = queue.asleep
                         && (durable || !queue.lingering || queue.lines.len() >= WAKE_AT);
@@ -501,6 +501,8 @@ struct Writer {
     /// was last synced.
     head_dirty: bool,
     head_synced: Instant,
+    /// When the file was last synced.
+    synced_at: Instant,
     /// Length of the file up to its last good line.
     good_len: u64,
     seq: u64,
@@ -651,6 +653,7 @@ impl Writer {
             head: head_file,
             head_dirty: false,
             head_synced: Instant::now(),
+            synced_at: Instant::now(),
             good_len: complete as u64,
             seq,
             mac,
@@ -786,6 +789,7 @@ impl Writer {
         self.file.sync_data()?;
         let took = start.elapsed();
         self.unsynced = false;
+        self.synced_at = Instant::now();
         self.stats.syncs.fetch_add(1, Ordering::Relaxed);
         self.stats.sync_micros.fetch_add(
             u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
@@ -868,6 +872,11 @@ impl Writer {
                 continue;
             }
             self.write_batch(batch);
+            // Under steady read-only traffic the wait never times out: lines
+            // nobody waits for are still synced within IDLE_SYNC.
+            if self.unsynced && self.synced_at.elapsed() >= IDLE_SYNC && self.sync().is_err() {
+                self.fail(None);
+            }
             if self.head_dirty
                 && self.head_synced.elapsed() >= HEAD_SYNC
                 && self.sync_head().is_err()
