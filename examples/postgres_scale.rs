@@ -143,12 +143,16 @@ async fn sizes(url: &str, n: u64) -> Result<(), Box<dyn std::error::Error>> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let url = args.next().ok_or("usage: postgres_scale URL [N]")?;
+    let url = args
+        .next()
+        .ok_or("usage: postgres_scale URL [N [--reads-only]]")?;
     let n: u64 = args
         .next()
         .map(|a| a.parse())
         .transpose()?
         .unwrap_or(1_000_000);
+    // Only the uncached reads (get, get_with_meta), three rounds each.
+    let reads_only = args.next().as_deref() == Some("--reads-only");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -181,7 +185,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             micros(percentile(&lat, 0.5)),
             micros(percentile(&lat, 0.99))
         );
-        let rate = |store: Arc<dyn KeyStorage>, hot: u64| async move {
+        // `with_meta`: get_with_meta, what get_wrapped and get_key read
+        // (the record and the key's state, one query).
+        let rate = |store: Arc<dyn KeyStorage>, hot: u64, with_meta: bool| async move {
             let span = Duration::from_secs(5);
             let start = Instant::now();
             let mut tasks = Vec::new();
@@ -191,7 +197,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let mut state = 0x2545_f491_4f6c_dd1du64 ^ (t + 1);
                     let mut done = 0u64;
                     while start.elapsed() < span {
-                        store.get(&id(next(&mut state, hot))).await?;
+                        let key = id(next(&mut state, hot));
+                        if with_meta {
+                            let (record, _) = store.get_with_meta(&key).await?;
+                            assert!(record.is_some(), "every key has a record");
+                        } else {
+                            store.get(&key).await?;
+                        }
                         done += 1;
                     }
                     Ok::<_, keyserver::Error>(done)
@@ -203,10 +215,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             Ok::<_, keyserver::Error>(done as f64 / start.elapsed().as_secs_f64())
         };
-        println!(
-            "get (uncached, random of {n}), 8 at once: {:.0}/s",
-            rate(Arc::clone(&store) as Arc<dyn KeyStorage>, n).await?
-        );
+        let rounds = if reads_only { 3 } else { 1 };
+        for round in 1..=rounds {
+            println!(
+                "get (uncached, random of {n}), 8 at once: {:.0}/s (round {round})",
+                rate(Arc::clone(&store) as Arc<dyn KeyStorage>, n, false).await?
+            );
+            println!(
+                "get_with_meta (uncached, random of {n}; one query), 8 at once: {:.0}/s (round {round})",
+                rate(Arc::clone(&store) as Arc<dyn KeyStorage>, n, true).await?
+            );
+        }
+        if reads_only {
+            return Ok(());
+        }
         // Cached: a record cache of 100,000 in front, 50,000 hot keys.
         let cache = Arc::new(RecordCache::new(Arc::clone(&store), 100_000));
         let follower = Arc::clone(&cache);
@@ -217,7 +239,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         println!(
             "get (cached, 50,000 hot keys), 8 at once: {:.0}/s",
-            rate(Arc::clone(&cache) as Arc<dyn KeyStorage>, 50_000).await?
+            rate(Arc::clone(&cache) as Arc<dyn KeyStorage>, 50_000, false).await?
         );
         watch.abort();
 
