@@ -8,6 +8,7 @@ pub mod keeper;
 pub mod key_server;
 pub mod lifecycle;
 pub mod pool;
+pub mod witness;
 pub mod work;
 
 pub use key_server::*;

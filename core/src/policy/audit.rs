@@ -18,7 +18,7 @@
 //! out a DEK is always written.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -70,6 +70,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::audit_log::{AuditLog, Entry};
 use crate::api::{Call, Caller, KeyService, Reply};
+use crate::server::witness::{witnessed, Noted, Witness};
 use crate::{Error, KeyId, Result};
 
 /// The audit layer around `inner` (see the module docs). Without a log it
@@ -208,6 +209,7 @@ fn entry(
         code,
         latency_ms: start.elapsed().as_secs_f64() * 1000.0,
         suppressed: 0,
+        begun: false,
     }
 }
 
@@ -229,9 +231,16 @@ impl Audit {
 
     /// Runs `call` and records it: the whole of a call's work, moved into
     /// its own task for a state change.
+    ///
+    /// A call that stores a new key (`generate`, `rotate`) has a
+    /// [`Witness`]: the key's `begun` line is written durably while the
+    /// storage writes the key (two syncs at once), and the call is
+    /// answered only once both are on disk; its own line then follows
+    /// without a sync of its own (on disk within a second). Any other state
+    /// change, and `get_key`, waits for its own line's sync.
     async fn run(
         inner: &dyn KeyService,
-        log: Option<&AuditLog>,
+        log: Option<&Arc<AuditLog>>,
         flood: &Mutex<Flood>,
         caller: &Caller,
         call: Call,
@@ -239,7 +248,21 @@ impl Audit {
         let start = Instant::now();
         let method = call.method();
         let mut key_id = call.key_id();
-        let result = inner.call_as(caller, call).await;
+        let witness = match log {
+            Some(log) if method.changes_state() => Some(Arc::new(Begun {
+                log: Arc::clone(log),
+                line: entry(caller, method.name, key_id, None, 0, start),
+                told: AtomicBool::new(false),
+            })),
+            _ => None,
+        };
+        let result = match &witness {
+            Some(w) => {
+                let told: Arc<dyn Witness> = Arc::clone(w) as _;
+                witnessed(told, inner.call_as(caller, call)).await
+            }
+            None => inner.call_as(caller, call).await,
+        };
         let Some(log) = log else {
             return result;
         };
@@ -260,10 +283,37 @@ impl Audit {
         let mut line = entry(caller, method.name, key_id, new_key_id, code, start);
         line.suppressed = suppressed;
         // A state-changing call (and get_key) is answered once its line is
-        // on disk; if it cannot be written, the caller hears so (and a new
-        // key's KEK is dropped: nothing was encrypted under it yet).
-        log.record(line, method.audited_durably()).await?;
+        // on disk, or its key's begun line; if it cannot be written, the
+        // caller hears so (and a new key's KEK is dropped: nothing was
+        // encrypted under it yet).
+        let told = witness.is_some_and(|w| w.told.load(Ordering::Acquire));
+        log.record(line, method.audited_durably() && !told).await?;
         result
+    }
+}
+
+/// The audit layer's [`Witness`]: the `begun` line of a key being stored.
+struct Begun {
+    log: Arc<AuditLog>,
+    /// The call's line so far (who, what, which key it names).
+    line: Entry,
+    /// A begun line was asked for.
+    told: AtomicBool,
+}
+
+impl Witness for Begun {
+    fn storing(&self, key_id: KeyId) -> Noted {
+        self.told.store(true, Ordering::Release);
+        let mut line = self.line.clone();
+        // generate: the new key; rotate: the key rotated, and the new one.
+        if line.key_id.is_some() {
+            line.new_key_id = Some(key_id);
+        } else {
+            line.key_id = Some(key_id);
+        }
+        line.begun = true;
+        let log = Arc::clone(&self.log);
+        Box::pin(async move { log.record(line, true).await })
     }
 }
 
@@ -287,14 +337,14 @@ super::layer! {
             }
         }
         if !call.method().changes_state() {
-            return Audit::run(&*self.inner, self.log.as_deref(), &self.flood, caller, call).await;
+            return Audit::run(&*self.inner, self.log.as_ref(), &self.flood, caller, call).await;
         }
         // A state change runs to its end, and is recorded, even if this
         // future is dropped (the client went away, the request timed out).
         let (inner, log, caller) = (Arc::clone(&self.inner), self.log.clone(), caller.clone());
         let flood = Arc::clone(&self.flood);
         let work =
-            async move { Audit::run(&*inner, log.as_deref(), &flood, &caller, call).await };
+            async move { Audit::run(&*inner, log.as_ref(), &flood, &caller, call).await };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => runtime.spawn(work).await.unwrap_or_else(|e| {
                 Err(Error::Internal(
@@ -380,6 +430,67 @@ mod tests {
     use crate::policy::{AuditConfig, AuditKey, DEFAULT_AUDIT_ROTATE};
     use crate::test_backends::{MemoryStorage, RustCrypto};
     use crate::KeyServer;
+
+    /// A `generate` is answered once its key's begun line is on disk (in
+    /// the file the moment the answer comes, before the log is closed), and
+    /// its own line with the outcome follows; a refused one writes no begun
+    /// line; a `rotate` names the key rotated and the new one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_key_is_answered_once_its_begun_line_is_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(AuditConfig {
+            path: path.clone(),
+            key: AuditKey::new(vec![7; 32]).unwrap(),
+            rotate_bytes: DEFAULT_AUDIT_ROTATE,
+        })
+        .unwrap();
+        let keys = Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new()));
+        let audit = Audit::new(keys, Some(Arc::clone(&log)));
+        let app = Caller::with_identity(Identity::Principal("app".into()));
+        let read = || -> Vec<serde_json::Value> {
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let Reply::Kek(kek) = audit
+            .call_as(&app, Call::Generate(None, None))
+            .await
+            .unwrap()
+        else {
+            panic!("generate gives a KEK")
+        };
+        let id = kek.id().to_string();
+        let now = read();
+        let begun: Vec<_> = now.iter().filter(|l| l["begun"] == true).collect();
+        assert_eq!(begun.len(), 1, "{now:?}");
+        assert_eq!(begun[0]["key_id"], id.as_str());
+        assert_eq!(begun[0]["method"], "generate");
+        assert_eq!(begun[0]["principal"], "app");
+        assert!(begun[0]["code"].is_null());
+        let Reply::Kek(new) = audit
+            .call_as(&app, Call::Rotate(kek.clone(), None))
+            .await
+            .unwrap()
+        else {
+            panic!("rotate gives a KEK")
+        };
+        log.close();
+        let all = read();
+        let calls: Vec<_> = all.iter().filter(|l| l["event"].is_null()).collect();
+        assert_eq!(calls.len(), 4, "{calls:?}");
+        assert_eq!(calls[1]["method"], "generate");
+        assert_eq!(calls[1]["code"], 0);
+        assert_eq!(calls[1]["key_id"], id.as_str());
+        assert_eq!(calls[2]["begun"], true);
+        assert_eq!(calls[2]["method"], "rotate");
+        assert_eq!(calls[2]["key_id"], id.as_str());
+        assert_eq!(calls[2]["new_key_id"], new.id().to_string().as_str());
+        assert_eq!(calls[3]["method"], "rotate");
+        assert_eq!(calls[3]["code"], 0);
+    }
 
     /// A flood of calls by callers that did not authenticate writes at most
     /// the burst and the rate of lines; the next line says how many were

@@ -740,9 +740,18 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         reservation: Option<Reservation<'_>>,
     ) -> Result<()> {
         let by_storage = self.storage.counts_owners();
-        self.storage
-            .put_new(record, meta, max_keys.filter(|_| by_storage))
-            .await?;
+        let put = self
+            .storage
+            .put_new(record, meta, max_keys.filter(|_| by_storage));
+        match super::witness::storing(*record.key_id()) {
+            // The witness's sync and the storage's at once; both must hold.
+            Some(noted) => {
+                let (stored, noted) = tokio::join!(put, noted);
+                stored?;
+                noted?;
+            }
+            None => put.await?,
+        }
         match reservation {
             Some(mut r) => r.kept = true,
             None if !by_storage => {

@@ -153,6 +153,9 @@ pub(crate) struct Entry {
     /// Lines of unauthenticated callers left out since the last written
     /// (the flood limit of the audit layer).
     pub(crate) suppressed: u64,
+    /// The line of a key about to be stored, written while the storage
+    /// writes it (no code or latency yet: the call's own line follows).
+    pub(crate) begun: bool,
 }
 
 /// A line as written (field order is the line's).
@@ -201,6 +204,10 @@ struct Line<'a> {
     /// could (its `time` is when the line was written).
     #[serde(skip_serializing_if = "Option::is_none")]
     late: Option<bool>,
+    /// A key a call is storing (`generate`, `rotate`), written durably
+    /// while the storage writes the key; the call's own line follows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    begun: Option<bool>,
 }
 
 /// A line waiting for the writer, and who waits for it.
@@ -530,10 +537,11 @@ fn call_line(seq: u64, e: &Entry, late: bool) -> Line<'_> {
         method: Some(&e.method),
         key_id: e.key_id.map(|k| k.to_string()),
         new_key_id: e.new_key_id.map(|k| k.to_string()),
-        code: Some(e.code),
-        latency_ms: Some((e.latency_ms * 1000.0).round() / 1000.0),
+        code: (!e.begun).then_some(e.code),
+        latency_ms: (!e.begun).then(|| (e.latency_ms * 1000.0).round() / 1000.0),
         suppressed: (e.suppressed > 0).then_some(e.suppressed),
         late: late.then_some(true),
+        begun: e.begun.then_some(true),
         ..Line::empty()
     }
 }
@@ -1107,6 +1115,7 @@ impl Line<'_> {
             latency_ms: None,
             suppressed: None,
             late: None,
+            begun: None,
         }
     }
 }
