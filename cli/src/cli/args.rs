@@ -494,8 +494,9 @@ pub(crate) struct ServeOptions {
     /// exits [default: 10].
     #[arg(long, env = "KEYSERVER_GRACE_PERIOD")]
     pub grace_period: Option<u64>,
-    /// Audit log: one MAC-chained JSON line per call; generate is answered
-    /// only once its line is on disk [default: none]. Needs --audit-key.
+    /// Audit log: one MAC-chained JSON line per call; a new key is answered
+    /// only once a line naming it is on disk [default: none]. Needs
+    /// --audit-key.
     #[arg(long, env = "KEYSERVER_AUDIT_LOG")]
     pub audit_log: Option<PathBuf>,
     /// The audit log's MAC key file (at least 32 bytes, mode 0600; made by

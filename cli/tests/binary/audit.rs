@@ -277,7 +277,7 @@ async fn a_restart_continues_the_chain_and_the_key_must_be_private() {
 
 /// kill -9 in the middle of a storm of generate calls: the log verifies up
 /// to its last complete line, and every key id a client received is in it
-/// (a generate is answered only once its line is on disk).
+/// (a generate is answered only once its begun line is on disk).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_in_a_generate_storm_loses_no_acknowledged_line() {
     let (_dir, key, auth, log) = setup();
@@ -410,8 +410,10 @@ async fn a_log_that_cannot_be_written_refuses_every_call() {
     assert_eq!(health.status().as_u16(), 200);
     stop(child);
     // What was written verifies, and holds every key made: its begun line
-    // was on disk before it was answered (the call's own line, written
-    // without a sync of its own, may have been the one that did not fit).
+    // was on disk before it was answered. The call's own line, written
+    // without a sync of its own, may have shared the write that did not
+    // fit: it is then kept for after a `resume` line, which this full log
+    // never gets to write.
     let (ok, text) = verify(&key, std::slice::from_ref(&log));
     assert!(ok, "{text}");
     let all = lines(&log);
@@ -424,7 +426,10 @@ async fn a_log_that_cannot_be_written_refuses_every_call() {
         .filter(|l| l["method"] == "generate" && l["code"] == 0)
         .count();
     assert_eq!(begun, made);
-    assert!((made.saturating_sub(1)..=made).contains(&generated), "{generated} of {made}");
+    assert!(
+        (made.saturating_sub(1)..=made).contains(&generated),
+        "{generated} of {made}"
+    );
 }
 
 /// `/metrics` parses as OpenMetrics text (Python's prometheus_client, in

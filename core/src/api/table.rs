@@ -59,7 +59,9 @@ impl Method {
     }
 
     /// Whether a call of it is answered only once its audit line is on
-    /// disk: every state change, and `get_key`, which hands out a DEK.
+    /// disk: every state change, and `get_key`, which hands out a DEK (a
+    /// `generate`: once its new key's `begun` line is, written while the
+    /// key is stored).
     pub fn audited_durably(&self) -> bool {
         self.changes_state() || self.name == GET_KEY.name
     }

@@ -2,8 +2,9 @@
 //! that reaches it, whoever made it and however it ends.
 //!
 //! A state-changing call (`generate`, `rotate`, the lifecycle changes) runs
-//! to its end in a task of its own, and its line is written before that
-//! task finishes, so a client that goes away before the answer (a reset
+//! to its end in a task of its own, and its line is on disk (for a
+//! `generate`, its new key's `begun` line; its own line is queued) before
+//! that task finishes, so a client that goes away before the answer (a reset
 //! socket, a time-out) cannot leave a key stored without its line, or
 //! without its owner: the call is finished and recorded, and only the
 //! answer is lost. While the log cannot be written every call is refused
@@ -232,12 +233,13 @@ impl Audit {
     /// Runs `call` and records it: the whole of a call's work, moved into
     /// its own task for a state change.
     ///
-    /// A call that stores a new key (`generate`, `rotate`) has a
-    /// [`Witness`]: the key's `begun` line is written durably while the
-    /// storage writes the key (two syncs at once), and the call is
-    /// answered only once both are on disk; its own line then follows
-    /// without a sync of its own (on disk within a second). Any other state
-    /// change, and `get_key`, waits for its own line's sync.
+    /// A `generate` has a [`Witness`]: the new key's `begun` line is
+    /// written durably while the storage writes the key (two syncs at
+    /// once), and the call is answered only once both are on disk; its own
+    /// line then follows without a sync of its own (on disk within a
+    /// second; never refused as busy; kept through an outage). Any other
+    /// state change (`rotate` included), and `get_key`, waits for its own
+    /// line's sync.
     async fn run(
         inner: &dyn KeyService,
         log: Option<&Arc<AuditLog>>,
@@ -248,8 +250,12 @@ impl Audit {
         let start = Instant::now();
         let method = call.method();
         let mut key_id = call.key_id();
+        // generate only: a rotate's own line also records the old key's
+        // deactivation, which comes after the new key is stored, so it is
+        // synced itself (and its begun line would sit inside the key's
+        // change lock).
         let witness = match log {
-            Some(log) if method.changes_state() => Some(Arc::new(Begun {
+            Some(log) if method.name == "generate" => Some(Arc::new(Begun {
                 log: Arc::clone(log),
                 line: entry(caller, method.name, key_id, None, 0, start),
                 told: AtomicBool::new(false),
@@ -283,11 +289,17 @@ impl Audit {
         let mut line = entry(caller, method.name, key_id, new_key_id, code, start);
         line.suppressed = suppressed;
         // A state-changing call (and get_key) is answered once its line is
-        // on disk, or its key's begun line; if it cannot be written, the
-        // caller hears so (and a new key's KEK is dropped: nothing was
+        // on disk, or its new key's begun line; if that cannot be written,
+        // the caller hears so (and a new key's KEK is dropped: nothing was
         // encrypted under it yet).
         let told = witness.is_some_and(|w| w.told.load(Ordering::Acquire));
-        log.record(line, method.audited_durably() && !told).await?;
+        if told {
+            // The key's begun line is on disk: this one is queued (never
+            // refused as busy, kept through an outage), not synced.
+            log.record_kept(line).await?;
+        } else {
+            log.record(line, method.audited_durably()).await?;
+        }
         result
     }
 }
@@ -433,8 +445,9 @@ mod tests {
 
     /// A `generate` is answered once its key's begun line is on disk (in
     /// the file the moment the answer comes, before the log is closed), and
-    /// its own line with the outcome follows; a refused one writes no begun
-    /// line; a `rotate` names the key rotated and the new one.
+    /// its own line with the outcome follows; a `rotate` (whose line also
+    /// records the old key's deactivation) has no begun line: its own line
+    /// is in the file when it is answered, naming both keys.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_new_key_is_answered_once_its_begun_line_is_on_disk() {
         let dir = tempfile::tempdir().unwrap();
@@ -477,19 +490,20 @@ mod tests {
         else {
             panic!("rotate gives a KEK")
         };
+        let now = read();
+        let last = now.last().unwrap();
+        assert_eq!(last["method"], "rotate");
+        assert_eq!(last["code"], 0);
+        assert_eq!(last["key_id"], id.as_str());
+        assert_eq!(last["new_key_id"], new.id().to_string().as_str());
         log.close();
         let all = read();
         let calls: Vec<_> = all.iter().filter(|l| l["event"].is_null()).collect();
-        assert_eq!(calls.len(), 4, "{calls:?}");
+        assert_eq!(calls.len(), 3, "{calls:?}");
         assert_eq!(calls[1]["method"], "generate");
         assert_eq!(calls[1]["code"], 0);
         assert_eq!(calls[1]["key_id"], id.as_str());
-        assert_eq!(calls[2]["begun"], true);
-        assert_eq!(calls[2]["method"], "rotate");
-        assert_eq!(calls[2]["key_id"], id.as_str());
-        assert_eq!(calls[2]["new_key_id"], new.id().to_string().as_str());
-        assert_eq!(calls[3]["method"], "rotate");
-        assert_eq!(calls[3]["code"], 0);
+        assert_eq!(calls.iter().filter(|l| l["begun"] == true).count(), 1);
     }
 
     /// A flood of calls by callers that did not authenticate writes at most

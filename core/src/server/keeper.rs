@@ -743,15 +743,14 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
         let put = self
             .storage
             .put_new(record, meta, max_keys.filter(|_| by_storage));
-        match super::witness::storing(*record.key_id()) {
-            // The witness's sync and the storage's at once; both must hold.
-            Some(noted) => {
-                let (stored, noted) = tokio::join!(put, noted);
-                stored?;
-                noted?;
-            }
-            None => put.await?,
-        }
+        // The witness's sync and the storage's at once; both must hold.
+        let (stored, noted) = match super::witness::storing(*record.key_id()) {
+            Some(noted) => tokio::join!(put, noted),
+            None => (put.await, Ok(())),
+        };
+        stored?;
+        // Stored: counted for its owner even if the witness failed (the key
+        // exists, answered to nobody).
         match reservation {
             Some(mut r) => r.kept = true,
             None if !by_storage => {
@@ -760,7 +759,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
             }
             None => {}
         }
-        Ok(())
+        noted
     }
 
     /// `generate` for `caller`: within its quota, recording it as the

@@ -4,7 +4,8 @@
 //! whoever rewrites the file without the key cannot forge a valid one.
 //!
 //! One writer thread owns the file. Calls hand it their line and, for a
-//! state-changing call, wait until the line is on disk: the writer takes
+//! state-changing call, wait until the line (or, for a new key, its
+//! `begun` line) is on disk: the writer takes
 //! every line waiting, writes them with one `write`, and makes them durable
 //! with one `fdatasync` (group commit), so many concurrent calls share one
 //! sync. Read-only calls do not wait; their lines reach the disk with the
@@ -214,6 +215,9 @@ struct Line<'a> {
 struct Pending {
     entry: Entry,
     done: Option<tokio::sync::oneshot::Sender<Result<()>>>,
+    /// The line of a call that ran: kept through an outage (written after
+    /// the `resume` line, marked late), whether or not anyone waits for it.
+    kept: bool,
 }
 
 /// What the audit log counts (for `/metrics`).
@@ -351,13 +355,25 @@ impl AuditLog {
     /// Records `entry`. With `durable`, returns once its line is on disk
     /// (or the error that kept it off); otherwise at once.
     pub(crate) async fn record(&self, entry: Entry, durable: bool) -> Result<()> {
+        self.enqueue(entry, durable, durable).await
+    }
+
+    /// Records the line of a call that ran and was already made durable by
+    /// another line (a new key's `begun` line): returns once it is queued,
+    /// not synced; never refused as busy (it waits for room), and kept
+    /// through an outage like a durable line.
+    pub(crate) async fn record_kept(&self, entry: Entry) -> Result<()> {
+        self.enqueue(entry, false, true).await
+    }
+
+    async fn enqueue(&self, entry: Entry, durable: bool, kept: bool) -> Result<()> {
         let (done, wait) = if durable {
             let (tx, rx) = tokio::sync::oneshot::channel();
             (Some(tx), Some(rx))
         } else {
             (None, None)
         };
-        let mut pending = Some(Pending { entry, done });
+        let mut pending = Some(Pending { entry, done, kept });
         while let Some(line) = pending.take() {
             let wake = {
                 let mut queue = self.queue.lock();
@@ -365,7 +381,7 @@ impl AuditLog {
                     return Err(audit_error("the audit log is closed", None));
                 }
                 if queue.lines.len() >= MAX_BACKLOG {
-                    if !durable {
+                    if !kept {
                         // The disk is not keeping up: refuse rather than
                         // hold lines without bound.
                         return Err(Error::Busy {
@@ -930,14 +946,15 @@ impl Writer {
         }
     }
 
-    /// Keeps the lines of calls that ran (durable ones) for after the
-    /// outage, and tells their callers the log cannot be written now.
+    /// Keeps the lines of calls that ran (durable and kept ones) for after
+    /// the outage, and tells those who wait that the log cannot be written
+    /// now.
     fn keep_late(&mut self, batch: Vec<Pending>) {
         for p in batch {
+            if p.kept && self.late.len() < MAX_LATE {
+                self.late.push(p.entry);
+            }
             if let Some(done) = p.done {
-                if self.late.len() < MAX_LATE {
-                    self.late.push(p.entry);
-                }
                 let _ = done.send(Err(audit_error("the audit log cannot be written", None)));
             }
         }

@@ -236,6 +236,7 @@ fn a_failed_write_refuses_until_the_file_can_be_written_again() {
             Pending {
                 entry: entry("generate"),
                 done: durable.then_some(tx),
+                kept: durable,
             },
             rx,
         )
@@ -252,6 +253,13 @@ fn a_failed_write_refuses_until_the_file_can_be_written_again() {
     let (p, mut rx) = pending(true);
     writer.write_batch(vec![p]);
     assert!(rx.try_recv().unwrap().is_err(), "refused while failed");
+    // A call's line that nobody waits for but that is kept (a generate
+    // answered on its begun line) is kept too; a read-only one is not.
+    let (mut kept, _) = pending(false);
+    kept.kept = true;
+    kept.entry.key_id = Some(KeyId::from_bytes([9; 32]));
+    let (read_only, _) = pending(false);
+    writer.write_batch(vec![kept, read_only]);
     // Writable again: the writer recovers and the chain holds.
     // A recovery attempt that cannot write its resume line fails.
     writer.recover();
@@ -263,19 +271,21 @@ fn a_failed_write_refuses_until_the_file_can_be_written_again() {
     writer.write_batch(vec![p]);
     assert!(rx.try_recv().unwrap().is_ok());
     let report = verify(std::slice::from_ref(&path)).unwrap();
-    // open, start, generate, resume, the two generates that could not
-    // be written (late), generate: a call that ran is never left out.
-    assert_eq!(report.lines, 7);
-    assert_eq!(report.head_seq, Some(7));
+    // open, start, generate, resume, the three generates that could not
+    // be written (late; the read-only line is not kept), generate: a call
+    // that ran is never left out.
+    assert_eq!(report.lines, 8);
+    assert_eq!(report.head_seq, Some(8));
     let all = lines(&path);
     assert!(all[3].contains("\"event\":\"resume\""));
-    for late in &all[4..6] {
+    for late in &all[4..7] {
         assert!(
             late.contains("\"method\":\"generate\"") && late.contains("\"late\":true"),
             "{late}"
         );
     }
-    assert!(!all[6].contains("\"late\":true"));
+    assert!(all[6].contains(&"09".repeat(32)), "the kept line: {}", all[6]);
+    assert!(!all[7].contains("\"late\":true"));
 }
 
 #[test]
