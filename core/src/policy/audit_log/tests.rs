@@ -284,7 +284,11 @@ fn a_failed_write_refuses_until_the_file_can_be_written_again() {
             "{late}"
         );
     }
-    assert!(all[6].contains(&"09".repeat(32)), "the kept line: {}", all[6]);
+    assert!(
+        all[6].contains(&"09".repeat(32)),
+        "the kept line: {}",
+        all[6]
+    );
     assert!(!all[7].contains("\"late\":true"));
 }
 
