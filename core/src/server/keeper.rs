@@ -745,7 +745,7 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
             .put_new(record, meta, max_keys.filter(|_| by_storage));
         // The witness's sync and the storage's at once; both must hold.
         let (stored, noted) = match super::witness::storing(*record.key_id()) {
-            Some(noted) => tokio::join!(put, noted),
+            Some(noted) => both(put, noted).await,
             None => (put.await, Ok(())),
         };
         stored?;
@@ -925,4 +925,37 @@ impl<C: CipherSuite, S: KeyStorage> KeyServer<C, S> {
 pub(crate) fn narrows(from: KeyState, to: KeyState) -> bool {
     (!to.allows_decrypt() || from.allows_decrypt())
         && (!to.allows_encrypt() || from.allows_encrypt())
+}
+
+/// Runs two futures at once, to the end of both (what `tokio::join!` does,
+/// without the feature that brings tokio's macros to every build).
+async fn both<A: std::future::Future, B: std::future::Future>(
+    a: A,
+    b: B,
+) -> (A::Output, B::Output) {
+    use std::task::Poll;
+    let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
+    let (mut first, mut second) = (None, None);
+    std::future::poll_fn(|cx| {
+        if first.is_none() {
+            if let Poll::Ready(out) = a.as_mut().poll(cx) {
+                first = Some(out);
+            }
+        }
+        if second.is_none() {
+            if let Poll::Ready(out) = b.as_mut().poll(cx) {
+                second = Some(out);
+            }
+        }
+        if first.is_some() && second.is_some() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    match (first, second) {
+        (Some(a), Some(b)) => (a, b),
+        _ => unreachable!("both futures are ready"),
+    }
 }

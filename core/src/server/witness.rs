@@ -31,6 +31,7 @@ tokio::task_local! {
 }
 
 /// Runs `call` with `witness` told of every key it stores.
+#[cfg(feature = "policy")]
 pub async fn witnessed<F: Future>(witness: Arc<dyn Witness>, call: F) -> F::Output {
     WITNESS.scope(witness, call).await
 }
