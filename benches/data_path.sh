@@ -34,7 +34,7 @@ lua_body() { # file content-type body
   printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "%s"\nwrk.body = [==[%s]==]\n' "$2" "$3" > "$1"
 }
 wrk_post() { # lua-file connections seconds
-  wrk -t1 -c"$2" -d"$3s" -s "$1" "http://127.0.0.1:$PORT/jsonrpc" | grep -E "Requests/sec"
+  wrk -t2 -c"$2" -d"$3s" -s "$1" "http://127.0.0.1:$PORT/jsonrpc" | grep -E "Requests/sec"
 }
 mbs() { # bytes seconds
   python3 -c "import sys; print(f'{int(sys.argv[1]) / float(sys.argv[2]) / 1e6:,.0f} MB/s')" "$1" "$2"

@@ -28,7 +28,7 @@ serve() { # suite pool
 }
 stop() { kill -TERM "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=; }
 wrk_post() { # lua-file path
-  wrk -t1 -c"${3:-16}" -d"${4:-8}s" -s "$1" "http://127.0.0.1:$PORT$2" | grep -E "Requests/sec|Latency"
+  wrk -t2 -c"${3:-16}" -d"${4:-8}s" -s "$1" "http://127.0.0.1:$PORT$2" | grep -E "Requests/sec|Latency"
 }
 lua_body() { # file content-type body
   printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "%s"\nwrk.body = [==[%s]==]\n' "$2" "$3" > "$1"
