@@ -443,15 +443,10 @@ mod tests {
     use crate::test_backends::{MemoryStorage, RustCrypto};
     use crate::KeyServer;
 
-    /// A `generate` is answered once its key's begun line is on disk (in
-    /// the file the moment the answer comes, before the log is closed), and
-    /// its own line with the outcome follows; a `rotate` (whose line also
-    /// records the old key's deactivation) has no begun line: its own line
-    /// is in the file when it is answered, naming both keys.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_new_key_is_answered_once_its_begun_line_is_on_disk() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
+    /// An audit log in `dir`, and the audit layer over a key server that
+    /// writes to it.
+    fn audited(dir: &std::path::Path) -> (std::path::PathBuf, Arc<AuditLog>, Audit) {
+        let path = dir.join("audit.log");
         let log = AuditLog::open(AuditConfig {
             path: path.clone(),
             key: AuditKey::new(vec![7; 32]).unwrap(),
@@ -460,6 +455,18 @@ mod tests {
         .unwrap();
         let keys = Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new()));
         let audit = Audit::new(keys, Some(Arc::clone(&log)));
+        (path, log, audit)
+    }
+
+    /// A `generate` is answered once its key's begun line is on disk (in
+    /// the file the moment the answer comes, before the log is closed), and
+    /// its own line with the outcome follows; a `rotate` (whose line also
+    /// records the old key's deactivation) has no begun line: its own line
+    /// is in the file when it is answered, naming both keys.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_key_is_answered_once_its_begun_line_is_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, log, audit) = audited(dir.path());
         let app = Caller::with_identity(Identity::Principal("app".into()));
         let read = || -> Vec<serde_json::Value> {
             std::fs::read_to_string(&path)
@@ -513,15 +520,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn unauthenticated_callers_cannot_flood_the_log() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        let log = AuditLog::open(AuditConfig {
-            path: path.clone(),
-            key: AuditKey::new(vec![7; 32]).unwrap(),
-            rotate_bytes: DEFAULT_AUDIT_ROTATE,
-        })
-        .unwrap();
-        let keys = Arc::new(KeyServer::new(RustCrypto::new(), MemoryStorage::new()));
-        let audit = Audit::new(keys, Some(Arc::clone(&log)));
+        let (path, log, audit) = audited(dir.path());
         let nobody = Caller::with_identity(Identity::BadCredentials);
         let app = Caller::with_identity(Identity::Principal("app".into()));
         let start = Instant::now();

@@ -947,15 +947,13 @@ async fn both<A: std::future::Future, B: std::future::Future>(
                 second = Some(out);
             }
         }
-        if first.is_some() && second.is_some() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
+        match (first.take(), second.take()) {
+            (Some(a), Some(b)) => Poll::Ready((a, b)),
+            (a, b) => {
+                (first, second) = (a, b);
+                Poll::Pending
+            }
         }
     })
-    .await;
-    match (first, second) {
-        (Some(a), Some(b)) => (a, b),
-        _ => unreachable!("both futures are ready"),
-    }
+    .await
 }
